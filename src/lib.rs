@@ -1,0 +1,3 @@
+//! kgroup: a pure-Rust Kafka consumer-group client.
+
+pub mod protocol;
