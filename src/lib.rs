@@ -1,3 +1,11 @@
 //! kgroup: a pure-Rust Kafka consumer-group client.
 
+pub mod driver;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
+pub mod error;
+pub mod producer;
 pub mod protocol;
+
+pub use driver::cluster::{Cluster, ClusterConfig};
+pub use error::{ConfigError, Error, NetworkError, Result};

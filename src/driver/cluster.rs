@@ -1,0 +1,611 @@
+//! The cluster view: bootstrap, metadata, one link per broker, coordinator lookup, topic admin.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::backoff::Backoff;
+use super::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
+use crate::error::{ConfigError, Error, NetworkError, Result};
+use crate::protocol::error_code::{ErrorAction, KafkaCode};
+
+/// One broker as metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+impl BrokerInfo {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// One partition: its leader (`-1` while there is none) and leader epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub error: KafkaCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub error: KafkaCode,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// What the last Metadata response said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataSnapshot {
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+}
+
+impl MetadataSnapshot {
+    fn from_response(response: &MetadataResponse) -> Self {
+        let brokers = response
+            .brokers
+            .iter()
+            .map(|b| {
+                let info = BrokerInfo {
+                    node_id: b.node_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                };
+                (info.node_id, info)
+            })
+            .collect();
+        let topics = response
+            .topics
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.as_ref()?.to_string();
+                let mut partitions: Vec<PartitionInfo> = t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionInfo {
+                        partition: p.partition_index,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        error: KafkaCode(p.error_code),
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.partition);
+                Some((
+                    name.clone(),
+                    TopicInfo {
+                        name,
+                        error: KafkaCode(t.error_code),
+                        partitions,
+                    },
+                ))
+            })
+            .collect();
+        MetadataSnapshot {
+            cluster_id: response.cluster_id.as_ref().map(|c| c.to_string()),
+            controller_id: response.controller_id.0,
+            brokers,
+            topics,
+        }
+    }
+
+    /// Partition count of a topic that exists without error.
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.topics
+            .get(topic)
+            .filter(|t| !t.error.is_error() && !t.partitions.is_empty())
+            .map(|t| t.partitions.len())
+    }
+
+    /// The leader of a partition, when there is one.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let info = self
+            .topics
+            .get(topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)?;
+        (info.leader >= 0).then_some(info.leader)
+    }
+}
+
+/// The group coordinator a FindCoordinator call named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+impl CoordinatorInfo {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Settings for a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `bootstrap.servers`: `host:port` entries.
+    pub bootstrap: Vec<String>,
+    pub connection: ConnectionConfig,
+    /// `retry.backoff.ms` for metadata and coordinator retries.
+    pub retry_backoff: Backoff,
+    /// Upper bound on the retry loops of metadata and coordinator lookups.
+    pub retry_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(bootstrap: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ClusterConfig {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            connection: ConnectionConfig::default(),
+            retry_backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+                jitter: 0.2,
+            },
+            retry_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Parses `bootstrap.servers` (`host:port[,host:port...]`).
+    pub fn from_bootstrap_servers(servers: &str) -> Result<Self, ConfigError> {
+        let entries: Vec<String> = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if entries.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "bootstrap.servers",
+            });
+        }
+        for entry in &entries {
+            let port_ok = entry
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(ConfigError::InvalidValue {
+                    key: "bootstrap.servers",
+                    value: entry.clone(),
+                    reason: "expected host:port".into(),
+                });
+            }
+        }
+        Ok(ClusterConfig::new(entries))
+    }
+}
+
+/// Checks a topic name the way the broker will (legal characters, length, not `.` or `..`).
+pub fn validate_topic_name(name: &str) -> Result<(), ConfigError> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are reserved")
+    } else if name.len() > 249 {
+        Some("longer than 249 characters")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ConfigError::InvalidTopic {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+struct Inner {
+    config: ClusterConfig,
+    connection_config: Arc<ConnectionConfig>,
+    bootstrap: Vec<Arc<BrokerLink>>,
+    links: Mutex<HashMap<String, Arc<BrokerLink>>>,
+    metadata: Mutex<Arc<MetadataSnapshot>>,
+}
+
+/// A handle on the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("bootstrap", &self.inner.config.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to the first bootstrap broker that answers and loads broker metadata.
+    pub async fn connect(config: ClusterConfig) -> Result<Cluster> {
+        if config.bootstrap.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "bootstrap.servers",
+            }
+            .into());
+        }
+        let connection_config = Arc::new(config.connection.clone());
+        let bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|a| Arc::new(BrokerLink::new(a.clone(), connection_config.clone())))
+            .collect();
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                config,
+                connection_config,
+                bootstrap,
+                links: Mutex::new(HashMap::new()),
+                metadata: Mutex::new(Arc::new(MetadataSnapshot::default())),
+            }),
+        };
+        cluster.refresh_metadata(Some(&[])).await?;
+        Ok(cluster)
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The last metadata fetched.
+    pub fn metadata(&self) -> Arc<MetadataSnapshot> {
+        self.inner
+            .metadata
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A connection to any reachable broker: known brokers first, then the bootstrap list.
+    pub async fn any_connection(&self) -> Result<Connection> {
+        let mut candidates: Vec<Arc<BrokerLink>> = self
+            .metadata()
+            .brokers
+            .values()
+            .map(|b| self.link(&b.addr()))
+            .collect();
+        candidates.extend(self.inner.bootstrap.iter().cloned());
+        for link in &candidates {
+            if let Some(conn) = link.current().await {
+                return Ok(conn);
+            }
+        }
+        let mut last = None;
+        for link in &candidates {
+            match link.connection().await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(NetworkError::NoBrokerReachable {
+            tried: candidates.iter().map(|l| l.addr().to_owned()).collect(),
+            last: last.map(|e| e.to_string()).unwrap_or_default(),
+        }
+        .into())
+    }
+
+    /// The link for an address, created on first use.
+    pub fn link(&self, addr: &str) -> Arc<BrokerLink> {
+        let mut links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        links
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                Arc::new(BrokerLink::new(addr, self.inner.connection_config.clone()))
+            })
+            .clone()
+    }
+
+    /// A connection to broker `node_id` as the latest metadata locates it.
+    pub async fn broker_connection(&self, node_id: i32) -> Result<Connection> {
+        let addr = match self.metadata().brokers.get(&node_id) {
+            Some(b) => b.addr(),
+            None => {
+                self.refresh_metadata(Some(&[])).await?;
+                self.metadata()
+                    .brokers
+                    .get(&node_id)
+                    .map(BrokerInfo::addr)
+                    .ok_or(Error::UnknownPartition {
+                        topic: format!("<broker {node_id}>"),
+                        partition: None,
+                    })?
+            }
+        };
+        self.link(&addr).connection().await
+    }
+
+    /// Fetches metadata for `topics` (`None`: every topic; `Some(&[])`: brokers only) and
+    /// merges it into the cached view. Retried with backoff on connection loss.
+    pub async fn refresh_metadata(&self, topics: Option<&[&str]>) -> Result<Arc<MetadataSnapshot>> {
+        let response = self
+            .with_retries("metadata", |conn| async move {
+                let version = conn.version(ApiKey::Metadata)?;
+                let request = MetadataRequest::default().with_topics(topics.map(|names| {
+                    names
+                        .iter()
+                        .map(|n| {
+                            MetadataRequestTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_string((*n).to_owned()))))
+                        })
+                        .collect()
+                }));
+                conn.send_at(
+                    &request,
+                    version,
+                    self.inner.connection_config.request_timeout,
+                )
+                .await
+            })
+            .await?;
+        let fresh = MetadataSnapshot::from_response(&response);
+        let mut cached = self
+            .inner
+            .metadata
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut merged = (**cached).clone();
+        merged.cluster_id = fresh.cluster_id;
+        merged.controller_id = fresh.controller_id;
+        merged.brokers = fresh.brokers;
+        if topics.is_none() {
+            merged.topics = fresh.topics;
+        } else {
+            merged.topics.extend(fresh.topics);
+        }
+        *cached = Arc::new(merged);
+        tracing::debug!(
+            brokers = cached.brokers.len(),
+            topics = cached.topics.len(),
+            "metadata refreshed"
+        );
+        Ok(cached.clone())
+    }
+
+    /// Refreshes `topic` until every partition has a leader, or the retry timeout passes.
+    pub async fn wait_for_topic(&self, topic: &str) -> Result<Arc<MetadataSnapshot>> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.retry_timeout;
+        let mut attempt = 0;
+        loop {
+            let snapshot = self.refresh_metadata(Some(&[topic])).await?;
+            let info = snapshot.topics.get(topic);
+            let ready = info.is_some_and(|t| {
+                !t.error.is_error()
+                    && !t.partitions.is_empty()
+                    && t.partitions.iter().all(|p| p.leader >= 0)
+            });
+            if ready {
+                return Ok(snapshot);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: None,
+                });
+            }
+            tokio::time::sleep(self.inner.config.retry_backoff.delay(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// FindCoordinator for a consumer group: batched v4 where the broker has it, single key
+    /// before. COORDINATOR_NOT_AVAILABLE (for example while `__consumer_offsets` is being
+    /// created) is retried with backoff until the retry timeout.
+    pub async fn find_coordinator(&self, group: &str) -> Result<CoordinatorInfo> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.retry_timeout;
+        let mut attempt = 0;
+        loop {
+            let result = self.find_coordinator_once(group).await;
+            match &result {
+                Err(e)
+                    if matches!(
+                        e.action(),
+                        ErrorAction::Retry
+                            | ErrorAction::RefreshCoordinator
+                            | ErrorAction::RefreshMetadata
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(group, error = %e, "FindCoordinator failed, retrying");
+                    tokio::time::sleep(self.inner.config.retry_backoff.delay(attempt)).await;
+                    attempt += 1;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    async fn find_coordinator_once(&self, group: &str) -> Result<CoordinatorInfo> {
+        let conn = self.any_connection().await?;
+        let version = conn.version(ApiKey::FindCoordinator)?;
+        let key = StrBytes::from_string(group.to_owned());
+        let request = if version >= 4 {
+            FindCoordinatorRequest::default()
+                .with_key_type(0)
+                .with_coordinator_keys(vec![key])
+        } else {
+            FindCoordinatorRequest::default().with_key(key)
+        };
+        let response = conn
+            .send_at(
+                &request,
+                version,
+                self.inner.connection_config.request_timeout,
+            )
+            .await?;
+        let context = || format!("group {group}");
+        if version >= 4 {
+            let entry = response
+                .coordinators
+                .iter()
+                .find(|c| c.key.as_str() == group)
+                .ok_or_else(|| {
+                    Error::broker(
+                        ApiKey::FindCoordinator,
+                        -1,
+                        format!("no entry for group {group}"),
+                    )
+                })?;
+            check_code(ApiKey::FindCoordinator, entry.error_code, context)?;
+            Ok(CoordinatorInfo {
+                node_id: entry.node_id.0,
+                host: entry.host.to_string(),
+                port: entry.port,
+            })
+        } else {
+            check_code(ApiKey::FindCoordinator, response.error_code, context)?;
+            Ok(CoordinatorInfo {
+                node_id: response.node_id.0,
+                host: response.host.to_string(),
+                port: response.port,
+            })
+        }
+    }
+
+    /// Creates a topic (CreateTopics) and waits until metadata shows a leader for every
+    /// partition. An existing topic with the same partition count is not an error.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<()> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(ConfigError::InvalidValue {
+                key: "num.partitions",
+                value: partitions.to_string(),
+                reason: "must be at least 1".into(),
+            }
+            .into());
+        }
+        let timeout = self.inner.connection_config.request_timeout;
+        let response = self
+            .with_retries("create topic", |conn| async move {
+                let version = conn.version(ApiKey::CreateTopics)?;
+                let request = CreateTopicsRequest::default()
+                    .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+                    .with_topics(vec![CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(replication_factor)]);
+                conn.send_at(&request, version, timeout).await
+            })
+            .await?;
+        for result in &response.topics {
+            let code = KafkaCode(result.error_code);
+            if code.0 == 36 {
+                // TOPIC_ALREADY_EXISTS: fine if it has the partitions we asked for.
+                let snapshot = self.wait_for_topic(name).await?;
+                let existing = snapshot.partition_count(name).unwrap_or(0);
+                if existing != partitions as usize {
+                    return Err(Error::broker(
+                        ApiKey::CreateTopics,
+                        36,
+                        format!("{name} exists with {existing} partitions, not {partitions}"),
+                    ));
+                }
+                return Ok(());
+            }
+            check_code(ApiKey::CreateTopics, result.error_code, || {
+                format!(
+                    "topic {name}: {}",
+                    result.error_message.as_deref().unwrap_or("")
+                )
+            })?;
+        }
+        self.wait_for_topic(name).await?;
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(())
+    }
+
+    /// Runs `call` on some broker connection, retrying connection failures with backoff.
+    async fn with_retries<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.config.retry_timeout;
+        let mut attempt = 0u32;
+        loop {
+            let result = match self.any_connection().await {
+                Ok(conn) => call(conn).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(Error::Network(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(what, error = %e, attempt, "request failed, retrying");
+                    tokio::time::sleep(self.inner.config.retry_backoff.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e @ Error::Network(_)) => {
+                    return Err(Error::RetriesExhausted {
+                        what,
+                        attempts: attempt + 1,
+                        last: Box::new(e),
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked_like_the_broker_does() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "has space", "ümlaut", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_servers_are_parsed_and_checked() {
+        let c = ClusterConfig::from_bootstrap_servers("127.0.0.1:9092, localhost:9093").unwrap();
+        assert_eq!(c.bootstrap, vec!["127.0.0.1:9092", "localhost:9093"]);
+        assert!(matches!(
+            ClusterConfig::from_bootstrap_servers(""),
+            Err(ConfigError::Missing { .. })
+        ));
+        assert!(matches!(
+            ClusterConfig::from_bootstrap_servers("localhost"),
+            Err(ConfigError::InvalidValue {
+                key: "bootstrap.servers",
+                ..
+            })
+        ));
+    }
+}

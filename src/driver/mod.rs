@@ -1,0 +1,5 @@
+//! Tokio tasks: broker connections, the cluster view, and (later) the group and fetch drivers.
+
+pub mod backoff;
+pub mod cluster;
+pub mod connection;

@@ -1,0 +1,314 @@
+//! A local nisshi broker (a Kafka-compatible broker from crates.io) for demos and tests.
+//!
+//! The binary is found through `KGROUP_NISSHI_BIN`, then in the cache directory
+//! (`KGROUP_CACHE_DIR`, default `~/.cache/kgroup`), then installed there with
+//! `cargo +nightly install nisshi --version 0.8.1 --locked` (about 12 minutes on 2 cores, once).
+//! The broker always listens on 127.0.0.1 on a free port, keeps data in memory, and is killed
+//! when the handle drops, or when this process dies (Linux `PR_SET_PDEATHSIG`).
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::driver::connection::{Connection, ConnectionConfig};
+
+/// The nisshi release the project is tested against.
+pub const NISSHI_VERSION: &str = "0.8.1";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    #[error("installing nisshi {version} with `{command}` failed: {detail}")]
+    Install {
+        version: &'static str,
+        command: String,
+        detail: String,
+    },
+    #[error("cannot start {binary}: {source}")]
+    Spawn { binary: PathBuf, source: io::Error },
+    #[error("nisshi exited during start-up ({status}); its log ends with:\n{log_tail}")]
+    Exited { status: String, log_tail: String },
+    #[error("nisshi on {addr} did not answer ApiVersions within {after:?}; its log ends with:\n{log_tail}")]
+    NotReady {
+        addr: String,
+        after: Duration,
+        log_tail: String,
+    },
+    #[error("I/O error around the embedded broker: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Start-up options.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Kafka's `group.initial.rebalance.delay.ms` (nisshi default 3 s).
+    pub initial_rebalance_delay: Duration,
+    /// Port to bind; `None` picks a free one.
+    pub port: Option<u16>,
+    pub ready_timeout: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            initial_rebalance_delay: Duration::from_secs(3),
+            port: None,
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running broker; killed on drop.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    child: Option<Child>,
+    port: u16,
+    options: BrokerOptions,
+    log_path: PathBuf,
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker and waits until it answers ApiVersions.
+    pub async fn start(options: BrokerOptions) -> Result<EmbeddedBroker, EmbeddedError> {
+        let binary = nisshi_binary()?;
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let log_dir = std::env::temp_dir().join("kgroup-nisshi");
+        fs::create_dir_all(&log_dir)?;
+        let log_path = log_dir.join(format!("broker-{port}-{}.log", std::process::id()));
+        let mut broker = EmbeddedBroker {
+            child: None,
+            port,
+            options,
+            log_path,
+        };
+        broker.spawn(&binary)?;
+        broker.wait_ready().await?;
+        tracing::info!(bootstrap = %broker.bootstrap(), "embedded nisshi broker ready");
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the broker process (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (with empty storage).
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        self.kill();
+        let binary = nisshi_binary()?;
+        self.spawn(&binary)?;
+        self.wait_ready().await
+    }
+
+    fn spawn(&mut self, binary: &Path) -> Result<(), EmbeddedError> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = File::create(&self.log_path)?;
+        let mut command = Command::new(binary);
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://nisshi/"])
+            .arg("--group-initial-rebalance-delay")
+            .arg(format!(
+                "{}ms",
+                self.options.initial_rebalance_delay.as_millis()
+            ))
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env(
+                "RUST_LOG",
+                std::env::var("KGROUP_NISSHI_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|source| EmbeddedError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), EmbeddedError> {
+        let config = Arc::new(ConnectionConfig {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(EmbeddedError::Exited {
+                    status: status.to_string(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            if Connection::open(&self.bootstrap(), config.clone())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill();
+                return Err(EmbeddedError::NotReady {
+                    addr: self.bootstrap(),
+                    after: self.options.ready_timeout,
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines the broker logged.
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_file(&self.log_path);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The cache directory for the broker binary.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KGROUP_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("kgroup")
+}
+
+/// Finds the nisshi binary, installing it into the cache directory when missing.
+pub fn nisshi_binary() -> Result<PathBuf, EmbeddedError> {
+    if let Some(path) = std::env::var_os("KGROUP_NISSHI_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let root = cache_dir().join(format!("nisshi-{NISSHI_VERSION}"));
+    let binary = root.join("bin").join("nisshi");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    fs::create_dir_all(&root)?;
+    // One installer at a time: parallel tests wait for the first one's build.
+    let lock = File::create(root.join(".install.lock"))?;
+    let _guard = FileLock::exclusive(&lock)?;
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let args = [
+        "+nightly",
+        "install",
+        "nisshi",
+        "--version",
+        NISSHI_VERSION,
+        "--locked",
+        "--root",
+    ];
+    let command = format!("cargo {} {}", args.join(" "), root.display());
+    eprintln!("kgroup: installing nisshi {NISSHI_VERSION} (about 12 minutes, once): {command}");
+    let output = Command::new("cargo")
+        .args(args)
+        .arg(&root)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| EmbeddedError::Install {
+            version: NISSHI_VERSION,
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+    if !output.status.success() || !binary.exists() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        return Err(EmbeddedError::Install {
+            version: NISSHI_VERSION,
+            command,
+            detail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(binary)
+}
+
+struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    fn exclusive(file: &'a File) -> io::Result<Self> {
+        file.lock()?;
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}

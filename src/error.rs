@@ -1,0 +1,139 @@
+//! The errors kgroup returns, classified by the action they demand.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::protocol::error_code::{ErrorAction, KafkaCode};
+use crate::protocol::ProtocolError;
+
+/// Why a connection stopped; shared by every request that was in flight on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectCause {
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("the broker closed the connection")]
+    ClosedByBroker,
+    #[error("unreadable frame: {0}")]
+    Frame(#[from] ProtocolError),
+    #[error("a response carried correlation id {0}, which no request is waiting for")]
+    UnexpectedCorrelationId(i32),
+    #[error("the client closed the connection")]
+    ClosedByClient,
+}
+
+/// Failures to reach or talk to a broker.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: Arc<io::Error>,
+    },
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: String, after: Duration },
+    /// The connection broke; every request in flight on it carries the same `cause`.
+    #[error("connection to {addr} lost: {cause}")]
+    Disconnected {
+        addr: String,
+        cause: Arc<DisconnectCause>,
+    },
+    #[error("{api:?} to {addr} got no response within {after:?}")]
+    RequestTimeout {
+        addr: String,
+        api: ApiKey,
+        after: Duration,
+    },
+    #[error("no bootstrap broker answered (tried {tried:?}); last error: {last}")]
+    NoBrokerReachable { tried: Vec<String>, last: String },
+}
+
+/// A user's configuration that cannot work; reported when it is built, never later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for `{key}`: {reason}")]
+    InvalidValue {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("`{key}` is required")]
+    Missing { key: &'static str },
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: &'static str },
+}
+
+/// The crate's error type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A broker answered with an error code.
+    #[error("{api:?} failed with {code}{}", context_suffix(.context))]
+    Broker {
+        api: ApiKey,
+        code: KafkaCode,
+        context: String,
+    },
+    /// Metadata does not (yet) know this topic or partition.
+    #[error("unknown topic or partition {topic}/{partition:?}")]
+    UnknownPartition {
+        topic: String,
+        partition: Option<i32>,
+    },
+    /// A bounded retry loop ran out of attempts or time.
+    #[error("gave up on {what} after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        what: &'static str,
+        attempts: u32,
+        last: Box<Error>,
+    },
+    /// The component was shut down.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+}
+
+fn context_suffix(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!(" ({context})")
+    }
+}
+
+impl Error {
+    /// The action this error demands from whoever sees it.
+    pub fn action(&self) -> ErrorAction {
+        match self {
+            Error::Config(_) => ErrorAction::Fatal,
+            Error::Network(NetworkError::RequestTimeout { .. }) => ErrorAction::Retry,
+            Error::Network(_) => ErrorAction::RefreshMetadata,
+            Error::Protocol(ProtocolError::UnsupportedApi { .. }) => ErrorAction::Fatal,
+            Error::Protocol(_) => ErrorAction::Retry,
+            Error::Broker { code, .. } => code.action().unwrap_or(ErrorAction::Retry),
+            Error::UnknownPartition { .. } => ErrorAction::RefreshMetadata,
+            Error::RetriesExhausted { .. } => ErrorAction::FailRequest,
+            Error::Closed(_) => ErrorAction::Fatal,
+        }
+    }
+
+    pub(crate) fn broker(api: ApiKey, code: i16, context: impl Into<String>) -> Self {
+        Error::Broker {
+            api,
+            code: KafkaCode(code),
+            context: context.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
