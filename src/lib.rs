@@ -9,3 +9,8 @@ pub mod protocol;
 
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use error::{ConfigError, Error, NetworkError, Result};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
