@@ -263,16 +263,38 @@ fn truncated_responses_are_errors() {
         .with_member_id(str_bytes("m-1"))
         .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01\x00\x01t"))]);
     for version in [0, 5, 9] {
-        let full = response_frame::<JoinGroupRequest>(&join, version, 9);
-        assert!(decode_response::<JoinGroupRequest>(full.clone(), version).is_ok());
-        for len in 0..full.len() {
-            let err = decode_response::<JoinGroupRequest>(full.slice(..len), version)
-                .expect_err(&format!("prefix of {len} bytes at v{version} decoded"));
-            let text = err.to_string();
-            assert!(
-                text.contains("JoinGroup") && text.contains(&format!("v{version}")),
-                "{text}"
-            );
-        }
+        assert_every_prefix_fails::<JoinGroupRequest>(&join, version);
     }
+    let commit = OffsetCommitResponse::default().with_topics(vec![
+        offset_commit_response::OffsetCommitResponseTopic::default()
+            .with_name(TopicName(str_bytes("t")))
+            .with_partitions(vec![
+                offset_commit_response::OffsetCommitResponsePartition::default()
+                    .with_error_code(22),
+            ]),
+    ]);
+    for version in [2, 8] {
+        assert_every_prefix_fails::<OffsetCommitRequest>(&commit, version);
+    }
+    let sync = SyncGroupResponse::default()
+        .with_assignment(Bytes::from_static(b"\x00\x01\x00\x00\x00\x00"));
+    for version in [0, 5] {
+        assert_every_prefix_fails::<SyncGroupRequest>(&sync, version);
+    }
+    let metadata = MetadataResponse::default()
+        .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
+            .with_host(str_bytes("h"))
+            .with_port(9092)])
+        .with_topics(vec![metadata_response::MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes("t"))))
+            .with_partitions(vec![
+                metadata_response::MetadataResponsePartition::default().with_leader_id(BrokerId(1)),
+            ])]);
+    for version in [1, 12] {
+        assert_every_prefix_fails::<MetadataRequest>(&metadata, version);
+    }
+    assert_every_prefix_fails::<HeartbeatRequest>(
+        &HeartbeatResponse::default().with_error_code(27),
+        4,
+    );
 }
