@@ -1,0 +1,896 @@
+//! A sans-IO, Kafka-3.6-faithful scripted group coordinator.
+//!
+//! This models the **old Scala `GroupCoordinator`** of Apache Kafka 3.6 (the default for
+//! classic groups, spec §1) closely enough to serve as the peer of the client's group state
+//! machine in deterministic tests. Section numbers in comments refer to
+//! `kafka36-group-semantics.md`; `GC`, `GM`, ... line numbers refer to Kafka 3.6.0 sources.
+//!
+//! * **Virtual time.** Every entry point takes `now`; nothing reads a clock. Timers (sessions,
+//!   pending members, `InitialDelayedJoin`, `DelayedJoin`, `DelayedSync`, delayed responses)
+//!   fire in [`ScriptedCoordinator::handle_timeout`] at their own deadlines, and any overdue
+//!   timer fires before a later input is handled.
+//! * **One request at a time per connection**, like Kafka's muted channels: while a request of
+//!   a connection is unanswered (a parked JoinGroup/SyncGroup, a delayed or dropped response),
+//!   later requests of that connection queue and are handled in order after its response goes
+//!   out. A commit pipelined behind the same connection's JoinGroup is therefore judged after
+//!   the join completed (DESIGN.md §4).
+//! * **Oracle.** Every accepted commit is recorded with the owner of the partition in the
+//!   committed generation, according to the assignment the leader stored in SyncGroup.
+//!
+//! Not modelled (deliberately): ACLs and inter-broker-protocol checks; offset retention and
+//! the expiry sweep that deletes Empty groups without offsets; TxnOffsetCommit, DeleteGroups
+//! and OffsetDelete; failed log appends (use [`FaultAction::Error`]); several brokers (this node
+//! coordinates every group). Produce, Fetch, ListOffsets, CreateTopics and TxnOffsetCommit are
+//! advertised for version negotiation but not served: such a request closes the connection.
+//! LeaveGroup v0-2 follows 3.6.1+ (KAFKA-15755), not 3.6.0's UNSUPPORTED_VERSION (T38).
+
+mod admin;
+mod faults;
+mod group;
+mod membership;
+mod offsets;
+mod responses;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+pub use faults::{Fault, FaultAction, Match};
+pub use offsets::{decode_assignment, CommitRecord};
+
+use faults::ActiveFault;
+use group::{Group, StoredGroup};
+use offsets::{OffsetEntry, PendingCommit};
+
+/// Kafka error codes used by the coordinator (spec §2.2).
+pub mod errors {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+}
+
+/// Partitions per member id, as decoded from the assignment a leader stored in SyncGroup.
+pub type Assignment = BTreeMap<String, Vec<(String, i32)>>;
+
+/// One client TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Broker settings (spec §3). `Default` gives Kafka's defaults, no topics, node 0 at
+/// `127.0.0.1:9092`.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// `group.initial.rebalance.delay.ms` (3 s).
+    pub initial_rebalance_delay: Duration,
+    /// `group.min.session.timeout.ms` (6 s).
+    pub min_session_timeout: Duration,
+    /// `group.max.session.timeout.ms` (30 min).
+    pub max_session_timeout: Duration,
+    /// `group.max.size` (`i32::MAX`).
+    pub max_group_size: usize,
+    /// The hard-coded `NewMemberJoinTimeoutMs` (5 min, GC 1710).
+    pub new_member_join_timeout: Duration,
+    /// `offset.metadata.max.bytes` (4096).
+    pub offset_metadata_max_bytes: usize,
+    /// Existing topics and their partition counts (OffsetCommit checks them first, §6.6).
+    pub topics: BTreeMap<String, i32>,
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout: Duration::from_millis(6000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+            max_group_size: i32::MAX as usize,
+            new_member_join_timeout: Duration::from_millis(300_000),
+            offset_metadata_max_bytes: 4096,
+            topics: BTreeMap::new(),
+            node_id: 0,
+            host: "127.0.0.1".to_string(),
+            port: 9092,
+        }
+    }
+}
+
+/// Something for the transport to do.
+// Responses are moved out once each; boxing them would only cost an allocation per response.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// Send this response on `conn`.
+    Response {
+        conn: ConnId,
+        correlation_id: i32,
+        api_version: i16,
+        response: ResponseKind,
+    },
+    /// Close `conn` (an injected cut, or a request version the broker does not support).
+    Cut { conn: ConnId },
+}
+
+impl Outgoing {
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Outgoing::Response { conn, .. } | Outgoing::Cut { conn } => *conn,
+        }
+    }
+}
+
+/// A snapshot of one group, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable` or `Dead`.
+    pub state: &'static str,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<MemberView>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet joined.
+    pub pending_members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub assignment: Bytes,
+    pub awaiting_join: bool,
+    pub awaiting_sync: bool,
+}
+
+/// Where and how a response goes.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTo {
+    conn: ConnId,
+    epoch: u64,
+    correlation_id: i32,
+    api_version: i16,
+    post: Post,
+}
+
+impl ReplyTo {
+    pub(crate) fn version(&self) -> i16 {
+        self.api_version
+    }
+
+    pub(crate) fn is_delayed(&self) -> bool {
+        matches!(self.post, Post::Delay(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Post {
+    Send,
+    Delay(Duration),
+    Drop,
+    CutAfter,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    client_id: String,
+    correlation_id: i32,
+    api_version: i16,
+    request: RequestKind,
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    /// Bumped on disconnect or cut; replies of an older epoch are discarded.
+    epoch: u64,
+    /// A request of this connection is unanswered: the channel is muted.
+    busy: bool,
+    queue: VecDeque<Incoming>,
+}
+
+#[derive(Debug)]
+struct DelayedOutput {
+    at: Instant,
+    seq: u64,
+    reply: ReplyTo,
+    response: ResponseKind,
+    commit: Option<PendingCommit>,
+}
+
+/// Ownership of the (single) `__consumer_offsets` partition all groups map to (§9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partition {
+    Owned,
+    Unowned,
+    Loading,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Delayed(u64),
+    Heartbeat(String, String),
+    Pending(String, String),
+    Sync(String),
+    Join(String),
+}
+
+/// Which API a `validateGroupStatus` call is for (GC 1111-1137).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupApi {
+    Join,
+    Sync,
+    Heartbeat,
+    Leave,
+    OffsetCommit,
+    OffsetFetch,
+    Describe,
+}
+
+/// The scripted coordinator. See the module documentation.
+#[derive(Debug)]
+pub struct ScriptedCoordinator {
+    config: CoordinatorConfig,
+    groups: BTreeMap<String, Group>,
+    /// Group records as last written to the log (§4.1), for reloads.
+    log: BTreeMap<String, StoredGroup>,
+    /// Materialized offsets per group (the log and the cache; they survive unloads).
+    offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetEntry>>,
+    /// Commits still "being appended" (a delayed OffsetCommit), per group and partition.
+    pending_offsets: BTreeMap<(String, String, i32), u32>,
+    commits: Vec<CommitRecord>,
+    history: BTreeMap<String, Vec<(i32, Assignment)>>,
+    conns: HashMap<ConnId, Conn>,
+    outgoing: VecDeque<Outgoing>,
+    unmuted: VecDeque<ConnId>,
+    delayed: Vec<DelayedOutput>,
+    faults: Vec<ActiveFault>,
+    partition: Partition,
+    seq: u64,
+    rng: u64,
+}
+
+impl ScriptedCoordinator {
+    pub fn new(config: CoordinatorConfig, now: Instant) -> Self {
+        let _ = now;
+        ScriptedCoordinator {
+            config,
+            groups: BTreeMap::new(),
+            log: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            pending_offsets: BTreeMap::new(),
+            commits: Vec::new(),
+            history: BTreeMap::new(),
+            conns: HashMap::new(),
+            outgoing: VecDeque::new(),
+            unmuted: VecDeque::new(),
+            delayed: Vec::new(),
+            faults: Vec::new(),
+            partition: Partition::Owned,
+            seq: 0,
+            rng: 0x6b67_726f_7570_2d36,
+        }
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// A decoded request arrived on `conn` (client id `""`). Answers, immediate or later, come
+    /// out of [`Self::poll_response`].
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        correlation_id: i32,
+        api_version: i16,
+        request: RequestKind,
+    ) {
+        self.handle_request_with_client_id(now, conn, "", correlation_id, api_version, request);
+    }
+
+    /// As [`Self::handle_request`], with the request header's client id (dynamic member ids
+    /// are `"<clientId>-<uuid>"`).
+    pub fn handle_request_with_client_id(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        client_id: &str,
+        correlation_id: i32,
+        api_version: i16,
+        request: RequestKind,
+    ) {
+        self.fire_due(now);
+        let incoming = Incoming {
+            client_id: client_id.to_string(),
+            correlation_id,
+            api_version,
+            request,
+        };
+        let c = self.conns.entry(conn).or_default();
+        if c.busy {
+            c.queue.push_back(incoming);
+        } else {
+            c.busy = true;
+            self.process(now, conn, incoming);
+        }
+        self.pump(now);
+        self.fire_due(now);
+    }
+
+    /// Fires every timer due at `now`, each at its own deadline. Every other entry point also
+    /// fires due timers before and after handling its input, so a zero delay completes at once.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.fire_due(now);
+    }
+
+    /// The client closed `conn`: its queued requests are dropped and answers to its parked
+    /// requests are discarded. Members are **not** removed: a parked JoinGroup still counts as
+    /// a rejoin, as in Kafka; only session expiry removes members.
+    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        self.fire_due(now);
+        self.close(conn);
+        self.pump(now);
+        self.fire_due(now);
+    }
+
+    pub fn poll_response(&mut self) -> Option<Outgoing> {
+        self.outgoing.pop_front()
+    }
+
+    /// The earliest pending timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer().map(|(at, _)| at)
+    }
+
+    pub fn inject(&mut self, fault: Fault) {
+        self.faults.push(ActiveFault { fault, seen: 0 });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// Simulates a coordinator failover (§9). `true`: the partition is (re)elected and loading;
+    /// groups still cached are unloaded first (parked Join/Sync get NOT_COORDINATOR). While
+    /// loading, JoinGroup and OffsetCommit get COORDINATOR_LOAD_IN_PROGRESS, SyncGroup
+    /// REBALANCE_IN_PROGRESS, Heartbeat NONE, OffsetFetch a group-level LOAD_IN_PROGRESS.
+    /// `false`: loading completes; groups come back from the log as Stable (with their stored
+    /// members, selected protocol only) or Empty, with every session re-armed (GC 1165-1176).
+    pub fn set_loading(&mut self, now: Instant, loading: bool) {
+        self.fire_due(now);
+        if loading {
+            if self.partition == Partition::Owned {
+                self.unload_groups(now);
+            }
+            self.partition = Partition::Loading;
+        } else if self.partition != Partition::Owned {
+            self.load_groups(now);
+            self.partition = Partition::Owned;
+        }
+        self.pump(now);
+        self.fire_due(now);
+    }
+
+    /// The coordinator resigns (§9, GC 1139-1163): every group becomes Dead, parked JoinGroups
+    /// and SyncGroups get NOT_COORDINATOR, later group requests get NOT_COORDINATOR until
+    /// [`Self::set_loading`] elects it again.
+    pub fn unload(&mut self, now: Instant) {
+        self.fire_due(now);
+        if self.partition == Partition::Owned {
+            self.unload_groups(now);
+        }
+        self.partition = Partition::Unowned;
+        self.pump(now);
+        self.fire_due(now);
+    }
+
+    pub fn describe(&self, group: &str) -> Option<GroupView> {
+        let g = self.groups.get(group)?;
+        Some(GroupView {
+            group_id: g.id.clone(),
+            state: g.state.name(),
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol_name.clone(),
+            leader: g.leader.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    assignment: m.assignment.clone(),
+                    awaiting_join: m.is_awaiting_join(),
+                    awaiting_sync: m.is_awaiting_sync(),
+                })
+                .collect(),
+            pending_members: g.pending_members.keys().cloned().collect(),
+        })
+    }
+
+    /// The materialized committed offset.
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.offsets
+            .get(group)?
+            .get(&(topic.to_string(), partition))
+            .map(|e| e.offset)
+    }
+
+    /// Every commit the coordinator accepted, with the partition's owner in that generation.
+    pub fn accepted_commits(&self) -> &[CommitRecord] {
+        &self.commits
+    }
+
+    /// Each assignment the leader stored, in order (a static member replacement re-stores the
+    /// same generation under the new member id).
+    pub fn assignment_history(&self, group: &str) -> Vec<(i32, Assignment)> {
+        self.history.get(group).cloned().unwrap_or_default()
+    }
+
+    /// Is a request of `conn` unanswered (the channel muted)?
+    pub fn is_muted(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).map(|c| c.busy).unwrap_or(false)
+    }
+
+    /// Requests of `conn` waiting behind the unanswered one.
+    pub fn queued_requests(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map(|c| c.queue.len()).unwrap_or(0)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Connections and responses
+
+    fn process(&mut self, now: Instant, conn: ConnId, incoming: Incoming) {
+        let Incoming {
+            client_id,
+            correlation_id,
+            api_version,
+            request,
+        } = incoming;
+        let epoch = self.conns.get(&conn).map(|c| c.epoch).unwrap_or(0);
+        let mut reply = ReplyTo {
+            conn,
+            epoch,
+            correlation_id,
+            api_version,
+            post: Post::Send,
+        };
+
+        let Some(api) = api_key(&request) else {
+            // Not served by this scripted broker: Kafka closes the connection for APIs it
+            // does not enable.
+            self.cut(conn);
+            return;
+        };
+        if api == ApiKey::ApiVersions && api_version > 3 {
+            // KafkaApis answers an unsupported ApiVersions version with a v0 response.
+            reply.api_version = 0;
+            let response = admin::api_versions(errors::UNSUPPORTED_VERSION);
+            self.emit(now, reply, ResponseKind::ApiVersions(response), None);
+            return;
+        }
+        match advertised_range(api) {
+            Some((min, max)) if (min..=max).contains(&api_version) => {}
+            // A version the broker does not advertise: the socket server closes the
+            // connection (§2.1).
+            _ => {
+                self.cut(conn);
+                return;
+            }
+        }
+
+        match self.match_fault(api, &request) {
+            Some(FaultAction::Error(code)) => {
+                match faults::error_response(&request, api_version, code) {
+                    Some(response) => self.emit(now, reply, response, None),
+                    None => self.cut(conn),
+                }
+                return;
+            }
+            Some(FaultAction::Cut) => {
+                self.cut(conn);
+                return;
+            }
+            Some(FaultAction::Delay(d)) => reply.post = Post::Delay(d),
+            Some(FaultAction::Drop) => reply.post = Post::Drop,
+            Some(FaultAction::ProcessThenCut) => reply.post = Post::CutAfter,
+            None => {}
+        }
+
+        let cut_after = reply.post == Post::CutAfter;
+        self.dispatch(now, reply, &client_id, request);
+        // A request parked by ProcessThenCut still gets its connection closed now.
+        if cut_after && self.conns.get(&conn).map(|c| c.epoch) == Some(epoch) {
+            self.cut(conn);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, reply: ReplyTo, client_id: &str, request: RequestKind) {
+        let (conn, api_version) = (reply.conn, reply.api_version);
+        match request {
+            RequestKind::ApiVersions(_) => {
+                let response = admin::api_versions(errors::NONE);
+                self.emit(now, reply, ResponseKind::ApiVersions(response), None);
+            }
+            RequestKind::Metadata(r) => {
+                let response = admin::metadata(&self.config, api_version, &r);
+                self.emit(now, reply, ResponseKind::Metadata(response), None);
+            }
+            RequestKind::FindCoordinator(r) => {
+                let response = admin::find_coordinator(&self.config, api_version, &r);
+                self.emit(now, reply, ResponseKind::FindCoordinator(response), None);
+            }
+            RequestKind::DescribeGroups(r) => {
+                let response = self.describe_groups(api_version, &r);
+                self.emit(now, reply, ResponseKind::DescribeGroups(response), None);
+            }
+            RequestKind::ListGroups(r) => {
+                let response = self.list_groups(api_version, &r);
+                self.emit(now, reply, ResponseKind::ListGroups(response), None);
+            }
+            RequestKind::JoinGroup(r) => self.handle_join_group(now, reply, client_id, r),
+            RequestKind::SyncGroup(r) => self.handle_sync_group(now, reply, r),
+            RequestKind::Heartbeat(r) => self.handle_heartbeat(now, reply, r),
+            RequestKind::LeaveGroup(r) => self.handle_leave_group(now, reply, r),
+            RequestKind::OffsetCommit(r) => self.handle_offset_commit(now, reply, r),
+            RequestKind::OffsetFetch(r) => self.handle_offset_fetch(now, reply, r),
+            _ => self.cut(conn),
+        }
+    }
+
+    fn match_fault(&mut self, api: ApiKey, request: &RequestKind) -> Option<FaultAction> {
+        let (group, members) = faults::request_identity(request);
+        let mut chosen: Option<usize> = None;
+        for (idx, active) in self.faults.iter_mut().enumerate() {
+            if active.fault.api != api {
+                continue;
+            }
+            active.seen += 1;
+            if chosen.is_none()
+                && active.fault.remaining != Some(0)
+                && faults::matches(
+                    &active.fault.matcher,
+                    active.seen,
+                    group.as_deref(),
+                    &members,
+                )
+            {
+                chosen = Some(idx);
+            }
+        }
+        let idx = chosen?;
+        let action = self.faults[idx].fault.action.clone();
+        if let Some(n) = self.faults[idx].fault.remaining.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        Some(action)
+    }
+
+    /// Sends (or delays, drops, cuts) the answer to `reply`. A pending commit is materialized
+    /// when the answer leaves the broker.
+    fn emit(
+        &mut self,
+        now: Instant,
+        reply: ReplyTo,
+        response: ResponseKind,
+        commit: Option<PendingCommit>,
+    ) {
+        let live = self
+            .conns
+            .get(&reply.conn)
+            .map(|c| c.epoch == reply.epoch)
+            .unwrap_or(false);
+        if let (Post::Delay(d), true) = (reply.post, live) {
+            self.seq += 1;
+            self.delayed.push(DelayedOutput {
+                at: now + d,
+                seq: self.seq,
+                reply: ReplyTo {
+                    post: Post::Send,
+                    ..reply
+                },
+                response,
+                commit,
+            });
+            return;
+        }
+        if let Some(commit) = commit {
+            self.materialize(commit);
+        }
+        if !live {
+            return;
+        }
+        match reply.post {
+            Post::Send | Post::Delay(_) => {
+                self.outgoing.push_back(Outgoing::Response {
+                    conn: reply.conn,
+                    correlation_id: reply.correlation_id,
+                    api_version: reply.api_version,
+                    response,
+                });
+                if let Some(c) = self.conns.get_mut(&reply.conn) {
+                    c.busy = false;
+                }
+                self.unmuted.push_back(reply.conn);
+            }
+            // Never answered: the channel stays muted.
+            Post::Drop => {}
+            Post::CutAfter => self.cut(reply.conn),
+        }
+    }
+
+    fn cut(&mut self, conn: ConnId) {
+        self.outgoing.push_back(Outgoing::Cut { conn });
+        self.close(conn);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let c = self.conns.entry(conn).or_default();
+        c.epoch += 1;
+        c.busy = false;
+        c.queue.clear();
+    }
+
+    /// Handles queued requests of connections whose answer just went out (in order).
+    fn pump(&mut self, now: Instant) {
+        while let Some(conn) = self.unmuted.pop_front() {
+            let next = match self.conns.get_mut(&conn) {
+                Some(c) if !c.busy => match c.queue.pop_front() {
+                    Some(next) => {
+                        c.busy = true;
+                        next
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            };
+            self.process(now, conn, next);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Timers
+
+    fn next_timer(&self) -> Option<(Instant, TimerRef)> {
+        let mut best: Option<(Instant, TimerRef)> = None;
+        let mut consider = |at: Instant, r: TimerRef| {
+            let better = match &best {
+                None => true,
+                Some((b_at, b_ref)) => (at, &r) < (*b_at, b_ref),
+            };
+            if better {
+                best = Some((at, r));
+            }
+        };
+        for d in &self.delayed {
+            consider(d.at, TimerRef::Delayed(d.seq));
+        }
+        for g in self.groups.values() {
+            for m in &g.members {
+                if let Some(at) = m.heartbeat_deadline {
+                    consider(at, TimerRef::Heartbeat(g.id.clone(), m.id.clone()));
+                }
+            }
+            for (id, at) in &g.pending_members {
+                consider(*at, TimerRef::Pending(g.id.clone(), id.clone()));
+            }
+            if let Some(t) = &g.sync_timer {
+                consider(t.deadline, TimerRef::Sync(g.id.clone()));
+            }
+            if let Some(t) = &g.join_timer {
+                consider(t.deadline(), TimerRef::Join(g.id.clone()));
+            }
+        }
+        best
+    }
+
+    fn fire_due(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.fire(at, timer);
+            self.pump(at);
+        }
+    }
+
+    fn fire(&mut self, at: Instant, timer: TimerRef) {
+        match timer {
+            TimerRef::Delayed(seq) => {
+                if let Some(idx) = self.delayed.iter().position(|d| d.seq == seq) {
+                    let d = self.delayed.remove(idx);
+                    self.emit(at, d.reply, d.response, d.commit);
+                }
+            }
+            TimerRef::Heartbeat(group, member) => {
+                self.with_group(&group, |c, g| {
+                    if let Some(m) = g.get_mut(&member) {
+                        m.heartbeat_deadline = None;
+                    }
+                    c.on_expire_heartbeat(at, g, &member);
+                });
+            }
+            TimerRef::Pending(group, member) => {
+                self.with_group(&group, |c, g| c.on_expire_pending(at, g, &member));
+            }
+            TimerRef::Sync(group) => {
+                self.with_group(&group, |c, g| {
+                    if let Some(t) = g.sync_timer.take() {
+                        c.on_expire_pending_sync(at, g, t.generation);
+                    }
+                });
+            }
+            TimerRef::Join(group) => {
+                self.with_group(&group, |c, g| {
+                    if let Some(t) = g.join_timer.take() {
+                        c.on_join_timer(at, g, t);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Runs `f` with the group taken out of the cache (so `f` may use `&mut self`).
+    fn with_group<R>(
+        &mut self,
+        group_id: &str,
+        f: impl FnOnce(&mut Self, &mut Group) -> R,
+    ) -> Option<R> {
+        let mut group = self.groups.remove(group_id)?;
+        let result = f(self, &mut group);
+        self.groups.insert(group_id.to_string(), group);
+        Some(result)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Group status, loading
+
+    /// `validateGroupStatus` (GC 1111-1137, spec §5 step 4).
+    pub(crate) fn validate_group_status(&self, group_id: &str, api: GroupApi) -> Option<i16> {
+        let empty_allowed = matches!(
+            api,
+            GroupApi::OffsetCommit | GroupApi::OffsetFetch | GroupApi::Describe
+        );
+        if group_id.is_empty() && !empty_allowed {
+            return Some(errors::INVALID_GROUP_ID);
+        }
+        match self.partition {
+            Partition::Owned => None,
+            Partition::Loading => Some(errors::COORDINATOR_LOAD_IN_PROGRESS),
+            Partition::Unowned => Some(errors::NOT_COORDINATOR),
+        }
+    }
+
+    pub(crate) fn is_loading(&self) -> bool {
+        self.partition == Partition::Loading
+    }
+
+    fn unload_groups(&mut self, now: Instant) {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            self.with_group(&id, |c, g| c.on_group_unloaded(now, g));
+        }
+    }
+
+    fn load_groups(&mut self, now: Instant) {
+        self.groups.clear();
+        let mut ids: Vec<String> = self.log.keys().cloned().collect();
+        ids.extend(self.offsets.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let group = match self.log.get(&id) {
+                Some(stored) => stored.load(id.clone()),
+                None => Group::new(id.clone()),
+            };
+            self.groups.insert(id.clone(), group);
+            self.with_group(&id, |c, g| c.on_group_loaded(now, g));
+        }
+    }
+
+    pub(crate) fn next_uuid(&mut self) -> String {
+        let mut next = || {
+            // splitmix64: deterministic ids make failures reproducible.
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = next();
+        let b = next();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    pub(crate) fn history_mut(&mut self, group: &str) -> &mut Vec<(i32, Assignment)> {
+        self.history.entry(group.to_string()).or_default()
+    }
+}
+
+/// The API of a request, for those this broker knows about.
+fn api_key(request: &RequestKind) -> Option<ApiKey> {
+    Some(match request {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::Fetch(_) => ApiKey::Fetch,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::ApiVersions(_) => ApiKey::ApiVersions,
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        _ => return None,
+    })
+}
+
+/// The ranges advertised in ApiVersions: Kafka 3.6's (spec §2.1) plus the data-path APIs a
+/// client negotiates. Produce, Fetch, ListOffsets, CreateTopics and TxnOffsetCommit are
+/// advertised but not served (the connection is cut).
+pub(crate) const ADVERTISED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+];
+
+fn advertised_range(api: ApiKey) -> Option<(i16, i16)> {
+    ADVERTISED
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Milliseconds from the wire as a duration (negative values count as zero).
+pub(crate) fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
