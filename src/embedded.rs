@@ -22,21 +22,13 @@ pub const NISSHI_VERSION: &str = "0.8.1";
 #[non_exhaustive]
 pub enum EmbeddedError {
     #[error("installing nisshi {version} with `{command}` failed: {detail}")]
-    Install {
-        version: &'static str,
-        command: String,
-        detail: String,
-    },
+    Install { version: &'static str, command: String, detail: String },
     #[error("cannot start {binary}: {source}")]
     Spawn { binary: PathBuf, source: io::Error },
     #[error("nisshi exited during start-up ({status}); its log ends with:\n{log_tail}")]
     Exited { status: String, log_tail: String },
     #[error("nisshi on {addr} did not answer ApiVersions within {after:?}; its log ends with:\n{log_tail}")]
-    NotReady {
-        addr: String,
-        after: Duration,
-        log_tail: String,
-    },
+    NotReady { addr: String, after: Duration, log_tail: String },
     #[error("I/O error around the embedded broker: {0}")]
     Io(#[from] io::Error),
 }
@@ -81,12 +73,7 @@ impl EmbeddedBroker {
         let log_dir = std::env::temp_dir().join("kgroup-nisshi");
         fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("broker-{port}-{}.log", std::process::id()));
-        let mut broker = EmbeddedBroker {
-            child: None,
-            port,
-            options,
-            log_path,
-        };
+        let mut broker = EmbeddedBroker { child: None, port, options, log_path };
         broker.spawn(&binary)?;
         broker.wait_ready().await?;
         tracing::info!(bootstrap = %broker.bootstrap(), "embedded nisshi broker ready");
@@ -123,34 +110,19 @@ impl EmbeddedBroker {
         let log = File::create(&self.log_path)?;
         let mut command = Command::new(binary);
         command
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://nisshi/"])
             .arg("--group-initial-rebalance-delay")
-            .arg(format!(
-                "{}ms",
-                self.options.initial_rebalance_delay.as_millis()
-            ))
+            .arg(format!("{}ms", self.options.initial_rebalance_delay.as_millis()))
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
             .env_remove("STORAGE_ENGINE")
-            .env(
-                "RUST_LOG",
-                std::env::var("KGROUP_NISSHI_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("KGROUP_NISSHI_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         die_with_parent(&mut command);
-        let child = command.spawn().map_err(|source| EmbeddedError::Spawn {
-            binary: binary.to_owned(),
-            source,
-        })?;
+        let child = command.spawn().map_err(|source| EmbeddedError::Spawn { binary: binary.to_owned(), source })?;
         self.child = Some(child);
         Ok(())
     }
@@ -163,21 +135,11 @@ impl EmbeddedBroker {
         });
         let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
-                return Err(EmbeddedError::Exited {
-                    status: status.to_string(),
-                    log_tail: self.log_tail(),
-                });
+                return Err(EmbeddedError::Exited { status: status.to_string(), log_tail: self.log_tail() });
             }
-            if Connection::open(&self.bootstrap(), config.clone())
-                .await
-                .is_ok()
-            {
+            if Connection::open(&self.bootstrap(), config.clone()).await.is_ok() {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -228,9 +190,7 @@ fn die_with_parent(command: &mut Command) {
 fn die_with_parent(_command: &mut Command) {}
 
 fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The cache directory for the broker binary.
@@ -238,9 +198,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KGROUP_CACHE_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("kgroup")
 }
 
@@ -261,15 +219,7 @@ pub fn nisshi_binary() -> Result<PathBuf, EmbeddedError> {
     if binary.exists() {
         return Ok(binary);
     }
-    let args = [
-        "+nightly",
-        "install",
-        "nisshi",
-        "--version",
-        NISSHI_VERSION,
-        "--locked",
-        "--root",
-    ];
+    let args = ["+nightly", "install", "nisshi", "--version", NISSHI_VERSION, "--locked", "--root"];
     let command = format!("cargo {} {}", args.join(" "), root.display());
     eprintln!("kgroup: installing nisshi {NISSHI_VERSION} (about 12 minutes, once): {command}");
     let output = Command::new("cargo")

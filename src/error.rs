@@ -30,24 +30,14 @@ pub enum DisconnectCause {
 #[non_exhaustive]
 pub enum NetworkError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: Arc<io::Error>,
-    },
+    Connect { addr: String, source: Arc<io::Error> },
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout { addr: String, after: Duration },
     /// The connection broke; every request in flight on it carries the same `cause`.
     #[error("connection to {addr} lost: {cause}")]
-    Disconnected {
-        addr: String,
-        cause: Arc<DisconnectCause>,
-    },
+    Disconnected { addr: String, cause: Arc<DisconnectCause> },
     #[error("{api:?} to {addr} got no response within {after:?}")]
-    RequestTimeout {
-        addr: String,
-        api: ApiKey,
-        after: Duration,
-    },
+    RequestTimeout { addr: String, api: ApiKey, after: Duration },
     #[error("no bootstrap broker answered (tried {tried:?}); last error: {last}")]
     NoBrokerReachable { tried: Vec<String>, last: String },
 }
@@ -57,11 +47,7 @@ pub enum NetworkError {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("invalid value {value:?} for `{key}`: {reason}")]
-    InvalidValue {
-        key: &'static str,
-        value: String,
-        reason: String,
-    },
+    InvalidValue { key: &'static str, value: String, reason: String },
     #[error("`{key}` is required")]
     Missing { key: &'static str },
     #[error("invalid topic name {name:?}: {reason}")]
@@ -80,24 +66,13 @@ pub enum Error {
     Protocol(#[from] ProtocolError),
     /// A broker answered with an error code.
     #[error("{api:?} failed with {code}{}", context_suffix(.context))]
-    Broker {
-        api: ApiKey,
-        code: KafkaCode,
-        context: String,
-    },
+    Broker { api: ApiKey, code: KafkaCode, context: String },
     /// Metadata does not (yet) know this topic or partition.
     #[error("unknown topic or partition {topic}/{partition:?}")]
-    UnknownPartition {
-        topic: String,
-        partition: Option<i32>,
-    },
+    UnknownPartition { topic: String, partition: Option<i32> },
     /// A bounded retry loop ran out of attempts or time.
     #[error("gave up on {what} after {attempts} attempts: {last}")]
-    RetriesExhausted {
-        what: &'static str,
-        attempts: u32,
-        last: Box<Error>,
-    },
+    RetriesExhausted { what: &'static str, attempts: u32, last: Box<Error> },
     /// The component was shut down.
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -128,11 +103,7 @@ impl Error {
     }
 
     pub(crate) fn broker(api: ApiKey, code: i16, context: impl Into<String>) -> Self {
-        Error::Broker {
-            api,
-            code: KafkaCode(code),
-            context: context.into(),
-        }
+        Error::Broker { api, code: KafkaCode(code), context: context.into() }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod error;
+pub mod group;
 pub mod producer;
 pub mod protocol;
 

@@ -17,9 +17,7 @@ const MESSAGES: usize = 72_000;
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_target(false)
         .init();
     if let Err(e) = run().await {
@@ -84,19 +82,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let metadata = cluster.refresh_metadata(Some(&[&topic])).await?;
-    println!(
-        "\nCluster {}:",
-        metadata.cluster_id.as_deref().unwrap_or("(no id)")
-    );
+    println!("\nCluster {}:", metadata.cluster_id.as_deref().unwrap_or("(no id)"));
     for broker in metadata.brokers.values() {
         println!("  broker {} at {}", broker.node_id, broker.addr());
     }
     let info = &metadata.topics[&topic];
     println!("\nTopic {topic}: {} partitions", info.partitions.len());
-    println!(
-        "  {:>9}  {:>6}  {:>12}  {:>8}",
-        "partition", "leader", "leader epoch", "messages"
-    );
+    println!("  {:>9}  {:>6}  {:>12}  {:>8}", "partition", "leader", "leader epoch", "messages");
     for p in info.partitions.iter().take(6) {
         println!(
             "  {:>9}  {:>6}  {:>12}  {:>8}",
@@ -104,25 +96,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("  ... ({} more)", info.partitions.len().saturating_sub(6));
-    let (min, max) = (
-        per_partition.iter().min().unwrap_or(&0),
-        per_partition.iter().max().unwrap_or(&0),
-    );
+    let (min, max) = (per_partition.iter().min().unwrap_or(&0), per_partition.iter().max().unwrap_or(&0));
     println!("  messages per partition: min {min}, max {max} (murmur2 of 5000 distinct keys)");
 
     let conn = cluster.any_connection().await?;
     println!("\nAPI versions negotiated with {}:", conn.addr());
     for &(api, ours_min, ours_max) in CLIENT_RANGES {
-        let chosen = conn
-            .versions()
-            .get(api)
-            .map(|v| format!("v{v}"))
-            .unwrap_or_else(|_| "unsupported".into());
-        println!(
-            "  {:<16} {:>11}   (kgroup speaks v{ours_min}..v{ours_max})",
-            format!("{api:?}"),
-            chosen
-        );
+        let chosen = conn.versions().get(api).map(|v| format!("v{v}")).unwrap_or_else(|_| "unsupported".into());
+        println!("  {:<16} {:>11}   (kgroup speaks v{ours_min}..v{ours_max})", format!("{api:?}"), chosen);
     }
     println!("\nThe consumer-group scenario (2 to 30 members, synchronous commits) arrives with the group core.");
     Ok(())

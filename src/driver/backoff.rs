@@ -16,21 +16,14 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(1),
-            jitter: 0.2,
-        }
+        Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(1), jitter: 0.2 }
     }
 }
 
 impl Backoff {
     /// The delay before retry number `attempt` (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max);
+        let base = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
         let jitter = self.jitter.clamp(0.0, 1.0);
         base.mul_f64(1.0 - jitter * unit_random())
     }
@@ -49,25 +42,15 @@ mod tests {
 
     #[test]
     fn grows_exponentially_within_jitter_and_caps() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-            jitter: 0.25,
-        };
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), jitter: 0.25 };
         for attempt in 0..10 {
             let full = Duration::from_millis(100 * (1 << attempt)).min(Duration::from_secs(2));
             for _ in 0..50 {
                 let d = b.delay(attempt);
-                assert!(
-                    d <= full && d >= full.mul_f64(0.75),
-                    "attempt {attempt}: {d:?} vs {full:?}"
-                );
+                assert!(d <= full && d >= full.mul_f64(0.75), "attempt {attempt}: {d:?} vs {full:?}");
             }
         }
-        assert_eq!(
-            Backoff { jitter: 0.0, ..b }.delay(40),
-            Duration::from_secs(2)
-        );
+        assert_eq!(Backoff { jitter: 0.0, ..b }.delay(40), Duration::from_secs(2));
     }
 
     #[test]

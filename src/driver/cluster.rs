@@ -7,8 +7,7 @@ use std::time::Duration;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
-    TopicName,
+    ApiKey, CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -88,14 +87,7 @@ impl MetadataSnapshot {
                     })
                     .collect();
                 partitions.sort_by_key(|p| p.partition);
-                Some((
-                    name.clone(),
-                    TopicInfo {
-                        name,
-                        error: KafkaCode(t.error_code),
-                        partitions,
-                    },
-                ))
+                Some((name.clone(), TopicInfo { name, error: KafkaCode(t.error_code), partitions }))
             })
             .collect();
         MetadataSnapshot {
@@ -108,20 +100,12 @@ impl MetadataSnapshot {
 
     /// Partition count of a topic that exists without error.
     pub fn partition_count(&self, topic: &str) -> Option<usize> {
-        self.topics
-            .get(topic)
-            .filter(|t| !t.error.is_error() && !t.partitions.is_empty())
-            .map(|t| t.partitions.len())
+        self.topics.get(topic).filter(|t| !t.error.is_error() && !t.partitions.is_empty()).map(|t| t.partitions.len())
     }
 
     /// The leader of a partition, when there is one.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
-        let info = self
-            .topics
-            .get(topic)?
-            .partitions
-            .iter()
-            .find(|p| p.partition == partition)?;
+        let info = self.topics.get(topic)?.partitions.iter().find(|p| p.partition == partition)?;
         (info.leader >= 0).then_some(info.leader)
     }
 }
@@ -157,32 +141,21 @@ impl ClusterConfig {
         ClusterConfig {
             bootstrap: bootstrap.into_iter().map(Into::into).collect(),
             connection: ConnectionConfig::default(),
-            retry_backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-                jitter: 0.2,
-            },
+            retry_backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), jitter: 0.2 },
             retry_timeout: Duration::from_secs(30),
         }
     }
 
     /// Parses `bootstrap.servers` (`host:port[,host:port...]`).
     pub fn from_bootstrap_servers(servers: &str) -> Result<Self, ConfigError> {
-        let entries: Vec<String> = servers
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        let entries: Vec<String> =
+            servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         if entries.is_empty() {
-            return Err(ConfigError::Missing {
-                key: "bootstrap.servers",
-            });
+            return Err(ConfigError::Missing { key: "bootstrap.servers" });
         }
         for entry in &entries {
-            let port_ok = entry
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let port_ok =
+                entry.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !port_ok {
                 return Err(ConfigError::InvalidValue {
                     key: "bootstrap.servers",
@@ -203,19 +176,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), ConfigError> {
         Some("'.' and '..' are reserved")
     } else if name.len() > 249 {
         Some("longer than 249 characters")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(ConfigError::InvalidTopic {
-            name: name.to_owned(),
-            reason,
-        }),
+        Some(reason) => Err(ConfigError::InvalidTopic { name: name.to_owned(), reason }),
         None => Ok(()),
     }
 }
@@ -236,9 +203,7 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("bootstrap", &self.inner.config.bootstrap)
-            .finish_non_exhaustive()
+        f.debug_struct("Cluster").field("bootstrap", &self.inner.config.bootstrap).finish_non_exhaustive()
     }
 }
 
@@ -246,17 +211,11 @@ impl Cluster {
     /// Connects to the first bootstrap broker that answers and loads broker metadata.
     pub async fn connect(config: ClusterConfig) -> Result<Cluster> {
         if config.bootstrap.is_empty() {
-            return Err(ConfigError::Missing {
-                key: "bootstrap.servers",
-            }
-            .into());
+            return Err(ConfigError::Missing { key: "bootstrap.servers" }.into());
         }
         let connection_config = Arc::new(config.connection.clone());
-        let bootstrap = config
-            .bootstrap
-            .iter()
-            .map(|a| Arc::new(BrokerLink::new(a.clone(), connection_config.clone())))
-            .collect();
+        let bootstrap =
+            config.bootstrap.iter().map(|a| Arc::new(BrokerLink::new(a.clone(), connection_config.clone()))).collect();
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 config,
@@ -276,21 +235,13 @@ impl Cluster {
 
     /// The last metadata fetched.
     pub fn metadata(&self) -> Arc<MetadataSnapshot> {
-        self.inner
-            .metadata
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// A connection to any reachable broker: known brokers first, then the bootstrap list.
     pub async fn any_connection(&self) -> Result<Connection> {
-        let mut candidates: Vec<Arc<BrokerLink>> = self
-            .metadata()
-            .brokers
-            .values()
-            .map(|b| self.link(&b.addr()))
-            .collect();
+        let mut candidates: Vec<Arc<BrokerLink>> =
+            self.metadata().brokers.values().map(|b| self.link(&b.addr())).collect();
         candidates.extend(self.inner.bootstrap.iter().cloned());
         for link in &candidates {
             if let Some(conn) = link.current().await {
@@ -313,16 +264,10 @@ impl Cluster {
 
     /// The link for an address, created on first use.
     pub fn link(&self, addr: &str) -> Arc<BrokerLink> {
-        let mut links = self
-            .inner
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut links = self.inner.links.lock().unwrap_or_else(PoisonError::into_inner);
         links
             .entry(addr.to_owned())
-            .or_insert_with(|| {
-                Arc::new(BrokerLink::new(addr, self.inner.connection_config.clone()))
-            })
+            .or_insert_with(|| Arc::new(BrokerLink::new(addr, self.inner.connection_config.clone())))
             .clone()
     }
 
@@ -336,10 +281,7 @@ impl Cluster {
                     .brokers
                     .get(&node_id)
                     .map(BrokerInfo::addr)
-                    .ok_or(Error::UnknownPartition {
-                        topic: format!("<broker {node_id}>"),
-                        partition: None,
-                    })?
+                    .ok_or(Error::UnknownPartition { topic: format!("<broker {node_id}>"), partition: None })?
             }
         };
         self.link(&addr).connection().await
@@ -360,20 +302,11 @@ impl Cluster {
                         })
                         .collect()
                 }));
-                conn.send_at(
-                    &request,
-                    version,
-                    self.inner.connection_config.request_timeout,
-                )
-                .await
+                conn.send_at(&request, version, self.inner.connection_config.request_timeout).await
             })
             .await?;
         let fresh = MetadataSnapshot::from_response(&response);
-        let mut cached = self
-            .inner
-            .metadata
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner);
         let mut merged = (**cached).clone();
         merged.cluster_id = fresh.cluster_id;
         merged.controller_id = fresh.controller_id;
@@ -384,11 +317,7 @@ impl Cluster {
             merged.topics.extend(fresh.topics);
         }
         *cached = Arc::new(merged);
-        tracing::debug!(
-            brokers = cached.brokers.len(),
-            topics = cached.topics.len(),
-            "metadata refreshed"
-        );
+        tracing::debug!(brokers = cached.brokers.len(), topics = cached.topics.len(), "metadata refreshed");
         Ok(cached.clone())
     }
 
@@ -400,18 +329,13 @@ impl Cluster {
             let snapshot = self.refresh_metadata(Some(&[topic])).await?;
             let info = snapshot.topics.get(topic);
             let ready = info.is_some_and(|t| {
-                !t.error.is_error()
-                    && !t.partitions.is_empty()
-                    && t.partitions.iter().all(|p| p.leader >= 0)
+                !t.error.is_error() && !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader >= 0)
             });
             if ready {
                 return Ok(snapshot);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::UnknownPartition {
-                    topic: topic.to_owned(),
-                    partition: None,
-                });
+                return Err(Error::UnknownPartition { topic: topic.to_owned(), partition: None });
             }
             tokio::time::sleep(self.inner.config.retry_backoff.delay(attempt)).await;
             attempt += 1;
@@ -430,9 +354,7 @@ impl Cluster {
                 Err(e)
                     if matches!(
                         e.action(),
-                        ErrorAction::Retry
-                            | ErrorAction::RefreshCoordinator
-                            | ErrorAction::RefreshMetadata
+                        ErrorAction::Retry | ErrorAction::RefreshCoordinator | ErrorAction::RefreshMetadata
                     ) && tokio::time::Instant::now() < deadline =>
                 {
                     tracing::debug!(group, error = %e, "FindCoordinator failed, retrying");
@@ -449,56 +371,29 @@ impl Cluster {
         let version = conn.version(ApiKey::FindCoordinator)?;
         let key = StrBytes::from_string(group.to_owned());
         let request = if version >= 4 {
-            FindCoordinatorRequest::default()
-                .with_key_type(0)
-                .with_coordinator_keys(vec![key])
+            FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![key])
         } else {
             FindCoordinatorRequest::default().with_key(key)
         };
-        let response = conn
-            .send_at(
-                &request,
-                version,
-                self.inner.connection_config.request_timeout,
-            )
-            .await?;
+        let response = conn.send_at(&request, version, self.inner.connection_config.request_timeout).await?;
         let context = || format!("group {group}");
         if version >= 4 {
             let entry = response
                 .coordinators
                 .iter()
                 .find(|c| c.key.as_str() == group)
-                .ok_or_else(|| {
-                    Error::broker(
-                        ApiKey::FindCoordinator,
-                        -1,
-                        format!("no entry for group {group}"),
-                    )
-                })?;
+                .ok_or_else(|| Error::broker(ApiKey::FindCoordinator, -1, format!("no entry for group {group}")))?;
             check_code(ApiKey::FindCoordinator, entry.error_code, context)?;
-            Ok(CoordinatorInfo {
-                node_id: entry.node_id.0,
-                host: entry.host.to_string(),
-                port: entry.port,
-            })
+            Ok(CoordinatorInfo { node_id: entry.node_id.0, host: entry.host.to_string(), port: entry.port })
         } else {
             check_code(ApiKey::FindCoordinator, response.error_code, context)?;
-            Ok(CoordinatorInfo {
-                node_id: response.node_id.0,
-                host: response.host.to_string(),
-                port: response.port,
-            })
+            Ok(CoordinatorInfo { node_id: response.node_id.0, host: response.host.to_string(), port: response.port })
         }
     }
 
     /// Creates a topic (CreateTopics) and waits until metadata shows a leader for every
     /// partition. An existing topic with the same partition count is not an error.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-    ) -> Result<()> {
+    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16) -> Result<()> {
         validate_topic_name(name)?;
         if partitions < 1 {
             return Err(ConfigError::InvalidValue {
@@ -537,10 +432,7 @@ impl Cluster {
                 return Ok(());
             }
             check_code(ApiKey::CreateTopics, result.error_code, || {
-                format!(
-                    "topic {name}: {}",
-                    result.error_message.as_deref().unwrap_or("")
-                )
+                format!("topic {name}: {}", result.error_message.as_deref().unwrap_or(""))
             })?;
         }
         self.wait_for_topic(name).await?;
@@ -568,11 +460,7 @@ impl Cluster {
                     attempt += 1;
                 }
                 Err(e @ Error::Network(_)) => {
-                    return Err(Error::RetriesExhausted {
-                        what,
-                        attempts: attempt + 1,
-                        last: Box::new(e),
-                    })
+                    return Err(Error::RetriesExhausted { what, attempts: attempt + 1, last: Box::new(e) })
                 }
                 other => return other,
             }
@@ -596,16 +484,10 @@ mod tests {
     fn bootstrap_servers_are_parsed_and_checked() {
         let c = ClusterConfig::from_bootstrap_servers("127.0.0.1:9092, localhost:9093").unwrap();
         assert_eq!(c.bootstrap, vec!["127.0.0.1:9092", "localhost:9093"]);
-        assert!(matches!(
-            ClusterConfig::from_bootstrap_servers(""),
-            Err(ConfigError::Missing { .. })
-        ));
+        assert!(matches!(ClusterConfig::from_bootstrap_servers(""), Err(ConfigError::Missing { .. })));
         assert!(matches!(
             ClusterConfig::from_bootstrap_servers("localhost"),
-            Err(ConfigError::InvalidValue {
-                key: "bootstrap.servers",
-                ..
-            })
+            Err(ConfigError::InvalidValue { key: "bootstrap.servers", .. })
         ));
     }
 }

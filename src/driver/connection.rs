@@ -81,9 +81,7 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("addr", &self.inner.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Connection").field("addr", &self.inner.addr).finish_non_exhaustive()
     }
 }
 
@@ -113,10 +111,7 @@ impl Inner {
     }
 
     fn disconnected(&self, cause: Arc<DisconnectCause>) -> NetworkError {
-        NetworkError::Disconnected {
-            addr: self.addr.clone(),
-            cause,
-        }
+        NetworkError::Disconnected { addr: self.addr.clone(), cause }
     }
 }
 
@@ -131,24 +126,13 @@ impl Drop for Inner {
 impl Connection {
     /// Connects, then negotiates API versions (ApiVersions v3, falling back to v0).
     pub async fn open(addr: &str, config: Arc<ConnectionConfig>) -> Result<Connection> {
-        let stream =
-            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => {
-                    return Err(NetworkError::ConnectTimeout {
-                        addr: addr.to_owned(),
-                        after: config.connect_timeout,
-                    }
-                    .into())
-                }
-                Ok(Err(e)) => {
-                    return Err(NetworkError::Connect {
-                        addr: addr.to_owned(),
-                        source: Arc::new(e),
-                    }
-                    .into())
-                }
-                Ok(Ok(stream)) => stream,
-            };
+        let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(NetworkError::ConnectTimeout { addr: addr.to_owned(), after: config.connect_timeout }.into())
+            }
+            Ok(Err(e)) => return Err(NetworkError::Connect { addr: addr.to_owned(), source: Arc::new(e) }.into()),
+            Ok(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         let conn = Connection::spawn(addr, stream, config);
         let versions = conn.handshake().await?;
@@ -190,10 +174,7 @@ impl Connection {
     /// The versions negotiated with this broker.
     pub fn versions(&self) -> &NegotiatedVersions {
         static NONE: std::sync::OnceLock<NegotiatedVersions> = std::sync::OnceLock::new();
-        self.inner
-            .versions
-            .get()
-            .unwrap_or_else(|| NONE.get_or_init(NegotiatedVersions::default))
+        self.inner.versions.get().unwrap_or_else(|| NONE.get_or_init(NegotiatedVersions::default))
     }
 
     /// The negotiated version of `api` on this broker.
@@ -204,21 +185,12 @@ impl Connection {
     /// Sends `request` at the negotiated version and waits for its response.
     pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response> {
         let version = self.version(api_key_of::<R>())?;
-        self.send_at(request, version, self.inner.config.request_timeout)
-            .await
+        self.send_at(request, version, self.inner.config.request_timeout).await
     }
 
     /// Sends `request` at `version`, waiting at most `timeout` for the response.
-    pub async fn send_at<R: Request>(
-        &self,
-        request: &R,
-        version: i16,
-        timeout: Duration,
-    ) -> Result<R::Response> {
-        let frame = self
-            .exchange::<R>(request, version, timeout, true)
-            .await?
-            .unwrap_or_default();
+    pub async fn send_at<R: Request>(&self, request: &R, version: i16, timeout: Duration) -> Result<R::Response> {
+        let frame = self.exchange::<R>(request, version, timeout, true).await?.unwrap_or_default();
         let (header, response) = decode_response::<R>(frame, version)?;
         debug_assert!(header.correlation_id > 0);
         Ok(response)
@@ -226,9 +198,7 @@ impl Connection {
 
     /// Sends a request the broker will not answer (Produce with `acks=0`).
     pub async fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        self.exchange::<R>(request, version, Duration::ZERO, false)
-            .await
-            .map(|_| ())
+        self.exchange::<R>(request, version, Duration::ZERO, false).await.map(|_| ())
     }
 
     async fn exchange<R: Request>(
@@ -265,21 +235,13 @@ impl Connection {
             Ok(Err(_)) => Err(self.broken_error()),
             Err(_) => {
                 lock(&inner.slots).pending.remove(&correlation_id);
-                Err(NetworkError::RequestTimeout {
-                    addr: inner.addr.clone(),
-                    api,
-                    after: timeout,
-                }
-                .into())
+                Err(NetworkError::RequestTimeout { addr: inner.addr.clone(), api, after: timeout }.into())
             }
         }
     }
 
     fn broken_error(&self) -> Error {
-        let cause = lock(&self.inner.slots)
-            .broken
-            .clone()
-            .unwrap_or_else(|| Arc::new(DisconnectCause::ClosedByClient));
+        let cause = lock(&self.inner.slots).broken.clone().unwrap_or_else(|| Arc::new(DisconnectCause::ClosedByClient));
         self.inner.disconnected(cause).into()
     }
 
@@ -290,24 +252,16 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("kgroup"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let frame = self
-            .exchange(&request, 3, timeout, true)
-            .await?
-            .unwrap_or_default();
+        let frame = self.exchange(&request, 3, timeout, true).await?.unwrap_or_default();
         let response = match error_code_after_v0_header(&frame) {
             Some(35) => {
                 tracing::debug!(broker = %self.inner.addr, "ApiVersions v3 unsupported, falling back to v0");
-                self.send_at(&ApiVersionsRequest::default(), 0, timeout)
-                    .await?
+                self.send_at(&ApiVersionsRequest::default(), 0, timeout).await?
             }
             _ => decode_response::<ApiVersionsRequest>(frame, 3)?.1,
         };
         if response.error_code != 0 {
-            return Err(Error::broker(
-                ApiKey::ApiVersions,
-                response.error_code,
-                self.inner.addr.clone(),
-            ));
+            return Err(Error::broker(ApiKey::ApiVersions, response.error_code, self.inner.addr.clone()));
         }
         Ok(NegotiatedVersions::negotiate(&response))
     }
@@ -344,16 +298,11 @@ async fn read_loop(inner: std::sync::Weak<Inner>, mut read_half: OwnedReadHalf) 
                         }
                         // A request we stopped waiting for (timed out) still gets its answer.
                         None if correlation_id > 0
-                            && correlation_id
-                                < conn.next_correlation_id.load(Ordering::Relaxed) =>
+                            && correlation_id < conn.next_correlation_id.load(Ordering::Relaxed) =>
                         {
                             tracing::debug!(broker = %conn.addr, correlation_id, "late response dropped");
                         }
-                        None => {
-                            return conn.break_with(DisconnectCause::UnexpectedCorrelationId(
-                                correlation_id,
-                            ))
-                        }
+                        None => return conn.break_with(DisconnectCause::UnexpectedCorrelationId(correlation_id)),
                     }
                 }
             }
@@ -393,19 +342,13 @@ struct LinkState {
 
 impl std::fmt::Debug for BrokerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerLink")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("BrokerLink").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
 impl BrokerLink {
     pub fn new(addr: impl Into<String>, config: Arc<ConnectionConfig>) -> Self {
-        BrokerLink {
-            addr: addr.into(),
-            config,
-            state: tokio::sync::Mutex::new(LinkState::default()),
-        }
+        BrokerLink { addr: addr.into(), config, state: tokio::sync::Mutex::new(LinkState::default()) }
     }
 
     pub fn addr(&self) -> &str {
@@ -421,8 +364,7 @@ impl BrokerLink {
                 return Ok(conn.clone());
             }
             state.conn = None;
-            state.retry_at =
-                Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
+            state.retry_at = Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
             state.failures += 1;
         }
         if let Some(at) = state.retry_at {
@@ -433,16 +375,11 @@ impl BrokerLink {
                 if state.failures > 0 {
                     tracing::info!(broker = %self.addr, attempts = state.failures, "reconnected");
                 }
-                *state = LinkState {
-                    conn: Some(conn.clone()),
-                    failures: 0,
-                    retry_at: None,
-                };
+                *state = LinkState { conn: Some(conn.clone()), failures: 0, retry_at: None };
                 Ok(conn)
             }
             Err(e) => {
-                state.retry_at =
-                    Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
+                state.retry_at = Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
                 state.failures += 1;
                 Err(e)
             }
@@ -451,12 +388,7 @@ impl BrokerLink {
 
     /// The current connection if it is live, without connecting.
     pub async fn current(&self) -> Option<Connection> {
-        self.state
-            .lock()
-            .await
-            .conn
-            .clone()
-            .filter(|c| !c.is_broken())
+        self.state.lock().await.conn.clone().filter(|c| !c.is_broken())
     }
 }
 

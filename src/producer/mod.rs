@@ -17,8 +17,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -78,11 +78,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_size: 64 * 1024,
             max_attempts: 5,
-            retry_backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-                jitter: 0.2,
-            },
+            retry_backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), jitter: 0.2 },
         }
     }
 }
@@ -101,11 +97,7 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
-    pub fn new(
-        topic: impl Into<String>,
-        key: Option<impl Into<Bytes>>,
-        value: impl Into<Bytes>,
-    ) -> Self {
+    pub fn new(topic: impl Into<String>, key: Option<impl Into<Bytes>>, value: impl Into<Bytes>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             key: key.map(Into::into),
@@ -132,9 +124,7 @@ pub struct DeliveryFuture {
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Closed("producer"))))
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Closed("producer"))))
     }
 }
 
@@ -185,11 +175,7 @@ impl Producer {
             outstanding: outstanding.clone(),
         };
         let task = tokio::spawn(accumulator.run(rx));
-        Ok(Producer {
-            commands,
-            outstanding,
-            task: Some(task),
-        })
+        Ok(Producer { commands, outstanding, task: Some(task) })
     }
 
     /// Queues a record. The topic name is checked here; everything else is reported by the
@@ -201,9 +187,7 @@ impl Producer {
             return DeliveryFuture { rx };
         }
         self.outstanding.count.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::error::SendError(Command::Send(_, tx))) =
-            self.commands.send(Command::Send(record, tx))
-        {
+        if let Err(mpsc::error::SendError(Command::Send(_, tx))) = self.commands.send(Command::Send(record, tx)) {
             self.outstanding.finish(1);
             let _ = tx.send(Err(Error::Closed("producer")));
         }
@@ -229,10 +213,7 @@ impl Producer {
     pub async fn close(mut self) {
         self.flush().await;
         if let Some(task) = self.task.take() {
-            drop(std::mem::replace(
-                &mut self.commands,
-                mpsc::unbounded_channel().0,
-            ));
+            drop(std::mem::replace(&mut self.commands, mpsc::unbounded_channel().0));
             let _ = task.await;
         }
     }
@@ -262,11 +243,7 @@ struct Accumulator {
 impl Accumulator {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let linger_deadline = self
-                .batches
-                .values()
-                .map(|b| b.opened + self.config.linger)
-                .min();
+            let linger_deadline = self.batches.values().map(|b| b.opened + self.config.linger).min();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Send(record, reply)) => self.append(record, reply).await,
@@ -294,24 +271,16 @@ impl Accumulator {
                 return;
             }
         };
-        let size = record.key.as_ref().map_or(0, Bytes::len)
-            + record.value.as_ref().map_or(0, Bytes::len)
-            + 16;
-        let batch = self
-            .batches
-            .entry((record.topic.clone(), partition))
-            .or_insert_with(|| Batch {
-                topic: record.topic.clone(),
-                partition,
-                records: Vec::new(),
-                bytes: 0,
-                opened: Instant::now(),
-            });
-        let offset = batch.records.len() as i64;
-        batch.records.push(PendingRecord {
-            record: to_wire_record(record, offset),
-            reply,
+        let size = record.key.as_ref().map_or(0, Bytes::len) + record.value.as_ref().map_or(0, Bytes::len) + 16;
+        let batch = self.batches.entry((record.topic.clone(), partition)).or_insert_with(|| Batch {
+            topic: record.topic.clone(),
+            partition,
+            records: Vec::new(),
+            bytes: 0,
+            opened: Instant::now(),
         });
+        let offset = batch.records.len() as i64;
+        batch.records.push(PendingRecord { record: to_wire_record(record, offset), reply });
         batch.bytes += size;
         if batch.bytes >= self.config.batch_size {
             let key = (batch.topic.clone(), partition);
@@ -327,19 +296,11 @@ impl Accumulator {
                 .wait_for_topic(&record.topic)
                 .await?
                 .partition_count(&record.topic)
-                .ok_or_else(|| Error::UnknownPartition {
-                    topic: record.topic.clone(),
-                    partition: None,
-                })?,
+                .ok_or_else(|| Error::UnknownPartition { topic: record.topic.clone(), partition: None })?,
         };
         Ok(match (record.partition, &record.key) {
             (Some(p), _) if (0..count as i32).contains(&p) => p,
-            (Some(p), _) => {
-                return Err(Error::UnknownPartition {
-                    topic: record.topic.clone(),
-                    partition: Some(p),
-                })
-            }
+            (Some(p), _) => return Err(Error::UnknownPartition { topic: record.topic.clone(), partition: Some(p) }),
             (None, Some(key)) => partitioner::partition_for_key(key, count),
             (None, None) => {
                 let next = self.round_robin.entry(record.topic.clone()).or_insert(0);
@@ -351,12 +312,7 @@ impl Accumulator {
 
     /// Takes the batches `ready` selects and sends them, one request per leader.
     fn dispatch(&mut self, ready: impl Fn(&Batch) -> bool) {
-        let keys: Vec<_> = self
-            .batches
-            .iter()
-            .filter(|(_, b)| ready(b))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<_> = self.batches.iter().filter(|(_, b)| ready(b)).map(|(k, _)| k.clone()).collect();
         let batches: Vec<Batch> = keys.iter().filter_map(|k| self.batches.remove(k)).collect();
         if batches.is_empty() {
             return;
@@ -400,20 +356,13 @@ fn to_wire_record(record: ProducerRecord, offset: i64) -> Record {
         timestamp,
         key: record.key,
         value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|(k, v)| (StrBytes::from_string(k), v))
-            .collect::<Headers>(),
+        headers: record.headers.into_iter().map(|(k, v)| (StrBytes::from_string(k), v)).collect::<Headers>(),
         delete_horizon: false,
     }
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Sends batches to one leader; failed batches are retried one by one after a metadata refresh.
@@ -460,11 +409,7 @@ impl Sender {
                     continue;
                 }
             };
-            match self
-                .produce(leader, std::slice::from_ref(&batch))
-                .await
-                .and_then(|mut v| v.remove(0))
-            {
+            match self.produce(leader, std::slice::from_ref(&batch)).await.and_then(|mut v| v.remove(0)) {
                 Ok(base) => return self.complete(batch, Ok(base)),
                 Err(e) => error = e,
             }
@@ -488,33 +433,25 @@ impl Sender {
     async fn produce(&self, leader: i32, batches: &[Batch]) -> Result<Vec<Result<i64>>> {
         if leader < 0 {
             let b = &batches[0];
-            return Err(Error::UnknownPartition {
-                topic: b.topic.clone(),
-                partition: Some(b.partition),
-            });
+            return Err(Error::UnknownPartition { topic: b.topic.clone(), partition: Some(b.partition) });
         }
         let conn = self.cluster.broker_connection(leader).await?;
         let version = conn.version(ApiKey::Produce)?;
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: self.config.compression,
-        };
+        let options = RecordEncodeOptions { version: 2, compression: self.config.compression };
         let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
         for batch in batches {
             let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(&mut buf, batch.records.iter().map(|p| &p.record), &options)
-                .map_err(|e| {
-                    Error::from(crate::protocol::ProtocolError::Encode {
-                        api: ApiKey::Produce,
-                        version,
-                        detail: format!("record batch: {e:#}"),
-                    })
-                })?;
-            topics.entry(&batch.topic).or_default().push(
-                PartitionProduceData::default()
-                    .with_index(batch.partition)
-                    .with_records(Some(buf.freeze())),
-            );
+            RecordBatchEncoder::encode(&mut buf, batch.records.iter().map(|p| &p.record), &options).map_err(|e| {
+                Error::from(crate::protocol::ProtocolError::Encode {
+                    api: ApiKey::Produce,
+                    version,
+                    detail: format!("record batch: {e:#}"),
+                })
+            })?;
+            topics
+                .entry(&batch.topic)
+                .or_default()
+                .push(PartitionProduceData::default().with_index(batch.partition).with_records(Some(buf.freeze())));
         }
         let timeout = self.cluster.config().connection.request_timeout;
         let request = ProduceRequest::default()
@@ -538,26 +475,15 @@ impl Sender {
         let mut results: HashMap<(&str, i32), (i16, i64)> = HashMap::new();
         for topic in &response.responses {
             for p in &topic.partition_responses {
-                results.insert(
-                    (topic.name.as_str(), p.index),
-                    (p.error_code, p.base_offset),
-                );
+                results.insert((topic.name.as_str(), p.index), (p.error_code, p.base_offset));
             }
         }
         Ok(batches
             .iter()
             .map(|b| match results.get(&(b.topic.as_str(), b.partition)) {
                 Some(&(0, base)) => Ok(base),
-                Some(&(code, _)) => Err(Error::broker(
-                    ApiKey::Produce,
-                    code,
-                    format!("{}/{}", b.topic, b.partition),
-                )),
-                None => Err(Error::broker(
-                    ApiKey::Produce,
-                    -1,
-                    format!("no answer for {}/{}", b.topic, b.partition),
-                )),
+                Some(&(code, _)) => Err(Error::broker(ApiKey::Produce, code, format!("{}/{}", b.topic, b.partition))),
+                None => Err(Error::broker(ApiKey::Produce, -1, format!("no answer for {}/{}", b.topic, b.partition))),
             })
             .collect())
     }

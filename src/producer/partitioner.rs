@@ -48,10 +48,7 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             (b"abc", 479_470_107),
         ];
         for (key, expected) in cases {
@@ -64,10 +61,7 @@ mod tests {
     fn partition_is_to_positive_modulo_count() {
         assert_eq!(partition_for_key(b"foobar", 50), 16);
         assert_eq!(partition_for_key(b"foobar", 10), 6);
-        assert_eq!(
-            partition_for_key(b"21", 72),
-            ((-973_932_308i32 & 0x7fff_ffff) % 72)
-        );
+        assert_eq!(partition_for_key(b"21", 72), ((-973_932_308i32 & 0x7fff_ffff) % 72));
         for n in 1..100 {
             assert!((0..n as i32).contains(&partition_for_key(b"any key", n)));
         }

@@ -32,49 +32,29 @@ pub fn encode_request<R: Request>(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_string(client_id.to_owned())));
-    let encode_err = |e: &dyn std::fmt::Display| ProtocolError::Encode {
-        api,
-        version,
-        detail: format!("{e:#}"),
-    };
+    let encode_err = |e: &dyn std::fmt::Display| ProtocolError::Encode { api, version, detail: format!("{e:#}") };
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .map_err(|e| encode_err(&e))?;
-    request
-        .encode(&mut buf, version)
-        .map_err(|e| encode_err(&e))?;
-    let size = i32::try_from(buf.len() - 4).map_err(|_| ProtocolError::FrameTooLarge {
-        size: buf.len() - 4,
-        max: i32::MAX as usize,
-    })?;
+    header.encode(&mut buf, api.request_header_version(version)).map_err(|e| encode_err(&e))?;
+    request.encode(&mut buf, version).map_err(|e| encode_err(&e))?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| ProtocolError::FrameTooLarge { size: buf.len() - 4, max: i32::MAX as usize })?;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }
 
 /// The correlation id at the front of a response frame (every response header starts with it).
 pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
-    frame
-        .get(..4)
-        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Decodes a response frame (without its size prefix) to `R::Response` at `version`.
-pub fn decode_response<R: Request>(
-    frame: Bytes,
-    version: i16,
-) -> Result<(ResponseHeader, R::Response), ProtocolError> {
+pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(ResponseHeader, R::Response), ProtocolError> {
     let api = api_key_of::<R>();
     check_version::<R>(api, version)?;
     let mut body = frame;
-    let header: ResponseHeader = guarded_decode(
-        api,
-        version,
-        "response header",
-        &mut body,
-        api.response_header_version(version),
-    )?;
+    let header: ResponseHeader =
+        guarded_decode(api, version, "response header", &mut body, api.response_header_version(version))?;
     let response = guarded_decode(api, version, "response body", &mut body, version)?;
     Ok((header, response))
 }
@@ -91,24 +71,14 @@ pub(crate) fn guarded_decode<T: Decodable>(
     match catch_unwind(AssertUnwindSafe(|| T::decode(body, decode_version))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(ProtocolError::decode(api, version, part, e)),
-        Err(_) => Err(ProtocolError::decode(
-            api,
-            version,
-            part,
-            "decoder panicked on malformed bytes",
-        )),
+        Err(_) => Err(ProtocolError::decode(api, version, part, "decoder panicked on malformed bytes")),
     }
 }
 
 fn check_version<R: Message>(api: ApiKey, version: i16) -> Result<(), ProtocolError> {
     let range = R::VERSIONS;
     if version < range.min || version > range.max {
-        return Err(ProtocolError::VersionOutOfRange {
-            api,
-            version,
-            min: range.min,
-            max: range.max,
-        });
+        return Err(ProtocolError::VersionOutOfRange { api, version, min: range.min, max: range.max });
     }
     Ok(())
 }
@@ -120,19 +90,15 @@ mod tests {
 
     #[test]
     fn heartbeat_round_trip_through_headers() {
-        let req = HeartbeatRequest::default()
-            .with_group_id(StrBytes::from_static_str("g").into())
-            .with_generation_id(7);
+        let req =
+            HeartbeatRequest::default().with_group_id(StrBytes::from_static_str("g").into()).with_generation_id(7);
         let framed = encode_request(&req, 4, 42, "c").unwrap();
         assert_eq!(&framed[..4], &((framed.len() - 4) as i32).to_be_bytes());
         // Response: correlation id, empty tagged fields (header v1), then the v4 body.
         let mut resp = BytesMut::new();
         resp.put_i32(42);
         resp.put_u8(0);
-        HeartbeatResponse::default()
-            .with_error_code(27)
-            .encode(&mut resp, 4)
-            .unwrap();
+        HeartbeatResponse::default().with_error_code(27).encode(&mut resp, 4).unwrap();
         let (header, body) = decode_response::<HeartbeatRequest>(resp.freeze(), 4).unwrap();
         assert_eq!(header.correlation_id, 42);
         assert_eq!(body.error_code, 27);
@@ -141,9 +107,6 @@ mod tests {
     #[test]
     fn out_of_range_version_is_refused() {
         let err = encode_request(&HeartbeatRequest::default(), 9, 1, "c").unwrap_err();
-        assert!(
-            matches!(err, ProtocolError::VersionOutOfRange { version: 9, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ProtocolError::VersionOutOfRange { version: 9, .. }), "{err}");
     }
 }

@@ -62,6 +62,14 @@ impl fmt::Display for KafkaCode {
     }
 }
 
+/// Serialized as the number; the name is in `Display`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for KafkaCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i16(self.0)
+    }
+}
+
 impl fmt::Debug for KafkaCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -193,12 +201,7 @@ mod tests {
             (9999, ErrorAction::Fatal),            // a code from the future
         ];
         for (code, action) in cases {
-            assert_eq!(
-                KafkaCode(code).action(),
-                Some(action),
-                "{}",
-                KafkaCode(code)
-            );
+            assert_eq!(KafkaCode(code).action(), Some(action), "{}", KafkaCode(code));
         }
     }
 

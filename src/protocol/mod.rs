@@ -23,44 +23,20 @@ pub enum ProtocolError {
     NegativeFrameSize { size: i32 },
     /// Encoding failed (a field out of range for this version).
     #[error("cannot encode {api:?} v{version}: {detail}")]
-    Encode {
-        api: ApiKey,
-        version: i16,
-        detail: String,
-    },
+    Encode { api: ApiKey, version: i16, detail: String },
     /// The broker's bytes do not decode as the expected message.
     #[error("cannot decode {api:?} v{version} {part}: {detail}")]
-    Decode {
-        api: ApiKey,
-        version: i16,
-        part: &'static str,
-        detail: String,
-    },
+    Decode { api: ApiKey, version: i16, part: &'static str, detail: String },
     /// We asked for a version the message type does not have.
     #[error("{api:?} v{version} is outside the versions this client can encode ({min}..={max})")]
-    VersionOutOfRange {
-        api: ApiKey,
-        version: i16,
-        min: i16,
-        max: i16,
-    },
+    VersionOutOfRange { api: ApiKey, version: i16, min: i16, max: i16 },
     /// The broker advertises no version of an API that we can speak.
     #[error("the broker supports no version of {api:?} this client can use")]
     UnsupportedApi { api: ApiKey },
 }
 
 impl ProtocolError {
-    pub(crate) fn decode(
-        api: ApiKey,
-        version: i16,
-        part: &'static str,
-        source: impl std::fmt::Display,
-    ) -> Self {
-        ProtocolError::Decode {
-            api,
-            version,
-            part,
-            detail: format!("{source:#}"),
-        }
+    pub(crate) fn decode(api: ApiKey, version: i16, part: &'static str, source: impl std::fmt::Display) -> Self {
+        ProtocolError::Decode { api, version, part, detail: format!("{source:#}") }
     }
 }

@@ -40,11 +40,8 @@ impl NegotiatedVersions {
     /// Intersects our ranges with the broker's answer. APIs the broker lacks, or whose ranges do
     /// not overlap ours, are left out; asking for them gives [`ProtocolError::UnsupportedApi`].
     pub fn negotiate(response: &ApiVersionsResponse) -> Self {
-        let broker: BTreeMap<i16, (i16, i16)> = response
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect();
+        let broker: BTreeMap<i16, (i16, i16)> =
+            response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
         let chosen = CLIENT_RANGES
             .iter()
             .filter_map(|&(api, our_min, our_max)| {
@@ -58,19 +55,13 @@ impl NegotiatedVersions {
 
     /// Our own maxima, for talking to a peer before (or without) negotiation.
     pub fn client_maxima() -> Self {
-        let chosen = CLIENT_RANGES
-            .iter()
-            .map(|&(api, _, max)| (api as i16, max))
-            .collect();
+        let chosen = CLIENT_RANGES.iter().map(|&(api, _, max)| (api as i16, max)).collect();
         NegotiatedVersions { chosen }
     }
 
     /// The version to use for `api`.
     pub fn get(&self, api: ApiKey) -> Result<i16, ProtocolError> {
-        self.chosen
-            .get(&(api as i16))
-            .copied()
-            .ok_or(ProtocolError::UnsupportedApi { api })
+        self.chosen.get(&(api as i16)).copied().ok_or(ProtocolError::UnsupportedApi { api })
     }
 
     /// Lowers the version of `api` to at most `max` (for peers that misbehave above it).
@@ -82,17 +73,13 @@ impl NegotiatedVersions {
 
     /// `(api, version)` pairs, for logs and snapshots.
     pub fn iter(&self) -> impl Iterator<Item = (ApiKey, i16)> + '_ {
-        self.chosen
-            .iter()
-            .filter_map(|(&k, &v)| ApiKey::try_from(k).ok().map(|api| (api, v)))
+        self.chosen.iter().filter_map(|(&k, &v)| ApiKey::try_from(k).ok().map(|api| (api, v)))
     }
 }
 
 impl fmt::Debug for NegotiatedVersions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.iter().map(|(api, v)| (format!("{api:?}"), v)))
-            .finish()
+        f.debug_map().entries(self.iter().map(|(api, v)| (format!("{api:?}"), v))).finish()
     }
 }
 
@@ -106,10 +93,7 @@ mod tests {
             ranges
                 .iter()
                 .map(|&(k, min, max)| {
-                    ApiVersion::default()
-                        .with_api_key(k as i16)
-                        .with_min_version(min)
-                        .with_max_version(max)
+                    ApiVersion::default().with_api_key(k as i16).with_min_version(min).with_max_version(max)
                 })
                 .collect(),
         )
@@ -128,12 +112,7 @@ mod tests {
         assert_eq!(v.get(ApiKey::OffsetCommit), Ok(8));
         assert_eq!(v.get(ApiKey::Fetch), Ok(12));
         assert_eq!(v.get(ApiKey::LeaveGroup), Ok(2));
-        assert_eq!(
-            v.get(ApiKey::OffsetFetch),
-            Err(ProtocolError::UnsupportedApi {
-                api: ApiKey::OffsetFetch
-            })
-        );
+        assert_eq!(v.get(ApiKey::OffsetFetch), Err(ProtocolError::UnsupportedApi { api: ApiKey::OffsetFetch }));
         assert!(v.get(ApiKey::Heartbeat).is_err());
     }
 

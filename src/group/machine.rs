@@ -1,0 +1,1716 @@
+//! The membership state machine for the classic group protocol, without IO or clock.
+//!
+//! ```text
+//!                    coordinator known
+//!   AwaitingJoin ───────────────────────► (JoinGroup in flight) ──NONE──► AwaitingSync
+//!     ▲   ▲  MEMBER_ID_REQUIRED: resend at once with the id                   │ SyncGroup NONE
+//!     │   │                                                                  ▼
+//!     │   └──── revoke window over ◄── Revoking(G) ◄── heartbeat RIP ──── Stable(G)
+//!     │            (commits with G,                                          │
+//!     │             revoke handler)                                          │
+//!     └──── ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID (partitions lost) ◄───────┘
+//!   any ──leave──► Leaving ──► Left          any ──fatal code──► Failed
+//! ```
+//!
+//! The coordinator is tracked beside the state: losing it (NOT_COORDINATOR, connection loss)
+//! keeps the member id and generation, and the member carries on once it is found again.
+//! Every request captures the generation it was built with; an answer for an older generation
+//! is never applied (T32). Commits are judged per partition against the lease's ownership
+//! streak before anything is sent (DESIGN section 4) and never pipelined behind a JoinGroup or
+//! SyncGroup.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::assignor::{decode_assignment, encode_assignment, GroupMember, Subscription};
+use super::config::GroupConfig;
+use super::events::*;
+use super::requests::*;
+use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, TransitionView};
+use super::types::*;
+use crate::protocol::error_code::KafkaCode;
+use crate::protocol::versions::NegotiatedVersions;
+
+const PROTOCOL_TYPE: &str = "consumer";
+
+// Error codes the machine reacts to by name (kafka36-group-semantics.md section 2.2).
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const REQUEST_TIMED_OUT: i16 = 7;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const NOT_COORDINATOR: i16 = 16;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+const MEMBER_ID_REQUIRED: i16 = 79;
+const FENCED_INSTANCE_ID: i16 = 82;
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// Where the member is in the protocol; each variant carries what it waits with.
+#[derive(Debug, Clone)]
+enum State {
+    /// Needs a JoinGroup (`join` is the one in flight, if sent).
+    AwaitingJoin {
+        reason: RejoinReason,
+        join: Option<RequestId>,
+    },
+    /// JoinGroup answered; our SyncGroup is in flight.
+    AwaitingSync {
+        generation: Generation,
+        leader: bool,
+        protocol: String,
+        sync: RequestId,
+    },
+    /// Member of `generation` with the assignment in `ownership`.
+    Stable {
+        generation: Generation,
+        leader: bool,
+        protocol: String,
+    },
+    /// A rebalance was announced; commits still go out with `generation` until the revoke
+    /// handler is done (or `deadline`), then JoinGroup.
+    Revoking {
+        generation: Generation,
+        leader: bool,
+        protocol: String,
+        reason: RejoinReason,
+        deadline: Instant,
+        handler_done: bool,
+    },
+    /// LeaveGroup to send or in flight.
+    Leaving {
+        reason: String,
+        request: Option<RequestId>,
+    },
+    Left {
+        reason: String,
+    },
+    Failed(GroupError),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitingJoin { .. } => "AwaitingJoin",
+            State::AwaitingSync { .. } => "AwaitingSync",
+            State::Stable { .. } => "Stable",
+            State::Revoking { .. } => "Revoking",
+            State::Leaving { .. } => "Leaving",
+            State::Left { .. } => "Left",
+            State::Failed(_) => "Failed",
+        }
+    }
+
+    /// The generation commits are stamped with in this state, if any.
+    fn member_generation(&self) -> Option<&Generation> {
+        match self {
+            State::Stable { generation, .. } | State::Revoking { generation, .. } => Some(generation),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum CoordinatorState {
+    Unknown,
+    Finding(RequestId),
+    Known { node_id: i32, versions: NegotiatedVersions },
+}
+
+/// The partitions assigned in the latest generation we were part of, with the first
+/// generation of each one's uninterrupted ownership.
+#[derive(Debug, Clone)]
+struct Ownership {
+    generation: Generation,
+    partitions: BTreeMap<TopicPartition, GenerationId>,
+}
+
+#[derive(Debug, Clone)]
+enum InFlight {
+    FindCoordinator,
+    Join,
+    Sync { sent: Generation },
+    Heartbeat { sent: Generation },
+    Leave,
+    Commit { sent: Generation, entries: Vec<(Lease, Option<GenerationId>)> },
+    Fetch,
+}
+
+#[derive(Debug)]
+struct CommitJob {
+    id: CommitId,
+    deadline: Instant,
+    attempts: u32,
+    pending: Vec<Lease>,
+    results: Vec<PartitionCommit>,
+    last_error: Option<String>,
+    deferred_counted: bool,
+}
+
+#[derive(Debug)]
+struct FetchJob {
+    id: OffsetFetchId,
+    partitions: Vec<TopicPartition>,
+    deadline: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Transition {
+    from: &'static str,
+    to: &'static str,
+    reason: String,
+    at: Instant,
+}
+
+/// The sans-IO membership state machine of one group member.
+///
+/// Inputs are `handle_*` calls and commands (`commit`, `revoke_done`, `leave`, ...); outputs are
+/// drained with [`poll_request`](Self::poll_request), [`poll_event`](Self::poll_event) and
+/// [`poll_timeout`](Self::poll_timeout) after every input. Time is always passed in.
+#[derive(Debug)]
+pub struct GroupMachine {
+    config: GroupConfig,
+    subscription: Vec<String>,
+    partition_counts: BTreeMap<String, i32>,
+    state: State,
+    coordinator: CoordinatorState,
+    coordinator_attempts: u32,
+    member_id: MemberId,
+    ownership: Option<Ownership>,
+    in_flight: BTreeMap<RequestId, InFlight>,
+    outbox: VecDeque<OutgoingRequest>,
+    events: VecDeque<(Instant, GroupEvent)>,
+    next_id: u64,
+    retry_at: Option<Instant>,
+    join_attempts: u32,
+    next_heartbeat: Option<Instant>,
+    session_deadline: Option<Instant>,
+    poll_deadline: Option<Instant>,
+    commits: VecDeque<CommitJob>,
+    commit_in_flight: Option<RequestId>,
+    commit_retry_at: Option<Instant>,
+    committed_streak: BTreeMap<TopicPartition, (GenerationId, i64)>,
+    fetches: VecDeque<FetchJob>,
+    fetch_in_flight: Option<RequestId>,
+    fetch_retry_at: Option<Instant>,
+    counters: GroupCounters,
+    last_transition: Option<Transition>,
+    rebalance_started: Option<Instant>,
+    rejoin_after_poll: bool,
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+fn later(a: Option<Instant>, now: Instant) -> bool {
+    a.is_some_and(|t| t > now)
+}
+
+impl GroupMachine {
+    /// A member of `config.group_id` subscribed to `topics`. Call [`validate`](GroupConfig::validate)
+    /// first; the machine trusts its configuration.
+    pub fn new(config: GroupConfig, topics: impl IntoIterator<Item = impl Into<String>>, now: Instant) -> Self {
+        let mut subscription: Vec<String> = topics.into_iter().map(Into::into).collect();
+        subscription.sort();
+        subscription.dedup();
+        let mut machine = GroupMachine {
+            config,
+            subscription,
+            partition_counts: BTreeMap::new(),
+            state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
+            coordinator: CoordinatorState::Unknown,
+            coordinator_attempts: 0,
+            member_id: MemberId::unknown(),
+            ownership: None,
+            in_flight: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 0,
+            retry_at: None,
+            join_attempts: 0,
+            next_heartbeat: None,
+            session_deadline: None,
+            poll_deadline: None,
+            commits: VecDeque::new(),
+            commit_in_flight: None,
+            commit_retry_at: None,
+            committed_streak: BTreeMap::new(),
+            fetches: VecDeque::new(),
+            fetch_in_flight: None,
+            fetch_retry_at: None,
+            counters: GroupCounters::default(),
+            last_transition: None,
+            rebalance_started: Some(now),
+            rejoin_after_poll: false,
+        };
+        machine.progress(now);
+        machine
+    }
+
+    fn span(&self) -> tracing::Span {
+        let generation = self.current_generation().map(|g| g.id.0).unwrap_or(-1);
+        tracing::debug_span!("group", group = %self.config.group_id, member_id = %self.member_id, generation)
+    }
+
+    // ---- outputs ----
+
+    /// The next request to send.
+    pub fn poll_request(&mut self) -> Option<OutgoingRequest> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event, with the time it happened.
+    pub fn poll_event(&mut self) -> Option<(Instant, GroupEvent)> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers().into_iter().map(|(_, at)| at).min()
+    }
+
+    fn timers(&self) -> Vec<(&'static str, Instant)> {
+        let mut timers = Vec::new();
+        let mut push = |name, at: Option<Instant>| {
+            if let Some(at) = at {
+                timers.push((name, at));
+            }
+        };
+        if self.is_heartbeating() {
+            push("heartbeat", self.next_heartbeat);
+            push("session", self.session_deadline);
+        }
+        push("backoff", self.retry_at);
+        push("commit-backoff", self.commit_retry_at);
+        push("commit-deadline", self.commits.front().map(|j| j.deadline));
+        push("fetch-backoff", self.fetch_retry_at);
+        push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
+        push("max-poll-interval", self.poll_deadline);
+        if let State::Revoking { deadline, .. } = &self.state {
+            push("revoke-deadline", Some(*deadline));
+        }
+        timers
+    }
+
+    // ---- queries ----
+
+    /// The generation the member holds now (Stable or Revoking), if any.
+    pub fn current_generation(&self) -> Option<&Generation> {
+        self.state.member_generation()
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Partitions owned in the current generation with their `owned_since`.
+    pub fn assignment(&self) -> Vec<OwnedPartition> {
+        match (&self.ownership, self.current_generation()) {
+            (Some(o), Some(g)) if &o.generation == g => o
+                .partitions
+                .iter()
+                .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A lease for records of `partition` fetched now, up to `next_offset`; `None` unless the
+    /// partition is owned in the current generation.
+    pub fn lease(&self, partition: &TopicPartition, next_offset: i64) -> Option<Lease> {
+        let generation = self.current_generation()?;
+        let ownership = self.ownership.as_ref().filter(|o| &o.generation == generation)?;
+        let owned_since = *ownership.partitions.get(partition)?;
+        Some(Lease { partition: partition.clone(), next_offset, generation: generation.clone(), owned_since })
+    }
+
+    // ---- commands ----
+
+    /// Partition counts per topic, used when this member leads the assignment.
+    pub fn set_partition_counts(&mut self, counts: impl IntoIterator<Item = (String, i32)>) {
+        self.partition_counts.extend(counts);
+    }
+
+    /// Changes the subscription; a member of a generation rejoins.
+    pub fn subscribe(&mut self, topics: impl IntoIterator<Item = impl Into<String>>, now: Instant) {
+        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        topics.sort();
+        topics.dedup();
+        if topics != self.subscription {
+            self.subscription = topics;
+            self.request_rejoin(RejoinReason::SubscriptionChanged, now);
+        }
+        self.progress(now);
+    }
+
+    /// Commits the leases' offsets. The outcome per partition arrives as
+    /// [`GroupEvent::CommitCompleted`] with the returned id.
+    pub fn commit(&mut self, leases: Vec<Lease>, now: Instant) -> CommitId {
+        let _span = self.span().entered();
+        self.next_id += 1;
+        let id = CommitId(self.next_id);
+        self.commits.push_back(CommitJob {
+            id,
+            deadline: now + self.config.commit_timeout,
+            attempts: 0,
+            pending: leases,
+            results: Vec::new(),
+            last_error: None,
+            deferred_counted: false,
+        });
+        self.progress(now);
+        id
+    }
+
+    /// Looks up committed offsets; the answer arrives as [`GroupEvent::CommittedOffsets`].
+    pub fn fetch_committed(&mut self, partitions: Vec<TopicPartition>, now: Instant) -> OffsetFetchId {
+        self.next_id += 1;
+        let id = OffsetFetchId(self.next_id);
+        self.fetches.push_back(FetchJob { id, partitions, deadline: now + self.config.commit_timeout, attempts: 0 });
+        self.progress(now);
+        id
+    }
+
+    /// The application finished its revoke handler: JoinGroup may go once commits are done.
+    pub fn revoke_done(&mut self, now: Instant) {
+        if let State::Revoking { handler_done, .. } = &mut self.state {
+            *handler_done = true;
+        }
+        self.progress(now);
+    }
+
+    /// The application polled: resets the `max.poll.interval.ms` timer, and rejoins if that
+    /// timer had made the member leave.
+    pub fn record_poll(&mut self, now: Instant) {
+        self.poll_deadline = Some(now + self.config.rebalance_timeout);
+        if self.rejoin_after_poll {
+            if let State::Left { .. } = self.state {
+                self.rejoin_after_poll = false;
+                self.set_state(
+                    State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
+                    "polled again after leaving",
+                    now,
+                );
+            }
+        }
+        self.progress(now);
+    }
+
+    /// Leaves the group. Dynamic members send LeaveGroup; static members (KIP-345) do not, so a
+    /// restart within the session timeout causes no rebalance.
+    pub fn leave(&mut self, reason: &str, now: Instant) {
+        let _span = self.span().entered();
+        if matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_)) {
+            return;
+        }
+        let sends_leave = self.config.group_instance_id.is_none() && !self.member_id.is_unknown();
+        let next = if sends_leave {
+            State::Leaving { reason: reason.to_owned(), request: None }
+        } else {
+            State::Left { reason: reason.to_owned() }
+        };
+        self.set_state(next, reason, now);
+        self.fail_deferred_commits(CommitFailure::MemberGone, now);
+        if matches!(self.state, State::Left { .. }) {
+            self.finish_leaving(now);
+        }
+        self.progress(now);
+    }
+
+    // ---- inputs ----
+
+    /// The coordinator was found and connected to.
+    pub fn handle_coordinator_found(&mut self, now: Instant, id: RequestId, found: CoordinatorFound) {
+        let _span = self.span().entered();
+        let awaited = matches!(self.coordinator, CoordinatorState::Finding(finding) if finding == id);
+        if self.in_flight.remove(&id).is_none() || !awaited {
+            return;
+        }
+        tracing::info!(node = found.node_id, "coordinator found");
+        self.coordinator = CoordinatorState::Known { node_id: found.node_id, versions: found.versions };
+        self.coordinator_attempts = 0;
+        self.retry_at = None;
+        self.events.push_back((now, GroupEvent::Coordinator { node_id: Some(found.node_id), reason: "found".into() }));
+        if self.is_heartbeating() {
+            // A fresh connection: give the session a fresh start too.
+            self.session_deadline = Some(now + self.config.session_timeout);
+            self.next_heartbeat = Some(now);
+        }
+        self.progress(now);
+    }
+
+    /// A request got no usable answer.
+    pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
+        let _span = self.span().entered();
+        let Some(kind) = self.in_flight.remove(&id) else {
+            return;
+        };
+        tracing::debug!(request = id.0, %failure, "request failed");
+        match kind {
+            InFlight::FindCoordinator => {
+                self.coordinator = CoordinatorState::Unknown;
+                self.coordinator_attempts += 1;
+                if failure == RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)) {
+                    self.fail(
+                        GroupError::Rejected {
+                            api: "FindCoordinator",
+                            code: KafkaCode(GROUP_AUTHORIZATION_FAILED),
+                            context: self.config.group_id.clone(),
+                        },
+                        now,
+                    );
+                } else {
+                    self.retry_at = Some(now + self.backoff(self.coordinator_attempts));
+                }
+            }
+            InFlight::Join => {
+                // The broker may still hold the join; a second one from the same member id
+                // replaces it (GM 527-544), so retrying with the same id is safe.
+                self.coordinator_lost(&format!("JoinGroup {failure}"), now);
+                if let State::AwaitingJoin { join, .. } = &mut self.state {
+                    *join = None;
+                }
+            }
+            InFlight::Sync { sent } => {
+                self.coordinator_lost(&format!("SyncGroup {failure}"), now);
+                if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { .. }) {
+                    self.rejoin(RejoinReason::Retry(format!("SyncGroup {failure}")), now);
+                }
+            }
+            InFlight::Heartbeat { .. } => {
+                self.coordinator_lost(&format!("Heartbeat {failure}"), now);
+            }
+            InFlight::Leave => self.finish_leaving(now),
+            InFlight::Commit { entries, .. } => {
+                self.commit_in_flight = None;
+                self.coordinator_lost(&format!("OffsetCommit {failure}"), now);
+                if let Some(job) = self.commits.front_mut() {
+                    job.attempts += 1;
+                    job.last_error = Some(failure.to_string());
+                    job.pending.extend(entries.into_iter().map(|(lease, _)| lease));
+                }
+                self.commit_retry_at = Some(now + self.config.retry_backoff);
+            }
+            InFlight::Fetch => {
+                self.fetch_in_flight = None;
+                self.coordinator_lost(&format!("OffsetFetch {failure}"), now);
+                if let Some(job) = self.fetches.front_mut() {
+                    job.attempts += 1;
+                }
+                self.fetch_retry_at = Some(now + self.config.retry_backoff);
+            }
+        }
+        self.progress(now);
+    }
+
+    /// A response arrived for request `id`.
+    pub fn handle_response(&mut self, now: Instant, id: RequestId, response: GroupResponse) {
+        let _span = self.span().entered();
+        let Some(kind) = self.in_flight.remove(&id) else {
+            tracing::debug!(request = id.0, "response for a request no longer tracked");
+            return;
+        };
+        match (kind, response) {
+            (InFlight::Join, GroupResponse::JoinGroup(r)) => self.on_join(now, id, r),
+            (InFlight::Sync { sent }, GroupResponse::SyncGroup(r)) => self.on_sync(now, id, sent, r),
+            (InFlight::Heartbeat { sent }, GroupResponse::Heartbeat(r)) => self.on_heartbeat(now, sent, r.error_code),
+            (InFlight::Leave, GroupResponse::LeaveGroup(r)) => {
+                if r.error_code != 0 {
+                    tracing::info!(code = %KafkaCode(r.error_code), "LeaveGroup answered with an error (best effort)");
+                }
+                self.finish_leaving(now);
+            }
+            (InFlight::Commit { sent, entries }, GroupResponse::OffsetCommit(r)) => {
+                self.on_commit(now, sent, entries, r)
+            }
+            (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_fetch(now, r),
+            (kind, other) => {
+                tracing::warn!(?kind, response = ?std::mem::discriminant(&other), "response does not match its request");
+            }
+        }
+        self.progress(now);
+    }
+
+    /// Time passed: heartbeats, session expiry, backoffs, deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _span = self.span().entered();
+        if self.poll_deadline.is_some_and(|d| d <= now) {
+            self.poll_deadline = None;
+            tracing::warn!(
+                "max.poll.interval.ms ({:?}) passed without a poll: leaving the group so its partitions move on",
+                self.config.rebalance_timeout
+            );
+            self.leave("max.poll.interval.ms exceeded: the application stopped polling", now);
+            self.rejoin_after_poll = true;
+        }
+        if self.is_heartbeating() && self.session_deadline.is_some_and(|d| d <= now) {
+            // No successful heartbeat for a whole session: assume the coordinator is gone
+            // (Java marks it unknown); member id and generation are kept.
+            self.session_deadline = Some(now + self.config.session_timeout);
+            self.coordinator_lost("no successful heartbeat within session.timeout.ms", now);
+        }
+        if let State::Revoking { deadline, .. } = &self.state {
+            if *deadline <= now {
+                tracing::warn!("revoke window closed before the revoke handler and commits finished");
+                self.leave_revoking(now);
+            }
+        }
+        self.progress(now);
+    }
+
+    // ---- snapshot ----
+
+    /// The debug view (DESIGN section 5).
+    pub fn snapshot(&self, now: Instant) -> GroupSnapshot {
+        let (protocol, leader) = match &self.state {
+            State::Stable { protocol, leader, .. }
+            | State::Revoking { protocol, leader, .. }
+            | State::AwaitingSync { protocol, leader, .. } => (Some(protocol.clone()), *leader),
+            _ => (None, false),
+        };
+        let in_flight_commits = self
+            .commit_in_flight
+            .and_then(|id| self.in_flight.get(&id))
+            .and_then(|f| match f {
+                InFlight::Commit { sent, entries } => Some(CommitView {
+                    id: self.commits.front().map(|j| j.id).unwrap_or(CommitId(0)),
+                    stamped_with: Some(sent.id),
+                    partitions: entries.iter().map(|(l, _)| (l.partition.clone(), l.next_offset)).collect(),
+                }),
+                _ => None,
+            })
+            .into_iter()
+            .collect();
+        let deferred_commits = self
+            .commits
+            .iter()
+            .filter(|j| !j.pending.is_empty())
+            .map(|j| CommitView {
+                id: j.id,
+                stamped_with: None,
+                partitions: j.pending.iter().map(|l| (l.partition.clone(), l.next_offset)).collect(),
+            })
+            .collect();
+        let pending_rejoin = match &self.state {
+            State::AwaitingJoin { reason, .. } | State::Revoking { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        GroupSnapshot {
+            group_id: self.config.group_id.clone(),
+            group_instance_id: self.config.group_instance_id.clone(),
+            state: self.state.name(),
+            generation: self.current_generation().cloned(),
+            member_id: self.member_id.clone(),
+            is_leader: leader,
+            protocol,
+            coordinator: match &self.coordinator {
+                CoordinatorState::Known { node_id, .. } => Some(*node_id),
+                _ => None,
+            },
+            assignment: self.assignment(),
+            in_flight_commits,
+            deferred_commits,
+            last_transition: self.last_transition.as_ref().map(|t| TransitionView {
+                from: t.from,
+                to: t.to,
+                reason: t.reason.clone(),
+                ms_ago: now.saturating_duration_since(t.at).as_millis() as u64,
+            }),
+            pending_rejoin,
+            next_timer: self
+                .timers()
+                .into_iter()
+                .min_by_key(|(_, at)| *at)
+                .map(|(name, at)| (name, at.saturating_duration_since(now).as_millis() as u64)),
+            counters: self.counters.clone(),
+        }
+    }
+
+    // ---- internals: driving ----
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    fn send(&mut self, body: GroupRequest, version: i16, timeout: Duration, kind: InFlight) -> RequestId {
+        let id = self.next_request_id();
+        tracing::trace!(request = id.0, api = body.api_name(), version, "send");
+        self.in_flight.insert(id, kind);
+        self.outbox.push_back(OutgoingRequest { id, version, timeout, body });
+        id
+    }
+
+    fn versions(&self) -> Option<&NegotiatedVersions> {
+        match &self.coordinator {
+            CoordinatorState::Known { versions, .. } => Some(versions),
+            _ => None,
+        }
+    }
+
+    fn version(&mut self, api: ApiKey, now: Instant) -> Option<i16> {
+        let versions = self.versions()?;
+        match versions.get(api) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                let name = match api {
+                    ApiKey::JoinGroup => "JoinGroup",
+                    ApiKey::SyncGroup => "SyncGroup",
+                    ApiKey::Heartbeat => "Heartbeat",
+                    ApiKey::LeaveGroup => "LeaveGroup",
+                    ApiKey::OffsetCommit => "OffsetCommit",
+                    _ => "OffsetFetch",
+                };
+                self.fail(GroupError::UnsupportedApi { api: name }, now);
+                None
+            }
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.min(6);
+        (self.config.retry_backoff * factor).min(Duration::from_secs(10))
+    }
+
+    fn is_heartbeating(&self) -> bool {
+        matches!(self.state, State::Stable { .. } | State::Revoking { .. })
+    }
+
+    fn is_current(&self, sent: &Generation) -> bool {
+        self.current_generation() == Some(sent)
+            || matches!(&self.state, State::AwaitingSync { generation, .. } if generation == sent)
+    }
+
+    fn needs_coordinator(&self) -> bool {
+        !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_))
+    }
+
+    /// Runs everything that can go now. Called after every input.
+    fn progress(&mut self, now: Instant) {
+        if matches!(self.state, State::Failed(_)) {
+            return;
+        }
+        if matches!(self.coordinator, CoordinatorState::Unknown)
+            && (self.needs_coordinator() || !self.commits.is_empty() || !self.fetches.is_empty())
+            && !later(self.retry_at, now)
+        {
+            let id = self.send(
+                GroupRequest::FindCoordinator { group_id: self.config.group_id.clone() },
+                0,
+                self.config.request_timeout,
+                InFlight::FindCoordinator,
+            );
+            self.counters.coordinator_lookups += 1;
+            self.coordinator = CoordinatorState::Finding(id);
+        }
+        if let State::Revoking { handler_done: true, .. } = self.state {
+            if self.commit_in_flight.is_none() && self.commits.is_empty() {
+                self.leave_revoking(now);
+            }
+        }
+        if let State::AwaitingJoin { join: None, .. } = self.state {
+            if self.versions().is_some() && !later(self.retry_at, now) && self.commit_in_flight.is_none() {
+                self.send_join(now);
+            }
+        }
+        if let State::Leaving { request: None, .. } = self.state {
+            if self.versions().is_none() {
+                // LeaveGroup is best effort: without a coordinator the session timeout does it.
+                self.finish_leaving(now);
+            } else if self.commit_in_flight.is_none() {
+                self.send_leave(now);
+            }
+        }
+        self.drive_heartbeat(now);
+        self.drive_commits(now);
+        self.drive_fetches(now);
+    }
+
+    fn set_state(&mut self, next: State, reason: &str, now: Instant) {
+        let from = self.state.name();
+        let to = next.name();
+        self.state = next;
+        if from != to {
+            tracing::info!(from, to, reason, "group state changed");
+        } else {
+            tracing::debug!(state = to, reason, "group state refreshed");
+        }
+        let generation = self.current_generation().map(|g| g.id);
+        self.last_transition = Some(Transition { from, to, reason: reason.to_owned(), at: now });
+        self.events.push_back((now, GroupEvent::Transition { from, to, reason: reason.to_owned(), generation }));
+    }
+
+    fn fail(&mut self, error: GroupError, now: Instant) {
+        tracing::error!(%error, "group member stopped");
+        self.set_state(State::Failed(error.clone()), &error.to_string(), now);
+        let failure = CommitFailure::Fatal(error.to_string());
+        for job in std::mem::take(&mut self.commits) {
+            self.complete_job_with(job, failure.clone(), now);
+        }
+        self.commit_in_flight = None;
+        for job in std::mem::take(&mut self.fetches) {
+            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason: error.to_string() }));
+        }
+        self.events.push_back((now, GroupEvent::Fatal(error)));
+    }
+
+    fn coordinator_lost(&mut self, reason: &str, now: Instant) {
+        if let CoordinatorState::Known { node_id, .. } = self.coordinator {
+            tracing::info!(node = node_id, reason, "coordinator lost; member id and generation kept");
+            self.events.push_back((now, GroupEvent::Coordinator { node_id: None, reason: reason.to_owned() }));
+            self.coordinator = CoordinatorState::Unknown;
+            self.retry_at = Some(now + self.config.retry_backoff);
+        }
+    }
+
+    /// From Stable: open the revoke window. Elsewhere: rejoin when possible.
+    fn request_rejoin(&mut self, reason: RejoinReason, now: Instant) {
+        match self.state.clone() {
+            State::Stable { generation, leader, protocol } => {
+                let partitions: Vec<TopicPartition> =
+                    self.ownership.as_ref().map(|o| o.partitions.keys().cloned().collect()).unwrap_or_default();
+                let handler_done = partitions.is_empty();
+                self.counters.rebalances += 1;
+                self.rebalance_started = Some(now);
+                self.events.push_back((
+                    now,
+                    GroupEvent::RevokeRequested { generation: generation.id, partitions, reason: reason.clone() },
+                ));
+                let text = reason.to_string();
+                self.set_state(
+                    State::Revoking {
+                        generation,
+                        leader,
+                        protocol,
+                        reason,
+                        deadline: now + self.config.revoke_timeout,
+                        handler_done,
+                    },
+                    &text,
+                    now,
+                );
+            }
+            State::AwaitingSync { .. } => self.rejoin(reason, now),
+            _ => {}
+        }
+    }
+
+    fn leave_revoking(&mut self, now: Instant) {
+        if let State::Revoking { reason, .. } = self.state.clone() {
+            self.set_state(State::AwaitingJoin { reason, join: None }, "revoke window done", now);
+        }
+    }
+
+    /// Back to AwaitingJoin keeping member id and ownership (used for continuity).
+    fn rejoin(&mut self, reason: RejoinReason, now: Instant) {
+        if matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_)) {
+            return;
+        }
+        if self.rebalance_started.is_none() {
+            self.counters.rebalances += 1;
+            self.rebalance_started = Some(now);
+        }
+        let text = reason.to_string();
+        self.set_state(State::AwaitingJoin { reason, join: None }, &text, now);
+    }
+
+    /// The group moved on without us: partitions are lost, the generation forgotten, and (for
+    /// UNKNOWN_MEMBER_ID) the member id too.
+    fn reset(&mut self, reason: RejoinReason, reset_member_id: bool, now: Instant) {
+        if let Some(ownership) = self.ownership.take() {
+            if !ownership.partitions.is_empty() {
+                for tp in ownership.partitions.keys() {
+                    self.committed_streak.remove(tp);
+                }
+                self.events.push_back((
+                    now,
+                    GroupEvent::Lost {
+                        partitions: ownership.partitions.into_keys().collect(),
+                        reason: reason.to_string(),
+                    },
+                ));
+            }
+        }
+        if reset_member_id {
+            self.member_id = MemberId::unknown();
+        }
+        self.rejoin(reason, now);
+    }
+
+    fn send_join(&mut self, now: Instant) {
+        let Some(version) = self.version(ApiKey::JoinGroup, now) else {
+            return;
+        };
+        let State::AwaitingJoin { reason, .. } = self.state.clone() else {
+            return;
+        };
+        let subscription = Subscription {
+            topics: self.subscription.clone(),
+            // Eager protocols revoke everything before joining (KIP-429 sends them for cooperative).
+            owned_partitions: Vec::new(),
+            generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
+            rack: None,
+            user_data: None,
+        }
+        .encode();
+        let protocols = self
+            .config
+            .assignors
+            .iter()
+            .map(|a| {
+                JoinGroupRequestProtocol::default().with_name(str_bytes(a.name())).with_metadata(subscription.clone())
+            })
+            .collect();
+        let mut request = JoinGroupRequest::default()
+            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
+            .with_session_timeout_ms(millis(self.config.session_timeout))
+            .with_member_id(str_bytes(self.member_id.as_str()))
+            .with_protocol_type(str_bytes(PROTOCOL_TYPE))
+            .with_protocols(protocols);
+        if version >= 1 {
+            request = request.with_rebalance_timeout_ms(millis(self.config.rebalance_timeout));
+        }
+        if version >= 5 {
+            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
+        }
+        if version >= 8 {
+            request = request.with_reason(Some(str_bytes(&reason.to_string())));
+        }
+        self.counters.joins_sent += 1;
+        self.join_attempts += 1;
+        let id = self.send(GroupRequest::JoinGroup(request), version, self.config.join_timeout(), InFlight::Join);
+        if let State::AwaitingJoin { join, .. } = &mut self.state {
+            *join = Some(id);
+        }
+    }
+
+    fn on_join(&mut self, now: Instant, id: RequestId, r: JoinGroupResponse) {
+        if !matches!(self.state, State::AwaitingJoin { join: Some(j), .. } if j == id) {
+            tracing::debug!("JoinGroup answer for a join we no longer wait for");
+            return;
+        }
+        let reason_of = |state: &State| match state {
+            State::AwaitingJoin { reason, .. } => reason.clone(),
+            _ => RejoinReason::Initial,
+        };
+        let code = r.error_code;
+        match code {
+            0 => self.joined(now, r),
+            MEMBER_ID_REQUIRED => {
+                // KIP-394: keep the id and send the second join at once; never repeat an
+                // empty-id join (it would leave an orphan pending member, T14).
+                self.member_id = MemberId::new(r.member_id.as_str());
+                self.set_state(
+                    State::AwaitingJoin { reason: RejoinReason::MemberIdRequired, join: None },
+                    "member id assigned",
+                    now,
+                );
+            }
+            UNKNOWN_MEMBER_ID => {
+                self.member_id = MemberId::unknown();
+                self.set_state(
+                    State::AwaitingJoin { reason: RejoinReason::UnknownMember, join: None },
+                    "member id unknown",
+                    now,
+                );
+            }
+            REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION => {
+                let reason = reason_of(&self.state);
+                self.set_state(State::AwaitingJoin { reason, join: None }, "JoinGroup asked to rejoin", now);
+            }
+            COORDINATOR_LOAD_IN_PROGRESS => {
+                self.retry_at = Some(now + self.backoff(self.join_attempts));
+                let reason = RejoinReason::Retry("coordinator loading".into());
+                self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator loading", now);
+            }
+            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => {
+                self.coordinator_lost(&format!("JoinGroup: {}", KafkaCode(code)), now);
+                let reason = reason_of(&self.state);
+                self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator moved", now);
+            }
+            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
+            _ => self.fail(
+                GroupError::Rejected { api: "JoinGroup", code: KafkaCode(code), context: self.config.group_id.clone() },
+                now,
+            ),
+        }
+    }
+
+    fn fenced_error(&self) -> GroupError {
+        GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
+    }
+
+    fn joined(&mut self, now: Instant, r: JoinGroupResponse) {
+        if let Some(protocol_type) = &r.protocol_type {
+            if protocol_type.as_str() != PROTOCOL_TYPE {
+                return self.fail(
+                    GroupError::InconsistentProtocol { expected: PROTOCOL_TYPE.into(), got: protocol_type.to_string() },
+                    now,
+                );
+            }
+        }
+        let protocol = r.protocol_name.as_deref().unwrap_or_default().to_owned();
+        let Some(assignor) = self.config.assignors.iter().find(|a| a.name() == protocol).cloned() else {
+            let expected = self.config.assignors.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>().join(",");
+            return self.fail(GroupError::InconsistentProtocol { expected, got: protocol }, now);
+        };
+        let generation =
+            Generation { id: GenerationId(r.generation_id), member_id: MemberId::new(r.member_id.as_str()) };
+        self.member_id = generation.member_id.clone();
+        self.join_attempts = 0;
+        let leader = r.leader.as_str() == r.member_id.as_str();
+        let assignments = if leader && !r.skip_assignment {
+            let members: Vec<GroupMember> = r
+                .members
+                .iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    group_instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
+                    subscription: Subscription::decode(&m.metadata).unwrap_or_else(|e| {
+                        tracing::warn!(member = %m.member_id, error = %e, "undecodable subscription; assigning nothing");
+                        Subscription::default()
+                    }),
+                })
+                .collect();
+            let plan = assignor.assign(&members, &self.partition_counts);
+            tracing::info!(members = members.len(), protocol = %protocol, "leading the assignment");
+            members
+                .iter()
+                .map(|m| {
+                    let partitions = plan.get(&m.member_id).cloned().unwrap_or_default();
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(str_bytes(&m.member_id))
+                        .with_assignment(encode_assignment(&partitions, None))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let Some(version) = self.version(ApiKey::SyncGroup, now) else {
+            return;
+        };
+        let mut request = SyncGroupRequest::default()
+            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
+            .with_generation_id(generation.id.0)
+            .with_member_id(str_bytes(generation.member_id.as_str()))
+            .with_assignments(assignments);
+        if version >= 3 {
+            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
+        }
+        if version >= 5 {
+            // Mandatory on v5 (T23).
+            request = request
+                .with_protocol_type(Some(str_bytes(PROTOCOL_TYPE)))
+                .with_protocol_name(Some(str_bytes(&protocol)));
+        }
+        self.counters.syncs_sent += 1;
+        let sync = self.send(
+            GroupRequest::SyncGroup(request),
+            version,
+            self.config.join_timeout(),
+            InFlight::Sync { sent: generation.clone() },
+        );
+        let reason = format!("joined generation {} as {}", generation.id, if leader { "leader" } else { "follower" });
+        self.set_state(State::AwaitingSync { generation, leader, protocol, sync }, &reason, now);
+    }
+
+    fn on_sync(&mut self, now: Instant, id: RequestId, sent: Generation, r: SyncGroupResponse) {
+        let State::AwaitingSync { generation, leader, protocol, sync } = self.state.clone() else {
+            self.stale(now, "SyncGroup", sent);
+            return;
+        };
+        if generation != sent || sync != id {
+            self.stale(now, "SyncGroup", sent);
+            return;
+        }
+        match r.error_code {
+            0 => {}
+            REBALANCE_IN_PROGRESS => return self.rejoin(RejoinReason::RebalanceInProgress, now),
+            UNKNOWN_MEMBER_ID => return self.reset(RejoinReason::UnknownMember, true, now),
+            ILLEGAL_GENERATION => return self.reset(RejoinReason::IllegalGeneration, false, now),
+            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => {
+                self.coordinator_lost("SyncGroup: coordinator moved", now);
+                return self.rejoin(RejoinReason::Retry("coordinator moved during SyncGroup".into()), now);
+            }
+            UNKNOWN_SERVER_ERROR => {
+                // Deliberate deviation (T25b): Java stops; a failed store is transient, so back
+                // off and rejoin.
+                self.retry_at = Some(now + self.backoff(1));
+                return self.rejoin(RejoinReason::Retry("SyncGroup UNKNOWN_SERVER_ERROR".into()), now);
+            }
+            FENCED_INSTANCE_ID => return self.fail(self.fenced_error(), now),
+            code => {
+                return self.fail(
+                    GroupError::Rejected {
+                        api: "SyncGroup",
+                        code: KafkaCode(code),
+                        context: self.config.group_id.clone(),
+                    },
+                    now,
+                )
+            }
+        }
+        for (field, got) in [(PROTOCOL_TYPE, &r.protocol_type), (protocol.as_str(), &r.protocol_name)] {
+            if let Some(got) = got {
+                if got.as_str() != field {
+                    return self
+                        .fail(GroupError::InconsistentProtocol { expected: field.into(), got: got.to_string() }, now);
+                }
+            }
+        }
+        let partitions = match decode_assignment(&r.assignment) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable assignment; rejoining");
+                self.retry_at = Some(now + self.backoff(1));
+                return self.rejoin(RejoinReason::Retry("undecodable assignment".into()), now);
+            }
+        };
+        self.install_assignment(now, generation, leader, protocol, partitions);
+    }
+
+    fn install_assignment(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        leader: bool,
+        protocol: String,
+        partitions: Vec<TopicPartition>,
+    ) {
+        let previous = self.ownership.take();
+        let continuous = previous.as_ref().filter(|p| {
+            p.generation.member_id == generation.member_id
+                && (p.generation.id == generation.id || p.generation.id.next() == generation.id)
+        });
+        let owned: BTreeMap<TopicPartition, GenerationId> = partitions
+            .iter()
+            .map(|tp| {
+                let since = continuous.and_then(|p| p.partitions.get(tp).copied()).unwrap_or(generation.id);
+                (tp.clone(), since)
+            })
+            .collect();
+        let before: BTreeSet<&TopicPartition> = previous.iter().flat_map(|p| p.partitions.keys()).collect();
+        let added: Vec<TopicPartition> = owned.keys().filter(|tp| !before.contains(tp)).cloned().collect();
+        let revoked: Vec<TopicPartition> =
+            before.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
+        for tp in &revoked {
+            self.committed_streak.remove(tp);
+        }
+        // A streak that broke drops its commit floor too.
+        self.committed_streak.retain(|tp, (since, _)| owned.get(tp) == Some(since));
+        self.ownership = Some(Ownership { generation: generation.clone(), partitions: owned.clone() });
+        if let Some(started) = self.rebalance_started.take() {
+            let ms = now.saturating_duration_since(started).as_millis() as u64;
+            self.counters.last_rebalance_ms = Some(ms);
+            self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
+            self.counters.total_rebalance_ms += ms;
+        }
+        self.events.push_back((
+            now,
+            GroupEvent::Assigned {
+                generation: generation.clone(),
+                partitions: owned
+                    .iter()
+                    .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
+                    .collect(),
+                added,
+                revoked,
+            },
+        ));
+        self.session_deadline = Some(now + self.config.session_timeout);
+        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
+        let reason = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
+        self.set_state(State::Stable { generation, leader, protocol }, &reason, now);
+    }
+
+    fn stale(&mut self, now: Instant, api: &'static str, sent: Generation) {
+        let current = self.current_generation().cloned();
+        tracing::debug!(api, %sent, current = ?current, "response of an older generation not applied");
+        self.counters.stale_responses += 1;
+        self.events.push_back((now, GroupEvent::StaleResponse { api, sent, current }));
+    }
+
+    fn drive_heartbeat(&mut self, now: Instant) {
+        if !self.is_heartbeating() || later(self.next_heartbeat, now) {
+            return;
+        }
+        if self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. })) {
+            return;
+        }
+        let Some(generation) = self.current_generation().cloned() else {
+            return;
+        };
+        if self.versions().is_none() {
+            return;
+        }
+        let Some(version) = self.version(ApiKey::Heartbeat, now) else {
+            return;
+        };
+        let mut request = HeartbeatRequest::default()
+            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
+            .with_generation_id(generation.id.0)
+            .with_member_id(str_bytes(generation.member_id.as_str()));
+        if version >= 3 {
+            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
+        }
+        self.counters.heartbeats_sent += 1;
+        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
+        self.send(
+            GroupRequest::Heartbeat(request),
+            version,
+            self.config.request_timeout,
+            InFlight::Heartbeat { sent: generation },
+        );
+    }
+
+    fn on_heartbeat(&mut self, now: Instant, sent: Generation, code: i16) {
+        if !self.is_current(&sent) {
+            // T32: an answer about a generation we already left behind changes nothing.
+            self.stale(now, "Heartbeat", sent);
+            return;
+        }
+        match code {
+            0 => self.session_deadline = Some(now + self.config.session_timeout),
+            REBALANCE_IN_PROGRESS => {
+                // Counts as a successful heartbeat: the broker re-armed our session.
+                self.session_deadline = Some(now + self.config.session_timeout);
+                if matches!(self.state, State::Stable { .. }) {
+                    self.request_rejoin(RejoinReason::RebalanceInProgress, now);
+                }
+            }
+            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, false, now),
+            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, true, now),
+            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
+            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => self.coordinator_lost("Heartbeat: coordinator moved", now),
+            GROUP_AUTHORIZATION_FAILED => self.fail(
+                GroupError::Rejected { api: "Heartbeat", code: KafkaCode(code), context: self.config.group_id.clone() },
+                now,
+            ),
+            other => {
+                tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
+                self.next_heartbeat = Some(now + self.config.retry_backoff);
+            }
+        }
+    }
+
+    fn send_leave(&mut self, now: Instant) {
+        let Some(version) = self.version(ApiKey::LeaveGroup, now) else {
+            return;
+        };
+        let State::Leaving { reason, .. } = self.state.clone() else {
+            return;
+        };
+        let member = str_bytes(self.member_id.as_str());
+        let mut request = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&self.config.group_id)));
+        request = if version >= 3 {
+            let mut identity = MemberIdentity::default().with_member_id(member);
+            if version >= 5 {
+                identity = identity.with_reason(Some(str_bytes(&reason)));
+            }
+            request.with_members(vec![identity])
+        } else {
+            request.with_member_id(member)
+        };
+        let id = self.send(GroupRequest::LeaveGroup(request), version, self.config.request_timeout, InFlight::Leave);
+        if let State::Leaving { request, .. } = &mut self.state {
+            *request = Some(id);
+        }
+    }
+
+    fn finish_leaving(&mut self, now: Instant) {
+        let reason = match &self.state {
+            State::Leaving { reason, .. } | State::Left { reason } => reason.clone(),
+            _ => return,
+        };
+        self.ownership = None;
+        self.committed_streak.clear();
+        self.member_id =
+            if self.config.group_instance_id.is_some() { self.member_id.clone() } else { MemberId::unknown() };
+        if !matches!(self.state, State::Left { .. }) {
+            self.set_state(State::Left { reason: reason.clone() }, "left the group", now);
+        }
+        self.events.push_back((now, GroupEvent::Left { reason }));
+    }
+
+    // ---- commits ----
+
+    /// Judges one lease against the current state (DESIGN section 4's table).
+    fn judge(&self, lease: &Lease) -> Judgement {
+        match &self.state {
+            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Judgement::Defer,
+            State::Leaving { .. } | State::Left { .. } => Judgement::Fail(CommitFailure::MemberGone),
+            State::Failed(e) => Judgement::Fail(CommitFailure::Fatal(e.to_string())),
+            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
+                let fence = |reason| Judgement::Fence(reason, generation.id);
+                if lease.generation.member_id != generation.member_id {
+                    return fence(FenceReason::OtherMember);
+                }
+                let Some(ownership) = self.ownership.as_ref().filter(|o| &o.generation == generation) else {
+                    return fence(FenceReason::NotOwned);
+                };
+                match ownership.partitions.get(&lease.partition) {
+                    None => fence(FenceReason::NotOwned),
+                    Some(&since) if since != lease.owned_since || lease.generation.id < since => {
+                        fence(FenceReason::OwnershipInterrupted { owned_since: since })
+                    }
+                    Some(&since) => match self.committed_streak.get(&lease.partition) {
+                        Some(&(streak, committed)) if streak == since && committed > lease.next_offset => {
+                            Judgement::Fail(CommitFailure::WouldMoveBackwards { committed })
+                        }
+                        _ => Judgement::Send(generation.clone()),
+                    },
+                }
+            }
+        }
+    }
+
+    fn drive_commits(&mut self, now: Instant) {
+        while self.commit_in_flight.is_none() {
+            let Some(mut job) = self.commits.pop_front() else {
+                return;
+            };
+            if now >= job.deadline {
+                self.complete_job_with(job, CommitFailure::TimedOut, now);
+                continue;
+            }
+            if job.attempts >= self.config.commit_attempts && !job.pending.is_empty() {
+                let last = job.last_error.clone().unwrap_or_default();
+                self.complete_job_with(
+                    job,
+                    CommitFailure::AttemptsExhausted { attempts: self.config.commit_attempts, last },
+                    now,
+                );
+                continue;
+            }
+            let mut send: Vec<(Lease, Option<GenerationId>)> = Vec::new();
+            let mut deferred = Vec::new();
+            let mut stamp = None;
+            for lease in std::mem::take(&mut job.pending) {
+                match self.judge(&lease) {
+                    Judgement::Send(generation) => {
+                        let restamped = (lease.generation.id != generation.id).then_some(lease.generation.id);
+                        stamp = Some(generation);
+                        send.push((lease, restamped));
+                    }
+                    Judgement::Defer => deferred.push(lease),
+                    Judgement::Fence(reason, current) => {
+                        self.counters.partitions_fenced_locally += 1;
+                        tracing::debug!(partition = %lease.partition, ?reason, lease_generation = lease.generation.id.0, "commit fenced locally");
+                        job.results.push(PartitionCommit {
+                            partition: lease.partition.clone(),
+                            offset: lease.next_offset,
+                            outcome: CommitOutcome::Fenced {
+                                lease_generation: lease.generation.id,
+                                current_generation: Some(current),
+                                reason,
+                            },
+                        });
+                    }
+                    Judgement::Fail(reason) => {
+                        self.counters.partitions_failed += 1;
+                        job.results.push(PartitionCommit {
+                            partition: lease.partition.clone(),
+                            offset: lease.next_offset,
+                            outcome: CommitOutcome::Failed { reason },
+                        });
+                    }
+                }
+            }
+            if send.is_empty() && deferred.is_empty() {
+                self.complete_job(job, now);
+                continue;
+            }
+            if !deferred.is_empty() && !job.deferred_counted {
+                job.deferred_counted = true;
+                self.counters.commits_deferred += 1;
+            }
+            let ready = self.versions().is_some() && !later(self.commit_retry_at, now);
+            let (Some(generation), true) = (stamp, ready) else {
+                job.pending = send.into_iter().map(|(l, _)| l).chain(deferred).collect();
+                self.commits.push_front(job);
+                return;
+            };
+            job.pending = deferred;
+            self.commits.push_front(job);
+            self.send_commit(now, generation, send);
+            return;
+        }
+    }
+
+    fn send_commit(&mut self, now: Instant, generation: Generation, entries: Vec<(Lease, Option<GenerationId>)>) {
+        let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
+            return;
+        };
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (lease, _) in &entries {
+            topics.entry(&lease.partition.topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(lease.partition.partition)
+                    .with_committed_offset(lease.next_offset)
+                    .with_committed_leader_epoch(-1)
+                    .with_committed_metadata(Some(StrBytes::default())),
+            );
+        }
+        let topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(name))).with_partitions(partitions)
+            })
+            .collect();
+        let mut request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
+            .with_generation_id_or_member_epoch(generation.id.0)
+            .with_member_id(str_bytes(generation.member_id.as_str()))
+            .with_topics(topics);
+        if (2..=4).contains(&version) {
+            request = request.with_retention_time_ms(-1);
+        }
+        if version >= 7 {
+            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
+        }
+        self.counters.commits_sent += 1;
+        tracing::debug!(partitions = entries.len(), generation = generation.id.0, "sending OffsetCommit");
+        let id = self.send(
+            GroupRequest::OffsetCommit(request),
+            version,
+            self.config.request_timeout,
+            InFlight::Commit { sent: generation, entries },
+        );
+        self.commit_in_flight = Some(id);
+    }
+
+    fn on_commit(
+        &mut self,
+        now: Instant,
+        sent: Generation,
+        entries: Vec<(Lease, Option<GenerationId>)>,
+        r: OffsetCommitResponse,
+    ) {
+        self.commit_in_flight = None;
+        let codes: BTreeMap<(&str, i32), i16> = r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| ((t.name.as_str(), p.partition_index), p.error_code)))
+            .collect();
+        let still_current = self.is_current(&sent);
+        let mut retry = Vec::new();
+        let mut results = Vec::new();
+        let mut rejoin: Option<(RejoinReason, bool)> = None;
+        let mut coordinator_moved = false;
+        let mut fatal = None;
+        let mut last_error = None;
+        for (lease, restamped_from) in entries {
+            let code = codes
+                .get(&(&*lease.partition.topic, lease.partition.partition))
+                .copied()
+                .unwrap_or(UNKNOWN_SERVER_ERROR);
+            let outcome = match code {
+                0 => {
+                    self.counters.partitions_committed += 1;
+                    if restamped_from.is_some() {
+                        self.counters.partitions_restamped += 1;
+                    }
+                    let floor = self
+                        .committed_streak
+                        .entry(lease.partition.clone())
+                        .or_insert((lease.owned_since, lease.next_offset));
+                    if floor.0 == lease.owned_since {
+                        floor.1 = floor.1.max(lease.next_offset);
+                    } else {
+                        *floor = (lease.owned_since, lease.next_offset);
+                    }
+                    Some(CommitOutcome::Committed { generation: sent.id, restamped_from })
+                }
+                COORDINATOR_LOAD_IN_PROGRESS | UNKNOWN_TOPIC_OR_PARTITION => None,
+                NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => {
+                    coordinator_moved = true;
+                    None
+                }
+                REBALANCE_IN_PROGRESS => {
+                    // Deferred and judged again once the new generation is known (T41).
+                    rejoin = Some((RejoinReason::RebalanceInProgress, false));
+                    None
+                }
+                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID if !still_current => {
+                    // We already moved on; the lease is judged against the new generation.
+                    None
+                }
+                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID => {
+                    let reason = if code == ILLEGAL_GENERATION {
+                        RejoinReason::IllegalGeneration
+                    } else {
+                        RejoinReason::UnknownMember
+                    };
+                    rejoin = Some((reason, true));
+                    *self.counters.partitions_rejected_by_broker.entry(code).or_default() += 1;
+                    Some(CommitOutcome::Fenced {
+                        lease_generation: lease.generation.id,
+                        current_generation: Some(sent.id),
+                        reason: FenceReason::RejectedByBroker(KafkaCode(code)),
+                    })
+                }
+                FENCED_INSTANCE_ID if still_current => {
+                    fatal = Some(self.fenced_error());
+                    None
+                }
+                FENCED_INSTANCE_ID => None,
+                GROUP_AUTHORIZATION_FAILED => {
+                    fatal = Some(GroupError::Rejected {
+                        api: "OffsetCommit",
+                        code: KafkaCode(code),
+                        context: self.config.group_id.clone(),
+                    });
+                    None
+                }
+                other => {
+                    *self.counters.partitions_rejected_by_broker.entry(other).or_default() += 1;
+                    self.counters.partitions_failed += 1;
+                    Some(CommitOutcome::Failed { reason: CommitFailure::Rejected(KafkaCode(other)) })
+                }
+            };
+            match outcome {
+                Some(outcome) => results.push(PartitionCommit {
+                    partition: lease.partition.clone(),
+                    offset: lease.next_offset,
+                    outcome,
+                }),
+                None => {
+                    if code != 0 {
+                        last_error = Some(KafkaCode(code).to_string());
+                    }
+                    retry.push((lease, code));
+                }
+            }
+        }
+        let retry_counts_as_attempt = retry
+            .iter()
+            .any(|(_, code)| !matches!(*code, REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID));
+        if let Some(job) = self.commits.front_mut() {
+            job.results.extend(results);
+            if retry_counts_as_attempt {
+                job.attempts += 1;
+                job.last_error = last_error;
+            }
+            job.pending.extend(retry.into_iter().map(|(l, _)| l));
+        }
+        if retry_counts_as_attempt {
+            self.commit_retry_at = Some(now + self.backoff(self.commits.front().map_or(1, |j| j.attempts)));
+        }
+        if let Some(error) = fatal {
+            return self.fail(error, now);
+        }
+        if coordinator_moved {
+            self.coordinator_lost("OffsetCommit: coordinator moved", now);
+        }
+        match rejoin {
+            Some((reason, true)) if still_current => {
+                let reset_member = reason == RejoinReason::UnknownMember;
+                self.reset(reason, reset_member, now);
+            }
+            Some((reason, false)) => self.request_rejoin(reason, now),
+            _ => {}
+        }
+    }
+
+    fn complete_job_with(&mut self, mut job: CommitJob, failure: CommitFailure, now: Instant) {
+        for lease in std::mem::take(&mut job.pending) {
+            self.counters.partitions_failed += 1;
+            job.results.push(PartitionCommit {
+                partition: lease.partition.clone(),
+                offset: lease.next_offset,
+                outcome: CommitOutcome::Failed { reason: failure.clone() },
+            });
+        }
+        self.complete_job(job, now);
+    }
+
+    fn complete_job(&mut self, job: CommitJob, now: Instant) {
+        tracing::debug!(commit = job.id.0, partitions = job.results.len(), "commit completed");
+        self.events.push_back((now, GroupEvent::CommitCompleted { id: job.id, results: job.results }));
+    }
+
+    fn fail_deferred_commits(&mut self, failure: CommitFailure, now: Instant) {
+        let in_flight_job = self.commit_in_flight.and_then(|_| self.commits.pop_front());
+        for job in std::mem::take(&mut self.commits) {
+            self.complete_job_with(job, failure.clone(), now);
+        }
+        if let Some(job) = in_flight_job {
+            self.commits.push_front(job);
+        }
+    }
+
+    // ---- committed offsets ----
+
+    fn drive_fetches(&mut self, now: Instant) {
+        if self.fetch_in_flight.is_some() || later(self.fetch_retry_at, now) || self.versions().is_none() {
+            return;
+        }
+        let Some(job) = self.fetches.front() else {
+            return;
+        };
+        if now >= job.deadline || job.attempts >= self.config.commit_attempts {
+            let job = self.fetches.pop_front().expect("front exists");
+            self.events.push_back((
+                now,
+                GroupEvent::CommittedOffsetsFailed { id: job.id, reason: "retries or time exhausted".into() },
+            ));
+            return self.drive_fetches(now);
+        }
+        let partitions = job.partitions.clone();
+        let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
+            return;
+        };
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in &partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        let group = GroupId(str_bytes(&self.config.group_id));
+        let request = if version >= 8 {
+            let topics = by_topic
+                .into_iter()
+                .map(|(t, p)| {
+                    OffsetFetchRequestTopics::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
+                })
+                .collect();
+            OffsetFetchRequest::default()
+                .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group).with_topics(Some(topics))])
+                .with_require_stable(true)
+        } else {
+            let topics = by_topic
+                .into_iter()
+                .map(|(t, p)| {
+                    OffsetFetchRequestTopic::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
+                })
+                .collect();
+            let request = OffsetFetchRequest::default().with_group_id(group).with_topics(Some(topics));
+            if version >= 7 {
+                request.with_require_stable(true)
+            } else {
+                request
+            }
+        };
+        let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
+        self.fetch_in_flight = Some(id);
+    }
+
+    fn on_fetch(&mut self, now: Instant, r: OffsetFetchResponse) {
+        self.fetch_in_flight = None;
+        let (group_code, partitions): (i16, Vec<(String, i32, i64, i16)>) = match r.groups.first() {
+            Some(g) => (
+                g.error_code,
+                g.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
+                    })
+                    .collect(),
+            ),
+            None => (
+                r.error_code,
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
+                    })
+                    .collect(),
+            ),
+        };
+        let retry = |machine: &mut Self, coordinator_moved: bool| {
+            if let Some(job) = machine.fetches.front_mut() {
+                job.attempts += 1;
+            }
+            if coordinator_moved {
+                machine.coordinator_lost("OffsetFetch: coordinator moved", now);
+            }
+            machine.fetch_retry_at = Some(now + machine.config.retry_backoff);
+        };
+        match group_code {
+            0 => {}
+            COORDINATOR_LOAD_IN_PROGRESS => return retry(self, false),
+            // COORDINATOR_NOT_AVAILABLE is retried too: Java 3.6 stops on it (KAFKA-17279).
+            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE => return retry(self, true),
+            code => {
+                if let Some(job) = self.fetches.pop_front() {
+                    let reason = format!("OffsetFetch failed with {}", KafkaCode(code));
+                    self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason }));
+                }
+                if code == GROUP_AUTHORIZATION_FAILED {
+                    self.fail(
+                        GroupError::Rejected {
+                            api: "OffsetFetch",
+                            code: KafkaCode(code),
+                            context: self.config.group_id.clone(),
+                        },
+                        now,
+                    );
+                }
+                return;
+            }
+        }
+        if partitions.iter().any(|p| p.3 == UNSTABLE_OFFSET_COMMIT || p.3 == COORDINATOR_LOAD_IN_PROGRESS) {
+            return retry(self, false);
+        }
+        let Some(job) = self.fetches.pop_front() else {
+            return;
+        };
+        if let Some(bad) = partitions.iter().find(|p| p.3 != 0) {
+            let reason = format!("OffsetFetch for {}-{} failed with {}", bad.0, bad.1, KafkaCode(bad.3));
+            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason }));
+            return;
+        }
+        let found: BTreeMap<(String, i32), i64> = partitions.into_iter().map(|(t, p, o, _)| ((t, p), o)).collect();
+        let offsets = job
+            .partitions
+            .iter()
+            .map(|tp| {
+                let offset = found.get(&(tp.topic.to_string(), tp.partition)).copied().filter(|&o| o >= 0);
+                (tp.clone(), offset)
+            })
+            .collect();
+        self.events.push_back((now, GroupEvent::CommittedOffsets { id: job.id, offsets }));
+    }
+}
+
+#[derive(Debug)]
+enum Judgement {
+    Send(Generation),
+    Defer,
+    Fence(FenceReason, GenerationId),
+    Fail(CommitFailure),
+}
+
+/// Lets tests and the simulator build subscription metadata the way the machine does.
+pub fn subscription_metadata(topics: &[&str]) -> Bytes {
+    Subscription {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        generation: GenerationId::NONE,
+        ..Default::default()
+    }
+    .encode()
+}

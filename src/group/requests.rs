@@ -1,0 +1,102 @@
+//! What the machine asks the driver to send, and what the driver hands back.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
+};
+
+use crate::protocol::error_code::KafkaCode;
+use crate::protocol::versions::NegotiatedVersions;
+
+/// Identifies one request the machine emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// A request body, already built for the version in [`OutgoingRequest::version`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GroupRequest {
+    /// Find the group's coordinator (on any broker) and connect to it; answer with
+    /// [`super::GroupMachine::handle_coordinator_found`].
+    FindCoordinator {
+        group_id: String,
+    },
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+}
+
+impl GroupRequest {
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            GroupRequest::FindCoordinator { .. } => "FindCoordinator",
+            GroupRequest::JoinGroup(_) => "JoinGroup",
+            GroupRequest::SyncGroup(_) => "SyncGroup",
+            GroupRequest::Heartbeat(_) => "Heartbeat",
+            GroupRequest::LeaveGroup(_) => "LeaveGroup",
+            GroupRequest::OffsetCommit(_) => "OffsetCommit",
+            GroupRequest::OffsetFetch(_) => "OffsetFetch",
+        }
+    }
+}
+
+/// One request to send. All but FindCoordinator go to the current coordinator, in the order
+/// they are polled, on one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingRequest {
+    pub id: RequestId,
+    pub version: i16,
+    /// How long to wait for the answer before reporting [`RequestFailure::TimedOut`].
+    pub timeout: Duration,
+    pub body: GroupRequest,
+}
+
+/// A response, decoded at the version it was sent with.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GroupResponse {
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+}
+
+/// The coordinator a FindCoordinator request led to, with the versions negotiated with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorFound {
+    pub node_id: i32,
+    pub versions: NegotiatedVersions,
+}
+
+/// Why a request got no usable response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// The connection broke or could not be opened.
+    Network(String),
+    /// No response within the request's timeout.
+    TimedOut,
+    /// FindCoordinator answered with an error code.
+    Broker(KafkaCode),
+    /// The response could not be decoded.
+    Malformed(String),
+}
+
+impl std::fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestFailure::Network(e) => write!(f, "network: {e}"),
+            RequestFailure::TimedOut => write!(f, "timed out"),
+            RequestFailure::Broker(code) => write!(f, "broker error {code}"),
+            RequestFailure::Malformed(e) => write!(f, "malformed response: {e}"),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The values the membership state machine reasons with.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A group generation number as the coordinator hands it out (`-1`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct GenerationId(pub i32);
+
+impl Default for GenerationId {
+    fn default() -> Self {
+        GenerationId::NONE
+    }
+}
+
+impl GenerationId {
+    /// What a member without a generation sends (`-1`).
+    pub const NONE: GenerationId = GenerationId(-1);
+
+    /// The generation after this one.
+    pub fn next(self) -> GenerationId {
+        GenerationId(self.0.wrapping_add(1))
+    }
+}
+
+impl fmt::Display for GenerationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A member id the coordinator assigned (`""` before the first join).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MemberId(Arc<str>);
+
+impl MemberId {
+    pub fn new(id: &str) -> Self {
+        MemberId(Arc::from(id))
+    }
+
+    /// The empty id of a member that has not joined yet.
+    pub fn unknown() -> Self {
+        MemberId(Arc::from(""))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// One generation of one member: the pair the coordinator validates on every Heartbeat,
+/// SyncGroup and OffsetCommit. Captured when a request is built, compared when its answer comes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Generation {
+    pub id: GenerationId,
+    pub member_id: MemberId,
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.member_id, self.id)
+    }
+}
+
+/// A topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition { topic: Arc::from(topic), partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The right to commit one partition's progress, handed out with every batch.
+///
+/// `generation` is the member's generation when the records were fetched; `owned_since` is the
+/// first generation of this member's uninterrupted ownership of the partition. A commit of
+/// the lease is sent only while that same ownership streak lasts (DESIGN section 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Lease {
+    pub partition: TopicPartition,
+    /// The offset to commit: the next record to read.
+    pub next_offset: i64,
+    pub generation: Generation,
+    pub owned_since: GenerationId,
+}
+
+impl Lease {
+    /// The same lease with another offset (a batch's lease advanced to its last record + 1).
+    pub fn at_offset(&self, next_offset: i64) -> Lease {
+        Lease { next_offset, ..self.clone() }
+    }
+}
