@@ -24,10 +24,7 @@ fn bench(name: &str, iterations: u32, mut f: impl FnMut()) {
         })
         .collect();
     runs.sort();
-    println!(
-        "{name:<40} median {:>8.1?}  min {:>8.1?}  max {:>8.1?}",
-        runs[3], runs[0], runs[6]
-    );
+    println!("{name:<40} median {:>8.1?}  min {:>8.1?}  max {:>8.1?}", runs[3], runs[0], runs[6]);
 }
 
 fn main() {
@@ -41,20 +38,13 @@ fn main() {
     let heartbeat = HeartbeatRequest::default()
         .with_group_id(GroupId(StrBytes::from_static_str("orders-consumers")))
         .with_generation_id(17)
-        .with_member_id(StrBytes::from_static_str(
-            "kgroup-3f9c1a2b-7d4e-4c1a-9e1b-2a6f0c8d5e11",
-        ));
+        .with_member_id(StrBytes::from_static_str("kgroup-3f9c1a2b-7d4e-4c1a-9e1b-2a6f0c8d5e11"));
     bench("encode Heartbeat v4 with header", 200_000, || {
         black_box(encode_request(black_box(&heartbeat), 4, 7, "kgroup").ok());
     });
 
     let frame = encode_request(&heartbeat, 4, 7, "kgroup").unwrap_or_default();
-    let stream: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 64)
-        .collect();
+    let stream: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 64).collect();
     bench("split 64 frames off a read buffer", 20_000, || {
         let mut buf = BytesMut::from(&stream[..]);
         while let Ok(Some(f)) = decode_frame(&mut buf, 1 << 20) {

@@ -17,38 +17,22 @@ pub struct TestBroker {
 impl TestBroker {
     /// `KGROUP_BOOTSTRAP` when set, otherwise a fresh embedded nisshi on 127.0.0.1.
     pub async fn start() -> TestBroker {
-        Self::start_with(BrokerOptions {
-            initial_rebalance_delay: Duration::from_millis(0),
-            ..Default::default()
-        })
-        .await
+        Self::start_with(BrokerOptions { initial_rebalance_delay: Duration::from_millis(0), ..Default::default() })
+            .await
     }
 
     pub async fn start_with(options: BrokerOptions) -> TestBroker {
         if let Some(bootstrap) = external_bootstrap() {
-            return TestBroker {
-                bootstrap,
-                embedded: None,
-            };
+            return TestBroker { bootstrap, embedded: None };
         }
-        let broker = EmbeddedBroker::start(options)
-            .await
-            .unwrap_or_else(|e| panic!("embedded broker: {e}"));
-        TestBroker {
-            bootstrap: broker.bootstrap(),
-            embedded: Some(broker),
-        }
+        let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|e| panic!("embedded broker: {e}"));
+        TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker) }
     }
 
     /// Always an embedded broker, for tests that must kill and restart it.
     pub async fn start_embedded(options: BrokerOptions) -> TestBroker {
-        let broker = EmbeddedBroker::start(options)
-            .await
-            .unwrap_or_else(|e| panic!("embedded broker: {e}"));
-        TestBroker {
-            bootstrap: broker.bootstrap(),
-            embedded: Some(broker),
-        }
+        let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|e| panic!("embedded broker: {e}"));
+        TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker) }
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -60,39 +44,27 @@ impl TestBroker {
     }
 
     pub async fn cluster(&self) -> Cluster {
-        Cluster::connect(ClusterConfig::new([self.bootstrap.clone()]))
-            .await
-            .expect("connect to test broker")
+        Cluster::connect(ClusterConfig::new([self.bootstrap.clone()])).await.expect("connect to test broker")
     }
 }
 
 /// The external cluster named by `KGROUP_BOOTSTRAP`, if any.
 pub fn external_bootstrap() -> Option<String> {
-    std::env::var("KGROUP_BOOTSTRAP")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
+    std::env::var("KGROUP_BOOTSTRAP").ok().filter(|s| !s.trim().is_empty())
 }
 
 /// A name no other test (or earlier run against the same external cluster) uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Logs to the test output (`RUST_LOG` filters; default warn).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }

@@ -45,9 +45,7 @@ async fn api_versions_are_negotiated_and_logged_at_debug() {
         .finish();
     let conn = {
         let _guard = tracing::subscriber::set_default(subscriber);
-        Connection::open(broker.bootstrap(), Arc::new(ConnectionConfig::default()))
-            .await
-            .expect("connect")
+        Connection::open(broker.bootstrap(), Arc::new(ConnectionConfig::default())).await.expect("connect")
     };
     let versions = conn.versions();
     for (api, floor) in [
@@ -61,9 +59,7 @@ async fn api_versions_are_negotiated_and_logged_at_debug() {
         (ApiKey::Produce, 3),
         (ApiKey::Fetch, 4),
     ] {
-        let v = versions
-            .get(api)
-            .unwrap_or_else(|_| panic!("{api:?} not negotiated"));
+        let v = versions.get(api).unwrap_or_else(|_| panic!("{api:?} not negotiated"));
         assert!(v >= floor, "{api:?} v{v}");
     }
     // Never OffsetCommit v9 (unstable in Kafka 3.6).
@@ -84,14 +80,8 @@ async fn a_72_partition_topic_is_created_and_seen_in_metadata() {
     let broker = TestBroker::start().await;
     let cluster = broker.cluster().await;
     let topic = unique_name("meta");
-    cluster
-        .create_topic(&topic, 72, 1)
-        .await
-        .expect("create topic");
-    let metadata = cluster
-        .refresh_metadata(Some(&[&topic]))
-        .await
-        .expect("metadata");
+    cluster.create_topic(&topic, 72, 1).await.expect("create topic");
+    let metadata = cluster.refresh_metadata(Some(&[&topic])).await.expect("metadata");
     let info = &metadata.topics[&topic];
     assert!(!info.error.is_error(), "{:?}", info.error);
     assert_eq!(info.partitions.len(), 72);
@@ -106,16 +96,10 @@ async fn a_72_partition_topic_is_created_and_seen_in_metadata() {
         );
     }
     // Creating it again with the same count is accepted; a different count is not.
-    cluster
-        .create_topic(&topic, 72, 1)
-        .await
-        .expect("idempotent create");
+    cluster.create_topic(&topic, 72, 1).await.expect("idempotent create");
     assert!(cluster.create_topic(&topic, 10, 1).await.is_err());
     // Bad names never reach the broker.
-    assert!(matches!(
-        cluster.create_topic("no spaces", 1, 1).await,
-        Err(Error::Config(_))
-    ));
+    assert!(matches!(cluster.create_topic("no spaces", 1, 1).await, Err(Error::Config(_))));
 }
 
 const MESSAGES_PER_CODEC: usize = 100_000;
@@ -132,17 +116,9 @@ async fn keyed_messages_under_every_codec_are_read_back_intact() {
     init_tracing();
     let broker = TestBroker::start().await;
     let cluster = broker.cluster().await;
-    for compression in [
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ] {
+    for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
         let topic = unique_name(&format!("codec-{compression:?}").to_lowercase());
-        cluster
-            .create_topic(&topic, 72, 1)
-            .await
-            .expect("create topic");
+        cluster.create_topic(&topic, 72, 1).await.expect("create topic");
         let producer = Producer::new(
             cluster.clone(),
             ProducerConfig {
@@ -155,54 +131,24 @@ async fn keyed_messages_under_every_codec_are_read_back_intact() {
         )
         .expect("producer");
         let deliveries: Vec<_> = (0..MESSAGES_PER_CODEC)
-            .map(|i| {
-                producer.send(ProducerRecord::new(
-                    &topic,
-                    Some(format!("key-{i}")),
-                    value_for(i),
-                ))
-            })
+            .map(|i| producer.send(ProducerRecord::new(&topic, Some(format!("key-{i}")), value_for(i))))
             .collect();
         producer.flush().await;
         let mut acked: HashMap<(i32, i64), usize> = HashMap::new();
         for (i, delivery) in deliveries.into_iter().enumerate() {
-            let meta = delivery
-                .await
-                .unwrap_or_else(|e| panic!("{compression:?} message {i}: {e}"));
-            assert_eq!(
-                meta.partition,
-                partition_for_key(format!("key-{i}").as_bytes(), 72)
-            );
-            assert!(
-                acked.insert((meta.partition, meta.offset), i).is_none(),
-                "offset reused"
-            );
+            let meta = delivery.await.unwrap_or_else(|e| panic!("{compression:?} message {i}: {e}"));
+            assert_eq!(meta.partition, partition_for_key(format!("key-{i}").as_bytes(), 72));
+            assert!(acked.insert((meta.partition, meta.offset), i).is_none(), "offset reused");
         }
         producer.close().await;
 
         let (fetched, codecs_seen) = fetch_all(&cluster, &topic, 72).await;
-        assert_eq!(
-            codecs_seen,
-            vec![compression],
-            "batches on the log carry the codec"
-        );
-        assert_eq!(
-            fetched.len(),
-            MESSAGES_PER_CODEC,
-            "{compression:?}: record count"
-        );
+        assert_eq!(codecs_seen, vec![compression], "batches on the log carry the codec");
+        assert_eq!(fetched.len(), MESSAGES_PER_CODEC, "{compression:?}: record count");
         for ((partition, offset), (key, value)) in fetched {
             let i = acked[&(partition, offset)];
-            assert_eq!(
-                key,
-                Bytes::from(format!("key-{i}")),
-                "{compression:?} key at {partition}/{offset}"
-            );
-            assert_eq!(
-                value,
-                value_for(i),
-                "{compression:?} value at {partition}/{offset}"
-            );
+            assert_eq!(key, Bytes::from(format!("key-{i}")), "{compression:?} key at {partition}/{offset}");
+            assert_eq!(value, value_for(i), "{compression:?} value at {partition}/{offset}");
         }
     }
 }
@@ -219,16 +165,10 @@ async fn fetch_all(
     let mut records = BTreeMap::new();
     let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for p in 0..partitions {
-        by_leader
-            .entry(metadata.leader(topic, p).expect("leader"))
-            .or_default()
-            .push(p);
+        by_leader.entry(metadata.leader(topic, p).expect("leader")).or_default().push(p);
     }
     for (leader, parts) in by_leader {
-        let conn = cluster
-            .broker_connection(leader)
-            .await
-            .expect("leader connection");
+        let conn = cluster.broker_connection(leader).await.expect("leader connection");
         let version = conn.version(ApiKey::Fetch).unwrap();
         let mut next: BTreeMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
         let mut done: BTreeMap<i32, bool> = BTreeMap::new();
@@ -257,19 +197,14 @@ async fn fetch_all(
                             })
                             .collect(),
                     )]);
-            let response = conn
-                .send_at(&request, version, Duration::from_secs(30))
-                .await
-                .expect("fetch");
+            let response = conn.send_at(&request, version, Duration::from_secs(30)).await.expect("fetch");
             assert_eq!(response.error_code, 0);
             for t in &response.responses {
                 for p in &t.partitions {
                     assert_eq!(p.error_code, 0, "partition {}", p.partition_index);
                     let mut data = p.records.clone().unwrap_or_default();
                     if !data.is_empty() {
-                        for set in RecordBatchDecoder::decode_all(&mut data)
-                            .expect("decode record batches")
-                        {
+                        for set in RecordBatchDecoder::decode_all(&mut data).expect("decode record batches") {
                             if !codecs.contains(&set.compression) {
                                 codecs.push(set.compression);
                             }
@@ -290,11 +225,7 @@ async fn fetch_all(
                 }
             }
         }
-        assert_eq!(
-            done.len(),
-            parts.len(),
-            "fetch did not reach the high watermark"
-        );
+        assert_eq!(done.len(), parts.len(), "fetch did not reach the high watermark");
     }
     (records, codecs)
 }
@@ -331,43 +262,29 @@ async fn broker_death_fails_every_in_flight_request_with_one_cause_then_reconnec
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        in_flight.iter().all(|h| !h.is_finished()),
-        "joins should be parked by the broker"
-    );
+    assert!(in_flight.iter().all(|h| !h.is_finished()), "joins should be parked by the broker");
     broker.embedded().expect("embedded broker").kill();
 
     let mut causes = Vec::new();
     for handle in in_flight {
-        let result = tokio::time::timeout(Duration::from_secs(10), handle)
-            .await
-            .expect("failed promptly")
-            .expect("task");
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), handle).await.expect("failed promptly").expect("task");
         match result {
             Err(Error::Network(NetworkError::Disconnected { cause, .. })) => causes.push(cause),
             other => panic!("expected a disconnect, got {other:?}"),
         }
     }
     assert_eq!(causes.len(), 10);
-    assert!(
-        causes.iter().all(|c| Arc::ptr_eq(c, &causes[0])),
-        "one shared cause"
-    );
+    assert!(causes.iter().all(|c| Arc::ptr_eq(c, &causes[0])), "one shared cause");
     assert!(conn.is_broken());
     assert!(matches!(
-        conn.send_at(&join_request("late"), 3, Duration::from_secs(1))
-            .await,
+        conn.send_at(&join_request("late"), 3, Duration::from_secs(1)).await,
         Err(Error::Network(NetworkError::Disconnected { .. }))
     ));
 
     // While the broker is down the link keeps failing fast (connection refused).
     assert!(link.connection().await.is_err());
-    broker
-        .embedded()
-        .expect("embedded broker")
-        .restart()
-        .await
-        .expect("restart");
+    broker.embedded().expect("embedded broker").restart().await.expect("restart");
     let mut reconnected = None;
     for _ in 0..50 {
         if let Ok(c) = link.connection().await {

@@ -42,16 +42,9 @@ fn encoded(api: &str, version: i16) -> Bytes {
 #[test]
 fn request_headers_match_the_golden_bytes_for_every_api_and_version_we_send() {
     let mut checked = 0;
-    for line in FIXTURE
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
+    for line in FIXTURE.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let mut cols = line.split_whitespace();
-        let (api, version, hex) = (
-            cols.next().unwrap(),
-            cols.next().unwrap(),
-            cols.next().unwrap(),
-        );
+        let (api, version, hex) = (cols.next().unwrap(), cols.next().unwrap(), cols.next().unwrap());
         let version: i16 = version.parse().unwrap();
         let golden = hex_decode(hex);
         let bytes = encoded(api, version);
@@ -59,18 +52,12 @@ fn request_headers_match_the_golden_bytes_for_every_api_and_version_we_send() {
         checked += 1;
     }
     // Every (api, version) in the client's ranges has a fixture.
-    let expected: usize = CLIENT_RANGES
-        .iter()
-        .map(|&(_, lo, hi)| (hi - lo + 1) as usize)
-        .sum();
+    let expected: usize = CLIENT_RANGES.iter().map(|&(_, lo, hi)| (hi - lo + 1) as usize).sum();
     assert_eq!(checked, expected);
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 #[test]
@@ -79,17 +66,8 @@ fn an_oversized_frame_is_refused_with_a_clear_error() {
     buf.put_i32(200 * 1024 * 1024);
     buf.put_slice(b"garbage that never gets buffered");
     let err = decode_frame(&mut buf, 100 * 1024 * 1024).unwrap_err();
-    assert_eq!(
-        err,
-        ProtocolError::FrameTooLarge {
-            size: 200 * 1024 * 1024,
-            max: 100 * 1024 * 1024
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "frame of 209715200 bytes exceeds the maximum frame size of 104857600 bytes"
-    );
+    assert_eq!(err, ProtocolError::FrameTooLarge { size: 200 * 1024 * 1024, max: 100 * 1024 * 1024 });
+    assert_eq!(err.to_string(), "frame of 209715200 bytes exceeds the maximum frame size of 104857600 bytes");
 }
 
 /// Builds a response frame (correlation id, header tagged fields where flexible, body).
@@ -235,19 +213,12 @@ where
 {
     let api = format!("{:?}", ApiKey::try_from(R::KEY).unwrap());
     let full = response_frame::<R>(response, version, 9);
-    assert!(
-        decode_response::<R>(full.clone(), version).is_ok(),
-        "{api} v{version} full frame"
-    );
+    assert!(decode_response::<R>(full.clone(), version).is_ok(), "{api} v{version} full frame");
     for len in 0..full.len() {
-        let err = decode_response::<R>(full.slice(..len), version).expect_err(&format!(
-            "{api}: prefix of {len} bytes at v{version} decoded"
-        ));
+        let err = decode_response::<R>(full.slice(..len), version)
+            .expect_err(&format!("{api}: prefix of {len} bytes at v{version} decoded"));
         let text = err.to_string();
-        assert!(
-            text.contains(&api) && text.contains(&format!("v{version}")),
-            "{text}"
-        );
+        assert!(text.contains(&api) && text.contains(&format!("v{version}")), "{text}");
     }
 }
 
@@ -258,26 +229,22 @@ fn truncated_responses_are_errors() {
         .with_protocol_name(Some(str_bytes("range")))
         .with_leader(str_bytes("m-1"))
         .with_member_id(str_bytes("m-1"))
-        .with_members(vec![join_group_response::JoinGroupResponseMember::default(
-        )
-        .with_member_id(str_bytes("m-1"))
-        .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01\x00\x01t"))]);
+        .with_members(vec![join_group_response::JoinGroupResponseMember::default()
+            .with_member_id(str_bytes("m-1"))
+            .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01\x00\x01t"))]);
     for version in [0, 5, 9] {
         assert_every_prefix_fails::<JoinGroupRequest>(&join, version);
     }
-    let commit = OffsetCommitResponse::default().with_topics(vec![
-        offset_commit_response::OffsetCommitResponseTopic::default()
+    let commit =
+        OffsetCommitResponse::default().with_topics(vec![offset_commit_response::OffsetCommitResponseTopic::default()
             .with_name(TopicName(str_bytes("t")))
             .with_partitions(vec![
-                offset_commit_response::OffsetCommitResponsePartition::default()
-                    .with_error_code(22),
-            ]),
-    ]);
+                offset_commit_response::OffsetCommitResponsePartition::default().with_error_code(22)
+            ])]);
     for version in [2, 8] {
         assert_every_prefix_fails::<OffsetCommitRequest>(&commit, version);
     }
-    let sync = SyncGroupResponse::default()
-        .with_assignment(Bytes::from_static(b"\x00\x01\x00\x00\x00\x00"));
+    let sync = SyncGroupResponse::default().with_assignment(Bytes::from_static(b"\x00\x01\x00\x00\x00\x00"));
     for version in [0, 5] {
         assert_every_prefix_fails::<SyncGroupRequest>(&sync, version);
     }
@@ -288,13 +255,10 @@ fn truncated_responses_are_errors() {
         .with_topics(vec![metadata_response::MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes("t"))))
             .with_partitions(vec![
-                metadata_response::MetadataResponsePartition::default().with_leader_id(BrokerId(1)),
+                metadata_response::MetadataResponsePartition::default().with_leader_id(BrokerId(1))
             ])]);
     for version in [1, 12] {
         assert_every_prefix_fails::<MetadataRequest>(&metadata, version);
     }
-    assert_every_prefix_fails::<HeartbeatRequest>(
-        &HeartbeatResponse::default().with_error_code(27),
-        4,
-    );
+    assert_every_prefix_fails::<HeartbeatRequest>(&HeartbeatResponse::default().with_error_code(27), 4);
 }
