@@ -8,9 +8,9 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest,
-    ListGroupsResponse, MetadataRequest, MetadataResponse, TopicName,
+    ApiVersionsResponse, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -19,41 +19,31 @@ use super::group::GroupState;
 use super::{CoordinatorConfig, GroupApi, ScriptedCoordinator, ADVERTISED};
 
 pub(crate) fn api_versions(error: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default()
-        .with_error_code(error)
-        .with_api_keys(
-            ADVERTISED
-                .iter()
-                .map(|(key, min, max)| {
-                    ApiVersion::default()
-                        .with_api_key(*key as i16)
-                        .with_min_version(*min)
-                        .with_max_version(*max)
-                })
-                .collect(),
-        )
+    ApiVersionsResponse::default().with_error_code(error).with_api_keys(
+        ADVERTISED
+            .iter()
+            .map(|(key, min, max)| {
+                ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
+            })
+            .collect(),
+    )
 }
 
 /// A one-broker cluster that leads every partition of the configured topics.
-pub(crate) fn metadata(
-    config: &CoordinatorConfig,
-    version: i16,
-    r: &MetadataRequest,
-) -> MetadataResponse {
+pub(crate) fn metadata(config: &CoordinatorConfig, version: i16, r: &MetadataRequest) -> MetadataResponse {
     let requested: Vec<Option<String>> = match &r.topics {
         // v0: an empty list means all topics; v1+: null means all.
-        Some(topics) if !(version == 0 && topics.is_empty()) => topics
-            .iter()
-            .map(|t| t.name.as_ref().map(|n| n.to_string()))
-            .collect(),
+        Some(topics) if !(version == 0 && topics.is_empty()) => {
+            topics.iter().map(|t| t.name.as_ref().map(|n| n.to_string())).collect()
+        }
         _ => config.topics.keys().cloned().map(Some).collect(),
     };
     let node = BrokerId(config.node_id);
     let topics = requested
         .into_iter()
         .map(|name| {
-            let topic = MetadataResponseTopic::default()
-                .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+            let topic =
+                MetadataResponseTopic::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
             match name.as_ref().and_then(|n| config.topics.get(n)) {
                 Some(count) => topic.with_partitions(
                     (0..*count)
@@ -81,11 +71,7 @@ pub(crate) fn metadata(
             .with_host(StrBytes::from_string(config.host.clone()))
             .with_port(config.port)])
         .with_topics(topics);
-    let response = if version >= 1 {
-        response.with_controller_id(node)
-    } else {
-        response
-    };
+    let response = if version >= 1 { response.with_controller_id(node) } else { response };
     if version >= 2 {
         response.with_cluster_id(Some(StrBytes::from_static_str("kgroup-scripted")))
     } else {
@@ -100,16 +86,9 @@ pub(crate) fn find_coordinator(
     r: &FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     // CoordinatorType.forId throws for unknown types: INVALID_REQUEST.
-    let error = if (0..=1).contains(&r.key_type) {
-        NONE
-    } else {
-        INVALID_REQUEST
-    };
-    let (node, host, port) = if error == NONE {
-        (config.node_id, config.host.clone(), config.port)
-    } else {
-        (-1, String::new(), -1)
-    };
+    let error = if (0..=1).contains(&r.key_type) { NONE } else { INVALID_REQUEST };
+    let (node, host, port) =
+        if error == NONE { (config.node_id, config.host.clone(), config.port) } else { (-1, String::new(), -1) };
     if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             r.coordinator_keys
@@ -136,19 +115,13 @@ pub(crate) fn find_coordinator(
 impl ScriptedCoordinator {
     /// DescribeGroups (GC 1091-1103): members carry metadata and assignment only when Stable;
     /// an unknown group is reported `Dead` with NONE.
-    pub(crate) fn describe_groups(
-        &self,
-        version: i16,
-        r: &DescribeGroupsRequest,
-    ) -> DescribeGroupsResponse {
+    pub(crate) fn describe_groups(&self, version: i16, r: &DescribeGroupsRequest) -> DescribeGroupsResponse {
         let groups = r
             .groups
             .iter()
             .map(|group_id| {
                 let described = DescribedGroup::default().with_group_id(group_id.clone());
-                if let Some(error) =
-                    self.validate_group_status(group_id.as_str(), GroupApi::Describe)
-                {
+                if let Some(error) = self.validate_group_status(group_id.as_str(), GroupApi::Describe) {
                     return described.with_error_code(error);
                 }
                 let Some(g) = self.groups.get(group_id.as_str()) else {
@@ -158,14 +131,8 @@ impl ScriptedCoordinator {
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 described
                     .with_group_state(StrBytes::from_static_str(g.state.name()))
-                    .with_protocol_type(StrBytes::from_string(
-                        g.protocol_type.clone().unwrap_or_default(),
-                    ))
-                    .with_protocol_data(StrBytes::from_string(if stable {
-                        protocol.clone()
-                    } else {
-                        String::new()
-                    }))
+                    .with_protocol_type(StrBytes::from_string(g.protocol_type.clone().unwrap_or_default()))
+                    .with_protocol_data(StrBytes::from_string(if stable { protocol.clone() } else { String::new() }))
                     .with_members(
                         g.members
                             .iter()
@@ -175,9 +142,7 @@ impl ScriptedCoordinator {
                                     .with_client_id(StrBytes::from_string(m.client_id.clone()))
                                     .with_client_host(StrBytes::from_string(m.client_host.clone()));
                                 let member = if version >= 4 {
-                                    member.with_group_instance_id(
-                                        m.instance_id.clone().map(StrBytes::from_string),
-                                    )
+                                    member.with_group_instance_id(m.instance_id.clone().map(StrBytes::from_string))
                                 } else {
                                     member
                                 };
@@ -199,16 +164,9 @@ impl ScriptedCoordinator {
     /// ListGroups (GC 1077-1089): LOAD_IN_PROGRESS while loading; groups this broker does not
     /// coordinate (unloaded, Dead) are not listed.
     pub(crate) fn list_groups(&self, version: i16, r: &ListGroupsRequest) -> ListGroupsResponse {
-        let error = if self.is_loading() {
-            COORDINATOR_LOAD_IN_PROGRESS
-        } else {
-            NONE
-        };
-        let states: Vec<String> = if version >= 4 {
-            r.states_filter.iter().map(|s| s.to_string()).collect()
-        } else {
-            Vec::new()
-        };
+        let error = if self.is_loading() { COORDINATOR_LOAD_IN_PROGRESS } else { NONE };
+        let states: Vec<String> =
+            if version >= 4 { r.states_filter.iter().map(|s| s.to_string()).collect() } else { Vec::new() };
         let groups = self
             .groups
             .values()
@@ -217,9 +175,7 @@ impl ScriptedCoordinator {
             .map(|g| {
                 let listed = ListedGroup::default()
                     .with_group_id(GroupId(StrBytes::from_string(g.id.clone())))
-                    .with_protocol_type(StrBytes::from_string(
-                        g.protocol_type.clone().unwrap_or_default(),
-                    ));
+                    .with_protocol_type(StrBytes::from_string(g.protocol_type.clone().unwrap_or_default()));
                 if version >= 4 {
                     listed.with_group_state(StrBytes::from_static_str(g.state.name()))
                 } else {
@@ -227,8 +183,6 @@ impl ScriptedCoordinator {
                 }
             })
             .collect();
-        ListGroupsResponse::default()
-            .with_error_code(error)
-            .with_groups(groups)
+        ListGroupsResponse::default().with_error_code(error).with_groups(groups)
     }
 }

@@ -5,14 +5,11 @@ use std::time::Duration;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListGroupsResponse;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, DescribeGroupsResponse, FindCoordinatorResponse,
-    GroupId, HeartbeatResponse, LeaveGroupResponse, OffsetCommitResponse, OffsetFetchResponse,
-    RequestKind, ResponseKind, SyncGroupResponse,
+    ApiKey, ApiVersionsResponse, BrokerId, DescribeGroupsResponse, FindCoordinatorResponse, GroupId, HeartbeatResponse,
+    LeaveGroupResponse, OffsetCommitResponse, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -66,12 +63,7 @@ pub struct Fault {
 impl Fault {
     /// A fault on every request of `api`, forever.
     pub fn new(api: ApiKey, action: FaultAction) -> Self {
-        Fault {
-            api,
-            matcher: Match::Any,
-            action,
-            remaining: None,
-        }
+        Fault { api, matcher: Match::Any, action, remaining: None }
     }
 
     pub fn matching(mut self, matcher: Match) -> Self {
@@ -101,9 +93,7 @@ pub(crate) fn request_identity(request: &RequestKind) -> (Option<String>, Vec<St
         RequestKind::JoinGroup(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::SyncGroup(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::Heartbeat(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
-        RequestKind::OffsetCommit(r) => {
-            (Some(r.group_id.to_string()), vec![r.member_id.to_string()])
-        }
+        RequestKind::OffsetCommit(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::LeaveGroup(r) => {
             let mut ids = vec![r.member_id.to_string()];
             ids.extend(r.members.iter().map(|m| m.member_id.to_string()));
@@ -132,42 +122,29 @@ pub(crate) fn matches(matcher: &Match, seen: u32, group: Option<&str>, members: 
 
 /// The response Kafka would send if the coordinator logic had returned `code`. `None` for APIs
 /// without an error field we can use (the connection is cut instead).
-pub(crate) fn error_response(
-    request: &RequestKind,
-    api_version: i16,
-    code: i16,
-) -> Option<ResponseKind> {
+pub(crate) fn error_response(request: &RequestKind, api_version: i16, code: i16) -> Option<ResponseKind> {
     let response = match request {
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_response(
-            api_version,
-            JoinResult::error(r.member_id.to_string(), code),
-        )),
-        RequestKind::SyncGroup(_) => {
-            ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code))
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_response(api_version, JoinResult::error(r.member_id.to_string(), code)))
         }
-        RequestKind::Heartbeat(_) => {
-            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code))
-        }
-        RequestKind::LeaveGroup(_) => {
-            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code))
-        }
+        RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
+        RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
+        RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(
                 r.topics
                     .iter()
                     .map(|t| {
-                        OffsetCommitResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetCommitResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
+                        OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
                     })
                     .collect(),
             ),
@@ -221,20 +198,12 @@ pub(crate) fn error_response(
             DescribeGroupsResponse::default().with_groups(
                 r.groups
                     .iter()
-                    .map(|g: &GroupId| {
-                        DescribedGroup::default()
-                            .with_group_id(g.clone())
-                            .with_error_code(code)
-                    })
+                    .map(|g: &GroupId| DescribedGroup::default().with_group_id(g.clone()).with_error_code(code))
                     .collect(),
             ),
         ),
-        RequestKind::ListGroups(_) => {
-            ResponseKind::ListGroups(ListGroupsResponse::default().with_error_code(code))
-        }
-        RequestKind::ApiVersions(_) => {
-            ResponseKind::ApiVersions(ApiVersionsResponse::default().with_error_code(code))
-        }
+        RequestKind::ListGroups(_) => ResponseKind::ListGroups(ListGroupsResponse::default().with_error_code(code)),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(ApiVersionsResponse::default().with_error_code(code)),
         _ => return None,
     };
     Some(response)

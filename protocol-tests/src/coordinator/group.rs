@@ -34,10 +34,7 @@ impl GroupState {
 
     /// `canRebalance`: PreparingRebalance may only be entered from these (GM 36-124).
     pub(crate) fn can_rebalance(self) -> bool {
-        matches!(
-            self,
-            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty
-        )
+        matches!(self, GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty)
     }
 
     fn valid_previous(self, from: GroupState) -> bool {
@@ -86,26 +83,15 @@ impl Member {
     /// `matches`: same ordered protocol names and bytes (MM 121-133).
     pub(crate) fn matches(&self, protocols: &[(String, Bytes)]) -> bool {
         self.protocols.len() == protocols.len()
-            && self
-                .protocols
-                .iter()
-                .zip(protocols)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+            && self.protocols.iter().zip(protocols).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
     }
 
     pub(crate) fn metadata(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(name, _)| name == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
+        self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
     }
 
     fn vote(&self, candidates: &BTreeSet<String>) -> Option<&str> {
-        self.protocols
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .find(|name| candidates.contains(*name))
+        self.protocols.iter().map(|(name, _)| name.as_str()).find(|name| candidates.contains(*name))
     }
 }
 
@@ -113,12 +99,7 @@ impl Member {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum JoinTimer {
     /// `InitialDelayedJoin`: never completes early.
-    Initial {
-        deadline: Instant,
-        configured: Duration,
-        delay: Duration,
-        remaining: Duration,
-    },
+    Initial { deadline: Instant, configured: Duration, delay: Duration, remaining: Duration },
     /// `DelayedJoin`: completes early once every member rejoined and nobody is pending.
     Normal { deadline: Instant },
 }
@@ -224,16 +205,13 @@ impl Group {
 
     /// `group.rebalanceTimeoutMs`: the max over current members (GM 409-411).
     pub(crate) fn rebalance_timeout_ms(&self) -> i32 {
-        self.members
-            .iter()
-            .fold(0, |acc, m| acc.max(m.rebalance_timeout_ms))
+        self.members.iter().fold(0, |acc, m| acc.max(m.rebalance_timeout_ms))
     }
 
     /// `add` (GM 238-263).
     pub(crate) fn add(&mut self, member: Member) {
         if let Some(instance) = &member.instance_id {
-            self.static_members
-                .insert(instance.clone(), member.id.clone());
+            self.static_members.insert(instance.clone(), member.id.clone());
         }
         if self.members.is_empty() {
             self.protocol_type = Some(member.protocol_type.clone());
@@ -247,11 +225,7 @@ impl Group {
 
     /// `remove` (GM 265-278): no callback is invoked here.
     pub(crate) fn remove(&mut self, member_id: &str) -> Option<Member> {
-        let removed = self
-            .members
-            .iter()
-            .position(|m| m.id == member_id)
-            .map(|idx| self.members.remove(idx));
+        let removed = self.members.iter().position(|m| m.id == member_id).map(|idx| self.members.remove(idx));
         if let Some(instance) = removed.as_ref().and_then(|m| m.instance_id.as_ref()) {
             self.static_members.remove(instance);
         }
@@ -268,10 +242,7 @@ impl Group {
         let Some(leader) = self.leader.clone() else {
             return false;
         };
-        let leader_joined = self
-            .get(&leader)
-            .map(Member::is_awaiting_join)
-            .unwrap_or(false);
+        let leader_joined = self.get(&leader).map(Member::is_awaiting_join).unwrap_or(false);
         if leader_joined {
             return true;
         }
@@ -300,17 +271,13 @@ impl Group {
         if self.is_leader(old_id) {
             self.leader = Some(new_id.to_string());
         }
-        self.static_members
-            .insert(instance_id.to_string(), new_id.to_string());
+        self.static_members.insert(instance_id.to_string(), new_id.to_string());
         fenced
     }
 
     /// How many current members support `protocol`.
     fn support_count(&self, protocol: &str) -> usize {
-        self.members
-            .iter()
-            .filter(|m| m.protocols.iter().any(|(name, _)| name == protocol))
-            .count()
+        self.members.iter().filter(|m| m.protocols.iter().any(|(name, _)| name == protocol)).count()
     }
 
     fn candidate_protocols(&self) -> BTreeSet<String> {
@@ -345,18 +312,12 @@ impl Group {
     }
 
     /// `supportsProtocols` (GM 473-478).
-    pub(crate) fn supports_protocols(
-        &self,
-        protocol_type: &str,
-        protocols: &[(String, Bytes)],
-    ) -> bool {
+    pub(crate) fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
         if self.is(GroupState::Empty) {
             !protocol_type.is_empty() && !protocols.is_empty()
         } else {
             self.protocol_type.as_deref() == Some(protocol_type)
-                && protocols
-                    .iter()
-                    .any(|(name, _)| self.support_count(name) == self.members.len())
+                && protocols.iter().any(|(name, _)| self.support_count(name) == self.members.len())
         }
     }
 
@@ -406,16 +367,10 @@ impl Group {
     }
 
     /// `validateCurrentMember` (GC 369-396): FENCED_INSTANCE_ID or UNKNOWN_MEMBER_ID.
-    pub(crate) fn validate_current_member(
-        &self,
-        member_id: &str,
-        instance_id: Option<&str>,
-    ) -> Option<i16> {
+    pub(crate) fn validate_current_member(&self, member_id: &str, instance_id: Option<&str>) -> Option<i16> {
         if let Some(instance) = instance_id {
             match self.static_members.get(instance) {
-                Some(current) if current != member_id => {
-                    return Some(super::errors::FENCED_INSTANCE_ID)
-                }
+                Some(current) if current != member_id => return Some(super::errors::FENCED_INSTANCE_ID),
                 Some(_) => {}
                 None => return Some(super::errors::UNKNOWN_MEMBER_ID),
             }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest, LeaveGroupResponse,
-    ResponseKind, SyncGroupRequest,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, LeaveGroupRequest, LeaveGroupResponse, ResponseKind,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -40,13 +40,7 @@ impl ScriptedCoordinator {
     // ----------------------------------------------------------------------------------
     // JoinGroup (§6.2)
 
-    pub(crate) fn handle_join_group(
-        &mut self,
-        now: Instant,
-        reply: ReplyTo,
-        client_id: &str,
-        r: JoinGroupRequest,
-    ) {
+    pub(crate) fn handle_join_group(&mut self, now: Instant, reply: ReplyTo, client_id: &str, r: JoinGroupRequest) {
         let version = reply.version();
         let group_id = r.group_id.to_string();
         let member_id = r.member_id.to_string();
@@ -57,18 +51,10 @@ impl ScriptedCoordinator {
             client_id: client_id.to_string(),
             // v0 has no RebalanceTimeoutMs: the session timeout is used
             // (JoinGroupRequest.maybeOverrideRebalanceTimeout).
-            rebalance_timeout_ms: if version == 0 {
-                r.session_timeout_ms
-            } else {
-                r.rebalance_timeout_ms
-            },
+            rebalance_timeout_ms: if version == 0 { r.session_timeout_ms } else { r.rebalance_timeout_ms },
             session_timeout_ms: r.session_timeout_ms,
             protocol_type: r.protocol_type.to_string(),
-            protocols: r
-                .protocols
-                .iter()
-                .map(|p| (p.name.to_string(), p.metadata.clone()))
-                .collect(),
+            protocols: r.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
             require_known_member_id: version >= 4 && instance_id.is_none(),
             support_skipping_assignment: version >= 9,
         };
@@ -82,34 +68,21 @@ impl ScriptedCoordinator {
             || session < self.config.min_session_timeout
             || session > self.config.max_session_timeout
         {
-            return self.reply_join(
-                now,
-                reply,
-                JoinResult::error(member_id, INVALID_SESSION_TIMEOUT),
-            );
+            return self.reply_join(now, reply, JoinResult::error(member_id, INVALID_SESSION_TIMEOUT));
         }
         let is_unknown_member = member_id.is_empty();
         if !self.groups.contains_key(&group_id) {
             // Created only for memberId "" (GC 180-185).
             if !is_unknown_member {
-                return self.reply_join(
-                    now,
-                    reply,
-                    JoinResult::error(member_id, UNKNOWN_MEMBER_ID),
-                );
+                return self.reply_join(now, reply, JoinResult::error(member_id, UNKNOWN_MEMBER_ID));
             }
-            self.groups
-                .insert(group_id.clone(), Group::new(group_id.clone()));
+            self.groups.insert(group_id.clone(), Group::new(group_id.clone()));
         }
         self.with_group(&group_id, |c, g| {
             if !c.accept_joining_member(g, &args.member_id) {
                 // An existing member that is refused is evicted (GC 189-191, §11 item 10).
                 g.remove(&args.member_id);
-                c.reply_join(
-                    now,
-                    reply,
-                    JoinResult::error(String::new(), GROUP_MAX_SIZE_REACHED),
-                );
+                c.reply_join(now, reply, JoinResult::error(String::new(), GROUP_MAX_SIZE_REACHED));
             } else if is_unknown_member {
                 c.do_new_member_join(now, g, reply, args);
             } else {
@@ -127,48 +100,32 @@ impl ScriptedCoordinator {
         match g.state {
             GroupState::Empty | GroupState::Dead => true,
             GroupState::PreparingRebalance => {
-                g.get(member_id)
-                    .map(|m| m.is_awaiting_join())
-                    .unwrap_or(false)
-                    || g.num_awaiting() < max
+                g.get(member_id).map(|m| m.is_awaiting_join()).unwrap_or(false) || g.num_awaiting() < max
             }
-            GroupState::CompletingRebalance | GroupState::Stable => {
-                g.has(member_id) || g.members.len() < max
-            }
+            GroupState::CompletingRebalance | GroupState::Stable => g.has(member_id) || g.members.len() < max,
         }
     }
 
     /// `doNewMemberJoinGroup` (GC 233-293).
     fn do_new_member_join(&mut self, now: Instant, g: &mut Group, reply: ReplyTo, a: JoinArgs) {
         if g.is(GroupState::Dead) {
-            return self.reply_join(
-                now,
-                reply,
-                JoinResult::error(String::new(), COORDINATOR_NOT_AVAILABLE),
-            );
+            return self.reply_join(now, reply, JoinResult::error(String::new(), COORDINATOR_NOT_AVAILABLE));
         }
         if !g.supports_protocols(&a.protocol_type, &a.protocols) {
-            return self.reply_join(
-                now,
-                reply,
-                JoinResult::error(String::new(), INCONSISTENT_GROUP_PROTOCOL),
-            );
+            return self.reply_join(now, reply, JoinResult::error(String::new(), INCONSISTENT_GROUP_PROTOCOL));
         }
         let prefix = a.instance_id.clone().unwrap_or_else(|| a.client_id.clone());
         let new_id = format!("{prefix}-{}", self.next_uuid());
         match a.instance_id.clone() {
             // Static members never get MEMBER_ID_REQUIRED (§6.2.1).
             Some(instance) => match g.static_members.get(&instance).cloned() {
-                Some(old_id) => self.update_static_member_and_rebalance(
-                    now, g, reply, &old_id, &new_id, &instance, a,
-                ),
+                Some(old_id) => self.update_static_member_and_rebalance(now, g, reply, &old_id, &new_id, &instance, a),
                 None => self.add_member_and_rebalance(now, g, reply, new_id, a),
             },
             None if a.require_known_member_id => {
                 // A pending member: no rebalance and no state change; it expires after the
                 // first step's session timeout (GC 351-359).
-                g.pending_members
-                    .insert(new_id.clone(), now + millis(a.session_timeout_ms));
+                g.pending_members.insert(new_id.clone(), now + millis(a.session_timeout_ms));
                 self.reply_join(now, reply, JoinResult::error(new_id, MEMBER_ID_REQUIRED));
             }
             None => self.add_member_and_rebalance(now, g, reply, new_id, a),
@@ -179,28 +136,16 @@ impl ScriptedCoordinator {
     fn do_current_member_join(&mut self, now: Instant, g: &mut Group, reply: ReplyTo, a: JoinArgs) {
         let member_id = a.member_id.clone();
         if g.is(GroupState::Dead) {
-            return self.reply_join(
-                now,
-                reply,
-                JoinResult::error(member_id, COORDINATOR_NOT_AVAILABLE),
-            );
+            return self.reply_join(now, reply, JoinResult::error(member_id, COORDINATOR_NOT_AVAILABLE));
         }
         if !g.supports_protocols(&a.protocol_type, &a.protocols) {
-            return self.reply_join(
-                now,
-                reply,
-                JoinResult::error(member_id, INCONSISTENT_GROUP_PROTOCOL),
-            );
+            return self.reply_join(now, reply, JoinResult::error(member_id, INCONSISTENT_GROUP_PROTOCOL));
         }
         if g.is_pending_member(&member_id) {
             if a.instance_id.is_some() {
                 // The server throws IllegalStateException; KafkaApis answers with the generic
                 // error response (GC 420-425, §11 item 15).
-                return self.reply_join(
-                    now,
-                    reply,
-                    JoinResult::error(String::new(), UNKNOWN_SERVER_ERROR),
-                );
+                return self.reply_join(now, reply, JoinResult::error(String::new(), UNKNOWN_SERVER_ERROR));
             }
             return self.add_member_and_rebalance(now, g, reply, member_id, a);
         }
@@ -240,11 +185,7 @@ impl ScriptedCoordinator {
 
     fn current_join_result(&self, g: &Group, member_id: &str, with_members: bool) -> JoinResult {
         JoinResult {
-            members: if with_members {
-                g.current_member_metadata()
-            } else {
-                Vec::new()
-            },
+            members: if with_members { g.current_member_metadata() } else { Vec::new() },
             member_id: member_id.to_string(),
             generation: g.generation,
             protocol_type: g.protocol_type.clone(),
@@ -305,24 +246,14 @@ impl ScriptedCoordinator {
         let current_leader = g.leader.clone().unwrap_or_default();
         let (old_join, old_sync) = g.replace_static_member(instance, old_id, new_id);
         if let Some(r) = old_join {
-            self.reply_join(
-                now,
-                r,
-                JoinResult::error(old_id.to_string(), FENCED_INSTANCE_ID),
-            );
+            self.reply_join(now, r, JoinResult::error(old_id.to_string(), FENCED_INSTANCE_ID));
         }
         if let Some(r) = old_sync {
             self.reply_sync(now, r, SyncResult::error(FENCED_INSTANCE_ID));
         }
         // Re-armed with the member's previous session timeout, before the update (GC 1314).
         self.arm_session(now, g, new_id);
-        g.update_member(
-            new_id,
-            a.protocols,
-            a.rebalance_timeout_ms,
-            a.session_timeout_ms,
-            Some(reply),
-        );
+        g.update_member(new_id, a.protocols, a.rebalance_timeout_ms, a.session_timeout_ms, Some(reply));
         match g.state {
             GroupState::Stable => {
                 if g.protocol_name == g.select_protocol() {
@@ -354,31 +285,15 @@ impl ScriptedCoordinator {
             GroupState::Empty | GroupState::Dead => {
                 // IllegalStateException in Kafka: answered with the generic error response.
                 if let Some(reply) = g.get_mut(new_id).and_then(|m| m.awaiting_join.take()) {
-                    self.reply_join(
-                        now,
-                        reply,
-                        JoinResult::error(String::new(), UNKNOWN_SERVER_ERROR),
-                    );
+                    self.reply_join(now, reply, JoinResult::error(String::new(), UNKNOWN_SERVER_ERROR));
                 }
             }
         }
     }
 
     /// `updateMemberAndRebalance`.
-    fn update_member_and_rebalance(
-        &mut self,
-        now: Instant,
-        g: &mut Group,
-        reply: ReplyTo,
-        a: JoinArgs,
-    ) {
-        g.update_member(
-            &a.member_id,
-            a.protocols,
-            a.rebalance_timeout_ms,
-            a.session_timeout_ms,
-            Some(reply),
-        );
+    fn update_member_and_rebalance(&mut self, now: Instant, g: &mut Group, reply: ReplyTo, a: JoinArgs) {
+        g.update_member(&a.member_id, a.protocols, a.rebalance_timeout_ms, a.session_timeout_ms, Some(reply));
         self.maybe_prepare_rebalance(now, g);
     }
 
@@ -420,9 +335,7 @@ impl ScriptedCoordinator {
                 remaining: rebalance_timeout.saturating_sub(delay),
             }
         } else {
-            JoinTimer::Normal {
-                deadline: now + rebalance_timeout,
-            }
+            JoinTimer::Normal { deadline: now + rebalance_timeout }
         };
         g.transition_to(GroupState::PreparingRebalance);
         g.join_timer = Some(timer);
@@ -442,12 +355,7 @@ impl ScriptedCoordinator {
     /// A join-phase timer expired (DJ 34-94).
     pub(crate) fn on_join_timer(&mut self, at: Instant, g: &mut Group, timer: JoinTimer) {
         match timer {
-            JoinTimer::Initial {
-                configured,
-                delay,
-                remaining,
-                ..
-            } if g.new_member_added && !remaining.is_zero() => {
+            JoinTimer::Initial { configured, delay, remaining, .. } if g.new_member_added && !remaining.is_zero() => {
                 // Extend by min(delay, remaining) while new members keep arriving (§4.3).
                 g.new_member_added = false;
                 let next_delay = configured.min(remaining);
@@ -481,9 +389,7 @@ impl ScriptedCoordinator {
             // Only non-rejoined static members remain: wait another rebalance timeout
             // (GC 1502-1509). At least 1 ms, like the purgatory's tick.
             let wait = millis(g.rebalance_timeout_ms()).max(Duration::from_millis(1));
-            g.join_timer = Some(JoinTimer::Normal {
-                deadline: now + wait,
-            });
+            g.join_timer = Some(JoinTimer::Normal { deadline: now + wait });
             return;
         }
         g.init_next_generation();
@@ -505,10 +411,7 @@ impl ScriptedCoordinator {
             g.pending_sync.insert(id);
         }
         // DelayedSync: members that do not SyncGroup within the rebalance timeout are removed.
-        g.sync_timer = Some(SyncTimer {
-            deadline: now + millis(g.rebalance_timeout_ms()),
-            generation: g.generation,
-        });
+        g.sync_timer = Some(SyncTimer { deadline: now + millis(g.rebalance_timeout_ms()), generation: g.generation });
     }
 
     fn reset_and_propagate_assignment_error(&mut self, now: Instant, g: &mut Group, error: i16) {
@@ -520,11 +423,8 @@ impl ScriptedCoordinator {
 
     /// `propagateAssignment` (GC 1213-1228): parked SyncGroups are answered and re-armed.
     fn propagate_assignment(&mut self, now: Instant, g: &mut Group, error: i16) {
-        let (protocol_type, protocol_name) = if error == NONE {
-            (g.protocol_type.clone(), g.protocol_name.clone())
-        } else {
-            (None, None)
-        };
+        let (protocol_type, protocol_name) =
+            if error == NONE { (g.protocol_type.clone(), g.protocol_name.clone()) } else { (None, None) };
         let ids: Vec<String> = g.members.iter().map(|m| m.id.clone()).collect();
         for id in ids {
             let Some(m) = g.get_mut(&id) else { continue };
@@ -546,11 +446,8 @@ impl ScriptedCoordinator {
     /// not new) satisfies the new DelayedHeartbeat at once, so no timer is left (MM 93-104).
     fn arm(&mut self, now: Instant, g: &mut Group, member_id: &str, timeout: Duration) {
         if let Some(m) = g.get_mut(member_id) {
-            m.heartbeat_deadline = if !m.is_new && (m.is_awaiting_join() || m.is_awaiting_sync()) {
-                None
-            } else {
-                Some(now + timeout)
-            };
+            m.heartbeat_deadline =
+                if !m.is_new && (m.is_awaiting_join() || m.is_awaiting_sync()) { None } else { Some(now + timeout) };
         }
     }
 
@@ -583,35 +480,19 @@ impl ScriptedCoordinator {
     }
 
     /// `removeMemberAndUpdateGroup` (GC 1457-1469).
-    pub(crate) fn remove_member_and_update_group(
-        &mut self,
-        now: Instant,
-        g: &mut Group,
-        member_id: &str,
-    ) {
+    pub(crate) fn remove_member_and_update_group(&mut self, now: Instant, g: &mut Group, member_id: &str) {
         if let Some(reply) = g.get_mut(member_id).and_then(|m| m.awaiting_join.take()) {
-            self.reply_join(
-                now,
-                reply,
-                JoinResult::error(String::new(), UNKNOWN_MEMBER_ID),
-            );
+            self.reply_join(now, reply, JoinResult::error(String::new(), UNKNOWN_MEMBER_ID));
         }
         g.remove(member_id);
         match g.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                self.maybe_prepare_rebalance(now, g)
-            }
+            GroupState::Stable | GroupState::CompletingRebalance => self.maybe_prepare_rebalance(now, g),
             GroupState::PreparingRebalance => self.check_join(now, g),
             GroupState::Empty | GroupState::Dead => {}
         }
     }
 
-    fn remove_pending_member_and_update_group(
-        &mut self,
-        now: Instant,
-        g: &mut Group,
-        member_id: &str,
-    ) {
+    fn remove_pending_member_and_update_group(&mut self, now: Instant, g: &mut Group, member_id: &str) {
         g.remove(member_id);
         if g.is(GroupState::PreparingRebalance) {
             self.check_join(now, g);
@@ -623,10 +504,7 @@ impl ScriptedCoordinator {
         g.pending_sync.remove(member_id);
         if let Some(t) = g.sync_timer {
             let done = t.generation != g.generation
-                || matches!(
-                    g.state,
-                    GroupState::Dead | GroupState::Empty | GroupState::PreparingRebalance
-                )
+                || matches!(g.state, GroupState::Dead | GroupState::Empty | GroupState::PreparingRebalance)
                 || g.pending_sync.is_empty();
             if done {
                 g.sync_timer = None;
@@ -640,11 +518,7 @@ impl ScriptedCoordinator {
         if generation != g.generation {
             return;
         }
-        if matches!(
-            g.state,
-            GroupState::CompletingRebalance | GroupState::Stable
-        ) && !g.pending_sync.is_empty()
-        {
+        if matches!(g.state, GroupState::CompletingRebalance | GroupState::Stable) && !g.pending_sync.is_empty() {
             let pending: Vec<String> = g.pending_sync.iter().cloned().collect();
             for id in pending {
                 g.remove(&id);
@@ -702,14 +576,10 @@ impl ScriptedCoordinator {
             g.validate_current_member(&member_id, instance_id.as_deref())
                 .or_else(|| (r.generation_id != g.generation).then_some(ILLEGAL_GENERATION))
                 .or_else(|| {
-                    let type_differs = r
-                        .protocol_type
-                        .as_ref()
-                        .is_some_and(|t| g.protocol_type.as_deref() != Some(t.as_str()));
-                    let name_differs = r
-                        .protocol_name
-                        .as_ref()
-                        .is_some_and(|n| g.protocol_name.as_deref() != Some(n.as_str()));
+                    let type_differs =
+                        r.protocol_type.as_ref().is_some_and(|t| g.protocol_type.as_deref() != Some(t.as_str()));
+                    let name_differs =
+                        r.protocol_name.as_ref().is_some_and(|n| g.protocol_name.as_deref() != Some(n.as_str()));
                     (type_differs || name_differs).then_some(INCONSISTENT_GROUP_PROTOCOL)
                 })
         };
@@ -718,9 +588,7 @@ impl ScriptedCoordinator {
         }
         match g.state {
             GroupState::Empty => self.reply_sync(now, reply, SyncResult::error(UNKNOWN_MEMBER_ID)),
-            GroupState::PreparingRebalance => {
-                self.reply_sync(now, reply, SyncResult::error(REBALANCE_IN_PROGRESS))
-            }
+            GroupState::PreparingRebalance => self.reply_sync(now, reply, SyncResult::error(REBALANCE_IN_PROGRESS)),
             GroupState::CompletingRebalance => {
                 if let Some(m) = g.get_mut(&member_id) {
                     m.awaiting_sync = Some(reply);
@@ -729,21 +597,15 @@ impl ScriptedCoordinator {
                 if g.is_leader(&member_id) {
                     // Later entries win, like the Scala map builder; members left out get an
                     // empty assignment; unknown ids are ignored (§6.3).
-                    let assignments: BTreeMap<String, Bytes> = r
-                        .assignments
-                        .iter()
-                        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-                        .collect();
+                    let assignments: BTreeMap<String, Bytes> =
+                        r.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
                     for m in &mut g.members {
                         m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                     }
                     // The store always succeeds here; the record carries the assignment.
                     self.store_group(g);
-                    let decoded: Assignment = g
-                        .members
-                        .iter()
-                        .map(|m| (m.id.clone(), decode_assignment(&m.assignment)))
-                        .collect();
+                    let decoded: Assignment =
+                        g.members.iter().map(|m| (m.id.clone(), decode_assignment(&m.assignment))).collect();
                     let generation = g.generation;
                     self.history_mut(&g.id).push((generation, decoded));
                     self.propagate_assignment(now, g, NONE);
@@ -752,10 +614,7 @@ impl ScriptedCoordinator {
             }
             GroupState::Stable => {
                 self.remove_pending_sync_member(g, &member_id);
-                let assignment = g
-                    .get(&member_id)
-                    .map(|m| m.assignment.clone())
-                    .unwrap_or_default();
+                let assignment = g.get(&member_id).map(|m| m.assignment.clone()).unwrap_or_default();
                 let result = SyncResult {
                     protocol_type: g.protocol_type.clone(),
                     protocol_name: g.protocol_name.clone(),
@@ -765,9 +624,7 @@ impl ScriptedCoordinator {
                 self.reply_sync(now, reply, result);
                 self.arm_session(now, g, &member_id);
             }
-            GroupState::Dead => {
-                self.reply_sync(now, reply, SyncResult::error(COORDINATOR_NOT_AVAILABLE))
-            }
+            GroupState::Dead => self.reply_sync(now, reply, SyncResult::error(COORDINATOR_NOT_AVAILABLE)),
         }
     }
 
@@ -780,9 +637,7 @@ impl ScriptedCoordinator {
             // "respond blindly" while loading (GC 842-846).
             Some(COORDINATOR_LOAD_IN_PROGRESS) => NONE,
             Some(error) => error,
-            None => self
-                .with_group(&group_id, |c, g| c.do_heartbeat(now, g, &r))
-                .unwrap_or(UNKNOWN_MEMBER_ID),
+            None => self.with_group(&group_id, |c, g| c.do_heartbeat(now, g, &r)).unwrap_or(UNKNOWN_MEMBER_ID),
         };
         let response = HeartbeatResponse::default().with_error_code(code);
         self.emit(now, reply, ResponseKind::Heartbeat(response), None);
@@ -818,12 +673,7 @@ impl ScriptedCoordinator {
     // ----------------------------------------------------------------------------------
     // LeaveGroup (§6.5)
 
-    pub(crate) fn handle_leave_group(
-        &mut self,
-        now: Instant,
-        reply: ReplyTo,
-        r: LeaveGroupRequest,
-    ) {
+    pub(crate) fn handle_leave_group(&mut self, now: Instant, reply: ReplyTo, r: LeaveGroupRequest) {
         let version = reply.version();
         let group_id = r.group_id.to_string();
         // v0-2 carry one member id (LeaveGroupRequest.normalizedData).
@@ -832,12 +682,7 @@ impl ScriptedCoordinator {
         } else {
             r.members
                 .iter()
-                .map(|m| {
-                    (
-                        m.member_id.to_string(),
-                        m.group_instance_id.as_ref().map(|s| s.to_string()),
-                    )
-                })
+                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
                 .collect()
         };
         let (top, results): (i16, Vec<i16>) =
@@ -851,30 +696,22 @@ impl ScriptedCoordinator {
                 }
             };
         let response = if version >= 3 {
-            LeaveGroupResponse::default()
-                .with_error_code(top)
-                .with_members(
-                    identities
-                        .iter()
-                        .zip(&results)
-                        .map(|((member_id, instance_id), code)| {
-                            MemberResponse::default()
-                                .with_member_id(StrBytes::from_string(member_id.clone()))
-                                .with_group_instance_id(
-                                    instance_id.clone().map(StrBytes::from_string),
-                                )
-                                .with_error_code(*code)
-                        })
-                        .collect(),
-                )
+            LeaveGroupResponse::default().with_error_code(top).with_members(
+                identities
+                    .iter()
+                    .zip(&results)
+                    .map(|((member_id, instance_id), code)| {
+                        MemberResponse::default()
+                            .with_member_id(StrBytes::from_string(member_id.clone()))
+                            .with_group_instance_id(instance_id.clone().map(StrBytes::from_string))
+                            .with_error_code(*code)
+                    })
+                    .collect(),
+            )
         } else {
             // Modelled on 3.6.1+ (KAFKA-15755): a top-level error is kept, otherwise the
             // single member's error is folded in (§6.5, §11 item 9).
-            let code = if top != NONE {
-                top
-            } else {
-                results.first().copied().unwrap_or(NONE)
-            };
+            let code = if top != NONE { top } else { results.first().copied().unwrap_or(NONE) };
             LeaveGroupResponse::default().with_error_code(code)
         };
         self.emit(now, reply, ResponseKind::LeaveGroup(response), None);
@@ -893,10 +730,7 @@ impl ScriptedCoordinator {
         for (member_id, instance_id) in identities {
             let code = if member_id.is_empty() {
                 // Admin removal of a static member by instance id (GCT 3221-3279).
-                match instance_id
-                    .as_ref()
-                    .and_then(|i| g.static_members.get(i).cloned())
-                {
+                match instance_id.as_ref().and_then(|i| g.static_members.get(i).cloned()) {
                     Some(current) => {
                         self.remove_member_and_update_group(now, g, &current);
                         NONE

@@ -125,12 +125,7 @@ impl Default for CoordinatorConfig {
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// Send this response on `conn`.
-    Response {
-        conn: ConnId,
-        correlation_id: i32,
-        api_version: i16,
-        response: ResponseKind,
-    },
+    Response { conn: ConnId, correlation_id: i32, api_version: i16, response: ResponseKind },
     /// Close `conn` (an injected cut, or a request version the broker does not support).
     Cut { conn: ConnId },
 }
@@ -324,12 +319,7 @@ impl ScriptedCoordinator {
         request: RequestKind,
     ) {
         self.fire_due(now);
-        let incoming = Incoming {
-            client_id: client_id.to_string(),
-            correlation_id,
-            api_version,
-            request,
-        };
+        let incoming = Incoming { client_id: client_id.to_string(), correlation_id, api_version, request };
         let c = self.conns.entry(conn).or_default();
         if c.busy {
             c.queue.push_back(incoming);
@@ -434,10 +424,7 @@ impl ScriptedCoordinator {
 
     /// The materialized committed offset.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.offsets
-            .get(group)?
-            .get(&(topic.to_string(), partition))
-            .map(|e| e.offset)
+        self.offsets.get(group)?.get(&(topic.to_string(), partition)).map(|e| e.offset)
     }
 
     /// Every commit the coordinator accepted, with the partition's owner in that generation.
@@ -465,20 +452,9 @@ impl ScriptedCoordinator {
     // Connections and responses
 
     fn process(&mut self, now: Instant, conn: ConnId, incoming: Incoming) {
-        let Incoming {
-            client_id,
-            correlation_id,
-            api_version,
-            request,
-        } = incoming;
+        let Incoming { client_id, correlation_id, api_version, request } = incoming;
         let epoch = self.conns.get(&conn).map(|c| c.epoch).unwrap_or(0);
-        let mut reply = ReplyTo {
-            conn,
-            epoch,
-            correlation_id,
-            api_version,
-            post: Post::Send,
-        };
+        let mut reply = ReplyTo { conn, epoch, correlation_id, api_version, post: Post::Send };
 
         let Some(api) = api_key(&request) else {
             // Not served by this scripted broker: Kafka closes the connection for APIs it
@@ -572,12 +548,7 @@ impl ScriptedCoordinator {
             active.seen += 1;
             if chosen.is_none()
                 && active.fault.remaining != Some(0)
-                && faults::matches(
-                    &active.fault.matcher,
-                    active.seen,
-                    group.as_deref(),
-                    &members,
-                )
+                && faults::matches(&active.fault.matcher, active.seen, group.as_deref(), &members)
             {
                 chosen = Some(idx);
             }
@@ -592,27 +563,14 @@ impl ScriptedCoordinator {
 
     /// Sends (or delays, drops, cuts) the answer to `reply`. A pending commit is materialized
     /// when the answer leaves the broker.
-    fn emit(
-        &mut self,
-        now: Instant,
-        reply: ReplyTo,
-        response: ResponseKind,
-        commit: Option<PendingCommit>,
-    ) {
-        let live = self
-            .conns
-            .get(&reply.conn)
-            .map(|c| c.epoch == reply.epoch)
-            .unwrap_or(false);
+    fn emit(&mut self, now: Instant, reply: ReplyTo, response: ResponseKind, commit: Option<PendingCommit>) {
+        let live = self.conns.get(&reply.conn).map(|c| c.epoch == reply.epoch).unwrap_or(false);
         if let (Post::Delay(d), true) = (reply.post, live) {
             self.seq += 1;
             self.delayed.push(DelayedOutput {
                 at: now + d,
                 seq: self.seq,
-                reply: ReplyTo {
-                    post: Post::Send,
-                    ..reply
-                },
+                reply: ReplyTo { post: Post::Send, ..reply },
                 response,
                 commit,
             });
@@ -755,11 +713,7 @@ impl ScriptedCoordinator {
     }
 
     /// Runs `f` with the group taken out of the cache (so `f` may use `&mut self`).
-    fn with_group<R>(
-        &mut self,
-        group_id: &str,
-        f: impl FnOnce(&mut Self, &mut Group) -> R,
-    ) -> Option<R> {
+    fn with_group<R>(&mut self, group_id: &str, f: impl FnOnce(&mut Self, &mut Group) -> R) -> Option<R> {
         let mut group = self.groups.remove(group_id)?;
         let result = f(self, &mut group);
         self.groups.insert(group_id.to_string(), group);
@@ -771,10 +725,7 @@ impl ScriptedCoordinator {
 
     /// `validateGroupStatus` (GC 1111-1137, spec §5 step 4).
     pub(crate) fn validate_group_status(&self, group_id: &str, api: GroupApi) -> Option<i16> {
-        let empty_allowed = matches!(
-            api,
-            GroupApi::OffsetCommit | GroupApi::OffsetFetch | GroupApi::Describe
-        );
+        let empty_allowed = matches!(api, GroupApi::OffsetCommit | GroupApi::OffsetFetch | GroupApi::Describe);
         if group_id.is_empty() && !empty_allowed {
             return Some(errors::INVALID_GROUP_ID);
         }
@@ -884,10 +835,7 @@ pub(crate) const ADVERTISED: &[(ApiKey, i16, i16)] = &[
 ];
 
 fn advertised_range(api: ApiKey) -> Option<(i16, i16)> {
-    ADVERTISED
-        .iter()
-        .find(|(key, _, _)| *key == api)
-        .map(|(_, min, max)| (*min, *max))
+    ADVERTISED.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
 }
 
 /// Milliseconds from the wire as a duration (negative values count as zero).

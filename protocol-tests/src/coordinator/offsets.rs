@@ -3,16 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ResponseKind, TopicName,
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -99,8 +97,7 @@ impl<'a> Reader<'a> {
     }
 
     fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -108,12 +105,7 @@ impl ScriptedCoordinator {
     // ----------------------------------------------------------------------------------
     // OffsetCommit (§6.6)
 
-    pub(crate) fn handle_offset_commit(
-        &mut self,
-        now: Instant,
-        reply: ReplyTo,
-        r: OffsetCommitRequest,
-    ) {
+    pub(crate) fn handle_offset_commit(&mut self, now: Instant, reply: ReplyTo, r: OffsetCommitRequest) {
         let group_id = r.group_id.to_string();
         // Step 2: topics and partitions are checked before the coordinator (KA 419-476).
         let mut codes: Vec<Vec<i16>> = Vec::with_capacity(r.topics.len());
@@ -136,19 +128,14 @@ impl ScriptedCoordinator {
         let mut pending = None;
         // No partition left: answered without any group validation (KA 474-476).
         if !valid.is_empty() {
-            let outcome: Vec<i16> = match self
-                .validate_group_status(&group_id, GroupApi::OffsetCommit)
-            {
+            let outcome: Vec<i16> = match self.validate_group_status(&group_id, GroupApi::OffsetCommit) {
                 Some(error) => vec![error; valid.len()],
                 None => {
                     if !self.groups.contains_key(&group_id) && r.generation_id_or_member_epoch < 0 {
                         // Not using group management: the group is created Empty.
-                        self.groups
-                            .insert(group_id.clone(), Group::new(group_id.clone()));
+                        self.groups.insert(group_id.clone(), Group::new(group_id.clone()));
                     }
-                    match self.with_group(&group_id, |c, g| {
-                        c.do_commit_offsets(now, g, &reply, &r, &valid)
-                    }) {
+                    match self.with_group(&group_id, |c, g| c.do_commit_offsets(now, g, &reply, &r, &valid)) {
                         Some((outcome, commit)) => {
                             pending = commit;
                             outcome
@@ -168,20 +155,18 @@ impl ScriptedCoordinator {
                 .iter()
                 .zip(codes)
                 .map(|(topic, topic_codes)| {
-                    OffsetCommitResponseTopic::default()
-                        .with_name(topic.name.clone())
-                        .with_partitions(
-                            topic
-                                .partitions
-                                .iter()
-                                .zip(topic_codes)
-                                .map(|(p, code)| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(code)
-                                })
-                                .collect(),
-                        )
+                    OffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(
+                        topic
+                            .partitions
+                            .iter()
+                            .zip(topic_codes)
+                            .map(|(p, code)| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
                 })
                 .collect(),
         );
@@ -200,9 +185,7 @@ impl ScriptedCoordinator {
         let generation = r.generation_id_or_member_epoch;
         let member_id = r.member_id.to_string();
         let instance_id = r.group_instance_id.as_ref().map(|s| s.to_string());
-        if let Some(error) =
-            validate_offset_commit(g, generation, &member_id, instance_id.as_deref())
-        {
+        if let Some(error) = validate_offset_commit(g, generation, &member_id, instance_id.as_deref()) {
             return (vec![error; valid.len()], None);
         }
         match g.state {
@@ -225,11 +208,7 @@ impl ScriptedCoordinator {
         for (t, p) in valid {
             let topic = &r.topics[*t];
             let partition = &topic.partitions[*p];
-            let metadata = partition
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
+            let metadata = partition.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
             // Java's String.length(): UTF-16 code units.
             if metadata.encode_utf16().count() > max {
                 outcome.push(OFFSET_METADATA_TOO_LARGE);
@@ -237,14 +216,7 @@ impl ScriptedCoordinator {
             }
             outcome.push(NONE);
             let key = (topic.name.to_string(), partition.partition_index);
-            self.record_commit(
-                now,
-                g,
-                &member_id,
-                generation,
-                &key,
-                partition.committed_offset,
-            );
+            self.record_commit(now, g, &member_id, generation, &key, partition.committed_offset);
             entries.push((
                 key,
                 OffsetEntry {
@@ -254,17 +226,11 @@ impl ScriptedCoordinator {
                 },
             ));
         }
-        let commit = PendingCommit {
-            group: g.id.clone(),
-            entries,
-        };
+        let commit = PendingCommit { group: g.id.clone(), entries };
         if reply.is_delayed() {
             // A slow append: pending until the response goes out (GM 746-751).
             for (key, _) in &commit.entries {
-                *self
-                    .pending_offsets
-                    .entry((commit.group.clone(), key.0.clone(), key.1))
-                    .or_insert(0) += 1;
+                *self.pending_offsets.entry((commit.group.clone(), key.0.clone(), key.1)).or_insert(0) += 1;
             }
             (outcome, Some(commit))
         } else {
@@ -283,15 +249,9 @@ impl ScriptedCoordinator {
         offset: i64,
     ) {
         let owner = self.history.get(&g.id).and_then(|h| {
-            h.iter()
-                .rev()
-                .find(|(gen, _)| *gen == generation)
-                .and_then(|(_, assignment)| {
-                    assignment
-                        .iter()
-                        .find(|(_, partitions)| partitions.contains(key))
-                        .map(|(member, _)| member.clone())
-                })
+            h.iter().rev().find(|(gen, _)| *gen == generation).and_then(|(_, assignment)| {
+                assignment.iter().find(|(_, partitions)| partitions.contains(key)).map(|(member, _)| member.clone())
+            })
         });
         self.commits.push(CommitRecord {
             group: g.id.clone(),
@@ -329,12 +289,7 @@ impl ScriptedCoordinator {
     // ----------------------------------------------------------------------------------
     // OffsetFetch (§6.7)
 
-    pub(crate) fn handle_offset_fetch(
-        &mut self,
-        now: Instant,
-        reply: ReplyTo,
-        r: OffsetFetchRequest,
-    ) {
+    pub(crate) fn handle_offset_fetch(&mut self, now: Instant, reply: ReplyTo, r: OffsetFetchRequest) {
         let version = reply.version();
         let require_stable = version >= 7 && r.require_stable;
         // v0-7 carry one group (OffsetFetchRequest.groups()).
@@ -344,34 +299,26 @@ impl ScriptedCoordinator {
                 .map(|g| {
                     (
                         g.group_id.clone(),
-                        g.topics.as_ref().map(|ts| {
-                            ts.iter()
-                                .map(|t| (t.name.clone(), t.partition_indexes.clone()))
-                                .collect()
-                        }),
+                        g.topics
+                            .as_ref()
+                            .map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect()),
                     )
                 })
                 .collect()
         } else {
             vec![(
                 r.group_id.clone(),
-                r.topics.as_ref().map(|ts| {
-                    ts.iter()
-                        .map(|t| (t.name.clone(), t.partition_indexes.clone()))
-                        .collect()
-                }),
+                r.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.clone(), t.partition_indexes.clone())).collect()),
             )]
         };
 
         let results: Vec<(GroupId, i16, Vec<FetchedTopic>)> = requests
             .into_iter()
-            .map(|(group_id, topics)| {
-                match self.validate_group_status(group_id.as_str(), GroupApi::OffsetFetch) {
-                    Some(error) => (group_id, error, Vec::new()),
-                    None => {
-                        let fetched = self.fetch_offsets(group_id.as_str(), require_stable, topics);
-                        (group_id, NONE, fetched)
-                    }
+            .map(|(group_id, topics)| match self.validate_group_status(group_id.as_str(), GroupApi::OffsetFetch) {
+                Some(error) => (group_id, error, Vec::new()),
+                None => {
+                    let fetched = self.fetch_offsets(group_id.as_str(), require_stable, topics);
+                    (group_id, NONE, fetched)
                 }
             })
             .collect();
@@ -381,90 +328,59 @@ impl ScriptedCoordinator {
                 results
                     .into_iter()
                     .map(|(group_id, error, topics)| {
-                        OffsetFetchResponseGroup::default()
-                            .with_group_id(group_id)
-                            .with_error_code(error)
-                            .with_topics(
-                                topics
-                                    .into_iter()
-                                    .map(|(name, partitions)| {
-                                        OffsetFetchResponseTopics::default()
-                                            .with_name(name)
-                                            .with_partitions(
-                                                partitions
-                                                    .into_iter()
-                                                    .map(|f| {
-                                                        OffsetFetchResponsePartitions::default()
-                                                            .with_partition_index(f.partition)
-                                                            .with_committed_offset(f.offset)
-                                                            .with_committed_leader_epoch(
-                                                                f.leader_epoch,
-                                                            )
-                                                            .with_metadata(Some(
-                                                                StrBytes::from_string(f.metadata),
-                                                            ))
-                                                            .with_error_code(f.error)
-                                                    })
-                                                    .collect(),
-                                            )
-                                    })
-                                    .collect(),
-                            )
+                        OffsetFetchResponseGroup::default().with_group_id(group_id).with_error_code(error).with_topics(
+                            topics
+                                .into_iter()
+                                .map(|(name, partitions)| {
+                                    OffsetFetchResponseTopics::default().with_name(name).with_partitions(
+                                        partitions
+                                            .into_iter()
+                                            .map(|f| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(f.partition)
+                                                    .with_committed_offset(f.offset)
+                                                    .with_committed_leader_epoch(f.leader_epoch)
+                                                    .with_metadata(Some(StrBytes::from_string(f.metadata)))
+                                                    .with_error_code(f.error)
+                                            })
+                                            .collect(),
+                                    )
+                                })
+                                .collect(),
+                        )
                     })
                     .collect(),
             )
         } else {
-            let (error, topics) = results
-                .into_iter()
-                .next()
-                .map(|(_, e, t)| (e, t))
-                .unwrap_or((NONE, Vec::new()));
+            let (error, topics) = results.into_iter().next().map(|(_, e, t)| (e, t)).unwrap_or((NONE, Vec::new()));
             // Below v2 a group-level error has nowhere to go (§6.7).
-            OffsetFetchResponse::default()
-                .with_error_code(if version >= 2 { error } else { NONE })
-                .with_topics(
-                    topics
-                        .into_iter()
-                        .map(|(name, partitions)| {
-                            OffsetFetchResponseTopic::default()
-                                .with_name(name)
-                                .with_partitions(
-                                    partitions
-                                        .into_iter()
-                                        .map(|f| {
-                                            OffsetFetchResponsePartition::default()
-                                                .with_partition_index(f.partition)
-                                                .with_committed_offset(f.offset)
-                                                .with_committed_leader_epoch(if version >= 5 {
-                                                    f.leader_epoch
-                                                } else {
-                                                    -1
-                                                })
-                                                .with_metadata(Some(StrBytes::from_string(
-                                                    f.metadata,
-                                                )))
-                                                .with_error_code(f.error)
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                )
+            OffsetFetchResponse::default().with_error_code(if version >= 2 { error } else { NONE }).with_topics(
+                topics
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        OffsetFetchResponseTopic::default().with_name(name).with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|f| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(f.partition)
+                                        .with_committed_offset(f.offset)
+                                        .with_committed_leader_epoch(if version >= 5 { f.leader_epoch } else { -1 })
+                                        .with_metadata(Some(StrBytes::from_string(f.metadata)))
+                                        .with_error_code(f.error)
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            )
         };
         self.emit(now, reply, ResponseKind::OffsetFetch(response), None);
     }
 
     /// `getOffsets` (GMM 495-534): offsets regardless of group state; -1 for unknown.
-    fn fetch_offsets(
-        &self,
-        group_id: &str,
-        require_stable: bool,
-        topics: Option<TopicList>,
-    ) -> Vec<FetchedTopic> {
-        let live = self
-            .groups
-            .get(group_id)
-            .is_some_and(|g| !g.is(GroupState::Dead));
+    fn fetch_offsets(&self, group_id: &str, require_stable: bool, topics: Option<TopicList>) -> Vec<FetchedTopic> {
+        let live = self.groups.get(group_id).is_some_and(|g| !g.is(GroupState::Dead));
         let stored = self.offsets.get(group_id).filter(|_| live);
         let requested: Vec<(TopicName, Vec<i32>)> = match topics {
             Some(topics) => topics,
@@ -476,9 +392,7 @@ impl ScriptedCoordinator {
                         all.entry(topic.clone()).or_default().push(*partition);
                     }
                 }
-                all.into_iter()
-                    .map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps))
-                    .collect()
+                all.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
             }
         };
         requested
@@ -488,11 +402,7 @@ impl ScriptedCoordinator {
                     .into_iter()
                     .map(|partition| {
                         let key = (name.to_string(), partition);
-                        let pending = self.pending_offsets.contains_key(&(
-                            group_id.to_string(),
-                            key.0.clone(),
-                            key.1,
-                        ));
+                        let pending = self.pending_offsets.contains_key(&(group_id.to_string(), key.0.clone(), key.1));
                         if live && require_stable && pending {
                             return Fetched::unknown(partition, UNSTABLE_OFFSET_COMMIT);
                         }
@@ -527,23 +437,12 @@ struct Fetched {
 
 impl Fetched {
     fn unknown(partition: i32, error: i16) -> Self {
-        Fetched {
-            partition,
-            offset: -1,
-            leader_epoch: -1,
-            metadata: String::new(),
-            error,
-        }
+        Fetched { partition, offset: -1, leader_epoch: -1, metadata: String::new(), error }
     }
 }
 
 /// `validateOffsetCommit` (GC 980-1016), in Kafka's order (§6.6 step 5).
-fn validate_offset_commit(
-    g: &Group,
-    generation: i32,
-    member_id: &str,
-    instance_id: Option<&str>,
-) -> Option<i16> {
+fn validate_offset_commit(g: &Group, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<i16> {
     if g.is(GroupState::Dead) {
         Some(COORDINATOR_NOT_AVAILABLE)
     } else if generation < 0 && g.is(GroupState::Empty) {

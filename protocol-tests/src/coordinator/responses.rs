@@ -42,25 +42,12 @@ pub(crate) fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
     } else {
         Some(StrBytes::from_string(r.protocol_name.unwrap_or_default()))
     };
-    let members = r
-        .members
-        .into_iter()
-        .map(|m| {
-            if version >= 5 {
-                m
-            } else {
-                m.with_group_instance_id(None)
-            }
-        })
-        .collect();
+    let members =
+        r.members.into_iter().map(|m| if version >= 5 { m } else { m.with_group_instance_id(None) }).collect();
     JoinGroupResponse::default()
         .with_error_code(r.error)
         .with_generation_id(r.generation)
-        .with_protocol_type(if version >= 7 {
-            r.protocol_type.map(StrBytes::from_string)
-        } else {
-            None
-        })
+        .with_protocol_type(if version >= 7 { r.protocol_type.map(StrBytes::from_string) } else { None })
         .with_protocol_name(protocol_name)
         .with_leader(StrBytes::from_string(r.leader))
         .with_skip_assignment(version >= 9 && r.skip_assignment)
@@ -79,21 +66,13 @@ pub(crate) struct SyncResult {
 
 impl SyncResult {
     pub(crate) fn error(error: i16) -> Self {
-        SyncResult {
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-            error,
-        }
+        SyncResult { protocol_type: None, protocol_name: None, assignment: Bytes::new(), error }
     }
 }
 
 pub(crate) fn sync_response(version: i16, r: SyncResult) -> SyncGroupResponse {
     let (protocol_type, protocol_name) = if version >= 5 {
-        (
-            r.protocol_type.map(StrBytes::from_string),
-            r.protocol_name.map(StrBytes::from_string),
-        )
+        (r.protocol_type.map(StrBytes::from_string), r.protocol_name.map(StrBytes::from_string))
     } else {
         (None, None)
     };

@@ -8,18 +8,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, MetadataRequest, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind,
+    ApiKey, ApiVersionsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, MetadataRequest,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind,
     SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -53,13 +50,7 @@ impl H {
 
     fn with(config: CoordinatorConfig) -> Self {
         let base = Instant::now();
-        H {
-            c: ScriptedCoordinator::new(config, base),
-            base,
-            now: base,
-            corr: 0,
-            out: Vec::new(),
-        }
+        H { c: ScriptedCoordinator::new(config, base), base, now: base, corr: 0, out: Vec::new() }
     }
 
     /// Moves virtual time to `ms` after the start and fires due timers.
@@ -73,36 +64,20 @@ impl H {
         let request: RequestKind = request.into();
         let api = api_key(&request).expect("known api");
         let mut buf = BytesMut::new();
-        request
-            .encode(&mut buf, version)
-            .expect("request encodable at its version");
+        request.encode(&mut buf, version).expect("request encodable at its version");
         let mut bytes = buf.freeze();
         let decoded = RequestKind::decode(api, &mut bytes, version).expect("decodable");
         self.corr += 1;
-        self.c.handle_request_with_client_id(
-            self.now,
-            ConnId(conn),
-            "c",
-            self.corr,
-            version,
-            decoded,
-        );
+        self.c.handle_request_with_client_id(self.now, ConnId(conn), "c", self.corr, version, decoded);
         self.drain();
         self.corr
     }
 
     fn drain(&mut self) {
         while let Some(out) = self.c.poll_response() {
-            if let Outgoing::Response {
-                response,
-                api_version,
-                ..
-            } = &out
-            {
+            if let Outgoing::Response { response, api_version, .. } = &out {
                 let mut buf = BytesMut::new();
-                response
-                    .encode(&mut buf, *api_version)
-                    .expect("response encodable at its version");
+                response.encode(&mut buf, *api_version).expect("response encodable at its version");
             }
             self.out.push(out);
         }
@@ -120,10 +95,7 @@ impl H {
     }
 
     fn cut_seen(&mut self, conn: u64) -> bool {
-        let idx = self
-            .out
-            .iter()
-            .position(|o| matches!(o, Outgoing::Cut { conn: c } if *c == ConnId(conn)));
+        let idx = self.out.iter().position(|o| matches!(o, Outgoing::Cut { conn: c } if *c == ConnId(conn)));
         idx.map(|i| self.out.remove(i)).is_some()
     }
 
@@ -184,10 +156,7 @@ impl H {
     }
 
     fn member_ids(&self) -> Vec<String> {
-        self.c
-            .describe(G)
-            .map(|v| v.members.into_iter().map(|m| m.member_id).collect())
-            .unwrap_or_default()
+        self.c.describe(G).map(|v| v.members.into_iter().map(|m| m.member_id).collect()).unwrap_or_default()
     }
 }
 
@@ -218,9 +187,7 @@ fn join_in(
             protocols
                 .iter()
                 .map(|(name, meta)| {
-                    JoinGroupRequestProtocol::default()
-                        .with_name(s(name))
-                        .with_metadata(Bytes::from_static(meta))
+                    JoinGroupRequestProtocol::default().with_name(s(name)).with_metadata(Bytes::from_static(meta))
                 })
                 .collect(),
         )
@@ -240,11 +207,7 @@ fn sync(generation: i32, member: &str, assignments: &[(&str, Bytes)]) -> SyncGro
         .with_assignments(
             assignments
                 .iter()
-                .map(|(m, a)| {
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(s(m))
-                        .with_assignment(a.clone())
-                })
+                .map(|(m, a)| SyncGroupRequestAssignment::default().with_member_id(s(m)).with_assignment(a.clone()))
                 .collect(),
         )
 }
@@ -258,38 +221,23 @@ fn hb(generation: i32, member: &str, instance: Option<&str>) -> HeartbeatRequest
 }
 
 fn leave(members: &[(&str, Option<&str>)]) -> LeaveGroupRequest {
-    LeaveGroupRequest::default()
-        .with_group_id(gid(G))
-        .with_members(
-            members
-                .iter()
-                .map(|(m, i)| {
-                    MemberIdentity::default()
-                        .with_member_id(s(m))
-                        .with_group_instance_id(i.map(s))
-                })
-                .collect(),
-        )
+    LeaveGroupRequest::default().with_group_id(gid(G)).with_members(
+        members
+            .iter()
+            .map(|(m, i)| MemberIdentity::default().with_member_id(s(m)).with_group_instance_id(i.map(s)))
+            .collect(),
+    )
 }
 
-fn commit_in(
-    group: &str,
-    generation: i32,
-    member: &str,
-    parts: &[(&str, i32, i64)],
-) -> OffsetCommitRequest {
+fn commit_in(group: &str, generation: i32, member: &str, parts: &[(&str, i32, i64)]) -> OffsetCommitRequest {
     let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
     for (topic, partition, offset) in parts {
-        let p = OffsetCommitRequestPartition::default()
-            .with_partition_index(*partition)
-            .with_committed_offset(*offset);
+        let p = OffsetCommitRequestPartition::default().with_partition_index(*partition).with_committed_offset(*offset);
         match topics.iter_mut().find(|t| t.name.as_str() == *topic) {
             Some(t) => t.partitions.push(p),
-            None => topics.push(
-                OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partitions(vec![p]),
-            ),
+            None => {
+                topics.push(OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(vec![p]))
+            }
         }
     }
     OffsetCommitRequest::default()
@@ -306,28 +254,22 @@ fn commit(generation: i32, member: &str, parts: &[(&str, i32, i64)]) -> OffsetCo
 fn commit_codes(r: &OffsetCommitResponse) -> Vec<(String, i32, i16)> {
     r.topics
         .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (t.name.to_string(), p.partition_index, p.error_code))
-        })
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), p.partition_index, p.error_code)))
         .collect()
 }
 
 fn fetch_v8(group: &str, topics: Option<&[(&str, &[i32])]>, stable: bool) -> OffsetFetchRequest {
-    OffsetFetchRequest::default()
-        .with_require_stable(stable)
-        .with_groups(vec![OffsetFetchRequestGroup::default()
-            .with_group_id(gid(group))
-            .with_topics(topics.map(|ts| {
-                ts.iter()
-                    .map(|(name, ps)| {
-                        OffsetFetchRequestTopics::default()
-                            .with_name(TopicName(s(name)))
-                            .with_partition_indexes(ps.to_vec())
-                    })
-                    .collect()
-            }))])
+    OffsetFetchRequest::default().with_require_stable(stable).with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(gid(group))
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|(name, ps)| {
+                    OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(s(name)))
+                        .with_partition_indexes(ps.to_vec())
+                })
+                .collect()
+        }))])
 }
 
 /// (group error, [(topic, partition, offset, error)]) of a v8 OffsetFetch response.
@@ -337,14 +279,7 @@ fn fetched_v8(r: &OffsetFetchResponse) -> (i16, Vec<(String, i32, i64, i16)>) {
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.name.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.error_code,
-                )
-            })
+            t.partitions.iter().map(|p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
         })
         .collect();
     (g.error_code, parts)
@@ -377,16 +312,8 @@ fn first_step(h: &mut H, conn: u64, req: JoinGroupRequest) -> String {
 
 /// Both steps of a dynamic v9 join on `conn`; returns the member id and the parked request.
 fn two_step(h: &mut H, conn: u64, session: i32, rt: i32, meta: &'static [u8]) -> (String, i32) {
-    let id = first_step(
-        h,
-        conn,
-        join_in(G, "", None, session, rt, &[("range", meta)]),
-    );
-    let corr = h.send(
-        conn,
-        9,
-        join_in(G, &id, None, session, rt, &[("range", meta)]),
-    );
+    let id = first_step(h, conn, join_in(G, "", None, session, rt, &[("range", meta)]));
+    let corr = h.send(conn, 9, join_in(G, &id, None, session, rt, &[("range", meta)]));
     (id, corr)
 }
 
@@ -409,10 +336,7 @@ fn joined_pair(h: &mut H, session: i32, rt: i32) -> (String, String) {
 /// [`joined_pair`] plus both SyncGroups at t=6 s: Stable gen 1, A owns t-0, B owns t-1.
 fn stable_pair(h: &mut H, session: i32, rt: i32) -> (String, String) {
     let (a, b) = joined_pair(h, session, rt);
-    let assignments = [
-        (a.as_str(), assignment(&[("t", &[0])])),
-        (b.as_str(), assignment(&[("t", &[1])])),
-    ];
+    let assignments = [(a.as_str(), assignment(&[("t", &[0])])), (b.as_str(), assignment(&[("t", &[1])]))];
     let sa = h.send(1, 5, sync(1, &a, &assignments));
     let sb = h.send(2, 5, sync(1, &b, &[]));
     assert_eq!(h.sync(1, sa).expect("A synced").error_code, NONE);
@@ -440,11 +364,7 @@ fn stable_single(h: &mut H, session: i32, rt: i32) -> String {
 #[test]
 fn t04_t05a_two_step_join_waits_out_the_initial_delay() {
     let mut h = H::new();
-    let c1 = h.send(
-        1,
-        9,
-        join_in(G, "", None, SESSION, 300_000, &[("range", b"m")]),
-    );
+    let c1 = h.send(1, 9, join_in(G, "", None, SESSION, 300_000, &[("range", b"m")]));
     let r = h.join(1, c1).expect("first step answered at once");
     assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
     assert!(r.member_id.starts_with("c-"), "{:?}", r.member_id);
@@ -456,27 +376,17 @@ fn t04_t05a_two_step_join_waits_out_the_initial_delay() {
     assert_eq!((view.state, view.generation), ("Empty", 0));
     assert_eq!(view.pending_members, vec![id.clone()]);
 
-    let c2 = h.send(
-        1,
-        9,
-        join_in(G, &id, None, SESSION, 300_000, &[("range", b"m")]),
-    );
+    let c2 = h.send(1, 9, join_in(G, &id, None, SESSION, 300_000, &[("range", b"m")]));
     assert!(h.join(1, c2).is_none());
     assert_eq!(h.state(), "PreparingRebalance");
     assert!(h.c.is_muted(ConnId(1)));
-    assert_eq!(
-        h.c.poll_timeout(),
-        Some(h.base + Duration::from_millis(3_000))
-    );
+    assert_eq!(h.c.poll_timeout(), Some(h.base + Duration::from_millis(3_000)));
     h.at(2_999);
     assert!(h.join(1, c2).is_none());
     h.at(3_000);
     let r = h.join(1, c2).expect("answered at 3 s");
     assert_eq!((r.error_code, r.generation_id), (NONE, 1));
-    assert_eq!(
-        (r.member_id.as_str(), r.leader.as_str()),
-        (id.as_str(), id.as_str())
-    );
+    assert_eq!((r.member_id.as_str(), r.leader.as_str()), (id.as_str(), id.as_str()));
     assert_eq!(r.protocol_type.as_deref(), Some("consumer"));
     assert_eq!(r.protocol_name.as_deref(), Some("range"));
     assert!(!r.skip_assignment);
@@ -500,10 +410,7 @@ fn t05b_initial_delay_is_extended_for_each_new_member() {
     let ra = h.join(1, ca).expect("A");
     let rb = h.join(2, cb).expect("B");
     assert_eq!((ra.generation_id, rb.generation_id), (1, 1));
-    assert_eq!(
-        (ra.leader.as_str(), rb.leader.as_str()),
-        (a.as_str(), a.as_str())
-    );
+    assert_eq!((ra.leader.as_str(), rb.leader.as_str()), (a.as_str(), a.as_str()));
     assert_eq!((ra.members.len(), rb.members.len()), (2, 0));
     assert_eq!(rb.member_id.as_str(), b);
 }
@@ -512,19 +419,9 @@ fn t05b_initial_delay_is_extended_for_each_new_member() {
 fn t06_old_versions_and_static_members_join_directly() {
     let mut h = H::new();
     let c = h.send(1, 3, join("", b"m"));
-    assert!(
-        h.join(1, c).is_none(),
-        "v3 parked without MEMBER_ID_REQUIRED"
-    );
-    let c2 = h.send(
-        2,
-        9,
-        join_in(G, "", Some("i1"), SESSION, RT, &[("range", b"m")]),
-    );
-    assert!(
-        h.join(2, c2).is_none(),
-        "static: parked, no MEMBER_ID_REQUIRED"
-    );
+    assert!(h.join(1, c).is_none(), "v3 parked without MEMBER_ID_REQUIRED");
+    let c2 = h.send(2, 9, join_in(G, "", Some("i1"), SESSION, RT, &[("range", b"m")]));
+    assert!(h.join(2, c2).is_none(), "static: parked, no MEMBER_ID_REQUIRED");
     h.at(6_000);
     let r1 = h.join(1, c).expect("v3 member");
     let r2 = h.join(2, c2).expect("static member");
@@ -539,35 +436,19 @@ fn t07_t09_join_validation_errors() {
     let mut h = H::new();
     let c = h.send(1, 9, join_in(G, "", None, 5_999, RT, &[("range", b"m")]));
     let r = h.join(1, c).expect("answered");
-    assert_eq!(
-        (r.error_code, r.generation_id),
-        (INVALID_SESSION_TIMEOUT, -1)
-    );
-    let c = h.send(
-        1,
-        9,
-        join_in(G, "", None, 1_800_001, RT, &[("range", b"m")]),
-    );
-    assert_eq!(
-        h.join(1, c).expect("answered").error_code,
-        INVALID_SESSION_TIMEOUT
-    );
+    assert_eq!((r.error_code, r.generation_id), (INVALID_SESSION_TIMEOUT, -1));
+    let c = h.send(1, 9, join_in(G, "", None, 1_800_001, RT, &[("range", b"m")]));
+    assert_eq!(h.join(1, c).expect("answered").error_code, INVALID_SESSION_TIMEOUT);
     let c = h.send(1, 9, join_in("", "", None, SESSION, RT, &[("range", b"m")]));
     assert_eq!(h.join(1, c).expect("answered").error_code, INVALID_GROUP_ID);
     // T09: a member id for a group that does not exist.
     let c = h.send(1, 9, join("stale-id", b"m"));
     let r = h.join(1, c).expect("answered");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (UNKNOWN_MEMBER_ID, "stale-id")
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (UNKNOWN_MEMBER_ID, "stale-id"));
     assert!(h.c.describe(G).is_none());
     // Errors below v7 carry "" as protocol name (not null).
     let c = h.send(1, 6, join_in("", "", None, SESSION, RT, &[("range", b"m")]));
-    assert_eq!(
-        h.join(1, c).expect("answered").protocol_name.as_deref(),
-        Some("")
-    );
+    assert_eq!(h.join(1, c).expect("answered").protocol_name.as_deref(), Some(""));
 }
 
 #[test]
@@ -577,20 +458,10 @@ fn t08_inconsistent_protocols_are_refused() {
     let mut other = join_in(G, "", None, SESSION, RT, &[("range", b"m")]);
     other.protocol_type = s("connect");
     let c = h.send(2, 9, other);
-    assert_eq!(
-        h.join(2, c).expect("answered").error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
-    let c = h.send(
-        2,
-        9,
-        join_in(G, "", None, SESSION, RT, &[("roundrobin", b"m")]),
-    );
+    assert_eq!(h.join(2, c).expect("answered").error_code, INCONSISTENT_GROUP_PROTOCOL);
+    let c = h.send(2, 9, join_in(G, "", None, SESSION, RT, &[("roundrobin", b"m")]));
     let r = h.join(2, c).expect("answered");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (INCONSISTENT_GROUP_PROTOCOL, "")
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (INCONSISTENT_GROUP_PROTOCOL, ""));
     assert_eq!(h.state(), "Stable");
 }
 
@@ -605,10 +476,7 @@ fn t10_follower_rejoin_with_same_metadata_is_answered_at_once() {
     assert_eq!(h.state(), "Stable");
     // The follower then gets its unchanged assignment.
     let c = h.send(2, 5, sync(1, &b, &[]));
-    assert_eq!(
-        h.sync(2, c).expect("sync").assignment,
-        assignment(&[("t", &[1])])
-    );
+    assert_eq!(h.sync(2, c).expect("sync").assignment, assignment(&[("t", &[1])]));
 }
 
 #[test]
@@ -661,10 +529,7 @@ fn t12_group_max_size_refuses_the_first_step() {
     stable_pair(&mut h, SESSION, RT);
     let c = h.send(3, 9, join("", b"m"));
     let r = h.join(3, c).expect("answered");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (GROUP_MAX_SIZE_REACHED, "")
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (GROUP_MAX_SIZE_REACHED, ""));
     assert_eq!(h.member_ids().len(), 2);
 }
 
@@ -673,24 +538,14 @@ fn t13_first_step_alone_leaves_the_group_stable_and_expires() {
     let mut h = H::new();
     stable_single(&mut h, 30_000, RT);
     h.at(4_000);
-    let id = first_step(
-        &mut h,
-        2,
-        join_in(G, "", None, 6_000, RT, &[("range", b"m")]),
-    );
+    let id = first_step(&mut h, 2, join_in(G, "", None, 6_000, RT, &[("range", b"m")]));
     assert_eq!((h.state(), h.generation()), ("Stable", 1));
     h.at(9_999);
-    assert_eq!(
-        h.c.describe(G).expect("g").pending_members,
-        vec![id.clone()]
-    );
+    assert_eq!(h.c.describe(G).expect("g").pending_members, vec![id.clone()]);
     h.at(10_000);
     assert!(h.c.describe(G).expect("g").pending_members.is_empty());
     let c = h.send(2, 9, join(&id, b"m"));
-    assert_eq!(
-        h.join(2, c).expect("answered").error_code,
-        UNKNOWN_MEMBER_ID
-    );
+    assert_eq!(h.join(2, c).expect("answered").error_code, UNKNOWN_MEMBER_ID);
 }
 
 #[test]
@@ -699,11 +554,7 @@ fn t14a_pending_member_holds_the_join_until_its_session_expires() {
     let (a, b) = stable_pair(&mut h, SESSION, 60_000);
     h.at(7_000);
     let ca = h.send(1, 9, join(&a, b"m"));
-    let pending = first_step(
-        &mut h,
-        3,
-        join_in(G, "", None, 10_000, 60_000, &[("range", b"m")]),
-    );
+    let pending = first_step(&mut h, 3, join_in(G, "", None, 10_000, 60_000, &[("range", b"m")]));
     let cb = h.send(2, 9, join(&b, b"m"));
     h.at(16_999);
     assert!(h.join(1, ca).is_none() && h.join(2, cb).is_none());
@@ -721,11 +572,7 @@ fn t14b_leave_of_the_pending_member_completes_the_join_at_once() {
     let (a, b) = stable_pair(&mut h, SESSION, 60_000);
     h.at(7_000);
     let ca = h.send(1, 9, join(&a, b"m"));
-    let pending = first_step(
-        &mut h,
-        3,
-        join_in(G, "", None, 10_000, 60_000, &[("range", b"m")]),
-    );
+    let pending = first_step(&mut h, 3, join_in(G, "", None, 10_000, 60_000, &[("range", b"m")]));
     let cb = h.send(2, 9, join(&b, b"m"));
     h.at(8_000);
     let c = h.send(3, 5, leave(&[(&pending, None)]));
@@ -751,10 +598,7 @@ fn new_member_join_is_cut_off_after_five_minutes() {
     assert!(h.join(2, cb).is_none());
     h.at(304_000);
     let r = h.join(2, cb).expect("new-member timeout");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (UNKNOWN_MEMBER_ID, "")
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (UNKNOWN_MEMBER_ID, ""));
     assert_eq!(h.member_ids(), vec![a]);
     assert_eq!(h.state(), "PreparingRebalance");
 }
@@ -777,14 +621,8 @@ fn protocol_is_selected_by_votes_among_common_protocols() {
     let c1 = h.send(4, 3, join_in("g2", "", None, SESSION, RT, both));
     let c2 = h.send(5, 3, join_in("g2", "", None, SESSION, RT, only_rr));
     h.at(20_000);
-    assert_eq!(
-        h.join(4, c1).expect("1").protocol_name.as_deref(),
-        Some("roundrobin")
-    );
-    assert_eq!(
-        h.join(5, c2).expect("2").protocol_name.as_deref(),
-        Some("roundrobin")
-    );
+    assert_eq!(h.join(4, c1).expect("1").protocol_name.as_deref(), Some("roundrobin"));
+    assert_eq!(h.join(5, c2).expect("2").protocol_name.as_deref(), Some("roundrobin"));
 }
 
 #[test]
@@ -795,28 +633,17 @@ fn join_responses_encode_at_every_version() {
         let conn = 100 + version as u64;
         let mut member = String::new();
         if version >= 4 {
-            let c = h.send(
-                conn,
-                version,
-                join_in(&group, "", None, SESSION, RT, &[("range", b"m")]),
-            );
+            let c = h.send(conn, version, join_in(&group, "", None, SESSION, RT, &[("range", b"m")]));
             let r = h.join(conn, c).expect("first step");
             assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
             member = r.member_id.to_string();
         }
-        let c = h.send(
-            conn,
-            version,
-            join_in(&group, &member, None, SESSION, RT, &[("range", b"m")]),
-        );
+        let c = h.send(conn, version, join_in(&group, &member, None, SESSION, RT, &[("range", b"m")]));
         h.at(3_000 * (version as u64 + 1));
         let r = h.join(conn, c).expect("joined");
         assert_eq!((r.error_code, r.generation_id), (NONE, 1), "v{version}");
         assert_eq!(r.protocol_name.as_deref(), Some("range"));
-        assert_eq!(
-            r.protocol_type.as_deref(),
-            (version >= 7).then_some("consumer")
-        );
+        assert_eq!(r.protocol_type.as_deref(), (version >= 7).then_some("consumer"));
     }
 }
 
@@ -841,10 +668,7 @@ fn t16_t17_followers_wait_for_the_leader_assignment() {
     let history = h.c.assignment_history(G);
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].0, 1);
-    assert_eq!(
-        history[0].1[&a],
-        vec![("t".to_string(), 0), ("t".to_string(), 1)]
-    );
+    assert_eq!(history[0].1[&a], vec![("t".to_string(), 0), ("t".to_string(), 1)]);
     assert_eq!(history[0].1[&b], Vec::<(String, i32)>::new());
 }
 
@@ -857,29 +681,13 @@ fn t18_t23_t24_sync_validation() {
     let c = h.send(1, 5, sync(0, &a, &[]));
     assert_eq!(h.sync(1, c).expect("T18").error_code, ILLEGAL_GENERATION);
     let c = h.send(1, 5, sync(1, &a, &[]).with_protocol_name(None));
-    assert_eq!(
-        h.sync(1, c).expect("T23").error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
-    let c = h.send(
-        1,
-        5,
-        sync(1, &a, &[]).with_protocol_name(Some(s("roundrobin"))),
-    );
-    assert_eq!(
-        h.sync(1, c).expect("T23").error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
+    assert_eq!(h.sync(1, c).expect("T23").error_code, INCONSISTENT_GROUP_PROTOCOL);
+    let c = h.send(1, 5, sync(1, &a, &[]).with_protocol_name(Some(s("roundrobin"))));
+    assert_eq!(h.sync(1, c).expect("T23").error_code, INCONSISTENT_GROUP_PROTOCOL);
     let c = h.send(1, 5, sync(1, "nobody", &[]));
     assert_eq!(h.sync(1, c).expect("T24").error_code, UNKNOWN_MEMBER_ID);
     // v4 has no protocol fields: no check.
-    let c = h.send(
-        1,
-        4,
-        sync(1, &a, &[])
-            .with_protocol_type(None)
-            .with_protocol_name(None),
-    );
+    let c = h.send(1, 4, sync(1, &a, &[]).with_protocol_type(None).with_protocol_name(None));
     assert_eq!(h.sync(1, c).expect("v4").error_code, NONE);
 }
 
@@ -892,10 +700,7 @@ fn t19_t20_sync_during_a_new_rebalance() {
     // T20: C's second step starts a rebalance; B's parked SyncGroup is released.
     let (_c, cc) = two_step(&mut h, 3, SESSION, RT, b"m");
     assert!(h.join(3, cc).is_none());
-    assert_eq!(
-        h.sync(2, cb).expect("released").error_code,
-        REBALANCE_IN_PROGRESS
-    );
+    assert_eq!(h.sync(2, cb).expect("released").error_code, REBALANCE_IN_PROGRESS);
     assert_eq!(h.state(), "PreparingRebalance");
     // T19: a SyncGroup with the old generation in PreparingRebalance.
     let c = h.send(2, 5, sync(1, &b, &[]));
@@ -912,10 +717,7 @@ fn t21_leader_that_never_syncs_is_removed() {
     h.at(15_999);
     assert!(h.sync(2, cb).is_none());
     h.at(16_000);
-    assert_eq!(
-        h.sync(2, cb).expect("released").error_code,
-        REBALANCE_IN_PROGRESS
-    );
+    assert_eq!(h.sync(2, cb).expect("released").error_code, REBALANCE_IN_PROGRESS);
     assert_eq!(h.member_ids(), vec![b]);
     assert_eq!(h.heartbeat(1, 1, &a), UNKNOWN_MEMBER_ID);
 }
@@ -943,11 +745,7 @@ fn t22_follower_that_never_syncs_is_removed_from_a_stable_group() {
 #[test]
 fn t26_t29_static_member_that_missed_the_join_gets_illegal_generation() {
     let mut h = H::new();
-    let cs = h.send(
-        1,
-        9,
-        join_in(G, "", Some("s"), 60_000, RT, &[("range", b"m")]),
-    );
+    let cs = h.send(1, 9, join_in(G, "", Some("s"), 60_000, RT, &[("range", b"m")]));
     h.at(3_000);
     let sid = h.join(1, cs).expect("static").member_id.to_string();
     let c = h.send(1, 5, sync(1, &sid, &[]));
@@ -960,11 +758,7 @@ fn t26_t29_static_member_that_missed_the_join_gets_illegal_generation() {
     h.at(14_000);
     let rd = h.join(2, cd).expect("completed at the rebalance timeout");
     assert_eq!((rd.generation_id, rd.leader.as_str()), (2, d.as_str()));
-    assert_eq!(
-        rd.members.len(),
-        2,
-        "the static member stays and gets an assignment"
-    );
+    assert_eq!(rd.members.len(), 2, "the static member stays and gets an assignment");
     assert_eq!(h.heartbeat(1, 1, &sid), ILLEGAL_GENERATION);
     assert_eq!(h.heartbeat(1, 2, &sid), NONE);
 }
@@ -1004,16 +798,10 @@ fn t34_t36_leave_group() {
     let (a, b) = stable_pair(&mut h, SESSION, RT);
     let c = h.send(3, 5, leave(&[("nobody", None)]));
     let r = h.leave(3, c).expect("T36");
-    assert_eq!(
-        (r.error_code, r.members[0].error_code),
-        (NONE, UNKNOWN_MEMBER_ID)
-    );
+    assert_eq!((r.error_code, r.members[0].error_code), (NONE, UNKNOWN_MEMBER_ID));
     let c = h.send(1, 5, leave(&[(&a, None)]));
     let r = h.leave(1, c).expect("T34");
-    assert_eq!(
-        (r.error_code, r.members.len(), r.members[0].error_code),
-        (NONE, 1, NONE)
-    );
+    assert_eq!((r.error_code, r.members.len(), r.members[0].error_code), (NONE, 1, NONE));
     assert_eq!(r.members[0].member_id.as_str(), a);
     assert_eq!(h.heartbeat(2, 1, &b), REBALANCE_IN_PROGRESS);
     let cb = h.send(2, 9, join(&b, b"m"));
@@ -1027,17 +815,8 @@ fn t34_t36_leave_group() {
             .with_group_id(gid("nope"))
             .with_members(vec![MemberIdentity::default().with_member_id(s("x"))]),
     );
-    assert_eq!(
-        h.leave(3, c).expect("unknown group").members[0].error_code,
-        UNKNOWN_MEMBER_ID
-    );
-    let c = h.send(
-        3,
-        2,
-        LeaveGroupRequest::default()
-            .with_group_id(gid("nope"))
-            .with_member_id(s("x")),
-    );
+    assert_eq!(h.leave(3, c).expect("unknown group").members[0].error_code, UNKNOWN_MEMBER_ID);
+    let c = h.send(3, 2, LeaveGroupRequest::default().with_group_id(gid("nope")).with_member_id(s("x")));
     assert_eq!(h.leave(3, c).expect("v2").error_code, UNKNOWN_MEMBER_ID);
 }
 
@@ -1057,18 +836,11 @@ fn t35_last_member_leaving_bumps_the_generation() {
 #[test]
 fn t37_static_member_removal_by_instance_id() {
     let mut h = H::new();
-    let cs = h.send(
-        1,
-        9,
-        join_in(G, "", Some("i"), SESSION, RT, &[("range", b"m")]),
-    );
+    let cs = h.send(1, 9, join_in(G, "", Some("i"), SESSION, RT, &[("range", b"m")]));
     h.at(3_000);
     let sid = h.join(1, cs).expect("static").member_id.to_string();
     let c = h.send(2, 5, leave(&[("wrong", Some("i"))]));
-    assert_eq!(
-        h.leave(2, c).expect("b").members[0].error_code,
-        FENCED_INSTANCE_ID
-    );
+    assert_eq!(h.leave(2, c).expect("b").members[0].error_code, FENCED_INSTANCE_ID);
     let c = h.send(2, 5, leave(&[("", Some("i"))]));
     let r = h.leave(2, c).expect("a");
     assert_eq!(r.members[0].error_code, NONE);
@@ -1085,19 +857,13 @@ fn t39_t40_commit_with_the_old_generation_during_preparing_rebalance() {
     let mut h = H::new();
     let (a, b) = stable_pair(&mut h, SESSION, RT);
     let c = h.send(1, 8, commit(1, &a, &[("t", 0, 10)]));
-    assert_eq!(
-        h.commit_codes(1, c).expect("T39"),
-        vec![("t".into(), 0, NONE)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("T39"), vec![("t".into(), 0, NONE)]);
     h.at(7_000);
     let (_c, _cc) = two_step(&mut h, 3, SESSION, RT, b"m");
     assert_eq!(h.state(), "PreparingRebalance");
     h.at(15_000);
     let c = h.send(1, 8, commit(1, &a, &[("t", 0, 20)]));
-    assert_eq!(
-        h.commit_codes(1, c).expect("T40"),
-        vec![("t".into(), 0, NONE)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("T40"), vec![("t".into(), 0, NONE)]);
     assert_eq!(h.c.committed(G, "t", 0), Some(20));
     // The commit re-armed A's session; B (armed at 6 s) expires at 16 s.
     h.at(16_000);
@@ -1120,16 +886,10 @@ fn t41_t42_commits_during_completing_rebalance() {
     let c = h.send(1, 8, commit(2, &a, &[("t", 0, 5), ("t", 1, 6)]));
     assert_eq!(
         h.commit_codes(1, c).expect("T41"),
-        vec![
-            ("t".into(), 0, REBALANCE_IN_PROGRESS),
-            ("t".into(), 1, REBALANCE_IN_PROGRESS)
-        ]
+        vec![("t".into(), 0, REBALANCE_IN_PROGRESS), ("t".into(), 1, REBALANCE_IN_PROGRESS)]
     );
     let c = h.send(1, 8, commit(1, &a, &[("t", 0, 5)]));
-    assert_eq!(
-        h.commit_codes(1, c).expect("T42"),
-        vec![("t".into(), 0, ILLEGAL_GENERATION)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("T42"), vec![("t".into(), 0, ILLEGAL_GENERATION)]);
     assert_eq!(h.c.committed(G, "t", 0), None);
 }
 
@@ -1137,15 +897,9 @@ fn t41_t42_commits_during_completing_rebalance() {
 fn t43_generation_minus_one_commits_to_empty_groups() {
     let mut h = H::new();
     let c = h.send(1, 8, commit_in("manual", -1, "", &[("t", 0, 7)]));
-    assert_eq!(
-        h.commit_codes(1, c).expect("a"),
-        vec![("t".into(), 0, NONE)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("a"), vec![("t".into(), 0, NONE)]);
     let view = h.c.describe("manual").expect("created");
-    assert_eq!(
-        (view.state, view.generation, view.protocol_type),
-        ("Empty", 0, None)
-    );
+    assert_eq!((view.state, view.generation, view.protocol_type), ("Empty", 0, None));
     assert_eq!(h.c.committed("manual", "t", 0), Some(7));
     // (b) An Empty group accepts gen -1 with any member and instance id.
     let a = stable_single(&mut h, SESSION, RT);
@@ -1153,10 +907,7 @@ fn t43_generation_minus_one_commits_to_empty_groups() {
     assert_eq!(h.leave(1, c).expect("left").error_code, NONE);
     let req = commit(-1, "anything", &[("t", 1, 9)]).with_group_instance_id(Some(s("i")));
     let c = h.send(2, 8, req);
-    assert_eq!(
-        h.commit_codes(2, c).expect("b"),
-        vec![("t".into(), 1, NONE)]
-    );
+    assert_eq!(h.commit_codes(2, c).expect("b"), vec![("t".into(), 1, NONE)]);
     let record = h.c.accepted_commits().last().expect("recorded").clone();
     assert_eq!((record.generation, record.owner_at_generation), (-1, None));
 }
@@ -1166,41 +917,22 @@ fn t44_t45_t46_generation_and_member_checks() {
     let mut h = H::new();
     let (a, _b) = stable_pair(&mut h, SESSION, RT);
     let c = h.send(3, 8, commit(-1, "", &[("t", 0, 1)]));
-    assert_eq!(
-        h.commit_codes(3, c).expect("T44a"),
-        vec![("t".into(), 0, UNKNOWN_MEMBER_ID)]
-    );
+    assert_eq!(h.commit_codes(3, c).expect("T44a"), vec![("t".into(), 0, UNKNOWN_MEMBER_ID)]);
     let c = h.send(1, 8, commit(-1, &a, &[("t", 0, 1)]));
-    assert_eq!(
-        h.commit_codes(1, c).expect("T44b"),
-        vec![("t".into(), 0, ILLEGAL_GENERATION)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("T44b"), vec![("t".into(), 0, ILLEGAL_GENERATION)]);
     let c = h.send(3, 8, commit_in("never", 5, "x", &[("t", 0, 1)]));
-    assert_eq!(
-        h.commit_codes(3, c).expect("T45"),
-        vec![("t".into(), 0, ILLEGAL_GENERATION)]
-    );
+    assert_eq!(h.commit_codes(3, c).expect("T45"), vec![("t".into(), 0, ILLEGAL_GENERATION)]);
     assert!(h.c.describe("never").is_none());
     // T46 on a static group.
-    let cs = h.send(
-        4,
-        9,
-        join_in("gs", "", Some("i"), SESSION, RT, &[("range", b"m")]),
-    );
+    let cs = h.send(4, 9, join_in("gs", "", Some("i"), SESSION, RT, &[("range", b"m")]));
     h.at(9_000);
     let sid = h.join(4, cs).expect("static").member_id.to_string();
     let req = commit_in("gs", 1, "other", &[("t", 0, 1)]).with_group_instance_id(Some(s("i")));
     let c = h.send(4, 8, req);
-    assert_eq!(
-        h.commit_codes(4, c).expect("T46"),
-        vec![("t".into(), 0, FENCED_INSTANCE_ID)]
-    );
+    assert_eq!(h.commit_codes(4, c).expect("T46"), vec![("t".into(), 0, FENCED_INSTANCE_ID)]);
     let req = commit_in("gs", 1, &sid, &[("t", 0, 1)]).with_group_instance_id(Some(s("i")));
     let c = h.send(4, 8, req);
-    assert_eq!(
-        h.commit_codes(4, c).expect("member"),
-        vec![("t".into(), 0, REBALANCE_IN_PROGRESS)]
-    );
+    assert_eq!(h.commit_codes(4, c).expect("member"), vec![("t".into(), 0, REBALANCE_IN_PROGRESS)]);
 }
 
 #[test]
@@ -1213,44 +945,24 @@ fn t47_oversized_metadata_is_refused_per_partition() {
     let c = h.send(1, 8, req);
     assert_eq!(
         h.commit_codes(1, c).expect("T47"),
-        vec![
-            ("t".into(), 0, OFFSET_METADATA_TOO_LARGE),
-            ("t".into(), 1, NONE)
-        ]
+        vec![("t".into(), 0, OFFSET_METADATA_TOO_LARGE), ("t".into(), 1, NONE)]
     );
-    assert_eq!(
-        (h.c.committed(G, "t", 0), h.c.committed(G, "t", 1)),
-        (None, Some(200))
-    );
+    assert_eq!((h.c.committed(G, "t", 0), h.c.committed(G, "t", 1)), (None, Some(200)));
 }
 
 #[test]
 fn t48_unknown_topics_are_refused_before_any_group_check() {
     let mut h = H::new();
-    let c = h.send(
-        1,
-        8,
-        commit_in("never", 7, "x", &[("nope", 0, 1), ("t", 2, 1)]),
-    );
+    let c = h.send(1, 8, commit_in("never", 7, "x", &[("nope", 0, 1), ("t", 2, 1)]));
     assert_eq!(
         h.commit_codes(1, c).expect("T48"),
-        vec![
-            ("nope".into(), 0, UNKNOWN_TOPIC_OR_PARTITION),
-            ("t".into(), 2, UNKNOWN_TOPIC_OR_PARTITION)
-        ]
+        vec![("nope".into(), 0, UNKNOWN_TOPIC_OR_PARTITION), ("t".into(), 2, UNKNOWN_TOPIC_OR_PARTITION)]
     );
     assert!(h.c.describe("never").is_none());
-    let c = h.send(
-        1,
-        8,
-        commit_in("never", 7, "x", &[("nope", 0, 1), ("t", 1, 1)]),
-    );
+    let c = h.send(1, 8, commit_in("never", 7, "x", &[("nope", 0, 1), ("t", 1, 1)]));
     assert_eq!(
         h.commit_codes(1, c).expect("mixed"),
-        vec![
-            ("nope".into(), 0, UNKNOWN_TOPIC_OR_PARTITION),
-            ("t".into(), 1, ILLEGAL_GENERATION)
-        ]
+        vec![("nope".into(), 0, UNKNOWN_TOPIC_OR_PARTITION), ("t".into(), 1, ILLEGAL_GENERATION)]
     );
 }
 
@@ -1267,27 +979,18 @@ fn commit_queued_behind_its_own_join_is_judged_after_the_join() {
     assert!(h.commit_codes(1, queued).is_none());
     // The same commit on another connection is judged now: PreparingRebalance accepts it.
     let other = h.send(4, 8, commit(1, &a, &[("t", 0, 40)]));
-    assert_eq!(
-        h.commit_codes(4, other).expect("now"),
-        vec![("t".into(), 0, NONE)]
-    );
+    assert_eq!(h.commit_codes(4, other).expect("now"), vec![("t".into(), 0, NONE)]);
     // B's rejoin completes the join; only then is A's queued commit handled.
     let cb = h.send(2, 9, join(&b, b"m"));
     assert_eq!(h.join(1, ca).expect("A").generation_id, 2);
     assert_eq!(h.join(2, cb).expect("B").generation_id, 2);
     assert_eq!(h.join(3, cc).expect("C").generation_id, 2);
-    assert_eq!(
-        h.commit_codes(1, queued).expect("after the join"),
-        vec![("t".into(), 0, ILLEGAL_GENERATION)]
-    );
+    assert_eq!(h.commit_codes(1, queued).expect("after the join"), vec![("t".into(), 0, ILLEGAL_GENERATION)]);
     assert!(!h.c.is_muted(ConnId(1)));
     assert_eq!(h.c.committed(G, "t", 0), Some(40));
     // The accepted commit came from the owner of t-0 in generation 1.
     let record = h.c.accepted_commits().last().expect("one record").clone();
-    assert_eq!(
-        (record.member_id.as_str(), record.generation, record.offset),
-        (a.as_str(), 1, 40)
-    );
+    assert_eq!((record.member_id.as_str(), record.generation, record.offset), (a.as_str(), 1, 40));
     assert!(record.by_owner());
 }
 
@@ -1308,16 +1011,9 @@ fn oracle_flags_commits_of_partitions_the_member_did_not_own() {
 #[test]
 fn decode_assignment_is_lenient() {
     let full = assignment(&[("t", &[0, 1]), ("u", &[3])]);
-    let expected = vec![
-        ("t".to_string(), 0),
-        ("t".to_string(), 1),
-        ("u".to_string(), 3),
-    ];
+    let expected = vec![("t".to_string(), 0), ("t".to_string(), 1), ("u".to_string(), 3)];
     assert_eq!(decode_assignment(&full), expected);
-    assert_eq!(
-        decode_assignment(&full[..full.len() - 6]),
-        expected[..2].to_vec()
-    );
+    assert_eq!(decode_assignment(&full[..full.len() - 6]), expected[..2].to_vec());
     assert!(decode_assignment(&[]).is_empty());
     assert!(decode_assignment(&[0, 0, 0xff, 0xff, 0xff, 0xff]).is_empty());
 }
@@ -1331,10 +1027,7 @@ fn t50_t52_offset_fetch() {
     let c = h.send(1, 8, fetch_v8("never", Some(&[("t", &[0, 1])]), true));
     let (error, parts) = fetched_v8(&h.fetch(1, c).expect("T50"));
     assert_eq!(error, NONE);
-    assert_eq!(
-        parts,
-        vec![("t".into(), 0, -1, NONE), ("t".into(), 1, -1, NONE)]
-    );
+    assert_eq!(parts, vec![("t".into(), 0, -1, NONE), ("t".into(), 1, -1, NONE)]);
 
     let (a, _b) = stable_pair(&mut h, SESSION, RT);
     let c = h.send(1, 8, commit(1, &a, &[("t", 1, 11)]));
@@ -1344,32 +1037,17 @@ fn t50_t52_offset_fetch() {
     let c = h.send(4, 8, fetch_v8(G, None, true));
     let (_, parts) = fetched_v8(&h.fetch(4, c).expect("all"));
     assert_eq!(parts, vec![("t".into(), 1, 11, NONE)]);
-    let c = h.send(
-        4,
-        8,
-        fetch_v8(G, Some(&[("t", &[0, 1]), ("nope", &[0])]), true),
-    );
+    let c = h.send(4, 8, fetch_v8(G, Some(&[("t", &[0, 1]), ("nope", &[0])]), true));
     let (_, parts) = fetched_v8(&h.fetch(4, c).expect("explicit"));
-    assert_eq!(
-        parts,
-        vec![
-            ("t".into(), 0, -1, NONE),
-            ("t".into(), 1, 11, NONE),
-            ("nope".into(), 0, -1, NONE)
-        ]
-    );
+    assert_eq!(parts, vec![("t".into(), 0, -1, NONE), ("t".into(), 1, 11, NONE), ("nope".into(), 0, -1, NONE)]);
     // v1-v7 carry one group at top level.
-    let req = OffsetFetchRequest::default()
-        .with_group_id(gid(G))
-        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+    let req =
+        OffsetFetchRequest::default().with_group_id(gid(G)).with_topics(Some(vec![OffsetFetchRequestTopic::default()
             .with_name(TopicName(s("t")))
             .with_partition_indexes(vec![1])]));
     let c = h.send(4, 7, req);
     let r = h.fetch(4, c).expect("v7");
-    assert_eq!(
-        (r.error_code, r.topics[0].partitions[0].committed_offset),
-        (NONE, 11)
-    );
+    assert_eq!((r.error_code, r.topics[0].partitions[0].committed_offset), (NONE, 11));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1377,23 +1055,12 @@ fn t50_t52_offset_fetch() {
 
 /// Static L ("i-L", conn 1) and F ("i-F", conn 2), Stable gen 1, L owns t-0, F owns t-1.
 fn static_pair(h: &mut H) -> (String, String) {
-    let cl = h.send(
-        1,
-        9,
-        join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]),
-    );
-    let cf = h.send(
-        2,
-        9,
-        join_in(G, "", Some("i-F"), SESSION, RT, &[("range", b"m")]),
-    );
+    let cl = h.send(1, 9, join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]));
+    let cf = h.send(2, 9, join_in(G, "", Some("i-F"), SESSION, RT, &[("range", b"m")]));
     h.at(6_000);
     let l = h.join(1, cl).expect("L").member_id.to_string();
     let f = h.join(2, cf).expect("F").member_id.to_string();
-    let assignments = [
-        (l.as_str(), assignment(&[("t", &[0])])),
-        (f.as_str(), assignment(&[("t", &[1])])),
-    ];
+    let assignments = [(l.as_str(), assignment(&[("t", &[0])])), (f.as_str(), assignment(&[("t", &[1])]))];
     let c = h.send(1, 5, sync(1, &l, &assignments));
     assert_eq!(h.sync(1, c).expect("L").error_code, NONE);
     let c = h.send(2, 5, sync(1, &f, &[]));
@@ -1405,18 +1072,11 @@ fn static_pair(h: &mut H) -> (String, String) {
 fn t54_restarted_static_follower_replaces_its_old_id_without_rebalance() {
     let mut h = H::new();
     let (l, f) = static_pair(&mut h);
-    let c = h.send(
-        3,
-        9,
-        join_in(G, "", Some("i-F"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(3, 9, join_in(G, "", Some("i-F"), SESSION, RT, &[("range", b"m")]));
     let r = h.join(3, c).expect("immediate");
     assert_eq!((r.error_code, r.generation_id), (NONE, 1));
     assert!(r.member_id.starts_with("i-F-") && r.member_id.as_str() != f);
-    assert_eq!(
-        (r.leader.as_str(), r.members.len(), r.skip_assignment),
-        (l.as_str(), 0, false)
-    );
+    assert_eq!((r.leader.as_str(), r.members.len(), r.skip_assignment), (l.as_str(), 0, false));
     let new_f = r.member_id.to_string();
     assert_eq!((h.state(), h.generation()), ("Stable", 1));
     // The old id is fenced on Heartbeat, Commit and Sync when it sends the instance id.
@@ -1424,27 +1084,13 @@ fn t54_restarted_static_follower_replaces_its_old_id_without_rebalance() {
     assert_eq!(h.hb_code(2, c), Some(FENCED_INSTANCE_ID));
     let req = commit(1, &f, &[("t", 1, 3)]).with_group_instance_id(Some(s("i-F")));
     let c = h.send(2, 8, req);
-    assert_eq!(
-        h.commit_codes(2, c).expect("commit"),
-        vec![("t".into(), 1, FENCED_INSTANCE_ID)]
-    );
-    let c = h.send(
-        2,
-        5,
-        sync(1, &f, &[]).with_group_instance_id(Some(s("i-F"))),
-    );
+    assert_eq!(h.commit_codes(2, c).expect("commit"), vec![("t".into(), 1, FENCED_INSTANCE_ID)]);
+    let c = h.send(2, 5, sync(1, &f, &[]).with_group_instance_id(Some(s("i-F"))));
     assert_eq!(h.sync(2, c).expect("sync").error_code, FENCED_INSTANCE_ID);
     assert_eq!(h.heartbeat(2, 1, &f), UNKNOWN_MEMBER_ID);
     // The new process gets the stored assignment.
-    let c = h.send(
-        3,
-        5,
-        sync(1, &new_f, &[]).with_group_instance_id(Some(s("i-F"))),
-    );
-    assert_eq!(
-        h.sync(3, c).expect("new F").assignment,
-        assignment(&[("t", &[1])])
-    );
+    let c = h.send(3, 5, sync(1, &new_f, &[]).with_group_instance_id(Some(s("i-F"))));
+    assert_eq!(h.sync(3, c).expect("new F").assignment, assignment(&[("t", &[1])]));
     let history = h.c.assignment_history(G);
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].0, 1);
@@ -1456,30 +1102,16 @@ fn t54_restarted_static_follower_replaces_its_old_id_without_rebalance() {
 fn t55_restarted_static_leader_skips_assignment_on_v9_only() {
     let mut h = H::new();
     let (l, _f) = static_pair(&mut h);
-    let c = h.send(
-        3,
-        9,
-        join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(3, 9, join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]));
     let r = h.join(3, c).expect("v9");
     let l2 = r.member_id.to_string();
     assert_eq!((r.error_code, r.generation_id), (NONE, 1));
-    assert_eq!(
-        (r.leader.as_str(), r.members.len(), r.skip_assignment),
-        (l2.as_str(), 2, true)
-    );
+    assert_eq!((r.leader.as_str(), r.members.len(), r.skip_assignment), (l2.as_str(), 2, true));
     assert_ne!(l2, l);
-    let c = h.send(
-        4,
-        8,
-        join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(4, 8, join_in(G, "", Some("i-L"), SESSION, RT, &[("range", b"m")]));
     let r = h.join(4, c).expect("v8");
     assert_eq!((r.error_code, r.generation_id), (NONE, 1));
-    assert_eq!(
-        (r.leader.as_str(), r.members.len(), r.skip_assignment),
-        (l2.as_str(), 0, false)
-    );
+    assert_eq!((r.leader.as_str(), r.members.len(), r.skip_assignment), (l2.as_str(), 0, false));
     assert_ne!(r.member_id.as_str(), l2);
     assert_eq!(h.state(), "Stable");
 }
@@ -1488,17 +1120,9 @@ fn t55_restarted_static_leader_skips_assignment_on_v9_only() {
 fn t56_static_join_with_a_wrong_instance() {
     let mut h = H::new();
     let (l, _f) = static_pair(&mut h);
-    let c = h.send(
-        1,
-        9,
-        join_in(G, &l, Some("i-F"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(1, 9, join_in(G, &l, Some("i-F"), SESSION, RT, &[("range", b"m")]));
     assert_eq!(h.join(1, c).expect("a").error_code, FENCED_INSTANCE_ID);
-    let c = h.send(
-        1,
-        9,
-        join_in(G, &l, Some("i-X"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(1, 9, join_in(G, &l, Some("i-X"), SESSION, RT, &[("range", b"m")]));
     assert_eq!(h.join(1, c).expect("b").error_code, UNKNOWN_MEMBER_ID);
 }
 
@@ -1506,16 +1130,9 @@ fn t56_static_join_with_a_wrong_instance() {
 fn pending_member_sending_an_instance_id_gets_unknown_server_error() {
     let mut h = H::new();
     let id = first_step(&mut h, 1, join("", b"m"));
-    let c = h.send(
-        1,
-        9,
-        join_in(G, &id, Some("i"), SESSION, RT, &[("range", b"m")]),
-    );
+    let c = h.send(1, 9, join_in(G, &id, Some("i"), SESSION, RT, &[("range", b"m")]));
     let r = h.join(1, c).expect("answered");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (UNKNOWN_SERVER_ERROR, "")
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (UNKNOWN_SERVER_ERROR, ""));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1544,62 +1161,32 @@ fn fault_error_answers_without_processing() {
     h.c.inject(Fault::new(ApiKey::JoinGroup, FaultAction::Error(NOT_COORDINATOR)).once());
     let c = h.send(1, 9, join("", b"m"));
     let r = h.join(1, c).expect("error");
-    assert_eq!(
-        (r.error_code, r.generation_id, r.member_id.as_str()),
-        (NOT_COORDINATOR, -1, "")
-    );
+    assert_eq!((r.error_code, r.generation_id, r.member_id.as_str()), (NOT_COORDINATOR, -1, ""));
     assert!(h.c.describe(G).is_none(), "not processed");
     let c = h.send(1, 9, join("", b"m"));
     assert_eq!(h.join(1, c).expect("next").error_code, MEMBER_ID_REQUIRED);
 
     let mut h = H::new();
     let a = stable_single(&mut h, SESSION, RT);
-    h.c.inject(Fault::new(
-        ApiKey::OffsetCommit,
-        FaultAction::Error(COORDINATOR_LOAD_IN_PROGRESS),
-    ));
+    h.c.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Error(COORDINATOR_LOAD_IN_PROGRESS)));
     let c = h.send(1, 8, commit(1, &a, &[("t", 0, 1), ("t", 1, 2)]));
     assert_eq!(
         h.commit_codes(1, c).expect("commit"),
-        vec![
-            ("t".into(), 0, COORDINATOR_LOAD_IN_PROGRESS),
-            ("t".into(), 1, COORDINATOR_LOAD_IN_PROGRESS)
-        ]
+        vec![("t".into(), 0, COORDINATOR_LOAD_IN_PROGRESS), ("t".into(), 1, COORDINATOR_LOAD_IN_PROGRESS)]
     );
     assert_eq!(h.c.committed(G, "t", 0), None);
-    h.c.inject(Fault::new(
-        ApiKey::OffsetFetch,
-        FaultAction::Error(COORDINATOR_NOT_AVAILABLE),
-    ));
+    h.c.inject(Fault::new(ApiKey::OffsetFetch, FaultAction::Error(COORDINATOR_NOT_AVAILABLE)));
     let c = h.send(1, 8, fetch_v8(G, None, true));
-    assert_eq!(
-        fetched_v8(&h.fetch(1, c).expect("v8")).0,
-        COORDINATOR_NOT_AVAILABLE
-    );
-    let c = h.send(
-        1,
-        7,
-        OffsetFetchRequest::default()
-            .with_group_id(gid(G))
-            .with_topics(None),
-    );
-    assert_eq!(
-        h.fetch(1, c).expect("v7").error_code,
-        COORDINATOR_NOT_AVAILABLE
-    );
+    assert_eq!(fetched_v8(&h.fetch(1, c).expect("v8")).0, COORDINATOR_NOT_AVAILABLE);
+    let c = h.send(1, 7, OffsetFetchRequest::default().with_group_id(gid(G)).with_topics(None));
+    assert_eq!(h.fetch(1, c).expect("v7").error_code, COORDINATOR_NOT_AVAILABLE);
 }
 
 #[test]
 fn fault_delay_keeps_the_connection_muted() {
     let mut h = H::new();
     let a = stable_single(&mut h, SESSION, RT);
-    h.c.inject(
-        Fault::new(
-            ApiKey::Heartbeat,
-            FaultAction::Delay(Duration::from_millis(500)),
-        )
-        .once(),
-    );
+    h.c.inject(Fault::new(ApiKey::Heartbeat, FaultAction::Delay(Duration::from_millis(500))).once());
     let first = h.send(1, 4, hb(1, &a, None));
     let second = h.send(1, 4, hb(1, &a, None));
     assert_eq!(h.c.queued_requests(ConnId(1)), 1);
@@ -1615,47 +1202,26 @@ fn fault_delay_keeps_the_connection_muted() {
         })
         .collect();
     assert_eq!(order, vec![first, second]);
-    assert_eq!(
-        (h.hb_code(1, first), h.hb_code(1, second)),
-        (Some(NONE), Some(NONE))
-    );
+    assert_eq!((h.hb_code(1, first), h.hb_code(1, second)), (Some(NONE), Some(NONE)));
 }
 
 #[test]
 fn fault_delay_on_commit_keeps_the_offset_pending() {
     let mut h = H::new();
     let a = stable_single(&mut h, SESSION, RT);
-    h.c.inject(
-        Fault::new(
-            ApiKey::OffsetCommit,
-            FaultAction::Delay(Duration::from_secs(1)),
-        )
-        .once(),
-    );
+    h.c.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Delay(Duration::from_secs(1))).once());
     let c = h.send(1, 8, commit(1, &a, &[("t", 0, 42)]));
     assert_eq!(h.c.committed(G, "t", 0), None);
     assert_eq!(h.c.accepted_commits().len(), 1, "accepted when validated");
     let f = h.send(2, 8, fetch_v8(G, Some(&[("t", &[0])]), true));
-    assert_eq!(
-        fetched_v8(&h.fetch(2, f).expect("stable")).1,
-        vec![("t".into(), 0, -1, UNSTABLE_OFFSET_COMMIT)]
-    );
+    assert_eq!(fetched_v8(&h.fetch(2, f).expect("stable")).1, vec![("t".into(), 0, -1, UNSTABLE_OFFSET_COMMIT)]);
     let f = h.send(2, 8, fetch_v8(G, Some(&[("t", &[0])]), false));
-    assert_eq!(
-        fetched_v8(&h.fetch(2, f).expect("unstable ok")).1,
-        vec![("t".into(), 0, -1, NONE)]
-    );
+    assert_eq!(fetched_v8(&h.fetch(2, f).expect("unstable ok")).1, vec![("t".into(), 0, -1, NONE)]);
     h.at(4_000);
-    assert_eq!(
-        h.commit_codes(1, c).expect("delayed"),
-        vec![("t".into(), 0, NONE)]
-    );
+    assert_eq!(h.commit_codes(1, c).expect("delayed"), vec![("t".into(), 0, NONE)]);
     assert_eq!(h.c.committed(G, "t", 0), Some(42));
     let f = h.send(2, 8, fetch_v8(G, Some(&[("t", &[0])]), true));
-    assert_eq!(
-        fetched_v8(&h.fetch(2, f).expect("visible")).1,
-        vec![("t".into(), 0, 42, NONE)]
-    );
+    assert_eq!(fetched_v8(&h.fetch(2, f).expect("visible")).1, vec![("t".into(), 0, 42, NONE)]);
 }
 
 #[test]
@@ -1678,10 +1244,7 @@ fn fault_cut_closes_the_connection() {
     h.c.inject(Fault::new(ApiKey::SyncGroup, FaultAction::Cut).matching(Match::Member(b.clone())));
     let cb = h.send(2, 5, sync(1, &b, &[]));
     assert!(h.cut_seen(2) && h.sync(2, cb).is_none());
-    assert!(
-        !h.c.describe(G).expect("g").members[1].awaiting_sync,
-        "not processed"
-    );
+    assert!(!h.c.describe(G).expect("g").members[1].awaiting_sync, "not processed");
     let ca = h.send(1, 5, sync(1, &a, &[]));
     assert_eq!(h.sync(1, ca).expect("A unaffected").error_code, NONE);
     // ProcessThenCut: the JoinGroup is parked, the connection closed.
@@ -1690,10 +1253,7 @@ fn fault_cut_closes_the_connection() {
     let (x, cx) = two_step(&mut h, 1, SESSION, RT, b"m");
     assert!(h.cut_seen(1));
     let view = h.c.describe(G).expect("g");
-    assert_eq!(
-        (view.state, view.members[0].member_id.as_str()),
-        ("PreparingRebalance", x.as_str())
-    );
+    assert_eq!((view.state, view.members[0].member_id.as_str()), ("PreparingRebalance", x.as_str()));
     assert!(view.members[0].awaiting_join);
     h.at(3_000);
     assert!(h.join(1, cx).is_none());
@@ -1704,18 +1264,13 @@ fn fault_cut_closes_the_connection() {
 fn fault_matchers_and_counts() {
     let mut h = H::new();
     let (a, b) = stable_pair(&mut h, SESSION, RT);
-    h.c.inject(
-        Fault::new(ApiKey::Heartbeat, FaultAction::Error(REBALANCE_IN_PROGRESS))
-            .matching(Match::Nth(2)),
-    );
+    h.c.inject(Fault::new(ApiKey::Heartbeat, FaultAction::Error(REBALANCE_IN_PROGRESS)).matching(Match::Nth(2)));
     assert_eq!(h.heartbeat(1, 1, &a), NONE);
     assert_eq!(h.heartbeat(1, 1, &a), REBALANCE_IN_PROGRESS);
     assert_eq!(h.heartbeat(1, 1, &a), NONE);
     h.c.clear_faults();
     h.c.inject(
-        Fault::new(ApiKey::Heartbeat, FaultAction::Error(NOT_COORDINATOR))
-            .matching(Match::Member(b.clone()))
-            .times(2),
+        Fault::new(ApiKey::Heartbeat, FaultAction::Error(NOT_COORDINATOR)).matching(Match::Member(b.clone())).times(2),
     );
     assert_eq!(h.heartbeat(1, 1, &a), NONE);
     assert_eq!(h.heartbeat(2, 1, &b), NOT_COORDINATOR);
@@ -1734,41 +1289,23 @@ fn t57_t58_unload_and_loading_coordinator() {
     h.c.unload(h.now);
     h.drain();
     let r = h.join(1, ca).expect("T57");
-    assert_eq!(
-        (r.error_code, r.member_id.as_str()),
-        (NOT_COORDINATOR, a.as_str())
-    );
+    assert_eq!((r.error_code, r.member_id.as_str()), (NOT_COORDINATOR, a.as_str()));
     assert_eq!(h.state(), "Dead");
     assert_eq!(h.heartbeat(2, 1, &b), NOT_COORDINATOR);
 
     h.c.set_loading(h.now, true);
     let c = h.send(2, 9, join(&b, b"m"));
-    assert_eq!(
-        h.join(2, c).expect("join").error_code,
-        COORDINATOR_LOAD_IN_PROGRESS
-    );
+    assert_eq!(h.join(2, c).expect("join").error_code, COORDINATOR_LOAD_IN_PROGRESS);
     let c = h.send(2, 5, sync(1, &b, &[]));
-    assert_eq!(
-        h.sync(2, c).expect("sync").error_code,
-        REBALANCE_IN_PROGRESS
-    );
+    assert_eq!(h.sync(2, c).expect("sync").error_code, REBALANCE_IN_PROGRESS);
     assert_eq!(h.heartbeat(2, 1, &b), NONE);
     let c = h.send(2, 8, commit(1, &b, &[("t", 1, 1)]));
-    assert_eq!(
-        h.commit_codes(2, c).expect("commit"),
-        vec![("t".into(), 1, COORDINATOR_LOAD_IN_PROGRESS)]
-    );
+    assert_eq!(h.commit_codes(2, c).expect("commit"), vec![("t".into(), 1, COORDINATOR_LOAD_IN_PROGRESS)]);
     let c = h.send(2, 8, fetch_v8(G, None, true));
-    assert_eq!(
-        fetched_v8(&h.fetch(2, c).expect("fetch")).0,
-        COORDINATOR_LOAD_IN_PROGRESS
-    );
+    assert_eq!(fetched_v8(&h.fetch(2, c).expect("fetch")).0, COORDINATOR_LOAD_IN_PROGRESS);
     let c = h.send(2, 5, leave(&[(&b, None)]));
     let r = h.leave(2, c).expect("leave");
-    assert_eq!(
-        (r.error_code, r.members.len()),
-        (COORDINATOR_LOAD_IN_PROGRESS, 0)
-    );
+    assert_eq!((r.error_code, r.members.len()), (COORDINATOR_LOAD_IN_PROGRESS, 0));
 
     h.at(8_000);
     h.c.set_loading(h.now, false);
@@ -1791,14 +1328,8 @@ fn t57_t58_unload_and_loading_coordinator() {
 fn api_versions_and_discovery() {
     let mut h = H::new();
     let c = h.send(1, 3, ApiVersionsRequest::default());
-    let Some(ResponseKind::ApiVersions(r)) = h.take(1, c) else {
-        panic!("ApiVersions")
-    };
-    let ranges: Vec<(i16, i16, i16)> = r
-        .api_keys
-        .iter()
-        .map(|k| (k.api_key, k.min_version, k.max_version))
-        .collect();
+    let Some(ResponseKind::ApiVersions(r)) = h.take(1, c) else { panic!("ApiVersions") };
+    let ranges: Vec<(i16, i16, i16)> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
     assert_eq!(
         ranges,
         vec![
@@ -1832,42 +1363,21 @@ fn api_versions_and_discovery() {
     assert!(h.cut_seen(2));
 
     let c = h.send(1, 3, FindCoordinatorRequest::default().with_key(s(G)));
-    let Some(ResponseKind::FindCoordinator(r)) = h.take(1, c) else {
-        panic!("FindCoordinator v3")
-    };
-    assert_eq!(
-        (r.error_code, r.node_id.0, r.host.as_str(), r.port),
-        (NONE, 0, "127.0.0.1", 9092)
-    );
-    let c = h.send(
-        1,
-        4,
-        FindCoordinatorRequest::default().with_coordinator_keys(vec![s("a"), s("b")]),
-    );
-    let Some(ResponseKind::FindCoordinator(FindCoordinatorResponse { coordinators, .. })) =
-        h.take(1, c)
-    else {
+    let Some(ResponseKind::FindCoordinator(r)) = h.take(1, c) else { panic!("FindCoordinator v3") };
+    assert_eq!((r.error_code, r.node_id.0, r.host.as_str(), r.port), (NONE, 0, "127.0.0.1", 9092));
+    let c = h.send(1, 4, FindCoordinatorRequest::default().with_coordinator_keys(vec![s("a"), s("b")]));
+    let Some(ResponseKind::FindCoordinator(FindCoordinatorResponse { coordinators, .. })) = h.take(1, c) else {
         panic!("FindCoordinator v4")
     };
     assert_eq!(coordinators.len(), 2);
-    assert_eq!(
-        (coordinators[1].key.as_str(), coordinators[1].port),
-        ("b", 9092)
-    );
+    assert_eq!((coordinators[1].key.as_str(), coordinators[1].port), ("b", 9092));
 
     let c = h.send(1, 12, MetadataRequest::default().with_topics(None));
-    let Some(ResponseKind::Metadata(r)) = h.take(1, c) else {
-        panic!("Metadata")
-    };
+    let Some(ResponseKind::Metadata(r)) = h.take(1, c) else { panic!("Metadata") };
     let topics: Vec<(String, usize)> = r
         .topics
         .iter()
-        .map(|t| {
-            (
-                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-                t.partitions.len(),
-            )
-        })
+        .map(|t| (t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(), t.partitions.len()))
         .collect();
     assert_eq!(topics, vec![("t".to_string(), 2), ("u".to_string(), 4)]);
 }
@@ -1877,41 +1387,19 @@ fn describe_groups_reports_state_and_members() {
     let mut h = H::new();
     let (a, _b) = stable_pair(&mut h, SESSION, RT);
     let describe = |h: &mut H, version: i16| -> DescribeGroupsResponse {
-        let c = h.send(
-            9,
-            version,
-            DescribeGroupsRequest::default().with_groups(vec![gid(G), gid("none")]),
-        );
+        let c = h.send(9, version, DescribeGroupsRequest::default().with_groups(vec![gid(G), gid("none")]));
         match h.take(9, c) {
             Some(ResponseKind::DescribeGroups(r)) => r,
             other => panic!("DescribeGroups: {other:?}"),
         }
     };
     let r = describe(&mut h, 5);
-    assert_eq!(
-        (
-            r.groups[0].group_state.as_str(),
-            r.groups[0].protocol_data.as_str()
-        ),
-        ("Stable", "range")
-    );
-    assert_eq!(
-        r.groups[0].members[0].member_assignment,
-        assignment(&[("t", &[0])])
-    );
-    assert_eq!(
-        (r.groups[1].error_code, r.groups[1].group_state.as_str()),
-        (NONE, "Dead")
-    );
+    assert_eq!((r.groups[0].group_state.as_str(), r.groups[0].protocol_data.as_str()), ("Stable", "range"));
+    assert_eq!(r.groups[0].members[0].member_assignment, assignment(&[("t", &[0])]));
+    assert_eq!((r.groups[1].error_code, r.groups[1].group_state.as_str()), (NONE, "Dead"));
     let _ = h.send(1, 9, join(&a, b"m"));
     let r = describe(&mut h, 0);
-    assert_eq!(
-        (
-            r.groups[0].group_state.as_str(),
-            r.groups[0].protocol_data.as_str()
-        ),
-        ("PreparingRebalance", "")
-    );
+    assert_eq!((r.groups[0].group_state.as_str(), r.groups[0].protocol_data.as_str()), ("PreparingRebalance", ""));
     assert_eq!(r.groups[0].members[0].member_assignment, Bytes::new());
 }
 
@@ -1926,10 +1414,7 @@ fn group_max_size_evicts_a_member_that_rejoins_too_late() {
     assert_eq!(h.member_ids().len(), 3);
     let cb = h.send(2, 9, join(&b, b"m"));
     let rb = h.join(2, cb).expect("refused");
-    assert_eq!(
-        (rb.error_code, rb.member_id.as_str()),
-        (GROUP_MAX_SIZE_REACHED, "")
-    );
+    assert_eq!((rb.error_code, rb.member_id.as_str()), (GROUP_MAX_SIZE_REACHED, ""));
     // The eviction lets the join complete with A and C.
     assert_eq!(h.join(1, ca).expect("A").generation_id, 2);
     assert_eq!(h.join(3, cc).expect("C").generation_id, 2);
@@ -1975,10 +1460,7 @@ fn a_second_parked_join_replaces_the_first_which_is_never_answered() {
     assert_eq!(h.join(4, second).expect("replacement").generation_id, 2);
     h.at(100_000);
     assert!(h.join(1, first).is_none());
-    assert!(
-        h.c.is_muted(ConnId(1)),
-        "Kafka never answers the replaced request"
-    );
+    assert!(h.c.is_muted(ConnId(1)), "Kafka never answers the replaced request");
 }
 
 #[test]
@@ -2000,13 +1482,7 @@ fn list_groups_and_leave_v2_errors() {
     let groups: Vec<(String, String, String)> = r
         .groups
         .iter()
-        .map(|g| {
-            (
-                g.group_id.to_string(),
-                g.protocol_type.to_string(),
-                g.group_state.to_string(),
-            )
-        })
+        .map(|g| (g.group_id.to_string(), g.protocol_type.to_string(), g.group_state.to_string()))
         .collect();
     assert_eq!(
         groups,
@@ -2018,31 +1494,17 @@ fn list_groups_and_leave_v2_errors() {
     assert_eq!(list(&mut h, 4, &["Empty"]).groups.len(), 1);
     h.c.set_loading(h.now, true);
     let r = list(&mut h, 3, &[]);
-    assert_eq!(
-        (r.error_code, r.groups.len()),
-        (COORDINATOR_LOAD_IN_PROGRESS, 0)
-    );
+    assert_eq!((r.error_code, r.groups.len()), (COORDINATOR_LOAD_IN_PROGRESS, 0));
     // LeaveGroup v0-2: the top-level error is kept (3.6.1+ behaviour).
-    let req = LeaveGroupRequest::default()
-        .with_group_id(gid(G))
-        .with_member_id(s("x"));
+    let req = LeaveGroupRequest::default().with_group_id(gid(G)).with_member_id(s("x"));
     let c = h.send(1, 1, req);
-    assert_eq!(
-        h.leave(1, c).expect("v1").error_code,
-        COORDINATOR_LOAD_IN_PROGRESS
-    );
+    assert_eq!(h.leave(1, c).expect("v1").error_code, COORDINATOR_LOAD_IN_PROGRESS);
 }
 
 #[test]
 fn delayed_join_response_keeps_the_member_blocked_and_alive() {
     let mut h = H::new();
-    h.c.inject(
-        Fault::new(
-            ApiKey::JoinGroup,
-            FaultAction::Delay(Duration::from_secs(2)),
-        )
-        .matching(Match::Nth(2)),
-    );
+    h.c.inject(Fault::new(ApiKey::JoinGroup, FaultAction::Delay(Duration::from_secs(2))).matching(Match::Nth(2)));
     let (a, ca) = two_step(&mut h, 1, SESSION, RT, b"m");
     h.at(3_000);
     assert!(h.join(1, ca).is_none(), "produced at 3 s, delayed to 5 s");
@@ -2061,24 +1523,10 @@ fn metadata_and_find_coordinator_shapes_at_every_version() {
             MetadataRequestTopic::default().with_name(Some(TopicName(s("t")))),
             MetadataRequestTopic::default().with_name(Some(TopicName(s("nope")))),
         ];
-        let c = h.send(
-            1,
-            version,
-            MetadataRequest::default().with_topics(Some(topics)),
-        );
-        let Some(ResponseKind::Metadata(r)) = h.take(1, c) else {
-            panic!("Metadata v{version}")
-        };
-        let summary: Vec<(i16, usize)> = r
-            .topics
-            .iter()
-            .map(|t| (t.error_code, t.partitions.len()))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![(NONE, 2), (UNKNOWN_TOPIC_OR_PARTITION, 0)],
-            "v{version}"
-        );
+        let c = h.send(1, version, MetadataRequest::default().with_topics(Some(topics)));
+        let Some(ResponseKind::Metadata(r)) = h.take(1, c) else { panic!("Metadata v{version}") };
+        let summary: Vec<(i16, usize)> = r.topics.iter().map(|t| (t.error_code, t.partitions.len())).collect();
+        assert_eq!(summary, vec![(NONE, 2), (UNKNOWN_TOPIC_OR_PARTITION, 0)], "v{version}");
         assert_eq!(r.brokers[0].port, 9092);
     }
     for version in 0..=4i16 {
@@ -2087,18 +1535,8 @@ fn metadata_and_find_coordinator_shapes_at_every_version() {
             .with_key_type(if version >= 1 { 5 } else { 0 })
             .with_coordinator_keys(if version >= 4 { vec![s(G)] } else { Vec::new() });
         let c = h.send(1, version, req);
-        let Some(ResponseKind::FindCoordinator(r)) = h.take(1, c) else {
-            panic!("FindCoordinator v{version}")
-        };
-        let code = if version >= 4 {
-            r.coordinators[0].error_code
-        } else {
-            r.error_code
-        };
-        assert_eq!(
-            code,
-            if version >= 1 { INVALID_REQUEST } else { NONE },
-            "v{version}"
-        );
+        let Some(ResponseKind::FindCoordinator(r)) = h.take(1, c) else { panic!("FindCoordinator v{version}") };
+        let code = if version >= 4 { r.coordinators[0].error_code } else { r.error_code };
+        assert_eq!(code, if version >= 1 { INVALID_REQUEST } else { NONE }, "v{version}");
     }
 }
