@@ -366,7 +366,8 @@ impl Cluster {
         }
     }
 
-    async fn find_coordinator_once(&self, group: &str) -> Result<CoordinatorInfo> {
+    /// One FindCoordinator attempt, no retries (callers with their own retry policy).
+    pub async fn find_coordinator_once(&self, group: &str) -> Result<CoordinatorInfo> {
         let conn = self.any_connection().await?;
         let version = conn.version(ApiKey::FindCoordinator)?;
         let key = StrBytes::from_string(group.to_owned());

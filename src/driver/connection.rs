@@ -57,6 +57,12 @@ impl Default for ConnectionConfig {
 
 type Reply = oneshot::Sender<std::result::Result<Bytes, NetworkError>>;
 
+/// A request on the wire, waiting for its response.
+struct Queued {
+    correlation_id: i32,
+    reply: oneshot::Receiver<std::result::Result<Bytes, NetworkError>>,
+}
+
 #[derive(Default)]
 struct Slots {
     pending: HashMap<i32, Reply>,
@@ -201,6 +207,26 @@ impl Connection {
         self.exchange::<R>(request, version, Duration::ZERO, false).await.map(|_| ())
     }
 
+    /// Queues `request` at once (so requests started in order go out in order) and returns a
+    /// future for its response. Use it where wire order matters, such as the group
+    /// coordinator's connection.
+    pub fn start_request<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static>
+    where
+        R::Response: Send + 'static,
+    {
+        let queued = self.enqueue(request, version, true)?;
+        let conn = self.clone();
+        Ok(async move {
+            let frame = conn.await_reply(api_key_of::<R>(), queued, timeout).await?.unwrap_or_default();
+            Ok(decode_response::<R>(frame, version)?.1)
+        })
+    }
+
     async fn exchange<R: Request>(
         &self,
         request: &R,
@@ -208,34 +234,39 @@ impl Connection {
         timeout: Duration,
         expect_response: bool,
     ) -> Result<Option<Bytes>> {
+        let queued = self.enqueue(request, version, expect_response)?;
+        self.await_reply(api_key_of::<R>(), queued, timeout).await
+    }
+
+    fn enqueue<R: Request>(&self, request: &R, version: i16, expect_response: bool) -> Result<Option<Queued>> {
         let inner = &self.inner;
-        let api = api_key_of::<R>();
         let correlation_id = inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(request, version, correlation_id, &inner.config.client_id)?;
-        let reply = {
-            let mut slots = lock(&inner.slots);
-            if let Some(cause) = &slots.broken {
-                return Err(inner.disconnected(cause.clone()).into());
-            }
-            let (tx, rx) = oneshot::channel();
-            if expect_response {
-                slots.pending.insert(correlation_id, tx);
-            }
-            // Queued under the lock, so frames leave in correlation-id order.
-            if inner.writer.send(frame).is_err() {
-                slots.pending.remove(&correlation_id);
-                drop(slots);
-                return Err(self.broken_error());
-            }
-            expect_response.then_some(rx)
-        };
-        let Some(reply) = reply else { return Ok(None) };
+        let mut slots = lock(&inner.slots);
+        if let Some(cause) = &slots.broken {
+            return Err(inner.disconnected(cause.clone()).into());
+        }
+        let (tx, rx) = oneshot::channel();
+        if expect_response {
+            slots.pending.insert(correlation_id, tx);
+        }
+        // Queued under the lock, so frames leave in correlation-id order.
+        if inner.writer.send(frame).is_err() {
+            slots.pending.remove(&correlation_id);
+            drop(slots);
+            return Err(self.broken_error());
+        }
+        Ok(expect_response.then_some(Queued { correlation_id, reply: rx }))
+    }
+
+    async fn await_reply(&self, api: ApiKey, queued: Option<Queued>, timeout: Duration) -> Result<Option<Bytes>> {
+        let Some(Queued { correlation_id, reply }) = queued else { return Ok(None) };
         match tokio::time::timeout(timeout, reply).await {
             Ok(Ok(result)) => Ok(Some(result?)),
             Ok(Err(_)) => Err(self.broken_error()),
             Err(_) => {
-                lock(&inner.slots).pending.remove(&correlation_id);
-                Err(NetworkError::RequestTimeout { addr: inner.addr.clone(), api, after: timeout }.into())
+                lock(&self.inner.slots).pending.remove(&correlation_id);
+                Err(NetworkError::RequestTimeout { addr: self.inner.addr.clone(), api, after: timeout }.into())
             }
         }
     }

@@ -3,3 +3,4 @@
 pub mod backoff;
 pub mod cluster;
 pub mod connection;
+pub mod group;

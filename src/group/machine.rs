@@ -161,6 +161,9 @@ struct CommitJob {
     results: Vec<PartitionCommit>,
     last_error: Option<String>,
     deferred_counted: bool,
+    /// Set when the coordinator answered REBALANCE_IN_PROGRESS to this commit stamped with
+    /// that generation: it waits for a newer generation before it is judged again.
+    wait_past: Option<GenerationId>,
 }
 
 #[derive(Debug)]
@@ -379,6 +382,7 @@ impl GroupMachine {
             results: Vec::new(),
             last_error: None,
             deferred_counted: false,
+            wait_past: None,
         });
         self.progress(now);
         id
@@ -726,7 +730,9 @@ impl GroupMachine {
             self.coordinator = CoordinatorState::Finding(id);
         }
         if let State::Revoking { handler_done: true, .. } = self.state {
-            if self.commit_in_flight.is_none() && self.commits.is_empty() {
+            // Commits the broker told to wait for the next generation cannot hold the join.
+            let waiting_only = self.commits.front().is_none_or(|job| job.wait_past.is_some());
+            if self.commit_in_flight.is_none() && waiting_only {
                 self.leave_revoking(now);
             }
         }
@@ -1304,6 +1310,13 @@ impl GroupMachine {
                 );
                 continue;
             }
+            if let Some(waited) = job.wait_past {
+                if self.current_generation().is_none_or(|g| g.id <= waited) {
+                    self.commits.push_front(job);
+                    return;
+                }
+                job.wait_past = None;
+            }
             let mut send: Vec<(Lease, Option<GenerationId>)> = Vec::new();
             let mut deferred = Vec::new();
             let mut stamp = None;
@@ -1508,6 +1521,9 @@ impl GroupMachine {
             .iter()
             .any(|(_, code)| !matches!(*code, REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID));
         if let Some(job) = self.commits.front_mut() {
+            if retry.iter().any(|(_, code)| *code == REBALANCE_IN_PROGRESS) {
+                job.wait_past = Some(sent.id);
+            }
             job.results.extend(results);
             if retry_counts_as_attempt {
                 job.attempts += 1;

@@ -1,0 +1,365 @@
+//! The tokio driver of the group state machine: one task owns the [`GroupMachine`], feeds it
+//! responses, timer expiries and commands, and drains every output after every input.
+//!
+//! The coordinator gets a connection of its own (as the Java client does), so that fetches
+//! long-polling on the same broker never delay a heartbeat or a commit, and requests leave in
+//! the order the machine emits them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kafka_protocol::messages::ApiKey;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::cluster::Cluster;
+use super::connection::{BrokerLink, Connection};
+use crate::error::{ConfigError, Error, Result};
+use crate::group::events::{CommitId, GroupEvent, OffsetFetchId, PartitionCommit};
+use crate::group::requests::{
+    CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
+};
+use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, TopicPartition};
+use crate::protocol::error_code::KafkaCode;
+
+/// A group event with the wall-clock time it happened.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct GroupEventRecord {
+    pub at: SystemTime,
+    pub event: GroupEvent,
+}
+
+/// Who closes the revoke window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeMode {
+    /// The driver closes it as soon as in-flight commits are answered.
+    Automatic,
+    /// The application calls [`GroupHandle::revoke_done`] after its own commits (or the
+    /// revoke timeout passes).
+    Manual,
+}
+
+enum Command {
+    Commit(Vec<Lease>, oneshot::Sender<Vec<PartitionCommit>>),
+    Lease(TopicPartition, i64, oneshot::Sender<Option<Lease>>),
+    FetchCommitted(Vec<TopicPartition>, FetchReply),
+    RevokeDone,
+    Poll,
+    Snapshot(oneshot::Sender<GroupSnapshot>),
+    Leave(String, oneshot::Sender<()>),
+}
+
+type Answer = (RequestId, std::result::Result<Answered, RequestFailure>);
+
+enum Answered {
+    Response(GroupResponse),
+    Coordinator(CoordinatorFound, Connection),
+}
+
+/// A handle on a running group member. Dropping every handle stops the member without a
+/// LeaveGroup; call [`leave`](Self::leave) to leave properly.
+#[derive(Clone)]
+pub struct GroupHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<GroupEventRecord>,
+}
+
+impl std::fmt::Debug for GroupHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupHandle").finish_non_exhaustive()
+    }
+}
+
+impl GroupHandle {
+    /// Validates the configuration, starts the member's task and begins joining.
+    pub async fn start(cluster: Cluster, config: GroupConfig, topics: Vec<String>, revoke: RevokeMode) -> Result<Self> {
+        config.validate()?;
+        for topic in &topics {
+            crate::driver::cluster::validate_topic_name(topic)?;
+        }
+        if topics.is_empty() {
+            return Err(ConfigError::Missing { key: "subscription (topics)" }.into());
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let metadata = cluster.refresh_metadata(Some(&names)).await?;
+        let counts: Vec<(String, i32)> =
+            topics.iter().filter_map(|t| metadata.partition_count(t).map(|n| (t.clone(), n as i32))).collect();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let mut machine = GroupMachine::new(config, topics, Instant::now());
+        machine.set_partition_counts(counts);
+        let task = Driver {
+            machine,
+            cluster,
+            coordinator: None,
+            answers: JoinSet::new(),
+            commits: HashMap::new(),
+            fetches: HashMap::new(),
+            events: events.clone(),
+            revoke,
+            leaving: None,
+        };
+        tokio::spawn(task.run(rx));
+        Ok(GroupHandle { commands, events })
+    }
+
+    /// Subscribes to the member's events. Events before the call are not replayed.
+    pub fn events(&self) -> broadcast::Receiver<GroupEventRecord> {
+        self.events.subscribe()
+    }
+
+    /// A lease for `partition` up to `next_offset`, if this member owns it now.
+    pub async fn lease(&self, partition: TopicPartition, next_offset: i64) -> Result<Option<Lease>> {
+        self.ask(|reply| Command::Lease(partition, next_offset, reply)).await
+    }
+
+    /// Commits leases and waits for every partition's outcome.
+    pub async fn commit(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        self.ask(|reply| Command::Commit(leases, reply)).await
+    }
+
+    /// The committed offsets of `partitions` (`None`: nothing committed).
+    pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.ask(|reply| Command::FetchCommitted(partitions, reply)).await?.map_err(|reason| Error::Broker {
+            api: ApiKey::OffsetFetch,
+            code: KafkaCode(-1),
+            context: reason,
+        })
+    }
+
+    /// Closes the revoke window under [`RevokeMode::Manual`].
+    pub fn revoke_done(&self) {
+        let _ = self.commands.send(Command::RevokeDone);
+    }
+
+    /// Tells the member the application polled (`max.poll.interval.ms`).
+    pub fn record_poll(&self) {
+        let _ = self.commands.send(Command::Poll);
+    }
+
+    /// The debug snapshot (DESIGN section 5).
+    pub async fn group_state(&self) -> Result<GroupSnapshot> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Leaves the group (dynamic members send LeaveGroup) and stops the task.
+    pub async fn leave(&self, reason: &str) -> Result<()> {
+        self.ask(|reply| Command::Leave(reason.to_owned(), reply)).await
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(command(tx)).map_err(|_| Error::Closed("group member"))?;
+        rx.await.map_err(|_| Error::Closed("group member"))
+    }
+}
+
+struct Driver {
+    machine: GroupMachine,
+    cluster: Cluster,
+    coordinator: Option<Connection>,
+    answers: JoinSet<Answer>,
+    commits: HashMap<CommitId, oneshot::Sender<Vec<PartitionCommit>>>,
+    fetches: HashMap<OffsetFetchId, FetchReply>,
+    events: broadcast::Sender<GroupEventRecord>,
+    revoke: RevokeMode,
+    leaving: Option<oneshot::Sender<()>>,
+}
+
+type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, String>>;
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            self.drain();
+            if self.is_finished() {
+                if let Some(reply) = self.leaving.take() {
+                    let _ = reply.send(());
+                }
+                return;
+            }
+            let deadline = self.machine.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    // Every handle dropped: stop without LeaveGroup (the session expires).
+                    None => return,
+                },
+                Some(joined) = self.answers.join_next(), if !self.answers.is_empty() => {
+                    if let Ok((id, answer)) = joined {
+                        self.answer(id, answer);
+                    }
+                }
+                _ = sleep_until(deadline) => self.machine.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.machine.state_name(), "Left" | "Failed") && self.commits.is_empty()
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Commit(leases, reply) => {
+                let id = self.machine.commit(leases, now);
+                self.commits.insert(id, reply);
+            }
+            Command::Lease(tp, offset, reply) => {
+                let _ = reply.send(self.machine.lease(&tp, offset));
+            }
+            Command::FetchCommitted(partitions, reply) => {
+                let id = self.machine.fetch_committed(partitions, now);
+                self.fetches.insert(id, reply);
+            }
+            Command::RevokeDone => self.machine.revoke_done(now),
+            Command::Poll => self.machine.record_poll(now),
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.machine.snapshot(now));
+            }
+            Command::Leave(reason, reply) => {
+                self.leaving = Some(reply);
+                self.machine.leave(&reason, now);
+            }
+        }
+    }
+
+    fn answer(&mut self, id: RequestId, answer: std::result::Result<Answered, RequestFailure>) {
+        let now = Instant::now();
+        match answer {
+            Ok(Answered::Response(response)) => self.machine.handle_response(now, id, response),
+            Ok(Answered::Coordinator(found, conn)) => {
+                self.coordinator = Some(conn);
+                self.machine.handle_coordinator_found(now, id, found);
+            }
+            Err(failure) => {
+                if matches!(failure, RequestFailure::Network(_) | RequestFailure::TimedOut) {
+                    self.coordinator = None;
+                }
+                self.machine.handle_request_failed(now, id, failure);
+            }
+        }
+    }
+
+    /// Sends every request and publishes every event the machine has.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(request) = self.machine.poll_request() {
+                progressed = true;
+                self.dispatch(request);
+            }
+            while let Some((at, event)) = self.machine.poll_event() {
+                progressed = true;
+                self.publish(at, event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn publish(&mut self, at: Instant, event: GroupEvent) {
+        match &event {
+            GroupEvent::CommitCompleted { id, results } => {
+                if let Some(reply) = self.commits.remove(id) {
+                    let _ = reply.send(results.clone());
+                }
+            }
+            GroupEvent::CommittedOffsets { id, offsets } => {
+                if let Some(reply) = self.fetches.remove(id) {
+                    let _ = reply.send(Ok(offsets.clone()));
+                }
+            }
+            GroupEvent::CommittedOffsetsFailed { id, reason } => {
+                if let Some(reply) = self.fetches.remove(id) {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+            GroupEvent::RevokeRequested { .. } if self.revoke == RevokeMode::Automatic => {
+                self.machine.revoke_done(Instant::now());
+            }
+            _ => {}
+        }
+        let wall = SystemTime::now() - Instant::now().saturating_duration_since(at);
+        let _ = self.events.send(GroupEventRecord { at: wall, event });
+    }
+
+    fn dispatch(&mut self, request: OutgoingRequest) {
+        let OutgoingRequest { id, version, timeout, body } = request;
+        if let GroupRequest::FindCoordinator { group_id } = body {
+            let cluster = self.cluster.clone();
+            self.coordinator = None;
+            self.answers.spawn(async move { (id, find_coordinator(cluster, group_id).await) });
+            return;
+        }
+        let Some(conn) = self.coordinator.clone() else {
+            self.answers.spawn(async move { (id, Err(RequestFailure::Network("no coordinator connection".into()))) });
+            return;
+        };
+        match start(&conn, version, timeout, body) {
+            Ok(pending) => self.answers.spawn(async move { (id, pending.await) }),
+            Err(failure) => self.answers.spawn(async move { (id, Err(failure)) }),
+        };
+    }
+}
+
+/// Puts a coordinator request on the wire now and returns the future of its answer.
+fn start(
+    conn: &Connection,
+    version: i16,
+    timeout: Duration,
+    body: GroupRequest,
+) -> std::result::Result<PendingAnswer, RequestFailure> {
+    match body {
+        GroupRequest::JoinGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::JoinGroup),
+        GroupRequest::SyncGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::SyncGroup),
+        GroupRequest::Heartbeat(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::Heartbeat),
+        GroupRequest::LeaveGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::LeaveGroup),
+        GroupRequest::OffsetCommit(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetCommit),
+        GroupRequest::OffsetFetch(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetFetch),
+        GroupRequest::FindCoordinator { .. } => {
+            Err(RequestFailure::Malformed("FindCoordinator goes to any broker, not the coordinator".into()))
+        }
+    }
+}
+
+type PendingAnswer = Pin<Box<dyn Future<Output = std::result::Result<Answered, RequestFailure>> + Send>>;
+
+fn wrap<T: Send + 'static>(
+    started: Result<impl Future<Output = Result<T>> + Send + 'static>,
+    into: fn(T) -> GroupResponse,
+) -> std::result::Result<PendingAnswer, RequestFailure> {
+    let pending = started.map_err(|e| failure_of(&e))?;
+    Ok(Box::pin(async move { pending.await.map(|r| Answered::Response(into(r))).map_err(|e| failure_of(&e)) }))
+}
+
+fn failure_of(error: &Error) -> RequestFailure {
+    match error {
+        Error::Network(crate::error::NetworkError::RequestTimeout { .. }) => RequestFailure::TimedOut,
+        Error::Network(e) => RequestFailure::Network(e.to_string()),
+        Error::Broker { code, .. } => RequestFailure::Broker(*code),
+        other => RequestFailure::Malformed(other.to_string()),
+    }
+}
+
+/// One FindCoordinator attempt, then a dedicated connection to the coordinator.
+async fn find_coordinator(cluster: Cluster, group_id: String) -> std::result::Result<Answered, RequestFailure> {
+    let info = cluster.find_coordinator_once(&group_id).await.map_err(|e| failure_of(&e))?;
+    let link = BrokerLink::new(info.addr(), Arc::new(cluster.config().connection.clone()));
+    let conn = link.connection().await.map_err(|e| failure_of(&e))?;
+    let versions = conn.versions().clone();
+    Ok(Answered::Coordinator(CoordinatorFound { node_id: info.node_id, versions }, conn))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
