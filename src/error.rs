@@ -73,6 +73,16 @@ pub enum Error {
     /// A bounded retry loop ran out of attempts or time.
     #[error("gave up on {what} after {attempts} attempts: {last}")]
     RetriesExhausted { what: &'static str, attempts: u32, last: Box<Error> },
+    /// The group member stopped for good (fenced, unauthorized, misconfigured).
+    #[error("group member stopped: {0}")]
+    Group(#[from] crate::group::GroupError),
+    /// The application did not poll within `max.poll.interval.ms`; the member left the group
+    /// so its partitions could move, and rejoins on the next poll.
+    #[error("max.poll.interval.ms ({interval:?}) passed between two polls: the member left the group and rejoins on the next poll")]
+    MaxPollIntervalExceeded { interval: Duration },
+    /// One partition's records could not be fetched or decoded; other partitions go on.
+    #[error("fetching {partition} failed: {reason}")]
+    PartitionFetch { partition: String, reason: String },
     /// The component was shut down.
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -98,7 +108,9 @@ impl Error {
             Error::Broker { code, .. } => code.action().unwrap_or(ErrorAction::Retry),
             Error::UnknownPartition { .. } => ErrorAction::RefreshMetadata,
             Error::RetriesExhausted { .. } => ErrorAction::FailRequest,
-            Error::Closed(_) => ErrorAction::Fatal,
+            Error::Closed(_) | Error::Group(_) => ErrorAction::Fatal,
+            Error::MaxPollIntervalExceeded { .. } => ErrorAction::Rejoin,
+            Error::PartitionFetch { .. } => ErrorAction::FailRequest,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Shared set-up for real-broker tests: a broker per test (the embedded nisshi, or the cluster
 //! named by `KGROUP_BOOTSTRAP`), unique names, and log capture.
 
+pub mod mock;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 

@@ -197,9 +197,7 @@ impl Connection {
     /// Sends `request` at `version`, waiting at most `timeout` for the response.
     pub async fn send_at<R: Request>(&self, request: &R, version: i16, timeout: Duration) -> Result<R::Response> {
         let frame = self.exchange::<R>(request, version, timeout, true).await?.unwrap_or_default();
-        let (header, response) = decode_response::<R>(frame, version)?;
-        debug_assert!(header.correlation_id > 0);
-        Ok(response)
+        decode_answer::<R>(frame, version)
     }
 
     /// Sends a request the broker will not answer (Produce with `acks=0`).
@@ -223,7 +221,7 @@ impl Connection {
         let conn = self.clone();
         Ok(async move {
             let frame = conn.await_reply(api_key_of::<R>(), queued, timeout).await?.unwrap_or_default();
-            Ok(decode_response::<R>(frame, version)?.1)
+            decode_answer::<R>(frame, version)
         })
     }
 
@@ -295,6 +293,18 @@ impl Connection {
             return Err(Error::broker(ApiKey::ApiVersions, response.error_code, self.inner.addr.clone()));
         }
         Ok(NegotiatedVersions::negotiate(&response))
+    }
+}
+
+/// Decodes a response; a malformed error answer whose code was readable becomes that broker
+/// error, so the caller reacts to the code.
+fn decode_answer<R: Request>(frame: Bytes, version: i16) -> Result<R::Response> {
+    match decode_response::<R>(frame, version) {
+        Ok((_, response)) => Ok(response),
+        Err(crate::protocol::ProtocolError::ErrorResponse { api, code, detail, .. }) => {
+            Err(Error::broker(api, code, format!("malformed error answer: {detail}")))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

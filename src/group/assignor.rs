@@ -154,6 +154,14 @@ pub trait Assignor: Send + Sync + std::fmt::Debug {
     ) -> BTreeMap<String, Vec<TopicPartition>>;
 }
 
+/// The built-in assignor with this protocol name (`partition.assignment.strategy` values).
+pub fn assignor_by_name(name: &str) -> Option<std::sync::Arc<dyn Assignor>> {
+    match name {
+        "range" => Some(std::sync::Arc::new(RangeAssignor)),
+        _ => None,
+    }
+}
+
 /// Kafka's `range` assignor: per topic, consumers in sorted order each take a contiguous range;
 /// the first `partitions % consumers` take one extra.
 #[derive(Debug, Clone, Copy, Default)]

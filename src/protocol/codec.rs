@@ -55,8 +55,32 @@ pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(Respon
     let mut body = frame;
     let header: ResponseHeader =
         guarded_decode(api, version, "response header", &mut body, api.response_header_version(version))?;
-    let response = guarded_decode(api, version, "response body", &mut body, version)?;
-    Ok((header, response))
+    let untouched = body.clone();
+    match guarded_decode(api, version, "response body", &mut body, version) {
+        Ok(response) => Ok((header, response)),
+        Err(e) => match leading_error_code(api, version, &untouched) {
+            // Some brokers put nulls where the schema forbids them in error answers (librdkafka's
+            // mock sends a null FindCoordinator host): the code still tells what happened.
+            Some(code) if code != 0 => Err(ProtocolError::ErrorResponse { api, version, code, detail: e.to_string() }),
+            _ => Err(e),
+        },
+    }
+}
+
+/// The top-level error code of responses that start with one (after the throttle time from
+/// the version that added it), read without decoding the rest.
+fn leading_error_code(api: ApiKey, version: i16, body: &[u8]) -> Option<i16> {
+    let throttle_from = match api {
+        ApiKey::ApiVersions => i16::MAX,
+        ApiKey::FindCoordinator | ApiKey::SyncGroup | ApiKey::Heartbeat | ApiKey::LeaveGroup => 1,
+        ApiKey::JoinGroup => 2,
+        _ => return None,
+    };
+    if api == ApiKey::FindCoordinator && version >= 4 {
+        return None; // per-key errors inside an array
+    }
+    let at = if version >= throttle_from { 4 } else { 0 };
+    body.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]))
 }
 
 /// Decodes with the crate's decoder, turning both its errors and any panic inside it into a
@@ -102,6 +126,22 @@ mod tests {
         let (header, body) = decode_response::<HeartbeatRequest>(resp.freeze(), 4).unwrap();
         assert_eq!(header.correlation_id, 42);
         assert_eq!(body.error_code, 27);
+    }
+
+    /// librdkafka's mock answers FindCoordinator errors with a null host; the code survives.
+    #[test]
+    fn a_malformed_error_answer_keeps_its_code() {
+        use kafka_protocol::messages::FindCoordinatorRequest;
+        let mut frame = BytesMut::new();
+        frame.put_i32(5); // correlation id (header v0 below v3)
+        frame.put_i32(0); // throttle time
+        frame.put_i16(15); // COORDINATOR_NOT_AVAILABLE
+        frame.put_i16(-1); // error message: null
+        frame.put_i32(-1); // node id
+        frame.put_i16(-1); // host: null, which the schema forbids
+        frame.put_i32(-1); // port
+        let err = decode_response::<FindCoordinatorRequest>(frame.freeze(), 1).unwrap_err();
+        assert!(matches!(err, ProtocolError::ErrorResponse { code: 15, version: 1, .. }), "{err}");
     }
 
     #[test]

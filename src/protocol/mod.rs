@@ -27,6 +27,9 @@ pub enum ProtocolError {
     /// The broker's bytes do not decode as the expected message.
     #[error("cannot decode {api:?} v{version} {part}: {detail}")]
     Decode { api: ApiKey, version: i16, part: &'static str, detail: String },
+    /// An error answer that does not follow the schema; its leading error code was readable.
+    #[error("{api:?} v{version} answered error code {code} in a malformed response: {detail}")]
+    ErrorResponse { api: ApiKey, version: i16, code: i16, detail: String },
     /// We asked for a version the message type does not have.
     #[error("{api:?} v{version} is outside the versions this client can encode ({min}..={max})")]
     VersionOutOfRange { api: ApiKey, version: i16, min: i16, max: i16 },
