@@ -1,3 +1,4 @@
 //! Conformance suite support.
 
 pub mod coordinator;
+pub mod server;
