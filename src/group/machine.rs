@@ -302,14 +302,24 @@ impl GroupMachine {
             }
         };
         if self.is_heartbeating() {
-            push("heartbeat", self.next_heartbeat);
+            // Only while one can be sent: a due heartbeat waiting for an answer or for the
+            // coordinator would keep this timer in the past (the driver would spin).
+            let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }));
+            if self.versions().is_some() && !heartbeat_in_flight {
+                push("heartbeat", self.next_heartbeat);
+            }
             push("session", self.session_deadline);
         }
         push("backoff", self.retry_at);
         push("commit-backoff", self.commit_retry_at);
-        push("commit-deadline", self.commits.front().map(|j| j.deadline));
+        // Deadlines are checked when nothing is in flight (the answer re-checks them).
+        if self.commit_in_flight.is_none() {
+            push("commit-deadline", self.commits.front().map(|j| j.deadline));
+        }
         push("fetch-backoff", self.fetch_retry_at);
-        push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
+        if self.fetch_in_flight.is_none() && self.fetch_retry_at.is_none() && self.versions().is_some() {
+            push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
+        }
         push("max-poll-interval", self.poll_deadline);
         if let State::Revoking { deadline, .. } = &self.state {
             push("revoke-deadline", Some(*deadline));
@@ -713,6 +723,12 @@ impl GroupMachine {
 
     /// Runs everything that can go now. Called after every input.
     fn progress(&mut self, now: Instant) {
+        // A backoff that ran out is no timer any more (poll_timeout must not stay in the past).
+        for at in [&mut self.retry_at, &mut self.commit_retry_at, &mut self.fetch_retry_at] {
+            if !later(*at, now) {
+                *at = None;
+            }
+        }
         if matches!(self.state, State::Failed(_)) {
             return;
         }
@@ -730,6 +746,9 @@ impl GroupMachine {
             self.coordinator = CoordinatorState::Finding(id);
         }
         if let State::Revoking { handler_done: true, .. } = self.state {
+            // Report answered commits (and send queued ones) first, so the join is judged on
+            // what is really still outstanding.
+            self.drive_commits(now);
             // Commits the broker told to wait for the next generation cannot hold the join.
             let waiting_only = self.commits.front().is_none_or(|job| job.wait_past.is_some());
             if self.commit_in_flight.is_none() && waiting_only {
