@@ -499,22 +499,39 @@ impl GroupMachine {
                     self.retry_at = Some(now + self.backoff(self.coordinator_attempts));
                 }
             }
+            // An error answer that did not decode still carries its code: react to the code
+            // exactly as to a well-formed answer (librdkafka's mock sends such answers).
             InFlight::Join => {
-                // The broker may still hold the join; a second one from the same member id
-                // replaces it (GM 527-544), so retrying with the same id is safe.
-                self.coordinator_lost(&format!("JoinGroup {failure}"), now);
-                if let State::AwaitingJoin { join, .. } = &mut self.state {
-                    *join = None;
+                if let RequestFailure::Broker(code) = failure {
+                    let answer = JoinGroupResponse::default()
+                        .with_error_code(code.0)
+                        .with_member_id(str_bytes(self.member_id.as_str()));
+                    self.on_join(now, id, answer);
+                } else {
+                    // The broker may still hold the join; a second one from the same member id
+                    // replaces it (GM 527-544), so retrying with the same id is safe.
+                    self.coordinator_lost(&format!("JoinGroup {failure}"), now);
+                    if let State::AwaitingJoin { join, .. } = &mut self.state {
+                        *join = None;
+                    }
                 }
             }
             InFlight::Sync { sent } => {
-                self.coordinator_lost(&format!("SyncGroup {failure}"), now);
-                if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { .. }) {
-                    self.rejoin(RejoinReason::Retry(format!("SyncGroup {failure}")), now);
+                if let RequestFailure::Broker(code) = failure {
+                    self.on_sync(now, id, sent, SyncGroupResponse::default().with_error_code(code.0));
+                } else {
+                    self.coordinator_lost(&format!("SyncGroup {failure}"), now);
+                    if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { .. }) {
+                        self.rejoin(RejoinReason::Retry(format!("SyncGroup {failure}")), now);
+                    }
                 }
             }
-            InFlight::Heartbeat { .. } => {
-                self.coordinator_lost(&format!("Heartbeat {failure}"), now);
+            InFlight::Heartbeat { sent } => {
+                if let RequestFailure::Broker(code) = failure {
+                    self.on_heartbeat(now, sent, code.0);
+                } else {
+                    self.coordinator_lost(&format!("Heartbeat {failure}"), now);
+                }
             }
             InFlight::Leave => self.finish_leaving(now),
             InFlight::Commit { entries, .. } => {
@@ -1034,6 +1051,11 @@ impl GroupMachine {
             Vec::new()
         };
         let Some(version) = self.version(ApiKey::SyncGroup, now) else {
+            // The coordinator was lost while this join was answered: join again (same member
+            // id) once it is found, rather than wait for a join that is no longer in flight.
+            if let State::AwaitingJoin { join, .. } = &mut self.state {
+                *join = None;
+            }
             return;
         };
         let mut request = SyncGroupRequest::default()
@@ -1084,6 +1106,12 @@ impl GroupMachine {
                 // off and rejoin.
                 self.retry_at = Some(now + self.backoff(1));
                 return self.rejoin(RejoinReason::Retry("SyncGroup UNKNOWN_SERVER_ERROR".into()), now);
+            }
+            COORDINATOR_LOAD_IN_PROGRESS => {
+                // Retriable by definition (Kafka 3.6 maps loading to REBALANCE_IN_PROGRESS for
+                // SyncGroup, but other coordinators may not): back off and rejoin, never stop.
+                self.retry_at = Some(now + self.backoff(1));
+                return self.rejoin(RejoinReason::Retry("SyncGroup COORDINATOR_LOAD_IN_PROGRESS".into()), now);
             }
             FENCED_INSTANCE_ID => return self.fail(self.fenced_error(), now),
             code => {
@@ -1583,6 +1611,8 @@ impl GroupMachine {
 
     fn complete_job(&mut self, job: CommitJob, now: Instant) {
         tracing::debug!(commit = job.id.0, partitions = job.results.len(), "commit completed");
+        // The backoff belonged to this job's retries; the next commit starts fresh.
+        self.commit_retry_at = None;
         self.events.push_back((now, GroupEvent::CommitCompleted { id: job.id, results: job.results }));
     }
 
@@ -1709,6 +1739,13 @@ impl GroupMachine {
             }
         }
         if partitions.iter().any(|p| p.3 == UNSTABLE_OFFSET_COMMIT || p.3 == COORDINATOR_LOAD_IN_PROGRESS) {
+            return retry(self, false);
+        }
+        // A requested partition missing from the answer was not looked up, which is not "nothing
+        // committed": v0-1 answer a group-level error (a loading coordinator) with no partitions
+        // at all (spec §6.7), and reading that as -1 would rewind the partition.
+        let answered = |tp: &TopicPartition| partitions.iter().any(|p| p.0 == *tp.topic && p.1 == tp.partition);
+        if self.fetches.front().is_some_and(|job| !job.partitions.iter().all(answered)) {
             return retry(self, false);
         }
         let Some(job) = self.fetches.pop_front() else {
