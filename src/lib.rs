@@ -1,5 +1,6 @@
 //! kgroup: a pure-Rust Kafka consumer-group client.
 
+pub mod consumer;
 pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
@@ -8,6 +9,7 @@ pub mod group;
 pub mod producer;
 pub mod protocol;
 
+pub use consumer::{Batch, ConsumerConfig, GroupConsumer, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use error::{ConfigError, Error, NetworkError, Result};
 

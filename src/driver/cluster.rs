@@ -293,6 +293,7 @@ impl Cluster {
         let response = self
             .with_retries("metadata", |conn| async move {
                 let version = conn.version(ApiKey::Metadata)?;
+                // Never create topics by looking them up (v4+ asks; below v4 the broker decides).
                 let request = MetadataRequest::default().with_topics(topics.map(|names| {
                     names
                         .iter()
@@ -302,6 +303,7 @@ impl Cluster {
                         })
                         .collect()
                 }));
+                let request = if version >= 4 { request.with_allow_auto_topic_creation(false) } else { request };
                 conn.send_at(&request, version, self.inner.connection_config.request_timeout).await
             })
             .await?;

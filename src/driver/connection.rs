@@ -172,6 +172,11 @@ impl Connection {
         &self.inner.addr
     }
 
+    /// Closes the connection: every request in flight fails with one shared cause.
+    pub fn close(&self) {
+        self.inner.break_with(DisconnectCause::ClosedByClient);
+    }
+
     /// Whether the connection has failed; a broken connection fails every request at once.
     pub fn is_broken(&self) -> bool {
         lock(&self.inner.slots).broken.is_some()

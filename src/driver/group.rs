@@ -119,7 +119,18 @@ impl GroupHandle {
 
     /// Commits leases and waits for every partition's outcome.
     pub async fn commit(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
-        self.ask(|reply| Command::Commit(leases, reply)).await
+        self.start_commit(leases).await
+    }
+
+    /// Hands the commit to the member now (ahead of any later command, such as
+    /// [`revoke_done`](Self::revoke_done)) and returns the future of its outcomes.
+    pub fn start_commit(&self, leases: Vec<Lease>) -> impl Future<Output = Result<Vec<PartitionCommit>>> + use<> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Commit(leases, tx));
+        async move {
+            sent.map_err(|_| Error::Closed("group member"))?;
+            rx.await.map_err(|_| Error::Closed("group member"))
+        }
     }
 
     /// The committed offsets of `partitions` (`None`: nothing committed).
@@ -239,7 +250,11 @@ impl Driver {
             }
             Err(failure) => {
                 if matches!(failure, RequestFailure::Network(_) | RequestFailure::TimedOut) {
-                    self.coordinator = None;
+                    // As the Java client does: a request that timed out poisons the connection,
+                    // so nothing stays queued behind an answer that will not come.
+                    if let Some(conn) = self.coordinator.take() {
+                        conn.close();
+                    }
                 }
                 self.machine.handle_request_failed(now, id, failure);
             }

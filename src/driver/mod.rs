@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod cluster;
 pub mod connection;
+pub mod fetcher;
 pub mod group;

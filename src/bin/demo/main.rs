@@ -1,32 +1,36 @@
-//! `cargo run --release`: the kgroup demo.
+//! `cargo run --release`: the kgroup demo, the seed scenario of the project.
 //!
-//! Starts the embedded nisshi broker (or uses `KGROUP_BOOTSTRAP`), creates a 72-partition topic,
-//! produces keyed messages and prints what the cluster looks like. Later stages of the project
-//! grow it into the 2-to-30-member scale-out scenario.
+//! Starts the embedded nisshi broker (or uses `KGROUP_BOOTSTRAP`), creates a 72-partition
+//! topic, produces keyed messages, and scales a consumer group from 2 to 30 members one at a
+//! time while every member processes batches of 1000 messages and commits each synchronously.
+//! Prints a table per step and the final group snapshot.
+//!
+//! Environment: `KGROUP_BOOTSTRAP` (use that cluster), `KGROUP_DEMO_MEMBERS` (largest group,
+//! default 30), `KGROUP_DEMO_ASSIGNOR` (default `range`), `RUST_LOG` (log filter).
 
-use std::time::{Duration, Instant};
+mod scenario;
+
+use std::io::Write;
+use std::time::Duration;
 
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
-use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
-use kgroup::protocol::versions::CLIENT_RANGES;
-use kgroup::{Cluster, ClusterConfig};
-
-const TOPIC_PARTITIONS: i32 = 72;
-const MESSAGES: usize = 72_000;
 
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run().await {
-        eprintln!("kgroup-demo: {e}");
+        eprintln!("\nkgroup-demo: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), scenario::BoxError> {
+    let max_members: usize = std::env::var("KGROUP_DEMO_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let assignor = std::env::var("KGROUP_DEMO_ASSIGNOR").unwrap_or_else(|_| "range".into());
     // Kept alive until the end of `run`: dropping it stops the broker.
     let (_broker, bootstrap) = match std::env::var("KGROUP_BOOTSTRAP") {
         Ok(bootstrap) if !bootstrap.trim().is_empty() => {
@@ -35,76 +39,53 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {
             println!("Starting the embedded nisshi broker on 127.0.0.1 ...");
-            let broker = EmbeddedBroker::start(BrokerOptions::default()).await?;
+            let options = BrokerOptions { initial_rebalance_delay: Duration::from_millis(500), ..Default::default() };
+            let broker = EmbeddedBroker::start(options).await?;
             let bootstrap = broker.bootstrap();
             println!("Broker ready at {bootstrap}.");
             (Some(broker), bootstrap)
         }
     };
-    let cluster = Cluster::connect(ClusterConfig::from_bootstrap_servers(&bootstrap)?).await?;
-    let topic = format!("kgroup-demo-{}", std::process::id());
-    cluster.create_topic(&topic, TOPIC_PARTITIONS, 1).await?;
-    println!("Created topic {topic} with {TOPIC_PARTITIONS} partitions.");
-
-    let producer = Producer::new(
-        cluster.clone(),
-        ProducerConfig {
-            acks: Acks::All,
-            compression: Compression::Lz4,
-            linger: Duration::from_millis(5),
-            ..Default::default()
-        },
-    )?;
-    let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(MESSAGES);
-    for i in 0..MESSAGES {
-        deliveries.push(producer.send(ProducerRecord::new(
-            &topic,
-            Some(format!("order-{}", i % 5000)),
-            format!("payload {i}"),
-        )));
-        if i % 10_000 == 9_999 {
-            eprint!("\rproduced {:>6} / {MESSAGES}", i + 1);
-        }
-    }
-    producer.flush().await;
-    let mut per_partition = vec![0usize; TOPIC_PARTITIONS as usize];
-    for delivery in deliveries {
-        per_partition[delivery.await?.partition as usize] += 1;
-    }
-    producer.close().await;
-    let elapsed = started.elapsed();
-    eprintln!();
+    let id = std::process::id();
+    let settings = scenario::Settings {
+        bootstrap,
+        topic: format!("kgroup-demo-{id}"),
+        group: format!("kgroup-demo-{id}"),
+        partitions: 72,
+        members: (2..=max_members.max(2)).collect(),
+        initial_messages: 72_000,
+        produce_rate: 10_000,
+        batch_size: 1000,
+        processing_time: Duration::from_millis(20),
+        steady: Duration::from_millis(500),
+        converge_timeout: Duration::from_secs(120),
+        assignment_strategy: assignor.clone(),
+    };
     println!(
-        "Produced {MESSAGES} keyed messages (acks=all, lz4) in {:.2?}: {:.0} msg/s.",
-        elapsed,
-        MESSAGES as f64 / elapsed.as_secs_f64()
+        "Seed scenario: 72 partitions, a group of 2 to {} members ({assignor}), batches of 1000, synchronous commits.\n",
+        settings.members.last().copied().unwrap_or(2)
     );
-
-    let metadata = cluster.refresh_metadata(Some(&[&topic])).await?;
-    println!("\nCluster {}:", metadata.cluster_id.as_deref().unwrap_or("(no id)"));
-    for broker in metadata.brokers.values() {
-        println!("  broker {} at {}", broker.node_id, broker.addr());
+    let progress = |line: &str| {
+        eprint!("\r\x1b[2K{line}");
+        let _ = std::io::stderr().flush();
+    };
+    let report = scenario::run(settings, &progress).await?;
+    eprint!("\r\x1b[2K");
+    println!("{}", scenario::table(&report));
+    if !report.unclassified.is_empty() {
+        println!("Errors that reached the application unclassified: {:?}", report.unclassified);
     }
-    let info = &metadata.topics[&topic];
-    println!("\nTopic {topic}: {} partitions", info.partitions.len());
-    println!("  {:>9}  {:>6}  {:>12}  {:>8}", "partition", "leader", "leader epoch", "messages");
-    for p in info.partitions.iter().take(6) {
-        println!(
-            "  {:>9}  {:>6}  {:>12}  {:>8}",
-            p.partition, p.leader, p.leader_epoch, per_partition[p.partition as usize]
-        );
+    if let Some(snapshot) = &report.final_snapshot {
+        println!("Final group snapshot of the first member:\n{}", scenario::summary(snapshot));
     }
-    println!("  ... ({} more)", info.partitions.len().saturating_sub(6));
-    let (min, max) = (per_partition.iter().min().unwrap_or(&0), per_partition.iter().max().unwrap_or(&0));
-    println!("  messages per partition: min {min}, max {max} (murmur2 of 5000 distinct keys)");
-
-    let conn = cluster.any_connection().await?;
-    println!("\nAPI versions negotiated with {}:", conn.addr());
-    for &(api, ours_min, ours_max) in CLIENT_RANGES {
-        let chosen = conn.versions().get(api).map(|v| format!("v{v}")).unwrap_or_else(|_| "unsupported".into());
-        println!("  {:<16} {:>11}   (kgroup speaks v{ours_min}..v{ours_max})", format!("{api:?}"), chosen);
+    if report.lost > 0 || !report.unclassified.is_empty() || !report.redelivered_after_commit.is_empty() {
+        return Err(format!(
+            "{} messages lost, {} unclassified errors, {} offsets redelivered after their commit",
+            report.lost,
+            report.unclassified.len(),
+            report.redelivered_after_commit.len()
+        )
+        .into());
     }
-    println!("\nThe consumer-group scenario (2 to 30 members, synchronous commits) arrives with the group core.");
     Ok(())
 }

@@ -1,0 +1,570 @@
+//! The public consumer: [`GroupConsumer`], a `Stream` of per-partition record batches, each
+//! carrying the lease its commit is judged by.
+//!
+//! Group events are handled by a background task, the way the Java client handles them inside
+//! `poll()`: a revoke window opens when the application asks for its next batch (so the batch
+//! it was processing has been committed), runs the rebalance listener under a deadline, commits
+//! stored offsets when auto-commit is on, and then lets the member rejoin. Partitions kept
+//! across a rebalance keep their position and their buffered records.
+
+pub mod config;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+use crate::driver::cluster::{Cluster, ClusterConfig};
+use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig, StartPosition};
+use crate::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
+use crate::error::{Error, Result};
+use crate::group::{Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, PartitionCommit, TopicPartition};
+
+/// Records of one partition, handed out together, with the lease to commit them by.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub partition: TopicPartition,
+    pub records: Vec<ConsumerRecord>,
+    /// The partition's high watermark when the records were fetched.
+    pub high_watermark: i64,
+    lease: Lease,
+}
+
+impl Batch {
+    /// The lease: commit it (or [`GroupConsumer::commit`] the batch) once processed.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The offset after the last record: what a commit of this batch stores.
+    pub fn next_offset(&self) -> i64 {
+        self.lease.next_offset
+    }
+}
+
+/// Rebalance callbacks. Each runs under the consumer's rebalance callback timeout; the member
+/// rejoins when `revoked` returns (or the timeout passes), so commit there what must not be
+/// redelivered.
+pub trait RebalanceListener: Send + Sync {
+    fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
+    fn revoked<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
+    /// Partitions lost without a revoke window (the group moved on without this member).
+    fn lost<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
+}
+
+type NextReply = oneshot::Sender<Option<Result<Batch>>>;
+
+enum Request {
+    Next { limit: usize, reply: NextReply },
+    Position(TopicPartition, oneshot::Sender<Option<i64>>),
+    Seek(TopicPartition, i64),
+    Pause(Vec<TopicPartition>),
+    Resume(Vec<TopicPartition>),
+    Assignment(oneshot::Sender<Vec<TopicPartition>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A consumer-group member that fetches, hands out batches with leases, and commits them
+/// through the generation gate.
+pub struct GroupConsumer {
+    config: ConsumerConfig,
+    group: GroupHandle,
+    requests: mpsc::UnboundedSender<Request>,
+    stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
+    next: Option<oneshot::Receiver<Option<Result<Batch>>>>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer").field("group_id", &self.config.group_id).finish_non_exhaustive()
+    }
+}
+
+impl GroupConsumer {
+    /// Connects, subscribes to `topics` and starts joining the group.
+    pub async fn subscribe(config: ConsumerConfig, topics: &[&str]) -> Result<GroupConsumer> {
+        Self::subscribe_with_listener(config, topics, None).await
+    }
+
+    /// As [`subscribe`](Self::subscribe), with rebalance callbacks.
+    pub async fn subscribe_with_listener(
+        config: ConsumerConfig,
+        topics: &[&str],
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<GroupConsumer> {
+        config.validate()?;
+        let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
+        cluster_config.connection.client_id = config.client_id.clone();
+        cluster_config.connection.request_timeout = config.request_timeout;
+        let cluster = Cluster::connect(cluster_config).await?;
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let group = GroupHandle::start(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
+        let fetcher = Fetcher::start(
+            cluster,
+            FetcherConfig {
+                max_wait: config.fetch_max_wait,
+                min_bytes: config.fetch_min_bytes,
+                max_bytes: config.fetch_max_bytes,
+                max_partition_bytes: config.max_partition_fetch_bytes,
+                isolation: config.isolation_level,
+                buffer_bytes: config.prefetch_bytes,
+                auto_offset_reset: config.auto_offset_reset,
+            },
+        );
+        let stored = Arc::new(Mutex::new(BTreeMap::new()));
+        let (requests, rx) = mpsc::unbounded_channel();
+        let task = ConsumerTask {
+            config: config.clone(),
+            group: group.clone(),
+            events: group.events(),
+            fetcher,
+            owned: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            waiting: None,
+            holding: None,
+            revoke: None,
+            stored: stored.clone(),
+            listener,
+            next_auto_commit: Instant::now() + config.auto_commit_interval,
+        };
+        tokio::spawn(task.run(rx));
+        group.record_poll();
+        Ok(GroupConsumer { config, group, requests, stored, next: None })
+    }
+
+    /// The next batch, waiting at most `timeout`; at most `limit` records.
+    pub async fn poll(&mut self, limit: usize, timeout: Duration) -> Result<Option<Batch>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Next { limit: limit.max(1), reply })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Some(result))) => result.map(Some),
+            Ok(Ok(None)) | Ok(Err(_)) => Err(Error::Closed("consumer")),
+            // Nothing arrived in time; the request stays queued and its batch goes to the next
+            // call, so nothing is lost.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Commits a processed batch; one outcome per partition.
+    pub async fn commit(&self, batch: &Batch) -> Result<Vec<PartitionCommit>> {
+        self.group.commit(vec![batch.lease.clone()]).await
+    }
+
+    /// Commits leases (several batches, or leases moved to the offsets you choose).
+    pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        self.group.commit(leases).await
+    }
+
+    /// Stores a processed batch's offset for the next auto-commit (or [`commit_stored`](Self::commit_stored)).
+    pub fn store_offsets(&self, batch: &Batch) {
+        store(&self.stored, batch.lease.clone());
+    }
+
+    /// Commits the stored offsets now.
+    pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
+        commit_stored(&self.group, &self.stored).await
+    }
+
+    /// The next offset this consumer will hand out for `partition`.
+    pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Position(partition, reply))?;
+        rx.await.map_err(|_| Error::Closed("consumer"))
+    }
+
+    /// Moves the position of an owned partition.
+    pub fn seek(&self, partition: TopicPartition, offset: i64) -> Result<()> {
+        self.send(Request::Seek(partition, offset))
+    }
+
+    pub fn pause(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Pause(partitions))
+    }
+
+    pub fn resume(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Resume(partitions))
+    }
+
+    /// The partitions owned now, as the application has seen them assigned.
+    pub async fn assignment(&self) -> Result<Vec<TopicPartition>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Assignment(reply))?;
+        rx.await.map_err(|_| Error::Closed("consumer"))
+    }
+
+    /// Committed offsets (`None`: nothing committed).
+    pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.group.committed(partitions).await
+    }
+
+    /// The debug snapshot of the membership (DESIGN section 5).
+    pub async fn group_state(&self) -> Result<GroupSnapshot> {
+        self.group.group_state().await
+    }
+
+    /// The membership handle, for the debug API and raw lease commits.
+    pub fn group_handle(&self) -> GroupHandle {
+        self.group.clone()
+    }
+
+    /// `max.poll.records` of this consumer: the batch size of its stream.
+    pub fn max_poll_records(&self) -> usize {
+        self.config.max_poll_records
+    }
+
+    /// Timestamped group events (transitions, assignments, commit outcomes, ...).
+    pub fn group_events(&self) -> broadcast::Receiver<GroupEventRecord> {
+        self.group.events()
+    }
+
+    /// Commits stored offsets if auto-commit is on, leaves the group (static members do not
+    /// send LeaveGroup, KIP-345), and stops every task.
+    pub async fn close(self) -> Result<()> {
+        if self.config.enable_auto_commit {
+            let _ = commit_stored(&self.group, &self.stored).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.send(Request::Close(reply)).is_ok() {
+            let _ = rx.await;
+        }
+        self.group.leave("consumer closed").await
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        self.requests.send(request).map_err(|_| Error::Closed("consumer"))
+    }
+}
+
+impl futures_core::Stream for GroupConsumer {
+    type Item = Result<Batch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.next.is_none() {
+            let (reply, rx) = oneshot::channel();
+            let limit = self.config.max_poll_records;
+            if self.send(Request::Next { limit, reply }).is_err() {
+                return Poll::Ready(None);
+            }
+            self.next = Some(rx);
+        }
+        let Some(rx) = self.next.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(rx).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.next = None;
+                Poll::Ready(result.ok().flatten())
+            }
+        }
+    }
+}
+
+fn store(stored: &Mutex<BTreeMap<TopicPartition, Lease>>, lease: Lease) {
+    let mut stored = stored.lock().unwrap_or_else(PoisonError::into_inner);
+    let keep = stored
+        .get(&lease.partition)
+        .is_some_and(|s| s.owned_since == lease.owned_since && s.next_offset > lease.next_offset);
+    if !keep {
+        stored.insert(lease.partition.clone(), lease);
+    }
+}
+
+async fn commit_stored(
+    group: &GroupHandle,
+    stored: &Mutex<BTreeMap<TopicPartition, Lease>>,
+) -> Result<Vec<PartitionCommit>> {
+    let leases: Vec<Lease> =
+        std::mem::take(&mut *stored.lock().unwrap_or_else(PoisonError::into_inner)).into_values().collect();
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    group.commit(leases).await
+}
+
+/// The revoke window the task is in: opened by the coordinator, run once the application has
+/// released its batch.
+struct RevokeWindow {
+    partitions: Vec<TopicPartition>,
+    deadline: Instant,
+}
+
+struct ConsumerTask {
+    config: ConsumerConfig,
+    group: GroupHandle,
+    events: broadcast::Receiver<GroupEventRecord>,
+    fetcher: Fetcher,
+    /// What the application has been told it owns, with the lease stamp for new batches.
+    owned: BTreeMap<TopicPartition, (Generation, GenerationId)>,
+    /// Fetched records not yet handed out (a fetch larger than the caller's limit).
+    pending: BTreeMap<TopicPartition, VecDeque<(ConsumerRecord, i64)>>,
+    waiting: Option<(usize, NextReply)>,
+    /// The batch the application is processing (handed out, next batch not yet asked for).
+    holding: Option<Lease>,
+    revoke: Option<RevokeWindow>,
+    stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    next_auto_commit: Instant,
+}
+
+impl ConsumerTask {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        loop {
+            if self.waiting.is_some() && self.revoke.is_none() {
+                if let Some(batch) = self.take_pending() {
+                    self.deliver(Ok(batch));
+                    continue;
+                }
+            }
+            let can_fetch = self.waiting.is_some() && self.revoke.is_none();
+            let revoke_deadline = self.revoke.as_ref().map(|w| w.deadline);
+            let auto_commit = self.config.enable_auto_commit;
+            tokio::select! {
+                request = requests.recv() => match request {
+                    None => return,
+                    Some(Request::Close(reply)) => {
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(request) => self.request(request).await,
+                },
+                event = self.events.recv() => match event {
+                    Ok(record) => self.group_event(record.event).await,
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "consumer lagged behind group events"),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                fetched = self.fetcher.next(), if can_fetch => match fetched {
+                    Some(event) => self.fetched(event),
+                    None => return,
+                },
+                _ = sleep_until(revoke_deadline) => {
+                    tracing::warn!("the application kept its batch past the rebalance callback timeout; revoking anyway");
+                    self.run_revoke().await;
+                }
+                _ = tokio::time::sleep_until(self.next_auto_commit), if auto_commit => {
+                    self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+                    let (group, stored) = (self.group.clone(), self.stored.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = commit_stored(&group, &stored).await {
+                            tracing::warn!(error = %e, "auto-commit failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    async fn request(&mut self, request: Request) {
+        match request {
+            Request::Next { limit, reply } => {
+                // Asking for more means the previous batch is processed (Java's poll()).
+                if let Some(lease) = self.holding.take() {
+                    if self.config.enable_auto_offset_store {
+                        store(&self.stored, lease);
+                    }
+                }
+                self.group.record_poll();
+                self.waiting = Some((limit, reply));
+                if self.revoke.is_some() {
+                    self.run_revoke().await;
+                }
+            }
+            Request::Position(tp, reply) => {
+                let position = match self.pending.get(&tp).and_then(|q| q.front()) {
+                    Some((record, _)) => Some(record.offset),
+                    None => self.fetcher.position(tp).await,
+                };
+                let _ = reply.send(position);
+            }
+            Request::Seek(tp, offset) => {
+                self.pending.remove(&tp);
+                self.fetcher.seek(tp, offset);
+            }
+            Request::Pause(partitions) => self.fetcher.pause(partitions),
+            Request::Resume(partitions) => self.fetcher.resume(partitions),
+            Request::Assignment(reply) => {
+                let _ = reply.send(self.owned.keys().cloned().collect());
+            }
+            Request::Close(_) => {}
+        }
+    }
+
+    async fn group_event(&mut self, event: GroupEvent) {
+        match event {
+            GroupEvent::RevokeRequested { partitions, .. } => {
+                let deadline = Instant::now() + self.config.rebalance_callback_timeout;
+                self.revoke = Some(RevokeWindow { partitions, deadline });
+                if self.holding.is_none() {
+                    self.run_revoke().await;
+                }
+            }
+            GroupEvent::Assigned { generation, partitions, added, revoked } => {
+                self.assigned(generation, partitions, added, revoked).await;
+            }
+            GroupEvent::Lost { partitions, reason } => {
+                tracing::warn!(%reason, partitions = partitions.len(), "partitions lost");
+                self.forget(&partitions);
+                if let Some(listener) = &self.listener {
+                    let _ =
+                        tokio::time::timeout(self.config.rebalance_callback_timeout, listener.lost(&partitions)).await;
+                }
+            }
+            GroupEvent::Left { reason } => {
+                let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
+                self.forget(&owned);
+                if reason.contains("max.poll.interval.ms") {
+                    self.deliver(Err(Error::MaxPollIntervalExceeded { interval: self.config.max_poll_interval }));
+                }
+            }
+            GroupEvent::Fatal(error) => self.deliver(Err(Error::Group(error))),
+            _ => {}
+        }
+    }
+
+    /// The revoke window: pause fetching, run the listener, commit stored offsets when
+    /// auto-commit is on, then let the member rejoin.
+    async fn run_revoke(&mut self) {
+        let Some(window) = self.revoke.take() else { return };
+        self.fetcher.pause(window.partitions.clone());
+        let budget = window.deadline.saturating_duration_since(Instant::now());
+        if let Some(listener) = &self.listener {
+            if tokio::time::timeout(budget, listener.revoked(&window.partitions)).await.is_err() {
+                tracing::warn!("rebalance listener `revoked` ran past its deadline");
+            }
+        }
+        if self.config.enable_auto_commit {
+            // Handed to the member before `revoke_done`: the member's JoinGroup waits for it.
+            let leases: Vec<Lease> = std::mem::take(&mut *self.stored.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_values()
+                .collect();
+            if !leases.is_empty() {
+                let pending = self.group.start_commit(leases);
+                tokio::spawn(async move {
+                    if let Err(e) = pending.await {
+                        tracing::warn!(error = %e, "commit in the revoke window failed");
+                    }
+                });
+            }
+        }
+        self.group.revoke_done();
+    }
+
+    async fn assigned(
+        &mut self,
+        generation: Generation,
+        partitions: Vec<crate::group::OwnedPartition>,
+        added: Vec<TopicPartition>,
+        revoked: Vec<TopicPartition>,
+    ) {
+        self.forget(&revoked);
+        self.owned = partitions.iter().map(|p| (p.partition.clone(), (generation.clone(), p.owned_since))).collect();
+        let kept: Vec<TopicPartition> = self.owned.keys().filter(|tp| !added.contains(tp)).cloned().collect();
+        self.fetcher.resume(kept);
+        if !added.is_empty() {
+            // New partitions start from the committed offset; kept ones keep their position.
+            let starts = match self.group.committed(added.clone()).await {
+                Ok(committed) => committed
+                    .into_iter()
+                    .map(|(tp, offset)| (tp, offset.map_or(StartPosition::Reset, StartPosition::Offset)))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "committed offsets unavailable; using auto.offset.reset");
+                    added.iter().map(|tp| (tp.clone(), StartPosition::Reset)).collect()
+                }
+            };
+            self.fetcher.assign(starts);
+        }
+        if let Some(listener) = &self.listener {
+            let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
+            let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.assigned(&all)).await;
+        }
+    }
+
+    fn forget(&mut self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        self.fetcher.revoke(partitions.to_vec());
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        for tp in partitions {
+            self.owned.remove(tp);
+            self.pending.remove(tp);
+            stored.remove(tp);
+        }
+    }
+
+    fn fetched(&mut self, event: FetchEvent) {
+        match event {
+            FetchEvent::Records(batch) => {
+                if !self.owned.contains_key(&batch.partition) {
+                    return;
+                }
+                let queue = self.pending.entry(batch.partition.clone()).or_default();
+                queue.extend(batch.records.into_iter().map(|r| (r, batch.high_watermark)));
+            }
+            FetchEvent::PartitionError { partition, error } => {
+                tracing::warn!(%partition, %error, "partition fetch failed; other partitions go on");
+                self.deliver(Err(Error::PartitionFetch {
+                    partition: partition.to_string(),
+                    reason: error.to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Up to `limit` pending records of one owned partition, as a batch with its lease.
+    fn take_pending(&mut self) -> Option<Batch> {
+        let limit = self.waiting.as_ref().map(|(l, _)| *l)?;
+        let tp = self
+            .pending
+            .iter()
+            .find(|(tp, q)| !q.is_empty() && self.owned.contains_key(*tp))
+            .map(|(tp, _)| tp.clone())?;
+        let (generation, owned_since) = self.owned.get(&tp)?.clone();
+        let queue = self.pending.get_mut(&tp)?;
+        let take = limit.min(queue.len());
+        let taken: Vec<(ConsumerRecord, i64)> = queue.drain(..take).collect();
+        let high_watermark = taken.last().map(|(_, hw)| *hw).unwrap_or(-1);
+        let records: Vec<ConsumerRecord> = taken.into_iter().map(|(r, _)| r).collect();
+        let next_offset = records.last().map(|r| r.offset + 1)?;
+        let lease = Lease { partition: tp.clone(), next_offset, generation, owned_since };
+        Some(Batch { partition: tp, records, high_watermark, lease })
+    }
+
+    fn deliver(&mut self, item: Result<Batch>) {
+        let Some((_, reply)) = self.waiting.take() else {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "error with no caller waiting");
+            }
+            return;
+        };
+        if let Ok(batch) = &item {
+            self.holding = Some(batch.lease.clone());
+        }
+        if let Err(Some(Ok(batch))) = reply.send(Some(item)) {
+            // The caller gave up (poll timeout): keep the records for the next call.
+            self.holding = None;
+            let queue = self.pending.entry(batch.partition.clone()).or_default();
+            for record in batch.records.into_iter().rev() {
+                queue.push_front((record, batch.high_watermark));
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,683 @@
+//! The consumer's fetch path: one tokio task that keeps a bounded buffer of records for the
+//! assigned partitions, which [`Fetcher::next`] hands out in order per partition.
+//!
+//! Per leader broker the task keeps a connection of its own (a long poll must not hold up the
+//! cluster's other traffic), at most one Fetch in flight, and an incremental fetch session
+//! (KIP-227) where the broker keeps one ([`session`]). Each response is decoded by the job that
+//! received it, off the main task ([`decode`]); a partition whose data does not decode gets a
+//! [`FetchEvent::PartitionError`] and stops until it is sought or assigned again, the others go
+//! on. Leadership errors and lost connections refresh metadata and follow the new leader;
+//! OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply `auto.offset.reset` through
+//! ListOffsets.
+//!
+//! Every partition has an epoch, renewed by `assign`, `seek`, `revoke` and resets; data that
+//! arrives for an older epoch (a fetch that was in flight when the application moved the
+//! partition) is dropped, so nothing from before a seek is ever delivered after it.
+
+pub mod decode;
+pub mod session;
+mod task;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use self::session::SessionMode;
+use super::cluster::Cluster;
+use crate::error::Error;
+use crate::group::TopicPartition;
+
+/// `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    #[default]
+    ReadUncommitted,
+    /// Skip records of aborted transactions and stop at the last stable offset.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
+/// `auto.offset.reset`: where to start when there is no valid position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    Earliest,
+    #[default]
+    Latest,
+    /// Report a [`FetchEvent::PartitionError`] instead.
+    None,
+}
+
+/// Fetch settings, named after the Java consumer's properties.
+#[derive(Debug, Clone)]
+pub struct FetcherConfig {
+    /// `fetch.max.wait.ms` (default 500 ms).
+    pub max_wait: Duration,
+    /// `fetch.min.bytes` (default 1).
+    pub min_bytes: i32,
+    /// `fetch.max.bytes` (default 50 MiB).
+    pub max_bytes: i32,
+    /// `max.partition.fetch.bytes` (default 1 MiB).
+    pub max_partition_bytes: i32,
+    /// `isolation.level` (default read uncommitted).
+    pub isolation: IsolationLevel,
+    /// Bound on buffered record bytes (keys plus values) of partitions that are not paused,
+    /// default 64 MiB. Nothing is fetched while it is reached, and a fetch asks for no more
+    /// than the room left (`max_bytes`, in bytes on the wire), so the buffer passes the bound
+    /// by at most about one response: the room left, decompressed, plus one batch.
+    pub buffer_bytes: usize,
+    /// `auto.offset.reset` (default latest).
+    pub auto_offset_reset: OffsetReset,
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        FetcherConfig {
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 52_428_800,
+            max_partition_bytes: 1_048_576,
+            isolation: IsolationLevel::ReadUncommitted,
+            buffer_bytes: 64 * 1024 * 1024,
+            auto_offset_reset: OffsetReset::Latest,
+        }
+    }
+}
+
+/// Where a newly assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// At this offset (a committed offset). A negative offset means "none" and resets.
+    Offset(i64),
+    /// Where `auto.offset.reset` says, looked up with ListOffsets.
+    Reset,
+}
+
+/// One record as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch: create time, or log append time when the topic says so.
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl ConsumerRecord {
+    /// The bytes this record holds in the prefetch buffer (key plus value).
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// Consecutive records of one partition.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    pub partition: TopicPartition,
+    pub records: Vec<ConsumerRecord>,
+    /// The partition's position once these records are consumed: the last offset plus one, or
+    /// further when control records or aborted transactions follow them.
+    pub next_offset: i64,
+    /// The partition's high watermark when the records were fetched.
+    pub high_watermark: i64,
+}
+
+/// What [`Fetcher::next`] returns.
+#[derive(Debug, Clone)]
+pub enum FetchEvent {
+    Records(FetchedBatch),
+    /// The partition cannot go on (undecodable data, OFFSET_OUT_OF_RANGE under
+    /// `auto.offset.reset=none`, an authorization error...). It is not fetched again until it is
+    /// sought or assigned again; other partitions are not affected.
+    PartitionError {
+        partition: TopicPartition,
+        error: Error,
+    },
+}
+
+/// One broker's fetch session as last seen, for diagnostics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BrokerSession {
+    pub node_id: i32,
+    pub mode: SessionMode,
+    /// Fetch version negotiated on the fetcher's connection.
+    pub version: i16,
+    pub full_fetches: u64,
+    pub incremental_fetches: u64,
+}
+
+/// Handle on the fetch task; dropping it stops the task and closes its connections.
+pub struct Fetcher {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("Fetcher")
+            .field("partitions", &state.partitions.len())
+            .field("buffered_bytes", &state.buffered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// Starts the task (on the current tokio runtime). Nothing is fetched until [`assign`].
+    ///
+    /// [`assign`]: Fetcher::assign
+    pub fn start(cluster: Cluster, config: FetcherConfig) -> Fetcher {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            data: Notify::new(),
+            wake: Notify::new(),
+            auto_offset_reset: config.auto_offset_reset,
+            buffer_bytes: config.buffer_bytes,
+        });
+        let task = tokio::spawn(task::run(shared.clone(), cluster, config));
+        Fetcher { shared, task }
+    }
+
+    /// Adds partitions (a partition already assigned restarts from the given position).
+    pub fn assign(&self, partitions: Vec<(TopicPartition, StartPosition)>) {
+        let mut state = self.shared.lock();
+        for (tp, start) in partitions {
+            state.assign(tp, start, self.shared.auto_offset_reset);
+        }
+        self.shared.changed(state);
+    }
+
+    /// Stops fetching these partitions and drops their buffered and in-flight data.
+    pub fn revoke(&self, partitions: Vec<TopicPartition>) {
+        let mut state = self.shared.lock();
+        for tp in &partitions {
+            state.revoke(tp);
+        }
+        self.shared.changed(state);
+    }
+
+    /// Stops fetching and delivering these partitions; their buffered data is kept.
+    pub fn pause(&self, partitions: Vec<TopicPartition>) {
+        let mut state = self.shared.lock();
+        for tp in &partitions {
+            if let Some(part) = state.partitions.get_mut(tp) {
+                part.paused = true;
+            }
+        }
+        self.shared.changed(state);
+    }
+
+    pub fn resume(&self, partitions: Vec<TopicPartition>) {
+        let mut state = self.shared.lock();
+        for tp in &partitions {
+            if let Some(part) = state.partitions.get_mut(tp) {
+                part.paused = false;
+            }
+        }
+        self.shared.changed(state);
+    }
+
+    /// Moves the partition's position to `offset`, dropping its buffered data (a negative
+    /// offset applies `auto.offset.reset`). Restarts a partition stopped by an error.
+    pub fn seek(&self, partition: TopicPartition, offset: i64) {
+        let mut state = self.shared.lock();
+        if state.partitions.contains_key(&partition) {
+            state.seek(&partition, offset, self.shared.auto_offset_reset);
+        } else {
+            tracing::debug!(%partition, offset, "seek on a partition that is not assigned, ignored");
+        }
+        self.shared.changed(state);
+    }
+
+    /// The next batch (or partition error), waiting for one. `None` once the fetcher is closed.
+    /// Cancel-safe: a call abandoned before it returns loses nothing.
+    pub async fn next(&self) -> Option<FetchEvent> {
+        loop {
+            let notified = self.shared.data.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(event) = self.take() {
+                return event;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next batch if one is buffered.
+    pub fn try_next(&self) -> Option<FetchEvent> {
+        self.take().flatten()
+    }
+
+    /// `Some(None)` when closed, `None` when nothing is deliverable.
+    fn take(&self) -> Option<Option<FetchEvent>> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Some(None);
+        }
+        // Only a buffer that was full holds partitions back: wake the task when it may no
+        // longer be (not on every record handed out).
+        let was_full = state.buffered >= self.shared.buffer_bytes;
+        let event = state.pop()?;
+        drop(state);
+        if was_full {
+            self.shared.wake.notify_one();
+        }
+        Some(Some(event))
+    }
+
+    /// The next offset the application will receive for the partition: `None` when it is not
+    /// assigned or its position is being looked up (a reset in progress).
+    pub async fn position(&self, partition: TopicPartition) -> Option<i64> {
+        self.shared.lock().partitions.get(&partition).and_then(Part::position)
+    }
+
+    /// The assigned partitions, sorted.
+    pub async fn assigned(&self) -> Vec<TopicPartition> {
+        let mut partitions: Vec<TopicPartition> = self.shared.lock().partitions.keys().cloned().collect();
+        partitions.sort();
+        partitions
+    }
+
+    /// Record bytes (keys plus values) buffered and not yet handed out.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.lock().buffered
+    }
+
+    /// The fetch session with each broker fetched from so far.
+    pub fn sessions(&self) -> Vec<BrokerSession> {
+        self.shared.lock().sessions.values().cloned().collect()
+    }
+
+    /// Stops the task and drops everything buffered; `next` returns `None` from now on.
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        state.queue.clear();
+        state.buffered = 0;
+        drop(state);
+        self.task.abort();
+        self.shared.data.notify_waiters();
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What the handle and the task share.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes `next()`: data buffered, a partition resumed, or the fetcher closed.
+    data: Notify,
+    /// Wakes the task: the assignment changed or buffer room was freed.
+    wake: Notify,
+    auto_offset_reset: OffsetReset,
+    buffer_bytes: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After a change by the application: wake the task, and readers (a resumed partition, or
+    /// an error queued by an assignment, may have made data deliverable).
+    fn changed(&self, state: MutexGuard<'_, State>) {
+        drop(state);
+        self.wake.notify_one();
+        self.data.notify_waiters();
+    }
+}
+
+/// Where a partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Fetching from `fetch_offset`.
+    Fetch,
+    /// Waiting for ListOffsets (`timestamp` -2 earliest, -1 latest).
+    Reset { timestamp: i64 },
+    /// Stopped by a partition error until sought or assigned again.
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    /// Renewed whenever the position is set from outside the fetch flow; results of requests
+    /// sent under another epoch are dropped.
+    epoch: u64,
+    phase: Phase,
+    /// Next offset to deliver (`None` until known).
+    position: Option<i64>,
+    /// Next offset to fetch: past everything buffered.
+    fetch_offset: i64,
+    paused: bool,
+    /// The job (fetch or ListOffsets) that has this partition in flight.
+    job: Option<u64>,
+    /// Metadata must be refreshed before this partition is fetched again.
+    stale: bool,
+    retry_at: Option<Instant>,
+    /// Bytes and entries of this partition in the queue.
+    buffered: usize,
+    queued: usize,
+}
+
+impl Part {
+    fn position(&self) -> Option<i64> {
+        match self.phase {
+            Phase::Reset { .. } => None,
+            Phase::Fetch | Phase::Failed => self.position,
+        }
+    }
+}
+
+struct Entry {
+    partition: TopicPartition,
+    bytes: usize,
+    event: FetchEvent,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: HashMap<TopicPartition, Part>,
+    /// Buffered events, in arrival order (so in offset order per partition).
+    queue: VecDeque<Entry>,
+    /// Record bytes in `queue`.
+    buffered: usize,
+    last_epoch: u64,
+    closed: bool,
+    sessions: BTreeMap<i32, BrokerSession>,
+}
+
+/// What a fetch returned for one partition, decoded.
+#[derive(Debug, Clone)]
+enum PartitionResult {
+    Data { decoded: decode::Decoded, high_watermark: i64 },
+    Error { code: i16 },
+}
+
+/// What the task must do after applying a result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Applied {
+    /// Records or an error were queued: wake readers.
+    queued: bool,
+}
+
+impl State {
+    fn new_epoch(&mut self) -> u64 {
+        self.last_epoch += 1;
+        self.last_epoch
+    }
+
+    fn assign(&mut self, tp: TopicPartition, start: StartPosition, reset: OffsetReset) {
+        self.drop_queued(&tp);
+        let epoch = self.new_epoch();
+        let job = self.partitions.get(&tp).and_then(|p| p.job);
+        let part = Part {
+            epoch,
+            phase: Phase::Fetch,
+            position: None,
+            fetch_offset: 0,
+            paused: false,
+            job,
+            stale: false,
+            retry_at: None,
+            buffered: 0,
+            queued: 0,
+        };
+        self.partitions.insert(tp.clone(), part);
+        match start {
+            StartPosition::Offset(offset) if offset >= 0 => self.set_position(&tp, offset),
+            _ => self.start_reset(&tp, reset, None),
+        }
+    }
+
+    fn revoke(&mut self, tp: &TopicPartition) {
+        self.drop_queued(tp);
+        self.partitions.remove(tp);
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: i64, reset: OffsetReset) {
+        self.drop_queued(tp);
+        let epoch = self.new_epoch();
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.epoch = epoch;
+            part.retry_at = None;
+        }
+        if offset >= 0 {
+            self.set_position(tp, offset);
+        } else {
+            self.start_reset(tp, reset, None);
+        }
+    }
+
+    fn set_position(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.phase = Phase::Fetch;
+            part.position = Some(offset);
+            part.fetch_offset = offset;
+        }
+    }
+
+    /// Starts `auto.offset.reset` for the partition (or fails it under `none`). `cause` is the
+    /// broker error that made it necessary, for the error report.
+    fn start_reset(&mut self, tp: &TopicPartition, reset: OffsetReset, cause: Option<Error>) {
+        let timestamp = match reset {
+            OffsetReset::Earliest => -2,
+            OffsetReset::Latest => -1,
+            OffsetReset::None => {
+                let error = cause.unwrap_or_else(|| Error::PartitionFetch {
+                    partition: tp.to_string(),
+                    reason: "no valid offset and auto.offset.reset is none".to_owned(),
+                });
+                self.fail(tp, error);
+                return;
+            }
+        };
+        self.drop_queued(tp);
+        let epoch = self.new_epoch();
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.epoch = epoch;
+            part.phase = Phase::Reset { timestamp };
+            part.position = None;
+            part.retry_at = None;
+        }
+    }
+
+    /// Queues a partition error and stops the partition.
+    fn fail(&mut self, tp: &TopicPartition, error: Error) {
+        let Some(part) = self.partitions.get_mut(tp) else { return };
+        tracing::warn!(partition = %tp, %error, "partition stopped");
+        part.phase = Phase::Failed;
+        part.queued += 1;
+        self.queue.push_back(Entry {
+            partition: tp.clone(),
+            bytes: 0,
+            event: FetchEvent::PartitionError { partition: tp.clone(), error },
+        });
+    }
+
+    fn drop_queued(&mut self, tp: &TopicPartition) {
+        let Some(part) = self.partitions.get_mut(tp) else { return };
+        if part.queued > 0 {
+            self.queue.retain(|e| &e.partition != tp);
+            self.buffered -= part.buffered;
+            part.buffered = 0;
+            part.queued = 0;
+        }
+    }
+
+    /// Takes the first deliverable event (of a partition that is not paused).
+    fn pop(&mut self) -> Option<FetchEvent> {
+        let partitions = &self.partitions;
+        let index = self.queue.iter().position(|e| partitions.get(&e.partition).is_some_and(|p| !p.paused))?;
+        let entry = self.queue.remove(index)?;
+        self.buffered -= entry.bytes;
+        if let Some(part) = self.partitions.get_mut(&entry.partition) {
+            part.buffered -= entry.bytes;
+            part.queued -= 1;
+            if let FetchEvent::Records(batch) = &entry.event {
+                part.position = Some(batch.next_offset);
+            }
+        }
+        Some(entry.event)
+    }
+
+    /// Buffered bytes of partitions that are not paused: what the bound applies to (a paused
+    /// partition's data must not stop the others).
+    fn deliverable_bytes(&self) -> usize {
+        let paused: usize = self.partitions.values().filter(|p| p.paused).map(|p| p.buffered).sum();
+        self.buffered.saturating_sub(paused)
+    }
+
+    /// Applies one partition's fetch result, if the fetch (sent under `epoch` from
+    /// `fetch_offset`) still matches the partition.
+    fn apply_fetch(
+        &mut self,
+        tp: &TopicPartition,
+        epoch: u64,
+        fetch_offset: i64,
+        result: PartitionResult,
+        reset: OffsetReset,
+        retry_at: Instant,
+    ) -> Applied {
+        let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
+        if part.epoch != epoch || part.phase != Phase::Fetch || part.fetch_offset != fetch_offset {
+            tracing::trace!(partition = %tp, "dropping data of a superseded fetch");
+            return Applied::default();
+        }
+        match result {
+            PartitionResult::Data { decoded, high_watermark } => {
+                let next_offset = decoded.next_offset.max(fetch_offset);
+                let mut queued = false;
+                if !decoded.records.is_empty() {
+                    let bytes: usize = decoded.records.iter().map(ConsumerRecord::size).sum();
+                    part.buffered += bytes;
+                    part.queued += 1;
+                    part.fetch_offset = next_offset;
+                    self.buffered += bytes;
+                    self.queue.push_back(Entry {
+                        partition: tp.clone(),
+                        bytes,
+                        event: FetchEvent::Records(FetchedBatch {
+                            partition: tp.clone(),
+                            records: decoded.records,
+                            next_offset,
+                            high_watermark,
+                        }),
+                    });
+                    queued = true;
+                } else if next_offset > fetch_offset {
+                    // Only control records or aborted transactions: move the position along.
+                    part.fetch_offset = next_offset;
+                    if part.queued == 0 {
+                        part.position = Some(next_offset);
+                    } else if let Some(FetchEvent::Records(last)) =
+                        self.queue.iter_mut().rev().find(|e| &e.partition == tp).map(|e| &mut e.event)
+                    {
+                        last.next_offset = next_offset;
+                        last.high_watermark = high_watermark;
+                    }
+                }
+                if let Some(reason) = decoded.error {
+                    self.fail(tp, Error::PartitionFetch { partition: tp.to_string(), reason });
+                    queued = true;
+                }
+                Applied { queued }
+            }
+            PartitionResult::Error { code } => self.apply_error(tp, code, fetch_offset, reset, retry_at),
+        }
+    }
+
+    fn apply_error(
+        &mut self,
+        tp: &TopicPartition,
+        code: i16,
+        fetch_offset: i64,
+        reset: OffsetReset,
+        retry_at: Instant,
+    ) -> Applied {
+        use crate::protocol::error_code::{ErrorAction, KafkaCode};
+        const OFFSET_OUT_OF_RANGE: i16 = 1;
+        const UNKNOWN_SERVER_ERROR: i16 = -1;
+        let error = || Error::broker(ApiKey::Fetch, code, format!("{tp} at offset {fetch_offset}"));
+        let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
+        if code == OFFSET_OUT_OF_RANGE {
+            tracing::info!(partition = %tp, fetch_offset, policy = ?reset, "offset out of range, resetting");
+            self.start_reset(tp, reset, Some(error()));
+            return Applied { queued: reset == OffsetReset::None };
+        }
+        match KafkaCode(code).action() {
+            Some(ErrorAction::RefreshMetadata) => {
+                tracing::debug!(partition = %tp, code = %KafkaCode(code), "refreshing metadata");
+                part.stale = true;
+            }
+            Some(ErrorAction::Retry) => part.retry_at = Some(retry_at),
+            _ if code == UNKNOWN_SERVER_ERROR => part.retry_at = Some(retry_at),
+            _ => {
+                self.fail(tp, error());
+                return Applied { queued: true };
+            }
+        }
+        Applied::default()
+    }
+
+    /// Applies a ListOffsets answer for a partition reset under `epoch`.
+    fn apply_reset(&mut self, tp: &TopicPartition, epoch: u64, code: i16, offset: i64, retry_at: Instant) -> Applied {
+        use crate::protocol::error_code::{ErrorAction, KafkaCode};
+        let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
+        if part.epoch != epoch || !matches!(part.phase, Phase::Reset { .. }) {
+            return Applied::default();
+        }
+        if code == 0 && offset >= 0 {
+            tracing::debug!(partition = %tp, offset, "position reset");
+            self.set_position(tp, offset);
+            return Applied::default();
+        }
+        match KafkaCode(code).action() {
+            Some(ErrorAction::RefreshMetadata) => part.stale = true,
+            None | Some(ErrorAction::Retry) => part.retry_at = Some(retry_at),
+            _ if code == -1 => part.retry_at = Some(retry_at),
+            _ => {
+                let error = Error::broker(ApiKey::ListOffsets, code, format!("resetting {tp}"));
+                self.fail(tp, error);
+                return Applied { queued: true };
+            }
+        }
+        Applied::default()
+    }
+
+    /// A job that had these partitions in flight is over.
+    fn finish_job(&mut self, job: u64, partitions: impl IntoIterator<Item = TopicPartition>) {
+        for tp in partitions {
+            if let Some(part) = self.partitions.get_mut(&tp) {
+                if part.job == Some(job) {
+                    part.job = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_sessions;

@@ -1,0 +1,345 @@
+//! The fetcher's bookkeeping without IO: positions, epochs, the buffer bound, pause, error
+//! reactions, and turning a whole response into per-partition results.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use tokio::time::Instant;
+
+use super::decode::Decoded;
+use super::session::{FetchSession, SessionPartition};
+use super::task::{decode_response, fetch_request, SentFetch};
+use super::*;
+
+fn tp(p: i32) -> TopicPartition {
+    TopicPartition::new("t", p)
+}
+
+fn record(p: i32, offset: i64) -> ConsumerRecord {
+    ConsumerRecord {
+        topic: Arc::from("t"),
+        partition: p,
+        offset,
+        timestamp: 0,
+        key: Some(Bytes::from_static(b"kk")),
+        value: Some(Bytes::from_static(b"vvvvvvvv")),
+        headers: Vec::new(),
+    }
+}
+
+/// Records `from..to` of partition `p`, each 10 bytes.
+fn data(p: i32, from: i64, to: i64) -> PartitionResult {
+    PartitionResult::Data {
+        decoded: Decoded { records: (from..to).map(|o| record(p, o)).collect(), next_offset: to, error: None },
+        high_watermark: 1_000,
+    }
+}
+
+fn assigned(parts: &[(i32, i64)]) -> State {
+    let mut state = State::default();
+    for &(p, offset) in parts {
+        state.assign(tp(p), StartPosition::Offset(offset), OffsetReset::Earliest);
+    }
+    state
+}
+
+fn epoch(state: &State, p: i32) -> u64 {
+    state.partitions[&tp(p)].epoch
+}
+
+fn apply(state: &mut State, p: i32, fetched_under: u64, from: i64, result: PartitionResult) -> Applied {
+    state.apply_fetch(&tp(p), fetched_under, from, result, OffsetReset::Earliest, Instant::now())
+}
+
+/// Applies a result of a fetch sent under the partition's current epoch.
+fn apply_now(state: &mut State, p: i32, from: i64, result: PartitionResult) -> Applied {
+    let e = epoch(state, p);
+    apply(state, p, e, from, result)
+}
+
+fn batch_offsets(event: Option<FetchEvent>) -> (i32, Vec<i64>, i64) {
+    match event {
+        Some(FetchEvent::Records(b)) => {
+            (b.partition.partition, b.records.iter().map(|r| r.offset).collect(), b.next_offset)
+        }
+        other => panic!("expected records, got {other:?}"),
+    }
+}
+
+fn position(state: &State, p: i32) -> Option<i64> {
+    state.partitions.get(&tp(p)).and_then(Part::position)
+}
+
+#[test]
+fn positions_follow_delivery_and_seek_drops_buffered_and_in_flight_data() {
+    let mut state = assigned(&[(0, 10)]);
+    assert_eq!(position(&state, 0), Some(10));
+    let e0 = epoch(&state, 0);
+    assert!(apply(&mut state, 0, e0, 10, data(0, 10, 15)).queued);
+    assert_eq!((state.buffered, position(&state, 0)), (50, Some(10)), "position moves on delivery only");
+    assert_eq!(state.partitions[&tp(0)].fetch_offset, 15);
+
+    // A fetch from 15 is in flight when the application seeks.
+    state.seek(&tp(0), 100, OffsetReset::Earliest);
+    assert_eq!((state.buffered, state.queue.len(), position(&state, 0)), (0, 0, Some(100)));
+    assert!(!apply(&mut state, 0, e0, 15, data(0, 15, 20)).queued, "data of the old epoch is dropped");
+    assert!(state.pop().is_none());
+    assert_eq!(position(&state, 0), Some(100));
+
+    let e1 = epoch(&state, 0);
+    assert_ne!(e0, e1);
+    apply(&mut state, 0, e1, 100, data(0, 100, 103));
+    assert_eq!(batch_offsets(state.pop()), (0, vec![100, 101, 102], 103));
+    assert_eq!((position(&state, 0), state.buffered), (Some(103), 0));
+    // A fetch answer for an offset the partition is no longer at is dropped too.
+    assert!(!apply(&mut state, 0, e1, 100, data(0, 100, 103)).queued);
+}
+
+#[test]
+fn revoke_forgets_and_a_reassigned_partition_ignores_old_fetches() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    let e0 = epoch(&state, 0);
+    apply(&mut state, 0, e0, 0, data(0, 0, 5));
+    apply_now(&mut state, 1, 0, data(1, 0, 5));
+    state.revoke(&tp(0));
+    assert_eq!(state.buffered, 50);
+    assert_eq!(position(&state, 0), None);
+    assert!(!apply(&mut state, 0, e0, 5, data(0, 5, 9)).queued, "revoked partitions take no data");
+    state.assign(tp(0), StartPosition::Offset(0), OffsetReset::Earliest);
+    assert!(!apply(&mut state, 0, e0, 0, data(0, 0, 5)).queued, "nor does the next assignment from the old fetch");
+    assert_eq!(batch_offsets(state.pop()).0, 1);
+    assert!(state.pop().is_none());
+}
+
+#[test]
+fn paused_partitions_keep_their_data_but_deliver_nothing_and_do_not_fill_the_buffer() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    apply_now(&mut state, 0, 0, data(0, 0, 3));
+    apply_now(&mut state, 1, 0, data(1, 0, 2));
+    state.partitions.get_mut(&tp(0)).unwrap().paused = true;
+    assert_eq!((state.buffered, state.deliverable_bytes()), (50, 20));
+    assert_eq!(batch_offsets(state.pop()).0, 1);
+    assert!(state.pop().is_none());
+    assert_eq!(state.deliverable_bytes(), 0);
+    state.partitions.get_mut(&tp(0)).unwrap().paused = false;
+    assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1, 2], 3));
+    assert_eq!(state.buffered, 0);
+}
+
+#[test]
+fn control_only_results_move_the_position() {
+    let mut state = assigned(&[(0, 15)]);
+    let e = epoch(&state, 0);
+    let skipped = |next| PartitionResult::Data {
+        decoded: Decoded { records: Vec::new(), next_offset: next, error: None },
+        high_watermark: 40,
+    };
+    apply(&mut state, 0, e, 15, skipped(20));
+    assert_eq!(position(&state, 0), Some(20), "nothing buffered: the position moves at once");
+    apply(&mut state, 0, e, 20, data(0, 20, 25));
+    apply(&mut state, 0, e, 25, skipped(30));
+    assert_eq!(state.queue.len(), 1);
+    let (_, offsets, next) = batch_offsets(state.pop());
+    assert_eq!((offsets.len(), next), (5, 30), "the buffered batch carries the position past the markers");
+    assert_eq!(position(&state, 0), Some(30));
+}
+
+#[test]
+fn a_decode_error_stops_only_its_partition_after_its_good_records() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    let bad = PartitionResult::Data {
+        decoded: Decoded { records: vec![record(0, 0), record(0, 1)], next_offset: 2, error: Some("bad crc".into()) },
+        high_watermark: 9,
+    };
+    apply_now(&mut state, 0, 0, bad);
+    apply_now(&mut state, 1, 0, data(1, 0, 4));
+    assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1], 2));
+    match state.pop() {
+        Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { reason, .. } }) => {
+            assert_eq!(partition, tp(0));
+            assert!(reason.contains("bad crc"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(batch_offsets(state.pop()).0, 1);
+    assert_eq!(state.partitions[&tp(0)].phase, Phase::Failed);
+    assert_eq!(position(&state, 0), Some(2));
+    assert_eq!(state.partitions[&tp(1)].phase, Phase::Fetch);
+    // A seek restarts it.
+    state.seek(&tp(0), 5, OffsetReset::Earliest);
+    assert_eq!((state.partitions[&tp(0)].phase, position(&state, 0)), (Phase::Fetch, Some(5)));
+}
+
+#[test]
+fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
+    let mut state = assigned(&[(0, 50)]);
+    let e = epoch(&state, 0);
+    apply(&mut state, 0, e, 50, data(0, 50, 52));
+    let oor = PartitionResult::Error { code: 1 };
+    apply(&mut state, 0, e, 52, oor.clone());
+    let part = &state.partitions[&tp(0)];
+    assert_eq!((part.phase, part.position()), (Phase::Reset { timestamp: -2 }, None));
+    assert_eq!(state.queue.len(), 0, "a reset drops buffered data like a seek");
+    let reset_epoch = epoch(&state, 0);
+    assert_ne!(reset_epoch, e);
+    let later = Instant::now();
+    assert!(!state.apply_reset(&tp(0), e, 0, 7, later).queued);
+    assert_eq!(position(&state, 0), None, "an answer for an older epoch is ignored");
+    state.apply_reset(&tp(0), reset_epoch, 0, 7, later);
+    assert_eq!(position(&state, 0), Some(7));
+    assert_eq!(state.partitions[&tp(0)].fetch_offset, 7);
+
+    let mut state = assigned(&[(0, 50)]);
+    let e = epoch(&state, 0);
+    let applied = state.apply_fetch(&tp(0), e, 50, oor, OffsetReset::None, later);
+    assert!(applied.queued);
+    match state.pop() {
+        Some(FetchEvent::PartitionError { error: Error::Broker { code, .. }, .. }) => assert_eq!(code.0, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.partitions[&tp(0)].phase, Phase::Failed);
+
+    // Assigning with Reset (or a negative offset) under `none` also reports an error.
+    let mut state = State::default();
+    state.assign(tp(3), StartPosition::Reset, OffsetReset::None);
+    state.assign(tp(4), StartPosition::Offset(-1), OffsetReset::Latest);
+    assert!(matches!(state.pop(), Some(FetchEvent::PartitionError { .. })));
+    assert_eq!(state.partitions[&tp(4)].phase, Phase::Reset { timestamp: -1 });
+}
+
+#[test]
+fn leadership_errors_refresh_metadata_transient_ones_retry_others_stop_the_partition() {
+    let mut state = assigned(&[(0, 0), (1, 0), (2, 0), (3, 0)]);
+    for (p, code) in [(0, 6), (1, 7), (2, 29), (3, 74)] {
+        let e = epoch(&state, p);
+        apply(&mut state, p, e, 0, PartitionResult::Error { code });
+    }
+    assert!(state.partitions[&tp(0)].stale, "NOT_LEADER_OR_FOLLOWER");
+    assert!(state.partitions[&tp(1)].retry_at.is_some(), "REQUEST_TIMED_OUT");
+    assert_eq!(state.partitions[&tp(2)].phase, Phase::Failed, "TOPIC_AUTHORIZATION_FAILED");
+    assert!(state.partitions[&tp(3)].stale, "FENCED_LEADER_EPOCH");
+    match state.pop() {
+        Some(FetchEvent::PartitionError { partition, error: Error::Broker { code, .. } }) => {
+            assert_eq!((partition, code.0), (tp(2), 29));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(state.pop().is_none());
+}
+
+#[test]
+fn finishing_a_job_only_clears_its_own_partitions() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    state.partitions.get_mut(&tp(0)).unwrap().job = Some(1);
+    state.partitions.get_mut(&tp(1)).unwrap().job = Some(2);
+    state.finish_job(1, [tp(0), tp(1)]);
+    assert_eq!((state.partitions[&tp(0)].job, state.partitions[&tp(1)].job), (None, Some(2)));
+    // Re-assigning keeps the in-flight marker, so no second fetch of the partition starts.
+    state.assign(tp(1), StartPosition::Offset(9), OffsetReset::Earliest);
+    assert_eq!(state.partitions[&tp(1)].job, Some(2));
+}
+
+fn encoded_batch(from: i64, to: i64) -> Bytes {
+    let records: Vec<Record> = (from..to)
+        .map(|offset| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: offset as i32,
+            timestamp: 5,
+            key: None,
+            value: Some(Bytes::from(format!("value-{offset}"))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::Lz4 })
+        .unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
+    let mut state = assigned(&[(0, 0), (1, 0), (2, 3)]);
+    let partition = |p: i32, records: Option<Bytes>| {
+        PartitionData::default()
+            .with_partition_index(p)
+            .with_high_watermark(10)
+            .with_last_stable_offset(10)
+            .with_records(records)
+    };
+    let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(TopicName(StrBytes::from_static_str("t")))
+        .with_partitions(vec![
+            partition(0, Some(encoded_batch(0, 10))),
+            partition(1, Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xde, 0xad]))),
+            partition(2, Some(encoded_batch(0, 10))),
+            partition(9, None),
+        ])]);
+    let sent = SentFetch {
+        session: FetchSession::default().build(BTreeMap::new(), true),
+        partitions: [0, 1, 2]
+            .into_iter()
+            .map(|p| (tp(p), (epoch(&state, p), state.partitions[&tp(p)].fetch_offset)))
+            .collect(),
+    };
+    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted);
+    assert_eq!(outcome.partitions.len(), 4);
+    for (tp, result) in outcome.partitions {
+        if let Some(&(e, from)) = sent.partitions.get(&tp) {
+            state.apply_fetch(&tp, e, from, result, OffsetReset::Earliest, Instant::now());
+        }
+    }
+    let mut seen: HashMap<i32, Vec<i64>> = HashMap::new();
+    let mut errors = Vec::new();
+    while let Some(event) = state.pop() {
+        match event {
+            FetchEvent::Records(b) => {
+                seen.entry(b.partition.partition).or_default().extend(b.records.iter().map(|r| r.offset))
+            }
+            FetchEvent::PartitionError { partition, .. } => errors.push(partition.partition),
+        }
+    }
+    assert_eq!(seen[&0], (0..10).collect::<Vec<_>>());
+    assert_eq!(seen[&2], (3..10).collect::<Vec<_>>(), "records below the fetch offset are dropped");
+    assert_eq!(errors, vec![1]);
+    assert_eq!(state.partitions[&tp(1)].phase, Phase::Failed);
+    assert_eq!(position(&state, 0), Some(10));
+}
+
+#[test]
+fn fetch_requests_encode_at_every_version_with_session_fields_from_v7() {
+    let config = FetcherConfig { isolation: IsolationLevel::ReadCommitted, ..Default::default() };
+    let mut session = FetchSession::default();
+    let at = |o| SessionPartition { fetch_offset: o, leader_epoch: 3, max_bytes: 1024 };
+    let first = session.build([(tp(0), at(0)), (tp(1), at(0))].into_iter().collect(), true);
+    session.on_response(&first, 0, 12);
+    let incremental = session.build([(tp(0), at(9))].into_iter().collect(), true);
+    for version in 4..=12 {
+        let request: FetchRequest = fetch_request(&config, version, &incremental, &incremental.send, 4096);
+        crate::protocol::codec::encode_request(&request, version, 1, "kgroup")
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        assert_eq!((request.replica_id.0, request.isolation_level, request.max_bytes), (-1, 1, 4096));
+        assert_eq!(request.max_wait_ms, 500);
+        let p = &request.topics[0].partitions[0];
+        assert_eq!((p.partition, p.fetch_offset, p.current_leader_epoch, p.partition_max_bytes), (0, 9, 3, 1024));
+        if version >= 7 {
+            assert_eq!((request.session_id, request.session_epoch), (12, 1));
+            assert_eq!(request.forgotten_topics_data.len(), 1);
+            assert_eq!(request.forgotten_topics_data[0].partitions, vec![1]);
+        } else {
+            assert!(request.forgotten_topics_data.is_empty());
+            assert_eq!(request.session_epoch, -1);
+        }
+    }
+}
