@@ -18,6 +18,9 @@ pub mod decode;
 pub mod session;
 mod task;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

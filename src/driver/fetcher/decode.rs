@@ -315,28 +315,9 @@ fn read_varint(buf: &mut &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::fetcher::fixtures::{batch, record};
     use bytes::{BufMut, BytesMut};
-    use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-
-    fn record(offset: i64, value: &str) -> Record {
-        Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: offset as i32,
-            timestamp: 1_000 + offset,
-            key: Some(Bytes::from(format!("k{offset}"))),
-            value: Some(Bytes::from(value.to_owned())),
-            headers: IndexMap::new(),
-        }
-    }
 
     fn txn(offset: i64, producer_id: i64, value: &str) -> Record {
         Record { transactional: true, producer_id, producer_epoch: 0, ..record(offset, value) }
@@ -350,12 +331,6 @@ mod tests {
             value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
             ..txn(offset, producer_id, "")
         }
-    }
-
-    fn batch(records: &[Record], compression: Compression) -> Bytes {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        buf.freeze()
     }
 
     fn concat(parts: &[Bytes]) -> Bytes {

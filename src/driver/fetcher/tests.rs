@@ -3,15 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::Compression;
 use tokio::time::Instant;
 
 use super::decode::Decoded;
+use super::fixtures::batch_of;
 use super::session::{FetchSession, SessionPartition};
 use super::task::{decode_response, fetch_request, SentFetch};
 use super::*;
@@ -244,30 +244,6 @@ fn finishing_a_job_only_clears_its_own_partitions() {
     assert_eq!(state.partitions[&tp(1)].job, Some(2));
 }
 
-fn encoded_batch(from: i64, to: i64) -> Bytes {
-    let records: Vec<Record> = (from..to)
-        .map(|offset| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: offset as i32,
-            timestamp: 5,
-            key: None,
-            value: Some(Bytes::from(format!("value-{offset}"))),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::Lz4 })
-        .unwrap();
-    buf.freeze()
-}
-
 #[test]
 fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
     let mut state = assigned(&[(0, 0), (1, 0), (2, 3)]);
@@ -281,9 +257,9 @@ fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
     let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
         .with_topic(TopicName(StrBytes::from_static_str("t")))
         .with_partitions(vec![
-            partition(0, Some(encoded_batch(0, 10))),
+            partition(0, Some(batch_of(0, 10, Compression::Lz4))),
             partition(1, Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xde, 0xad]))),
-            partition(2, Some(encoded_batch(0, 10))),
+            partition(2, Some(batch_of(0, 10, Compression::Lz4))),
             partition(9, None),
         ])]);
     let sent = SentFetch {

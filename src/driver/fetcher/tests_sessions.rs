@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::metadata_response::{
@@ -19,10 +18,11 @@ use kafka_protocol::messages::{
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::Compression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::fixtures::batch_of;
 use super::*;
 use crate::driver::cluster::ClusterConfig;
 
@@ -47,30 +47,6 @@ struct Fake {
     last_session: i32,
     seen: Vec<SeenFetch>,
     fail_next_incremental: Option<i16>,
-}
-
-fn batch(from: i64, to: i64) -> Bytes {
-    let records: Vec<Record> = (from..to)
-        .map(|offset| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: offset as i32,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(format!("v{offset}"))),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
 }
 
 impl Fake {
@@ -130,7 +106,7 @@ impl Fake {
                         .with_high_watermark(hw)
                         .with_last_stable_offset(hw)
                         .with_log_start_offset(0)
-                        .with_records(data.then(|| batch(offset, hw.min(offset + 10))))
+                        .with_records(data.then(|| batch_of(offset, hw.min(offset + 10), Compression::None)))
                 })
             })
             .collect();
