@@ -9,7 +9,7 @@
 
 pub mod config;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +34,8 @@ pub struct Batch {
     /// The partition's high watermark when the records were fetched.
     pub high_watermark: i64,
     lease: Lease,
+    /// The partition's seek count when the batch was made (see [`ConsumerTask::unread`]).
+    moves: u64,
 }
 
 impl Batch {
@@ -67,12 +69,17 @@ pub trait RebalanceListener: Send + Sync {
 type NextReply = oneshot::Sender<Option<Result<Batch>>>;
 
 enum Request {
-    Next { limit: usize, reply: NextReply },
+    Next {
+        limit: usize,
+        reply: NextReply,
+    },
     Position(TopicPartition, oneshot::Sender<Option<i64>>),
     Seek(TopicPartition, i64),
     Pause(Vec<TopicPartition>),
     Resume(Vec<TopicPartition>),
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
+    /// A batch handed out but not returned to the application: its records go back in front.
+    Unread(Batch),
     Close(oneshot::Sender<()>),
 }
 
@@ -133,8 +140,13 @@ impl GroupConsumer {
             owned: BTreeMap::new(),
             pending: BTreeMap::new(),
             waiting: None,
+            errors: VecDeque::new(),
             holding: None,
             revoke: None,
+            paused: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+            poll_keepalive: Instant::now() + config.max_poll_interval / 2,
+            moves: BTreeMap::new(),
             stored: stored.clone(),
             listener,
             next_auto_commit: Instant::now() + config.auto_commit_interval,
@@ -146,14 +158,32 @@ impl GroupConsumer {
 
     /// The next batch, waiting at most `timeout`; at most `limit` records.
     pub async fn poll(&mut self, limit: usize, timeout: Duration) -> Result<Option<Batch>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Next { limit: limit.max(1), reply })?;
-        match tokio::time::timeout(timeout, rx).await {
+        let limit = limit.max(1);
+        // A request the stream left outstanding: its batch (sized for the stream) goes back.
+        if let Some(mut rx) = self.next.take() {
+            rx.close();
+            if let Ok(Some(Ok(batch))) = rx.try_recv() {
+                if batch.records.len() <= limit {
+                    return Ok(Some(batch));
+                }
+                self.send(Request::Unread(batch))?;
+            }
+        }
+        let (reply, mut rx) = oneshot::channel();
+        self.send(Request::Next { limit, reply })?;
+        match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(Some(result))) => result.map(Some),
             Ok(Ok(None)) | Ok(Err(_)) => Err(Error::Closed("consumer")),
-            // Nothing arrived in time; the request stays queued and its batch goes to the next
-            // call, so nothing is lost.
-            Err(_) => Ok(None),
+            Err(_) => {
+                // Nothing arrived in time. Closing the channel makes a later delivery fail, so
+                // the task keeps those records (and errors) for the next call; one sent just
+                // before the close is taken here.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(Some(result)) => result.map(Some),
+                    _ => Ok(None),
+                }
+            }
         }
     }
 
@@ -231,13 +261,17 @@ impl GroupConsumer {
 
     /// Commits stored offsets if auto-commit is on, leaves the group (static members do not
     /// send LeaveGroup, KIP-345), and stops every task.
+    ///
+    /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
+    /// the Java client commits the position of everything `poll` returned).
     pub async fn close(self) -> Result<()> {
-        if self.config.enable_auto_commit {
-            let _ = commit_stored(&self.group, &self.stored).await;
-        }
+        // The task stops first, storing the batch the application holds.
         let (reply, rx) = oneshot::channel();
         if self.send(Request::Close(reply)).is_ok() {
             let _ = rx.await;
+        }
+        if self.config.enable_auto_commit {
+            let _ = commit_stored(&self.group, &self.stored).await;
         }
         self.group.leave("consumer closed").await
     }
@@ -309,9 +343,20 @@ struct ConsumerTask {
     /// Fetched records not yet handed out (a fetch larger than the caller's limit).
     pending: BTreeMap<TopicPartition, VecDeque<(ConsumerRecord, i64)>>,
     waiting: Option<(usize, NextReply)>,
+    /// Errors for the next request (nobody was waiting when they happened).
+    errors: VecDeque<Error>,
     /// The batch the application is processing (handed out, next batch not yet asked for).
     holding: Option<Lease>,
     revoke: Option<RevokeWindow>,
+    /// Partitions the application paused: none of their records is handed out.
+    paused: BTreeSet<TopicPartition>,
+    /// Partitions whose revoke window ran, held back until the assignment says which are kept.
+    revoking: BTreeSet<TopicPartition>,
+    /// While the application waits in `poll` (or on the stream), it is polling: the
+    /// `max.poll.interval.ms` timer is renewed at this instant.
+    poll_keepalive: Instant,
+    /// Per partition, how often its position was moved from outside (seek, reassignment).
+    moves: BTreeMap<TopicPartition, u64>,
     stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
     listener: Option<Arc<dyn RebalanceListener>>,
     next_auto_commit: Instant,
@@ -320,6 +365,16 @@ struct ConsumerTask {
 impl ConsumerTask {
     async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         loop {
+            if self.waiting.as_ref().is_some_and(|(_, reply)| reply.is_closed()) {
+                // The caller gave up (poll timeout): nobody is waiting any more.
+                self.waiting = None;
+            }
+            if self.waiting.is_some() {
+                if let Some(error) = self.errors.pop_front() {
+                    self.deliver(Err(error));
+                    continue;
+                }
+            }
             if self.waiting.is_some() && self.revoke.is_none() {
                 if let Some(batch) = self.take_pending() {
                     self.deliver(Ok(batch));
@@ -333,6 +388,11 @@ impl ConsumerTask {
                 request = requests.recv() => match request {
                     None => return,
                     Some(Request::Close(reply)) => {
+                        if let Some(lease) = self.holding.take() {
+                            if self.config.enable_auto_offset_store {
+                                store(&self.stored, lease);
+                            }
+                        }
                         let _ = reply.send(());
                         return;
                     }
@@ -350,6 +410,12 @@ impl ConsumerTask {
                 _ = sleep_until(revoke_deadline) => {
                     tracing::warn!("the application kept its batch past the rebalance callback timeout; revoking anyway");
                     self.run_revoke().await;
+                }
+                _ = tokio::time::sleep_until(self.poll_keepalive), if self.waiting.is_some() => {
+                    if self.waiting.as_ref().is_some_and(|(_, reply)| !reply.is_closed()) {
+                        self.group.record_poll();
+                    }
+                    self.poll_keepalive = Instant::now() + self.config.max_poll_interval / 2;
                 }
                 _ = tokio::time::sleep_until(self.next_auto_commit), if auto_commit => {
                     self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
@@ -374,6 +440,7 @@ impl ConsumerTask {
                     }
                 }
                 self.group.record_poll();
+                self.poll_keepalive = Instant::now() + self.config.max_poll_interval / 2;
                 self.waiting = Some((limit, reply));
                 if self.revoke.is_some() {
                     self.run_revoke().await;
@@ -387,11 +454,29 @@ impl ConsumerTask {
                 let _ = reply.send(position);
             }
             Request::Seek(tp, offset) => {
+                self.moved(&tp);
                 self.pending.remove(&tp);
                 self.fetcher.seek(tp, offset);
             }
-            Request::Pause(partitions) => self.fetcher.pause(partitions),
-            Request::Resume(partitions) => self.fetcher.resume(partitions),
+            Request::Pause(partitions) => {
+                let partitions: Vec<TopicPartition> =
+                    partitions.into_iter().filter(|tp| self.owned.contains_key(tp)).collect();
+                self.paused.extend(partitions.iter().cloned());
+                self.fetcher.pause(partitions);
+            }
+            Request::Resume(partitions) => {
+                for tp in &partitions {
+                    self.paused.remove(tp);
+                }
+                // A partition in a revoke window stays paused until the assignment comes.
+                self.fetcher.resume(partitions.into_iter().filter(|tp| !self.revoking.contains(tp)).collect());
+            }
+            Request::Unread(batch) => {
+                if self.holding.as_ref() == Some(&batch.lease) {
+                    self.holding = None;
+                }
+                self.unread(batch);
+            }
             Request::Assignment(reply) => {
                 let _ = reply.send(self.owned.keys().cloned().collect());
             }
@@ -413,6 +498,8 @@ impl ConsumerTask {
             }
             GroupEvent::Lost { partitions, reason } => {
                 tracing::warn!(%reason, partitions = partitions.len(), "partitions lost");
+                // The member is no longer in the generation a revoke window belonged to.
+                self.revoke = None;
                 self.forget(&partitions);
                 if let Some(listener) = &self.listener {
                     let _ =
@@ -420,8 +507,13 @@ impl ConsumerTask {
                 }
             }
             GroupEvent::Left { reason } => {
+                self.revoke = None;
                 let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
                 self.forget(&owned);
+                // The group moved on without this member and no revoke window ran: lost.
+                if let (Some(listener), false) = (&self.listener, owned.is_empty()) {
+                    let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.lost(&owned)).await;
+                }
                 if reason.contains("max.poll.interval.ms") {
                     self.deliver(Err(Error::MaxPollIntervalExceeded { interval: self.config.max_poll_interval }));
                 }
@@ -436,6 +528,8 @@ impl ConsumerTask {
     async fn run_revoke(&mut self) {
         let Some(window) = self.revoke.take() else { return };
         self.fetcher.pause(window.partitions.clone());
+        // Nothing of these partitions is handed out until the assignment says they are kept.
+        self.revoking.extend(window.partitions.iter().cloned());
         let budget = window.deadline.saturating_duration_since(Instant::now());
         if let Some(listener) = &self.listener {
             if tokio::time::timeout(budget, listener.revoked(&window.partitions)).await.is_err() {
@@ -467,8 +561,11 @@ impl ConsumerTask {
         revoked: Vec<TopicPartition>,
     ) {
         self.forget(&revoked);
+        self.revoking.clear();
         self.owned = partitions.iter().map(|p| (p.partition.clone(), (generation.clone(), p.owned_since))).collect();
-        let kept: Vec<TopicPartition> = self.owned.keys().filter(|tp| !added.contains(tp)).cloned().collect();
+        // Kept partitions resume, unless the application paused them.
+        let kept: Vec<TopicPartition> =
+            self.owned.keys().filter(|tp| !added.contains(tp) && !self.paused.contains(*tp)).cloned().collect();
         self.fetcher.resume(kept);
         if !added.is_empty() {
             // New partitions start from the committed offset; kept ones keep their position.
@@ -490,6 +587,10 @@ impl ConsumerTask {
         }
     }
 
+    fn moved(&mut self, partition: &TopicPartition) {
+        *self.moves.entry(partition.clone()).or_default() += 1;
+    }
+
     fn forget(&mut self, partitions: &[TopicPartition]) {
         if partitions.is_empty() {
             return;
@@ -497,8 +598,11 @@ impl ConsumerTask {
         self.fetcher.revoke(partitions.to_vec());
         let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
         for tp in partitions {
+            *self.moves.entry(tp.clone()).or_default() += 1;
             self.owned.remove(tp);
             self.pending.remove(tp);
+            self.paused.remove(tp);
+            self.revoking.remove(tp);
             stored.remove(tp);
         }
     }
@@ -528,7 +632,12 @@ impl ConsumerTask {
         let tp = self
             .pending
             .iter()
-            .find(|(tp, q)| !q.is_empty() && self.owned.contains_key(*tp))
+            .find(|(tp, q)| {
+                !q.is_empty()
+                    && self.owned.contains_key(*tp)
+                    && !self.paused.contains(*tp)
+                    && !self.revoking.contains(*tp)
+            })
             .map(|(tp, _)| tp.clone())?;
         let (generation, owned_since) = self.owned.get(&tp)?.clone();
         let queue = self.pending.get_mut(&tp)?;
@@ -538,26 +647,44 @@ impl ConsumerTask {
         let records: Vec<ConsumerRecord> = taken.into_iter().map(|(r, _)| r).collect();
         let next_offset = records.last().map(|r| r.offset + 1)?;
         let lease = Lease { partition: tp.clone(), next_offset, generation, owned_since };
-        Some(Batch { partition: tp, records, high_watermark, lease })
+        let moves = self.moves.get(&tp).copied().unwrap_or(0);
+        Some(Batch { partition: tp, records, high_watermark, lease, moves })
     }
 
+    /// Hands `item` to the waiting caller. Nobody waiting (or the caller gave up): records go
+    /// back in front of the pending ones, errors wait for the next request.
     fn deliver(&mut self, item: Result<Batch>) {
         let Some((_, reply)) = self.waiting.take() else {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "error with no caller waiting");
+            match item {
+                Ok(batch) => self.unread(batch),
+                Err(e) => self.errors.push_back(e),
             }
             return;
         };
         if let Ok(batch) = &item {
             self.holding = Some(batch.lease.clone());
         }
-        if let Err(Some(Ok(batch))) = reply.send(Some(item)) {
-            // The caller gave up (poll timeout): keep the records for the next call.
-            self.holding = None;
-            let queue = self.pending.entry(batch.partition.clone()).or_default();
-            for record in batch.records.into_iter().rev() {
-                queue.push_front((record, batch.high_watermark));
+        match reply.send(Some(item)) {
+            Ok(()) => {}
+            Err(Some(Ok(batch))) => {
+                self.holding = None;
+                self.unread(batch);
             }
+            Err(Some(Err(e))) => self.errors.push_back(e),
+            Err(None) => {}
+        }
+    }
+
+    /// Puts a batch the application never received back in front of the pending records,
+    /// unless the partition was sought (or reassigned) since: then its records are not next.
+    fn unread(&mut self, batch: Batch) {
+        let moves = self.moves.get(&batch.partition).copied().unwrap_or(0);
+        if !self.owned.contains_key(&batch.partition) || batch.moves != moves {
+            return;
+        }
+        let queue = self.pending.entry(batch.partition.clone()).or_default();
+        for record in batch.records.into_iter().rev() {
+            queue.push_front((record, batch.high_watermark));
         }
     }
 }

@@ -210,8 +210,15 @@ impl Driver {
         }
     }
 
+    /// Failed stops the member; Left stops it only after `leave()`: a member that left because
+    /// `max.poll.interval.ms` passed rejoins on the next poll.
     fn is_finished(&self) -> bool {
-        matches!(self.machine.state_name(), "Left" | "Failed") && self.commits.is_empty()
+        let stopped = match self.machine.state_name() {
+            "Failed" => true,
+            "Left" => self.leaving.is_some(),
+            _ => false,
+        };
+        stopped && self.commits.is_empty()
     }
 
     fn command(&mut self, command: Command) {
