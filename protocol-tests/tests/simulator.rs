@@ -922,3 +922,414 @@ fn same_seed_same_run() {
     assert!(a.0.committed > 50);
     assert_ne!(a.1, run(2).1, "latencies follow the seed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cooperative rebalancing (KIP-429)
+
+/// The 2 to 10 scale-out with `assignors`; returns the statistics, the partition moves (a
+/// partition assigned to another member than its last owner) and the generations per step.
+fn scale_out_2_to_10(assignors: Vec<&'static str>) -> (kgroup_protocol_tests::sim::Stats, u64, Vec<i32>) {
+    let mut cfg = SimConfig::realistic(0xc0_0b, 72);
+    cfg.assignors = assignors;
+    let mut sim = Sim::new(cfg);
+    sim.add_member();
+    let mut generations = Vec::new();
+    for members in 2..=10 {
+        sim.add_member();
+        converge(&mut sim, secs(120));
+        sim.run_for(secs(10));
+        assert!(sim.converged(), "steady state lost convergence at {members} members");
+        generations.push(sim.coordinator_generation());
+    }
+    let mut last: std::collections::BTreeMap<i32, String> = std::collections::BTreeMap::new();
+    let mut moves = 0;
+    for (_, assignment) in sim.coordinator().assignment_history(GROUP) {
+        for (member, partitions) in assignment {
+            for (_, p) in partitions {
+                if last.insert(p, member.clone()).is_some_and(|before| before != member) {
+                    moves += 1;
+                }
+            }
+        }
+    }
+    let s = sim.stats().clone();
+    assert_eq!(sim.lost_messages(), 0);
+    assert_eq!(s.failed, 0);
+    assert_eq!(s.fenced_by_broker, 0);
+    assert_eq!(s.request_timeouts, 0);
+    assert_eq!(sim.coordinator().accepted_commits().iter().filter(|c| !c.by_owner()).count(), 0);
+    for p in 0..72 {
+        assert!(sim.coordinator().committed(GROUP, "t", p).is_some_and(|c| c >= 1000), "t-{p} never committed");
+    }
+    (s, moves, generations)
+}
+
+#[test]
+fn cooperative_sticky_scale_out_moves_fewer_partitions_and_duplicates_only_fenced_batches() {
+    let (range, range_moves, range_generations) = scale_out_2_to_10(vec!["range"]);
+    let (coop, coop_moves, coop_generations) = scale_out_2_to_10(vec!["cooperative-sticky"]);
+    println!(
+        "range:              moves {range_moves:>4} duplicates {:>6} fenced {:>4} restamped {:>5} generations {range_generations:?}",
+        range.duplicates, range.fenced, range.restamped
+    );
+    println!(
+        "cooperative-sticky: moves {coop_moves:>4} duplicates {:>6} fenced {:>4} restamped {:>5} generations {coop_generations:?}",
+        coop.duplicates, coop.fenced, coop.restamped
+    );
+    assert!(coop_moves < range_moves, "cooperative moved {coop_moves}, range {range_moves}");
+    // Duplicates: range's revoke window drains the batch in progress and commits it with the
+    // old generation before the join, so range re-reads nothing here. Cooperative rejoins at
+    // once; a batch finished during the join on a partition the new assignment then revokes is
+    // fenced (not owned in the new generation), and its new owner reads it again. So
+    // cooperative-sticky does NOT duplicate less than range in this scenario: every duplicate
+    // is one such fenced batch, nothing else.
+    assert_eq!(range.duplicates, 0);
+    assert!(
+        coop.duplicates <= coop.fenced * 1000,
+        "cooperative duplicates {} beyond its {} fenced batches",
+        coop.duplicates,
+        coop.fenced
+    );
+    // Kept partitions re-stamp their leases across the generations (never fenced for it), and
+    // each scale-out step takes at most two generations (KIP-429's second round).
+    assert!(coop.restamped > 0);
+    for pair in coop_generations.windows(2) {
+        assert!((1..=2).contains(&(pair[1] - pair[0])), "{coop_generations:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static membership (KIP-345), T54-T56: machines driven directly against the scripted
+// coordinator, one connection each, no latency.
+
+mod static_members {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind};
+    use kgroup::group::{
+        CoordinatorFound, GenerationId, GroupConfig, GroupError, GroupEvent, GroupMachine, GroupRequest, GroupResponse,
+        RequestId, TopicPartition,
+    };
+    use kgroup::protocol::versions::NegotiatedVersions;
+    use kgroup_protocol_tests::coordinator::{ConnId, CoordinatorConfig, Outgoing, ScriptedCoordinator};
+
+    const GROUP: &str = "static";
+
+    struct Node {
+        m: GroupMachine,
+        conn: ConnId,
+        corr: i32,
+        pending: BTreeMap<i32, RequestId>,
+        events: Vec<GroupEvent>,
+        /// API names of the requests sent, in order.
+        sent: Vec<&'static str>,
+        /// Assignments carried by each SyncGroup sent.
+        sync_assignments: Vec<usize>,
+        /// Rewrites the instance id of this node's next JoinGroup that carries a member id.
+        rewrite_instance: Option<String>,
+    }
+
+    struct Bench {
+        coord: ScriptedCoordinator,
+        versions: NegotiatedVersions,
+        base: Instant,
+        now: Instant,
+        nodes: Vec<Node>,
+    }
+
+    impl Bench {
+        fn new(join_version_cap: Option<i16>) -> Self {
+            let base = Instant::now();
+            let mut cc = CoordinatorConfig { initial_rebalance_delay: Duration::ZERO, ..Default::default() };
+            cc.topics.insert("t".into(), 6);
+            let mut coord = ScriptedCoordinator::new(cc, base);
+            coord.handle_request(base, ConnId(0), 0, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()));
+            let Some(Outgoing::Response { response: ResponseKind::ApiVersions(r), .. }) = coord.poll_response() else {
+                panic!("no ApiVersions answer");
+            };
+            let mut versions = NegotiatedVersions::negotiate(&r);
+            if let Some(cap) = join_version_cap {
+                versions.cap(ApiKey::JoinGroup, cap);
+            }
+            coord.handle_disconnect(base, ConnId(0));
+            Bench { coord, versions, base, now: base, nodes: Vec::new() }
+        }
+
+        /// Starts a process with `group.instance.id` = `instance`; returns its index.
+        fn start(&mut self, instance: &str) -> usize {
+            let mut c = GroupConfig::new(GROUP);
+            c.group_instance_id = Some(instance.into());
+            c.session_timeout = Duration::from_secs(10);
+            c.rebalance_timeout = Duration::from_secs(30);
+            c.revoke_timeout = Duration::from_secs(10);
+            c.validate().expect("valid");
+            let mut m = GroupMachine::new(c, ["t"], self.now);
+            m.set_partition_counts([("t".to_string(), 6)]);
+            let conn = ConnId(self.nodes.len() as u64 + 1);
+            self.nodes.push(Node {
+                m,
+                conn,
+                corr: 0,
+                pending: BTreeMap::new(),
+                events: Vec::new(),
+                sent: Vec::new(),
+                sync_assignments: Vec::new(),
+                rewrite_instance: None,
+            });
+            self.settle();
+            self.nodes.len() - 1
+        }
+
+        /// Moves requests and responses until nothing moves.
+        fn settle(&mut self) {
+            loop {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    while let Some(r) = self.nodes[i].m.poll_request() {
+                        moved = true;
+                        let node = &mut self.nodes[i];
+                        node.sent.push(r.body.api_name());
+                        let request = match r.body {
+                            GroupRequest::FindCoordinator { .. } => {
+                                let found = CoordinatorFound { node_id: 0, versions: self.versions.clone() };
+                                node.m.handle_coordinator_found(self.now, r.id, found);
+                                continue;
+                            }
+                            GroupRequest::JoinGroup(mut j) => {
+                                if !j.member_id.is_empty() {
+                                    if let Some(instance) = node.rewrite_instance.take() {
+                                        j.group_instance_id =
+                                            Some(kafka_protocol::protocol::StrBytes::from_string(instance));
+                                    }
+                                }
+                                RequestKind::JoinGroup(j)
+                            }
+                            GroupRequest::SyncGroup(s) => {
+                                node.sync_assignments.push(s.assignments.len());
+                                RequestKind::SyncGroup(s)
+                            }
+                            GroupRequest::Heartbeat(h) => RequestKind::Heartbeat(h),
+                            GroupRequest::LeaveGroup(l) => RequestKind::LeaveGroup(l),
+                            GroupRequest::OffsetCommit(c) => RequestKind::OffsetCommit(c),
+                            GroupRequest::OffsetFetch(f) => RequestKind::OffsetFetch(f),
+                            other => panic!("unexpected request {other:?}"),
+                        };
+                        node.corr += 1;
+                        node.pending.insert(node.corr, r.id);
+                        self.coord.handle_request(self.now, node.conn, node.corr, r.version, request);
+                    }
+                }
+                while let Some(out) = self.coord.poll_response() {
+                    moved = true;
+                    let Outgoing::Response { conn, correlation_id, response, .. } = out else {
+                        panic!("the coordinator cut a connection");
+                    };
+                    let node = self.nodes.iter_mut().find(|n| n.conn == conn).expect("known connection");
+                    let id = node.pending.remove(&correlation_id).expect("answer to a pending request");
+                    let response = match response {
+                        ResponseKind::JoinGroup(r) => GroupResponse::JoinGroup(r),
+                        ResponseKind::SyncGroup(r) => GroupResponse::SyncGroup(r),
+                        ResponseKind::Heartbeat(r) => GroupResponse::Heartbeat(r),
+                        ResponseKind::LeaveGroup(r) => GroupResponse::LeaveGroup(r),
+                        ResponseKind::OffsetCommit(r) => GroupResponse::OffsetCommit(r),
+                        ResponseKind::OffsetFetch(r) => GroupResponse::OffsetFetch(r),
+                        other => panic!("unexpected response {other:?}"),
+                    };
+                    node.m.handle_response(self.now, id, response);
+                }
+                for node in &mut self.nodes {
+                    while let Some((_, e)) = node.m.poll_event() {
+                        moved = true;
+                        // No application: the revoke handler is done at once.
+                        if matches!(e, GroupEvent::RevokeRequested { .. }) {
+                            node.m.revoke_done(self.now);
+                        }
+                        node.events.push(e);
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        /// Lets time pass to `base + until`, firing every timer on the way.
+        fn run_until(&mut self, until: Duration) {
+            let end = self.base + until;
+            loop {
+                let next = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.m.poll_timeout())
+                    .chain(self.coord.poll_timeout())
+                    .filter(|&at| at <= end)
+                    .min();
+                let Some(at) = next else { break };
+                self.now = self.now.max(at);
+                self.coord.handle_timeout(self.now);
+                for n in &mut self.nodes {
+                    n.m.handle_timeout(self.now);
+                }
+                self.settle();
+            }
+            self.now = self.now.max(end);
+            self.settle();
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let until = self.now - self.base + d;
+            self.run_until(until);
+        }
+
+        fn owned(&self, i: usize) -> Vec<TopicPartition> {
+            self.nodes[i].m.assignment().into_iter().map(|o| o.partition).collect()
+        }
+
+        fn generation(&self, i: usize) -> Option<GenerationId> {
+            self.nodes[i].m.current_generation().map(|g| g.id)
+        }
+
+        fn member_id(&self, i: usize) -> String {
+            self.nodes[i].m.current_generation().expect("a generation").member_id.to_string()
+        }
+
+        fn view(&self) -> kgroup_protocol_tests::coordinator::GroupView {
+            self.coord.describe(GROUP).expect("group exists")
+        }
+
+        fn fatal(&self, i: usize) -> Option<&GroupError> {
+            self.nodes[i].events.iter().find_map(|e| match e {
+                GroupEvent::Fatal(e) => Some(e),
+                _ => None,
+            })
+        }
+
+        fn revokes(&self, i: usize) -> usize {
+            self.nodes[i].events.iter().filter(|e| matches!(e, GroupEvent::RevokeRequested { .. })).count()
+        }
+
+        /// Leader `i-L` and follower `i-F`, Stable; returns (leader, follower, generation).
+        fn stable_pair(&mut self) -> (usize, usize, GenerationId) {
+            let l = self.start("i-L");
+            self.run_for(Duration::from_secs(1));
+            let f = self.start("i-F");
+            self.run_for(Duration::from_secs(10));
+            let view = self.view();
+            assert_eq!(view.state, "Stable");
+            assert_eq!(view.members.len(), 2);
+            let generation = self.generation(l).expect("leader stable");
+            assert_eq!(self.generation(f), Some(generation));
+            assert!(self.nodes[l].m.snapshot(self.now).is_leader);
+            assert_eq!(self.owned(l).len() + self.owned(f).len(), 6);
+            (l, f, generation)
+        }
+    }
+
+    fn fenced(instance: &str) -> GroupError {
+        GroupError::FencedInstanceId { instance_id: instance.into() }
+    }
+
+    #[test]
+    fn t54_restarted_static_follower_rejoins_without_a_rebalance_and_fences_the_old_process() {
+        let mut b = Bench::new(None);
+        let (l, f, generation) = b.stable_pair();
+        let (old_id, old_owned) = (b.member_id(f), b.owned(f));
+        let leader_revokes = b.revokes(l);
+        let f2 = b.start("i-F");
+        assert_eq!(b.nodes[f2].m.state_name(), "Stable");
+        assert_eq!(b.generation(f2), Some(generation), "same generation: no rebalance");
+        assert_eq!(b.owned(f2), old_owned, "the stored assignment");
+        assert_ne!(b.member_id(f2), old_id, "a new member id");
+        assert_eq!(b.nodes[f2].sent.iter().filter(|a| **a == "JoinGroup").count(), 1, "no MEMBER_ID_REQUIRED");
+        // The old process is fenced at its next heartbeat; nobody else notices anything.
+        b.run_for(Duration::from_secs(8));
+        assert_eq!(b.fatal(f), Some(&fenced("i-F")));
+        assert_eq!(b.nodes[f].m.state_name(), "Failed");
+        assert_eq!((b.view().state, b.view().generation), ("Stable", generation.0));
+        assert_eq!(b.generation(l), Some(generation));
+        assert_eq!(b.revokes(l), leader_revokes, "no rebalance reached the leader");
+        assert_eq!(b.fatal(f2), None);
+        assert_eq!(b.generation(f2), Some(generation));
+    }
+
+    #[test]
+    fn t55a_restarted_static_leader_on_v9_skips_the_assignment() {
+        let mut b = Bench::new(None);
+        let (l, f, generation) = b.stable_pair();
+        let owned = b.owned(l);
+        let history = b.coord.assignment_history(GROUP).len();
+        let l2 = b.start("i-L");
+        assert_eq!(b.generation(l2), Some(generation));
+        assert!(b.nodes[l2].m.snapshot(b.now).is_leader, "v9 names the new id leader");
+        assert_eq!(b.nodes[l2].sync_assignments, vec![0], "skipAssignment: the assignor did not run");
+        assert_eq!(b.owned(l2), owned);
+        assert_eq!(b.view().leader, Some(b.member_id(l2)));
+        // The replacement re-stores the same generation's assignment under the new id only.
+        let after = b.coord.assignment_history(GROUP);
+        assert!(after.len() <= history + 1 && after.iter().all(|(g, _)| *g <= generation.0));
+        b.run_for(Duration::from_secs(8));
+        assert_eq!(b.fatal(l), Some(&fenced("i-L")));
+        assert_eq!(b.generation(f), Some(generation));
+        assert_eq!(b.fatal(f), None);
+    }
+
+    #[test]
+    fn t55b_restarted_static_leader_on_v8_acts_as_follower() {
+        let mut b = Bench::new(Some(8));
+        let (l, _f, generation) = b.stable_pair();
+        let (old_leader, owned) = (b.member_id(l), b.owned(l));
+        let l2 = b.start("i-L");
+        assert_eq!(b.generation(l2), Some(generation));
+        assert!(!b.nodes[l2].m.snapshot(b.now).is_leader, "below v9 the old leader id is returned");
+        assert_ne!(b.member_id(l2), old_leader);
+        assert_eq!(b.nodes[l2].sync_assignments, vec![0], "a follower's SyncGroup");
+        assert_eq!(b.owned(l2), owned);
+        assert_eq!(b.view().state, "Stable");
+        b.run_for(Duration::from_secs(8));
+        assert_eq!(b.fatal(l), Some(&fenced("i-L")));
+    }
+
+    #[test]
+    fn t56a_join_with_another_members_instance_id_is_fatal() {
+        let mut b = Bench::new(None);
+        let (_l, f, _) = b.stable_pair();
+        // A third member starts a rebalance; f's rejoin carries i-L (mapped to the leader).
+        b.nodes[f].rewrite_instance = Some("i-L".into());
+        b.start("i-X");
+        b.run_for(Duration::from_secs(10));
+        assert_eq!(b.fatal(f), Some(&fenced("i-F")));
+        assert_eq!(b.nodes[f].m.state_name(), "Failed");
+    }
+
+    #[test]
+    fn t56b_join_with_an_unknown_instance_id_resets_and_rejoins() {
+        let mut b = Bench::new(None);
+        let (_l, f, _) = b.stable_pair();
+        let old_id = b.member_id(f);
+        b.nodes[f].rewrite_instance = Some("i-unknown".into());
+        b.start("i-X");
+        b.run_for(Duration::from_secs(20));
+        assert_eq!(b.fatal(f), None);
+        assert_eq!(b.nodes[f].m.state_name(), "Stable");
+        assert_ne!(b.member_id(f), old_id, "the member id was reset and a new one handed out");
+        assert_eq!(b.view().state, "Stable");
+        assert_eq!(b.view().members.len(), 3);
+    }
+
+    #[test]
+    fn static_member_leave_sends_no_leave_group() {
+        let mut b = Bench::new(None);
+        let (l, f, generation) = b.stable_pair();
+        b.nodes[f].m.leave("shutting down", b.now);
+        b.settle();
+        assert_eq!(b.nodes[f].m.state_name(), "Left");
+        assert!(!b.nodes[f].sent.contains(&"LeaveGroup"));
+        let view = b.view();
+        assert_eq!((view.state, view.generation, view.members.len()), ("Stable", generation.0, 2));
+        // Within the session timeout the group is untouched.
+        b.run_for(Duration::from_secs(5));
+        assert_eq!(b.generation(l), Some(generation));
+        assert_eq!(b.view().state, "Stable");
+    }
+}

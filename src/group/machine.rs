@@ -36,7 +36,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{decode_assignment, encode_assignment, GroupMember, Subscription};
+use super::assignor::{
+    cooperative_adjust, decode_assignment, encode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription,
+};
 use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
@@ -46,6 +48,9 @@ use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
 
 const PROTOCOL_TYPE: &str = "consumer";
+
+/// Why a cooperative member rejoins right after a SyncGroup that revoked partitions.
+pub const SECOND_ROUND: &str = "partitions revoked, second round (KIP-429)";
 
 // Error codes the machine reacts to by name (kafka36-group-semantics.md section 2.2).
 const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -139,6 +144,9 @@ enum CoordinatorState {
 struct Ownership {
     generation: Generation,
     partitions: BTreeMap<TopicPartition, GenerationId>,
+    /// Assigned under the cooperative protocol (KIP-429): the partitions stay owned through the
+    /// next rebalance and are given up only when a SyncGroup leaves them out.
+    cooperative: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -338,25 +346,56 @@ impl GroupMachine {
         self.state.name()
     }
 
-    /// Partitions owned in the current generation with their `owned_since`.
+    /// Partitions owned now with their `owned_since`: those of the current generation, and
+    /// under the cooperative protocol also those of the last generation while a rebalance runs
+    /// (KIP-429: nothing is revoked before the new assignment says so).
     pub fn assignment(&self) -> Vec<OwnedPartition> {
-        match (&self.ownership, self.current_generation()) {
-            (Some(o), Some(g)) if &o.generation == g => o
+        match self.held() {
+            Some(o) => o
                 .partitions
                 .iter()
                 .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 
     /// A lease for records of `partition` fetched now, up to `next_offset`; `None` unless the
-    /// partition is owned in the current generation.
+    /// partition is owned now (see [`assignment`](Self::assignment)). During a cooperative
+    /// rebalance the lease carries the last generation; its commit is deferred until the new
+    /// generation is known and then re-stamped (partition kept) or fenced (partition revoked).
     pub fn lease(&self, partition: &TopicPartition, next_offset: i64) -> Option<Lease> {
-        let generation = self.current_generation()?;
-        let ownership = self.ownership.as_ref().filter(|o| &o.generation == generation)?;
+        let ownership = self.held()?;
         let owned_since = *ownership.partitions.get(partition)?;
-        Some(Lease { partition: partition.clone(), next_offset, generation: generation.clone(), owned_since })
+        Some(Lease { partition: partition.clone(), next_offset, generation: ownership.generation.clone(), owned_since })
+    }
+
+    /// The ownership the member holds now, if any.
+    fn held(&self) -> Option<&Ownership> {
+        let ownership = self.ownership.as_ref()?;
+        match &self.state {
+            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
+                (&ownership.generation == generation).then_some(ownership)
+            }
+            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => {
+                (ownership.cooperative && ownership.generation.member_id == self.member_id).then_some(ownership)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a generation that selected `selected` runs the cooperative protocol (KIP-429).
+    ///
+    /// Java negotiates one `RebalanceProtocol` all configured assignors support. Here: when
+    /// every configured assignor is cooperative, always; when the configuration mixes eager and
+    /// cooperative assignors (the first step of the KIP-429 upgrade), eager until the group
+    /// selected a cooperative assignor, which every member then supports. Should a later
+    /// generation select an eager one, partitions kept through that rebalance are revoked at its
+    /// SyncGroup, and commits of them are fenced from then on: at-least-once holds.
+    fn is_cooperative(&self, selected: Option<&str>) -> bool {
+        let cooperative = |a: &std::sync::Arc<dyn Assignor>| a.rebalance_protocol() == RebalanceProtocol::Cooperative;
+        self.config.assignors.iter().all(cooperative)
+            || selected.is_some_and(|name| self.config.assignors.iter().any(|a| a.name() == name && cooperative(a)))
     }
 
     // ---- commands ----
@@ -831,8 +870,14 @@ impl GroupMachine {
     fn request_rejoin(&mut self, reason: RejoinReason, now: Instant) {
         match self.state.clone() {
             State::Stable { generation, leader, protocol } => {
-                let partitions: Vec<TopicPartition> =
-                    self.ownership.as_ref().map(|o| o.partitions.keys().cloned().collect()).unwrap_or_default();
+                // Cooperative (KIP-429): nothing is revoked up front; the member keeps its
+                // partitions, rejoins at once, and gives up only what the new assignment leaves
+                // out. The event still tells the application a rebalance started.
+                let cooperative = self.ownership.as_ref().is_some_and(|o| o.cooperative);
+                let partitions: Vec<TopicPartition> = match &self.ownership {
+                    Some(o) if !cooperative => o.partitions.keys().cloned().collect(),
+                    _ => Vec::new(),
+                };
                 let handler_done = partitions.is_empty();
                 self.counters.rebalances += 1;
                 self.rebalance_started = Some(now);
@@ -881,6 +926,15 @@ impl GroupMachine {
     /// The group moved on without us: partitions are lost, the generation forgotten, and (for
     /// UNKNOWN_MEMBER_ID) the member id too.
     fn reset(&mut self, reason: RejoinReason, reset_member_id: bool, now: Instant) {
+        self.lose_ownership(&reason, now);
+        if reset_member_id {
+            self.member_id = MemberId::unknown();
+        }
+        self.rejoin(reason, now);
+    }
+
+    /// Drops the ownership, reporting its partitions lost.
+    fn lose_ownership(&mut self, reason: &RejoinReason, now: Instant) {
         if let Some(ownership) = self.ownership.take() {
             if !ownership.partitions.is_empty() {
                 for tp in ownership.partitions.keys() {
@@ -895,10 +949,6 @@ impl GroupMachine {
                 ));
             }
         }
-        if reset_member_id {
-            self.member_id = MemberId::unknown();
-        }
-        self.rejoin(reason, now);
     }
 
     fn send_join(&mut self, now: Instant) {
@@ -908,10 +958,12 @@ impl GroupMachine {
         let State::AwaitingJoin { reason, .. } = self.state.clone() else {
             return;
         };
+        // Eager protocols revoked everything before joining; cooperative ones (KIP-429) tell the
+        // leader what the member still owns, so its assignor can keep it in place.
+        let owned_partitions = self.held().map(|o| o.partitions.keys().cloned().collect()).unwrap_or_default();
         let subscription = Subscription {
             topics: self.subscription.clone(),
-            // Eager protocols revoke everything before joining (KIP-429 sends them for cooperative).
-            owned_partitions: Vec::new(),
+            owned_partitions,
             generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
             rack: None,
             user_data: None,
@@ -971,6 +1023,11 @@ impl GroupMachine {
                 );
             }
             UNKNOWN_MEMBER_ID => {
+                // Partitions still held through a cooperative rebalance belong to no member
+                // id any more.
+                if self.held().is_some() {
+                    self.lose_ownership(&RejoinReason::UnknownMember, now);
+                }
                 self.member_id = MemberId::unknown();
                 self.set_state(
                     State::AwaitingJoin { reason: RejoinReason::UnknownMember, join: None },
@@ -1036,7 +1093,12 @@ impl GroupMachine {
                     }),
                 })
                 .collect();
-            let plan = assignor.assign(&members, &self.partition_counts);
+            let mut plan = assignor.assign(&members, &self.partition_counts);
+            if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
+                // KIP-429: a partition moving to another member is left out of this generation
+                // (its owner revokes it first); it is assigned in the next round.
+                plan = cooperative_adjust(plan, &members);
+            }
             tracing::info!(members = members.len(), protocol = %protocol, "leading the assignment");
             members
                 .iter()
@@ -1173,7 +1235,8 @@ impl GroupMachine {
         }
         // A streak that broke drops its commit floor too.
         self.committed_streak.retain(|tp, (since, _)| owned.get(tp) == Some(since));
-        self.ownership = Some(Ownership { generation: generation.clone(), partitions: owned.clone() });
+        let cooperative = self.is_cooperative(Some(&protocol));
+        self.ownership = Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative });
         if let Some(started) = self.rebalance_started.take() {
             let ms = now.saturating_duration_since(started).as_millis() as u64;
             self.counters.last_rebalance_ms = Some(ms);
@@ -1189,13 +1252,27 @@ impl GroupMachine {
                     .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
                     .collect(),
                 added,
-                revoked,
+                revoked: revoked.clone(),
             },
         ));
         self.session_deadline = Some(now + self.config.session_timeout);
         self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         let reason = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
         self.set_state(State::Stable { generation, leader, protocol }, &reason, now);
+        if cooperative && !revoked.is_empty() {
+            // KIP-429's second round: what we gave up can go to its new owner only in a
+            // generation after this one. Commits deferred through the first round are judged
+            // against this generation first (kept: sent re-stamped, revoked: fenced); the join
+            // waits for the one sent.
+            self.drive_commits(now);
+            self.counters.rebalances += 1;
+            self.rebalance_started = Some(now);
+            self.set_state(
+                State::AwaitingJoin { reason: RejoinReason::Retry(SECOND_ROUND.into()), join: None },
+                SECOND_ROUND,
+                now,
+            );
+        }
     }
 
     fn stale(&mut self, now: Instant, api: &'static str, sent: Generation) {

@@ -1962,3 +1962,267 @@ fn a_fetch_deadline_passing_without_a_coordinator_leaves_no_timer_in_the_past() 
         .contains(&GroupEvent::CommittedOffsetsFailed { id: fetch, reason: "retries or time exhausted".into() }));
     assert_eq!(h.count("OffsetFetch"), 0);
 }
+
+// ---- cooperative rebalancing (KIP-429) ----
+
+const COOP: &str = "cooperative-sticky";
+
+fn coop_config() -> GroupConfig {
+    let mut c = config();
+    c.assignors = vec![super::assignor::assignor_by_name(COOP).expect("cooperative-sticky is built in")];
+    c
+}
+
+/// `range` first, `cooperative-sticky` second: the first step of the KIP-429 upgrade.
+fn mixed_config() -> GroupConfig {
+    let mut c = config();
+    c.assignors.push(super::assignor::assignor_by_name(COOP).expect("cooperative-sticky is built in"));
+    c
+}
+
+fn with_protocol(r: JoinGroupResponse, protocol: &str) -> JoinGroupResponse {
+    r.with_protocol_name(Some(s(protocol)))
+}
+
+fn sync_ok_with(protocol: &str, partitions: &[i32]) -> SyncGroupResponse {
+    sync_ok(partitions).with_protocol_name(Some(s(protocol)))
+}
+
+fn assigned_event(events: &[GroupEvent]) -> Option<(Vec<OwnedPartition>, Vec<TopicPartition>, Vec<TopicPartition>)> {
+    events.iter().rev().find_map(|e| match e {
+        GroupEvent::Assigned { partitions, added, revoked, .. } => {
+            Some((partitions.clone(), added.clone(), revoked.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// The subscription a JoinGroup carries for `protocol`.
+fn join_subscription_for(join: &JoinGroupRequest, protocol: &str) -> Subscription {
+    let p = join.protocols.iter().find(|p| p.name.as_str() == protocol).expect("protocol offered");
+    Subscription::decode(&p.metadata).expect("decodable subscription")
+}
+
+impl Harness {
+    /// Answers the pending JoinGroup NONE (follower of `m-0`) selecting `protocol`, then the
+    /// SyncGroup with `partitions`; returns the JoinGroup request.
+    fn join_and_sync_with(&mut self, protocol: &str, generation: i32, partitions: &[i32]) -> JoinGroupRequest {
+        let (id, _, join) = self.take_join();
+        let member = join.member_id.to_string();
+        self.respond_join(id, with_protocol(join_response(NONE, generation, &member, "m-0"), protocol));
+        let (id, _, sync) = self.take_sync();
+        assert_eq!(sync.generation_id, generation);
+        self.respond_sync(id, sync_ok_with(protocol, partitions));
+        join
+    }
+
+    /// A cooperative member, Stable in generation 1 as follower `m-1` owning t-0 and t-1.
+    fn coop_stable() -> Self {
+        let mut h = Self::with_config(coop_config());
+        h.found();
+        h.two_step_join("m-1");
+        let join = h.join_and_sync_with(COOP, 1, &[0, 1]);
+        let first = join_subscription_for(&join, COOP);
+        assert!(first.owned_partitions.is_empty(), "nothing owned before the first generation");
+        assert_eq!(h.m.state_name(), "Stable");
+        h.outbox.clear();
+        h.events.clear();
+        h
+    }
+}
+
+#[test]
+fn cooperative_join_metadata_carries_owned_partitions_and_generation() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    let (_, _, join) = h.take_join();
+    assert_eq!(join.protocols.iter().map(|p| p.name.to_string()).collect::<Vec<_>>(), vec![COOP.to_string()]);
+    let sub = join_subscription_for(&join, COOP);
+    assert_eq!(sub.owned_partitions, tps(&[0, 1]));
+    assert_eq!(sub.generation, GenerationId(1));
+    assert_eq!(sub.topics, vec!["t".to_string()]);
+}
+
+#[test]
+fn cooperative_rebalance_in_progress_opens_no_revoke_window_and_keeps_the_partitions() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    assert!(h.events.contains(&GroupEvent::RevokeRequested {
+        generation: GenerationId(1),
+        partitions: vec![],
+        reason: RejoinReason::RebalanceInProgress,
+    }));
+    assert_eq!(h.m.state_name(), "AwaitingJoin", "no revoke window: no revoke_done needed");
+    assert_eq!(h.count("JoinGroup"), 1, "rejoins at once");
+    let owned = |p| OwnedPartition { partition: tp(p), owned_since: GenerationId(1) };
+    assert_eq!(h.m.assignment(), vec![owned(0), owned(1)], "still owned during the rebalance");
+    let lease = h.m.lease(&tp(0), 7).expect("leases go on during the rebalance");
+    assert_eq!((lease.generation, lease.owned_since), (gen(1, "m-1"), GenerationId(1)));
+    assert_eq!(h.m.lease(&tp(2), 7), None);
+    assert!(h.lost().is_empty());
+    // Still owned while the SyncGroup is in flight.
+    let (id, _, _) = h.take_join();
+    h.respond_join(id, with_protocol(join_response(NONE, 2, "m-1", "m-0"), COOP));
+    assert_eq!(h.m.state_name(), "AwaitingSync");
+    assert_eq!(h.m.assignment().len(), 2);
+}
+
+#[test]
+fn cooperative_sync_that_revokes_partitions_rejoins_for_a_second_round() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    h.events.clear();
+    h.join_and_sync_with(COOP, 2, &[1]);
+    let (partitions, added, revoked) = assigned_event(&h.events).expect("assigned");
+    assert_eq!(partitions, vec![OwnedPartition { partition: tp(1), owned_since: GenerationId(1) }]);
+    assert_eq!((added, revoked), (vec![], tps(&[0])));
+    assert!(h.lost().is_empty(), "revoked, not lost");
+    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.snapshot(h.now).last_transition.map(|t| t.reason), Some(super::machine::SECOND_ROUND.to_string()));
+    let (id, _, join) = h.take_join();
+    assert_eq!(join.member_id.as_str(), "m-1");
+    assert!(join.reason.as_deref().is_some_and(|r| r.contains(super::machine::SECOND_ROUND)), "{:?}", join.reason);
+    let sub = join_subscription_for(&join, COOP);
+    assert_eq!((sub.owned_partitions, sub.generation), (tps(&[1]), GenerationId(2)));
+    // The second round assigns the freed partition elsewhere; nothing revoked: no third round.
+    h.respond_join(id, with_protocol(join_response(NONE, 3, "m-1", "m-0"), COOP));
+    let (id, _, _) = h.take_sync();
+    h.respond_sync(id, sync_ok_with(COOP, &[1, 3]));
+    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.count("JoinGroup"), 0);
+    assert_eq!(
+        h.m.assignment(),
+        vec![
+            OwnedPartition { partition: tp(1), owned_since: GenerationId(1) },
+            OwnedPartition { partition: tp(3), owned_since: GenerationId(3) },
+        ]
+    );
+}
+
+#[test]
+fn cooperative_sync_without_revocation_stays_stable() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    h.join_and_sync_with(COOP, 2, &[0, 1, 2]);
+    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.count("JoinGroup"), 0);
+}
+
+#[test]
+fn cooperative_kept_partitions_keep_owned_since_and_their_leases_restamp() {
+    let mut h = Harness::coop_stable();
+    let before = h.lease(1, 10);
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    let during = h.lease(1, 20);
+    let early = h.commit(vec![before]);
+    let late = h.commit(vec![during]);
+    assert_eq!(h.count("OffsetCommit"), 0, "deferred during the join");
+    h.join_and_sync_with(COOP, 2, &[0, 1, 3]);
+    let (partitions, _, _) = assigned_event(&h.events).expect("assigned");
+    assert!(partitions.contains(&OwnedPartition { partition: tp(1), owned_since: GenerationId(1) }));
+    let (id, _, request) = h.take_commit();
+    assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(1, 10)]));
+    h.respond(id, commit_response(&[(1, NONE)]));
+    assert_eq!(h.completed(early), Some(vec![result(1, 10, committed(2, Some(1)))]));
+    let (id, _, request) = h.take_commit();
+    assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(1, 20)]));
+    h.respond(id, commit_response(&[(1, NONE)]));
+    assert_eq!(h.completed(late), Some(vec![result(1, 20, committed(2, Some(1)))]));
+}
+
+#[test]
+fn cooperative_revoked_partition_leases_are_fenced() {
+    let mut h = Harness::coop_stable();
+    let before = h.lease(0, 10);
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    let during = h.lease(0, 20);
+    let deferred = h.commit(vec![before.clone(), during]);
+    let kept = h.commit(vec![h.lease(1, 30)]);
+    h.join_and_sync_with(COOP, 2, &[1]);
+    // Judged against generation 2 before the second round: t-1 goes out re-stamped (and the
+    // second round's JoinGroup waits for it), t-0 is never sent.
+    let (id, _, request) = h.take_commit();
+    assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(1, 30)]));
+    assert_eq!(h.count("JoinGroup"), 0, "not pipelined behind the commit");
+    h.respond(id, commit_response(&[(1, NONE)]));
+    assert_eq!(h.completed(kept), Some(vec![result(1, 30, committed(2, Some(1)))]));
+    let fenced = |offset| {
+        result(
+            0,
+            offset,
+            CommitOutcome::Fenced {
+                lease_generation: GenerationId(1),
+                current_generation: Some(GenerationId(2)),
+                reason: FenceReason::NotOwned,
+            },
+        )
+    };
+    assert_eq!(h.completed(deferred), Some(vec![fenced(10), fenced(20)]));
+    // And after the second round too.
+    let (id, _, _) = h.take_join();
+    h.respond_join(id, with_protocol(join_response(NONE, 3, "m-1", "m-0"), COOP));
+    let (id, _, _) = h.take_sync();
+    h.respond_sync(id, sync_ok_with(COOP, &[1]));
+    let late = h.commit(vec![before]);
+    assert_eq!(h.count("OffsetCommit"), 0);
+    assert!(matches!(
+        h.completed(late).as_deref(),
+        Some([PartitionCommit { outcome: CommitOutcome::Fenced { reason: FenceReason::NotOwned, .. }, .. }])
+    ));
+}
+
+#[test]
+fn cooperative_leader_adjusts_the_assignment_before_sync() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    let (id, _, _) = h.take_join();
+    // m-1 (the leader) says it owns all four partitions; m-2 is new.
+    let own = Subscription {
+        topics: vec!["t".into()],
+        owned_partitions: tps(&[0, 1, 2, 3]),
+        generation: GenerationId(1),
+        ..Default::default()
+    }
+    .encode();
+    let newcomer = subscription_metadata(&["t"]);
+    let members = vec![
+        JoinGroupResponseMember::default().with_member_id(s("m-1")).with_metadata(own),
+        JoinGroupResponseMember::default().with_member_id(s("m-2")).with_metadata(newcomer),
+    ];
+    h.m.set_partition_counts([("t".to_string(), 4)]);
+    h.respond_join(id, with_protocol(join_response(NONE, 2, "m-1", "m-1"), COOP).with_members(members));
+    let (_, _, sync) = h.take_sync();
+    let plan: std::collections::BTreeMap<String, Vec<TopicPartition>> = sync
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), super::assignor::decode_assignment(&a.assignment).unwrap()))
+        .collect();
+    // Everything is owned by m-1: what moves to m-2 is left out of this generation (m-2 gets it
+    // in the second round), and m-1 keeps the rest.
+    assert_eq!(plan.get("m-2").cloned().unwrap_or_default(), vec![], "{plan:?}");
+    assert_eq!(plan.get("m-1").map(Vec::len), Some(2), "{plan:?}");
+}
+
+#[test]
+fn mixed_assignors_are_eager_until_the_group_selects_a_cooperative_one() {
+    let mut h = Harness::with_config(mixed_config());
+    h.found();
+    h.two_step_join("m-1");
+    h.join_and_sync_with("range", 1, &[0, 1]);
+    h.events.clear();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    assert_eq!(h.m.state_name(), "Revoking", "range selected: eager revoke window");
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, GroupEvent::RevokeRequested { partitions, .. } if partitions.len() == 2)));
+    h.m.revoke_done(h.now);
+    h.pump();
+    let join = h.join_and_sync_with(COOP, 2, &[0, 1]);
+    assert!(join_subscription_for(&join, COOP).owned_partitions.is_empty(), "eager join revoked everything");
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    assert_eq!(h.m.state_name(), "AwaitingJoin", "cooperative-sticky selected: no revoke window");
+    let (_, _, join) = h.take_join();
+    assert_eq!(join_subscription_for(&join, COOP).owned_partitions, tps(&[0, 1]));
+    assert_eq!(join_subscription_for(&join, "range").owned_partitions, tps(&[0, 1]));
+}

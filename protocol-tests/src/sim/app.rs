@@ -158,6 +158,11 @@ impl App {
 impl Sim {
     pub(super) fn app_on_event(&mut self, i: usize, event: GroupEvent) {
         match event {
+            // Cooperative (KIP-429): nothing to revoke, the member keeps processing through the
+            // rebalance and gives partitions up when `Assigned` leaves them out.
+            GroupEvent::RevokeRequested { partitions, .. } if partitions.is_empty() => {
+                self.stats.revokes += 1;
+            }
             GroupEvent::RevokeRequested { .. } => {
                 self.stats.revokes += 1;
                 let app = &mut self.members[i].app;

@@ -102,6 +102,8 @@ pub struct SimConfig {
     pub trace: bool,
     /// Print every message, timeout and machine event to stderr (for debugging a seed).
     pub log: bool,
+    /// `partition.assignment.strategy`: built-in assignor names, in preference order.
+    pub assignors: Vec<&'static str>,
 }
 
 impl SimConfig {
@@ -127,6 +129,7 @@ impl SimConfig {
             wire: true,
             trace: false,
             log: false,
+            assignors: vec!["range"],
         }
     }
 
@@ -138,6 +141,13 @@ impl SimConfig {
         c.revoke_timeout = self.revoke_timeout;
         c.request_timeout = self.request_timeout;
         c.commit_timeout = self.commit_timeout;
+        c.assignors = self
+            .assignors
+            .iter()
+            .map(|name| {
+                kgroup::group::assignor::assignor_by_name(name).unwrap_or_else(|| panic!("no assignor {name:?}"))
+            })
+            .collect();
         c.validate().expect("simulated member configuration is valid");
         c
     }
