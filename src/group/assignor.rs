@@ -1,7 +1,8 @@
 //! The `consumer` protocol's subscription and assignment bytes (KIP-62/429/341 versions 0 to 3)
 //! and client-side assignors.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{consumer_protocol_assignment, consumer_protocol_subscription};
@@ -149,18 +150,72 @@ pub enum RebalanceProtocol {
     Cooperative,
 }
 
-/// A client-side partition assignor, run by the group leader.
+/// The plan an assignor returns: member id to the partitions it gets.
+type Plan = BTreeMap<String, Vec<TopicPartition>>;
+
+/// A client-side partition assignor, run by the group leader; the extension point for custom
+/// strategies. Put it in [`GroupConfig::assignors`](crate::group::GroupConfig) (first preferred);
+/// the group picks a name every member advertises, and the leader runs that assignor.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::sync::Arc;
+/// use kgroup::group::assignor::{Assignor, GroupMember, Subscription};
+/// use kgroup::group::{GroupConfig, TopicPartition};
+///
+/// /// Every partition goes to the member with the smallest id (a hot-standby layout).
+/// #[derive(Debug)]
+/// struct FirstTakesAll;
+///
+/// impl Assignor for FirstTakesAll {
+///     fn name(&self) -> &str {
+///         "first-takes-all"
+///     }
+///
+///     fn assign(
+///         &self,
+///         members: &[GroupMember],
+///         partition_counts: &BTreeMap<String, i32>,
+///     ) -> BTreeMap<String, Vec<TopicPartition>> {
+///         let mut plan: BTreeMap<String, Vec<TopicPartition>> =
+///             members.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
+///         if let Some(first) = members.iter().min_by(|a, b| a.member_id.cmp(&b.member_id)) {
+///             for topic in &first.subscription.topics {
+///                 let count = partition_counts.get(topic).copied().unwrap_or(0);
+///                 let owned = plan.get_mut(&first.member_id).expect("every member has an entry");
+///                 owned.extend((0..count).map(|p| TopicPartition::new(topic, p)));
+///             }
+///         }
+///         plan
+///     }
+/// }
+///
+/// let member = |id: &str| GroupMember {
+///     member_id: id.into(),
+///     group_instance_id: None,
+///     subscription: Subscription { topics: vec!["orders".into()], ..Default::default() },
+/// };
+/// let counts = BTreeMap::from([("orders".to_string(), 3)]);
+/// let plan = FirstTakesAll.assign(&[member("b"), member("a")], &counts);
+/// assert_eq!(plan["a"].len(), 3);
+/// assert!(plan["b"].is_empty());
+///
+/// let mut config = GroupConfig::new("my-group");
+/// config.assignors.insert(0, Arc::new(FirstTakesAll));
+/// ```
 pub trait Assignor: Send + Sync + std::fmt::Debug {
     /// The protocol name members advertise (`range`, `roundrobin`, ...).
     fn name(&self) -> &str;
 
-    /// Eager unless the assignor supports KIP-429's incremental rebalancing.
+    /// Eager unless the assignor supports KIP-429's incremental rebalancing; the leader then
+    /// passes the plan through [`cooperative_adjust`] before sending it.
     fn rebalance_protocol(&self) -> RebalanceProtocol {
         RebalanceProtocol::Eager
     }
 
-    /// Assigns every partition of the subscribed topics to exactly one subscribed member.
-    /// `partition_counts` covers the topics metadata knows; unknown topics are skipped.
+    /// Assigns every partition of the subscribed topics to exactly one subscribed member; every
+    /// member gets an entry, possibly empty. `partition_counts` covers the topics metadata knows;
+    /// unknown topics are skipped. Pure: the same members (in any order) give the same plan.
     fn assign(
         &self,
         members: &[GroupMember],
@@ -169,22 +224,31 @@ pub trait Assignor: Send + Sync + std::fmt::Debug {
 }
 
 /// KIP-429's first round: a partition that moves from one member to another is assigned to
-/// nobody, so its owner revokes it before the next round hands it over.
+/// nobody, so its owner revokes it before the next round hands it over. A partition is kept in a
+/// member's assignment only when no other member claims it in its subscription's owned
+/// partitions (stale or double claims included), so no partition ever has two owners.
+///
+/// Takes the target plan by reference or by value.
 pub fn cooperative_adjust(
-    target: BTreeMap<String, Vec<TopicPartition>>,
+    target: impl std::borrow::Borrow<BTreeMap<String, Vec<TopicPartition>>>,
     members: &[GroupMember],
 ) -> BTreeMap<String, Vec<TopicPartition>> {
-    let mut owner: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
+    let mut claimants: BTreeMap<&TopicPartition, BTreeSet<&str>> = BTreeMap::new();
     for member in members {
         for tp in &member.subscription.owned_partitions {
-            owner.insert(tp, &member.member_id);
+            claimants.entry(tp).or_default().insert(&member.member_id);
         }
     }
     target
-        .into_iter()
+        .borrow()
+        .iter()
         .map(|(member, partitions)| {
-            let kept = partitions.into_iter().filter(|tp| owner.get(tp).is_none_or(|o| *o == member)).collect();
-            (member, kept)
+            let kept = partitions
+                .iter()
+                .filter(|tp| claimants.get(tp).is_none_or(|c| c.iter().all(|o| *o == member)))
+                .cloned()
+                .collect();
+            (member.clone(), kept)
         })
         .collect()
 }
@@ -198,6 +262,35 @@ pub fn assignor_by_name(name: &str) -> Option<std::sync::Arc<dyn Assignor>> {
         "cooperative-sticky" => Some(std::sync::Arc::new(StickyAssignor { cooperative: true })),
         _ => None,
     }
+}
+
+/// Java's member order (`AbstractPartitionAssignor.MemberInfo`): static members first, by
+/// instance id (KIP-345, so their place survives restarts), then dynamic ones by member id.
+fn java_member_order(a: &GroupMember, b: &GroupMember) -> Ordering {
+    match (&a.group_instance_id, &b.group_instance_id) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+    .then_with(|| a.member_id.cmp(&b.member_id))
+}
+
+/// The members sorted by `order`, each member id once, and an empty plan entry for each.
+fn sorted_members(
+    members: &[GroupMember],
+    order: fn(&GroupMember, &GroupMember) -> Ordering,
+) -> (Vec<&GroupMember>, Plan) {
+    let mut sorted: Vec<&GroupMember> = members.iter().collect();
+    sorted.sort_by(|a, b| order(a, b));
+    let mut seen = BTreeSet::new();
+    sorted.retain(|m| seen.insert(m.member_id.as_str()));
+    let plan = sorted.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
+    (sorted, plan)
+}
+
+fn subscribes(member: &GroupMember, topic: &str) -> bool {
+    member.subscription.topics.iter().any(|t| t == topic)
 }
 
 /// Kafka's `range` assignor: per topic, consumers in sorted order each take a contiguous range;
@@ -215,24 +308,20 @@ impl Assignor for RangeAssignor {
         members: &[GroupMember],
         partition_counts: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Vec<TopicPartition>> {
-        let mut result: BTreeMap<String, Vec<TopicPartition>> =
-            members.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
+        let (sorted, mut result) = sorted_members(members, java_member_order);
         let mut topics: BTreeMap<&str, Vec<&GroupMember>> = BTreeMap::new();
-        for member in members {
+        for member in &sorted {
             for topic in &member.subscription.topics {
-                topics.entry(topic).or_default().push(member);
+                let consumers = topics.entry(topic).or_default();
+                if consumers.last().is_none_or(|last| last.member_id != member.member_id) {
+                    consumers.push(member);
+                }
             }
         }
-        for (topic, mut consumers) in topics {
+        for (topic, consumers) in topics {
             let Some(&count) = partition_counts.get(topic) else {
                 continue;
             };
-            // Static members sort by instance id so their ranges survive restarts (KIP-345).
-            consumers.sort_by(|a, b| {
-                (a.group_instance_id.as_deref().unwrap_or(&a.member_id))
-                    .cmp(b.group_instance_id.as_deref().unwrap_or(&b.member_id))
-            });
-            consumers.dedup_by(|a, b| a.member_id == b.member_id);
             let n = consumers.len() as i32;
             let (per, extra) = (count / n, count % n);
             let mut next = 0;
@@ -248,7 +337,8 @@ impl Assignor for RangeAssignor {
 }
 
 /// Kafka's `roundrobin` assignor: every subscribed partition, sorted by topic and partition,
-/// dealt in turn to the sorted members subscribed to its topic.
+/// dealt in turn around the circle of sorted members, skipping members not subscribed to its
+/// topic (Java's `RoundRobinAssignor`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RoundRobinAssignor;
 
@@ -262,16 +352,13 @@ impl Assignor for RoundRobinAssignor {
         members: &[GroupMember],
         partition_counts: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Vec<TopicPartition>> {
-        let mut sorted: Vec<&GroupMember> = members.iter().collect();
-        sorted.sort_by(|a, b| a.member_id.cmp(&b.member_id));
-        let mut result: BTreeMap<String, Vec<TopicPartition>> =
-            sorted.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
+        let (sorted, mut result) = sorted_members(members, java_member_order);
         let mut next = 0usize;
         for tp in all_partitions(members, partition_counts) {
-            // The next member in the circle that subscribes to this topic.
+            // The next member in the circle that subscribes to this topic (one always does).
             for step in 0..sorted.len() {
                 let member = sorted[(next + step) % sorted.len()];
-                if member.subscription.topics.iter().any(|t| *t == *tp.topic) {
+                if subscribes(member, &tp.topic) {
                     result.entry(member.member_id.clone()).or_default().push(tp);
                     next = (next + step + 1) % sorted.len();
                     break;
@@ -284,7 +371,7 @@ impl Assignor for RoundRobinAssignor {
 
 /// The partitions of every topic some member subscribes to, sorted.
 fn all_partitions(members: &[GroupMember], partition_counts: &BTreeMap<String, i32>) -> Vec<TopicPartition> {
-    let topics: std::collections::BTreeSet<&str> =
+    let topics: BTreeSet<&str> =
         members.iter().flat_map(|m| m.subscription.topics.iter().map(String::as_str)).collect();
     topics
         .into_iter()
@@ -293,10 +380,20 @@ fn all_partitions(members: &[GroupMember], partition_counts: &BTreeMap<String, i
 }
 
 /// Kafka's `sticky` and `cooperative-sticky` assignors (KIP-54, KIP-429): as balanced as
-/// `roundrobin`, while moving as few partitions as possible. Each member keeps the partitions it
-/// owns (from its subscription's owned partitions, the highest generation winning a double
-/// claim) up to its share; only the surplus and unowned partitions move, to the members below
-/// their share. The cooperative variant is the same plan, handed out in KIP-429's two rounds.
+/// `roundrobin`, while moving as few partitions as possible.
+///
+/// Ownership comes from each subscription's owned partitions (v1+; an eager member's
+/// `user_data` is not read). A partition claimed by several members stays with the claim of the
+/// highest generation; claims tied at the highest generation are all dropped (Java's rule).
+///
+/// When every member subscribes to the same topics, each member keeps what it owns up to its
+/// share (the members owning most get the `partitions % members` larger shares), and only the
+/// surplus and unowned partitions move: the minimum any balanced plan needs. Otherwise members
+/// keep what they own, unowned partitions go to the least loaded subscriber, and partitions move
+/// from a member to a subscriber holding at least two fewer until none can.
+///
+/// `assign` returns the target plan for both; the cooperative variant is handed out in
+/// KIP-429's two rounds through [`cooperative_adjust`].
 #[derive(Debug, Clone, Copy)]
 pub struct StickyAssignor {
     pub cooperative: bool,
@@ -324,61 +421,147 @@ impl Assignor for StickyAssignor {
         members: &[GroupMember],
         partition_counts: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Vec<TopicPartition>> {
-        let mut sorted: Vec<&GroupMember> = members.iter().collect();
-        sorted.sort_by(|a, b| a.member_id.cmp(&b.member_id));
-        sorted.dedup_by(|a, b| a.member_id == b.member_id);
+        let (sorted, mut result) = sorted_members(members, |a, b| a.member_id.cmp(&b.member_id));
         let partitions = all_partitions(members, partition_counts);
-        let subscribes = |m: &GroupMember, tp: &TopicPartition| m.subscription.topics.iter().any(|t| *t == *tp.topic);
-        // Current owners: the claim of the highest generation wins.
-        let mut owner: BTreeMap<TopicPartition, (GenerationId, &str)> = BTreeMap::new();
-        for m in &sorted {
-            for tp in &m.subscription.owned_partitions {
-                if partitions.binary_search(tp).is_ok() && subscribes(m, tp) {
-                    let claim = (m.subscription.generation, m.member_id.as_str());
-                    if owner.get(tp).is_none_or(|current| current.0 < claim.0) {
-                        owner.insert(tp.clone(), claim);
-                    }
-                }
-            }
+        let owner = current_owners(&sorted, &partitions);
+        fn topic_set(m: &GroupMember) -> BTreeSet<&str> {
+            m.subscription.topics.iter().map(String::as_str).collect()
         }
-        let n = sorted.len().max(1);
-        let (share, extra) = (partitions.len() / n, partitions.len() % n);
-        // The members that own the most get the larger shares, so the fewest partitions move.
-        let mut by_owned: Vec<(&str, usize)> = sorted
-            .iter()
-            .map(|m| (m.member_id.as_str(), owner.values().filter(|(_, o)| *o == m.member_id).count()))
-            .collect();
-        by_owned.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let quota: BTreeMap<&str, usize> =
-            by_owned.iter().enumerate().map(|(i, (id, _))| (*id, share + usize::from(i < extra))).collect();
-        let mut result: BTreeMap<String, Vec<TopicPartition>> =
-            sorted.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
-        let mut unassigned = Vec::new();
-        for tp in &partitions {
-            match owner.get(tp) {
-                Some((_, id)) if result[*id].len() < quota[id] => {
-                    result.entry((*id).to_owned()).or_default().push(tp.clone())
-                }
-                _ => unassigned.push(tp.clone()),
-            }
-        }
-        for tp in unassigned {
-            // The eligible member furthest below its quota (ties: member id order).
-            let target = sorted
-                .iter()
-                .filter(|m| subscribes(m, &tp))
-                .min_by_key(|m| {
-                    (result[&m.member_id].len() as isize - quota[m.member_id.as_str()] as isize, &m.member_id)
-                })
-                .map(|m| m.member_id.clone());
-            if let Some(id) = target {
-                result.entry(id).or_default().push(tp);
-            }
+        let uniform = sorted.windows(2).all(|w| topic_set(w[0]) == topic_set(w[1]));
+        if uniform {
+            sticky_uniform(&sorted, &partitions, &owner, &mut result);
+        } else {
+            sticky_general(&sorted, &partitions, &owner, &mut result);
         }
         for owned in result.values_mut() {
             owned.sort();
         }
         result
+    }
+}
+
+/// Who owns each partition now: valid claims (an existing partition of a topic the claimant
+/// subscribes to), the highest generation winning; a tie at the highest generation is dropped.
+fn current_owners<'a>(sorted: &[&'a GroupMember], partitions: &[TopicPartition]) -> BTreeMap<TopicPartition, &'a str> {
+    let mut claims: BTreeMap<&TopicPartition, (GenerationId, BTreeSet<&'a str>)> = BTreeMap::new();
+    for m in sorted {
+        let generation = m.subscription.generation;
+        for tp in &m.subscription.owned_partitions {
+            if partitions.binary_search(tp).is_err() || !subscribes(m, &tp.topic) {
+                continue;
+            }
+            let claim = claims.entry(tp).or_insert_with(|| (generation, BTreeSet::new()));
+            if generation > claim.0 {
+                *claim = (generation, BTreeSet::new());
+            }
+            if generation == claim.0 {
+                claim.1.insert(m.member_id.as_str());
+            }
+        }
+    }
+    claims
+        .into_iter()
+        .filter_map(|(tp, (_, ids))| match ids.len() {
+            1 => ids.first().map(|id| (tp.clone(), *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Equal subscriptions: quotas of `share` or `share + 1`, the larger ones to the members owning
+/// the most; each keeps its owned partitions up to its quota, the rest fill the gaps.
+fn sticky_uniform(
+    sorted: &[&GroupMember],
+    partitions: &[TopicPartition],
+    owner: &BTreeMap<TopicPartition, &str>,
+    result: &mut Plan,
+) {
+    let n = sorted.len().max(1);
+    let (share, extra) = (partitions.len() / n, partitions.len() % n);
+    let mut owned_count: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in owner.values() {
+        *owned_count.entry(id).or_default() += 1;
+    }
+    let mut by_owned: Vec<(&str, usize)> = sorted
+        .iter()
+        .map(|m| (m.member_id.as_str(), owned_count.get(m.member_id.as_str()).copied().unwrap_or(0)))
+        .collect();
+    by_owned.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let quota: BTreeMap<&str, usize> =
+        by_owned.iter().enumerate().map(|(i, (id, _))| (*id, share + usize::from(i < extra))).collect();
+    let mut unassigned = Vec::new();
+    for tp in partitions {
+        match owner.get(tp) {
+            Some(id) if result[*id].len() < quota[id] => result.entry((*id).to_owned()).or_default().push(tp.clone()),
+            _ => unassigned.push(tp.clone()),
+        }
+    }
+    // Hand the rest to the members below their quota, in member order.
+    let mut unassigned = unassigned.into_iter();
+    for m in sorted {
+        let gap = quota[m.member_id.as_str()].saturating_sub(result[&m.member_id].len());
+        result.entry(m.member_id.clone()).or_default().extend(unassigned.by_ref().take(gap));
+    }
+    debug_assert!(unassigned.next().is_none(), "quotas add up to the partition count");
+}
+
+/// Different subscriptions: keep what is owned, give unowned partitions (fewest candidates
+/// first) to the least loaded subscriber, then move partitions to subscribers holding at least
+/// two fewer until no such move is left (Java's balance criterion). Partitions that were not
+/// owned move before owned ones, so stickiness costs nothing extra.
+fn sticky_general(
+    sorted: &[&GroupMember],
+    partitions: &[TopicPartition],
+    owner: &BTreeMap<TopicPartition, &str>,
+    result: &mut Plan,
+) {
+    let index: BTreeMap<&str, usize> = sorted.iter().enumerate().map(|(i, m)| (m.member_id.as_str(), i)).collect();
+    let candidates: Vec<Vec<usize>> =
+        partitions.iter().map(|tp| (0..sorted.len()).filter(|&i| subscribes(sorted[i], &tp.topic)).collect()).collect();
+    let mut holder: Vec<usize> = vec![usize::MAX; partitions.len()];
+    let mut load = vec![0usize; sorted.len()];
+    for (p, tp) in partitions.iter().enumerate() {
+        if let Some(&i) = owner.get(tp).and_then(|id| index.get(id)) {
+            holder[p] = i;
+            load[i] += 1;
+        }
+    }
+    let mut unowned: Vec<usize> = (0..partitions.len()).filter(|&p| holder[p] == usize::MAX).collect();
+    unowned.sort_by_key(|&p| (candidates[p].len(), p));
+    for &p in &unowned {
+        if let Some(&i) = candidates[p].iter().min_by_key(|&&i| (load[i], i)) {
+            holder[p] = i;
+            load[i] += 1;
+        }
+    }
+    // Each move lowers the sum of squared loads, so this ends.
+    let mut order: Vec<usize> = (0..partitions.len()).collect();
+    order.sort_by_key(|&p| (owner.contains_key(&partitions[p]), p));
+    loop {
+        let mut moved = false;
+        for &p in &order {
+            let from = holder[p];
+            if from == usize::MAX {
+                continue;
+            }
+            let Some(&to) = candidates[p].iter().min_by_key(|&&i| (load[i], i)) else {
+                continue;
+            };
+            if load[to] + 1 < load[from] {
+                holder[p] = to;
+                load[from] -= 1;
+                load[to] += 1;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    for (p, tp) in partitions.iter().enumerate() {
+        if let Some(m) = sorted.get(holder[p]) {
+            result.entry(m.member_id.clone()).or_default().push(tp.clone());
+        }
     }
 }
 
@@ -443,103 +626,345 @@ mod tests {
         assert_eq!(a["b"], vec![TopicPartition::new("y", 0)]);
     }
 
-    fn uniform(n: usize, owned: &BTreeMap<String, Vec<TopicPartition>>, generation: i32) -> Vec<GroupMember> {
-        (0..n)
-            .map(|i| {
-                let id = format!("m{i:02}");
-                GroupMember {
-                    member_id: id.clone(),
-                    group_instance_id: None,
-                    subscription: Subscription {
-                        topics: vec!["t".into()],
-                        owned_partitions: owned.get(&id).cloned().unwrap_or_default(),
-                        generation: GenerationId(generation),
-                        ..Default::default()
-                    },
-                }
+    const ALL: [&str; 4] = ["range", "roundrobin", "sticky", "cooperative-sticky"];
+    const STICKY: [&str; 2] = ["sticky", "cooperative-sticky"];
+
+    fn id(i: usize) -> String {
+        format!("m{i:02}")
+    }
+
+    /// Members with these ids, all subscribed to `topics`, owning what `owned` gives them.
+    fn group(ids: &[String], topics: &[&str], owned: &Plan, generation: i32) -> Vec<GroupMember> {
+        ids.iter()
+            .map(|id| GroupMember {
+                member_id: id.clone(),
+                group_instance_id: None,
+                subscription: Subscription {
+                    topics: topics.iter().map(|t| t.to_string()).collect(),
+                    owned_partitions: owned.get(id).cloned().unwrap_or_default(),
+                    generation: GenerationId(generation),
+                    ..Default::default()
+                },
             })
             .collect()
     }
 
-    fn exact_cover(plan: &BTreeMap<String, Vec<TopicPartition>>, partitions: i32) {
-        let mut all: Vec<_> = plan.values().flatten().cloned().collect();
-        all.sort();
-        assert_eq!(all, (0..partitions).map(|p| TopicPartition::new("t", p)).collect::<Vec<_>>());
+    fn uniform(n: usize, topics: &[&str], owned: &Plan, generation: i32) -> Vec<GroupMember> {
+        group(&(0..n).map(id).collect::<Vec<_>>(), topics, owned, generation)
     }
 
-    fn moved(before: &BTreeMap<String, Vec<TopicPartition>>, after: &BTreeMap<String, Vec<TopicPartition>>) -> usize {
+    fn single() -> BTreeMap<String, i32> {
+        BTreeMap::from([("t".to_string(), 72)])
+    }
+
+    /// Three topics of mixed sizes, 72 partitions in all.
+    fn mixed() -> BTreeMap<String, i32> {
+        BTreeMap::from([("a".to_string(), 5), ("b".to_string(), 19), ("c".to_string(), 48)])
+    }
+
+    fn topics(counts: &BTreeMap<String, i32>) -> Vec<&str> {
+        counts.keys().map(String::as_str).collect()
+    }
+
+    /// Every partition of a subscribed, known topic assigned exactly once, to a subscriber; every
+    /// member has an entry.
+    fn assert_cover(plan: &Plan, members: &[GroupMember], counts: &BTreeMap<String, i32>) {
+        let mut all: Vec<TopicPartition> = plan.values().flatten().cloned().collect();
+        all.sort();
+        assert_eq!(all, all_partitions(members, counts), "not an exact cover: {plan:?}");
+        for (m, partitions) in plan {
+            let member = members.iter().find(|x| x.member_id == *m).expect("plan names a member");
+            assert!(partitions.iter().all(|tp| subscribes(member, &tp.topic)), "{m} not subscribed: {partitions:?}");
+        }
+        assert!(members.iter().all(|m| plan.contains_key(&m.member_id)));
+    }
+
+    fn spread(sizes: impl Iterator<Item = usize>) -> usize {
+        let sizes: Vec<usize> = sizes.collect();
+        sizes.iter().max().unwrap_or(&0) - sizes.iter().min().unwrap_or(&0)
+    }
+
+    fn assert_balanced(plan: &Plan) {
+        assert!(
+            spread(plan.values().map(Vec::len)) <= 1,
+            "unbalanced: {:?}",
+            plan.values().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
+    /// Partitions a member gets that it did not have before.
+    fn moved(before: &Plan, after: &Plan) -> usize {
         after.iter().map(|(m, ps)| ps.iter().filter(|tp| !before.get(m).is_some_and(|b| b.contains(tp))).count()).sum()
+    }
+
+    fn assert_order_independent(
+        assignor: &dyn Assignor,
+        members: &[GroupMember],
+        counts: &BTreeMap<String, i32>,
+        plan: &Plan,
+    ) {
+        let mut reversed = members.to_vec();
+        reversed.reverse();
+        assert_eq!(&assignor.assign(&reversed, counts), plan, "{} depends on member order", assignor.name());
+        let mut rotated = members.to_vec();
+        rotated.rotate_left(members.len() / 2);
+        assert_eq!(&assignor.assign(&rotated, counts), plan, "{} depends on member order", assignor.name());
     }
 
     #[test]
     fn every_assignor_covers_exactly_once_balanced_and_deterministic() {
-        let counts = BTreeMap::from([("t".to_string(), 72)]);
-        for name in ["range", "roundrobin", "sticky", "cooperative-sticky"] {
-            let assignor = assignor_by_name(name).unwrap();
-            for n in 1..=30 {
-                let members = uniform(n, &BTreeMap::new(), -1);
-                let plan = assignor.assign(&members, &counts);
-                exact_cover(&plan, 72);
-                let sizes: Vec<usize> = plan.values().map(Vec::len).collect();
-                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-                assert!(max - min <= 1, "{name} with {n} members: {sizes:?}");
-                let mut reversed = members.clone();
-                reversed.reverse();
-                assert_eq!(assignor.assign(&reversed, &counts), plan, "{name} depends on member order");
+        for counts in [single(), mixed()] {
+            for name in ALL {
+                let assignor = assignor_by_name(name).unwrap();
+                for n in 1..=30 {
+                    let members = uniform(n, &topics(&counts), &BTreeMap::new(), -1);
+                    let plan = assignor.assign(&members, &counts);
+                    assert_cover(&plan, &members, &counts);
+                    if name == "range" {
+                        // Kafka's range balances each topic, not the total.
+                        for topic in counts.keys() {
+                            let per_topic = plan.values().map(|ps| ps.iter().filter(|tp| *tp.topic == **topic).count());
+                            assert!(spread(per_topic) <= 1, "range, {n} members, topic {topic}");
+                        }
+                    } else {
+                        assert_balanced(&plan);
+                    }
+                    assert_order_independent(&*assignor, &members, &counts, &plan);
+                }
             }
         }
     }
 
-    /// The 2 -> 30 scale-out on 72 partitions: partitions moved per step, per assignor. Sticky
-    /// moves exactly what the new member must receive.
-    #[test]
-    fn scale_out_2_to_30_moves() {
-        let counts = BTreeMap::from([("t".to_string(), 72)]);
-        let mut totals = BTreeMap::new();
-        for name in ["range", "roundrobin", "cooperative-sticky"] {
-            let assignor = assignor_by_name(name).unwrap();
-            let mut plan = assignor.assign(&uniform(2, &BTreeMap::new(), -1), &counts);
-            let mut total = 0;
-            for n in 3..=30 {
-                let next = assignor.assign(&uniform(n, &plan, n as i32 - 1), &counts);
-                exact_cover(&next, 72);
-                let moves = moved(&plan, &next);
-                if name == "cooperative-sticky" {
-                    let newcomer = next[&format!("m{:02}", n - 1)].len();
-                    assert_eq!(moves, newcomer, "step {n}: sticky moves only what the new member gets");
+    fn non_uniform() -> (Vec<GroupMember>, BTreeMap<String, i32>) {
+        let members = vec![
+            member("a", &["x"]),
+            member("b", &["x", "y"]),
+            member("c", &["y", "z"]),
+            member("d", &["z", "unknown"]),
+            member("e", &["x", "y", "z"]),
+            member("f", &["nothing-known"]),
+        ];
+        let counts = BTreeMap::from([
+            ("x".to_string(), 10),
+            ("y".to_string(), 7),
+            ("z".to_string(), 3),
+            ("unsubscribed".to_string(), 4),
+        ]);
+        (members, counts)
+    }
+
+    /// Java's balance criterion: no partition can move to a subscriber holding two fewer.
+    fn assert_no_improving_move(plan: &Plan, members: &[GroupMember]) {
+        for (from, partitions) in plan {
+            for tp in partitions {
+                for to in members.iter().filter(|m| subscribes(m, &tp.topic)) {
+                    assert!(
+                        plan[&to.member_id].len() + 1 >= partitions.len(),
+                        "{tp} could move from {from} to {}",
+                        to.member_id
+                    );
                 }
-                total += moves;
-                plan = next;
             }
-            totals.insert(name, total);
         }
-        println!("partitions moved over the 2 -> 30 scale-out: {totals:?}");
-        assert!(totals["cooperative-sticky"] < totals["range"]);
-        assert!(totals["cooperative-sticky"] < totals["roundrobin"]);
+    }
+
+    #[test]
+    fn non_uniform_subscriptions_are_covered_deterministic_and_sticky_balances_them() {
+        let (members, counts) = non_uniform();
+        for name in ALL {
+            let assignor = assignor_by_name(name).unwrap();
+            let plan = assignor.assign(&members, &counts);
+            assert_cover(&plan, &members, &counts);
+            assert!(plan["f"].is_empty());
+            assert_order_independent(&*assignor, &members, &counts, &plan);
+        }
+        for name in STICKY {
+            let sticky = assignor_by_name(name).unwrap();
+            let plan = sticky.assign(&members, &counts);
+            assert_no_improving_move(&plan, &members);
+            // A member leaves: the others keep what they own as far as balance allows.
+            let mut rest: Vec<GroupMember> = members.iter().filter(|m| m.member_id != "e").cloned().collect();
+            for m in &mut rest {
+                m.subscription.owned_partitions = plan[&m.member_id].clone();
+                m.subscription.generation = GenerationId(1);
+            }
+            let after = sticky.assign(&rest, &counts);
+            assert_cover(&after, &rest, &counts);
+            assert_no_improving_move(&after, &rest);
+            assert_order_independent(&*sticky, &rest, &counts, &after);
+            // The simple uneven case: a 10-partition topic shared, a 2-partition one not.
+            let two = vec![member("a", &["t1"]), member("b", &["t1", "t2"])];
+            let counts = BTreeMap::from([("t1".to_string(), 10), ("t2".to_string(), 2)]);
+            let plan = sticky.assign(&two, &counts);
+            assert_eq!((plan["a"].len(), plan["b"].len()), (6, 6));
+        }
+    }
+
+    #[test]
+    fn roundrobin_deals_like_java() {
+        // Static members first, by instance id; a member skips topics it does not subscribe to.
+        let mut z = member("z", &["t1", "t2"]);
+        z.group_instance_id = Some("i1".into());
+        let members = vec![member("a", &["t1"]), z];
+        let counts = BTreeMap::from([("t1".to_string(), 3), ("t2".to_string(), 2)]);
+        let plan = RoundRobinAssignor.assign(&members, &counts);
+        let tp = TopicPartition::new;
+        assert_eq!(plan["z"], vec![tp("t1", 0), tp("t1", 2), tp("t2", 0), tp("t2", 1)]);
+        assert_eq!(plan["a"], vec![tp("t1", 1)]);
+    }
+
+    #[test]
+    fn sticky_join_and_leave_move_the_minimum() {
+        for counts in [single(), mixed()] {
+            let topics = topics(&counts);
+            for name in STICKY {
+                let sticky = assignor_by_name(name).unwrap();
+                for n in 1..=29 {
+                    let before = sticky.assign(&uniform(n, &topics, &BTreeMap::new(), -1), &counts);
+                    // Join: only what the newcomer must receive moves.
+                    let members = uniform(n + 1, &topics, &before, 1);
+                    let joined = sticky.assign(&members, &counts);
+                    assert_cover(&joined, &members, &counts);
+                    assert_balanced(&joined);
+                    assert_eq!(joined[&id(n)].len(), 72 / (n + 1), "{name}: the newcomer takes the smaller share");
+                    assert_eq!(moved(&before, &joined), 72 / (n + 1), "{name}: join {n} -> {}", n + 1);
+                    assert_order_independent(&*sticky, &members, &counts, &joined);
+                    // Leave: only the leaver's partitions move.
+                    for gone in [0, n / 2, n - 1].into_iter().filter(|_| n >= 2) {
+                        let ids: Vec<String> = (0..n).filter(|&i| i != gone).map(id).collect();
+                        let members = group(&ids, &topics, &before, 1);
+                        let left = sticky.assign(&members, &counts);
+                        assert_cover(&left, &members, &counts);
+                        assert_balanced(&left);
+                        assert_eq!(moved(&before, &left), before[&id(gone)].len(), "{name}: m{gone} leaves {n}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sticky_prefers_the_highest_generation_claim() {
+        let counts = BTreeMap::from([("t".to_string(), 4)]);
+        let tp = |p| TopicPartition::new("t", p);
+        let claims = |ga: i32, gb: i32| {
+            let owned = BTreeMap::from([("a".to_string(), vec![tp(0), tp(1)]), ("b".to_string(), vec![tp(1), tp(2)])]);
+            let mut members = group(&["a".into(), "b".into()], &["t"], &owned, ga);
+            members[1].subscription.generation = GenerationId(gb);
+            members
+        };
+        let sticky = StickyAssignor { cooperative: false };
+        let plan = sticky.assign(&claims(3, 5), &counts);
+        assert_eq!((plan["a"].clone(), plan["b"].clone()), (vec![tp(0), tp(3)], vec![tp(1), tp(2)]));
+        let plan = sticky.assign(&claims(5, 3), &counts);
+        assert_eq!((plan["a"].clone(), plan["b"].clone()), (vec![tp(0), tp(1)], vec![tp(2), tp(3)]));
+        // A tie at the same generation: neither claim counts, and the cooperative round gives the
+        // partition to nobody while both still claim it.
+        let members = claims(4, 4);
+        let plan = sticky.assign(&members, &counts);
+        assert_cover(&plan, &members, &counts);
+        assert_balanced(&plan);
+        let adjusted = cooperative_adjust(&plan, &members);
+        assert!(adjusted.values().flatten().all(|p| *p != tp(1)), "{adjusted:?}");
+    }
+
+    /// No member is given a partition another member still claims.
+    fn assert_no_double_owner(adjusted: &Plan, members: &[GroupMember]) {
+        for (member, partitions) in adjusted {
+            for tp in partitions {
+                let others: Vec<&str> = members
+                    .iter()
+                    .filter(|m| m.member_id != *member && m.subscription.owned_partitions.contains(tp))
+                    .map(|m| m.member_id.as_str())
+                    .collect();
+                assert!(others.is_empty(), "{tp} given to {member}, still owned by {others:?}");
+            }
+        }
     }
 
     #[test]
     fn cooperative_adjust_never_hands_over_a_partition_still_owned_elsewhere() {
-        let counts = BTreeMap::from([("t".to_string(), 6)]);
-        let sticky = StickyAssignor { cooperative: true };
-        let before = sticky.assign(&uniform(2, &BTreeMap::new(), -1), &counts);
-        let members = uniform(3, &before, 1);
-        let target = sticky.assign(&members, &counts);
-        let adjusted = cooperative_adjust(target.clone(), &members);
-        assert!(adjusted["m02"].is_empty(), "the newcomer waits for the second round: {adjusted:?}");
-        for (member, partitions) in &adjusted {
-            for tp in partitions {
-                let owners: Vec<_> = members
-                    .iter()
-                    .filter(|m| m.subscription.owned_partitions.contains(tp))
-                    .map(|m| &m.member_id)
-                    .collect();
-                assert!(owners.is_empty() || owners == vec![member], "{tp} given to {member}, owned by {owners:?}");
+        let coop = StickyAssignor { cooperative: true };
+        assert_eq!(coop.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        assert_eq!(StickyAssignor { cooperative: false }.rebalance_protocol(), RebalanceProtocol::Eager);
+        assert_eq!(RoundRobinAssignor.rebalance_protocol(), RebalanceProtocol::Eager);
+        for counts in [single(), mixed()] {
+            let topics = topics(&counts);
+            for n in 1..=29 {
+                let before = coop.assign(&uniform(n, &topics, &BTreeMap::new(), -1), &counts);
+                let mut scenarios = vec![uniform(n + 1, &topics, &before, 1)];
+                if n >= 2 {
+                    let ids: Vec<String> = (1..n).map(id).collect();
+                    scenarios.push(group(&ids, &topics, &before, 1));
+                }
+                for members in scenarios {
+                    let target = coop.assign(&members, &counts);
+                    let adjusted = cooperative_adjust(&target, &members);
+                    assert_no_double_owner(&adjusted, &members);
+                    // Exactly the partitions taken from a present member are withheld (a
+                    // leaver's partitions are free at once).
+                    let withheld: usize =
+                        target.values().map(Vec::len).sum::<usize>() - adjusted.values().map(Vec::len).sum::<usize>();
+                    let changing: usize = target
+                        .iter()
+                        .flat_map(|(m, ps)| ps.iter().map(move |tp| (m, tp)))
+                        .filter(|(m, tp)| {
+                            members.iter().any(|o| o.member_id != **m && o.subscription.owned_partitions.contains(tp))
+                        })
+                        .count();
+                    assert_eq!(withheld, changing);
+                    // Second round: the owners revoked, the same target is handed out in full.
+                    let ids: Vec<String> = members.iter().map(|m| m.member_id.clone()).collect();
+                    let second_members = group(&ids, &topics, &adjusted, 2);
+                    let second = coop.assign(&second_members, &counts);
+                    assert_eq!(second, target);
+                    assert_eq!(cooperative_adjust(second.clone(), &second_members), second);
+                }
             }
         }
-        // Second round: the revoked partitions are free and go to the newcomer.
-        let second = cooperative_adjust(sticky.assign(&uniform(3, &adjusted, 2), &counts), &uniform(3, &adjusted, 2));
-        exact_cover(&second, 6);
-        assert_eq!(second["m02"].len(), 2);
+        // A stale double claim (a zombie of an older generation) also blocks the hand-over.
+        let counts = BTreeMap::from([("t".to_string(), 2)]);
+        let owned = BTreeMap::from([("a".to_string(), vec![TopicPartition::new("t", 0)])]);
+        let mut members = group(&["a".into(), "b".into()], &["t"], &owned, 5);
+        members[1].subscription.owned_partitions = vec![TopicPartition::new("t", 0)];
+        members[1].subscription.generation = GenerationId(2);
+        let target = coop.assign(&members, &counts);
+        assert_eq!(target["a"], vec![TopicPartition::new("t", 0)]);
+        assert_no_double_owner(&cooperative_adjust(&target, &members), &members);
+    }
+
+    /// The 2 -> 30 scale-out on 72 partitions, one member joining per step, each member owning
+    /// what the previous step gave it: partitions moved per step, per assignor. Sticky moves
+    /// exactly the minimum, what the newcomer must receive (72 / n, rounded down).
+    #[test]
+    fn scale_out_2_to_30_moves() {
+        let counts = single();
+        let names = ["range", "roundrobin", "sticky", "cooperative-sticky"];
+        let assignors: Vec<_> = names.iter().map(|n| assignor_by_name(n).unwrap()).collect();
+        let mut plans: Vec<Plan> =
+            assignors.iter().map(|a| a.assign(&uniform(2, &["t"], &BTreeMap::new(), -1), &counts)).collect();
+        let mut totals = [0usize; 4];
+        let mut minimum_total = 0;
+        println!("members  range  roundrobin  cooperative-sticky  minimum");
+        for n in 3..=30 {
+            let minimum = 72 / n;
+            let mut moves = [0usize; 4];
+            for (i, assignor) in assignors.iter().enumerate() {
+                let members = uniform(n, &["t"], &plans[i], n as i32 - 2);
+                let next = assignor.assign(&members, &counts);
+                assert_cover(&next, &members, &counts);
+                assert_balanced(&next);
+                moves[i] = moved(&plans[i], &next);
+                totals[i] += moves[i];
+                plans[i] = next;
+            }
+            assert_eq!(plans[2], plans[3], "sticky and cooperative-sticky share the target");
+            assert_eq!(moves[3], minimum, "step {n}: sticky moves the minimum");
+            minimum_total += minimum;
+            println!("{n:>7}  {:>5}  {:>10}  {:>18}  {minimum:>7}", moves[0], moves[1], moves[3]);
+        }
+        println!("total    {:>5}  {:>10}  {:>18}  {minimum_total:>7}", totals[0], totals[1], totals[3]);
+        assert_eq!(totals[3], minimum_total);
+        assert!(totals[3] <= totals[0] && totals[3] <= totals[1]);
     }
 }
