@@ -20,14 +20,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker, NISSHI_VERSION};
-use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
+use kgroup::producer::{Acks, Compression, Producer, ProducerConfig};
 use kgroup::{Cluster, ClusterConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use scenario::BoxError;
+use scenario::{produce, BoxError, LogEnd};
 
 const PARTITIONS: i32 = 72;
 const INITIAL_MESSAGES: usize = 72_000;
@@ -144,8 +144,6 @@ async fn run_kgroup(bootstrap: &str, name: &str, members: usize) -> Result<Figur
 
 // ---------------------------------------------------------------------------------------------
 // librdkafka: the same steps with BaseConsumer members in threads.
-
-type LogEnd = Arc<Mutex<BTreeMap<i32, i64>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -401,31 +399,6 @@ async fn converge_rd(group: &[Member]) -> Result<(), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Same keys and values as the seed scenario's producer.
-async fn produce(
-    producer: &Producer,
-    topic: &str,
-    next_key: &mut usize,
-    count: usize,
-    log_end: &LogEnd,
-) -> Result<(), BoxError> {
-    let deliveries: Vec<_> = (0..count)
-        .map(|i| {
-            let n = *next_key + i;
-            producer.send(ProducerRecord::new(topic, Some(format!("key-{}", n % 10_000)), format!("message {n}")))
-        })
-        .collect();
-    producer.flush().await;
-    *next_key += count;
-    for delivery in deliveries {
-        let written = delivery.await?;
-        let mut ends = lock(log_end);
-        let end = ends.entry(written.partition).or_default();
-        *end = (*end).max(written.offset + 1);
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

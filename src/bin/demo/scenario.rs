@@ -143,7 +143,7 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
 }
 
 /// The log end per partition, from the producer's acknowledgements.
-type LogEnd = Arc<Mutex<BTreeMap<i32, i64>>>;
+pub type LogEnd = Arc<Mutex<BTreeMap<i32, i64>>>;
 
 /// Runs the scenario; `progress` gets a one-line status now and then.
 pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, BoxError> {
@@ -269,7 +269,8 @@ fn consumer_config(settings: &Settings) -> ConsumerConfig {
     config
 }
 
-async fn produce(
+/// Produces `count` keyed messages and records the log end per partition.
+pub async fn produce(
     producer: &Producer,
     topic: &str,
     next_key: &mut usize,
