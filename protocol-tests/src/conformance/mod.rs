@@ -1,4 +1,4 @@
-//! Support for the protocol conformance suite (`tests/conformance.rs`): the deviation table,
+//! Support for the protocol conformance suite (`tests/conformance/main.rs`): the deviation table,
 //! peer selection from the environment, and the case × peer matrix.
 //!
 //! A case renders what the broker answered as one line (the *observation*). A peer passes a

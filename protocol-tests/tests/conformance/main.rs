@@ -401,7 +401,21 @@ macro_rules! case {
     };
 }
 
+/// [F] cases: kgroup's group driver against injected answers.
+mod reactions;
+/// [R] cases that need their own broker settings or several brokers.
+mod replies;
+
+/// Every implemented case, in id order.
 fn cases() -> Vec<Case> {
+    let mut all = core_cases();
+    all.extend(replies::cases());
+    all.extend(reactions::cases());
+    all.sort_by_key(|c| c.id);
+    all
+}
+
+fn core_cases() -> Vec<Case> {
     vec![
         case!("T01", "FindCoordinator=0-4 OffsetCommit=0-8 OffsetFetch=0-8 JoinGroup=0-9 Heartbeat=0-4 LeaveGroup=0-5 SyncGroup=0-5", |c| {
             let conn = c.conn().await?;

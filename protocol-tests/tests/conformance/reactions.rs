@@ -1,0 +1,5 @@
+use super::*;
+
+pub(super) fn cases() -> Vec<Case> {
+    Vec::new()
+}
