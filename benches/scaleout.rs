@@ -116,6 +116,7 @@ async fn run_kgroup(bootstrap: &str, name: &str, members: usize) -> Result<Figur
         produce_rate: PRODUCE_RATE,
         batch_size: BATCH_SIZE,
         processing_time: PROCESSING_TIME,
+        rebalance_callback_timeout: Duration::from_secs(20),
         steady: STEADY,
         converge_timeout: CONVERGE_TIMEOUT,
         assignment_strategy: "range".into(),

@@ -19,6 +19,7 @@ fn settings(bootstrap: &str, assignor: &str) -> scenario::Settings {
         produce_rate: 5_000,
         batch_size: 1000,
         processing_time: Duration::from_millis(10),
+        rebalance_callback_timeout: Duration::from_secs(20),
         steady: Duration::from_millis(300),
         converge_timeout: Duration::from_secs(60),
         assignment_strategy: assignor.to_owned(),
@@ -27,7 +28,7 @@ fn settings(bootstrap: &str, assignor: &str) -> scenario::Settings {
 
 fn check(report: &scenario::Report, batch_size: u64) {
     println!("{}", scenario::table(report));
-    assert_eq!(report.steps.len(), 9, "one row per group size");
+    assert_eq!(report.steps.len(), report.steps.last().map_or(0, |s| s.members - 1), "one row per group size");
     let generations: Vec<i32> = report.steps.iter().map(|s| s.generation).collect();
     assert!(generations.windows(2).all(|w| w[1] > w[0]), "the generation moves every step: {generations:?}");
     assert!(report.produced > 36_000, "the producer ran during the scale-out");
@@ -52,14 +53,65 @@ fn check(report: &scenario::Report, batch_size: u64) {
     assert_eq!(snapshot.generation.as_ref().map(|g| g.id.0), report.steps.last().map(|s| s.generation));
 }
 
+async fn run(settings: scenario::Settings) -> scenario::Report {
+    tokio::time::timeout(Duration::from_secs(240), scenario::run(settings, &|_| {}))
+        .await
+        .expect("the scenario finishes in time")
+        .expect("the scenario runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_group_scales_from_2_to_10_members_without_loss() {
     init_tracing();
     let broker = TestBroker::start().await;
-    let report =
-        tokio::time::timeout(Duration::from_secs(240), scenario::run(settings(broker.bootstrap(), "range"), &|_| {}))
-            .await
-            .expect("the scenario finishes in time")
-            .expect("the scenario runs");
+    let report = run(settings(broker.bootstrap(), "range")).await;
     check(&report, 1000);
+}
+
+/// KIP-429: partitions that stay are never revoked, and those that move get a revoke window
+/// after the SyncGroup that takes them away, so the batch in progress commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_group_scales_from_2_to_10_members_without_loss() {
+    init_tracing();
+    let broker = TestBroker::start().await;
+    let report = run(settings(broker.bootstrap(), "cooperative-sticky")).await;
+    check(&report, 1000);
+    assert!(report.steps.iter().any(|s| s.restamped > 0), "kept partitions re-stamp across generations");
+}
+
+/// Batches that outlast the revoke window (200 ms of work, a 50 ms `rebalance_callback_timeout`)
+/// commit after the member rejoined: a batch whose partition moved is fenced and its new owner
+/// processes it again. At each step range moves about half of every member's partitions,
+/// cooperative-sticky only the share the newcomer takes (1 in n+1), so over a 2 to 16 scale-out
+/// it processes fewer messages twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_duplicates_less_than_range_when_batches_outlast_the_revoke_window() {
+    init_tracing();
+    let broker = TestBroker::start().await;
+    let short_window = |assignor| scenario::Settings {
+        members: (2..=16).collect(),
+        produce_rate: 2_000,
+        processing_time: Duration::from_millis(200),
+        rebalance_callback_timeout: Duration::from_millis(50),
+        ..settings(broker.bootstrap(), assignor)
+    };
+    let range = run(short_window("range")).await;
+    check(&range, 1000);
+    let cooperative = run(short_window("cooperative-sticky")).await;
+    check(&cooperative, 1000);
+    let fenced = |r: &scenario::Report| r.steps.iter().map(|s| s.fenced).sum::<u64>();
+    println!(
+        "duplicates: range {} ({} fenced partition commits), cooperative-sticky {} ({} fenced)",
+        range.duplicates,
+        fenced(&range),
+        cooperative.duplicates,
+        fenced(&cooperative)
+    );
+    assert!(range.duplicates > 0, "range re-processes the batches that outlast its revoke windows");
+    assert!(
+        cooperative.duplicates < range.duplicates,
+        "cooperative-sticky duplicates {} not below range's {}",
+        cooperative.duplicates,
+        range.duplicates
+    );
 }

@@ -143,6 +143,7 @@ impl GroupConsumer {
             errors: VecDeque::new(),
             holding: None,
             revoke: None,
+            assignment_after_revoke: None,
             paused: BTreeSet::new(),
             revoking: BTreeSet::new(),
             poll_keepalive: Instant::now() + config.max_poll_interval / 2,
@@ -333,6 +334,14 @@ struct RevokeWindow {
     deadline: Instant,
 }
 
+/// A `GroupEvent::Assigned`, applied once the revoke window that precedes it has run.
+struct Assignment {
+    generation: Generation,
+    partitions: Vec<crate::group::OwnedPartition>,
+    added: Vec<TopicPartition>,
+    revoked: Vec<TopicPartition>,
+}
+
 struct ConsumerTask {
     config: ConsumerConfig,
     group: GroupHandle,
@@ -348,6 +357,10 @@ struct ConsumerTask {
     /// The batch the application is processing (handed out, next batch not yet asked for).
     holding: Option<Lease>,
     revoke: Option<RevokeWindow>,
+    /// An assignment that arrived while a revoke window waited for the application's batch: a
+    /// cooperative SyncGroup (KIP-429) announces the revocation and the new assignment together,
+    /// and the revoke handler runs first, as in Java.
+    assignment_after_revoke: Option<Assignment>,
     /// Partitions the application paused: none of their records is handed out.
     paused: BTreeSet<TopicPartition>,
     /// Partitions whose revoke window ran, held back until the assignment says which are kept.
@@ -494,12 +507,24 @@ impl ConsumerTask {
                 }
             }
             GroupEvent::Assigned { generation, partitions, added, revoked } => {
-                self.assigned(generation, partitions, added, revoked).await;
+                let assignment = Assignment { generation, partitions, added, revoked };
+                if self.revoke.is_some() {
+                    // The member went on without the window (its deadline passed): apply the
+                    // assignment before, so each one's added and revoked partitions apply in turn.
+                    if let Some(earlier) = self.assignment_after_revoke.replace(assignment) {
+                        self.assigned(earlier).await;
+                    }
+                } else {
+                    self.assigned(assignment).await;
+                }
             }
             GroupEvent::Lost { partitions, reason } => {
                 tracing::warn!(%reason, partitions = partitions.len(), "partitions lost");
                 // The member is no longer in the generation a revoke window belonged to.
                 self.revoke = None;
+                if let Some(assignment) = self.assignment_after_revoke.take() {
+                    self.forget(&assignment.revoked);
+                }
                 self.forget(&partitions);
                 if let Some(listener) = &self.listener {
                     let _ =
@@ -508,6 +533,7 @@ impl ConsumerTask {
             }
             GroupEvent::Left { reason } => {
                 self.revoke = None;
+                self.assignment_after_revoke = None;
                 let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
                 self.forget(&owned);
                 // The group moved on without this member and no revoke window ran: lost.
@@ -531,7 +557,8 @@ impl ConsumerTask {
         // Nothing of these partitions is handed out until the assignment says they are kept.
         self.revoking.extend(window.partitions.iter().cloned());
         let budget = window.deadline.saturating_duration_since(Instant::now());
-        if let Some(listener) = &self.listener {
+        // Java does not call `onPartitionsRevoked` with nothing revoked (a cooperative rebalance).
+        if let (Some(listener), false) = (&self.listener, window.partitions.is_empty()) {
             if tokio::time::timeout(budget, listener.revoked(&window.partitions)).await.is_err() {
                 tracing::warn!("rebalance listener `revoked` ran past its deadline");
             }
@@ -551,15 +578,12 @@ impl ConsumerTask {
             }
         }
         self.group.revoke_done();
+        if let Some(assignment) = self.assignment_after_revoke.take() {
+            self.assigned(assignment).await;
+        }
     }
 
-    async fn assigned(
-        &mut self,
-        generation: Generation,
-        partitions: Vec<crate::group::OwnedPartition>,
-        added: Vec<TopicPartition>,
-        revoked: Vec<TopicPartition>,
-    ) {
+    async fn assigned(&mut self, Assignment { generation, partitions, added, revoked }: Assignment) {
         self.forget(&revoked);
         self.revoking.clear();
         self.owned = partitions.iter().map(|p| (p.partition.clone(), (generation.clone(), p.owned_since))).collect();
@@ -641,6 +665,10 @@ impl ConsumerTask {
             .map(|(tp, _)| tp.clone())?;
         let (generation, owned_since) = self.owned.get(&tp)?.clone();
         let queue = self.pending.get_mut(&tp)?;
+        while queue.len() < limit {
+            let Some(batch) = self.fetcher.try_next_records(&tp) else { break };
+            queue.extend(batch.records.into_iter().map(|r| (r, batch.high_watermark)));
+        }
         let take = limit.min(queue.len());
         let taken: Vec<(ConsumerRecord, i64)> = queue.drain(..take).collect();
         let high_watermark = taken.last().map(|(_, hw)| *hw).unwrap_or(-1);

@@ -256,7 +256,7 @@ impl Fetcher {
             let notified = self.shared.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(event) = self.take() {
+            if let Some(event) = self.take(State::pop) {
                 return event;
             }
             notified.await;
@@ -265,11 +265,18 @@ impl Fetcher {
 
     /// The next batch if one is buffered.
     pub fn try_next(&self) -> Option<FetchEvent> {
-        self.take().flatten()
+        self.take(State::pop).flatten()
     }
 
-    /// `Some(None)` when closed, `None` when nothing is deliverable.
-    fn take(&self) -> Option<Option<FetchEvent>> {
+    /// The next buffered records of `partition`, if its next buffered event is records. Lets a
+    /// slow application take everything fetched for one partition in one batch, instead of one
+    /// fetch response's worth per batch while the rest waits behind other partitions.
+    pub fn try_next_records(&self, partition: &TopicPartition) -> Option<FetchedBatch> {
+        self.take(|state| state.pop_records_of(partition)).flatten()
+    }
+
+    /// `Some(None)` when closed, `None` when `pop` finds nothing deliverable.
+    fn take<T>(&self, pop: impl FnOnce(&mut State) -> Option<T>) -> Option<Option<T>> {
         let mut state = self.shared.lock();
         if state.closed {
             return Some(None);
@@ -277,7 +284,7 @@ impl Fetcher {
         // Only a buffer that was full holds partitions back: wake the task when it may no
         // longer be (not on every record handed out).
         let was_full = state.buffered >= self.shared.buffer_bytes;
-        let event = state.pop()?;
+        let event = pop(&mut state)?;
         drop(state);
         if was_full {
             self.shared.wake.notify_one();
@@ -532,6 +539,25 @@ impl State {
     fn pop(&mut self) -> Option<FetchEvent> {
         let partitions = &self.partitions;
         let index = self.queue.iter().position(|e| partitions.get(&e.partition).is_some_and(|p| !p.paused))?;
+        self.pop_at(index)
+    }
+
+    /// The first queued event of `tp` if it is records and `tp` is not paused.
+    fn pop_records_of(&mut self, tp: &TopicPartition) -> Option<FetchedBatch> {
+        if self.partitions.get(tp).is_none_or(|p| p.paused) {
+            return None;
+        }
+        let index = self.queue.iter().position(|e| &e.partition == tp)?;
+        if !matches!(self.queue[index].event, FetchEvent::Records(_)) {
+            return None;
+        }
+        match self.pop_at(index)? {
+            FetchEvent::Records(batch) => Some(batch),
+            FetchEvent::PartitionError { .. } => None,
+        }
+    }
+
+    fn pop_at(&mut self, index: usize) -> Option<FetchEvent> {
         let entry = self.queue.remove(index)?;
         self.buffered -= entry.bytes;
         if let Some(part) = self.partitions.get_mut(&entry.partition) {

@@ -23,6 +23,9 @@ pub enum RejoinReason {
     UnknownMember,
     /// The subscription changed.
     SubscriptionChanged,
+    /// A cooperative SyncGroup took partitions away: they can go to their new owner only in a
+    /// later generation (KIP-429's second round).
+    PartitionsRevoked,
     /// A retriable failure during join or sync.
     Retry(String),
 }
@@ -36,6 +39,7 @@ impl fmt::Display for RejoinReason {
             RejoinReason::IllegalGeneration => write!(f, "generation is stale"),
             RejoinReason::UnknownMember => write!(f, "member id unknown to the coordinator"),
             RejoinReason::SubscriptionChanged => write!(f, "subscription changed"),
+            RejoinReason::PartitionsRevoked => write!(f, "partitions revoked, second round (KIP-429)"),
             RejoinReason::Retry(why) => write!(f, "retry after {why}"),
         }
     }

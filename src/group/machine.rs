@@ -49,9 +49,6 @@ use crate::protocol::versions::NegotiatedVersions;
 
 const PROTOCOL_TYPE: &str = "consumer";
 
-/// Why a cooperative member rejoins right after a SyncGroup that revoked partitions.
-pub const SECOND_ROUND: &str = "partitions revoked, second round (KIP-429)";
-
 // Error codes the machine reacts to by name (kafka36-group-semantics.md section 2.2).
 const UNKNOWN_SERVER_ERROR: i16 = -1;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -147,6 +144,10 @@ struct Ownership {
     /// Assigned under the cooperative protocol (KIP-429): the partitions stay owned through the
     /// next rebalance and are given up only when a SyncGroup leaves them out.
     cooperative: bool,
+    /// Partitions this generation took away from us under the cooperative protocol, with their
+    /// `owned_since`. KIP-429 assigns them to nobody in this generation, so commits of work done
+    /// on them may still go out stamped with it, until the second-round JoinGroup.
+    released: BTreeMap<TopicPartition, GenerationId>,
 }
 
 #[derive(Debug, Clone)]
@@ -906,6 +907,10 @@ impl GroupMachine {
 
     fn leave_revoking(&mut self, now: Instant) {
         if let State::Revoking { reason, .. } = self.state.clone() {
+            if let Some(ownership) = &mut self.ownership {
+                // From the second-round JoinGroup on, the new owner may take them over.
+                ownership.released.clear();
+            }
             self.set_state(State::AwaitingJoin { reason, join: None }, "revoke window done", now);
         }
     }
@@ -1236,12 +1241,31 @@ impl GroupMachine {
         // A streak that broke drops its commit floor too.
         self.committed_streak.retain(|tp, (since, _)| owned.get(tp) == Some(since));
         let cooperative = self.is_cooperative(Some(&protocol));
-        self.ownership = Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative });
+        let released: BTreeMap<TopicPartition, GenerationId> = match continuous {
+            Some(p) if cooperative => {
+                revoked.iter().filter_map(|tp| p.partitions.get(tp).map(|since| (tp.clone(), *since))).collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        let second_round = cooperative && !revoked.is_empty();
+        self.ownership =
+            Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative, released });
         if let Some(started) = self.rebalance_started.take() {
             let ms = now.saturating_duration_since(started).as_millis() as u64;
             self.counters.last_rebalance_ms = Some(ms);
             self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
             self.counters.total_rebalance_ms += ms;
+        }
+        if second_round {
+            // Revoke handlers run before the new assignment is announced (Java's order).
+            self.events.push_back((
+                now,
+                GroupEvent::RevokeRequested {
+                    generation: generation.id,
+                    partitions: revoked.clone(),
+                    reason: RejoinReason::PartitionsRevoked,
+                },
+            ));
         }
         self.events.push_back((
             now,
@@ -1252,26 +1276,35 @@ impl GroupMachine {
                     .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
                     .collect(),
                 added,
-                revoked: revoked.clone(),
+                revoked,
             },
         ));
         self.session_deadline = Some(now + self.config.session_timeout);
         self.next_heartbeat = Some(now + self.config.heartbeat_interval);
-        let reason = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
-        self.set_state(State::Stable { generation, leader, protocol }, &reason, now);
-        if cooperative && !revoked.is_empty() {
-            // KIP-429's second round: what we gave up can go to its new owner only in a
-            // generation after this one. Commits deferred through the first round are judged
-            // against this generation first (kept: sent re-stamped, revoked: fenced); the join
-            // waits for the one sent.
-            self.drive_commits(now);
+        let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
+        if second_round {
+            // KIP-429's second round: what we gave up can go to its new owner only in a later
+            // generation. Until we rejoin, this generation is still ours and the revoked
+            // partitions belong to nobody in it, so a revoke window lets the work done on them
+            // commit (the batch in progress, the revoke handler's commit) instead of being fenced.
             self.counters.rebalances += 1;
             self.rebalance_started = Some(now);
+            let reason = RejoinReason::PartitionsRevoked;
+            let text = format!("{assigned}; {reason}");
             self.set_state(
-                State::AwaitingJoin { reason: RejoinReason::Retry(SECOND_ROUND.into()), join: None },
-                SECOND_ROUND,
+                State::Revoking {
+                    generation,
+                    leader,
+                    protocol,
+                    reason,
+                    deadline: now + self.config.revoke_timeout,
+                    handler_done: false,
+                },
+                &text,
                 now,
             );
+        } else {
+            self.set_state(State::Stable { generation, leader, protocol }, &assigned, now);
         }
     }
 
@@ -1400,7 +1433,11 @@ impl GroupMachine {
                 let Some(ownership) = self.ownership.as_ref().filter(|o| &o.generation == generation) else {
                     return fence(FenceReason::NotOwned);
                 };
-                match ownership.partitions.get(&lease.partition) {
+                let released = || match self.state {
+                    State::Revoking { .. } => ownership.released.get(&lease.partition),
+                    _ => None,
+                };
+                match ownership.partitions.get(&lease.partition).or_else(released) {
                     None => fence(FenceReason::NotOwned),
                     Some(&since) if since != lease.owned_since || lease.generation.id < since => {
                         fence(FenceReason::OwnershipInterrupted { owned_since: since })

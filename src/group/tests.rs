@@ -2068,7 +2068,7 @@ fn cooperative_rebalance_in_progress_opens_no_revoke_window_and_keeps_the_partit
 }
 
 #[test]
-fn cooperative_sync_that_revokes_partitions_rejoins_for_a_second_round() {
+fn cooperative_sync_that_revokes_partitions_opens_a_revoke_window_then_a_second_round() {
     let mut h = Harness::coop_stable();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
     h.events.clear();
@@ -2077,11 +2077,23 @@ fn cooperative_sync_that_revokes_partitions_rejoins_for_a_second_round() {
     assert_eq!(partitions, vec![OwnedPartition { partition: tp(1), owned_since: GenerationId(1) }]);
     assert_eq!((added, revoked), (vec![], tps(&[0])));
     assert!(h.lost().is_empty(), "revoked, not lost");
+    let revoke = GroupEvent::RevokeRequested {
+        generation: GenerationId(2),
+        partitions: tps(&[0]),
+        reason: RejoinReason::PartitionsRevoked,
+    };
+    let revoke_at = h.events.iter().position(|e| e == &revoke).expect("revoke window for t-0");
+    let assigned_at = h.events.iter().position(|e| matches!(e, GroupEvent::Assigned { .. })).expect("assigned");
+    assert!(revoke_at < assigned_at, "revoke handlers run before the assignment is announced");
+    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.current_generation(), Some(&gen(2, "m-1")), "generation 2 is ours until the second round");
+    assert_eq!(h.count("JoinGroup"), 0, "the second round waits for the revoke handler");
+    h.m.revoke_done(h.now);
+    h.pump();
     assert_eq!(h.m.state_name(), "AwaitingJoin");
-    assert_eq!(h.m.snapshot(h.now).last_transition.map(|t| t.reason), Some(super::machine::SECOND_ROUND.to_string()));
     let (id, _, join) = h.take_join();
     assert_eq!(join.member_id.as_str(), "m-1");
-    assert!(join.reason.as_deref().is_some_and(|r| r.contains(super::machine::SECOND_ROUND)), "{:?}", join.reason);
+    assert_eq!(join.reason.as_deref(), Some(RejoinReason::PartitionsRevoked.to_string().as_str()));
     let sub = join_subscription_for(&join, COOP);
     assert_eq!((sub.owned_partitions, sub.generation), (tps(&[1]), GenerationId(2)));
     // The second round assigns the freed partition elsewhere; nothing revoked: no third round.
@@ -2130,44 +2142,75 @@ fn cooperative_kept_partitions_keep_owned_since_and_their_leases_restamp() {
     assert_eq!(h.completed(late), Some(vec![result(1, 20, committed(2, Some(1)))]));
 }
 
+/// KIP-429 gives a revoked partition to nobody in the generation that revoked it, so work done
+/// on it commits with that generation until the second-round JoinGroup; after that it is fenced.
 #[test]
-fn cooperative_revoked_partition_leases_are_fenced() {
+fn cooperative_revoked_partitions_commit_in_the_revoke_window_and_are_fenced_after_it() {
     let mut h = Harness::coop_stable();
     let before = h.lease(0, 10);
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
     let during = h.lease(0, 20);
-    let deferred = h.commit(vec![before.clone(), during]);
+    let deferred = h.commit(vec![before.clone()]);
     let kept = h.commit(vec![h.lease(1, 30)]);
     h.join_and_sync_with(COOP, 2, &[1]);
-    // Judged against generation 2 before the second round: t-1 goes out re-stamped (and the
-    // second round's JoinGroup waits for it), t-0 is never sent.
+    // Deferred through the first round, judged against generation 2: both go out re-stamped.
+    for (job, partition, offset) in [(deferred, 0, 10), (kept, 1, 30)] {
+        let (id, _, request) = h.take_commit();
+        assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(partition, offset)]));
+        assert_eq!(h.count("JoinGroup"), 0, "never pipelined behind a commit");
+        h.respond(id, commit_response(&[(partition, NONE)]));
+        assert_eq!(h.completed(job), Some(vec![result(partition, offset, committed(2, Some(1)))]));
+    }
+    assert_eq!(h.m.lease(&tp(0), 25), None, "no new work on a revoked partition");
+    // The batch that was in progress when the SyncGroup came commits inside the window.
+    let in_progress = h.commit(vec![during]);
     let (id, _, request) = h.take_commit();
-    assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(1, 30)]));
-    assert_eq!(h.count("JoinGroup"), 0, "not pipelined behind the commit");
-    h.respond(id, commit_response(&[(1, NONE)]));
-    assert_eq!(h.completed(kept), Some(vec![result(1, 30, committed(2, Some(1)))]));
+    assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (2, vec![(0, 20)]));
+    h.m.revoke_done(h.now);
+    h.pump();
+    assert_eq!(h.count("JoinGroup"), 0, "the join waits for the commit in flight");
+    h.respond(id, commit_response(&[(0, NONE)]));
+    assert_eq!(h.completed(in_progress), Some(vec![result(0, 20, committed(2, Some(1)))]));
+    // The window closed with the second-round JoinGroup: t-0 is fenced from now on.
+    let (id, _, _) = h.take_join();
+    let late = h.commit(vec![before.clone()]);
+    assert_eq!(h.count("OffsetCommit"), 0, "deferred behind the join");
+    h.respond_join(id, with_protocol(join_response(NONE, 3, "m-1", "m-0"), COOP));
+    let (id, _, _) = h.take_sync();
+    h.respond_sync(id, sync_ok_with(COOP, &[1]));
     let fenced = |offset| {
         result(
             0,
             offset,
             CommitOutcome::Fenced {
                 lease_generation: GenerationId(1),
-                current_generation: Some(GenerationId(2)),
+                current_generation: Some(GenerationId(3)),
                 reason: FenceReason::NotOwned,
             },
         )
     };
-    assert_eq!(h.completed(deferred), Some(vec![fenced(10), fenced(20)]));
-    // And after the second round too.
-    let (id, _, _) = h.take_join();
-    h.respond_join(id, with_protocol(join_response(NONE, 3, "m-1", "m-0"), COOP));
-    let (id, _, _) = h.take_sync();
-    h.respond_sync(id, sync_ok_with(COOP, &[1]));
-    let late = h.commit(vec![before]);
+    assert_eq!(h.completed(late), Some(vec![fenced(10)]));
+    assert_eq!(h.count("OffsetCommit"), 0);
+}
+
+/// A lease of a revoked partition from an earlier, interrupted ownership streak stays fenced
+/// in the window: only the streak the generation revoked may finish its work.
+#[test]
+fn cooperative_revoke_window_fences_leases_of_an_older_streak() {
+    let mut h = Harness::coop_stable();
+    let mut stale = h.lease(0, 10);
+    stale.owned_since = GenerationId(0);
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    h.join_and_sync_with(COOP, 2, &[1]);
+    assert_eq!(h.m.state_name(), "Revoking");
+    let job = h.commit(vec![stale]);
     assert_eq!(h.count("OffsetCommit"), 0);
     assert!(matches!(
-        h.completed(late).as_deref(),
-        Some([PartitionCommit { outcome: CommitOutcome::Fenced { reason: FenceReason::NotOwned, .. }, .. }])
+        h.completed(job).as_deref(),
+        Some([PartitionCommit {
+            outcome: CommitOutcome::Fenced { reason: FenceReason::OwnershipInterrupted { .. }, .. },
+            ..
+        }])
     ));
 }
 

@@ -31,14 +31,22 @@ pub struct CommitRecord {
     /// The member the leader assigned this partition to in `generation` (the latest
     /// assignment stored for it), or `None` if none was stored or nobody had the partition.
     pub owner_at_generation: Option<String>,
+    /// The same for `generation - 1`.
+    pub owner_before: Option<String>,
     /// When the coordinator accepted it.
     pub at: Instant,
 }
 
 impl CommitRecord {
-    /// Did the committing member own the partition in the generation it committed with?
+    /// Did the committing member own the partition in the generation it committed with? Under
+    /// the cooperative protocol (KIP-429) a partition revoked in a generation belongs to nobody
+    /// in it, so its owner of the generation before may still commit it with that generation.
     pub fn by_owner(&self) -> bool {
-        self.owner_at_generation.as_deref() == Some(self.member_id.as_str())
+        let member = Some(self.member_id.as_str());
+        match self.owner_at_generation.as_deref() {
+            None => self.owner_before.as_deref() == member,
+            owner => owner == member,
+        }
     }
 }
 
@@ -248,11 +256,14 @@ impl ScriptedCoordinator {
         key: &(String, i32),
         offset: i64,
     ) {
-        let owner = self.history.get(&g.id).and_then(|h| {
-            h.iter().rev().find(|(gen, _)| *gen == generation).and_then(|(_, assignment)| {
-                assignment.iter().find(|(_, partitions)| partitions.contains(key)).map(|(member, _)| member.clone())
+        let owner = |generation: i32| {
+            self.history.get(&g.id).and_then(|h| {
+                h.iter().rev().find(|(gen, _)| *gen == generation).and_then(|(_, assignment)| {
+                    assignment.iter().find(|(_, partitions)| partitions.contains(key)).map(|(member, _)| member.clone())
+                })
             })
-        });
+        };
+        let (owner_at_generation, owner_before) = (owner(generation), owner(generation - 1));
         self.commits.push(CommitRecord {
             group: g.id.clone(),
             member_id: member_id.to_string(),
@@ -260,7 +271,8 @@ impl ScriptedCoordinator {
             topic: key.0.clone(),
             partition: key.1,
             offset,
-            owner_at_generation: owner,
+            owner_at_generation,
+            owner_before,
             at: now,
         });
     }

@@ -74,10 +74,20 @@ struct Outstanding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Revoke {
     Idle,
-    /// RevokeRequested arrived; the handler runs once no batch or commit is in progress.
-    Pending,
+    /// RevokeRequested for this generation arrived; the handler runs once no batch or commit is
+    /// in progress.
+    Pending(GenerationId),
     /// The handler's commit is in flight.
-    Committing(CommitId),
+    Committing(CommitId, GenerationId),
+}
+
+impl Revoke {
+    fn generation(self) -> Option<GenerationId> {
+        match self {
+            Revoke::Idle => None,
+            Revoke::Pending(generation) | Revoke::Committing(_, generation) => Some(generation),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +96,10 @@ pub(super) struct App {
     batch: Option<Batch>,
     outstanding: Vec<Outstanding>,
     revoke: Revoke,
-    /// No new batches until the next assignment.
+    /// The generation of the latest assignment.
+    assigned_in: Option<GenerationId>,
+    /// No new batches until the next assignment (or, for a revoke window that follows its
+    /// assignment, until the window is done).
     pub(super) paused: bool,
     pub(super) leaving: bool,
     cursor: usize,
@@ -101,6 +114,7 @@ impl Default for App {
             batch: None,
             outstanding: Vec::new(),
             revoke: Revoke::Idle,
+            assigned_in: None,
             paused: true,
             leaving: false,
             cursor: 0,
@@ -163,15 +177,15 @@ impl Sim {
             GroupEvent::RevokeRequested { partitions, .. } if partitions.is_empty() => {
                 self.stats.revokes += 1;
             }
-            GroupEvent::RevokeRequested { .. } => {
+            GroupEvent::RevokeRequested { generation, .. } => {
                 self.stats.revokes += 1;
                 let app = &mut self.members[i].app;
                 app.paused = true;
-                app.revoke = Revoke::Pending;
+                app.revoke = Revoke::Pending(generation);
             }
-            GroupEvent::Assigned { partitions, .. } => {
+            GroupEvent::Assigned { generation, partitions, .. } => {
                 self.stats.assignments += 1;
-                self.app_assigned(i, partitions);
+                self.app_assigned(i, generation.id, partitions);
             }
             GroupEvent::Lost { partitions, .. } => {
                 self.stats.lost_events += 1;
@@ -223,8 +237,9 @@ impl Sim {
         self.app_continue(i);
     }
 
-    fn app_assigned(&mut self, i: usize, partitions: Vec<OwnedPartition>) {
+    fn app_assigned(&mut self, i: usize, generation: GenerationId, partitions: Vec<OwnedPartition>) {
         let app = &mut self.members[i].app;
+        app.assigned_in = Some(generation);
         let new: BTreeMap<TopicPartition, GenerationId> =
             partitions.into_iter().map(|o| (o.partition, o.owned_since)).collect();
         // Positions survive only within one ownership streak; a new streak reads the
@@ -233,8 +248,23 @@ impl Sim {
         for (tp, since) in new {
             app.parts.entry(tp).or_insert(Part { pos: Pos::NeedFetch, since, committed: -1, last_lease: None });
         }
-        app.paused = false;
-        app.revoke = Revoke::Idle;
+        // A cooperative SyncGroup (KIP-429) opens the revoke window of its own generation just
+        // before the assignment: the window stays and the member resumes when it is done.
+        if app.revoke.generation() != Some(generation) {
+            app.revoke = Revoke::Idle;
+        }
+        app.paused = app.revoke != Revoke::Idle;
+    }
+
+    /// The revoke handler is done: the member may rejoin, and resumes at once when the window
+    /// followed its assignment.
+    fn app_revoke_done(&mut self, i: usize, generation: GenerationId) {
+        let m = &mut self.members[i];
+        m.app.revoke = Revoke::Idle;
+        if m.app.assigned_in == Some(generation) {
+            m.app.paused = false;
+        }
+        m.machine.revoke_done(self.now);
     }
 
     fn app_commit_done(&mut self, i: usize, id: CommitId, results: Vec<PartitionCommit>) {
@@ -300,9 +330,10 @@ impl Sim {
             }
         }
         let app = &mut self.members[i].app;
-        if o.kind == CommitKind::Revoke && app.revoke == Revoke::Committing(id) {
-            app.revoke = Revoke::Idle;
-            self.members[i].machine.revoke_done(self.now);
+        if let Revoke::Committing(committing, generation) = app.revoke {
+            if o.kind == CommitKind::Revoke && committing == id {
+                self.app_revoke_done(i, generation);
+            }
         }
     }
 
@@ -339,14 +370,13 @@ impl Sim {
             return;
         }
         let style = self.cfg.revoke_style;
-        if app.revoke == Revoke::Pending && (style == RevokeStyle::Immediate || !busy) {
+        if let (Revoke::Pending(generation), true) = (app.revoke, style == RevokeStyle::Immediate || !busy) {
             let leases = if style == RevokeStyle::Immediate { Vec::new() } else { app.uncommitted() };
             if leases.is_empty() {
-                self.members[i].app.revoke = Revoke::Idle;
-                self.members[i].machine.revoke_done(self.now);
+                self.app_revoke_done(i, generation);
             } else {
                 let id = self.app_commit(i, CommitKind::Revoke, leases);
-                self.members[i].app.revoke = Revoke::Committing(id);
+                self.members[i].app.revoke = Revoke::Committing(id, generation);
             }
         }
         let m = &mut self.members[i];

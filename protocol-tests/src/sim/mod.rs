@@ -996,7 +996,8 @@ impl Sim {
     }
 
     /// (a): every partition of an OffsetCommit is owned by the member in every generation from
-    /// its lease's to the one the request is stamped with.
+    /// its lease's to the one the request is stamped with, except that the stamped generation
+    /// may have revoked it cooperatively (KIP-429: then nobody owns it in that generation).
     fn check_commit_request(&mut self, i: usize, r: &OffsetCommitRequest) {
         self.stats.offset_commit_requests += 1;
         let stamped = r.generation_id_or_member_epoch;
@@ -1024,7 +1025,8 @@ impl Sim {
                 }
                 for generation in lease.generation.id.0..=stamped {
                     let owner = self.owner(generation, p.partition_index).map(str::to_owned);
-                    if owner.as_deref() != Some(member_id.as_str()) {
+                    let released = owner.is_none() && generation == stamped && generation > lease.generation.id.0;
+                    if owner.as_deref() != Some(member_id.as_str()) && !released {
                         self.violation(format!(
                             "{} sent OffsetCommit {tp}@{} stamped {stamped} (lease generation {}, owned since {}) \
                              but in generation {generation} the coordinator assigned it to {owner:?}",

@@ -57,6 +57,7 @@ async fn run() -> Result<(), scenario::BoxError> {
         produce_rate: 10_000,
         batch_size: 1000,
         processing_time: Duration::from_millis(20),
+        rebalance_callback_timeout: Duration::from_secs(20),
         steady: Duration::from_millis(500),
         converge_timeout: Duration::from_secs(120),
         assignment_strategy: assignor.clone(),

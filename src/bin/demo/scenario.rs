@@ -31,6 +31,10 @@ pub struct Settings {
     pub batch_size: usize,
     /// Simulated work per batch, so members are busy (and commit) while the group rebalances.
     pub processing_time: Duration,
+    /// How long a member's revoke window waits for the batch in progress (the consumer's
+    /// `rebalance_callback_timeout`); a batch that outlasts it commits late and, if its partition
+    /// moved, is fenced and processed again by the new owner.
+    pub rebalance_callback_timeout: Duration,
     /// Processing after the group is stable again, before the next member joins.
     pub steady: Duration,
     /// Upper bound for one step to converge, and for the final drain.
@@ -260,7 +264,7 @@ fn consumer_config(settings: &Settings) -> ConsumerConfig {
     config.session_timeout = Duration::from_secs(10);
     config.heartbeat_interval = Duration::from_millis(500);
     config.max_poll_interval = Duration::from_secs(60);
-    config.rebalance_callback_timeout = Duration::from_secs(20);
+    config.rebalance_callback_timeout = settings.rebalance_callback_timeout;
     config.enable_auto_commit = false;
     config.auto_offset_reset = kgroup::consumer::OffsetReset::Earliest;
     config.max_poll_records = settings.batch_size;
@@ -371,7 +375,13 @@ async fn member_loop(
             }
         }
         tokio::time::sleep(processing_time).await;
-        let results = consumer.commit(&batch).await?;
+        let results = match consumer.commit(&batch).await {
+            Ok(results) => results,
+            Err(e) => {
+                lock(&ledger).unclassified.push(format!("commit: {e}"));
+                continue;
+            }
+        };
         let mut ledger = lock(&ledger);
         for result in results {
             let committed = result.outcome.is_committed();

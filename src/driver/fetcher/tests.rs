@@ -319,3 +319,33 @@ fn fetch_requests_encode_at_every_version_with_session_fields_from_v7() {
         }
     }
 }
+
+#[test]
+fn records_of_one_partition_are_taken_past_other_partitions_in_fetch_order() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    apply_now(&mut state, 0, 0, data(0, 0, 2));
+    apply_now(&mut state, 1, 0, data(1, 0, 3));
+    apply_now(&mut state, 0, 2, data(0, 2, 5));
+    let first = state.pop_records_of(&tp(0)).expect("first batch of t-0");
+    let second = state.pop_records_of(&tp(0)).expect("second batch of t-0, behind t-1's");
+    let offsets = |b: &FetchedBatch| b.records.iter().map(|r| r.offset).collect::<Vec<_>>();
+    assert_eq!((offsets(&first), offsets(&second)), (vec![0, 1], vec![2, 3, 4]));
+    assert_eq!(position(&state, 0), Some(5));
+    assert!(state.pop_records_of(&tp(0)).is_none());
+    assert_eq!(state.buffered, 30, "only t-1's records left");
+    state.partitions.get_mut(&tp(1)).unwrap().paused = true;
+    assert!(state.pop_records_of(&tp(1)).is_none(), "a paused partition gives nothing");
+}
+
+#[test]
+fn records_of_a_partition_stop_at_its_error() {
+    let mut state = assigned(&[(0, 0)]);
+    let e = epoch(&state, 0);
+    let failed = PartitionResult::Data {
+        decoded: Decoded { records: Vec::new(), next_offset: 0, error: Some("bad crc".into()) },
+        high_watermark: 9,
+    };
+    apply(&mut state, 0, e, 0, failed);
+    assert!(state.pop_records_of(&tp(0)).is_none(), "the error is left for `next`");
+    assert!(matches!(state.pop(), Some(FetchEvent::PartitionError { .. })));
+}
