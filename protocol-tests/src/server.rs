@@ -439,6 +439,9 @@ fn response_api_key(response: &ResponseKind) -> Option<ApiKey> {
         ResponseKind::ListOffsets(_) => ApiKey::ListOffsets,
         ResponseKind::CreateTopics(_) => ApiKey::CreateTopics,
         ResponseKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        ResponseKind::InitProducerId(_) => ApiKey::InitProducerId,
+        ResponseKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        ResponseKind::EndTxn(_) => ApiKey::EndTxn,
         _ => return None,
     })
 }

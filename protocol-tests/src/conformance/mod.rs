@@ -177,6 +177,7 @@ pub fn error_name(code: i16) -> String {
         28 => "INVALID_COMMIT_OFFSET_SIZE",
         35 => "UNSUPPORTED_VERSION",
         42 => "INVALID_REQUEST",
+        53 => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
         68 => "NON_EMPTY_GROUP",
         69 => "GROUP_ID_NOT_FOUND",
         79 => "MEMBER_ID_REQUIRED",

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::*;
 use super::group::GroupState;
-use super::{CoordinatorConfig, GroupApi, ScriptedCoordinator, ADVERTISED};
+use super::{CoordinatorConfig, GroupApi, Node, ScriptedCoordinator, ADVERTISED};
 
 pub(crate) fn api_versions(error: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error).with_api_keys(
@@ -29,7 +29,8 @@ pub(crate) fn api_versions(error: i16) -> ApiVersionsResponse {
     )
 }
 
-/// A one-broker cluster that leads every partition of the configured topics.
+/// This broker leads every partition of the configured topics; the coordinating broker of
+/// [`CoordinatorConfig::coordinator`], if any, is listed too.
 pub(crate) fn metadata(config: &CoordinatorConfig, version: i16, r: &MetadataRequest) -> MetadataResponse {
     let requested: Vec<Option<String>> = match &r.topics {
         // v0: an empty list means all topics; v1+: null means all.
@@ -65,12 +66,17 @@ pub(crate) fn metadata(config: &CoordinatorConfig, version: i16, r: &MetadataReq
             }
         })
         .collect();
-    let response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(config.host.clone()))
-            .with_port(config.port)])
-        .with_topics(topics);
+    let this = Node { id: config.node_id, host: config.host.clone(), port: config.port };
+    let brokers = std::iter::once(&this)
+        .chain(&config.coordinator)
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id))
+                .with_host(StrBytes::from_string(n.host.clone()))
+                .with_port(n.port)
+        })
+        .collect();
+    let response = MetadataResponse::default().with_brokers(brokers).with_topics(topics);
     let response = if version >= 1 { response.with_controller_id(node) } else { response };
     if version >= 2 {
         response.with_cluster_id(Some(StrBytes::from_static_str("kgroup-scripted")))
@@ -79,16 +85,12 @@ pub(crate) fn metadata(config: &CoordinatorConfig, version: i16, r: &MetadataReq
     }
 }
 
-/// FindCoordinator: this node coordinates every group and transactional id (§6.1).
-pub(crate) fn find_coordinator(
-    config: &CoordinatorConfig,
-    version: i16,
-    r: &FindCoordinatorRequest,
-) -> FindCoordinatorResponse {
+/// FindCoordinator: `coordinator` coordinates every group and transactional id (§6.1).
+pub(crate) fn find_coordinator(coordinator: Node, version: i16, r: &FindCoordinatorRequest) -> FindCoordinatorResponse {
     // CoordinatorType.forId throws for unknown types: INVALID_REQUEST.
     let error = if (0..=1).contains(&r.key_type) { NONE } else { INVALID_REQUEST };
     let (node, host, port) =
-        if error == NONE { (config.node_id, config.host.clone(), config.port) } else { (-1, String::new(), -1) };
+        if error == NONE { (coordinator.id, coordinator.host, coordinator.port) } else { (-1, String::new(), -1) };
     if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             r.coordinator_keys

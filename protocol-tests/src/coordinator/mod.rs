@@ -17,12 +17,19 @@
 //! * **Oracle.** Every accepted commit is recorded with the owner of the partition in the
 //!   committed generation, according to the assignment the leader stored in SyncGroup.
 //!
+//! * **Transactions**, just enough for transactional offsets (T51): a minimal transaction
+//!   coordinator (InitProducerId, AddOffsetsToTxn, EndTxn) and TxnOffsetCommit, whose offsets
+//!   stay pending (UNSTABLE_OFFSET_COMMIT under RequireStable) until EndTxn.
+//! * **A second broker**: with [`CoordinatorConfig::coordinator`] set, this node coordinates no
+//!   group (NOT_COORDINATOR, T03/T38) and FindCoordinator names the other node.
+//!
 //! Not modelled (deliberately): ACLs and inter-broker-protocol checks; offset retention and
-//! the expiry sweep that deletes Empty groups without offsets; TxnOffsetCommit, DeleteGroups
-//! and OffsetDelete; failed log appends (use [`FaultAction::Error`]); several brokers (this node
-//! coordinates every group). Produce, Fetch, ListOffsets, CreateTopics and TxnOffsetCommit are
-//! advertised for version negotiation but not served: such a request closes the connection.
-//! LeaveGroup v0-2 follows 3.6.1+ (KAFKA-15755), not 3.6.0's UNSUPPORTED_VERSION (T38).
+//! the expiry sweep that deletes Empty groups without offsets; DeleteGroups and OffsetDelete;
+//! transaction timeouts and asynchronous markers; failed log appends (use
+//! [`FaultAction::Error`]). Produce, Fetch, ListOffsets and CreateTopics are advertised for
+//! version negotiation but not served: such a request closes the connection.
+//! LeaveGroup v0-2 follows 3.6.1+ (KAFKA-15755), not 3.6.0's UNSUPPORTED_VERSION (T38): the
+//! project targets cp-kafka 7.6.x, built from Kafka's 3.6 branch after 3.6.1.
 
 mod admin;
 mod faults;
@@ -30,6 +37,7 @@ mod group;
 mod membership;
 mod offsets;
 mod responses;
+mod transactions;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +54,7 @@ pub use offsets::{decode_assignment, CommitRecord};
 use faults::ActiveFault;
 use group::{Group, StoredGroup};
 use offsets::{OffsetEntry, PendingCommit};
+use transactions::Transaction;
 
 /// Kafka error codes used by the coordinator (spec §2.2).
 pub mod errors {
@@ -66,10 +75,13 @@ pub mod errors {
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    pub const PRODUCER_FENCED: i16 = 90;
 }
 
 /// Partitions per member id, as decoded from the assignment a leader stored in SyncGroup.
@@ -100,6 +112,18 @@ pub struct CoordinatorConfig {
     pub node_id: i32,
     pub host: String,
     pub port: i32,
+    /// `Some`: another broker of the cluster leads `__consumer_offsets`, so this one answers
+    /// group requests with NOT_COORDINATOR and FindCoordinator names that node (until
+    /// [`ScriptedCoordinator::set_loading`] elects this one). `None`: this node coordinates.
+    pub coordinator: Option<Node>,
+}
+
+/// A broker as FindCoordinator and Metadata name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
 }
 
 impl Default for CoordinatorConfig {
@@ -115,6 +139,7 @@ impl Default for CoordinatorConfig {
             node_id: 0,
             host: "127.0.0.1".to_string(),
             port: 9092,
+            coordinator: None,
         }
     }
 }
@@ -257,6 +282,11 @@ pub struct ScriptedCoordinator {
     /// Commits still "being appended" (a delayed OffsetCommit), per group and partition.
     pending_offsets: BTreeMap<(String, String, i32), u32>,
     commits: Vec<CommitRecord>,
+    /// Transactions by transactional id.
+    transactions: BTreeMap<String, Transaction>,
+    /// Transactional offsets awaiting their transaction's end, per (group, producer id).
+    txn_offsets: BTreeMap<(String, i64), BTreeMap<(String, i32), OffsetEntry>>,
+    next_producer_id: i64,
     history: BTreeMap<String, Vec<(i32, Assignment)>>,
     conns: HashMap<ConnId, Conn>,
     outgoing: VecDeque<Outgoing>,
@@ -271,6 +301,7 @@ pub struct ScriptedCoordinator {
 impl ScriptedCoordinator {
     pub fn new(config: CoordinatorConfig, now: Instant) -> Self {
         let _ = now;
+        let partition = if config.coordinator.is_some() { Partition::Unowned } else { Partition::Owned };
         ScriptedCoordinator {
             config,
             groups: BTreeMap::new(),
@@ -278,13 +309,16 @@ impl ScriptedCoordinator {
             offsets: BTreeMap::new(),
             pending_offsets: BTreeMap::new(),
             commits: Vec::new(),
+            transactions: BTreeMap::new(),
+            txn_offsets: BTreeMap::new(),
+            next_producer_id: 1000,
             history: BTreeMap::new(),
             conns: HashMap::new(),
             outgoing: VecDeque::new(),
             unmuted: VecDeque::new(),
             delayed: Vec::new(),
             faults: Vec::new(),
-            partition: Partition::Owned,
+            partition,
             seq: 0,
             rng: 0x6b67_726f_7570_2d36,
         }
@@ -517,7 +551,7 @@ impl ScriptedCoordinator {
                 self.emit(now, reply, ResponseKind::Metadata(response), None);
             }
             RequestKind::FindCoordinator(r) => {
-                let response = admin::find_coordinator(&self.config, api_version, &r);
+                let response = admin::find_coordinator(self.coordinator_node(), api_version, &r);
                 self.emit(now, reply, ResponseKind::FindCoordinator(response), None);
             }
             RequestKind::DescribeGroups(r) => {
@@ -534,6 +568,10 @@ impl ScriptedCoordinator {
             RequestKind::LeaveGroup(r) => self.handle_leave_group(now, reply, r),
             RequestKind::OffsetCommit(r) => self.handle_offset_commit(now, reply, r),
             RequestKind::OffsetFetch(r) => self.handle_offset_fetch(now, reply, r),
+            RequestKind::InitProducerId(r) => self.handle_init_producer_id(now, reply, r),
+            RequestKind::AddOffsetsToTxn(r) => self.handle_add_offsets_to_txn(now, reply, r),
+            RequestKind::TxnOffsetCommit(r) => self.handle_txn_offset_commit(now, reply, r),
+            RequestKind::EndTxn(r) => self.handle_end_txn(now, reply, r),
             _ => self.cut(conn),
         }
     }
@@ -736,6 +774,14 @@ impl ScriptedCoordinator {
         }
     }
 
+    /// The node FindCoordinator names: this one, unless another leads `__consumer_offsets`.
+    fn coordinator_node(&self) -> Node {
+        match (&self.config.coordinator, self.partition) {
+            (Some(other), Partition::Unowned) => other.clone(),
+            _ => Node { id: self.config.node_id, host: self.config.host.clone(), port: self.config.port },
+        }
+    }
+
     pub(crate) fn is_loading(&self) -> bool {
         self.partition == Partition::Loading
     }
@@ -808,12 +854,15 @@ fn api_key(request: &RequestKind) -> Option<ApiKey> {
         RequestKind::ApiVersions(_) => ApiKey::ApiVersions,
         RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
         RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
+        RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        RequestKind::EndTxn(_) => ApiKey::EndTxn,
         _ => return None,
     })
 }
 
-/// The ranges advertised in ApiVersions: Kafka 3.6's (spec §2.1) plus the data-path APIs a
-/// client negotiates. Produce, Fetch, ListOffsets, CreateTopics and TxnOffsetCommit are
+/// The ranges advertised in ApiVersions: Kafka 3.6's (spec §2.1) plus the data-path and
+/// transaction APIs a client negotiates. Produce, Fetch, ListOffsets and CreateTopics are
 /// advertised but not served (the connection is cut).
 pub(crate) const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
@@ -831,6 +880,9 @@ pub(crate) const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 

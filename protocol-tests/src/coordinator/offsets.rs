@@ -60,8 +60,24 @@ pub(crate) struct OffsetEntry {
 /// Offsets validated but not yet "appended" (a delayed OffsetCommit response).
 #[derive(Debug)]
 pub(crate) struct PendingCommit {
-    group: String,
-    entries: Vec<((String, i32), OffsetEntry)>,
+    pub group: String,
+    pub entries: OffsetEntries,
+}
+
+/// Offsets by (topic, partition), in request order.
+pub(crate) type OffsetEntries = Vec<((String, i32), OffsetEntry)>;
+
+/// The partitions of an OffsetCommit or TxnOffsetCommit, in request order: topic name, then
+/// each partition index with what it commits.
+pub(crate) type CommitTopics = Vec<(String, Vec<(i32, OffsetEntry)>)>;
+
+/// A committed offset as stored (a null metadata is stored as "").
+pub(crate) fn entry(offset: i64, leader_epoch: i32, metadata: &Option<StrBytes>) -> OffsetEntry {
+    OffsetEntry { offset, leader_epoch, metadata: metadata.as_ref().map(|m| m.to_string()).unwrap_or_default() }
+}
+
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
 }
 
 /// Decodes a ConsumerProtocol assignment (version, [topic, [partition]], user data), leniently:
@@ -115,23 +131,21 @@ impl ScriptedCoordinator {
 
     pub(crate) fn handle_offset_commit(&mut self, now: Instant, reply: ReplyTo, r: OffsetCommitRequest) {
         let group_id = r.group_id.to_string();
-        // Step 2: topics and partitions are checked before the coordinator (KA 419-476).
-        let mut codes: Vec<Vec<i16>> = Vec::with_capacity(r.topics.len());
-        let mut valid: Vec<(usize, usize)> = Vec::new();
-        for (t, topic) in r.topics.iter().enumerate() {
-            let count = self.config.topics.get(topic.name.as_str()).copied();
-            let mut topic_codes = Vec::with_capacity(topic.partitions.len());
-            for (p, partition) in topic.partitions.iter().enumerate() {
-                match count {
-                    Some(n) if (0..n).contains(&partition.partition_index) => {
-                        valid.push((t, p));
-                        topic_codes.push(NONE);
-                    }
-                    _ => topic_codes.push(UNKNOWN_TOPIC_OR_PARTITION),
-                }
-            }
-            codes.push(topic_codes);
-        }
+        let topics: CommitTopics = r
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (p.partition_index, entry(p.committed_offset, p.committed_leader_epoch, &p.committed_metadata))
+                    })
+                    .collect();
+                (t.name.to_string(), partitions)
+            })
+            .collect();
+        let (mut codes, valid) = self.check_topics(&topics);
 
         let mut pending = None;
         // No partition left: answered without any group validation (KA 474-476).
@@ -143,7 +157,7 @@ impl ScriptedCoordinator {
                         // Not using group management: the group is created Empty.
                         self.groups.insert(group_id.clone(), Group::new(group_id.clone()));
                     }
-                    match self.with_group(&group_id, |c, g| c.do_commit_offsets(now, g, &reply, &r, &valid)) {
+                    match self.with_group(&group_id, |c, g| c.do_commit_offsets(now, g, &reply, &r, &topics, &valid)) {
                         Some((outcome, commit)) => {
                             pending = commit;
                             outcome
@@ -159,18 +173,17 @@ impl ScriptedCoordinator {
         }
 
         let response = OffsetCommitResponse::default().with_topics(
-            r.topics
+            topics
                 .iter()
                 .zip(codes)
-                .map(|(topic, topic_codes)| {
-                    OffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(
-                        topic
-                            .partitions
+                .map(|((name, partitions), topic_codes)| {
+                    OffsetCommitResponseTopic::default().with_name(topic_name(name)).with_partitions(
+                        partitions
                             .iter()
                             .zip(topic_codes)
-                            .map(|(p, code)| {
+                            .map(|((partition, _), code)| {
                                 OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
+                                    .with_partition_index(*partition)
                                     .with_error_code(code)
                             })
                             .collect(),
@@ -181,6 +194,49 @@ impl ScriptedCoordinator {
         self.emit(now, reply, ResponseKind::OffsetCommit(response), pending);
     }
 
+    /// Step 2 of OffsetCommit and TxnOffsetCommit, before the coordinator (KA 419-476): an
+    /// unknown topic or partition gets UNKNOWN_TOPIC_OR_PARTITION. Returns the codes so far and
+    /// the (topic, partition) indexes left for the group.
+    pub(crate) fn check_topics(&self, topics: &CommitTopics) -> (Vec<Vec<i16>>, Vec<(usize, usize)>) {
+        let mut codes = Vec::with_capacity(topics.len());
+        let mut valid = Vec::new();
+        for (t, (name, partitions)) in topics.iter().enumerate() {
+            let count = self.config.topics.get(name).copied();
+            let mut topic_codes = Vec::with_capacity(partitions.len());
+            for (p, (partition, _)) in partitions.iter().enumerate() {
+                match count {
+                    Some(n) if (0..n).contains(partition) => {
+                        valid.push((t, p));
+                        topic_codes.push(NONE);
+                    }
+                    _ => topic_codes.push(UNKNOWN_TOPIC_OR_PARTITION),
+                }
+            }
+            codes.push(topic_codes);
+        }
+        (codes, valid)
+    }
+
+    /// `storeOffsets`' size check (GMM 346-489): oversized metadata is refused per partition.
+    /// Returns the code of each valid partition and the entries to store.
+    pub(crate) fn sized_entries(&self, topics: &CommitTopics, valid: &[(usize, usize)]) -> (Vec<i16>, OffsetEntries) {
+        let max = self.config.offset_metadata_max_bytes;
+        let mut outcome = Vec::with_capacity(valid.len());
+        let mut entries = Vec::new();
+        for (t, p) in valid {
+            let (name, partitions) = &topics[*t];
+            let (partition, entry) = &partitions[*p];
+            // Java's String.length(): UTF-16 code units.
+            if entry.metadata.encode_utf16().count() > max {
+                outcome.push(OFFSET_METADATA_TOO_LARGE);
+            } else {
+                outcome.push(NONE);
+                entries.push(((name.clone(), *partition), entry.clone()));
+            }
+        }
+        (outcome, entries)
+    }
+
     /// `doCommitOffsets` (GC 1018-1060) for the partitions that passed step 2.
     fn do_commit_offsets(
         &mut self,
@@ -188,12 +244,13 @@ impl ScriptedCoordinator {
         g: &mut Group,
         reply: &ReplyTo,
         r: &OffsetCommitRequest,
+        topics: &CommitTopics,
         valid: &[(usize, usize)],
     ) -> (Vec<i16>, Option<PendingCommit>) {
         let generation = r.generation_id_or_member_epoch;
         let member_id = r.member_id.to_string();
         let instance_id = r.group_instance_id.as_ref().map(|s| s.to_string());
-        if let Some(error) = validate_offset_commit(g, generation, &member_id, instance_id.as_deref()) {
+        if let Some(error) = validate_offset_commit(g, generation, &member_id, instance_id.as_deref(), false) {
             return (vec![error; valid.len()], None);
         }
         match g.state {
@@ -209,30 +266,9 @@ impl ScriptedCoordinator {
             GroupState::Dead => return (vec![COORDINATOR_NOT_AVAILABLE; valid.len()], None),
         }
 
-        // storeOffsets (GMM 346-489): oversized metadata is refused per partition.
-        let max = self.config.offset_metadata_max_bytes;
-        let mut outcome = Vec::with_capacity(valid.len());
-        let mut entries = Vec::new();
-        for (t, p) in valid {
-            let topic = &r.topics[*t];
-            let partition = &topic.partitions[*p];
-            let metadata = partition.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            // Java's String.length(): UTF-16 code units.
-            if metadata.encode_utf16().count() > max {
-                outcome.push(OFFSET_METADATA_TOO_LARGE);
-                continue;
-            }
-            outcome.push(NONE);
-            let key = (topic.name.to_string(), partition.partition_index);
-            self.record_commit(now, g, &member_id, generation, &key, partition.committed_offset);
-            entries.push((
-                key,
-                OffsetEntry {
-                    offset: partition.committed_offset,
-                    leader_epoch: partition.committed_leader_epoch,
-                    metadata,
-                },
-            ));
+        let (outcome, entries) = self.sized_entries(topics, valid);
+        for (key, e) in &entries {
+            self.record_commit(now, g, &member_id, generation, key, e.offset);
         }
         let commit = PendingCommit { group: g.id.clone(), entries };
         if reply.is_delayed() {
@@ -277,7 +313,7 @@ impl ScriptedCoordinator {
         });
     }
 
-    fn store_offsets(&mut self, commit: PendingCommit) {
+    pub(crate) fn store_offsets(&mut self, commit: PendingCommit) {
         let offsets = self.offsets.entry(commit.group).or_default();
         for (key, entry) in commit.entries {
             offsets.insert(key, entry);
@@ -414,7 +450,8 @@ impl ScriptedCoordinator {
                     .into_iter()
                     .map(|partition| {
                         let key = (name.to_string(), partition);
-                        let pending = self.pending_offsets.contains_key(&(group_id.to_string(), key.0.clone(), key.1));
+                        let pending = self.pending_offsets.contains_key(&(group_id.to_string(), key.0.clone(), key.1))
+                            || self.has_pending_txn_offset(group_id, &key);
                         if live && require_stable && pending {
                             return Fetched::unknown(partition, UNSTABLE_OFFSET_COMMIT);
                         }
@@ -453,8 +490,15 @@ impl Fetched {
     }
 }
 
-/// `validateOffsetCommit` (GC 980-1016), in Kafka's order (§6.6 step 5).
-fn validate_offset_commit(g: &Group, generation: i32, member_id: &str, instance_id: Option<&str>) -> Option<i16> {
+/// `validateOffsetCommit` (GC 980-1016), in Kafka's order (§6.6 step 5). A transactional
+/// commit with generation -1 and no member needs no membership, even in a non-empty group.
+pub(crate) fn validate_offset_commit(
+    g: &Group,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+    transactional: bool,
+) -> Option<i16> {
     if g.is(GroupState::Dead) {
         Some(COORDINATOR_NOT_AVAILABLE)
     } else if generation < 0 && g.is(GroupState::Empty) {
@@ -463,6 +507,8 @@ fn validate_offset_commit(g: &Group, generation: i32, member_id: &str, instance_
     } else if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
         g.validate_current_member(member_id, instance_id)
             .or_else(|| (generation != g.generation).then_some(ILLEGAL_GENERATION))
+    } else if transactional {
+        None
     } else {
         // Only members may commit to a non-empty group.
         Some(UNKNOWN_MEMBER_ID)

@@ -1348,6 +1348,9 @@ fn api_versions_and_discovery() {
             (16, 0, 4),
             (18, 0, 3),
             (19, 2, 7),
+            (22, 0, 4),
+            (25, 0, 3),
+            (26, 0, 3),
             (28, 0, 3),
         ]
     );
@@ -1539,4 +1542,107 @@ fn metadata_and_find_coordinator_shapes_at_every_version() {
         let code = if version >= 4 { r.coordinators[0].error_code } else { r.error_code };
         assert_eq!(code, if version >= 1 { INVALID_REQUEST } else { NONE }, "v{version}");
     }
+}
+
+#[test]
+fn t03_t38_a_broker_that_coordinates_no_group() {
+    let other = Node { id: 1, host: "127.0.0.1".into(), port: 9093 };
+    let mut h = H::with(CoordinatorConfig { coordinator: Some(other), ..config() });
+    let c = h.send(1, 9, join("", b"m"));
+    assert_eq!(h.join(1, c).expect("answered").error_code, NOT_COORDINATOR);
+    // Unknown topics are still refused before the coordinator check (KA 419-476).
+    let c = h.send(1, 8, commit(-1, "", &[("t", 0, 5), ("nope", 0, 1)]));
+    let codes = h.commit_codes(1, c).expect("answered");
+    assert_eq!(codes.iter().map(|(_, _, e)| *e).collect::<Vec<_>>(), vec![NOT_COORDINATOR, UNKNOWN_TOPIC_OR_PARTITION]);
+    // T38 as 3.6.1+ answers it: the v0-2 response keeps the top-level error.
+    let c = h.send(1, 2, LeaveGroupRequest::default().with_group_id(gid(G)).with_member_id(s("x")));
+    assert_eq!(h.leave(1, c).expect("answered").error_code, NOT_COORDINATOR);
+    let c = h.send(1, 4, FindCoordinatorRequest::default().with_coordinator_keys(vec![s(G)]));
+    let Some(ResponseKind::FindCoordinator(r)) = h.take(1, c) else { panic!("FindCoordinator") };
+    assert_eq!((r.coordinators[0].node_id.0, r.coordinators[0].port), (1, 9093));
+    let c = h.send(1, 12, MetadataRequest::default().with_topics(None));
+    let Some(ResponseKind::Metadata(r)) = h.take(1, c) else { panic!("Metadata") };
+    assert_eq!(r.brokers.iter().map(|b| (b.node_id.0, b.port)).collect::<Vec<_>>(), vec![(0, 9092), (1, 9093)]);
+}
+
+#[test]
+fn t51_transactional_offsets_stay_pending_until_the_transaction_ends() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId, TransactionalId,
+        TxnOffsetCommitRequest,
+    };
+    let mut h = H::new();
+    let id = TransactionalId(s("tx"));
+    let init = |h: &mut H| {
+        let c = h.send(1, 3, InitProducerIdRequest::default().with_transactional_id(Some(id.clone())));
+        let Some(ResponseKind::InitProducerId(r)) = h.take(1, c) else { panic!("InitProducerId") };
+        (r.producer_id, r.producer_epoch)
+    };
+    let add = |h: &mut H, (pid, epoch): (ProducerId, i16)| {
+        let req = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(gid(G));
+        let c = h.send(1, 3, req);
+        let Some(ResponseKind::AddOffsetsToTxn(r)) = h.take(1, c) else { panic!("AddOffsetsToTxn") };
+        r.error_code
+    };
+    let txn_commit = |h: &mut H, group: &str, (pid, epoch): (ProducerId, i16), generation: i32, offset: i64| {
+        let req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(id.clone())
+            .with_group_id(gid(group))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_generation_id(generation)
+            .with_member_id(s(if generation < 0 { "" } else { "x" }))
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default().with_committed_offset(offset)])]);
+        let c = h.send(1, 3, req);
+        let Some(ResponseKind::TxnOffsetCommit(r)) = h.take(1, c) else { panic!("TxnOffsetCommit") };
+        r.topics[0].partitions[0].error_code
+    };
+    let end = |h: &mut H, (pid, epoch): (ProducerId, i16)| {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let c = h.send(1, 3, req);
+        let Some(ResponseKind::EndTxn(r)) = h.take(1, c) else { panic!("EndTxn") };
+        r.error_code
+    };
+    let fetched = |h: &mut H, stable: bool| {
+        let c = h.send(1, 8, fetch_v8(G, Some(&[("t", &[0])]), stable));
+        fetched_v8(&h.fetch(1, c).expect("answered")).1[0].clone()
+    };
+
+    let c = h.send(1, 8, commit(-1, "", &[("t", 0, 5)]));
+    assert_eq!(h.commit_codes(1, c).expect("answered")[0].2, NONE);
+    let first = init(&mut h);
+    assert_eq!(add(&mut h, first), NONE);
+    assert_eq!(txn_commit(&mut h, G, first, -1, 9), NONE);
+    assert_eq!(fetched(&mut h, true), ("t".into(), 0, -1, UNSTABLE_OFFSET_COMMIT));
+    assert_eq!(fetched(&mut h, false), ("t".into(), 0, 5, NONE));
+    assert_eq!(end(&mut h, first), NONE);
+    assert_eq!(fetched(&mut h, true), ("t".into(), 0, 9, NONE));
+    assert_eq!(end(&mut h, first), INVALID_TXN_STATE, "no transaction is open");
+
+    // A new InitProducerId bumps the epoch, fences the old one and aborts the open transaction.
+    let second = init(&mut h);
+    assert_eq!(second, (first.0, 1));
+    assert_eq!(add(&mut h, first), PRODUCER_FENCED);
+    assert_eq!(add(&mut h, second), NONE);
+    assert_eq!(txn_commit(&mut h, G, second, -1, 11), NONE);
+    let third = init(&mut h);
+    assert_eq!(fetched(&mut h, true), ("t".into(), 0, 9, NONE));
+    assert_eq!(end(&mut h, third), INVALID_TXN_STATE);
+
+    // A missing group is created whatever the generation: gen >= 0 then fails membership.
+    assert_eq!(txn_commit(&mut h, "fresh", third, 5, 1), UNKNOWN_MEMBER_ID);
+    assert_eq!(h.c.describe("fresh").map(|v| v.state), Some("Empty"));
 }

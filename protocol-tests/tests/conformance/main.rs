@@ -5,8 +5,8 @@
 //! Kafka 3.6 expectation written next to it, or against the peer's row in `deviations.tsv`.
 //! `conformance_matrix` prints the case × peer matrix.
 //!
-//! Not yet implemented (listed in `deviations.tsv`'s header too): T03, T05, T12, T14, T15, T21,
-//! T22, T25, T29, T31, T32, T33, T38, T46, T49, T51, T53, T57, T58.
+//! Not yet implemented (listed in `deviations.tsv`'s header too): T15, T25, T32, T33, T49, T53,
+//! T57, T58.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +34,7 @@ use kgroup_integration::unique_name;
 use kgroup_protocol_tests::conformance::{
     error_name as e, judge, render_matrix, select_peers, Deviation, DeviationTable, PeerKind, Verdict, KAFKA36_ENV,
 };
-use kgroup_protocol_tests::coordinator::CoordinatorConfig;
+use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Node};
 use kgroup_protocol_tests::server::CoordinatorServer;
 
 /// Bound on any single request.
@@ -51,52 +51,111 @@ const CLIENT_ID: &str = "conf";
 // Peers
 
 enum Guard {
-    Scripted(#[allow(dead_code)] CoordinatorServer),
+    Scripted(#[allow(dead_code)] Vec<CoordinatorServer>),
     Nisshi(#[allow(dead_code)] EmbeddedBroker),
-    Mock(#[allow(dead_code)] MockKafka),
+    Mock(MockKafka),
     External,
 }
 
 struct Peer {
     kind: PeerKind,
     bootstrap: String,
+    /// A broker that does not coordinate the case's group (only for [`Needs::second_broker`]).
+    other: Option<String>,
     topic: String,
     join_v: i16,
     sync_v: i16,
-    _guard: Guard,
+    guard: Guard,
 }
 
-async fn start_peer(kind: PeerKind) -> Peer {
+/// The broker a case needs. Most cases share one peer per kind ([`SHARED`]); a case that needs
+/// other settings or a second broker gets a peer of its own, started and stopped inside the
+/// case. A peer without such a setting (nisshi has no `group.max.size`, the mock a fixed 3 s
+/// initial delay, an external cluster is as configured) runs the case with its own behaviour,
+/// which its `deviations.tsv` row records; a second broker it cannot provide is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Needs {
+    /// `group.initial.rebalance.delay.ms`.
+    initial_rebalance_delay: Duration,
+    /// `group.max.size` (`None`: Kafka's default).
+    max_group_size: Option<usize>,
+    /// A second broker, in [`Peer::other`].
+    second_broker: bool,
+}
+
+/// The shared peer: delay 0, min session 1000 ms (spec §12's suggested test config), one broker.
+const SHARED: Needs = Needs { initial_rebalance_delay: Duration::ZERO, max_group_size: None, second_broker: false };
+
+async fn start_peer(kind: PeerKind, needs: Needs) -> Res<Peer> {
     let topic = unique_name("conf-t");
+    let mut other = None;
     let (bootstrap, guard, join_v, sync_v) = match &kind {
         PeerKind::Scripted => {
             let mut config = CoordinatorConfig {
-                initial_rebalance_delay: Duration::ZERO,
+                initial_rebalance_delay: needs.initial_rebalance_delay,
                 min_session_timeout: Duration::from_millis(1000),
                 ..Default::default()
             };
+            if let Some(max) = needs.max_group_size {
+                config.max_group_size = max;
+            }
             config.topics.insert(topic.clone(), 2);
-            let server = CoordinatorServer::start(config).await.expect("scripted coordinator");
-            (server.bootstrap(), Guard::Scripted(server), 9, 5)
+            let server = CoordinatorServer::start(config.clone()).await.map_err(err)?;
+            let mut servers = vec![];
+            if needs.second_broker {
+                let coordinator =
+                    Node { id: server.node_id(), host: server.addr().ip().to_string(), port: server.port().into() };
+                config.node_id = server.node_id() + 1;
+                config.coordinator = Some(coordinator);
+                let second = CoordinatorServer::start(config).await.map_err(err)?;
+                other = Some(second.bootstrap());
+                servers.push(second);
+            }
+            let bootstrap = server.bootstrap();
+            servers.push(server);
+            (bootstrap, Guard::Scripted(servers), 9, 5)
         }
         PeerKind::Nisshi => {
-            let options = BrokerOptions { initial_rebalance_delay: Duration::ZERO, ..Default::default() };
-            let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|err| panic!("embedded nisshi: {err}"));
+            if needs.second_broker {
+                return Err("nisshi: no second broker".into());
+            }
+            let options =
+                BrokerOptions { initial_rebalance_delay: needs.initial_rebalance_delay, ..Default::default() };
+            let broker = EmbeddedBroker::start(options).await.map_err(|e| format!("embedded nisshi: {e}"))?;
             (broker.bootstrap(), Guard::Nisshi(broker), 9, 5)
         }
         PeerKind::Mock => {
-            let mock = MockKafka::start(1);
-            mock.create_topic(&topic, 2).expect("mock topic");
-            (mock.bootstrap(), Guard::Mock(mock), 5, 3)
+            let mock = MockKafka::start(if needs.second_broker { 2 } else { 1 });
+            mock.create_topic(&topic, 2).map_err(err)?;
+            // Broker 1 is the first address; the case's group is placed on it (`place_group`).
+            other = mock.broker_addrs().get(1).cloned();
+            let bootstrap = mock.broker_addrs().first().cloned().ok_or("mock: no broker")?;
+            (bootstrap, Guard::Mock(mock), 5, 3)
         }
-        PeerKind::Kafka36(bootstrap) => (bootstrap.clone(), Guard::External, 9, 5),
+        PeerKind::Kafka36(bootstrap) => {
+            if needs.second_broker {
+                return Err("kafka36: the external cluster's non-coordinator broker is not known".into());
+            }
+            (bootstrap.clone(), Guard::External, 9, 5)
+        }
     };
     if !matches!(guard, Guard::Scripted(_) | Guard::Mock(_)) {
-        let cluster = Cluster::connect(ClusterConfig::new([bootstrap.clone()])).await.expect("connect to peer");
-        cluster.create_topic(&topic, 2, 1).await.expect("create topic");
-        cluster.wait_for_topic(&topic).await.expect("topic metadata");
+        let cluster = Cluster::connect(ClusterConfig::new([bootstrap.clone()])).await.map_err(err)?;
+        cluster.create_topic(&topic, 2, 1).await.map_err(err)?;
+        cluster.wait_for_topic(&topic).await.map_err(err)?;
     }
-    Peer { kind, bootstrap, topic, join_v, sync_v, _guard: guard }
+    Ok(Peer { kind, bootstrap, other, topic, join_v, sync_v, guard })
+}
+
+impl Peer {
+    /// Makes the bootstrap broker coordinate `group` where the peer must be told (the mock
+    /// hashes group names over its brokers).
+    fn place_group(&self, group: &str) -> Res<()> {
+        match &self.guard {
+            Guard::Mock(mock) if self.other.is_some() => mock.set_coordinator(group, 1).map_err(err),
+            _ => Ok(()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,6 +166,8 @@ type Res<T> = Result<T, String>;
 struct Ctx {
     peer: Arc<Peer>,
     group: String,
+    /// The session timeout of every JoinGroup the case sends.
+    session_ms: i32,
 }
 
 fn s(v: &str) -> StrBytes {
@@ -152,7 +213,7 @@ impl Ctx {
     fn join_req_in(&self, group: &str, member: &str, instance: Option<&str>, meta: &'static [u8]) -> JoinGroupRequest {
         JoinGroupRequest::default()
             .with_group_id(GroupId(s(group)))
-            .with_session_timeout_ms(SESSION)
+            .with_session_timeout_ms(self.session_ms)
             .with_rebalance_timeout_ms(RT)
             .with_member_id(s(member))
             .with_group_instance_id(instance.map(s))
@@ -300,6 +361,33 @@ impl Ctx {
         self.commit_in(conn, &self.group, gen, member, instance, self.topic(), &[(0, 5, None), (1, 7, None)]).await
     }
 
+    /// FindCoordinator for the case's group on `conn`: (error, port), the port rendered
+    /// `bootstrap` when it is the bootstrap broker's.
+    async fn find_coordinator(&self, conn: &Connection) -> Res<(i16, String)> {
+        let v = conn.version(ApiKey::FindCoordinator).map_err(err)?;
+        let (code, port) = if v >= 4 {
+            let req = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![s(&self.group)]);
+            let r = conn.send_at(&req, v, REQ).await.map_err(err)?;
+            let k = r.coordinators.first().ok_or("no coordinator entry")?;
+            (k.error_code, k.port)
+        } else {
+            let r =
+                conn.send_at(&FindCoordinatorRequest::default().with_key(s(&self.group)), v, REQ).await.map_err(err)?;
+            (r.error_code, r.port)
+        };
+        let bootstrap_port = self.peer.bootstrap.rsplit(':').next().unwrap_or("");
+        Ok((code, if port.to_string() == bootstrap_port { "bootstrap".into() } else { port.to_string() }))
+    }
+
+    /// The same peer and session timeout, another group (for variants run side by side).
+    fn sub(&self, suffix: &str) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            peer: self.peer.clone(),
+            group: format!("{}-{suffix}", self.group),
+            session_ms: self.session_ms,
+        })
+    }
+
     /// The group state from DescribeGroups v5, or `?` when the peer cannot describe.
     async fn state_of(&self, group: &str) -> String {
         let Ok(conn) = self.conn().await else { return "?".into() };
@@ -392,18 +480,27 @@ struct Case {
     id: &'static str,
     /// The Kafka 3.6 answer (spec §12), rendered as the case renders its observation.
     expected: &'static str,
+    needs: Needs,
     run: CaseFn,
 }
 
 macro_rules! case {
     ($id:literal, $expected:expr, |$c:ident| $body:block) => {
-        Case { id: $id, expected: $expected, run: |$c: Arc<Ctx>| -> Fut { Box::pin(async move { $body }) } }
+        case!($id, SHARED, $expected, |$c| $body)
+    };
+    ($id:literal, $needs:expr, $expected:expr, |$c:ident| $body:block) => {
+        Case {
+            id: $id,
+            expected: $expected,
+            needs: $needs,
+            run: |$c: Arc<Ctx>| -> Fut { Box::pin(async move { $body }) },
+        }
     };
 }
 
 /// [F] cases: kgroup's group driver against injected answers.
 mod reactions;
-/// [R] cases that need their own broker settings or several brokers.
+/// The remaining [R] cases: own broker settings, two brokers, slow timers, transactions.
 mod replies;
 
 /// Every implemented case, in id order.
@@ -444,27 +541,13 @@ fn core_cases() -> Vec<Case> {
         }),
         case!("T02", "first=NONE|COORDINATOR_NOT_AVAILABLE final=NONE port=bootstrap", |c| {
             let conn = c.conn().await?;
-            let req = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![s(&c.group)]);
-            let v = conn.version(ApiKey::FindCoordinator).map_err(err)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
             let mut first = None;
             loop {
-                let (code, port) = if v >= 4 {
-                    let r = conn.send_at(&req, v, REQ).await.map_err(err)?;
-                    let k = r.coordinators.first().ok_or("no coordinator entry")?;
-                    (k.error_code, k.port)
-                } else {
-                    let r = conn
-                        .send_at(&FindCoordinatorRequest::default().with_key(s(&c.group)), v, REQ)
-                        .await
-                        .map_err(err)?;
-                    (r.error_code, r.port)
-                };
+                let (code, port) = c.find_coordinator(&conn).await?;
                 let first = *first.get_or_insert(code);
                 let first = if first == 0 || first == 15 { "NONE|COORDINATOR_NOT_AVAILABLE".into() } else { e(first) };
                 if code == 0 || tokio::time::Instant::now() > deadline {
-                    let bootstrap_port = c.peer.bootstrap.rsplit(':').next().unwrap_or("");
-                    let port = if port.to_string() == bootstrap_port { "bootstrap".into() } else { port.to_string() };
                     return Ok(format!("first={first} final={} port={port}", e(code)));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -539,7 +622,7 @@ fn core_cases() -> Vec<Case> {
         case!("T11", "leader-rejoin: state=PreparingRebalance hb=REBALANCE_IN_PROGRESS gen=N+1,N+1; follower-changed: state=PreparingRebalance hb=REBALANCE_IN_PROGRESS gen=N+1,N+1", |c| {
             let mut out = Vec::new();
             for variant in ["leader-rejoin", "follower-changed"] {
-                let c = Arc::new(Ctx { peer: c.peer.clone(), group: format!("{}-{variant}", c.group) });
+                let c = c.sub(variant);
                 let (l, f) = c.pair(None).await?;
                 let (first, other, meta): (&M, &M, &'static [u8]) =
                     if variant == "leader-rejoin" { (&l, &f, b"m") } else { (&f, &l, b"changed") };
@@ -724,7 +807,7 @@ fn core_cases() -> Vec<Case> {
             let conn = c.conn().await?;
             let a = c.commit(&conn, -1, "", None).await?;
             let state = c.state().await;
-            let c2 = Arc::new(Ctx { peer: c.peer.clone(), group: format!("{}-emptied", c.group) });
+            let c2 = c.sub("emptied");
             let m = c2.solo(None).await?;
             c2.leave(&c2.group, &[(&m.id, None)]).await?;
             let b = c2.commit(&conn, -1, "anything", Some("i")).await?;
@@ -859,10 +942,18 @@ async fn run_peer(peer: Arc<Peer>, cases: &[Case], table: &DeviationTable) -> Ve
             verdicts.push((case.id.to_owned(), Verdict::NotApplicable));
             continue;
         }
-        let ctx = Arc::new(Ctx { peer: peer.clone(), group: unique_name(&format!("conf-{}", case.id)) });
-        let (id, expected, run) = (case.id, case.expected, case.run);
+        let group = unique_name(&format!("conf-{}", case.id));
+        let (id, expected, needs, run) = (case.id, case.expected, case.needs, case.run);
+        let shared = peer.clone();
         tasks.spawn(async move {
-            let observed = match tokio::time::timeout(CASE_BOUND, run(ctx)).await {
+            let attempt = async {
+                // The case's own peer (if any) is dropped, so stopped, when the case ends.
+                let peer =
+                    if needs == SHARED { shared } else { Arc::new(start_peer(shared.kind.clone(), needs).await?) };
+                peer.place_group(&group)?;
+                run(Arc::new(Ctx { peer, group, session_ms: SESSION })).await
+            };
+            let observed = match tokio::time::timeout(CASE_BOUND, attempt).await {
                 Ok(Ok(observed)) => observed,
                 Ok(Err(error)) => error,
                 Err(_) => format!("case timed out after {CASE_BOUND:?}"),
@@ -894,7 +985,7 @@ async fn conformance_matrix() {
     let runs = peers.into_iter().map(|kind| {
         let (cases, table) = (&cases, &table);
         async move {
-            let peer = Arc::new(start_peer(kind).await);
+            let peer = Arc::new(start_peer(kind, SHARED).await.unwrap_or_else(|e| panic!("peer: {e}")));
             let verdicts = run_peer(peer.clone(), cases, table).await;
             (peer.kind.name(), verdicts)
         }
@@ -960,7 +1051,7 @@ async fn external_bootstrap_is_picked_up_from_the_environment() {
     let peers = select_peers(&env);
     let kind = peers.last().cloned().expect("peers");
     assert_eq!(kind, PeerKind::Kafka36(broker.bootstrap()), "the external peer is selected: {peers:?}");
-    let peer = Arc::new(start_peer(kind).await);
+    let peer = Arc::new(start_peer(kind, SHARED).await.unwrap_or_else(|e| panic!("peer: {e}")));
     // Cases nisshi answers exactly like Kafka 3.6, judged with no deviation rows.
     let selected: Vec<Case> = cases().into_iter().filter(|c| ["T04", "T09", "T26", "T39"].contains(&c.id)).collect();
     let verdicts = run_peer(peer, &selected, &DeviationTable::default()).await;
