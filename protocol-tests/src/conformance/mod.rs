@@ -157,6 +157,17 @@ pub fn render_matrix(cases: &[&str], peers: &[&str], cells: &HashMap<(String, St
     out
 }
 
+/// The README's matrix: the lines between `<!-- conformance-matrix -->` and
+/// `<!-- /conformance-matrix -->`, so the suite can check the README shows what it found.
+pub fn readme_matrix(readme: &str) -> Option<&str> {
+    let start = readme.find(MATRIX_START)? + MATRIX_START.len();
+    let len = readme[start..].find(MATRIX_END)?;
+    Some(readme[start..start + len].trim_start_matches('\n'))
+}
+
+const MATRIX_START: &str = "<!-- conformance-matrix -->";
+const MATRIX_END: &str = "<!-- /conformance-matrix -->";
+
 /// Kafka's name for an error code (the ones the group APIs use), or the number.
 pub fn error_name(code: i16) -> String {
     let name = match code {
@@ -206,6 +217,13 @@ mod tests {
         assert!(matches!(judge(&table, "nisshi", "T07", "X", "X"), Verdict::Fail(_)));
         assert_eq!(table.get("mock", "T04"), Some(&Deviation::NotApplicable { why: "no v4 join".into() }));
         assert!(DeviationTable::parse("peer\tcase\tanswer\twhy\na\tb\tc\t\n").is_err());
+    }
+
+    #[test]
+    fn readme_matrix_is_the_block_between_the_markers() {
+        let readme = "intro\n<!-- conformance-matrix -->\n| case |\n|---|\n<!-- /conformance-matrix -->\nrest";
+        assert_eq!(readme_matrix(readme), Some("| case |\n|---|\n"));
+        assert_eq!(readme_matrix("no markers"), None);
     }
 
     #[test]

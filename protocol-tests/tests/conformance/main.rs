@@ -32,7 +32,8 @@ use kgroup::{Cluster, ClusterConfig};
 use kgroup_integration::mock::MockKafka;
 use kgroup_integration::unique_name;
 use kgroup_protocol_tests::conformance::{
-    error_name as e, judge, render_matrix, select_peers, Deviation, DeviationTable, PeerKind, Verdict, KAFKA36_ENV,
+    error_name as e, judge, readme_matrix, render_matrix, select_peers, Deviation, DeviationTable, PeerKind, Verdict,
+    KAFKA36_ENV,
 };
 use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Node};
 use kgroup_protocol_tests::server::CoordinatorServer;
@@ -1007,13 +1008,22 @@ async fn conformance_matrix() {
         "\nConformance matrix (pass / deviation = documented in deviations.tsv / n/a), {:.1?}:\n",
         started.elapsed()
     );
-    println!("{}", render_matrix(&ids, &names, &cells));
+    let matrix = render_matrix(&ids, &names, &cells);
+    println!("{matrix}");
     // Every row of the table names an implemented case and a known peer.
     for (peer, case, _) in table.rows() {
         assert!(ids.contains(&case), "deviations.tsv names {case}, which is not implemented");
         assert!(["scripted", "nisshi", "mock", "kafka36"].contains(&peer), "deviations.tsv names unknown peer {peer}");
     }
     assert!(failures.is_empty(), "{} conformance failures:\n{}", failures.len(), failures.join("\n"));
+    if names == ["scripted", "nisshi", "mock"] {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+        assert_eq!(
+            readme_matrix(&readme),
+            Some(matrix.as_str()),
+            "the README's conformance matrix differs from this run's: paste the matrix printed above"
+        );
+    }
 }
 
 /// Runs the futures concurrently on this task (no `futures` crate needed).
