@@ -3,9 +3,11 @@
 //! Every key is checked: an unknown key or a value that does not parse is an error that names
 //! the key, reported when the configuration is built, never later.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::group::assignor::{assignor_by_name, Assignor};
 use crate::group::GroupConfig;
 
 pub use crate::driver::fetcher::{IsolationLevel, OffsetReset};
@@ -37,8 +39,12 @@ pub struct ConsumerConfig {
     pub enable_auto_offset_store: bool,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,
-    /// `partition.assignment.strategy` in preference order (default `range`).
+    /// `partition.assignment.strategy` in preference order (default `range`): built-in names
+    /// (`range`, `roundrobin`, `sticky`, `cooperative-sticky`) or the name of one of
+    /// `custom_assignors`.
     pub assignment_strategy: Vec<String>,
+    /// Assignors of the application's own, used where `assignment_strategy` names them.
+    pub custom_assignors: Vec<Arc<dyn Assignor>>,
     /// `fetch.min.bytes` (default 1).
     pub fetch_min_bytes: i32,
     /// `fetch.max.bytes` (default 52428800).
@@ -104,6 +110,7 @@ impl ConsumerConfig {
             enable_auto_offset_store: true,
             auto_offset_reset: OffsetReset::Latest,
             assignment_strategy: vec!["range".into()],
+            custom_assignors: Vec::new(),
             fetch_min_bytes: 1,
             fetch_max_bytes: 52_428_800,
             fetch_max_wait: Duration::from_millis(500),
@@ -190,7 +197,7 @@ impl ConsumerConfig {
             }
         }
         for name in &self.assignment_strategy {
-            if crate::group::assignor::assignor_by_name(name).is_none() {
+            if self.assignor(name).is_none() {
                 return Err(invalid("partition.assignment.strategy", name, "unknown assignor"));
             }
         }
@@ -219,9 +226,13 @@ impl ConsumerConfig {
         group.commit_timeout = self.commit_timeout;
         group.revoke_timeout =
             self.rebalance_callback_timeout.min(self.max_poll_interval.saturating_sub(Duration::from_millis(1)));
-        group.assignors =
-            self.assignment_strategy.iter().filter_map(|n| crate::group::assignor::assignor_by_name(n)).collect();
+        group.assignors = self.assignment_strategy.iter().filter_map(|n| self.assignor(n)).collect();
         group
+    }
+
+    /// The assignor `name` stands for: one of `custom_assignors`, else a built-in one.
+    fn assignor(&self, name: &str) -> Option<Arc<dyn Assignor>> {
+        self.custom_assignors.iter().find(|a| a.name() == name).cloned().or_else(|| assignor_by_name(name))
     }
 }
 
@@ -260,7 +271,46 @@ fn int(key: &'static str, value: &str, min: i32) -> Result<i32, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::group::assignor::GroupMember;
+    use crate::group::TopicPartition;
+
+    /// Gives every partition to the first member by id.
+    #[derive(Debug)]
+    struct FirstTakesAll;
+
+    impl Assignor for FirstTakesAll {
+        fn name(&self) -> &str {
+            "first-takes-all"
+        }
+
+        fn assign(
+            &self,
+            members: &[GroupMember],
+            counts: &BTreeMap<String, i32>,
+        ) -> BTreeMap<String, Vec<TopicPartition>> {
+            let mut plan: BTreeMap<String, Vec<TopicPartition>> =
+                members.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
+            if let Some(first) = plan.keys().next().cloned() {
+                let all = counts.iter().flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t, p)));
+                plan.insert(first, all.collect());
+            }
+            plan
+        }
+    }
+
+    #[test]
+    fn custom_assignors_are_chosen_by_name_in_preference_order() {
+        let mut c = ConsumerConfig::new("127.0.0.1:9092", "g");
+        c.assignment_strategy = vec!["first-takes-all".into(), "cooperative-sticky".into()];
+        assert!(c.validate().is_err(), "a name nothing provides is a configuration error");
+        c.custom_assignors.push(Arc::new(FirstTakesAll));
+        c.validate().expect("the custom assignor is found");
+        let names: Vec<String> = c.group_config().assignors.iter().map(|a| a.name().to_owned()).collect();
+        assert_eq!(names, ["first-takes-all", "cooperative-sticky"]);
+    }
 
     fn props(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut p =
