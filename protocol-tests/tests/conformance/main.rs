@@ -5,8 +5,8 @@
 //! Kafka 3.6 expectation written next to it, or against the peer's row in `deviations.tsv`.
 //! `conformance_matrix` prints the case × peer matrix.
 //!
-//! Not yet implemented (listed in `deviations.tsv`'s header too): T03, T05, T12, T14, T15, T21,
-//! T22, T25, T29, T31, T32, T33, T38, T46, T49, T51, T53, T57, T58.
+//! Not yet implemented (listed in `deviations.tsv`'s header too): T03, T05, T12, T14, T21, T22,
+//! T29, T31, T38, T46, T51.
 
 use std::collections::HashMap;
 use std::future::Future;
