@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::coordinator::{
-    Assignment, CommitRecord, ConnId, CoordinatorConfig, Fault, GroupView, Outgoing, ScriptedCoordinator,
+    Assignment, CommitRecord, ConnId, CoordinatorConfig, Fault, GroupView, LoggedRequest, Outgoing, ScriptedCoordinator,
 };
 
 /// Largest request frame accepted (Kafka's `socket.request.max.bytes`, 100 MiB). A larger
@@ -151,6 +151,18 @@ impl CoordinatorServer {
     pub async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         let (group, topic) = (group.to_owned(), topic.to_owned());
         self.with(move |c, _| c.committed(&group, &topic, partition)).await
+    }
+
+    /// [`ScriptedCoordinator::log_requests`].
+    pub async fn log_requests(&self) {
+        self.with(|c, _| c.log_requests()).await
+    }
+
+    /// The requests logged for `group`, in arrival order.
+    pub async fn requests(&self, group: &str) -> Vec<LoggedRequest> {
+        let group = group.to_owned();
+        self.with(move |c, _| c.requests().iter().filter(|r| r.group.as_deref() == Some(&group)).cloned().collect())
+            .await
     }
 
     pub async fn assignment_history(&self, group: &str) -> Vec<(i32, Assignment)> {

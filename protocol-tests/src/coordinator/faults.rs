@@ -48,6 +48,12 @@ pub enum FaultAction {
     /// Process the request, then close the connection instead of answering. A parked
     /// JoinGroup stays parked (the member still counts as rejoining), as in Kafka.
     ProcessThenCut,
+    /// Answer with this error code only when the connection's next request arrives (the
+    /// connection stays muted until then): the client reads the answer after it sent that
+    /// request, so the answer is late for the state the client is in by then (T32).
+    ErrorWhenNext(i16),
+    /// Process normally, but a successful JoinGroup answer names this protocol type (T15c).
+    ProtocolType(&'static str),
 }
 
 /// One injected fault.
@@ -106,7 +112,11 @@ pub(crate) fn request_identity(request: &RequestKind) -> (Option<String>, Vec<St
             };
             (Some(group), Vec::new())
         }
-        RequestKind::FindCoordinator(r) => (Some(r.key.to_string()), Vec::new()),
+        RequestKind::FindCoordinator(r) => {
+            // v4+ batches its keys in `coordinator_keys`.
+            let key = r.coordinator_keys.first().filter(|_| r.key.is_empty()).unwrap_or(&r.key);
+            (Some(key.to_string()), Vec::new())
+        }
         _ => (None, Vec::new()),
     }
 }

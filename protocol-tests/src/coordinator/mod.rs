@@ -87,6 +87,20 @@ pub mod errors {
 /// Partitions per member id, as decoded from the assignment a leader stored in SyncGroup.
 pub type Assignment = BTreeMap<String, Vec<(String, i32)>>;
 
+/// A request as it arrived, for tests that check what a client sent (the conformance suite's
+/// client-reaction cases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub conn: ConnId,
+    pub api: ApiKey,
+    /// The group id (FindCoordinator: the key).
+    pub group: Option<String>,
+    /// The member id of a JoinGroup, SyncGroup, Heartbeat or OffsetCommit.
+    pub member_id: Option<String>,
+    /// The generation of a SyncGroup, Heartbeat or OffsetCommit.
+    pub generation: Option<i32>,
+}
+
 /// One client TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -213,6 +227,8 @@ enum Post {
     Delay(Duration),
     Drop,
     CutAfter,
+    /// Sent as a JoinGroup answer naming this protocol type.
+    ProtocolType(&'static str),
 }
 
 #[derive(Debug)]
@@ -293,6 +309,10 @@ pub struct ScriptedCoordinator {
     unmuted: VecDeque<ConnId>,
     delayed: Vec<DelayedOutput>,
     faults: Vec<ActiveFault>,
+    /// Answers held until their connection's next request arrives ([`FaultAction::ErrorWhenNext`]).
+    held: HashMap<ConnId, (ReplyTo, ResponseKind)>,
+    /// Kept once [`Self::log_requests`] was called.
+    requests: Option<Vec<LoggedRequest>>,
     partition: Partition,
     seq: u64,
     rng: u64,
@@ -318,6 +338,8 @@ impl ScriptedCoordinator {
             unmuted: VecDeque::new(),
             delayed: Vec::new(),
             faults: Vec::new(),
+            held: HashMap::new(),
+            requests: None,
             partition,
             seq: 0,
             rng: 0x6b67_726f_7570_2d36,
@@ -353,10 +375,19 @@ impl ScriptedCoordinator {
         request: RequestKind,
     ) {
         self.fire_due(now);
+        if let (Some(log), Some(api)) = (self.requests.as_mut(), api_key(&request)) {
+            let (group, members) = faults::request_identity(&request);
+            let member_id = members.into_iter().next().filter(|_| api != ApiKey::LeaveGroup);
+            let generation = request_generation(&request);
+            log.push(LoggedRequest { conn, api, group, member_id, generation });
+        }
         let incoming = Incoming { client_id: client_id.to_string(), correlation_id, api_version, request };
         let c = self.conns.entry(conn).or_default();
         if c.busy {
             c.queue.push_back(incoming);
+            if let Some((reply, response)) = self.held.remove(&conn) {
+                self.emit(now, reply, response, None);
+            }
         } else {
             c.busy = true;
             self.process(now, conn, incoming);
@@ -472,6 +503,18 @@ impl ScriptedCoordinator {
         self.history.get(group).cloned().unwrap_or_default()
     }
 
+    /// Starts logging every request received (off by default: long simulations would pile
+    /// them up).
+    pub fn log_requests(&mut self) {
+        self.requests.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests received since [`Self::log_requests`], in arrival order (queued ones
+    /// included).
+    pub fn requests(&self) -> &[LoggedRequest] {
+        self.requests.as_deref().unwrap_or_default()
+    }
+
     /// Is a request of `conn` unanswered (the channel muted)?
     pub fn is_muted(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).map(|c| c.busy).unwrap_or(false)
@@ -521,10 +564,20 @@ impl ScriptedCoordinator {
                 }
                 return;
             }
+            Some(FaultAction::ErrorWhenNext(code)) => {
+                match faults::error_response(&request, api_version, code) {
+                    Some(response) => {
+                        self.held.insert(conn, (reply, response));
+                    }
+                    None => self.cut(conn),
+                }
+                return;
+            }
             Some(FaultAction::Cut) => {
                 self.cut(conn);
                 return;
             }
+            Some(FaultAction::ProtocolType(protocol_type)) => reply.post = Post::ProtocolType(protocol_type),
             Some(FaultAction::Delay(d)) => reply.post = Post::Delay(d),
             Some(FaultAction::Drop) => reply.post = Post::Drop,
             Some(FaultAction::ProcessThenCut) => reply.post = Post::CutAfter,
@@ -601,7 +654,7 @@ impl ScriptedCoordinator {
 
     /// Sends (or delays, drops, cuts) the answer to `reply`. A pending commit is materialized
     /// when the answer leaves the broker.
-    fn emit(&mut self, now: Instant, reply: ReplyTo, response: ResponseKind, commit: Option<PendingCommit>) {
+    fn emit(&mut self, now: Instant, reply: ReplyTo, mut response: ResponseKind, commit: Option<PendingCommit>) {
         let live = self.conns.get(&reply.conn).map(|c| c.epoch == reply.epoch).unwrap_or(false);
         if let (Post::Delay(d), true) = (reply.post, live) {
             self.seq += 1;
@@ -620,8 +673,13 @@ impl ScriptedCoordinator {
         if !live {
             return;
         }
+        if let (Post::ProtocolType(protocol_type), ResponseKind::JoinGroup(r)) = (reply.post, &mut response) {
+            if r.error_code == errors::NONE {
+                r.protocol_type = Some(kafka_protocol::protocol::StrBytes::from_static_str(protocol_type));
+            }
+        }
         match reply.post {
-            Post::Send | Post::Delay(_) => {
+            Post::Send | Post::Delay(_) | Post::ProtocolType(_) => {
                 self.outgoing.push_back(Outgoing::Response {
                     conn: reply.conn,
                     correlation_id: reply.correlation_id,
@@ -645,6 +703,7 @@ impl ScriptedCoordinator {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.held.remove(&conn);
         let c = self.conns.entry(conn).or_default();
         c.epoch += 1;
         c.busy = false;
@@ -832,6 +891,16 @@ impl ScriptedCoordinator {
 
     pub(crate) fn history_mut(&mut self, group: &str) -> &mut Vec<(i32, Assignment)> {
         self.history.entry(group.to_string()).or_default()
+    }
+}
+
+/// The generation a request carries, for the request log.
+fn request_generation(request: &RequestKind) -> Option<i32> {
+    match request {
+        RequestKind::SyncGroup(r) => Some(r.generation_id),
+        RequestKind::Heartbeat(r) => Some(r.generation_id),
+        RequestKind::OffsetCommit(r) => Some(r.generation_id_or_member_epoch),
+        _ => None,
     }
 }
 

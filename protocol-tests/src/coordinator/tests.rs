@@ -1225,6 +1225,32 @@ fn fault_delay_on_commit_keeps_the_offset_pending() {
 }
 
 #[test]
+fn fault_error_when_next_answers_once_the_connection_sends_again() {
+    let mut h = H::new();
+    let a = stable_single(&mut h, SESSION, RT);
+    h.c.log_requests();
+    h.c.inject(Fault::new(ApiKey::Heartbeat, FaultAction::ErrorWhenNext(ILLEGAL_GENERATION)).once());
+    let held = h.send(1, 4, hb(1, &a, None));
+    h.at(5_000);
+    assert!(h.hb_code(1, held).is_none() && h.c.is_muted(ConnId(1)));
+    let next = h.send(1, 4, hb(1, &a, None));
+    assert_eq!((h.hb_code(1, held), h.hb_code(1, next)), (Some(ILLEGAL_GENERATION), Some(NONE)));
+    let logged: Vec<(ApiKey, Option<&str>, Option<i32>)> =
+        h.c.requests().iter().map(|r| (r.api, r.member_id.as_deref(), r.generation)).collect();
+    assert_eq!(logged, vec![(ApiKey::Heartbeat, Some(a.as_str()), Some(1)); 2]);
+}
+
+#[test]
+fn fault_protocol_type_renames_a_successful_join() {
+    let mut h = H::new();
+    let a = stable_single(&mut h, SESSION, RT);
+    h.c.inject(Fault::new(ApiKey::JoinGroup, FaultAction::ProtocolType("connect")).once());
+    let c = h.send(1, 9, join_in(G, &a, None, SESSION, RT, &[("range", b"m")]));
+    let r = h.join(1, c).expect("rejoin answered");
+    assert_eq!((r.error_code, r.protocol_type.as_deref()), (NONE, Some("connect")));
+}
+
+#[test]
 fn fault_drop_processes_but_never_answers() {
     let mut h = H::new();
     let a = stable_single(&mut h, SESSION, RT);

@@ -47,8 +47,10 @@ pub(super) fn cases() -> Vec<Case> {
                 let a = spawn_join(&c);
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 let b = spawn_join(&c);
-                // Past the first delay, short of the extended one.
-                tokio::time::sleep(Duration::from_millis(3000)).await;
+                // 4.5 s after the first join: midway between the first delay's end (3 s) and the
+                // extended one's (6 s, a second delay counted from the first's end), so a slow
+                // machine shifts neither answer across the check.
+                tokio::time::sleep(Duration::from_millis(3500)).await;
                 let extended = !a.is_finished() && !b.is_finished();
                 let ra = a.await.map_err(err)??;
                 let rb = b.await.map_err(err)??;
