@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use kgroup::driver::fetcher::ConsumerRecord;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
-use kgroup::group::{CommitOutcome, GenerationId, GroupConfig, Lease, PartitionCommit, TopicPartition};
+use kgroup::group::{CommitOutcome, GenerationId, GroupConfig, GroupError, Lease, PartitionCommit, TopicPartition};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Batch, Cluster, ConfigError, ConsumerConfig, Error, GroupConsumer, RebalanceListener};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
@@ -1142,6 +1142,82 @@ async fn closing_a_static_member_keeps_its_partitions_until_the_session_times_ou
     .expect("B takes A's partitions once the session expired");
     assert!(b.group_state().await.expect("snapshot").generation.expect("generation").id > generation);
     b.close().await.expect("close B");
+}
+
+/// KIP-345: a restarted static member (a new process, member id "") rejoins the generation it
+/// left and gets its partitions back at once; nobody else notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
+    let (broker, _cluster, topic) = setup(4).await;
+    let group = unique_name("restart-static");
+    let instance = unique_name("instance");
+    let static_member = [("session.timeout.ms", "10000"), ("group.instance.id", instance.as_str())];
+    let mut a = subscribe(&broker, &group, &topic, &static_member).await;
+    let mut b = subscribe(&broker, &group, &topic, &[("session.timeout.ms", "10000")]).await;
+    let generation = split_between(&mut a, &mut b, 2).await;
+    let (a_owned, b_owned) = (owned(&a).await, owned(&b).await);
+    let b_joins = b.group_state().await.expect("snapshot").counters.joins_sent;
+    a.close().await.expect("close A");
+
+    let mut restarted = subscribe(&broker, &group, &topic, &static_member).await;
+    timeout(Duration::from_secs(8), async {
+        while owned(&restarted).await != a_owned {
+            assert!(poll_ok(&mut restarted, 10, Duration::from_millis(100)).await.is_none());
+        }
+    })
+    .await
+    .expect("the restarted member gets A's partitions within the session timeout");
+    let state = restarted.group_state().await.expect("snapshot");
+    assert_eq!((state.state, state.generation.map(|g| g.id)), ("Stable", Some(generation)), "same generation");
+    let b_state = b.group_state().await.expect("snapshot");
+    assert_eq!((b_state.state, b_state.generation.map(|g| g.id)), ("Stable", Some(generation)));
+    assert_eq!(owned(&b).await, b_owned);
+    assert_eq!(b_state.counters.joins_sent, b_joins, "B never rejoined");
+    restarted.close().await.expect("close");
+    b.close().await.expect("close B");
+}
+
+/// KIP-345: a second process with the same `group.instance.id` takes the member over; the first
+/// one's next heartbeat is FENCED_INSTANCE_ID and its poll reports the fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_instance_id_fences_the_first() {
+    let (broker, _cluster, topic) = setup(2).await;
+    let group = unique_name("fence-static");
+    let instance = unique_name("instance");
+    let static_member = [("session.timeout.ms", "10000"), ("group.instance.id", instance.as_str())];
+    let mut first = subscribe(&broker, &group, &topic, &static_member).await;
+    timeout(Duration::from_secs(30), async {
+        while owned(&first).await.len() < 2 {
+            assert!(poll_ok(&mut first, 10, Duration::from_millis(100)).await.is_none());
+        }
+    })
+    .await
+    .expect("the first process owns both partitions");
+    let mut second = subscribe(&broker, &group, &topic, &static_member).await;
+    let error = timeout(Duration::from_secs(30), async {
+        loop {
+            // The second process must poll too, or max.poll.interval would end it.
+            let _ = second.poll(10, Duration::from_millis(50)).await;
+            match first.poll(10, Duration::from_millis(100)).await {
+                Err(error) => return error,
+                Ok(batch) => assert!(batch.is_none()),
+            }
+        }
+    })
+    .await
+    .expect("the first process is fenced");
+    assert!(
+        matches!(&error, Error::Group(GroupError::FencedInstanceId { instance_id }) if *instance_id == instance),
+        "{error}"
+    );
+    timeout(Duration::from_secs(10), async {
+        while owned(&second).await.len() < 2 {
+            assert!(poll_ok(&mut second, 10, Duration::from_millis(100)).await.is_none());
+        }
+    })
+    .await
+    .expect("the second process owns both partitions");
+    second.close().await.expect("close");
 }
 
 // ---- 9. configuration errors ----
