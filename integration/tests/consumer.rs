@@ -940,7 +940,9 @@ async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_
             assert_eq!(ledger.offsets(p), expected, "{owner}, partition {p}");
         }
     }
+    // Closing a dynamic member revokes what it owns (Java's onLeavePrepare).
     a.close().await.expect("close A");
+    assert_eq!(rec_a.calls().last(), Some(&("revoked", a_owned.clone())), "{:?}", rec_a.calls());
     b.close().await.expect("close B");
 }
 

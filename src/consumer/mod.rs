@@ -260,8 +260,9 @@ impl GroupConsumer {
         self.group.events()
     }
 
-    /// Commits stored offsets if auto-commit is on, leaves the group (static members do not
-    /// send LeaveGroup, KIP-345), and stops every task.
+    /// Runs the listener's `revoked` for a dynamic member's partitions, commits stored offsets
+    /// if auto-commit is on, leaves the group (static members do not send LeaveGroup, KIP-345),
+    /// and stops every task.
     ///
     /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
     /// the Java client commits the position of everything `poll` returned).
@@ -406,6 +407,7 @@ impl ConsumerTask {
                                 store(&self.stored, lease);
                             }
                         }
+                        self.revoke_on_close().await;
                         let _ = reply.send(());
                         return;
                     }
@@ -546,6 +548,22 @@ impl ConsumerTask {
             }
             GroupEvent::Fatal(error) => self.deliver(Err(Error::Group(error))),
             _ => {}
+        }
+    }
+
+    /// A dynamic member leaving gives its partitions up: the listener's `revoked` runs before
+    /// the LeaveGroup, as in Java (`onLeavePrepare`). A static member keeps them (KIP-345: no
+    /// LeaveGroup), so nothing is revoked.
+    async fn revoke_on_close(&mut self) {
+        if self.config.group_instance_id.is_some() {
+            return;
+        }
+        let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
+        if let (Some(listener), false) = (&self.listener, owned.is_empty()) {
+            let budget = self.config.rebalance_callback_timeout;
+            if tokio::time::timeout(budget, listener.revoked(&owned)).await.is_err() {
+                tracing::warn!("rebalance listener `revoked` ran past its deadline on close");
+            }
         }
     }
 
