@@ -880,29 +880,32 @@ impl GroupMachine {
                     _ => Vec::new(),
                 };
                 let handler_done = partitions.is_empty();
-                self.counters.rebalances += 1;
-                self.rebalance_started = Some(now);
                 self.events.push_back((
                     now,
                     GroupEvent::RevokeRequested { generation: generation.id, partitions, reason: reason.clone() },
                 ));
                 let text = reason.to_string();
-                self.set_state(
-                    State::Revoking {
-                        generation,
-                        leader,
-                        protocol,
-                        reason,
-                        deadline: now + self.config.revoke_timeout,
-                        handler_done,
-                    },
-                    &text,
-                    now,
-                );
+                self.open_revoke_window((generation, leader, protocol), reason, handler_done, &text, now);
             }
             State::AwaitingSync { .. } => self.rejoin(reason, now),
             _ => {}
         }
+    }
+
+    /// A rebalance starts for the member of `stable`'s generation: commits still go out with it
+    /// until the revoke handler is done (or the revoke timeout passes), then JoinGroup.
+    fn open_revoke_window(
+        &mut self,
+        (generation, leader, protocol): (Generation, bool, String),
+        reason: RejoinReason,
+        handler_done: bool,
+        why: &str,
+        now: Instant,
+    ) {
+        self.counters.rebalances += 1;
+        self.rebalance_started = Some(now);
+        let deadline = now + self.config.revoke_timeout;
+        self.set_state(State::Revoking { generation, leader, protocol, reason, deadline, handler_done }, why, now);
     }
 
     fn leave_revoking(&mut self, now: Instant) {
@@ -1287,22 +1290,9 @@ impl GroupMachine {
             // generation. Until we rejoin, this generation is still ours and the revoked
             // partitions belong to nobody in it, so a revoke window lets the work done on them
             // commit (the batch in progress, the revoke handler's commit) instead of being fenced.
-            self.counters.rebalances += 1;
-            self.rebalance_started = Some(now);
             let reason = RejoinReason::PartitionsRevoked;
             let text = format!("{assigned}; {reason}");
-            self.set_state(
-                State::Revoking {
-                    generation,
-                    leader,
-                    protocol,
-                    reason,
-                    deadline: now + self.config.revoke_timeout,
-                    handler_done: false,
-                },
-                &text,
-                now,
-            );
+            self.open_revoke_window((generation, leader, protocol), reason, false, &text, now);
         } else {
             self.set_state(State::Stable { generation, leader, protocol }, &assigned, now);
         }
