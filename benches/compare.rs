@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use kgroup::embedded::{BrokerOptions, EmbeddedBroker, NISSHI_VERSION};
+use kgroup::embedded::NISSHI_VERSION;
 use kgroup::group::GroupEvent;
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
@@ -131,11 +131,7 @@ async fn compare() -> Result<(), BoxError> {
     let commits = env_usize("KGROUP_BENCH_COMMITS", 1000)
         .clamp(1, (messages / COMMIT_BATCH).saturating_sub(COMMIT_WARMUP).max(1));
     let members = env_usize("KGROUP_BENCH_MEMBERS", 30).clamp(2, 72);
-    let mut broker = EmbeddedBroker::start(BrokerOptions {
-        initial_rebalance_delay: Duration::from_millis(500),
-        ..Default::default()
-    })
-    .await?;
+    let mut broker = scaleout::start_broker().await?;
     let bootstrap = broker.bootstrap();
     eprintln!("nisshi {NISSHI_VERSION} at {bootstrap}: {messages} messages, {commits} commits, 2..={members} members");
     let result = measure_all(&bootstrap, messages, commits, members).await;
@@ -643,6 +639,82 @@ fn verdict(value: f64, bound: f64, at_most: bool) -> &'static str {
     }
 }
 
+/// A target on kgroup / librdkafka: the bound, and whether it is an upper bound.
+type Target = Option<(f64, bool)>;
+
+const TARGET_TABLE_HEAD: &str =
+    "| figure | kgroup | librdkafka | kgroup / librdkafka | target | |\n|---|---|---|---|---|---|\n";
+
+/// One row: both values, their ratio, and the target with "met" or "missed".
+fn ratio_row(out: &mut String, label: &str, k: f64, l: f64, decimals: usize, target: Target) {
+    let (bound, result) = match target {
+        Some((bound, at_most)) if l > 0.0 => {
+            (format!("{} {bound}x", if at_most { "<=" } else { ">=" }), verdict(k / l, bound, at_most))
+        }
+        _ => (String::new(), ""),
+    };
+    let _ = writeln!(out, "| {label} | {k:.decimals$} | {l:.decimals$} | {} | {bound} | {result} |", ratio(k, l));
+}
+
+fn rate(c: &ChildRun) -> f64 {
+    c.measured.get("rate").copied().unwrap_or(0.0)
+}
+
+fn cpu_per_million(c: &ChildRun) -> f64 {
+    c.cpu.as_secs_f64() * 1e6 / c.measured["messages"].max(1.0)
+}
+
+fn rss_mib(c: &ChildRun) -> f64 {
+    c.measured["vm_hwm_kib"] / 1024.0
+}
+
+/// GB/s of a criterion benchmark with a byte throughput.
+fn gbps(micro: &[Micro], id: &str) -> Option<f64> {
+    micro.iter().find(|m| m.id == id).and_then(|m| m.bytes.map(|b| b / m.nanos))
+}
+
+/// The figures issue 7 sets targets for, one row each (the README shows this table).
+fn summary(r: &Results, micro: &[Micro]) -> String {
+    let (ck, cl) = (&r.consume["kgroup"], &r.consume["librdkafka"]);
+    let (mk, ml) = (&r.commit["kgroup"], &r.commit["librdkafka"]);
+    let stable = |f: &[scaleout::Figures], max: bool| -> f64 {
+        let steps: Vec<f64> = f.iter().flat_map(|f| &f.steps).map(|s| s.stable.as_secs_f64() * 1e3).collect();
+        if max {
+            steps.iter().copied().fold(0.0, f64::max)
+        } else {
+            steps.iter().sum::<f64>() / steps.len().max(1) as f64
+        }
+    };
+    let failed = |f: &[scaleout::Figures]| f.iter().flat_map(|f| &f.steps).map(|s| s.failed as f64).sum::<f64>();
+    let (kg, rd, _) = &r.scaleout;
+    let sum = |f: &[scaleout::Figures], get: fn(&scaleout::Figures) -> u64| f.iter().map(get).sum::<u64>() as f64;
+    let rows: [(&str, f64, f64, usize, Target); 10] = [
+        ("consume, messages/s", rate(ck), rate(cl), 0, Some((1.0, false))),
+        ("consume, CPU-seconds per million messages", cpu_per_million(ck), cpu_per_million(cl), 3, Some((0.5, true))),
+        ("consume, peak RSS (MiB)", rss_mib(ck), rss_mib(cl), 1, Some((0.25, true))),
+        ("sync commit p50 (ms)", mk.measured["p50_ms"], ml.measured["p50_ms"], 3, None),
+        ("sync commit p99 (ms)", mk.measured["p99_ms"], ml.measured["p99_ms"], 3, None),
+        ("scale-out, average time to stable per step (ms)", stable(kg, false), stable(rd, false), 0, Some((1.0, true))),
+        ("scale-out, worst time to stable per step (ms)", stable(kg, true), stable(rd, true), 0, Some((1.0, true))),
+        ("scale-out, partition commits fenced or failed", failed(kg), failed(rd), 0, None),
+        ("scale-out, duplicates", sum(kg, |f| f.duplicates), sum(rd, |f| f.duplicates), 0, None),
+        ("scale-out, lost", sum(kg, |f| f.lost), sum(rd, |f| f.lost), 0, None),
+    ];
+    let mut out = String::from(TARGET_TABLE_HEAD);
+    for (label, k, l, decimals, target) in rows {
+        ratio_row(&mut out, label, k, l, decimals, target);
+    }
+    if let Some(none) = gbps(micro, "decode/none") {
+        let copy = gbps(micro, "decode/memcpy").map_or("?".into(), |c| format!("{c:.1}"));
+        let _ = writeln!(
+            out,
+            "| uncompressed record batch decode (GB/s) | {none:.2} | | memcpy of the same bytes: {copy} GB/s | >= 2 GB/s | {} |",
+            verdict(none, 2.0, false)
+        );
+    }
+    out
+}
+
 fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize) -> String {
     let mut out = String::from("# kgroup vs librdkafka: results\n\n");
     let _ = writeln!(
@@ -657,10 +729,11 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
         let _ = writeln!(out, "| {k} | {v} |");
     }
 
+    let micro = criterion_results();
+    out.push_str("\n## Summary: issue 7's targets\n\n");
+    out.push_str(&summary(r, &micro));
+
     let (k, l) = (&r.consume["kgroup"], &r.consume["librdkafka"]);
-    let rate = |c: &ChildRun| c.measured.get("rate").copied().unwrap_or(0.0);
-    let cpu_per_million = |c: &ChildRun| c.cpu.as_secs_f64() * 1e6 / c.measured["messages"].max(1.0);
-    let rss = |c: &ChildRun| c.measured["vm_hwm_kib"] / 1024.0;
     let _ = writeln!(
         out,
         "\n## Consume: {messages} keyed 100-byte messages, 72 partitions, one consumer per client\n\n\
@@ -673,25 +746,16 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
         r.produce.1 .0,
         r.produce.1 .1
     );
-    out.push_str("| figure | kgroup | librdkafka | kgroup / librdkafka | target | |\n|---|---|---|---|---|---|\n");
-    // (figure, value, decimals, target: (bound on kgroup / librdkafka, at most?))
-    type Row = (&'static str, fn(&ChildRun) -> f64, usize, Option<(f64, bool)>);
-    let rows: [Row; 4] = [
+    out.push_str(TARGET_TABLE_HEAD);
+    type Figure = fn(&ChildRun) -> f64;
+    let rows: [(&str, Figure, usize, Target); 4] = [
         ("messages/s", rate, 0, Some((1.0, false))),
         ("CPU-seconds per million messages (user + sys)", cpu_per_million, 2, Some((0.5, true))),
-        ("peak RSS (MiB)", rss, 1, Some((0.25, true))),
+        ("peak RSS (MiB)", rss_mib, 1, Some((0.25, true))),
         ("seconds from assignment to last message", |c| c.measured["seconds"], 2, None),
     ];
     for (label, get, decimals, target) in rows {
-        let (kv, lv) = (get(k), get(l));
-        let (bound, result) = match target {
-            Some((bound, at_most)) if lv > 0.0 => {
-                (format!("{} {bound}x", if at_most { "<=" } else { ">=" }), verdict(kv / lv, bound, at_most))
-            }
-            _ => (String::new(), ""),
-        };
-        let _ =
-            writeln!(out, "| {label} | {kv:.decimals$} | {lv:.decimals$} | {} | {bound} | {result} |", ratio(kv, lv));
+        ratio_row(&mut out, label, get(k), get(l), decimals, target);
     }
     let _ = writeln!(
         out,
@@ -758,8 +822,7 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
          uncompressed bytes; `memcpy` copies the same uncompressed bytes. Target: uncompressed \
          decode at least 2 GB/s.\n\n| benchmark | time | GB/s | share of memcpy | |\n|---|---|---|---|---|\n",
     );
-    let micro = criterion_results();
-    let copy = micro.iter().find(|m| m.id == "decode/memcpy").and_then(|m| m.bytes.map(|b| b / m.nanos));
+    let copy = gbps(&micro, "decode/memcpy");
     if micro.is_empty() {
         out.push_str("| (no criterion results: run `cargo bench --bench micro` first) | | | | |\n");
     }

@@ -7,20 +7,14 @@
 #[path = "shared/scaleout.rs"]
 mod scaleout;
 
-use std::time::Duration;
-
-use kgroup::embedded::{BrokerOptions, EmbeddedBroker, NISSHI_VERSION};
+use kgroup::embedded::NISSHI_VERSION;
 use scaleout::{env_usize, BoxError};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let members = env_usize("KGROUP_BENCH_MEMBERS", 10).clamp(2, 72);
     let runs = env_usize("KGROUP_BENCH_RUNS", 3).clamp(1, 20);
-    let mut broker = EmbeddedBroker::start(BrokerOptions {
-        initial_rebalance_delay: Duration::from_millis(500),
-        ..Default::default()
-    })
-    .await?;
+    let mut broker = scaleout::start_broker().await?;
     let bootstrap = broker.bootstrap();
     eprintln!("nisshi {NISSHI_VERSION} at {bootstrap}; 2..={members} members, {runs} run(s) per client");
     let result = scaleout::run_all(&bootstrap, members, runs).await;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig};
 use kgroup::{Cluster, ClusterConfig};
 use rdkafka::config::ClientConfig;
@@ -54,8 +55,8 @@ pub struct Figures {
     wall: Duration,
     produced: u64,
     processed: u64,
-    duplicates: u64,
-    lost: u64,
+    pub duplicates: u64,
+    pub lost: u64,
     /// Per-partition commit outcomes (kgroup) / partitions in committed batches (librdkafka).
     commits_attempted: u64,
     commits_failed: u64,
@@ -73,6 +74,16 @@ impl Figures {
     fn max_stable(&self) -> Duration {
         self.steps.iter().map(|s| s.stable).max().unwrap_or_default()
     }
+}
+
+/// The broker every bench runs on: nisshi in memory on 127.0.0.1, with a 500 ms initial
+/// rebalance delay (Kafka's 3 s would dominate the first step).
+pub async fn start_broker() -> Result<EmbeddedBroker, BoxError> {
+    Ok(EmbeddedBroker::start(BrokerOptions {
+        initial_rebalance_delay: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await?)
 }
 
 /// A size knob from the environment (`KGROUP_BENCH_*`), `default` when unset or not a number.

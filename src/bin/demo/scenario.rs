@@ -325,8 +325,15 @@ async fn converge(
         let mut generations = BTreeSet::new();
         let mut owned = Vec::new();
         let mut stable = 0;
+        // All members at once: asked one after the other, 30 members' snapshots add tens of
+        // milliseconds to the time to stable on a busy machine.
+        let mut snapshots = tokio::task::JoinSet::new();
         for m in members {
-            let s = m.group_state().await?;
+            let m = m.clone();
+            snapshots.spawn(async move { m.group_state().await });
+        }
+        while let Some(snapshot) = snapshots.join_next().await {
+            let s = snapshot??;
             stable += usize::from(s.state == "Stable");
             generations.insert(s.generation.map(|g| g.id.0));
             owned.extend(s.assignment.iter().map(|p| p.partition.partition));
