@@ -4,9 +4,9 @@
 //!
 //! 1. Consume: `KGROUP_BENCH_MESSAGES` (default 1 000 000) keyed 100-byte messages on 72
 //!    partitions, consumed in full by one group member of each client. Every client runs in a
-//!    child process of its own (this binary re-executed with `role ...`), so its CPU time and peak
-//!    RSS come from the kernel's accounting of that one process (`wait4`), without the broker,
-//!    the producer or the other client.
+//!    child process of its own (this binary re-executed with `role ...`), so its CPU time (`wait4`
+//!    on its pid) and peak RSS (its own `VmHWM`) are that one process's, without the broker, the
+//!    producer or the other client.
 //! 2. Synchronous commit latency: one member per client commits after every batch of up to 100
 //!    messages, `KGROUP_BENCH_COMMITS` (default 1000) timed commits after 50 untimed ones.
 //! 3. Scale-out: `shared/scaleout.rs`, 2 to `KGROUP_BENCH_MEMBERS` (default 30) members, one run.
