@@ -414,7 +414,7 @@ async fn converge_rd(group: &[Member]) -> Result<(), BoxError> {
                 format!("{} librdkafka members did not converge within {CONVERGE_TIMEOUT:?}", group.len()).into()
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(scenario::CONVERGE_POLL).await;
     }
 }
 

@@ -314,6 +314,10 @@ async fn keep_producing(
 
 /// Waits until every member is Stable in one generation and the partitions are covered
 /// exactly once; returns that generation.
+/// How often convergence is checked: the time to stable is measured in these steps, so they
+/// must be small against a rebalance (about 500 ms with a 500 ms heartbeat interval).
+pub const CONVERGE_POLL: Duration = Duration::from_millis(10);
+
 async fn converge(
     members: &[GroupHandle],
     partitions: i32,
@@ -350,7 +354,7 @@ async fn converge(
             .into());
         }
         progress(&format!("{} members: rebalancing ({stable} stable)", members.len()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(CONVERGE_POLL).await;
     }
 }
 
