@@ -318,6 +318,10 @@ async fn keep_producing(
 
 /// Waits until every member is Stable in one generation and the partitions are covered
 /// exactly once; returns that generation.
+/// How often convergence is checked: the time to stable is measured in these steps, so they
+/// must be small against a rebalance (about 500 ms with a 500 ms heartbeat interval).
+pub const CONVERGE_POLL: Duration = Duration::from_millis(10);
+
 async fn converge(
     members: &[GroupHandle],
     partitions: i32,
@@ -329,8 +333,15 @@ async fn converge(
         let mut generations = BTreeSet::new();
         let mut owned = Vec::new();
         let mut stable = 0;
+        // All members at once: asked one after the other, 30 members' snapshots add tens of
+        // milliseconds to the time to stable on a busy machine.
+        let mut snapshots = tokio::task::JoinSet::new();
         for m in members {
-            let s = m.group_state().await?;
+            let m = m.clone();
+            snapshots.spawn(async move { m.group_state().await });
+        }
+        while let Some(snapshot) = snapshots.join_next().await {
+            let s = snapshot??;
             stable += usize::from(s.state == "Stable");
             generations.insert(s.generation.map(|g| g.id.0));
             owned.extend(s.assignment.iter().map(|p| p.partition.partition));
@@ -347,7 +358,7 @@ async fn converge(
             .into());
         }
         progress(&format!("{} members: rebalancing ({stable} stable)", members.len()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(CONVERGE_POLL).await;
     }
 }
 
