@@ -231,8 +231,15 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
     }
     report.final_snapshot = Some(handles[0].group_state().await?);
     stop_tx.send(true)?;
+    let mut consumers = Vec::new();
     for member in members {
-        member.await??.close().await?;
+        consumers.push(member.await??);
+    }
+    // Closed together: one after another, each LeaveGroup would start a rebalance that the
+    // members no longer polling hold up until their revoke windows time out.
+    let closes: Vec<_> = consumers.into_iter().map(|consumer| tokio::spawn(consumer.close())).collect();
+    for close in closes {
+        close.await??;
     }
     let mut ledger = lock(&ledger);
     let tail = ledger.take_step();
