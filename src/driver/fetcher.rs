@@ -123,9 +123,17 @@ pub struct ConsumerRecord {
 }
 
 impl ConsumerRecord {
-    /// The bytes this record holds in the prefetch buffer (key plus value).
+    /// The memory this record holds in the prefetch buffer: the record itself, its key, value
+    /// and headers. Counting the record (as large as a small message) makes the prefetch bound a
+    /// real memory bound.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+        let payload = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| std::mem::size_of::<(String, Option<Bytes>)>() + k.len() + payload(v))
+            .sum();
+        std::mem::size_of::<ConsumerRecord>() + payload(&self.key) + payload(&self.value) + headers
     }
 }
 

@@ -32,7 +32,10 @@ fn record(p: i32, offset: i64) -> ConsumerRecord {
     }
 }
 
-/// Records `from..to` of partition `p`, each 10 bytes.
+/// What one test record holds in the buffer: the record plus its 10 bytes of key and value.
+const R: usize = std::mem::size_of::<ConsumerRecord>() + 10;
+
+/// Records `from..to` of partition `p`, each [`R`] bytes in the buffer.
 fn data(p: i32, from: i64, to: i64) -> PartitionResult {
     PartitionResult::Data {
         decoded: Decoded { records: (from..to).map(|o| record(p, o)).collect(), next_offset: to, error: None },
@@ -81,7 +84,7 @@ fn positions_follow_delivery_and_seek_drops_buffered_and_in_flight_data() {
     assert_eq!(position(&state, 0), Some(10));
     let e0 = epoch(&state, 0);
     assert!(apply(&mut state, 0, e0, 10, data(0, 10, 15)).queued);
-    assert_eq!((state.buffered, position(&state, 0)), (50, Some(10)), "position moves on delivery only");
+    assert_eq!((state.buffered, position(&state, 0)), (5 * R, Some(10)), "position moves on delivery only");
     assert_eq!(state.partitions[&tp(0)].fetch_offset, 15);
 
     // A fetch from 15 is in flight when the application seeks.
@@ -107,7 +110,7 @@ fn revoke_forgets_and_a_reassigned_partition_ignores_old_fetches() {
     apply(&mut state, 0, e0, 0, data(0, 0, 5));
     apply_now(&mut state, 1, 0, data(1, 0, 5));
     state.revoke(&tp(0));
-    assert_eq!(state.buffered, 50);
+    assert_eq!(state.buffered, 5 * R);
     assert_eq!(position(&state, 0), None);
     assert!(!apply(&mut state, 0, e0, 5, data(0, 5, 9)).queued, "revoked partitions take no data");
     state.assign(tp(0), StartPosition::Offset(0), OffsetReset::Earliest);
@@ -122,7 +125,7 @@ fn paused_partitions_keep_their_data_but_deliver_nothing_and_do_not_fill_the_buf
     apply_now(&mut state, 0, 0, data(0, 0, 3));
     apply_now(&mut state, 1, 0, data(1, 0, 2));
     state.partitions.get_mut(&tp(0)).unwrap().paused = true;
-    assert_eq!((state.buffered, state.deliverable_bytes()), (50, 20));
+    assert_eq!((state.buffered, state.deliverable_bytes()), (5 * R, 2 * R));
     assert_eq!(batch_offsets(state.pop()).0, 1);
     assert!(state.pop().is_none());
     assert_eq!(state.deliverable_bytes(), 0);
@@ -332,7 +335,7 @@ fn records_of_one_partition_are_taken_past_other_partitions_in_fetch_order() {
     assert_eq!((offsets(&first), offsets(&second)), (vec![0, 1], vec![2, 3, 4]));
     assert_eq!(position(&state, 0), Some(5));
     assert!(state.pop_records_of(&tp(0)).is_none());
-    assert_eq!(state.buffered, 30, "only t-1's records left");
+    assert_eq!(state.buffered, 3 * R, "only t-1's records left");
     state.partitions.get_mut(&tp(1)).unwrap().paused = true;
     assert!(state.pop_records_of(&tp(1)).is_none(), "a paused partition gives nothing");
 }
