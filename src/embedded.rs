@@ -161,11 +161,16 @@ impl EmbeddedBroker {
     fn spawn(&mut self, binary: &Path, phase: Phase) -> Result<(), EmbeddedError> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = File::create(&self.log_path)?;
-        let storage = match &self.database {
-            Some(path) => format!("sqlite://{}", path.display()),
+        let mut command = Command::new(binary);
+        // nisshi reads `sqlite://PATH` relative to its working directory (a leading `/` is
+        // dropped), so it runs in the database's directory and gets the bare file name.
+        let storage = match self.database.as_deref().and_then(|p| Some((p.parent()?, p.file_name()?))) {
+            Some((dir, file)) => {
+                command.current_dir(dir);
+                format!("sqlite://{}", file.to_string_lossy())
+            }
             None => "memory://nisshi/".to_owned(),
         };
-        let mut command = Command::new(binary);
         command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &storage]);
