@@ -5,6 +5,11 @@
 //! `cargo +nightly install nisshi --version 0.8.1 --locked` (about 12 minutes on 2 cores, once).
 //! The broker always listens on 127.0.0.1 on a free port, keeps data in memory, and is killed
 //! when the handle drops, or when this process dies (Linux `PR_SET_PDEATHSIG`).
+//!
+//! For TLS and SASL tests it can serve TLS only (`--cert`, `--key`) and require SCRAM
+//! authentication (`--authentication`). nisshi keeps SCRAM users in its storage and its
+//! `user create` command talks plaintext without logging in, so a broker with users runs on an
+//! SQLite file: it is started once open to create them, then restarted with its final options.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -14,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::driver::connection::{Connection, ConnectionConfig};
+use crate::driver::security::{SaslMechanism, Secret};
 
 /// The nisshi release the project is tested against.
 pub const NISSHI_VERSION: &str = "0.8.1";
@@ -29,6 +35,10 @@ pub enum EmbeddedError {
     Exited { status: String, log_tail: String },
     #[error("nisshi on {addr} did not answer ApiVersions within {after:?}; its log ends with:\n{log_tail}")]
     NotReady { addr: String, after: Duration, log_tail: String },
+    #[error("creating SCRAM user {user:?} failed: {detail}")]
+    CreateUser { user: String, detail: String },
+    #[error("nisshi has no SASL mechanism {0:?}; it offers SCRAM-SHA-256 and SCRAM-SHA-512")]
+    UnsupportedMechanism(&'static str),
     #[error("I/O error around the embedded broker: {0}")]
     Io(#[from] io::Error),
 }
@@ -41,6 +51,26 @@ pub struct BrokerOptions {
     /// Port to bind; `None` picks a free one.
     pub port: Option<u16>,
     pub ready_timeout: Duration,
+    /// Serve TLS only, with this certificate chain and private key (PEM files).
+    pub tls: Option<BrokerTls>,
+    /// SCRAM users; when not empty, the broker requires authentication.
+    pub scram_users: Vec<ScramUser>,
+}
+
+/// The broker's TLS identity.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A SCRAM user the broker is started with.
+#[derive(Debug, Clone)]
+pub struct ScramUser {
+    pub name: String,
+    pub password: Secret,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: SaslMechanism,
 }
 
 impl Default for BrokerOptions {
@@ -49,6 +79,8 @@ impl Default for BrokerOptions {
             initial_rebalance_delay: Duration::from_secs(3),
             port: None,
             ready_timeout: Duration::from_secs(60),
+            tls: None,
+            scram_users: Vec::new(),
         }
     }
 }
@@ -60,6 +92,17 @@ pub struct EmbeddedBroker {
     port: u16,
     options: BrokerOptions,
     log_path: PathBuf,
+    /// The SQLite file that holds the SCRAM users, when there are any.
+    database: Option<PathBuf>,
+}
+
+/// How a broker process is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Plaintext and open, to create the SCRAM users.
+    Setup,
+    /// With the options asked for.
+    Serve,
 }
 
 impl EmbeddedBroker {
@@ -73,9 +116,18 @@ impl EmbeddedBroker {
         let log_dir = std::env::temp_dir().join("kgroup-nisshi");
         fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("broker-{port}-{}.log", std::process::id()));
-        let mut broker = EmbeddedBroker { child: None, port, options, log_path };
-        broker.spawn(&binary)?;
-        broker.wait_ready().await?;
+        let database =
+            (!options.scram_users.is_empty()).then(|| log_dir.join(format!("broker-{port}-{}.db", std::process::id())));
+        let mut broker = EmbeddedBroker { child: None, port, options, log_path, database };
+        if broker.database.is_some() {
+            broker.spawn(&binary, Phase::Setup)?;
+            broker.wait_ready(Phase::Setup).await?;
+            let created = broker.create_users(&binary);
+            broker.kill();
+            created?;
+        }
+        broker.spawn(&binary, Phase::Serve)?;
+        broker.wait_ready(Phase::Serve).await?;
         tracing::info!(bootstrap = %broker.bootstrap(), "embedded nisshi broker ready");
         Ok(broker)
     }
@@ -97,21 +149,40 @@ impl EmbeddedBroker {
         }
     }
 
-    /// Starts the broker again on the same port (with empty storage).
+    /// Starts the broker again on the same port (in-memory storage starts empty; SCRAM
+    /// users, kept in SQLite, remain).
     pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
         self.kill();
         let binary = nisshi_binary()?;
-        self.spawn(&binary)?;
-        self.wait_ready().await
+        self.spawn(&binary, Phase::Serve)?;
+        self.wait_ready(Phase::Serve).await
     }
 
-    fn spawn(&mut self, binary: &Path) -> Result<(), EmbeddedError> {
+    fn spawn(&mut self, binary: &Path, phase: Phase) -> Result<(), EmbeddedError> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = File::create(&self.log_path)?;
         let mut command = Command::new(binary);
+        // nisshi reads `sqlite://PATH` relative to its working directory (a leading `/` is
+        // dropped), so it runs in the database's directory and gets the bare file name.
+        let storage = match self.database.as_deref().and_then(|p| Some((p.parent()?, p.file_name()?))) {
+            Some((dir, file)) => {
+                command.current_dir(dir);
+                format!("sqlite://{}", file.to_string_lossy())
+            }
+            None => "memory://nisshi/".to_owned(),
+        };
         command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://nisshi/"])
+            .args(["--storage-engine", &storage]);
+        if phase == Phase::Serve {
+            if let Some(tls) = &self.options.tls {
+                command.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+            }
+            if self.database.is_some() {
+                command.arg("--authentication");
+            }
+        }
+        command
             .arg("--group-initial-rebalance-delay")
             .arg(format!("{}ms", self.options.initial_rebalance_delay.as_millis()))
             .env_remove("LISTENER_URL")
@@ -127,7 +198,33 @@ impl EmbeddedBroker {
         Ok(())
     }
 
-    async fn wait_ready(&mut self) -> Result<(), EmbeddedError> {
+    /// `nisshi user create` for each SCRAM user, against the open setup broker.
+    fn create_users(&self, binary: &Path) -> Result<(), EmbeddedError> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        for user in &self.options.scram_users {
+            let mechanism = match user.mechanism {
+                SaslMechanism::ScramSha256 => "scram256",
+                SaslMechanism::ScramSha512 => "scram512",
+                other => return Err(EmbeddedError::UnsupportedMechanism(other.name())),
+            };
+            let failed = |detail: String| EmbeddedError::CreateUser { user: user.name.clone(), detail };
+            let output = Command::new(binary)
+                .args(["user", "create", "--broker", &url, "--mechanism", mechanism, &user.name])
+                .arg(user.password.expose())
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| failed(e.to_string()))?;
+            if !output.status.success() {
+                return Err(failed(String::from_utf8_lossy(&output.stderr).into_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ready when it answers ApiVersions (allowed before authentication); a TLS-only
+    /// listener, which a plaintext probe cannot talk to, is ready when it accepts connections.
+    async fn wait_ready(&mut self, phase: Phase) -> Result<(), EmbeddedError> {
+        let tls = phase == Phase::Serve && self.options.tls.is_some();
         let config = Arc::new(ConnectionConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
@@ -139,7 +236,12 @@ impl EmbeddedBroker {
                 self.child = None;
                 return Err(EmbeddedError::Exited { status: status.to_string(), log_tail: self.log_tail() });
             }
-            if Connection::open(&self.bootstrap(), config.clone()).await.is_ok() {
+            let ready = if tls {
+                tokio::net::TcpStream::connect(self.bootstrap()).await.is_ok()
+            } else {
+                Connection::open(&self.bootstrap(), config.clone()).await.is_ok()
+            };
+            if ready {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -169,6 +271,9 @@ impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         self.kill();
         let _ = fs::remove_file(&self.log_path);
+        if let Some(database) = &self.database {
+            let _ = fs::remove_file(database);
+        }
     }
 }
 

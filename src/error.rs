@@ -23,6 +23,10 @@ pub enum DisconnectCause {
     UnexpectedCorrelationId(i32),
     #[error("the client closed the connection")]
     ClosedByClient,
+    /// Re-authentication before the SASL session expired (KIP-368) failed; the broker would
+    /// close the connection at expiry anyway, so it is closed at once.
+    #[error("SASL re-authentication failed: {0}")]
+    Reauthentication(SecurityError),
 }
 
 /// Failures to reach or talk to a broker.
@@ -40,6 +44,36 @@ pub enum NetworkError {
     RequestTimeout { addr: String, api: ApiKey, after: Duration },
     #[error("no bootstrap broker answered (tried {tried:?}); last error: {last}")]
     NoBrokerReachable { tried: Vec<String>, last: String },
+}
+
+/// TLS and SASL failures. Each one means a certificate, a password or a setting is wrong on one
+/// side; retrying cannot fix it and a retry storm would only lock accounts and flood broker
+/// logs, so [`Error::action`] calls them fatal. The message says who is at fault and which
+/// property to check.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecurityError {
+    #[error("TLS handshake with {addr} failed: its certificate is not signed by a trusted CA (check `ssl.ca.location`): {detail}")]
+    UntrustedCertificate { addr: String, detail: String },
+    #[error("TLS handshake with {addr} failed: its certificate is not valid for host {host:?} (hostname verification; check `bootstrap.servers` and the certificate's subject alternative names): {detail}")]
+    HostnameMismatch { addr: String, host: String, detail: String },
+    #[error("TLS handshake with {addr} failed: {detail}")]
+    Tls { addr: String, detail: String },
+    /// The broker answered SaslHandshake with UNSUPPORTED_SASL_MECHANISM (33).
+    #[error("{addr} does not enable SASL mechanism {mechanism} (`sasl.mechanism`); it offers {enabled:?}")]
+    MechanismNotEnabled { addr: String, mechanism: &'static str, enabled: Vec<String> },
+    /// The broker answered SaslAuthenticate with SASL_AUTHENTICATION_FAILED (58), or a SCRAM
+    /// server-final message with an error (RFC 5802 `e=`).
+    #[error("SASL {mechanism} authentication to {addr} failed (check `sasl.username` and `sasl.password`): {message}")]
+    AuthenticationFailed { addr: String, mechanism: &'static str, message: String },
+    /// The SCRAM server signature did not verify: the peer does not know the password's
+    /// server key, so it is not the broker we meant to talk to (RFC 5802 section 3).
+    #[error("SASL {mechanism} with {addr}: the server's signature is wrong, so the server does not hold our credentials (impostor or misrouted connection)")]
+    ServerSignatureMismatch { addr: String, mechanism: &'static str },
+    #[error("SASL {mechanism} with {addr}: malformed exchange: {reason}")]
+    SaslProtocol { addr: String, mechanism: &'static str, reason: String },
+    #[error("{addr} does not support SASL in Kafka requests (SaslHandshake v1 and SaslAuthenticate, Kafka 1.0+)")]
+    SaslUnsupported { addr: String },
 }
 
 /// A user's configuration that cannot work; reported when it is built, never later.
@@ -64,6 +98,8 @@ pub enum Error {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// A broker answered with an error code.
     #[error("{api:?} failed with {code}{}", context_suffix(.context))]
     Broker { api: ApiKey, code: KafkaCode, context: String },
@@ -100,7 +136,7 @@ impl Error {
     /// The action this error demands from whoever sees it.
     pub fn action(&self) -> ErrorAction {
         match self {
-            Error::Config(_) => ErrorAction::Fatal,
+            Error::Config(_) | Error::Security(_) => ErrorAction::Fatal,
             Error::Network(NetworkError::RequestTimeout { .. }) => ErrorAction::Retry,
             Error::Network(_) => ErrorAction::RefreshMetadata,
             Error::Protocol(ProtocolError::UnsupportedApi { .. }) => ErrorAction::Fatal,

@@ -11,7 +11,8 @@ pub mod protocol;
 
 pub use consumer::{Batch, ConsumerConfig, GroupConsumer, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};
-pub use error::{ConfigError, Error, NetworkError, Result};
+pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
+pub use error::{ConfigError, Error, NetworkError, Result, SecurityError};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::driver::security::{SecurityConfig, SECURITY_KEYS};
 use crate::error::ConfigError;
 use crate::group::assignor::{assignor_by_name, Assignor};
 use crate::group::GroupConfig;
@@ -66,9 +67,11 @@ pub struct ConsumerConfig {
     /// How long the rebalance listener may take per callback (default: half of
     /// `max.poll.interval.ms`, below the rebalance timeout).
     pub rebalance_callback_timeout: Duration,
+    /// `security.protocol` with its `ssl.*` and `sasl.*` settings (default PLAINTEXT).
+    pub security: SecurityConfig,
 }
 
-/// The property keys `from_properties` understands.
+/// The property keys `from_properties` understands, besides [`SECURITY_KEYS`].
 pub const KNOWN_KEYS: &[&str] = &[
     "bootstrap.servers",
     "group.id",
@@ -121,6 +124,7 @@ impl ConsumerConfig {
             retry_backoff: Duration::from_millis(100),
             commit_timeout: Duration::from_secs(60),
             rebalance_callback_timeout: Duration::from_secs(150),
+            security: SecurityConfig::default(),
         }
     }
 
@@ -131,8 +135,13 @@ impl ConsumerConfig {
     ) -> Result<Self, ConfigError> {
         let mut config = ConsumerConfig::new("", "");
         let mut callback_timeout_set = false;
+        let mut security = Vec::new();
         for (key, value) in properties {
             let (key, value) = (key.as_ref().trim(), value.as_ref().trim());
+            if SECURITY_KEYS.contains(&key) {
+                security.push((key.to_owned(), value.to_owned()));
+                continue;
+            }
             let key: &'static str =
                 KNOWN_KEYS.iter().copied().find(|k| *k == key).ok_or_else(|| ConfigError::InvalidValue {
                     key: "(property name)",
@@ -181,6 +190,7 @@ impl ConsumerConfig {
         if callback_timeout_set {
             config.rebalance_callback_timeout = config.max_poll_interval / 2;
         }
+        config.security = SecurityConfig::from_properties(security)?;
         config.validate()?;
         Ok(config)
     }
@@ -363,5 +373,31 @@ mod tests {
         }
         let missing = ConsumerConfig::from_properties([("group.id", "g")]).unwrap_err();
         assert!(missing.to_string().contains("bootstrap.servers"));
+    }
+
+    #[test]
+    fn security_properties_are_checked_and_the_password_stays_out_of_debug() {
+        let c = ConsumerConfig::from_properties(props(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "svc"),
+            ("sasl.password", "pa55-w0rd-xyzzy"),
+        ]))
+        .unwrap();
+        assert_eq!(c.security.protocol_name(), "SASL_PLAINTEXT");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pa55-w0rd-xyzzy"), "{shown}");
+        let err = ConsumerConfig::from_properties(props(&[("security.protocol", "SASL_SSL")])).unwrap_err();
+        assert!(err.to_string().contains("sasl.mechanism"), "{err}");
+        let cluster = crate::ClusterConfig::from_properties([
+            ("bootstrap.servers", "127.0.0.1:9092"),
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "svc"),
+            ("sasl.password", "pa55-w0rd-xyzzy"),
+        ])
+        .unwrap();
+        let shown = format!("{cluster:?}");
+        assert!(!shown.contains("pa55-w0rd-xyzzy") && shown.contains("SaslConfig"), "{shown}");
     }
 }

@@ -115,6 +115,7 @@ impl GroupConsumer {
         let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
         cluster_config.connection.client_id = config.client_id.clone();
         cluster_config.connection.request_timeout = config.request_timeout;
+        cluster_config.connection.security = config.security.clone();
         let cluster = Cluster::connect(cluster_config).await?;
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let group = GroupHandle::start(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;

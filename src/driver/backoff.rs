@@ -30,7 +30,7 @@ impl Backoff {
 }
 
 /// A uniform draw from `[0, 1)`; std's randomly keyed hasher is entropy enough for jitter.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(0x9e37_79b9_7f4a_7c15);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::backoff::Backoff;
 use super::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
+use super::security::SecurityConfig;
 use crate::error::{ConfigError, Error, NetworkError, Result};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 
@@ -146,6 +147,30 @@ impl ClusterConfig {
         }
     }
 
+    /// Builds a configuration from librdkafka-style properties: `bootstrap.servers` (required),
+    /// `client.id`, and the security keys of [`SECURITY_KEYS`](super::security::SECURITY_KEYS).
+    pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
+        properties: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let mut bootstrap = None;
+        let mut client_id = None;
+        let mut security = Vec::new();
+        for (key, value) in properties {
+            let (key, value) = (key.as_ref().trim(), value.as_ref().trim());
+            match key {
+                "bootstrap.servers" => bootstrap = Some(value.to_owned()),
+                "client.id" => client_id = Some(value.to_owned()),
+                _ => security.push((key.to_owned(), value.to_owned())),
+            }
+        }
+        let mut config = Self::from_bootstrap_servers(bootstrap.as_deref().unwrap_or(""))?;
+        if let Some(client_id) = client_id {
+            config.connection.client_id = client_id;
+        }
+        config.connection.security = SecurityConfig::from_properties(security)?;
+        Ok(config)
+    }
+
     /// Parses `bootstrap.servers` (`host:port[,host:port...]`).
     pub fn from_bootstrap_servers(servers: &str) -> Result<Self, ConfigError> {
         let entries: Vec<String> =
@@ -252,6 +277,9 @@ impl Cluster {
         for link in &candidates {
             match link.connection().await {
                 Ok(conn) => return Ok(conn),
+                // A certificate or credential problem is the same on every broker and is not
+                // cured by retrying: report it as it is, so no caller loops on it.
+                Err(e @ Error::Security(_)) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }

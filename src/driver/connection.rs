@@ -5,6 +5,12 @@
 //! (I/O error, unreadable frame, end of stream), one [`DisconnectCause`] is created and every
 //! request still pending fails with that same cause; the connection is dead from then on and a
 //! [`BrokerLink`] opens a new one, after an exponential backoff with jitter.
+//!
+//! A connection may run over TLS and may authenticate with SASL (see [`super::security`]);
+//! both happen in [`Connection::open`], before anyone else can use the connection. When the
+//! broker limits the SASL session (KIP-368), the connection re-authenticates in place at 85-95%
+//! of the lifetime: new requests are held back, the ones in flight are answered, the SASL
+//! exchange runs alone on the wire, then the held requests go out in their order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -14,15 +20,16 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
-use crate::error::{DisconnectCause, Error, NetworkError, Result};
+use super::backoff::{unit_random, Backoff};
+use super::sasl;
+use super::security::SecurityConfig;
+use crate::error::{DisconnectCause, Error, NetworkError, Result, SecurityError};
 use crate::protocol::codec::{api_key_of, decode_response, encode_request, peek_correlation_id};
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::frame::{decode_frame, DEFAULT_MAX_FRAME_SIZE};
@@ -41,6 +48,8 @@ pub struct ConnectionConfig {
     pub max_frame_size: usize,
     /// `reconnect.backoff.ms` / `reconnect.backoff.max.ms`.
     pub reconnect_backoff: Backoff,
+    /// `security.protocol` and its TLS / SASL settings (default PLAINTEXT).
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -51,6 +60,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             reconnect_backoff: Backoff::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -63,11 +73,33 @@ struct Queued {
     reply: oneshot::Receiver<std::result::Result<Bytes, NetworkError>>,
 }
 
+/// A request held back while the connection re-authenticates (KIP-368).
+struct Held {
+    correlation_id: i32,
+    reply: Option<Reply>,
+    frame: Bytes,
+}
+
 #[derive(Default)]
 struct Slots {
     pending: HashMap<i32, Reply>,
     broken: Option<Arc<DisconnectCause>>,
+    /// `Some` while re-authenticating: ordinary requests wait here, in order.
+    held: Option<Vec<Held>>,
 }
+
+/// Which requests a frame travels with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Ordinary,
+    /// SaslHandshake / SaslAuthenticate: never held back.
+    Authentication,
+}
+
+/// Anything a connection can run over: a TCP stream or a TLS stream around one.
+trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+type BoxedTransport = Box<dyn Transport>;
 
 struct Inner {
     addr: String,
@@ -77,6 +109,8 @@ struct Inner {
     writer: mpsc::UnboundedSender<Bytes>,
     versions: std::sync::OnceLock<NegotiatedVersions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Signalled whenever the last pending request is answered or given up.
+    idle: Notify,
 }
 
 /// A live connection. Cheap to clone; dropped when the last clone goes.
@@ -105,10 +139,13 @@ impl Inner {
             }
             let cause = Arc::new(cause);
             slots.broken = Some(cause.clone());
-            (cause, std::mem::take(&mut slots.pending))
+            let held = slots.held.take().unwrap_or_default().into_iter().filter_map(|h| h.reply);
+            let mut pending: Vec<Reply> = std::mem::take(&mut slots.pending).into_values().collect();
+            pending.extend(held);
+            (cause, pending)
         };
         tracing::debug!(broker = %self.addr, %cause, in_flight = pending.len(), "connection broken");
-        for (_, reply) in pending {
+        for reply in pending {
             let _ = reply.send(Err(self.disconnected(cause.clone())));
         }
         for task in lock(&self.tasks).drain(..) {
@@ -118,6 +155,16 @@ impl Inner {
 
     fn disconnected(&self, cause: Arc<DisconnectCause>) -> NetworkError {
         NetworkError::Disconnected { addr: self.addr.clone(), cause }
+    }
+
+    /// Takes the waiter of `correlation_id`, signalling `idle` when none is left.
+    fn take_pending(&self, correlation_id: i32) -> Option<Reply> {
+        let mut slots = lock(&self.slots);
+        let reply = slots.pending.remove(&correlation_id);
+        if slots.pending.is_empty() {
+            self.idle.notify_waiters();
+        }
+        reply
     }
 }
 
@@ -130,27 +177,30 @@ impl Drop for Inner {
 }
 
 impl Connection {
-    /// Connects, then negotiates API versions (ApiVersions v3, falling back to v0).
+    /// Connects (TLS when configured, within `connect_timeout`), negotiates API versions
+    /// (ApiVersions v3, falling back to v0), then authenticates when SASL is configured.
     pub async fn open(addr: &str, config: Arc<ConnectionConfig>) -> Result<Connection> {
-        let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(config.connect_timeout, connect_transport(addr, &config)).await {
             Err(_) => {
                 return Err(NetworkError::ConnectTimeout { addr: addr.to_owned(), after: config.connect_timeout }.into())
             }
-            Ok(Err(e)) => return Err(NetworkError::Connect { addr: addr.to_owned(), source: Arc::new(e) }.into()),
-            Ok(Ok(stream)) => stream,
+            Ok(result) => result?,
         };
-        let _ = stream.set_nodelay(true);
-        let conn = Connection::spawn(addr, stream, config);
+        let conn = Connection::spawn(addr, stream, config.clone());
         let versions = conn.handshake().await?;
         for (api, version) in versions.iter() {
             tracing::debug!(broker = %addr, api = ?api, version, "negotiated API version");
         }
         let _ = conn.inner.versions.set(versions);
+        if let Some(sasl) = &config.security.sasl {
+            let lifetime = sasl::authenticate(&conn, sasl).await?;
+            conn.schedule_reauthentication(lifetime);
+        }
         Ok(conn)
     }
 
-    fn spawn(addr: &str, stream: TcpStream, config: Arc<ConnectionConfig>) -> Connection {
-        let (read_half, write_half) = stream.into_split();
+    fn spawn(addr: &str, stream: BoxedTransport, config: Arc<ConnectionConfig>) -> Connection {
+        let (read_half, write_half) = tokio::io::split(stream);
         let (writer, frames) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             addr: addr.to_owned(),
@@ -160,6 +210,7 @@ impl Connection {
             writer,
             versions: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
+            idle: Notify::new(),
         });
         let reader = tokio::spawn(read_loop(Arc::downgrade(&inner), read_half));
         let writer = tokio::spawn(write_loop(Arc::downgrade(&inner), write_half, frames));
@@ -222,7 +273,7 @@ impl Connection {
     where
         R::Response: Send + 'static,
     {
-        let queued = self.enqueue(request, version, true)?;
+        let queued = self.enqueue(request, version, true, Lane::Ordinary)?;
         let conn = self.clone();
         Ok(async move {
             let frame = conn.await_reply(api_key_of::<R>(), queued, timeout).await?.unwrap_or_default();
@@ -237,11 +288,24 @@ impl Connection {
         timeout: Duration,
         expect_response: bool,
     ) -> Result<Option<Bytes>> {
-        let queued = self.enqueue(request, version, expect_response)?;
+        let queued = self.enqueue(request, version, expect_response, Lane::Ordinary)?;
         self.await_reply(api_key_of::<R>(), queued, timeout).await
     }
 
-    fn enqueue<R: Request>(&self, request: &R, version: i16, expect_response: bool) -> Result<Option<Queued>> {
+    /// Sends a SASL request past any held-back requests (see [`sasl::authenticate`]).
+    pub(crate) async fn send_authentication<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
+        let queued = self.enqueue(request, version, true, Lane::Authentication)?;
+        let frame = self.await_reply(api_key_of::<R>(), queued, self.inner.config.request_timeout).await?;
+        decode_answer::<R>(frame.unwrap_or_default(), version)
+    }
+
+    fn enqueue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        expect_response: bool,
+        lane: Lane,
+    ) -> Result<Option<Queued>> {
         let inner = &self.inner;
         let correlation_id = inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(request, version, correlation_id, &inner.config.client_id)?;
@@ -250,7 +314,12 @@ impl Connection {
             return Err(inner.disconnected(cause.clone()).into());
         }
         let (tx, rx) = oneshot::channel();
-        if expect_response {
+        let reply = expect_response.then_some(tx);
+        if let (Lane::Ordinary, Some(held)) = (lane, slots.held.as_mut()) {
+            held.push(Held { correlation_id, reply, frame });
+            return Ok(expect_response.then_some(Queued { correlation_id, reply: rx }));
+        }
+        if let Some(tx) = reply {
             slots.pending.insert(correlation_id, tx);
         }
         // Queued under the lock, so frames leave in correlation-id order.
@@ -268,7 +337,7 @@ impl Connection {
             Ok(Ok(result)) => Ok(Some(result?)),
             Ok(Err(_)) => Err(self.broken_error()),
             Err(_) => {
-                lock(&self.inner.slots).pending.remove(&correlation_id);
+                self.inner.take_pending(correlation_id);
                 Err(NetworkError::RequestTimeout { addr: self.inner.addr.clone(), api, after: timeout }.into())
             }
         }
@@ -277,6 +346,78 @@ impl Connection {
     fn broken_error(&self) -> Error {
         let cause = lock(&self.inner.slots).broken.clone().unwrap_or_else(|| Arc::new(DisconnectCause::ClosedByClient));
         self.inner.disconnected(cause).into()
+    }
+
+    /// KIP-368: when the broker limits the SASL session, re-authenticates at a random point
+    /// in 85-95% of its lifetime (as the Java client does), so a fleet does not re-authenticate
+    /// in lockstep and the exchange finishes before the broker would close the connection.
+    fn schedule_reauthentication(&self, lifetime: Option<Duration>) {
+        let Some(lifetime) = lifetime else { return };
+        let started = Instant::now();
+        let at = started + lifetime.mul_f64(0.85 + 0.10 * unit_random());
+        let inner = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(inner) = inner.upgrade() {
+                Connection { inner }.reauthenticate(started + lifetime).await;
+            }
+        });
+        let mut tasks = lock(&self.inner.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Holds new requests back, waits (until the session expires at the latest) for the ones
+    /// in flight, authenticates again, then releases the held requests in order. A failure
+    /// breaks the connection: the broker would close it at expiry anyway.
+    async fn reauthenticate(self, expiry: Instant) {
+        let Some(sasl) = self.inner.config.security.sasl.clone() else { return };
+        lock(&self.inner.slots).held.get_or_insert_with(Vec::new);
+        let _ = tokio::time::timeout_at(expiry, self.drained()).await;
+        match sasl::authenticate(&self, &sasl).await {
+            Ok(lifetime) => {
+                tracing::debug!(broker = %self.inner.addr, "SASL session renewed (KIP-368)");
+                self.release_held();
+                self.schedule_reauthentication(lifetime);
+            }
+            Err(e) => {
+                let cause = match e {
+                    Error::Security(e) => e,
+                    other => SecurityError::SaslProtocol {
+                        addr: self.inner.addr.clone(),
+                        mechanism: sasl.mechanism.name(),
+                        reason: other.to_string(),
+                    },
+                };
+                tracing::warn!(broker = %self.inner.addr, error = %cause, "SASL re-authentication failed");
+                self.inner.break_with(DisconnectCause::Reauthentication(cause));
+            }
+        }
+    }
+
+    /// Resolves once no request is waiting for an answer.
+    async fn drained(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.inner.slots).pending.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends the requests held during re-authentication, in the order they were made.
+    fn release_held(&self) {
+        let mut slots = lock(&self.inner.slots);
+        for held in slots.held.take().unwrap_or_default() {
+            if let Some(reply) = held.reply {
+                slots.pending.insert(held.correlation_id, reply);
+            }
+            // A closed writer means the connection is breaking; break_with fails the waiters.
+            let _ = self.inner.writer.send(held.frame);
+        }
     }
 
     /// ApiVersions v3; a broker that does not know v3 answers UNSUPPORTED_VERSION in the v0
@@ -319,7 +460,52 @@ fn error_code_after_v0_header(frame: &[u8]) -> Option<i16> {
     frame.get(4..6).map(|b| i16::from_be_bytes([b[0], b[1]]))
 }
 
-async fn read_loop(inner: std::sync::Weak<Inner>, mut read_half: OwnedReadHalf) {
+/// TCP, then the TLS handshake when `security.protocol` asks for it. Certificate and
+/// handshake failures become [`SecurityError`]s (fatal); plain I/O failures stay network
+/// errors (retried).
+async fn connect_transport(addr: &str, config: &ConnectionConfig) -> Result<BoxedTransport> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| NetworkError::Connect { addr: addr.to_owned(), source: Arc::new(e) })?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &config.security.tls else { return Ok(Box::new(stream)) };
+    let host = host_of(addr);
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| SecurityError::Tls {
+        addr: addr.to_owned(),
+        detail: format!("{host:?} is not a valid server name: {e}"),
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+    match connector.connect(server_name, stream).await {
+        Ok(stream) => Ok(Box::new(stream)),
+        Err(e) => Err(tls_error(addr, host, e)),
+    }
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
+fn tls_error(addr: &str, host: &str, error: std::io::Error) -> Error {
+    use rustls::CertificateError as Cert;
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        return NetworkError::Connect { addr: addr.to_owned(), source: Arc::new(error) }.into();
+    };
+    let (addr, detail) = (addr.to_owned(), tls.to_string());
+    match tls {
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+            SecurityError::UntrustedCertificate { addr, detail }
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            SecurityError::HostnameMismatch { addr, host: host.to_owned(), detail }
+        }
+        _ => SecurityError::Tls { addr, detail },
+    }
+    .into()
+}
+
+async fn read_loop(inner: std::sync::Weak<Inner>, mut read_half: ReadHalf<BoxedTransport>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let read = read_half.read_buf(&mut buf).await;
@@ -337,7 +523,7 @@ async fn read_loop(inner: std::sync::Weak<Inner>, mut read_half: OwnedReadHalf) 
                     let Some(correlation_id) = peek_correlation_id(&frame) else {
                         return conn.break_with(DisconnectCause::UnexpectedCorrelationId(-1));
                     };
-                    let reply = lock(&conn.slots).pending.remove(&correlation_id);
+                    let reply = conn.take_pending(correlation_id);
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(Ok(frame));
@@ -358,7 +544,7 @@ async fn read_loop(inner: std::sync::Weak<Inner>, mut read_half: OwnedReadHalf) 
 
 async fn write_loop(
     inner: std::sync::Weak<Inner>,
-    mut write_half: OwnedWriteHalf,
+    mut write_half: WriteHalf<BoxedTransport>,
     mut frames: mpsc::UnboundedReceiver<Bytes>,
 ) {
     while let Some(frame) = frames.recv().await {

@@ -5,3 +5,6 @@ pub mod cluster;
 pub mod connection;
 pub mod fetcher;
 pub mod group;
+mod sasl;
+mod scram;
+pub mod security;

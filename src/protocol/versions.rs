@@ -28,6 +28,10 @@ pub const CLIENT_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::DescribeGroups, 0, 5),
+    // v0 sent the SASL tokens as raw frames (before KIP-152); only the framed exchange is done.
+    (ApiKey::SaslHandshake, 1, 1),
+    // v1 adds session_lifetime_ms (KIP-368); v2 is flexible.
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The version chosen for each API on one broker connection.
