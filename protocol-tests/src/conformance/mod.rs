@@ -10,6 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+#[cfg(feature = "kafka36-container")]
+pub mod container;
+pub mod kafka36;
+
 /// The environment variable naming an external Kafka 3.6 cluster.
 pub const KAFKA36_ENV: &str = "KGROUP_KAFKA36_BOOTSTRAP";
 

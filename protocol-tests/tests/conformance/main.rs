@@ -1,6 +1,7 @@
 //! Protocol conformance suite (spec §12): every implemented case runs against every peer (the
 //! scripted coordinator, an embedded nisshi, librdkafka's mock cluster, and Kafka 3.6 when
-//! `KGROUP_KAFKA36_BOOTSTRAP` is set), over kgroup's own `Connection`, one connection per
+//! `KGROUP_KAFKA36_BOOTSTRAP` is set or, with the `kafka36-container` feature,
+//! `KGROUP_KAFKA36_CONTAINER=1` starts it), over kgroup's own `Connection`, one connection per
 //! simulated member. A case renders the broker's answers as one line and is judged against the
 //! Kafka 3.6 expectation written next to it, or against the peer's row in `deviations.tsv`.
 //! `conformance_matrix` prints the case × peer matrix and checks the README shows it.
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use container::Kafka36Container;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -28,6 +30,9 @@ use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 use kgroup::{Cluster, ClusterConfig};
 use kgroup_integration::mock::MockKafka;
 use kgroup_integration::unique_name;
+#[cfg(feature = "kafka36-container")]
+use kgroup_protocol_tests::conformance::container;
+use kgroup_protocol_tests::conformance::kafka36::{container_requested, CONTAINER_ENV};
 use kgroup_protocol_tests::conformance::{
     error_name as e, judge, readme_matrix, render_matrix, select_peers, Deviation, DeviationTable, PeerKind, Verdict,
     KAFKA36_ENV,
@@ -971,14 +976,53 @@ async fn run_peer(peer: Arc<Peer>, cases: &[Case], table: &DeviationTable) -> Ve
 }
 
 fn environment() -> HashMap<String, String> {
-    std::env::vars().filter(|(k, _)| k == KAFKA36_ENV).collect()
+    std::env::vars().filter(|(k, _)| k == KAFKA36_ENV || k == CONTAINER_ENV).collect()
+}
+
+/// Stands in for the container when the feature is off, so asking for one fails clearly.
+#[cfg(not(feature = "kafka36-container"))]
+mod container {
+    pub enum Kafka36Container {}
+
+    impl Kafka36Container {
+        pub async fn from_compose_file() -> Result<Kafka36Container, String> {
+            Err(kgroup_protocol_tests::conformance::kafka36::feature_off_error())
+        }
+
+        pub fn bootstrap(&self) -> &str {
+            match *self {}
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_matrix() {
+    let outcome = {
+        let mut env = environment();
+        let requested = container_requested(&env).unwrap_or_else(|e| panic!("{e}"));
+        // Removes the container when this block ends, so before a failure of the suite resumes.
+        let container = if requested {
+            Some(Kafka36Container::from_compose_file().await.unwrap_or_else(|e| panic!("{e}")))
+        } else {
+            None
+        };
+        if let Some(container) = &container {
+            env.insert(KAFKA36_ENV.to_owned(), container.bootstrap().to_owned());
+        }
+        // On its own task, a failing suite comes back as an error instead of unwinding through
+        // the container's drop guard, which needs this runtime to remove the container.
+        tokio::spawn(matrix(env)).await
+    };
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+}
+
+/// Every case against every peer `env` selects; panics on a failure.
+async fn matrix(env: HashMap<String, String>) {
     let table = deviation_table();
     let cases = cases();
-    let peers = select_peers(&environment());
+    let peers = select_peers(&env);
     let started = std::time::Instant::now();
     let runs = peers.into_iter().map(|kind| {
         let (cases, table) = (&cases, &table);
