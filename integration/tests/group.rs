@@ -30,11 +30,9 @@ async fn start_member(
     group: &str,
     topic: &str,
 ) -> (GroupHandle, broadcast::Receiver<GroupEventRecord>) {
-    let handle = GroupHandle::start(cluster.clone(), config(group), vec![topic.to_owned()], RevokeMode::Manual)
+    GroupHandle::start_with_events(cluster.clone(), config(group), vec![topic.to_owned()], RevokeMode::Manual)
         .await
-        .expect("start member");
-    let events = handle.events();
-    (handle, events)
+        .expect("start member")
 }
 
 /// Waits until every member is Stable in one generation and their assignments cover every
@@ -237,4 +235,32 @@ async fn four_members_commit_through_a_rebalance_with_classified_outcomes() {
     })
     .await;
     result.expect("the scenario finishes within its time bound");
+}
+
+/// A receiver from `start_with_events` exists before the member's task runs, so it sees the
+/// first assignment however quick the task is; one from `events()` taken later does not (the
+/// consumer once missed its assignment this way on a loaded machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_the_start_include_the_first_assignment() {
+    init_tracing();
+    let broker = TestBroker::start().await;
+    let cluster = broker.cluster().await;
+    let topic = unique_name("first-events");
+    cluster.create_topic(&topic, 2, 1).await.expect("create topic");
+    let (member, mut events) = start_member(&cluster, &unique_name("first-events"), &topic).await;
+    timeout(Duration::from_secs(30), async {
+        while member.group_state().await.expect("snapshot").state != "Stable" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("stable");
+    let late = member.events();
+    let mut assigned = false;
+    while let Ok(record) = events.try_recv() {
+        assigned |= matches!(record.event, GroupEvent::Assigned { .. });
+    }
+    assert!(assigned, "the receiver from the start saw the assignment");
+    assert!(late.is_empty(), "a receiver taken after the assignment has nothing of it");
+    member.leave("test done").await.expect("leave");
 }

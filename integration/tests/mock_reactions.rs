@@ -171,10 +171,14 @@ impl Member {
         }
         let config = ClusterConfig::from_bootstrap_servers(&mock.bootstrap()).expect("bootstrap list");
         let cluster = Cluster::connect(config).await.expect("connect to the mock cluster");
-        let handle = GroupHandle::start(cluster, self::config(&group), vec![TOPIC.to_owned()], RevokeMode::Automatic)
-            .await
-            .expect("start member");
-        let events = handle.events();
+        let (handle, events) = GroupHandle::start_with_events(
+            cluster,
+            self::config(&group),
+            vec![TOPIC.to_owned()],
+            RevokeMode::Automatic,
+        )
+        .await
+        .expect("start member");
         Member { mock, handle, events, seen: Vec::new() }
     }
 

@@ -62,6 +62,8 @@ pub struct ConsumerConfig {
     pub request_timeout: Duration,
     /// `retry.backoff.ms` (default 100).
     pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms` (default 1000, KIP-580).
+    pub retry_backoff_max: Duration,
     /// `default.api.timeout.ms` (default 60000): how long a commit may wait.
     pub commit_timeout: Duration,
     /// How long the rebalance listener may take per callback (default: half of
@@ -94,6 +96,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "isolation.level",
     "request.timeout.ms",
     "retry.backoff.ms",
+    "retry.backoff.max.ms",
     "default.api.timeout.ms",
 ];
 
@@ -122,6 +125,7 @@ impl ConsumerConfig {
             prefetch_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
             commit_timeout: Duration::from_secs(60),
             rebalance_callback_timeout: Duration::from_secs(150),
             security: SecurityConfig::default(),
@@ -182,6 +186,7 @@ impl ConsumerConfig {
                 }
                 "request.timeout.ms" => config.request_timeout = millis(key, value)?,
                 "retry.backoff.ms" => config.retry_backoff = millis(key, value)?,
+                "retry.backoff.max.ms" => config.retry_backoff_max = millis(key, value)?,
                 "default.api.timeout.ms" => config.commit_timeout = millis(key, value)?,
                 _ => unreachable!("every known key has an arm"),
             }
@@ -232,6 +237,7 @@ impl ConsumerConfig {
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.max_poll_interval;
         group.retry_backoff = self.retry_backoff;
+        group.retry_backoff_max = self.retry_backoff_max;
         group.request_timeout = self.request_timeout;
         group.commit_timeout = self.commit_timeout;
         group.revoke_timeout =

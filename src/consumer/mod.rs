@@ -118,7 +118,8 @@ impl GroupConsumer {
         cluster_config.connection.security = config.security.clone();
         let cluster = Cluster::connect(cluster_config).await?;
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let group = GroupHandle::start(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
+        let (group, events) =
+            GroupHandle::start_with_events(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
         let fetcher = Fetcher::start(
             cluster,
             FetcherConfig {
@@ -136,7 +137,7 @@ impl GroupConsumer {
         let task = ConsumerTask {
             config: config.clone(),
             group: group.clone(),
-            events: group.events(),
+            events,
             fetcher,
             owned: BTreeMap::new(),
             pending: BTreeMap::new(),

@@ -77,6 +77,18 @@ impl std::fmt::Debug for GroupHandle {
 impl GroupHandle {
     /// Validates the configuration, starts the member's task and begins joining.
     pub async fn start(cluster: Cluster, config: GroupConfig, topics: Vec<String>, revoke: RevokeMode) -> Result<Self> {
+        Ok(Self::start_with_events(cluster, config, topics, revoke).await?.0)
+    }
+
+    /// [`start`](Self::start), with a receiver subscribed before the member's task runs: it
+    /// sees every event from the first one (a receiver from [`events`](Self::events) may miss
+    /// the first assignment when the task is quicker than the caller).
+    pub async fn start_with_events(
+        cluster: Cluster,
+        config: GroupConfig,
+        topics: Vec<String>,
+        revoke: RevokeMode,
+    ) -> Result<(Self, broadcast::Receiver<GroupEventRecord>)> {
         config.validate()?;
         for topic in &topics {
             crate::driver::cluster::validate_topic_name(topic)?;
@@ -89,7 +101,7 @@ impl GroupHandle {
         let counts: Vec<(String, i32)> =
             topics.iter().filter_map(|t| metadata.partition_count(t).map(|n| (t.clone(), n as i32))).collect();
         let (commands, rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        let (events, first_events) = broadcast::channel(4096);
         let mut machine = GroupMachine::new(config, topics, Instant::now());
         machine.set_partition_counts(counts);
         let task = Driver {
@@ -104,7 +116,7 @@ impl GroupHandle {
             leaving: None,
         };
         tokio::spawn(task.run(rx));
-        Ok(GroupHandle { commands, events })
+        Ok((GroupHandle { commands, events }, first_events))
     }
 
     /// Subscribes to the member's events. Events before the call are not replayed.
@@ -249,6 +261,10 @@ impl Driver {
 
     fn answer(&mut self, id: RequestId, answer: std::result::Result<Answered, RequestFailure>) {
         let now = Instant::now();
+        match &answer {
+            Ok(_) => tracing::debug!(request = id.0, "group request answered"),
+            Err(failure) => tracing::debug!(request = id.0, %failure, "group request failed"),
+        }
         match answer {
             Ok(Answered::Response(response)) => self.machine.handle_response(now, id, response),
             Ok(Answered::Coordinator(found, conn)) => {
@@ -314,6 +330,7 @@ impl Driver {
 
     fn dispatch(&mut self, request: OutgoingRequest) {
         let OutgoingRequest { id, version, timeout, body } = request;
+        tracing::debug!(api = body.api_name(), version, request = id.0, "group request sent");
         if let GroupRequest::FindCoordinator { group_id } = body {
             let cluster = self.cluster.clone();
             self.coordinator = None;

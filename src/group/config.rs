@@ -19,8 +19,11 @@ pub struct GroupConfig {
     pub rebalance_timeout: Duration,
     /// `heartbeat.interval.ms` (default 3 s).
     pub heartbeat_interval: Duration,
-    /// `retry.backoff.ms` (default 100 ms).
+    /// `retry.backoff.ms` (default 100 ms): the first retry's backoff, doubled per attempt.
     pub retry_backoff: Duration,
+    /// `retry.backoff.max.ms` (default 1 s, KIP-580): the cap on that doubling, so a
+    /// coordinator that comes back is found within a second.
+    pub retry_backoff_max: Duration,
     /// `request.timeout.ms` (default 30 s); JoinGroup waits `rebalance_timeout + 5 s` at least.
     pub request_timeout: Duration,
     /// How long a commit may wait (deferred through a rebalance, retried) before it fails
@@ -44,6 +47,7 @@ impl GroupConfig {
             rebalance_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             commit_timeout: Duration::from_secs(60),
             commit_attempts: 5,

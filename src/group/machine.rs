@@ -762,7 +762,7 @@ impl GroupMachine {
 
     fn backoff(&self, attempts: u32) -> Duration {
         let factor = 1u32 << attempts.min(6);
-        (self.config.retry_backoff * factor).min(Duration::from_secs(10))
+        (self.config.retry_backoff * factor).min(self.config.retry_backoff_max.max(self.config.retry_backoff))
     }
 
     fn is_heartbeating(&self) -> bool {

@@ -400,9 +400,10 @@ impl Member {
         config.request_timeout = Duration::from_secs(10);
         config.commit_timeout = Duration::from_secs(20);
         config.commit_attempts = 10;
-        let handle =
-            GroupHandle::start(cluster, config, vec![c.topic().to_owned()], setup.revoke).await.map_err(err)?;
-        let events = handle.events();
+        let (handle, events) =
+            GroupHandle::start_with_events(cluster, config, vec![c.topic().to_owned()], setup.revoke)
+                .await
+                .map_err(err)?;
         let mut member = Member {
             handle,
             broker,
