@@ -71,6 +71,54 @@ pub(crate) type OffsetEntries = Vec<((String, i32), OffsetEntry)>;
 /// each partition index with what it commits.
 pub(crate) type CommitTopics = Vec<(String, Vec<(i32, OffsetEntry)>)>;
 
+/// The topics of an OffsetCommit or a TxnOffsetCommit request: the two types have the same
+/// fields, so one macro reads both.
+macro_rules! commit_topics {
+    ($topics:expr) => {
+        $topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let entry = $crate::coordinator::offsets::entry(
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            &p.committed_metadata,
+                        );
+                        (p.partition_index, entry)
+                    })
+                    .collect();
+                (t.name.to_string(), partitions)
+            })
+            .collect::<$crate::coordinator::offsets::CommitTopics>()
+    };
+}
+pub(crate) use commit_topics;
+
+/// The answer's topics for an OffsetCommit or a TxnOffsetCommit: one code per partition, in
+/// the request's order, in the answer's own `$topic` and `$partition` types.
+macro_rules! commit_answer_topics {
+    ($topics:expr, $codes:expr, $topic:ident, $partition:ident) => {
+        $topics
+            .iter()
+            .zip($codes)
+            .map(|((name, partitions), topic_codes)| {
+                let partitions = partitions
+                    .iter()
+                    .zip(topic_codes)
+                    .map(|((partition, _), code)| {
+                        $partition::default().with_partition_index(*partition).with_error_code(code)
+                    })
+                    .collect();
+                $topic::default().with_name($crate::coordinator::offsets::topic_name(name)).with_partitions(partitions)
+            })
+            .collect()
+    };
+}
+pub(crate) use commit_answer_topics;
+
 /// A committed offset as stored (a null metadata is stored as "").
 pub(crate) fn entry(offset: i64, leader_epoch: i32, metadata: &Option<StrBytes>) -> OffsetEntry {
     OffsetEntry { offset, leader_epoch, metadata: metadata.as_ref().map(|m| m.to_string()).unwrap_or_default() }
@@ -131,20 +179,7 @@ impl ScriptedCoordinator {
 
     pub(crate) fn handle_offset_commit(&mut self, now: Instant, reply: ReplyTo, r: OffsetCommitRequest) {
         let group_id = r.group_id.to_string();
-        let topics: CommitTopics = r
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (p.partition_index, entry(p.committed_offset, p.committed_leader_epoch, &p.committed_metadata))
-                    })
-                    .collect();
-                (t.name.to_string(), partitions)
-            })
-            .collect();
+        let topics = commit_topics!(r.topics);
         let (mut codes, valid) = self.check_topics(&topics);
 
         let mut pending = None;
@@ -172,25 +207,12 @@ impl ScriptedCoordinator {
             }
         }
 
-        let response = OffsetCommitResponse::default().with_topics(
-            topics
-                .iter()
-                .zip(codes)
-                .map(|((name, partitions), topic_codes)| {
-                    OffsetCommitResponseTopic::default().with_name(topic_name(name)).with_partitions(
-                        partitions
-                            .iter()
-                            .zip(topic_codes)
-                            .map(|((partition, _), code)| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(*partition)
-                                    .with_error_code(code)
-                            })
-                            .collect(),
-                    )
-                })
-                .collect(),
-        );
+        let response = OffsetCommitResponse::default().with_topics(commit_answer_topics!(
+            topics,
+            codes,
+            OffsetCommitResponseTopic,
+            OffsetCommitResponsePartition
+        ));
         self.emit(now, reply, ResponseKind::OffsetCommit(response), pending);
     }
 

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 
 use super::errors::*;
 use super::group::Group;
-use super::offsets::{entry, topic_name, validate_offset_commit, CommitTopics, PendingCommit};
+use super::offsets::{commit_answer_topics, commit_topics, validate_offset_commit, PendingCommit};
 use super::{GroupApi, ReplyTo, ScriptedCoordinator};
 
 /// One transactional id's state.
@@ -93,20 +93,7 @@ impl ScriptedCoordinator {
     /// until the producer's transaction ends.
     pub(crate) fn handle_txn_offset_commit(&mut self, now: Instant, reply: ReplyTo, r: TxnOffsetCommitRequest) {
         let group_id = r.group_id.to_string();
-        let topics: CommitTopics = r
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (p.partition_index, entry(p.committed_offset, p.committed_leader_epoch, &p.committed_metadata))
-                    })
-                    .collect();
-                (t.name.to_string(), partitions)
-            })
-            .collect();
+        let topics = commit_topics!(r.topics);
         let (mut codes, valid) = self.check_topics(&topics);
         if !valid.is_empty() {
             let outcome = match self.validate_group_status(&group_id, GroupApi::OffsetCommit) {
@@ -132,25 +119,12 @@ impl ScriptedCoordinator {
                 codes[*t][*p] = code;
             }
         }
-        let response = TxnOffsetCommitResponse::default().with_topics(
-            topics
-                .iter()
-                .zip(codes)
-                .map(|((name, partitions), topic_codes)| {
-                    TxnOffsetCommitResponseTopic::default().with_name(topic_name(name)).with_partitions(
-                        partitions
-                            .iter()
-                            .zip(topic_codes)
-                            .map(|((partition, _), code)| {
-                                TxnOffsetCommitResponsePartition::default()
-                                    .with_partition_index(*partition)
-                                    .with_error_code(code)
-                            })
-                            .collect(),
-                    )
-                })
-                .collect(),
-        );
+        let response = TxnOffsetCommitResponse::default().with_topics(commit_answer_topics!(
+            topics,
+            codes,
+            TxnOffsetCommitResponseTopic,
+            TxnOffsetCommitResponsePartition
+        ));
         self.emit(now, reply, ResponseKind::TxnOffsetCommit(response), None);
     }
 
