@@ -1,11 +1,13 @@
-//! Shared set-up for real-broker tests: a broker per test (the embedded nisshi, or the cluster
-//! named by `KGROUP_BOOTSTRAP`), unique names, and log capture.
+//! Shared set-up for real-broker tests: a broker per test (the embedded nisshi, Apache Kafka 3.6
+//! started from Maven jars, or the cluster named by `KGROUP_BOOTSTRAP`), unique names, and log
+//! capture.
 
 pub mod mock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options};
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 use kgroup::{Cluster, ClusterConfig};
 
@@ -14,6 +16,7 @@ use kgroup::{Cluster, ClusterConfig};
 pub struct TestBroker {
     bootstrap: String,
     embedded: Option<EmbeddedBroker>,
+    kafka36: Option<Kafka36Cluster>,
 }
 
 impl TestBroker {
@@ -25,16 +28,22 @@ impl TestBroker {
 
     pub async fn start_with(options: BrokerOptions) -> TestBroker {
         if let Some(bootstrap) = external_bootstrap() {
-            return TestBroker { bootstrap, embedded: None };
+            return TestBroker { bootstrap, embedded: None, kafka36: None };
         }
-        let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|e| panic!("embedded broker: {e}"));
-        TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker) }
+        Self::start_embedded(options).await
     }
 
     /// Always an embedded broker, for tests that must kill and restart it.
     pub async fn start_embedded(options: BrokerOptions) -> TestBroker {
         let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|e| panic!("embedded broker: {e}"));
-        TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker) }
+        TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker), kafka36: None }
+    }
+
+    /// Always Apache Kafka 3.6 from its Maven jars (see `kgroup::embedded::kafka36`), stopped
+    /// on drop; its logs are printed when the test fails.
+    pub async fn start_kafka36(options: Kafka36Options) -> TestBroker {
+        let cluster = Kafka36Cluster::start(options).await.unwrap_or_else(|e| panic!("Kafka 3.6: {e}"));
+        TestBroker { bootstrap: cluster.bootstrap(), embedded: None, kafka36: Some(cluster) }
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -43,6 +52,10 @@ impl TestBroker {
 
     pub fn embedded(&mut self) -> Option<&mut EmbeddedBroker> {
         self.embedded.as_mut()
+    }
+
+    pub fn kafka36(&mut self) -> Option<&mut Kafka36Cluster> {
+        self.kafka36.as_mut()
     }
 
     pub async fn cluster(&self) -> Cluster {
