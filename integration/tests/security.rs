@@ -487,6 +487,18 @@ async fn plain_authenticates_and_the_session_is_renewed_on_the_same_connection_b
     assert!(log.requests > 40, "{log:?}");
 }
 
+/// A session lifetime of one millisecond must not turn into a re-authentication loop: the
+/// client waits at least half a second between exchanges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_session_lifetime_does_not_loop_re_authentication() {
+    init_tracing();
+    let peer = SaslPeer::start(Duration::from_millis(1)).await;
+    let _conn = Connection::open(&peer.addr, plain_config(PEER_PASSWORD)).await.expect("PLAIN authenticates");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let log = peer.log.lock().unwrap();
+    assert!(log.authenticated <= 4, "at most one exchange per 500 ms: {log:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_with_a_wrong_password_is_a_specific_error() {
     init_tracing();

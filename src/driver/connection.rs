@@ -65,6 +65,12 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// The shortest time between two SASL exchanges on one connection. A broker that announces a
+/// session of a few milliseconds would otherwise keep the connection re-authenticating (and
+/// deriving SCRAM keys) in a loop; past its expiry it closes the connection, and the link
+/// reconnects with backoff.
+const MIN_REAUTHENTICATION_INTERVAL: Duration = Duration::from_millis(500);
+
 type Reply = oneshot::Sender<std::result::Result<Bytes, NetworkError>>;
 
 /// A request on the wire, waiting for its response.
@@ -350,11 +356,12 @@ impl Connection {
 
     /// KIP-368: when the broker limits the SASL session, re-authenticates at a random point
     /// in 85-95% of its lifetime (as the Java client does), so a fleet does not re-authenticate
-    /// in lockstep and the exchange finishes before the broker would close the connection.
+    /// in lockstep and the exchange finishes before the broker would close the connection; never
+    /// sooner than [`MIN_REAUTHENTICATION_INTERVAL`] after the last exchange.
     fn schedule_reauthentication(&self, lifetime: Option<Duration>) {
         let Some(lifetime) = lifetime else { return };
         let started = Instant::now();
-        let at = started + lifetime.mul_f64(0.85 + 0.10 * unit_random());
+        let at = started + lifetime.mul_f64(0.85 + 0.10 * unit_random()).max(MIN_REAUTHENTICATION_INTERVAL);
         let inner = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(at).await;

@@ -48,11 +48,16 @@ impl Session {
         }
     }
 
-    /// The next message to send, or `None` when authentication is complete.
-    fn respond(&mut self, server_message: &[u8]) -> std::result::Result<Option<Vec<u8>>, ScramError> {
-        match self {
-            Session::Plain => Ok(None),
-            Session::Scram(client) => client.respond(server_message),
+    /// The next message to send, or `None` when authentication is complete. SCRAM's answer to
+    /// the server-first message derives the key with PBKDF2 (up to 16384 iterations), which runs
+    /// on a blocking thread so the runtime's other connections and timers keep going meanwhile.
+    async fn respond(self, server_message: Bytes) -> std::result::Result<(Session, Option<Vec<u8>>), ScramError> {
+        let Session::Scram(mut client) = self else { return Ok((Session::Plain, None)) };
+        let step = tokio::task::spawn_blocking(move || client.respond(&server_message).map(|next| (client, next)));
+        match step.await {
+            Ok(result) => result.map(|(client, next)| (Session::Scram(client), next)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ScramError::Interrupted),
         }
     }
 }
@@ -79,6 +84,7 @@ pub(crate) async fn authenticate(conn: &Connection, sasl: &SaslConfig) -> Result
         ScramError::SignatureMismatch => SecurityError::ServerSignatureMismatch { addr: addr.clone(), mechanism },
         ScramError::Rejected(message) => SecurityError::AuthenticationFailed { addr: addr.clone(), mechanism, message },
         ScramError::Malformed(reason) => protocol_error(reason),
+        ScramError::Interrupted => protocol_error(ScramError::Interrupted.to_string()),
     };
     let (mut session, mut message) = Session::start(sasl).map_err(scram_error)?;
     // PLAIN takes one round trip, SCRAM two; a server asking for more is misbehaving.
@@ -92,7 +98,9 @@ pub(crate) async fn authenticate(conn: &Connection, sasl: &SaslConfig) -> Result
         check_code(ApiKey::SaslAuthenticate, response.error_code, || {
             format!("mechanism {mechanism}: {}", response.error_message.as_deref().unwrap_or(""))
         })?;
-        match session.respond(&response.auth_bytes).map_err(scram_error)? {
+        let (next_session, next) = session.respond(response.auth_bytes).await.map_err(scram_error)?;
+        session = next_session;
+        match next {
             Some(next) => message = next,
             None => {
                 let lifetime = u64::try_from(response.session_lifetime_ms).unwrap_or(0);
@@ -102,4 +110,45 @@ pub(crate) async fn authenticate(conn: &Connection, sasl: &SaslConfig) -> Result
         }
     }
     Err(protocol_error("the server asked for more rounds than the mechanism has".into()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::driver::security::Secret;
+
+    /// On a single-threaded runtime an inline PBKDF2 would leave no room for any other task
+    /// until the client-final message is ready; a blocking thread does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn scram_key_derivation_leaves_the_runtime_free() {
+        let sasl = SaslConfig {
+            mechanism: SaslMechanism::ScramSha512,
+            username: "user".into(),
+            password: Secret::new("pencil"),
+        };
+        let (session, first) = Session::start(&sasl).unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let nonce = first.rsplit("r=").next().unwrap();
+        let server_first = format!("r={nonce}server,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=16384");
+
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let before = ticks.load(Ordering::Relaxed);
+        let (_, client_final) = session.respond(Bytes::from(server_first)).await.unwrap();
+        let during = ticks.load(Ordering::Relaxed) - before;
+        ticker.abort();
+        assert!(client_final.is_some_and(|m| m.starts_with(b"c=biws,")));
+        assert!(during > 0, "no other task ran while the key was derived");
+    }
 }

@@ -54,11 +54,16 @@ pub(crate) enum ScramError {
     Rejected(String),
     #[error("{0}")]
     Malformed(String),
+    /// The runtime shut down while the key was being derived.
+    #[error("the runtime shut down during SCRAM key derivation")]
+    Interrupted,
 }
 
-/// RFC 7677 section 4 asks for at least 4096 iterations; Kafka's server refuses fewer too. The
-/// ceiling keeps a hostile server from making us spin on PBKDF2.
-const ITERATIONS: std::ops::RangeInclusive<u32> = 4096..=1_000_000;
+/// RFC 7677 section 4 asks for at least 4096 iterations, and Kafka stores no credential with
+/// fewer or with more than 16384 (`ScramMechanism`'s bounds, checked by
+/// AlterUserScramCredentials, KIP-554). A server asking for more is not a Kafka broker and
+/// would have us spin on PBKDF2.
+const ITERATIONS: std::ops::RangeInclusive<u32> = 4096..=16384;
 
 #[derive(Debug)]
 enum State {
@@ -251,6 +256,9 @@ mod tests {
             b"r=rOprNGfwEbeRWgbNEkqOxyz,s=!!!,i=4096",
             b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1",
             b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=99999999999",
+            b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000000000",
+            b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1000000",
+            b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=16385",
             b"m=ext,r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
             b"",
             b"\xff\xfe",
@@ -258,6 +266,13 @@ mod tests {
             let mut c = client(&SHA256);
             assert!(matches!(c.respond(bad), Err(ScramError::Malformed(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn kafkas_largest_iteration_count_is_accepted() {
+        let mut c = client(&SHA512);
+        let client_final = c.respond(b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=16384").unwrap();
+        assert!(client_final.is_some());
     }
 
     #[test]
