@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use kgroup::driver::fetcher::decode::{decode_partition, PartitionFetch};
+use kgroup::driver::fetcher::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use kgroup::driver::fetcher::IsolationLevel;
 use kgroup::group::assignor::encode_assignment;
 use kgroup::group::{
@@ -86,6 +86,8 @@ fn partition_data(compression: Compression) -> Bytes {
 
 fn decode(c: &mut Criterion) {
     let topic: Arc<str> = Arc::from("bench");
+    // Never exhausted: every iteration decodes the same few MiB.
+    let budget = DecompressionBudget::new(usize::MAX);
     let fetch = PartitionFetch {
         topic: &topic,
         partition: 0,
@@ -93,6 +95,7 @@ fn decode(c: &mut Criterion) {
         isolation: IsolationLevel::ReadUncommitted,
         aborted_transactions: &[],
         last_stable_offset: -1,
+        decompression: &budget,
     };
     let plain = partition_data(Compression::None);
     let mut group = c.benchmark_group("decode");

@@ -15,6 +15,7 @@
 //! partition) is dropped, so nothing from before a seek is ever delivered after it.
 
 pub mod decode;
+mod decompress;
 pub mod session;
 mod task;
 
@@ -71,7 +72,8 @@ pub struct FetcherConfig {
     pub max_wait: Duration,
     /// `fetch.min.bytes` (default 1).
     pub min_bytes: i32,
-    /// `fetch.max.bytes` (default 50 MiB).
+    /// `fetch.max.bytes` (default 50 MiB). Also what one response's compressed batches may
+    /// decompress to, together; a batch that alone decompresses to more is a partition error.
     pub max_bytes: i32,
     /// `max.partition.fetch.bytes` (default 1 MiB).
     pub max_partition_bytes: i32,

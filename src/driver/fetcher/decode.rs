@@ -5,18 +5,20 @@
 //! record count and every record's header count are checked against the bytes before anything is
 //! reserved for them. `kafka-protocol` 0.18's `RecordBatchDecoder` did the same work at about half
 //! the speed (a `Bytes` split and refcount per field, an intermediate `Record` with an `IndexMap`,
-//! a second pass to check the counts it reserves straight from the wire); its codecs are still
-//! used for decompression, and a panic inside one becomes an error. Control batches are skipped; under `ReadCommitted` batches of aborted transactions are skipped
+//! a second pass to check the counts it reserves straight from the wire). Compressed records are
+//! expanded within a [`DecompressionBudget`] (see [`super::decompress`]), and a panic inside a
+//! codec becomes an error. Control batches are skipped; under `ReadCommitted` batches of aborted transactions are skipped
 //! (Java's `CompletedFetch` algorithm: aborted transactions start at their first offset and end
 //! at their producer's abort marker) and nothing at or past the last stable offset is read.
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
+use super::decompress::{decompress, Inflate};
 use super::{ConsumerRecord, IsolationLevel};
 
 /// Base offset and batch length, in front of every batch.
@@ -47,6 +49,53 @@ pub struct PartitionFetch<'a> {
     pub aborted_transactions: &'a [(i64, i64)],
     /// The response's last stable offset (`-1` when unknown).
     pub last_stable_offset: i64,
+    /// What the response's compressed records may expand to, shared by its partitions.
+    pub decompression: &'a DecompressionBudget,
+}
+
+/// The bytes the compressed batches of one fetch response may decompress to, together. Kafka
+/// bounds a response's wire size (`fetch.max.bytes`), not what its batches expand to; one legal,
+/// highly compressible batch would otherwise grow without limit in every consumer.
+///
+/// A batch that alone would pass the limit is refused with an error. A batch that would pass
+/// only what the partitions before it left ends its partition's records for this response,
+/// as a batch cut off by the fetch size does: the next fetch starts there with a fresh budget.
+#[derive(Debug)]
+pub struct DecompressionBudget {
+    limit: usize,
+    left: AtomicUsize,
+}
+
+impl DecompressionBudget {
+    pub const fn new(limit: usize) -> Self {
+        DecompressionBudget { limit, left: AtomicUsize::new(limit) }
+    }
+
+    /// Expands one batch's records within what is left.
+    fn decompress(&self, codec: i16, data: &[u8]) -> Result<Bytes, BatchRefusal> {
+        let left = self.left.load(Ordering::Relaxed);
+        match decompress(codec, data, left) {
+            Ok(bytes) => {
+                self.left.fetch_sub(bytes.len(), Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(Inflate::OverLimit) if left < self.limit => Err(BatchRefusal::OverBudget),
+            Err(Inflate::OverLimit) => Err(BatchRefusal::Invalid(format!(
+                "its records decompress to more than {} bytes, the limit (fetch.max.bytes)",
+                self.limit
+            ))),
+            Err(Inflate::Corrupt(reason)) => Err(BatchRefusal::Invalid(reason)),
+        }
+    }
+}
+
+/// Why one batch gave no records.
+#[derive(Debug)]
+enum BatchRefusal {
+    /// Broken or hostile bytes: the partition reports an error at this batch.
+    Invalid(String),
+    /// It would pass what is left of the response's [`DecompressionBudget`].
+    OverBudget,
 }
 
 /// The records of one partition, the offset to fetch next, and the error that stopped
@@ -170,11 +219,15 @@ pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
             }
             if header.is_control() {
                 let mut first_key = None;
-                if let Err(reason) = decode_batch(batch.clone(), &header, |r| {
+                match decode_batch(batch.clone(), &header, fetch.decompression, |r| {
                     first_key.get_or_insert(r.key);
                 }) {
-                    fail(&mut out, reason);
-                    break;
+                    Ok(()) => {}
+                    Err(BatchRefusal::Invalid(reason)) => {
+                        fail(&mut out, reason);
+                        break;
+                    }
+                    Err(BatchRefusal::OverBudget) => break,
                 }
                 if first_key.flatten().is_some_and(|key| is_abort_marker(&key)) {
                     aborted_producers.remove(&header.producer_id);
@@ -190,7 +243,7 @@ pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
         }
         let log_append_time = header.attributes & ATTR_LOG_APPEND_TIME != 0;
         let (from, before) = (out.next_offset, out.records.len());
-        let decoded = decode_batch(batch, &header, |record| {
+        let decoded = decode_batch(batch, &header, fetch.decompression, |record| {
             if record.offset < from || stable_end.is_some_and(|lso| record.offset >= lso) {
                 return;
             }
@@ -204,10 +257,12 @@ pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
                 headers: record.headers,
             });
         });
-        if let Err(reason) = decoded {
+        if let Err(refusal) = decoded {
             // Records of a batch that fails are not handed out: the batch is refused whole.
             out.records.truncate(before);
-            fail(&mut out, reason);
+            if let BatchRefusal::Invalid(reason) = refusal {
+                fail(&mut out, reason);
+            }
             break;
         }
         // The batch's last offset survives compaction of its last records; moving past it keeps
@@ -256,39 +311,40 @@ pub struct RawRecord {
 }
 
 /// Decodes one complete batch (base offset and length included): checks its CRC and record
-/// count, decompresses its records and hands each to `each`, in order. A panic inside a codec
-/// becomes an error.
-fn decode_batch(batch: Bytes, header: &BatchHeader, each: impl FnMut(RawRecord)) -> Result<(), String> {
+/// count, decompresses its records within `budget` and hands each to `each`, in order. A panic
+/// inside a codec becomes an error.
+fn decode_batch(
+    batch: Bytes,
+    header: &BatchHeader,
+    budget: &DecompressionBudget,
+    each: impl FnMut(RawRecord),
+) -> Result<(), BatchRefusal> {
+    let invalid = BatchRefusal::Invalid;
     let record_count = header.record_count;
     if record_count < 0 {
-        return Err(format!("negative record count {record_count}"));
+        return Err(invalid(format!("negative record count {record_count}")));
     }
     let compression = header.attributes & ATTR_COMPRESSION;
     // Uncompressed records are right there: a count they cannot hold is refused before the CRC
     // is even computed.
     if compression == 0 && (record_count as usize).saturating_mul(MIN_RECORD_SIZE) > batch.len() - BATCH_HEADER {
-        return Err(format!(
+        return Err(invalid(format!(
             "record count {record_count} does not fit in {} bytes of records",
             batch.len() - BATCH_HEADER
-        ));
+        )));
     }
     let stored = u32::from_be_bytes([batch[CRC_AT], batch[CRC_AT + 1], batch[CRC_AT + 2], batch[CRC_AT + 3]]);
     let computed = crc32c::crc32c(&batch[CRC_FROM..]);
     if stored != computed {
-        return Err(format!("CRC mismatch: the batch says {stored:#010x}, its bytes give {computed:#010x}"));
+        return Err(invalid(format!("CRC mismatch: the batch says {stored:#010x}, its bytes give {computed:#010x}")));
     }
-    let mut records = batch.slice(BATCH_HEADER..);
-    let take = |d: &mut Bytes| Ok(std::mem::take(d));
-    let decompressed = catch_unwind(AssertUnwindSafe(|| match compression {
-        0 => Ok(records.clone()),
-        1 => <Gzip as Decompressor<Bytes>>::decompress(&mut records, take).map_err(|e| format!("gzip: {e:#}")),
-        2 => <Snappy as Decompressor<Bytes>>::decompress(&mut records, take).map_err(|e| format!("snappy: {e:#}")),
-        3 => <Lz4 as Decompressor<Bytes>>::decompress(&mut records, take).map_err(|e| format!("lz4: {e:#}")),
-        4 => <Zstd as Decompressor<Bytes>>::decompress(&mut records, take).map_err(|e| format!("zstd: {e:#}")),
-        other => Err(format!("unknown compression codec {other}")),
-    }))
-    .unwrap_or_else(|_| Err("the decompressor panicked on malformed bytes".to_owned()))?;
-    parse_records(&decompressed, record_count, header.base_offset, header.base_timestamp, each)
+    let records = batch.slice(BATCH_HEADER..);
+    let decompressed = match compression {
+        0 => records,
+        codec => catch_unwind(AssertUnwindSafe(|| budget.decompress(codec, &records)))
+            .unwrap_or_else(|_| Err(invalid("the decompressor panicked on malformed bytes".to_owned())))?,
+    };
+    parse_records(&decompressed, record_count, header.base_offset, header.base_timestamp, each).map_err(invalid)
 }
 
 /// Parses `count` records of (decompressed) record data, checking that each record fits in the
@@ -422,8 +478,11 @@ mod tests {
             isolation,
             aborted_transactions: aborted,
             last_stable_offset: lso,
+            decompression: &UNLIMITED,
         }
     }
+
+    static UNLIMITED: DecompressionBudget = DecompressionBudget::new(usize::MAX);
 
     fn offsets(d: &Decoded) -> Vec<i64> {
         d.records.iter().map(|r| r.offset).collect()
@@ -669,6 +728,57 @@ mod tests {
         resign(&mut b);
         let d = decode_partition(Bytes::from(b), &f);
         assert!(d.error.as_deref().unwrap().contains("header count"), "{:?}", d.error);
+    }
+
+    /// 8 MiB of zeros in one record packs into a few KiB with every codec; with a 1 MiB limit
+    /// the batch is a partition error, and nothing near its size is allocated.
+    #[test]
+    fn a_decompression_bomb_is_a_partition_error() {
+        let topic: Arc<str> = Arc::from("t");
+        let bomb = Record { value: Some(Bytes::from(vec![0u8; 8 << 20])), ..record(0, "") };
+        for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let data = batch(&[record(0, "a"), bomb.clone()], compression);
+            assert!(data.len() < 1 << 20, "{compression:?}: {} bytes", data.len());
+            let budget = DecompressionBudget::new(1 << 20);
+            let d = decode_partition(
+                data,
+                &PartitionFetch {
+                    decompression: &budget,
+                    ..fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1)
+                },
+            );
+            assert!(d.records.is_empty(), "{compression:?}");
+            let error = d.error.unwrap_or_else(|| panic!("{compression:?}: decoded"));
+            assert!(error.contains("decompress to more than 1048576 bytes"), "{compression:?}: {error}");
+        }
+    }
+
+    /// The partitions of one response share the budget: one that would pass what the others left
+    /// stops at that batch without an error, and the next fetch (a fresh budget) reads it.
+    #[test]
+    fn partitions_share_one_decompression_budget() {
+        let topic: Arc<str> = Arc::from("t");
+        let big = |offset| Record { value: Some(Bytes::from(vec![7u8; 600 << 10])), ..record(offset, "") };
+        let data = concat(&[batch(&[record(0, "a")], Compression::None), batch(&[big(1)], Compression::Zstd)]);
+        let budget = DecompressionBudget::new(1 << 20);
+        let partition = |budget| PartitionFetch {
+            decompression: budget,
+            ..fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1)
+        };
+        let first = decode_partition(data.clone(), &partition(&budget));
+        assert_eq!((offsets(&first), first.next_offset, first.error), (vec![0, 1], 2, None));
+        let second = decode_partition(data.clone(), &partition(&budget));
+        assert_eq!((offsets(&second), second.next_offset, second.error), (vec![0], 1, None));
+        let next_response = DecompressionBudget::new(1 << 20);
+        let third = decode_partition(
+            data.slice(second_batch_start(&data)..),
+            &PartitionFetch { fetch_offset: 1, ..partition(&next_response) },
+        );
+        assert_eq!((offsets(&third), third.error), (vec![1], None));
+    }
+
+    fn second_batch_start(data: &[u8]) -> usize {
+        LOG_OVERHEAD + i32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::decode::{decode_partition, PartitionFetch};
+use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
 use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
@@ -334,8 +334,12 @@ impl Task {
         let sent = SentFetch { session, partitions };
         let timeout = self.cluster.config().connection.request_timeout + self.config.max_wait;
         let isolation = self.config.isolation;
+        let max_decompressed = usize::try_from(self.config.max_bytes).unwrap_or(0);
         let handle = self.jobs.spawn(async move {
-            let result = conn.send_at(&request, version, timeout).await.map(|r| decode_response(r, &sent, isolation));
+            let result = conn
+                .send_at(&request, version, timeout)
+                .await
+                .map(|r| decode_response(r, &sent, isolation, max_decompressed));
             JobOutput::Fetched { node, job, sent, result }
         });
         self.running.insert(handle.id(), kind);
@@ -628,8 +632,15 @@ pub(super) fn fetch_request(
     request
 }
 
-/// Decodes every partition of a response (in the job, off the task).
-pub(super) fn decode_response(response: FetchResponse, sent: &SentFetch, isolation: IsolationLevel) -> FetchOutcome {
+/// Decodes every partition of a response (in the job, off the task); its compressed records
+/// expand to at most `max_decompressed` bytes together.
+pub(super) fn decode_response(
+    response: FetchResponse,
+    sent: &SentFetch,
+    isolation: IsolationLevel,
+    max_decompressed: usize,
+) -> FetchOutcome {
+    let decompression = DecompressionBudget::new(max_decompressed);
     let mut partitions = Vec::new();
     for topic in response.responses {
         for p in topic.partitions {
@@ -651,6 +662,7 @@ pub(super) fn decode_response(response: FetchResponse, sent: &SentFetch, isolati
                 isolation,
                 aborted_transactions: &aborted,
                 last_stable_offset: p.last_stable_offset,
+                decompression: &decompression,
             };
             let decoded = decode_partition(p.records.unwrap_or_default(), &fetch);
             partitions.push((tp.clone(), PartitionResult::Data { decoded, high_watermark: p.high_watermark }));

@@ -272,7 +272,8 @@ fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
             .map(|p| (tp(p), (epoch(&state, p), state.partitions[&tp(p)].fetch_offset)))
             .collect(),
     };
-    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted);
+    let max_decompressed = FetcherConfig::default().max_bytes as usize;
+    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted, max_decompressed);
     assert_eq!(outcome.partitions.len(), 4);
     for (tp, result) in outcome.partitions {
         if let Some(&(e, from)) = sent.partitions.get(&tp) {
