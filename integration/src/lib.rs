@@ -2,7 +2,9 @@
 //! started from Maven jars, or the cluster named by `KGROUP_BOOTSTRAP`), unique names, and log
 //! capture.
 
+pub mod java_member;
 pub mod mock;
+pub mod recording_member;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -59,7 +61,8 @@ impl TestBroker {
     }
 
     pub async fn cluster(&self) -> Cluster {
-        Cluster::connect(ClusterConfig::new([self.bootstrap.clone()])).await.expect("connect to test broker")
+        let config = ClusterConfig::from_bootstrap_servers(&self.bootstrap).expect("bootstrap servers");
+        Cluster::connect(config).await.expect("connect to test broker")
     }
 }
 

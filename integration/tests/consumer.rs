@@ -15,7 +15,9 @@ use bytes::Bytes;
 use futures_core::Stream;
 use kgroup::driver::fetcher::ConsumerRecord;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
-use kgroup::group::{CommitOutcome, GenerationId, GroupConfig, GroupError, Lease, PartitionCommit, TopicPartition};
+use kgroup::group::{
+    CommitOutcome, GenerationId, GroupConfig, GroupError, GroupEvent, Lease, PartitionCommit, TopicPartition,
+};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Batch, Cluster, ConfigError, ConsumerConfig, Error, GroupConsumer, RebalanceListener};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
@@ -1275,4 +1277,28 @@ async fn configuration_errors_name_the_key_and_come_before_connecting() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
         Ok((_, peer)) => panic!("{peer} connected although the configuration was invalid"),
     }
+}
+
+/// The first `group_events()` receiver was subscribed before the member's task ran: taken only
+/// once the member is Stable, it still holds the member's events from its first one (the
+/// coordinator found, the assignment), so an application can audit its member from the start.
+/// A later receiver starts at its call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_group_events_receiver_sees_the_member_from_its_first_event() {
+    let (broker, _cluster, topic) = setup(2).await;
+    let consumer = subscribe(&broker, &unique_name("first-events"), &topic, &[]).await;
+    eventually!(
+        Duration::from_secs(30),
+        "the member to be Stable",
+        consumer.group_state().await.is_ok_and(|s| s.state == "Stable")
+    );
+    let mut first = consumer.group_events();
+    let mut seen = Vec::new();
+    while let Ok(record) = first.try_recv() {
+        seen.push(record.event);
+    }
+    assert!(matches!(seen.first(), Some(GroupEvent::Coordinator { node_id: Some(_), .. })), "{seen:#?}");
+    assert!(seen.iter().any(|e| matches!(e, GroupEvent::Assigned { .. })), "{seen:#?}");
+    assert!(consumer.group_events().try_recv().is_err(), "a later receiver starts at its call");
+    consumer.close().await.expect("close");
 }

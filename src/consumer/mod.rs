@@ -91,6 +91,8 @@ pub struct GroupConsumer {
     requests: mpsc::UnboundedSender<Request>,
     stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
     next: Option<oneshot::Receiver<Option<Result<Batch>>>>,
+    /// Subscribed before the member's task ran, for the first [`group_events`](Self::group_events).
+    first_events: Mutex<Option<broadcast::Receiver<GroupEventRecord>>>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -118,8 +120,9 @@ impl GroupConsumer {
         cluster_config.connection.security = config.security.clone();
         let cluster = Cluster::connect(cluster_config).await?;
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let (group, events) =
-            GroupHandle::start_with_events(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
+        let (group, [events, first_events]) =
+            GroupHandle::start_with_receivers(cluster.clone(), config.group_config(), topics, RevokeMode::Manual)
+                .await?;
         let fetcher = Fetcher::start(
             cluster,
             FetcherConfig {
@@ -156,7 +159,7 @@ impl GroupConsumer {
         };
         tokio::spawn(task.run(rx));
         group.record_poll();
-        Ok(GroupConsumer { config, group, requests, stored, next: None })
+        Ok(GroupConsumer { config, group, requests, stored, next: None, first_events: Mutex::new(Some(first_events)) })
     }
 
     /// The next batch, waiting at most `timeout`; at most `limit` records.
@@ -257,9 +260,12 @@ impl GroupConsumer {
         self.config.max_poll_records
     }
 
-    /// Timestamped group events (transitions, assignments, commit outcomes, ...).
+    /// Timestamped group events (transitions, assignments, commit outcomes, ...). The first
+    /// call's receiver sees every event from the member's first one, however quick the member
+    /// was; a later call's sees the events from that call on.
     pub fn group_events(&self) -> broadcast::Receiver<GroupEventRecord> {
-        self.group.events()
+        let first = self.first_events.lock().unwrap_or_else(PoisonError::into_inner).take();
+        first.unwrap_or_else(|| self.group.events())
     }
 
     /// Runs the listener's `revoked` for a dynamic member's partitions, commits stored offsets

@@ -89,6 +89,18 @@ impl GroupHandle {
         topics: Vec<String>,
         revoke: RevokeMode,
     ) -> Result<(Self, broadcast::Receiver<GroupEventRecord>)> {
+        let (handle, [events]) = Self::start_with_receivers(cluster, config, topics, revoke).await?;
+        Ok((handle, events))
+    }
+
+    /// [`start`](Self::start), with `N` receivers subscribed before the member's task runs,
+    /// each seeing every event from the first one.
+    pub async fn start_with_receivers<const N: usize>(
+        cluster: Cluster,
+        config: GroupConfig,
+        topics: Vec<String>,
+        revoke: RevokeMode,
+    ) -> Result<(Self, [broadcast::Receiver<GroupEventRecord>; N])> {
         config.validate()?;
         for topic in &topics {
             crate::driver::cluster::validate_topic_name(topic)?;
@@ -101,7 +113,8 @@ impl GroupHandle {
         let counts: Vec<(String, i32)> =
             topics.iter().filter_map(|t| metadata.partition_count(t).map(|n| (t.clone(), n as i32))).collect();
         let (commands, rx) = mpsc::unbounded_channel();
-        let (events, first_events) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(4096);
+        let receivers = std::array::from_fn(|_| events.subscribe());
         let mut machine = GroupMachine::new(config, topics, Instant::now());
         machine.set_partition_counts(counts);
         let task = Driver {
@@ -116,7 +129,7 @@ impl GroupHandle {
             leaving: None,
         };
         tokio::spawn(task.run(rx));
-        Ok((GroupHandle { commands, events }, first_events))
+        Ok((GroupHandle { commands, events }, receivers))
     }
 
     /// Subscribes to the member's events. Events before the call are not replayed.
