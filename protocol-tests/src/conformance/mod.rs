@@ -17,6 +17,19 @@ pub mod kafka36;
 /// The environment variable naming an external Kafka 3.6 cluster.
 pub const KAFKA36_ENV: &str = "KGROUP_KAFKA36_BOOTSTRAP";
 
+/// The environment variable that runs only some peers (`kafka36` or `scripted,nisshi`, say);
+/// the README's matrix is checked only when all of them run.
+pub const PEERS_ENV: &str = "KGROUP_CONFORMANCE_PEERS";
+
+/// The environment variable that runs only some cases (`T11,T47`); the README's matrix is
+/// checked only when all of them run.
+pub const CASES_ENV: &str = "KGROUP_CONFORMANCE_CASES";
+
+/// Whether `case` runs in this environment.
+pub fn case_selected(env: &HashMap<String, String>, case: &str) -> bool {
+    env.get(CASES_ENV).filter(|s| !s.trim().is_empty()).is_none_or(|list| list.split(',').any(|c| c.trim() == case))
+}
+
 /// What the table says about one (peer, case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deviation {
@@ -86,8 +99,11 @@ pub enum PeerKind {
     Nisshi,
     /// librdkafka's mock cluster.
     Mock,
-    /// An external Kafka 3.6 cluster at this bootstrap address.
-    Kafka36(String),
+    /// Apache Kafka 3.6: `None` starts it from its Maven jars (`kgroup::embedded::kafka36`, one
+    /// node, or three for the cases that need a broker that is not the coordinator); `Some` is an
+    /// external cluster at this bootstrap address, which runs only the cases that need no broker
+    /// settings of their own.
+    Kafka36(Option<String>),
 }
 
 impl PeerKind {
@@ -102,14 +118,18 @@ impl PeerKind {
     }
 }
 
-/// The peers for an environment: always the scripted coordinator, nisshi and the mock, plus
-/// Kafka 3.6 when `KGROUP_KAFKA36_BOOTSTRAP` is set (non-blank).
-pub fn select_peers(env: &HashMap<String, String>) -> Vec<PeerKind> {
-    let mut peers = vec![PeerKind::Scripted, PeerKind::Nisshi, PeerKind::Mock];
-    if let Some(bootstrap) = env.get(KAFKA36_ENV).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        peers.push(PeerKind::Kafka36(bootstrap.to_owned()));
+/// The peers for an environment: the scripted coordinator, nisshi, the mock and Kafka 3.6, the
+/// latter started by the suite unless `KGROUP_KAFKA36_BOOTSTRAP` names a cluster (non-blank);
+/// `KGROUP_CONFORMANCE_PEERS` keeps only the peers it names.
+pub fn select_peers(env: &HashMap<String, String>) -> Result<Vec<PeerKind>, String> {
+    let external = env.get(KAFKA36_ENV).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
+    let all = vec![PeerKind::Scripted, PeerKind::Nisshi, PeerKind::Mock, PeerKind::Kafka36(external)];
+    let Some(wanted) = env.get(PEERS_ENV).filter(|s| !s.trim().is_empty()) else { return Ok(all) };
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    if let Some(unknown) = wanted.iter().find(|w| !all.iter().any(|p| p.name() == **w)) {
+        return Err(format!("{PEERS_ENV}: unknown peer {unknown:?} (scripted, nisshi, mock, kafka36)"));
     }
-    peers
+    Ok(all.into_iter().filter(|p| wanted.contains(&p.name())).collect())
 }
 
 /// One cell of the matrix.
@@ -233,10 +253,19 @@ mod tests {
     #[test]
     fn peers_follow_the_environment_map() {
         let mut env = HashMap::new();
-        assert_eq!(select_peers(&env), vec![PeerKind::Scripted, PeerKind::Nisshi, PeerKind::Mock]);
+        let launched = vec![PeerKind::Scripted, PeerKind::Nisshi, PeerKind::Mock, PeerKind::Kafka36(None)];
+        assert_eq!(select_peers(&env), Ok(launched.clone()));
         env.insert(KAFKA36_ENV.to_owned(), "  ".to_owned());
-        assert_eq!(select_peers(&env).len(), 3);
+        assert_eq!(select_peers(&env), Ok(launched));
         env.insert(KAFKA36_ENV.to_owned(), "127.0.0.1:9092".to_owned());
-        assert_eq!(select_peers(&env).last(), Some(&PeerKind::Kafka36("127.0.0.1:9092".into())));
+        let external = PeerKind::Kafka36(Some("127.0.0.1:9092".into()));
+        assert_eq!(select_peers(&env).unwrap().last(), Some(&external));
+        env.insert(PEERS_ENV.to_owned(), "kafka36, scripted".to_owned());
+        assert_eq!(select_peers(&env), Ok(vec![PeerKind::Scripted, external]));
+        env.insert(PEERS_ENV.to_owned(), "kafka".to_owned());
+        assert!(select_peers(&env).unwrap_err().contains("\"kafka\""));
+        assert!(case_selected(&env, "T11"));
+        env.insert(CASES_ENV.to_owned(), "T11, T47".to_owned());
+        assert!(case_selected(&env, "T47") && !case_selected(&env, "T12"));
     }
 }

@@ -108,7 +108,7 @@ pub(super) fn cases() -> Vec<Case> {
             Ok(rounds.join("; "))
         }),
         case!("T33", "a: coordinator=rediscovered x2 reactions=[] wire=Heartbeat(M,N) FindCoordinator Heartbeat(M,N) FindCoordinator Heartbeat(M,N) state=Stable gen=N member=M since=N; b: fatal(fenced instance i-33) stopped=yes wire=Heartbeat(M,N)", |c| {
-            let mut m = Member::start(&c, Setup::default()).await?;
+            let mut m = Member::start(&c, Setup { no_rebalance: true, ..Setup::default() }).await?;
             let mark = m
                 .inject(vec![fail(ApiKey::Heartbeat, NOT_COORDINATOR), fail(ApiKey::Heartbeat, COORDINATOR_NOT_AVAILABLE)])
                 .await?;
@@ -136,7 +136,7 @@ pub(super) fn cases() -> Vec<Case> {
         }),
         case!("T49", "a: p0=Committed(N) coordinator=kept wire=OffsetCommit(M,N) OffsetCommit(M,N); b: p1=Committed(N) coordinator=rediscovered x3 wire=OffsetCommit(M,N) FindCoordinator OffsetCommit(M,N) FindCoordinator OffsetCommit(M,N) FindCoordinator OffsetCommit(M,N); reactions=[] state=Stable gen=N member=M since=N", |c| {
             let apis = [ApiKey::OffsetCommit, ApiKey::FindCoordinator, ApiKey::JoinGroup];
-            let mut m = Member::start(&c, Setup::default()).await?;
+            let mut m = Member::start(&c, Setup { no_rebalance: true, ..Setup::default() }).await?;
             let mark = m.inject(vec![fail(ApiKey::OffsetCommit, COORDINATOR_LOAD_IN_PROGRESS)]).await?;
             let a = m.commit(0, 5).await?;
             let v = m.view(&mark).await?;
@@ -161,7 +161,7 @@ pub(super) fn cases() -> Vec<Case> {
         case!("T53", "offsets=p0:3 p1:none coordinator=rediscovered x2 wire=OffsetFetch FindCoordinator OffsetFetch OffsetFetch FindCoordinator OffsetFetch state=Stable gen=N member=M since=N", |c| {
             // (a) COORDINATOR_NOT_AVAILABLE: Java 3.6 fails fatally; kgroup rediscovers and
             // retries (deliberate deviation, spec §10 and KAFKA-17279).
-            let mut m = Member::start(&c, Setup::default()).await?;
+            let mut m = Member::start(&c, Setup { no_rebalance: true, ..Setup::default() }).await?;
             m.commit(0, 3).await?;
             let mark = m
                 .inject(vec![
@@ -352,11 +352,21 @@ struct Setup {
     instance: Option<&'static str>,
     initial_delay: Duration,
     wait_stable: bool,
+    /// The case never rebalances, so the mock may have a session as long as the scripted
+    /// coordinator's: its shortest session would expire on a loaded machine while the member
+    /// rediscovers the coordinator.
+    no_rebalance: bool,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { revoke: RevokeMode::Automatic, instance: None, initial_delay: Duration::ZERO, wait_stable: true }
+        Setup {
+            revoke: RevokeMode::Automatic,
+            instance: None,
+            initial_delay: Duration::ZERO,
+            wait_stable: true,
+            no_rebalance: false,
+        }
     }
 }
 
@@ -391,8 +401,8 @@ impl Member {
         // Long enough that a loaded machine never expires the session mid-case; the mock makes
         // every rebalance wait `session.timeout.ms - 1 s`, so it gets the shortest it allows.
         config.session_timeout = match broker {
-            Broker::Mock(_) => Duration::from_secs(3),
-            Broker::Scripted(_) => Duration::from_secs(10),
+            Broker::Mock(_) if !setup.no_rebalance => Duration::from_secs(3),
+            Broker::Mock(_) | Broker::Scripted(_) => Duration::from_secs(10),
         };
         config.heartbeat_interval = Duration::from_millis(300);
         config.rebalance_timeout = Duration::from_secs(10);

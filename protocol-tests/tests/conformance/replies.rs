@@ -26,13 +26,14 @@ pub(super) fn cases() -> Vec<Case> {
         }),
         case!("T05", Needs { initial_rebalance_delay: Duration::from_millis(3000), ..SHARED }, "alone: parked-1.5s=true NONE gen=1 leader=self members=1 type=consumer; pair: extended=true NONE,NONE gen=1,1 one-leader=true members=2,0", |c| {
             // (a) one member waits out the whole delay; (b) a second member 1 s later extends it
-            // once (to about 6 s, §4.3), and both are answered together.
+            // once (to about 6 s, §4.3), and both are answered together. Each answer is timed
+            // when it arrives, so a loaded machine that runs this task late cannot shift it
+            // across a check.
             let alone = async {
                 let c = c.sub("alone");
-                let a = spawn_join(&c);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                let parked = !a.is_finished();
-                let r = a.await.map_err(err)??;
+                let started = tokio::time::Instant::now();
+                let (r, answered) = spawn_join(&c).await.map_err(err)??;
+                let parked = answered - started >= Duration::from_millis(1500);
                 Ok::<_, String>(format!(
                     "parked-1.5s={parked} {} gen={} leader={} members={} type={}",
                     e(r.error_code),
@@ -44,16 +45,16 @@ pub(super) fn cases() -> Vec<Case> {
             };
             let pair = async {
                 let c = c.sub("pair");
+                let started = tokio::time::Instant::now();
                 let a = spawn_join(&c);
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 let b = spawn_join(&c);
-                // 4.5 s after the first join: midway between the first delay's end (3 s) and the
-                // extended one's (6 s, a second delay counted from the first's end), so a slow
-                // machine shifts neither answer across the check.
-                tokio::time::sleep(Duration::from_millis(3500)).await;
-                let extended = !a.is_finished() && !b.is_finished();
-                let ra = a.await.map_err(err)??;
-                let rb = b.await.map_err(err)??;
+                let (ra, a_answered) = a.await.map_err(err)??;
+                let (rb, b_answered) = b.await.map_err(err)??;
+                // Both answered at least 4.5 s after the first join: midway between the first
+                // delay's end (3 s) and the extended one's (6 s, a second delay counted from the
+                // first's end).
+                let extended = a_answered.min(b_answered) - started >= Duration::from_millis(4500);
                 let mut members = [ra.members.len(), rb.members.len()];
                 members.sort_unstable_by(|x, y| y.cmp(x));
                 Ok::<_, String>(format!(
@@ -116,7 +117,7 @@ pub(super) fn cases() -> Vec<Case> {
             Ok(format!("during={} joined={} gen={gen} leader={leader} after={}", e(during), e(rd.error_code), e(after)))
         }),
         case!("T31", "a-hb=REBALANCE_IN_PROGRESS b-hb=UNKNOWN_MEMBER_ID state=PreparingRebalance", |c| {
-            let c = Arc::new(Ctx { peer: c.peer.clone(), group: c.group.clone(), session_ms: 6000 });
+            let c = Arc::new(Ctx { session_ms: 6000, ..Ctx::clone(&c) });
             let (a, b) = c.pair(None).await?;
             // A keeps heartbeating; B is silent and expires after its 6 s session.
             let a_hb = heartbeat_until_answered(&c, &[&a]).await?;
@@ -159,18 +160,20 @@ pub(super) fn cases() -> Vec<Case> {
 impl Ctx {
     /// A connection to the broker that does not coordinate the case's group.
     async fn other_conn(&self) -> Res<Connection> {
-        let addr = self.peer.other.as_deref().ok_or("the peer has no second broker")?;
+        let addr = self.other.as_deref().ok_or("the peer has no second broker")?;
         let config = ConnectionConfig { client_id: CLIENT_ID.to_owned(), ..Default::default() };
         Connection::open(addr, Arc::new(config)).await.map_err(err)
     }
 }
 
-/// A complete join (both steps) on a new connection, left running.
-fn spawn_join(c: &Arc<Ctx>) -> tokio::task::JoinHandle<Res<JoinGroupResponse>> {
+/// A complete join (both steps) on a new connection, left running; its answer comes with the
+/// instant it arrived.
+fn spawn_join(c: &Arc<Ctx>) -> tokio::task::JoinHandle<Res<(JoinGroupResponse, tokio::time::Instant)>> {
     let c = c.clone();
     tokio::spawn(async move {
         let conn = c.conn().await?;
-        c.join_member(&conn, None).await
+        let answer = c.join_member(&conn, None).await?;
+        Ok((answer, tokio::time::Instant::now()))
     })
 }
 
@@ -196,7 +199,7 @@ async fn pending_holds_join(c: Arc<Ctx>, leave: bool) -> Res<String> {
     let (a, b) = c.pair(None).await?;
     let rejoin = |m: &M| c.join_req(&m.id, None).with_rebalance_timeout_ms(60_000);
     let a_join = c.join_parked(&a.conn, &rejoin(&a))?;
-    tokio::time::sleep(SETTLE).await;
+    c.settled(|g| g.group_state.as_str() != "Stable").await;
     let conn = c.conn().await?;
     let first = c.join(&conn, &c.join_req("", None)).await?;
     if first.error_code != 79 {
@@ -228,16 +231,28 @@ struct Txn {
 }
 
 impl Txn {
-    /// InitProducerId, then AddOffsetsToTxn for `group`: a transaction is open.
+    /// FindCoordinator for the transactional id, InitProducerId, then AddOffsetsToTxn for
+    /// `group`: a transaction is open. On a fresh Kafka the first transactional FindCoordinator
+    /// creates `__transaction_state`, and until its partition is loaded the coordinator answers
+    /// COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retried, as
+    /// every producer does, within a bound.
     async fn begin(conn: &Connection, group: &str) -> Res<Txn> {
         let id = TransactionalId(s(&unique_name("conf-txn")));
+        let find = FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![id.0.clone()]);
         let init = InitProducerIdRequest::default()
             .with_transactional_id(Some(id.clone()))
             .with_transaction_timeout_ms(60_000);
-        let r = conn.send_at(&init, 3, REQ).await.map_err(err)?;
-        if r.error_code != 0 {
-            return Err(format!("InitProducerId: {}", e(r.error_code)));
-        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let r = loop {
+            let found = conn.send_at(&find, 4, REQ).await.map_err(err)?;
+            let code = found.coordinators.first().map_or(-1, |k| k.error_code);
+            let r = if code == 0 { Some(conn.send_at(&init, 3, REQ).await.map_err(err)?) } else { None };
+            let code = r.as_ref().map_or(code, |r| r.error_code);
+            if code == 0 || ![14, 15, 16].contains(&code) || tokio::time::Instant::now() > deadline {
+                break r.filter(|r| r.error_code == 0).ok_or_else(|| format!("InitProducerId: {}", e(code)))?;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let txn = Txn { id, producer_id: r.producer_id, epoch: r.producer_epoch };
         let add = AddOffsetsToTxnRequest::default()
             .with_transactional_id(txn.id.clone())

@@ -1,19 +1,44 @@
 //! `cargo run --release`: the kgroup demo, the seed scenario of the project.
 //!
-//! Starts the embedded nisshi broker (or uses `KGROUP_BOOTSTRAP`), creates a 72-partition
-//! topic, produces keyed messages, and scales a consumer group from 2 to 30 members one at a
-//! time while every member processes batches of 1000 messages and commits each synchronously.
-//! Prints a table per step and the final group snapshot.
+//! Starts a broker on 127.0.0.1 (the embedded nisshi, or Apache Kafka 3.6 from its Maven jars
+//! with `--broker kafka36`), or uses `KGROUP_BOOTSTRAP`; creates a 72-partition topic, produces
+//! keyed messages, and scales a consumer group from 2 to 30 members one at a time while every
+//! member processes batches of 1000 messages and commits each synchronously. Prints a table per
+//! step and the final group snapshot.
 //!
-//! Environment: `KGROUP_BOOTSTRAP` (use that cluster), `KGROUP_DEMO_MEMBERS` (largest group,
-//! default 30), `KGROUP_DEMO_ASSIGNOR` (default `range`), `RUST_LOG` (log filter).
+//! Environment: `KGROUP_BOOTSTRAP` (use that cluster), `KGROUP_BROKER` (`nisshi`, the default,
+//! or `kafka36`; the `--broker` flag wins), `KGROUP_DEMO_MEMBERS` (largest group, default 30),
+//! `KGROUP_DEMO_ASSIGNOR` (default `range`), `RUST_LOG` (log filter).
 
 mod scenario;
 
 use std::io::Write;
 use std::time::Duration;
 
+use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
+
+/// The broker the demo runs on; dropping it stops a broker the demo started.
+enum Broker {
+    Nisshi(#[allow(dead_code)] EmbeddedBroker),
+    Kafka36(#[allow(dead_code)] Kafka36Cluster),
+    External,
+}
+
+/// `--broker NAME` from the command line, else `KGROUP_BROKER`, else nisshi (no JVM needed).
+fn broker_choice() -> Result<String, scenario::BoxError> {
+    let mut args = std::env::args().skip(1);
+    let mut choice = std::env::var("KGROUP_BROKER").ok().filter(|v| !v.trim().is_empty());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--broker" => choice = Some(args.next().ok_or("--broker needs a value: nisshi or kafka36")?),
+            other => {
+                return Err(format!("unknown argument {other:?} (usage: kgroup-demo [--broker nisshi|kafka36])").into())
+            }
+        }
+    }
+    Ok(choice.unwrap_or_else(|| "nisshi".into()))
+}
 
 #[tokio::main]
 async fn main() {
@@ -31,20 +56,29 @@ async fn main() {
 async fn run() -> Result<(), scenario::BoxError> {
     let max_members: usize = std::env::var("KGROUP_DEMO_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let assignor = std::env::var("KGROUP_DEMO_ASSIGNOR").unwrap_or_else(|_| "range".into());
+    let choice = broker_choice()?;
     // Kept alive until the end of `run`: dropping it stops the broker.
     let (_broker, bootstrap) = match std::env::var("KGROUP_BOOTSTRAP") {
         Ok(bootstrap) if !bootstrap.trim().is_empty() => {
             println!("Using the cluster at {bootstrap} (KGROUP_BOOTSTRAP).");
-            (None, bootstrap)
+            (Broker::External, bootstrap)
         }
-        _ => {
+        _ if choice == "kafka36" => {
+            println!("Starting Apache Kafka {KAFKA_VERSION} (KRaft, one node) on 127.0.0.1 with its default group settings ...");
+            let kafka = Kafka36Cluster::start(Kafka36Options::default()).await?;
+            let bootstrap = kafka.bootstrap();
+            println!("Broker ready at {bootstrap}.");
+            (Broker::Kafka36(kafka), bootstrap)
+        }
+        _ if choice == "nisshi" => {
             println!("Starting the embedded nisshi broker on 127.0.0.1 ...");
             let options = BrokerOptions { initial_rebalance_delay: Duration::from_millis(500), ..Default::default() };
             let broker = EmbeddedBroker::start(options).await?;
             let bootstrap = broker.bootstrap();
             println!("Broker ready at {bootstrap}.");
-            (Some(broker), bootstrap)
+            (Broker::Nisshi(broker), bootstrap)
         }
+        _ => return Err(format!("unknown broker {choice:?}: nisshi or kafka36").into()),
     };
     let id = std::process::id();
     let settings = scenario::Settings {
