@@ -10,7 +10,6 @@ use kafka_protocol::messages::{ApiKey, ConsumerProtocolAssignment, ConsumerProto
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::types::{GenerationId, TopicPartition};
-use crate::protocol::codec::guarded_decode;
 use crate::protocol::ProtocolError;
 
 /// The version of the subscription and assignment encodings we write (Kafka 3.x writes 3).
@@ -53,6 +52,96 @@ fn split_version(bytes: &Bytes, what: &'static str) -> Result<(i16, Bytes), Prot
     Ok((version.min(CONSUMER_PROTOCOL_VERSION), bytes.slice(2..)))
 }
 
+/// The consumer protocol's classic (never flexible) encoding, read from a member's bytes: every
+/// length and count is checked against the bytes left before anything is reserved for it.
+struct Reader {
+    rest: Bytes,
+    api: ApiKey,
+    version: i16,
+    what: &'static str,
+}
+
+impl Reader {
+    fn error(&self, field: &str, problem: impl std::fmt::Display) -> ProtocolError {
+        ProtocolError::decode(self.api, self.version, self.what, format!("{field}: {problem}"))
+    }
+
+    fn take(&mut self, field: &str, n: usize) -> Result<Bytes, ProtocolError> {
+        if n > self.rest.len() {
+            return Err(self.error(field, format!("needs {n} bytes, {} left", self.rest.len())));
+        }
+        Ok(self.rest.split_to(n))
+    }
+
+    fn i16(&mut self, field: &str) -> Result<i16, ProtocolError> {
+        self.take(field, 2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self, field: &str) -> Result<i32, ProtocolError> {
+        self.take(field, 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A length that may be `-1` (null).
+    fn length(&mut self, field: &str, length: i32) -> Result<Option<usize>, ProtocolError> {
+        match length {
+            -1 => Ok(None),
+            n => usize::try_from(n).map(Some).map_err(|_| self.error(field, format!("negative length {n}"))),
+        }
+    }
+
+    fn nullable_string(&mut self, field: &str) -> Result<Option<String>, ProtocolError> {
+        let length = self.i16(field)?;
+        let Some(length) = self.length(field, length.into())? else { return Ok(None) };
+        let bytes = self.take(field, length)?;
+        String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| self.error(field, "not UTF-8"))
+    }
+
+    fn string(&mut self, field: &str) -> Result<String, ProtocolError> {
+        self.nullable_string(field)?.ok_or_else(|| self.error(field, "null"))
+    }
+
+    fn nullable_bytes(&mut self, field: &str) -> Result<Option<Bytes>, ProtocolError> {
+        let length = self.i32(field)?;
+        match self.length(field, length)? {
+            Some(length) => self.take(field, length).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An array whose elements take at least `min_size` bytes each.
+    fn array<T>(
+        &mut self,
+        field: &str,
+        min_size: usize,
+        mut element: impl FnMut(&mut Self) -> Result<T, ProtocolError>,
+    ) -> Result<Vec<T>, ProtocolError> {
+        let count = self.i32(field)?;
+        let count = self.length(field, count)?.ok_or_else(|| self.error(field, "null array"))?;
+        if count > self.rest.len() / min_size {
+            let left = self.rest.len();
+            return Err(self.error(field, format!("{count} elements cannot fit in the {left} bytes left")));
+        }
+        let mut elements = Vec::with_capacity(count);
+        for _ in 0..count {
+            elements.push(element(self)?);
+        }
+        Ok(elements)
+    }
+
+    /// `[{topic: string, partitions: [int32]}]`, flattened.
+    fn topic_partitions(&mut self, field: &str) -> Result<Vec<TopicPartition>, ProtocolError> {
+        let topics = self.array(field, 6, |r| {
+            let topic = r.string(field)?;
+            let partitions = r.array(field, 4, |r| r.i32(field))?;
+            Ok((topic, partitions))
+        })?;
+        Ok(topics
+            .iter()
+            .flat_map(|(topic, partitions)| partitions.iter().map(move |&p| TopicPartition::new(topic, p)))
+            .collect())
+    }
+}
+
 impl Subscription {
     pub fn encode(&self) -> Bytes {
         let message = ConsumerProtocolSubscription::default()
@@ -77,21 +166,17 @@ impl Subscription {
         buf.freeze()
     }
 
+    /// Reads what another member wrote (the leader reads every member's), with every length and
+    /// count checked against the bytes before anything is reserved for it.
     pub fn decode(bytes: &Bytes) -> Result<Subscription, ProtocolError> {
-        let (version, mut body) = split_version(bytes, "consumer subscription")?;
-        let message: ConsumerProtocolSubscription =
-            guarded_decode(ApiKey::JoinGroup, version, "consumer subscription", &mut body, version)?;
-        Ok(Subscription {
-            topics: message.topics.iter().map(|t| t.to_string()).collect(),
-            owned_partitions: message
-                .owned_partitions
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(move |&p| TopicPartition::new(&t.topic, p)))
-                .collect(),
-            generation: if version >= 2 { GenerationId(message.generation_id) } else { GenerationId::NONE },
-            rack: message.rack_id.map(|r| r.to_string()),
-            user_data: message.user_data,
-        })
+        let (version, body) = split_version(bytes, "consumer subscription")?;
+        let mut r = Reader { rest: body, api: ApiKey::JoinGroup, version, what: "consumer subscription" };
+        let topics = r.array("topics", 2, |r| r.string("topics"))?;
+        let user_data = r.nullable_bytes("user_data")?;
+        let owned_partitions = if version >= 1 { r.topic_partitions("owned_partitions")? } else { Vec::new() };
+        let generation = if version >= 2 { GenerationId(r.i32("generation_id")?) } else { GenerationId::NONE };
+        let rack = if version >= 3 { r.nullable_string("rack_id")? } else { None };
+        Ok(Subscription { topics, owned_partitions, generation, rack, user_data })
     }
 }
 
@@ -120,14 +205,10 @@ pub fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>, ProtocolE
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let (version, mut body) = split_version(bytes, "consumer assignment")?;
-    let message: ConsumerProtocolAssignment =
-        guarded_decode(ApiKey::SyncGroup, version, "consumer assignment", &mut body, version)?;
-    let mut partitions: Vec<TopicPartition> = message
-        .assigned_partitions
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |&p| TopicPartition::new(&t.topic, p)))
-        .collect();
+    let (version, body) = split_version(bytes, "consumer assignment")?;
+    let mut r = Reader { rest: body, api: ApiKey::SyncGroup, version, what: "consumer assignment" };
+    let mut partitions = r.topic_partitions("assigned_partitions")?;
+    r.nullable_bytes("user_data")?;
     partitions.sort();
     partitions.dedup();
     Ok(partitions)
@@ -593,6 +674,65 @@ mod tests {
         assert_eq!(decoded.topics, vec!["t".to_string()]);
         assert_eq!(decoded.generation, GenerationId::NONE);
         assert!(Subscription::decode(&Bytes::from_static(&[0])).is_err());
+    }
+
+    /// Item 9 of issue 13: a member's subscription or assignment with a count of two billion
+    /// in any of its arrays is an error; `kafka-protocol`'s decoder reserved room for the count
+    /// and the failed allocation aborted the process (the leader reads every member's bytes).
+    #[test]
+    fn huge_counts_in_consumer_protocol_bytes_are_errors_not_aborts() {
+        let test = concat!(module_path!(), "::huge_counts_in_consumer_protocol_bytes_are_errors_not_aborts");
+        crate::protocol::bounds::in_a_child_process(test, || {
+            let sub = Subscription {
+                topics: vec!["a".into()],
+                owned_partitions: vec![TopicPartition::new("a", 1)],
+                ..Default::default()
+            };
+            let encoded = sub.encode();
+            // version, topics count, "a", null user data, owned count, "a", partitions count, 1, ...
+            for count_at in [2, 13, 20] {
+                let mut bytes = encoded.to_vec();
+                bytes[count_at..count_at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+                let error = Subscription::decode(&Bytes::from(bytes)).unwrap_err();
+                assert!(error.to_string().contains("cannot fit"), "count at {count_at}: {error}");
+            }
+            let encoded = encode_assignment(&[TopicPartition::new("a", 1)], None);
+            // version, topics count, "a", partitions count, 1, null user data
+            for count_at in [2, 9] {
+                let mut bytes = encoded.to_vec();
+                bytes[count_at..count_at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+                let error = decode_assignment(&Bytes::from(bytes)).unwrap_err();
+                assert!(error.to_string().contains("cannot fit"), "count at {count_at}: {error}");
+            }
+        });
+    }
+
+    /// Every prefix of valid bytes, and every byte of them changed, gives a value or an error.
+    #[test]
+    fn consumer_protocol_decoders_survive_truncation_and_corruption() {
+        let sub = Subscription {
+            topics: vec!["a".into(), "bb".into()],
+            owned_partitions: vec![TopicPartition::new("a", 1), TopicPartition::new("bb", 3)],
+            generation: GenerationId(4),
+            rack: Some("r".into()),
+            user_data: Some(Bytes::from_static(b"u")),
+        }
+        .encode();
+        let assignment = encode_assignment(&[TopicPartition::new("a", 1)], Some(Bytes::from_static(b"x")));
+        for bytes in [&sub, &assignment] {
+            for cut in 0..bytes.len() {
+                let _ = Subscription::decode(&bytes.slice(..cut));
+                let _ = decode_assignment(&bytes.slice(..cut));
+            }
+            for at in 0..bytes.len() {
+                for value in [0x00, 0x7f, 0x80, 0xff] {
+                    let mut b = bytes.to_vec();
+                    b[at] = value;
+                    let _ = Subscription::decode(&Bytes::from(b.clone()));
+                    let _ = decode_assignment(&Bytes::from(b));
+                }
+            }
+        }
     }
 
     #[test]

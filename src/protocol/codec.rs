@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes};
 
-use super::ProtocolError;
+use super::{bounds, schema, ProtocolError};
 
 /// The key of a request type, as the enum.
 pub fn api_key_of<R: Request>() -> ApiKey {
@@ -48,7 +48,8 @@ pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
     frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// Decodes a response frame (without its size prefix) to `R::Response` at `version`.
+/// Decodes a response frame (without its size prefix) to `R::Response` at `version`. The body
+/// passes the [bounds check](super::bounds) first; the header holds no array.
 pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(ResponseHeader, R::Response), ProtocolError> {
     let api = api_key_of::<R>();
     check_version::<R>(api, version)?;
@@ -56,7 +57,9 @@ pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(Respon
     let header: ResponseHeader =
         guarded_decode(api, version, "response header", &mut body, api.response_header_version(version))?;
     let untouched = body.clone();
-    match guarded_decode(api, version, "response body", &mut body, version) {
+    let decoded = check_bounds(api, version, &body)
+        .and_then(|()| guarded_decode(api, version, "response body", &mut body, version));
+    match decoded {
         Ok(response) => Ok((header, response)),
         Err(e) => match leading_error_code(api, version, &untouched) {
             // Some brokers put nulls where the schema forbids them in error answers (librdkafka's
@@ -65,6 +68,14 @@ pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(Respon
             _ => Err(e),
         },
     }
+}
+
+/// The bounds check of a response body, along its API's schema.
+fn check_bounds(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ProtocolError> {
+    let schema = schema::response(api).ok_or_else(|| {
+        ProtocolError::decode(api, version, "response body", "kgroup has no schema to check it against")
+    })?;
+    bounds::check(schema, version, body).map_err(|e| ProtocolError::decode(api, version, "response body", e))
 }
 
 /// The top-level error code of responses that start with one (after the throttle time from

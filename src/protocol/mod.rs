@@ -1,12 +1,15 @@
 //! The wire layer: a thin adapter over `kafka-protocol`.
 //!
-//! Framing ([`frame`]), request and response headers ([`codec`]), per-broker version
-//! negotiation ([`versions`]) and the one table that says what each error code demands
-//! ([`error_code`]). Nothing here does IO.
+//! Framing ([`frame`]), request and response headers ([`codec`]), the bounds check every
+//! response body passes before it is decoded ([`bounds`]), per-broker version negotiation
+//! ([`versions`]) and the one table that says what each error code demands ([`error_code`]).
+//! Nothing here does IO.
 
+pub mod bounds;
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+mod schema;
 pub mod versions;
 
 use kafka_protocol::messages::ApiKey;
