@@ -28,6 +28,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
+use kafka_protocol::protocol::StrBytes;
+
 use super::{cache_dir, die_with_parent, free_port, FileLock};
 use crate::driver::connection::{Connection, ConnectionConfig};
 use crate::{Cluster, ClusterConfig};
@@ -448,7 +452,10 @@ impl Kafka36Cluster {
         }
     }
 
-    /// Until FindCoordinator answers and every `__consumer_offsets` partition has a leader.
+    /// Until every `__consumer_offsets` partition has a leader that serves its groups: a node
+    /// named by FindCoordinator answers NOT_COORDINATOR, then COORDINATOR_LOAD_IN_PROGRESS,
+    /// until it has loaded the partition, so each partition is probed with an OffsetFetch for a
+    /// group that hashes to it (Kafka: `abs(groupId.hashCode) % offsets.topic.num.partitions`).
     async fn wait_for_coordinator(&self, deadline: tokio::time::Instant) -> Result<(), Kafka36Error> {
         let bootstrap = self.bootstrap();
         let failed = |detail: String| Kafka36Error::NoCoordinator {
@@ -460,7 +467,20 @@ impl Kafka36Cluster {
         config.retry_timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let cluster = Cluster::connect(config).await.map_err(|e| failed(e.to_string()))?;
         cluster.find_coordinator("kgroup-kafka36-ready").await.map_err(|e| failed(e.to_string()))?;
-        cluster.wait_for_topic("__consumer_offsets").await.map_err(|e| failed(e.to_string()))?;
+        let offsets = cluster.wait_for_topic("__consumer_offsets").await.map_err(|e| failed(e.to_string()))?;
+        let partitions = offsets.partition_count("__consumer_offsets").unwrap_or(1);
+        for group in probe_groups(partitions) {
+            loop {
+                let served = serves_group(&cluster, &group).await;
+                match served {
+                    Ok(()) => break,
+                    Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(detail) => return Err(failed(format!("group {group}: {detail}"))),
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -489,6 +509,42 @@ impl Drop for Kafka36Cluster {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Whether the coordinator FindCoordinator names for `group` answers its OffsetFetch.
+async fn serves_group(cluster: &Cluster, group: &str) -> Result<(), String> {
+    let coordinator = cluster.find_coordinator_once(group).await.map_err(|e| e.to_string())?;
+    let config = Arc::new(ConnectionConfig { request_timeout: Duration::from_secs(5), ..Default::default() });
+    let conn = Connection::open(&coordinator.addr(), config).await.map_err(|e| e.to_string())?;
+    let request = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(GroupId(StrBytes::from_string(group.into())))
+    ]);
+    let response = conn.send_at(&request, 8, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    match response.groups.first().map(|g| g.error_code) {
+        Some(0) => Ok(()),
+        code => Err(format!("OffsetFetch error {code:?} from node {}", coordinator.node_id)),
+    }
+}
+
+/// One group id per `__consumer_offsets` partition, chosen by Kafka's placement:
+/// `Utils.abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode`.
+fn probe_groups(partitions: usize) -> Vec<String> {
+    let mut groups: Vec<Option<String>> = vec![None; partitions.max(1)];
+    for n in 0.. {
+        if groups.iter().all(Option::is_some) {
+            break;
+        }
+        let group = format!("kgroup-kafka36-ready-{n}");
+        let slot = offsets_partition(&group, groups.len());
+        groups[slot].get_or_insert(group);
+    }
+    groups.into_iter().flatten().collect()
+}
+
+/// The `__consumer_offsets` partition of `group`: `Utils.abs(group.hashCode()) % partitions`.
+fn offsets_partition(group: &str, partitions: usize) -> usize {
+    let hash = group.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    (if hash == i32::MIN { 0 } else { hash.unsigned_abs() as usize }) % partitions
 }
 
 /// SIGTERM: the JVM's shutdown hook runs Kafka's controlled shutdown.
@@ -701,6 +757,17 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
         assert!(!text.contains("group.coordinator.new.enable"), "Kafka 3.6's classic coordinator only");
+    }
+
+    #[test]
+    fn probe_groups_cover_every_offsets_partition_as_kafka_places_them() {
+        // jshell: "kgroup-kafka36-ready-0".hashCode() == -1477824023, and 1477824023 % 6 == 5.
+        assert_eq!(offsets_partition("kgroup-kafka36-ready-0", 6), 5);
+        let groups = probe_groups(6);
+        let mut partitions: Vec<usize> = groups.iter().map(|g| offsets_partition(g, 6)).collect();
+        partitions.sort_unstable();
+        assert_eq!(partitions, vec![0, 1, 2, 3, 4, 5], "{groups:?}");
+        assert_eq!(probe_groups(1).len(), 1);
     }
 
     #[test]
