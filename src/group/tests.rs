@@ -1164,6 +1164,21 @@ fn heartbeat_fenced_instance_id_is_fatal() {
     assert_eq!(h.fatal(), Some(&fenced_instance()));
 }
 
+/// Found by the `group_machine` fuzz target: a commit made after the member failed was queued
+/// and never answered, and its deadline stayed behind as a timer in the past.
+#[test]
+fn a_commit_after_a_fatal_error_fails_at_once() {
+    let mut h = Harness::stable_with(static_config());
+    let lease = h.lease(0, 10);
+    h.heartbeat_answered(FENCED_INSTANCE_ID);
+    assert_eq!(h.m.state_name(), "Failed");
+    let id = h.commit(vec![lease]);
+    let failure = failed(CommitFailure::Fatal(fenced_instance().to_string()));
+    assert_eq!(h.completed(id), Some(vec![result(0, 10, failure)]));
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.m.poll_timeout(), None);
+}
+
 #[test]
 fn heartbeat_group_authorization_failed_is_fatal() {
     let mut h = Harness::stable();
