@@ -53,7 +53,13 @@ enum Command {
     Leave(String, oneshot::Sender<()>),
 }
 
-type Answer = (RequestId, std::result::Result<Answered, RequestFailure>);
+/// A request's outcome, with the coordinator connection it went out on (none for
+/// FindCoordinator).
+struct Answer {
+    id: RequestId,
+    on: Option<Connection>,
+    result: std::result::Result<Answered, RequestFailure>,
+}
 
 enum Answered {
     Response(GroupResponse),
@@ -226,8 +232,8 @@ impl Driver {
                     None => return,
                 },
                 Some(joined) = self.answers.join_next(), if !self.answers.is_empty() => {
-                    if let Ok((id, answer)) = joined {
-                        self.answer(id, answer);
+                    if let Ok(answer) = joined {
+                        self.answer(answer);
                     }
                 }
                 _ = sleep_until(deadline) => self.machine.handle_timeout(Instant::now()),
@@ -272,25 +278,24 @@ impl Driver {
         }
     }
 
-    fn answer(&mut self, id: RequestId, answer: std::result::Result<Answered, RequestFailure>) {
+    fn answer(&mut self, Answer { id, on, result }: Answer) {
         let now = Instant::now();
-        match &answer {
+        match &result {
             Ok(_) => tracing::debug!(request = id.0, "group request answered"),
             Err(failure) => tracing::debug!(request = id.0, %failure, "group request failed"),
         }
-        match answer {
+        match result {
             Ok(Answered::Response(response)) => self.machine.handle_response(now, id, response),
             Ok(Answered::Coordinator(found, conn)) => {
                 self.coordinator = Some(conn);
                 self.machine.handle_coordinator_found(now, id, found);
             }
             Err(failure) => {
-                if matches!(failure, RequestFailure::Network(_) | RequestFailure::TimedOut) {
-                    // As the Java client does: a request that timed out poisons the connection,
-                    // so nothing stays queued behind an answer that will not come.
-                    if let Some(conn) = self.coordinator.take() {
-                        conn.close();
-                    }
+                if let (RequestFailure::Network(_) | RequestFailure::TimedOut, Some(conn)) = (&failure, on) {
+                    // As the Java client does: a request that timed out poisons its connection,
+                    // so nothing stays queued behind an answer that will not come. Only that
+                    // connection: one given up since must not take the current one down.
+                    conn.close();
                 }
                 self.machine.handle_request_failed(now, id, failure);
             }
@@ -345,18 +350,25 @@ impl Driver {
         let OutgoingRequest { id, version, timeout, body } = request;
         tracing::debug!(api = body.api_name(), version, request = id.0, "group request sent");
         if let GroupRequest::FindCoordinator { group_id } = body {
+            // The machine gave the coordinator up with every request on its connection
+            // (`GroupMachine::coordinator_lost`): close it, so the broker drops what it still
+            // holds of them (Java's `markCoordinatorUnknown` disconnects too).
+            if let Some(old) = self.coordinator.take() {
+                old.close();
+            }
             let cluster = self.cluster.clone();
-            self.coordinator = None;
-            self.answers.spawn(async move { (id, find_coordinator(cluster, group_id).await) });
+            self.answers
+                .spawn(async move { Answer { id, on: None, result: find_coordinator(cluster, group_id).await } });
             return;
         }
         let Some(conn) = self.coordinator.clone() else {
-            self.answers.spawn(async move { (id, Err(RequestFailure::Network("no coordinator connection".into()))) });
+            let result = Err(RequestFailure::Network("no coordinator connection".into()));
+            self.answers.spawn(async move { Answer { id, on: None, result } });
             return;
         };
         match start(&conn, version, timeout, body) {
-            Ok(pending) => self.answers.spawn(async move { (id, pending.await) }),
-            Err(failure) => self.answers.spawn(async move { (id, Err(failure)) }),
+            Ok(pending) => self.answers.spawn(async move { Answer { id, result: pending.await, on: Some(conn) } }),
+            Err(failure) => self.answers.spawn(async move { Answer { id, on: Some(conn), result: Err(failure) } }),
         };
     }
 }

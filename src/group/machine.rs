@@ -161,6 +161,20 @@ enum InFlight {
     Fetch,
 }
 
+impl InFlight {
+    fn api_name(&self) -> &'static str {
+        match self {
+            InFlight::FindCoordinator => "FindCoordinator",
+            InFlight::Join => "JoinGroup",
+            InFlight::Sync { .. } => "SyncGroup",
+            InFlight::Heartbeat { .. } => "Heartbeat",
+            InFlight::Leave => "LeaveGroup",
+            InFlight::Commit { .. } => "OffsetCommit",
+            InFlight::Fetch => "OffsetFetch",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CommitJob {
     id: CommitId,
@@ -519,11 +533,12 @@ impl GroupMachine {
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
         let _span = self.span().entered();
         let Some(kind) = self.in_flight.remove(&id) else {
+            // Given up with its connection already (see `coordinator_lost`).
             return;
         };
         tracing::debug!(request = id.0, %failure, "request failed");
-        match kind {
-            InFlight::FindCoordinator => {
+        match (kind, failure) {
+            (InFlight::FindCoordinator, failure) => {
                 self.coordinator = CoordinatorState::Unknown;
                 self.coordinator_attempts += 1;
                 if failure == RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)) {
@@ -541,59 +556,63 @@ impl GroupMachine {
             }
             // An error answer that did not decode still carries its code: react to the code
             // exactly as to a well-formed answer (librdkafka's mock sends such answers).
+            (InFlight::Join, RequestFailure::Broker(code)) => {
+                let answer = JoinGroupResponse::default()
+                    .with_error_code(code.0)
+                    .with_member_id(str_bytes(self.member_id.as_str()));
+                self.on_join(now, id, answer);
+            }
+            (InFlight::Sync { sent }, RequestFailure::Broker(code)) => {
+                self.on_sync(now, id, sent, SyncGroupResponse::default().with_error_code(code.0));
+            }
+            (InFlight::Heartbeat { sent }, RequestFailure::Broker(code)) => self.on_heartbeat(now, sent, code.0),
+            (kind, failure) => {
+                let why = format!("{} {failure}", kind.api_name());
+                self.coordinator_lost(&why, now);
+                self.request_lost(id, kind, &why, now);
+            }
+        }
+        self.progress(now);
+    }
+
+    /// What a coordinator request that will get no answer leaves to do.
+    fn request_lost(&mut self, id: RequestId, kind: InFlight, why: &str, now: Instant) {
+        match kind {
+            // Answered by `handle_coordinator_found` or failed, never given up.
+            InFlight::FindCoordinator => {}
             InFlight::Join => {
-                if let RequestFailure::Broker(code) = failure {
-                    let answer = JoinGroupResponse::default()
-                        .with_error_code(code.0)
-                        .with_member_id(str_bytes(self.member_id.as_str()));
-                    self.on_join(now, id, answer);
-                } else {
-                    // The broker may still hold the join; a second one from the same member id
-                    // replaces it (GM 527-544), so retrying with the same id is safe.
-                    self.coordinator_lost(&format!("JoinGroup {failure}"), now);
-                    if let State::AwaitingJoin { join, .. } = &mut self.state {
+                // The broker may still hold the join; a second one from the same member id
+                // replaces it (GM 527-544), so joining again with the same id is safe.
+                if let State::AwaitingJoin { join, .. } = &mut self.state {
+                    if *join == Some(id) {
                         *join = None;
                     }
                 }
             }
             InFlight::Sync { sent } => {
-                if let RequestFailure::Broker(code) = failure {
-                    self.on_sync(now, id, sent, SyncGroupResponse::default().with_error_code(code.0));
-                } else {
-                    self.coordinator_lost(&format!("SyncGroup {failure}"), now);
-                    if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { .. }) {
-                        self.rejoin(RejoinReason::Retry(format!("SyncGroup {failure}")), now);
-                    }
+                if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { sync, .. } if sync == id) {
+                    self.rejoin(RejoinReason::Retry(why.to_owned()), now);
                 }
             }
-            InFlight::Heartbeat { sent } => {
-                if let RequestFailure::Broker(code) = failure {
-                    self.on_heartbeat(now, sent, code.0);
-                } else {
-                    self.coordinator_lost(&format!("Heartbeat {failure}"), now);
-                }
-            }
+            InFlight::Heartbeat { .. } => {}
             InFlight::Leave => self.finish_leaving(now),
             InFlight::Commit { entries, .. } => {
                 self.commit_in_flight = None;
-                self.coordinator_lost(&format!("OffsetCommit {failure}"), now);
                 if let Some(job) = self.commits.front_mut() {
                     job.attempts += 1;
-                    job.last_error = Some(failure.to_string());
+                    job.last_error = Some(why.to_owned());
                     job.pending.extend(entries.into_iter().map(|(lease, _)| lease));
                 }
                 self.commit_retry_at = Some(now + self.config.retry_backoff);
             }
             InFlight::Fetch => {
                 self.fetch_in_flight = None;
-                self.coordinator_lost(&format!("OffsetFetch {failure}"), now);
                 if let Some(job) = self.fetches.front_mut() {
                     job.attempts += 1;
                 }
                 self.fetch_retry_at = Some(now + self.config.retry_backoff);
             }
         }
-        self.progress(now);
     }
 
     /// A response arrived for request `id`.
@@ -866,12 +885,22 @@ impl GroupMachine {
         }
     }
 
+    /// Gives up the coordinator and its connection (the driver closes it when it looks the
+    /// coordinator up again, as Java's `markCoordinatorUnknown` disconnects). Every request
+    /// still in flight went out on that connection: none of them is waited for (a parked
+    /// JoinGroup would be, until the join timeout), each is handled as lost now, and their
+    /// answers or failures, should any still come, are no longer tracked, so nothing of the old
+    /// connection can touch the next one.
     fn coordinator_lost(&mut self, reason: &str, now: Instant) {
         if let CoordinatorState::Known { node_id, .. } = self.coordinator {
             tracing::info!(node = node_id, reason, "coordinator lost; member id and generation kept");
             self.events.push_back((now, GroupEvent::Coordinator { node_id: None, reason: reason.to_owned() }));
             self.coordinator = CoordinatorState::Unknown;
             self.retry_at = Some(now + self.config.retry_backoff);
+            let why = format!("given up with the coordinator connection ({reason})");
+            for (id, kind) in std::mem::take(&mut self.in_flight) {
+                self.request_lost(id, kind, &why, now);
+            }
         }
     }
 

@@ -1879,6 +1879,55 @@ fn leave_fails_deferred_commits_with_member_gone() {
     assert_eq!(h.count("LeaveGroup"), 1);
 }
 
+// ---- the coordinator connection ----
+
+#[test]
+fn join_in_flight_when_the_coordinator_is_lost_goes_again_to_the_new_one() {
+    // Issue 13, item 3: the join left on the abandoned connection is not waited for (it would
+    // be, until the join timeout: rebalance timeout + 5 s).
+    let mut h = Harness::stable();
+    h.fetch(&[0]);
+    let (fetch, _, _) = h.take_fetch();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    h.m.revoke_done(h.now);
+    h.pump();
+    let (join, _, _) = h.take_join();
+    h.respond(fetch, fetch_response(NOT_COORDINATOR, &[]));
+    assert_eq!(h.coordinator_events(), vec![None]);
+    h.advance(BACKOFF);
+    h.found();
+    let (again, _, request) = h.take_join();
+    assert_eq!(request.member_id.as_str(), "m-1", "the same member id replaces the parked join");
+    // The old join's failure, when its connection closes, is not this member's concern.
+    h.m.handle_request_failed(h.now, join, RequestFailure::Network("closed".into()));
+    h.pump();
+    assert_eq!(h.coordinator_events(), vec![None, Some(1)]);
+    h.respond_join(again, join_response(NONE, 2, "m-1", "m-0"));
+    let (sync, _, _) = h.take_sync();
+    h.respond_sync(sync, sync_ok(&[0, 1]));
+    assert_eq!(h.m.state_name(), "Stable");
+}
+
+#[test]
+fn commit_in_flight_when_the_coordinator_is_lost_goes_again_to_the_new_one() {
+    // Issue 13, item 3: the commit left on the abandoned connection is not waited for until its
+    // request timeout, and that timeout, when it comes, does not tear down the new connection.
+    let mut h = Harness::stable();
+    let commit = h.commit(vec![h.lease(0, 10)]);
+    let (old, _, _) = h.take_commit();
+    h.heartbeat_answered(NOT_COORDINATOR);
+    h.advance(BACKOFF);
+    h.found();
+    let (id, _, request) = h.take_commit();
+    assert_eq!(commit_offsets(&request), vec![(0, 10)]);
+    h.m.handle_request_failed(h.now, old, RequestFailure::TimedOut);
+    h.pump();
+    assert_eq!(h.coordinator_events(), vec![None, Some(1)], "the new coordinator is kept: {:?}", h.events);
+    assert_eq!(h.count("FindCoordinator"), 0);
+    h.respond(id, commit_response(&[(0, NONE)]));
+    assert_eq!(h.completed(commit), Some(vec![result(0, 10, committed(1, None))]));
+}
+
 // ---- max.poll.interval.ms ----
 
 #[test]

@@ -1,0 +1,130 @@
+//! kgroup's group member and consumer on TCP against the scripted Kafka 3.6 coordinator, with
+//! injected faults: the offset lookup, the coordinator connection and the consumer's control
+//! events (issue 13).
+//!
+//! The coordinator logs every request as it arrives (queued ones included), with the connection
+//! it came on, so a test can tell what went out behind what. Every test runs under a bound and
+//! stops its members and its coordinator when it ends, also when it fails.
+
+use std::future::Future;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::group::{CommitOutcome, GroupConfig, TopicPartition};
+use kgroup::{Cluster, ClusterConfig};
+use kgroup_protocol_tests::coordinator::errors::NOT_COORDINATOR;
+use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Fault, FaultAction, LoggedRequest, Match};
+use kgroup_protocol_tests::server::CoordinatorServer;
+
+const GROUP: &str = "g";
+const TOPIC: &str = "t";
+/// Bound on each awaited reaction.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Every test runs under this bound.
+async fn bounded<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test timed out");
+}
+
+fn tp(partition: i32) -> TopicPartition {
+    TopicPartition::new(TOPIC, partition)
+}
+
+/// A coordinator with `partitions` partitions of the topic, no initial rebalance delay unless
+/// given, sessions from 1 s, logging every request.
+async fn coordinator(partitions: i32, initial_delay: Duration) -> CoordinatorServer {
+    let mut config = CoordinatorConfig {
+        initial_rebalance_delay: initial_delay,
+        min_session_timeout: Duration::from_millis(1000),
+        ..Default::default()
+    };
+    config.topics.insert(TOPIC.to_owned(), partitions);
+    let server = CoordinatorServer::start(config).await.expect("coordinator starts");
+    server.log_requests().await;
+    server
+}
+
+fn group_config() -> GroupConfig {
+    let mut config = GroupConfig::new(GROUP);
+    config.session_timeout = Duration::from_secs(10);
+    config.heartbeat_interval = Duration::from_millis(300);
+    config.rebalance_timeout = Duration::from_secs(30);
+    config.revoke_timeout = Duration::from_secs(10);
+    config.request_timeout = Duration::from_secs(5);
+    config.commit_timeout = Duration::from_secs(60);
+    config
+}
+
+async fn member(server: &CoordinatorServer, config: GroupConfig) -> GroupHandle {
+    let cluster = Cluster::connect(ClusterConfig::new([server.bootstrap()])).await.expect("cluster");
+    GroupHandle::start(cluster, config, vec![TOPIC.to_owned()], RevokeMode::Automatic).await.expect("member starts")
+}
+
+/// Polls `probe` every 20 ms until it yields a value, at most [`WAIT`].
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {what} within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stable(handle: &GroupHandle) {
+    eventually("Stable member", || async {
+        handle.group_state().await.ok().filter(|s| s.state == "Stable").map(|_| ())
+    })
+    .await;
+}
+
+/// The group's requests logged after the first `from`.
+async fn requests_since(server: &CoordinatorServer, from: usize) -> Vec<LoggedRequest> {
+    server.requests(GROUP).await.into_iter().skip(from).collect()
+}
+
+fn count(requests: &[LoggedRequest], api: ApiKey) -> usize {
+    requests.iter().filter(|r| r.api == api).count()
+}
+
+fn rendered(requests: &[LoggedRequest]) -> String {
+    let lines: Vec<String> = requests.iter().map(|r| format!("{:?}@conn{}", r.api, r.conn.0)).collect();
+    lines.join(" ")
+}
+
+/// Issue 13, item 3: the coordinator moves (a heartbeat answers NOT_COORDINATOR) while a commit
+/// waits, unanswered, on the old connection. The commit goes again on the new connection, and the
+/// old request's failure does not tear the new connection down (one rediscovery, not two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_on_the_old_coordinator_connection_does_not_tear_down_the_new_one() {
+    bounded(async {
+        let server = coordinator(2, Duration::ZERO).await;
+        let handle = member(&server, group_config()).await;
+        stable(&handle).await;
+        let mark = server.requests(GROUP).await.len();
+        for fault in [
+            Fault::new(ApiKey::Heartbeat, FaultAction::ErrorWhenNext(NOT_COORDINATOR)),
+            Fault::new(ApiKey::OffsetCommit, FaultAction::Drop),
+        ] {
+            server.inject(fault.matching(Match::Group(GROUP.into())).once()).await;
+        }
+        let server = &server;
+        // The held heartbeat is answered NOT_COORDINATOR when the commit arrives behind it.
+        eventually("held heartbeat", || async move {
+            (count(&requests_since(server, mark).await, ApiKey::Heartbeat) > 0).then_some(())
+        })
+        .await;
+        let lease = handle.lease(tp(0), 5).await.expect("lease").expect("owned");
+        let results = tokio::time::timeout(WAIT, handle.commit(vec![lease])).await.expect("in time").expect("commit");
+        assert!(matches!(results[0].outcome, CommitOutcome::Committed { .. }), "{results:?}");
+        let wire = requests_since(server, mark).await;
+        assert_eq!(count(&wire, ApiKey::FindCoordinator), 1, "one rediscovery: {}", rendered(&wire));
+        let commits: Vec<&LoggedRequest> = wire.iter().filter(|r| r.api == ApiKey::OffsetCommit).collect();
+        assert_eq!(commits.len(), 2, "{}", rendered(&wire));
+        assert_ne!(commits[0].conn, commits[1].conn, "sent again on the new connection");
+        assert_eq!(handle.group_state().await.expect("snapshot").state, "Stable");
+    })
+    .await;
+}
