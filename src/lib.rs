@@ -5,6 +5,9 @@ pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod producer;
 pub mod protocol;

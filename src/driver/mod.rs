@@ -6,5 +6,5 @@ pub mod connection;
 pub mod fetcher;
 pub mod group;
 mod sasl;
-mod scram;
+pub(crate) mod scram;
 pub mod security;

@@ -92,7 +92,7 @@ impl ScramClient {
     }
 
     /// As [`start`](Self::start) with a given nonce (printable, no commas), for test vectors.
-    fn start_with_nonce(hash: ScramHash, username: &str, password: &Secret, nonce: &str) -> (Self, Vec<u8>) {
+    pub(crate) fn start_with_nonce(hash: ScramHash, username: &str, password: &Secret, nonce: &str) -> (Self, Vec<u8>) {
         // RFC 5802 section 5.1: `=` and `,` in the user name are escaped as =3D and =2C.
         let escaped = username.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={escaped},r={nonce}");
