@@ -13,7 +13,7 @@ use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::group::{CommitOutcome, GroupConfig, TopicPartition};
 use kgroup::{Cluster, ClusterConfig};
-use kgroup_protocol_tests::coordinator::errors::NOT_COORDINATOR;
+use kgroup_protocol_tests::coordinator::errors::{NOT_COORDINATOR, REBALANCE_IN_PROGRESS};
 use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Fault, FaultAction, LoggedRequest, Match};
 use kgroup_protocol_tests::server::CoordinatorServer;
 
@@ -80,6 +80,13 @@ async fn stable(handle: &GroupHandle) {
     .await;
 }
 
+/// Commits `offset` for `partition` as the (Stable) member.
+async fn commit(handle: &GroupHandle, partition: i32, offset: i64) {
+    let lease = handle.lease(tp(partition), offset).await.expect("lease").expect("partition owned");
+    let results = handle.commit(vec![lease]).await.expect("commit");
+    assert!(results.iter().all(|r| r.outcome.is_committed()), "{results:?}");
+}
+
 /// The group's requests logged after the first `from`.
 async fn requests_since(server: &CoordinatorServer, from: usize) -> Vec<LoggedRequest> {
     server.requests(GROUP).await.into_iter().skip(from).collect()
@@ -89,9 +96,74 @@ fn count(requests: &[LoggedRequest], api: ApiKey) -> usize {
     requests.iter().filter(|r| r.api == api).count()
 }
 
+fn position_of(requests: &[LoggedRequest], api: ApiKey) -> Option<usize> {
+    requests.iter().position(|r| r.api == api)
+}
+
 fn rendered(requests: &[LoggedRequest]) -> String {
     let lines: Vec<String> = requests.iter().map(|r| format!("{:?}@conn{}", r.api, r.conn.0)).collect();
     lines.join(" ")
+}
+
+/// Issue 13, item 2: an OffsetFetch asked for while the member's JoinGroup is parked (here: its
+/// answer is held 8 s, past the 5 s request timeout) waits for the SyncGroup's answer instead of
+/// queueing behind the join, timing out, and taking the join down with its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_fetch_waits_for_the_parked_join_instead_of_queueing_behind_it() {
+    bounded(async {
+        let server = coordinator(2, Duration::ZERO).await;
+        let handle = member(&server, group_config()).await;
+        stable(&handle).await;
+        commit(&handle, 0, 3).await;
+        let mark = server.requests(GROUP).await.len();
+        for fault in [
+            Fault::new(ApiKey::JoinGroup, FaultAction::Delay(Duration::from_secs(8))),
+            Fault::new(ApiKey::Heartbeat, FaultAction::Error(REBALANCE_IN_PROGRESS)),
+        ] {
+            server.inject(fault.matching(Match::Group(GROUP.into())).once()).await;
+        }
+        let server = &server;
+        eventually("parked JoinGroup", || async move {
+            (count(&requests_since(server, mark).await, ApiKey::JoinGroup) > 0).then_some(())
+        })
+        .await;
+        let offsets =
+            tokio::time::timeout(WAIT, handle.committed(vec![tp(0)])).await.expect("in time").expect("offsets");
+        assert_eq!(offsets, vec![(tp(0), Some(3))]);
+        let wire = requests_since(server, mark).await;
+        assert_eq!(count(&wire, ApiKey::JoinGroup), 1, "the join was not aborted: {}", rendered(&wire));
+        assert!(
+            position_of(&wire, ApiKey::OffsetFetch) > position_of(&wire, ApiKey::SyncGroup),
+            "the OffsetFetch went out after the SyncGroup's answer: {}",
+            rendered(&wire)
+        );
+    })
+    .await;
+}
+
+/// Issue 13, item 2: closing while the JoinGroup is parked (the first generation's initial
+/// rebalance delay, a minute here). The LeaveGroup must reach the coordinator now, not when the
+/// join completes with this member in the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_group_reaches_the_coordinator_while_the_join_is_parked() {
+    bounded(async {
+        let server = coordinator(2, Duration::from_secs(60)).await;
+        let handle = member(&server, group_config()).await;
+        let server = &server;
+        eventually("parked JoinGroup with a member id", || async move {
+            let view = server.describe(GROUP).await?;
+            view.members.iter().any(|m| m.awaiting_join).then_some(())
+        })
+        .await;
+        tokio::time::timeout(WAIT, handle.leave("closing")).await.expect("the LeaveGroup was answered").expect("leave");
+        let view = server.describe(GROUP).await.expect("group");
+        assert!(view.members.is_empty(), "the member left: {view:?}");
+        let wire = server.requests(GROUP).await;
+        let join = wire.iter().rfind(|r| r.api == ApiKey::JoinGroup).expect("a join");
+        let leave = wire.iter().find(|r| r.api == ApiKey::LeaveGroup).expect("a leave");
+        assert_ne!(join.conn, leave.conn, "not behind the parked join: {}", rendered(&wire));
+    })
+    .await;
 }
 
 /// Issue 13, item 3: the coordinator moves (a heartbeat answers NOT_COORDINATOR) while a commit

@@ -328,7 +328,7 @@ impl GroupMachine {
             // Only while one can be sent: a due heartbeat waiting for an answer or for the
             // coordinator would keep this timer in the past (the driver would spin).
             let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }));
-            if self.versions().is_some() && !heartbeat_in_flight {
+            if self.coordinator_ready() && !heartbeat_in_flight {
                 push("heartbeat", self.next_heartbeat);
             }
             push("session", self.session_deadline);
@@ -340,7 +340,7 @@ impl GroupMachine {
             push("commit-deadline", self.commits.front().map(|j| j.deadline));
         }
         push("fetch-backoff", self.fetch_retry_at);
-        if self.fetch_in_flight.is_none() && self.fetch_retry_at.is_none() && self.versions().is_some() {
+        if self.fetch_in_flight.is_none() {
             push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
         }
         push("max-poll-interval", self.poll_deadline);
@@ -503,6 +503,11 @@ impl GroupMachine {
         self.fail_deferred_commits(CommitFailure::MemberGone, now);
         if matches!(self.state, State::Left { .. }) {
             self.finish_leaving(now);
+        } else if self.versions().is_some() && !self.coordinator_ready() {
+            // The connection holds our parked JoinGroup or SyncGroup: the LeaveGroup goes on a
+            // new one, at once.
+            self.coordinator_lost("LeaveGroup must not wait behind the parked JoinGroup or SyncGroup", now);
+            self.retry_at = None;
         }
         self.progress(now);
     }
@@ -746,6 +751,11 @@ impl GroupMachine {
     }
 
     fn send(&mut self, body: GroupRequest, version: i16, timeout: Duration, kind: InFlight) -> RequestId {
+        debug_assert!(
+            matches!(kind, InFlight::FindCoordinator) || self.coordinator_ready(),
+            "{} behind the member's own JoinGroup or SyncGroup",
+            body.api_name()
+        );
         let id = self.next_request_id();
         tracing::trace!(request = id.0, api = body.api_name(), version, "send");
         self.in_flight.insert(id, kind);
@@ -758,6 +768,18 @@ impl GroupMachine {
             CoordinatorState::Known { versions, .. } => Some(versions),
             _ => None,
         }
+    }
+
+    /// The one gate of the coordinator connection: a coordinator is known, and the member's
+    /// own JoinGroup or SyncGroup is not in flight on its connection. Kafka serves a
+    /// connection's requests one at a time and parks a JoinGroup or SyncGroup until the
+    /// rebalance completes, so whatever queued behind it would be served only then: a commit
+    /// judged with a stale generation (DESIGN section 4), an OffsetFetch timing out and taking
+    /// the join down with its connection, a LeaveGroup arriving once the group has moved on with
+    /// this member in it. Every request but FindCoordinator waits for this gate.
+    fn coordinator_ready(&self) -> bool {
+        self.versions().is_some()
+            && !self.in_flight.values().any(|f| matches!(f, InFlight::Join | InFlight::Sync { .. }))
     }
 
     fn version(&mut self, api: ApiKey, now: Instant) -> Option<i16> {
@@ -811,8 +833,9 @@ impl GroupMachine {
             self.fail_queued(&error, now);
             return;
         }
+        let leave_unsent = matches!(self.state, State::Leaving { request: None, .. });
         if matches!(self.coordinator, CoordinatorState::Unknown)
-            && (self.needs_coordinator() || !self.commits.is_empty() || !self.fetches.is_empty())
+            && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.fetches.is_empty())
             && !later(self.retry_at, now)
         {
             let id = self.send(
@@ -835,16 +858,21 @@ impl GroupMachine {
             }
         }
         if let State::AwaitingJoin { join: None, .. } = self.state {
-            if self.versions().is_some() && !later(self.retry_at, now) && self.commit_in_flight.is_none() {
+            if self.coordinator_ready() && !later(self.retry_at, now) && self.commit_in_flight.is_none() {
                 self.send_join(now);
             }
         }
         if let State::Leaving { request: None, .. } = self.state {
-            if self.versions().is_none() {
-                // LeaveGroup is best effort: without a coordinator the session timeout does it.
-                self.finish_leaving(now);
-            } else if self.commit_in_flight.is_none() {
-                self.send_leave(now);
+            match self.coordinator {
+                // LeaveGroup is best effort (Java sends it once): without a coordinator to tell,
+                // the session timeout removes the member.
+                CoordinatorState::Unknown => self.finish_leaving(now),
+                CoordinatorState::Finding(_) => {}
+                CoordinatorState::Known { .. } => {
+                    if self.coordinator_ready() && self.commit_in_flight.is_none() {
+                        self.send_leave(now);
+                    }
+                }
             }
         }
         self.drive_heartbeat(now);
@@ -1352,7 +1380,7 @@ impl GroupMachine {
         let Some(generation) = self.current_generation().cloned() else {
             return;
         };
-        if self.versions().is_none() {
+        if !self.coordinator_ready() {
             return;
         }
         let Some(version) = self.version(ApiKey::Heartbeat, now) else {
@@ -1547,7 +1575,7 @@ impl GroupMachine {
                 job.deferred_counted = true;
                 self.counters.commits_deferred += 1;
             }
-            let ready = self.versions().is_some() && !later(self.commit_retry_at, now);
+            let ready = self.coordinator_ready() && !later(self.commit_retry_at, now);
             let (Some(generation), true) = (stamp, ready) else {
                 job.pending = send.into_iter().map(|(l, _)| l).chain(deferred).collect();
                 self.commits.push_front(job);
@@ -1770,20 +1798,25 @@ impl GroupMachine {
     // ---- committed offsets ----
 
     fn drive_fetches(&mut self, now: Instant) {
-        if self.fetch_in_flight.is_some() || later(self.fetch_retry_at, now) || self.versions().is_none() {
+        if self.fetch_in_flight.is_some() {
             return;
         }
-        let Some(job) = self.fetches.front() else {
-            return;
-        };
-        if now >= job.deadline || job.attempts >= self.config.commit_attempts {
+        while let Some(job) = self.fetches.front() {
+            if now < job.deadline && job.attempts < self.config.commit_attempts {
+                break;
+            }
             let job = self.fetches.pop_front().expect("front exists");
             self.events.push_back((
                 now,
                 GroupEvent::CommittedOffsetsFailed { id: job.id, reason: "retries or time exhausted".into() },
             ));
-            return self.drive_fetches(now);
         }
+        if later(self.fetch_retry_at, now) || !self.coordinator_ready() {
+            return;
+        }
+        let Some(job) = self.fetches.front() else {
+            return;
+        };
         let partitions = job.partitions.clone();
         let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
             return;

@@ -28,7 +28,9 @@
 //!   (d) a response the machine reports stale leaves its state and generation unchanged (T32);
 //!   also: no machine fails fatally, and `poll_timeout` is never in the past right after
 //!   `handle_timeout` (a driver would spin).
-//!   (e) [`Sim::convergence_problem`] says why the group has not converged, if it has not.
+//!   (e) [`Sim::convergence_problem`] says why the group has not converged, if it has not;
+//!   (f) no request goes out on a connection that holds the member's own unanswered JoinGroup
+//!   or SyncGroup (the coordinator would serve it only when the rebalance completes).
 //!   Duplicates and losses are counted per message in a [`Ledger`].
 
 mod app;
@@ -939,6 +941,14 @@ impl Sim {
                 c
             }
         };
+        if let Some(parked) = self.members[i]
+            .pending
+            .values()
+            .find(|p| p.conn == conn && matches!(p.api, ApiKey::JoinGroup | ApiKey::SyncGroup))
+        {
+            let name = &self.members[i].name;
+            self.violation(format!("{name} sent {api:?} behind its own unanswered {:?} (invariant f)", parked.api));
+        }
         let m = &mut self.members[i];
         m.next_corr += 1;
         let corr = m.next_corr;
