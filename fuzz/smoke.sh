@@ -5,15 +5,16 @@
 # limits; the input that caused it is left in fuzz/artifacts/<target>/.
 #
 #   sh fuzz/smoke.sh                                  # 30 s per target
-#   KGROUP_FUZZ_SECONDS=600 nice -n 19 sh fuzz/smoke.sh   # the long run
+#   KGROUP_FUZZ_SECONDS=360 KGROUP_FUZZ_RSS_MB=512 nice -n 19 sh fuzz/smoke.sh   # a long run
 set -euo pipefail
 cd "$(dirname "$0")"
 cache="${KGROUP_CACHE_DIR:-$HOME/.cache/kgroup}"
 seconds="${KGROUP_FUZZ_SECONDS:-30}"
 # A single allocation past 64 MiB, or a process past 256 MiB (AddressSanitizer's own shadow and
 # quarantine included), is a crash: every target bounds what its input can make it allocate.
+# libFuzzer's own tables grow with the corpus: a run of many minutes needs KGROUP_FUZZ_RSS_MB=512.
 malloc_limit_mb=64
-rss_limit_mb=256
+rss_limit_mb="${KGROUP_FUZZ_RSS_MB:-256}"
 
 version=0.13.2
 root="$cache/cargo-fuzz-$version"
