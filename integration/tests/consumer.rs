@@ -376,6 +376,103 @@ async fn poll_respects_its_limit_and_an_empty_poll_loses_nothing() {
     consumer.close().await.expect("close");
 }
 
+/// `poll` is cancel-safe: a `select!` that drops its future for a timer, whenever the timer
+/// wins, loses no batch, so automatic offset storing never commits records the application did
+/// not receive. Batches of a partition must arrive back to back, and no committed offset may
+/// pass the end of what was handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_dropped_by_select_loses_no_batch_and_commits_only_what_was_handed_out() {
+    const PARTITIONS: i32 = 3;
+    const RECORDS: usize = 3000;
+    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    let written = produce(&cluster, &topic, 0..RECORDS).await;
+    let ends = ends(&written, PARTITIONS);
+    let group = unique_name("cancelled-poll");
+    let extra = [("enable.auto.commit", "true"), ("auto.commit.interval.ms", "20")];
+    let mut consumer = subscribe(&broker, &group, &topic, &extra).await;
+
+    let mut ledger = Ledger::default();
+    let (mut rounds, mut timer_won) = (0u64, 0u64);
+    let check_commits = |ledger: &Ledger, committed: BTreeMap<i32, Option<i64>>| {
+        for (p, offset) in committed {
+            let handed_out = ledger.next(p);
+            assert!(
+                offset.unwrap_or(0) <= handed_out,
+                "partition {p} committed at {offset:?}, handed out to {handed_out}"
+            );
+        }
+    };
+    timeout(Duration::from_secs(120), async {
+        while ledger.total() < RECORDS {
+            rounds += 1;
+            // 0 to 2 ms: often before, sometimes just after the task answers the request.
+            let timer = tokio::time::sleep(Duration::from_micros(rounds % 9 * 250));
+            tokio::select! {
+                polled = consumer.poll(10, Duration::from_secs(10)) => {
+                    let batch = polled.unwrap_or_else(|e| panic!("poll failed: {e}")).expect("a batch within 10 s");
+                    let p = batch.partition.partition;
+                    assert_eq!(batch.records[0].offset, ledger.next(p), "partition {p}: a batch went missing");
+                    ledger.add(&batch, &topic, 10);
+                }
+                _ = timer => timer_won += 1,
+            }
+            if rounds % 50 == 0 {
+                check_commits(&ledger, committed(&consumer, &topic, PARTITIONS).await);
+            }
+        }
+    })
+    .await
+    .expect("every record in time");
+    ledger.assert_exactly_once(&written);
+    check_commits(&ledger, committed(&consumer, &topic, PARTITIONS).await);
+    assert!(timer_won > 0, "the timer dropped some polls ({rounds} rounds)");
+    consumer.close().await.expect("close");
+    assert_eq!(committed_in_group(&cluster, &group, &topic, PARTITIONS).await, at_ends(&ends));
+}
+
+/// A `poll` future dropped after its request went out: whether or not the consumer had
+/// answered it, `close` (with automatic offset storing) commits only the batch the
+/// application received, and the next member of the group starts right after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_commits_no_batch_that_a_dropped_poll_never_returned() {
+    let (broker, cluster, topic) = setup(1).await;
+    produce(&cluster, &topic, 0..100).await;
+    let group = unique_name("dropped-poll-close");
+    let extra = [("enable.auto.commit", "true"), ("auto.commit.interval.ms", "60000")];
+    let mut consumer = subscribe(&broker, &group, &topic, &extra).await;
+    let mut received = poll_ok(&mut consumer, 10, Duration::from_secs(10)).await.expect("a first batch");
+    loop {
+        let mut dropped = Box::pin(consumer.poll(10, Duration::from_secs(10)));
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(dropped.as_mut().poll(cx))).await {
+            // Answered within its first poll: received like any other batch.
+            std::task::Poll::Ready(polled) => received = polled.expect("poll").expect("a batch"),
+            std::task::Poll::Pending => {
+                tokio::time::sleep(Duration::from_millis(300)).await; // the consumer answers meanwhile
+                break;
+            }
+        }
+    }
+    consumer.close().await.expect("close");
+    assert_eq!(
+        committed_in_group(&cluster, &group, &topic, 1).await,
+        BTreeMap::from([(0, Some(received.next_offset()))]),
+        "only the received batch counts as processed"
+    );
+
+    let mut next = subscribe(&broker, &group, &topic, &[]).await;
+    let batch = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(batch) = poll_ok(&mut next, 10, Duration::from_secs(1)).await {
+                break batch;
+            }
+        }
+    })
+    .await
+    .expect("a batch for the next member");
+    assert_eq!(batch.records[0].offset, received.next_offset(), "the next member resumes after the received batch");
+    next.close().await.expect("close");
+}
+
 // ---- 3. stored offsets and auto-commit ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
