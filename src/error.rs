@@ -112,6 +112,9 @@ pub enum Error {
     /// The group member stopped for good (fenced, unauthorized, misconfigured).
     #[error("group member stopped: {0}")]
     Group(#[from] crate::group::GroupError),
+    /// Committed offsets could not be looked up: they are unknown, not absent.
+    #[error("committed offsets unknown: {0}")]
+    OffsetLookup(#[from] crate::group::OffsetLookupFailure),
     /// The application did not poll within `max.poll.interval.ms`; the member left the group
     /// so its partitions could move, and rejoins on the next poll.
     #[error("max.poll.interval.ms ({interval:?}) passed between two polls: the member left the group and rejoins on the next poll")]
@@ -145,6 +148,8 @@ impl Error {
             Error::UnknownPartition { .. } => ErrorAction::RefreshMetadata,
             Error::RetriesExhausted { .. } => ErrorAction::FailRequest,
             Error::Closed(_) | Error::Group(_) => ErrorAction::Fatal,
+            Error::OffsetLookup(failure) if failure.is_retriable() => ErrorAction::Retry,
+            Error::OffsetLookup(_) => ErrorAction::Fatal,
             Error::MaxPollIntervalExceeded { .. } => ErrorAction::Rejoin,
             Error::PartitionFetch { .. } => ErrorAction::FailRequest,
         }

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
-use kgroup::group::{CommitOutcome, GroupConfig, TopicPartition};
-use kgroup::{Cluster, ClusterConfig};
-use kgroup_protocol_tests::coordinator::errors::{NOT_COORDINATOR, REBALANCE_IN_PROGRESS};
+use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, TopicPartition};
+use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
+use kgroup_protocol_tests::coordinator::errors::{
+    COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, REBALANCE_IN_PROGRESS,
+};
 use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Fault, FaultAction, LoggedRequest, Match};
 use kgroup_protocol_tests::server::CoordinatorServer;
 
@@ -61,6 +63,17 @@ async fn member(server: &CoordinatorServer, config: GroupConfig) -> GroupHandle 
     GroupHandle::start(cluster, config, vec![TOPIC.to_owned()], RevokeMode::Automatic).await.expect("member starts")
 }
 
+fn consumer_config(server: &CoordinatorServer) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(server.bootstrap(), GROUP);
+    config.session_timeout = Duration::from_secs(10);
+    config.heartbeat_interval = Duration::from_millis(300);
+    config.max_poll_interval = Duration::from_secs(120);
+    config.rebalance_callback_timeout = Duration::from_secs(60);
+    config.request_timeout = Duration::from_secs(5);
+    config.enable_auto_commit = false;
+    config
+}
+
 /// Polls `probe` every 20 ms until it yields a value, at most [`WAIT`].
 async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -103,6 +116,47 @@ fn position_of(requests: &[LoggedRequest], api: ApiKey) -> Option<usize> {
 fn rendered(requests: &[LoggedRequest]) -> String {
     let lines: Vec<String> = requests.iter().map(|r| format!("{:?}@conn{}", r.api, r.conn.0)).collect();
     lines.join(" ")
+}
+
+/// Issue 13, item 1: COORDINATOR_LOAD_IN_PROGRESS (a coordinator failover) on six lookups in a
+/// row. The partition must start at its committed offset, never at `auto.offset.reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_lookup_that_keeps_failing_starts_at_the_committed_offset() {
+    bounded(async {
+        let server = coordinator(1, Duration::ZERO).await;
+        let first = member(&server, group_config()).await;
+        stable(&first).await;
+        commit(&first, 0, 3).await;
+        first.leave("handing over").await.expect("leave");
+        server
+            .inject(
+                Fault::new(ApiKey::OffsetFetch, FaultAction::Error(COORDINATOR_LOAD_IN_PROGRESS))
+                    .matching(Match::Group(GROUP.into()))
+                    .times(6),
+            )
+            .await;
+        // auto.offset.reset is latest (the default): a reset would skip everything after 3.
+        let consumer = GroupConsumer::subscribe(consumer_config(&server), &[TOPIC]).await.expect("consumer");
+        let consumer = &consumer;
+        let position =
+            eventually("position of t-0", || async move { consumer.position(tp(0)).await.ok().flatten() }).await;
+        assert_eq!(position, 3, "t-0 starts at its committed offset");
+        let lookups = count(&server.requests(GROUP).await, ApiKey::OffsetFetch);
+        assert_eq!(lookups, 7, "six failed lookups, then the answer");
+        // The delay showed: in the member's snapshot, and as one event per failed attempt.
+        let snapshot = consumer.group_state().await.expect("snapshot");
+        assert_eq!(snapshot.counters.offset_lookups_retried, 6);
+        let mut events = consumer.group_events();
+        let mut delays = Vec::new();
+        while let Ok(record) = events.try_recv() {
+            if let GroupEvent::CommittedOffsetsDelayed { partitions, attempts, .. } = record.event {
+                assert_eq!(partitions, vec![tp(0)]);
+                delays.push(attempts);
+            }
+        }
+        assert_eq!(delays, vec![1, 2, 3, 4, 5, 6]);
+    })
+    .await;
 }
 
 /// Issue 13, item 2: an OffsetFetch asked for while the member's JoinGroup is parked (here: its

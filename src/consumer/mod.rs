@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
@@ -24,7 +25,9 @@ use crate::driver::cluster::{Cluster, ClusterConfig};
 use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig, StartPosition};
 use crate::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
 use crate::error::{Error, Result};
-use crate::group::{Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, PartitionCommit, TopicPartition};
+use crate::group::{
+    Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition,
+};
 
 /// Records of one partition, handed out together, with the lease to commit them by.
 #[derive(Debug, Clone)]
@@ -67,7 +70,9 @@ pub trait RebalanceListener: Send + Sync {
 }
 
 type NextReply = oneshot::Sender<Option<Result<Batch>>>;
-type NextAnswer = oneshot::Receiver<Option<Result<Batch>>>;
+
+/// Committed offsets as a lookup answers them (`None`: nothing committed).
+type Committed = Vec<(TopicPartition, Option<i64>)>;
 
 enum Request {
     Next {
@@ -91,12 +96,7 @@ pub struct GroupConsumer {
     group: GroupHandle,
     requests: mpsc::UnboundedSender<Request>,
     stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
-    /// The stream's request for its next batch, outstanding across `poll_next` calls.
-    next: Option<NextAnswer>,
-    /// What the task handed over for a request nobody waits on any more (a `poll` future
-    /// dropped, or timed out, just after the answer came): the next `poll`, the stream or
-    /// `close` takes it.
-    undelivered: Option<Result<Batch>>,
+    next: Option<oneshot::Receiver<Option<Result<Batch>>>>,
     /// Subscribed before the member's task ran, for the first [`group_events`](Self::group_events).
     first_events: Mutex<Option<broadcast::Receiver<GroupEventRecord>>>,
 }
@@ -162,75 +162,52 @@ impl GroupConsumer {
             stored: stored.clone(),
             listener,
             next_auto_commit: Instant::now() + config.auto_commit_interval,
+            starting: BTreeMap::new(),
+            lookups: JoinSet::new(),
+            next_lookup: 0,
         };
         tokio::spawn(task.run(rx));
         group.record_poll();
-        Ok(GroupConsumer {
-            config,
-            group,
-            requests,
-            stored,
-            next: None,
-            undelivered: None,
-            first_events: Mutex::new(Some(first_events)),
-        })
+        Ok(GroupConsumer { config, group, requests, stored, next: None, first_events: Mutex::new(Some(first_events)) })
     }
 
     /// The next batch, waiting at most `timeout`; at most `limit` records.
-    ///
-    /// Cancel-safe: when the future is dropped before it completes (a `tokio::select!` branch
-    /// that lost, an outer timeout), no record is lost and none counts as processed. A batch
-    /// the consumer had already handed over is returned by the next `poll` (or the stream);
-    /// anything later stays buffered for it.
     pub async fn poll(&mut self, limit: usize, timeout: Duration) -> Result<Option<Batch>> {
         let limit = limit.max(1);
-        if let Some(item) = self.take_undelivered(limit)? {
-            return item.map(Some);
+        // A request the stream left outstanding: its batch (sized for the stream) goes back.
+        if let Some(mut rx) = self.next.take() {
+            rx.close();
+            if let Ok(Some(Ok(batch))) = rx.try_recv() {
+                if batch.records.len() <= limit {
+                    return Ok(Some(batch));
+                }
+                self.send(Request::Unread(batch))?;
+            }
         }
-        let (reply, rx) = oneshot::channel();
+        let (reply, mut rx) = oneshot::channel();
         self.send(Request::Next { limit, reply })?;
-        let mut answer = AnswerOrKeep { rx, undelivered: &mut self.undelivered };
-        match tokio::time::timeout(timeout, &mut answer.rx).await {
+        match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(Some(result))) => result.map(Some),
             Ok(Ok(None)) | Ok(Err(_)) => Err(Error::Closed("consumer")),
             Err(_) => {
-                // Nothing arrived in time: an answer sent just before the request was
-                // withdrawn is taken here, anything later stays with the task.
-                drop(answer);
-                self.undelivered.take().transpose()
+                // Nothing arrived in time. Closing the channel makes a later delivery fail, so
+                // the task keeps those records (and errors) for the next call; one sent just
+                // before the close is taken here.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(Some(result)) => result.map(Some),
+                    _ => Ok(None),
+                }
             }
-        }
-    }
-
-    /// An answer no caller received (`undelivered`), or else that of the stream's outstanding
-    /// request, withdrawn. A batch larger than `limit` goes back to the task, in front of the
-    /// records buffered there.
-    fn take_undelivered(&mut self, limit: usize) -> Result<Option<Result<Batch>>> {
-        if self.undelivered.is_none() {
-            if let Some(mut rx) = self.next.take() {
-                self.undelivered = withdraw(&mut rx);
-            }
-        }
-        match self.undelivered.take() {
-            Some(Ok(batch)) if batch.records.len() > limit => {
-                self.send(Request::Unread(batch))?;
-                Ok(None)
-            }
-            item => Ok(item),
         }
     }
 
     /// Commits a processed batch; one outcome per partition.
-    ///
-    /// Cancel safety: the commit is handed to the member when the future is first polled;
-    /// dropping the future after that does not withdraw it (it goes out, and its outcome is
-    /// reported only as a `CommitCompleted` group event).
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<PartitionCommit>> {
         self.group.commit(vec![batch.lease.clone()]).await
     }
 
-    /// Commits leases (several batches, or leases moved to the offsets you choose). Cancel
-    /// safety as [`commit`](Self::commit).
+    /// Commits leases (several batches, or leases moved to the offsets you choose).
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
         self.group.commit(leases).await
     }
@@ -240,13 +217,13 @@ impl GroupConsumer {
         store(&self.stored, batch.lease.clone());
     }
 
-    /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
-    /// the stored offsets are taken and committed whether or not the future is kept.
+    /// Commits the stored offsets now.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
         commit_stored(&self.group, &self.stored).await
     }
 
-    /// The next offset this consumer will hand out for `partition`.
+    /// The next offset this consumer will hand out for `partition`: `None` unless it is owned
+    /// and its start is known (a new partition's committed offset may still be looked up).
     pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Position(partition, reply))?;
@@ -306,17 +283,8 @@ impl GroupConsumer {
     /// and stops every task.
     ///
     /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
-    /// the Java client commits the position of everything `poll` returned); a batch handed
-    /// over for a `poll` future that was dropped never reached the application and does not.
-    ///
-    /// Not cancel-safe: dropping the future part-way stops the consumer where it is, without
-    /// the rest of these steps (stored offsets may stay uncommitted, and a dynamic member's
-    /// partitions move only after its session times out).
-    pub async fn close(mut self) -> Result<()> {
-        if let Some(Ok(batch)) = self.take_undelivered(usize::MAX).ok().flatten() {
-            // Back to the task before it stops, so it is not stored as processed.
-            let _ = self.send(Request::Unread(batch));
-        }
+    /// the Java client commits the position of everything `poll` returned).
+    pub async fn close(self) -> Result<()> {
         // The task stops first, storing the batch the application holds.
         let (reply, rx) = oneshot::channel();
         if self.send(Request::Close(reply)).is_ok() {
@@ -336,17 +304,10 @@ impl GroupConsumer {
 impl futures_core::Stream for GroupConsumer {
     type Item = Result<Batch>;
 
-    /// Cancel-safe: the request for the next batch stays with the consumer between calls, so
-    /// dropping a `next()` future loses nothing; the next call (or `poll`) gets its batch.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.next.is_none() {
-            let limit = self.config.max_poll_records;
-            match self.take_undelivered(limit) {
-                Ok(Some(item)) => return Poll::Ready(Some(item)),
-                Ok(None) => {}
-                Err(_) => return Poll::Ready(None),
-            }
             let (reply, rx) = oneshot::channel();
+            let limit = self.config.max_poll_records;
             if self.send(Request::Next { limit, reply }).is_err() {
                 return Poll::Ready(None);
             }
@@ -361,29 +322,6 @@ impl futures_core::Stream for GroupConsumer {
             }
         }
     }
-}
-
-/// A batch request `poll` waits on. Dropped before its answer was taken (the future was
-/// cancelled, or its timeout passed), it withdraws the request and keeps an answer the task
-/// already sent, so that batch reaches the next caller instead of being lost.
-struct AnswerOrKeep<'a> {
-    rx: NextAnswer,
-    undelivered: &'a mut Option<Result<Batch>>,
-}
-
-impl Drop for AnswerOrKeep<'_> {
-    fn drop(&mut self) {
-        if let Some(item) = withdraw(&mut self.rx) {
-            *self.undelivered = Some(item);
-        }
-    }
-}
-
-/// Withdraws a batch request: after the close the task can no longer answer it (it keeps its
-/// records and errors for the next request), and an answer sent before is returned.
-fn withdraw(rx: &mut NextAnswer) -> Option<Result<Batch>> {
-    rx.close();
-    rx.try_recv().ok().flatten()
 }
 
 fn store(stored: &Mutex<BTreeMap<TopicPartition, Lease>>, lease: Lease) {
@@ -454,6 +392,12 @@ struct ConsumerTask {
     stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
     listener: Option<Arc<dyn RebalanceListener>>,
     next_auto_commit: Instant,
+    /// Newly assigned partitions waiting for their committed offsets, with the lookup that
+    /// starts them: a partition is fetched only from a known committed offset (or
+    /// `auto.offset.reset` when none is committed), never on a failed lookup.
+    starting: BTreeMap<TopicPartition, u64>,
+    lookups: JoinSet<(u64, Result<Committed>)>,
+    next_lookup: u64,
 }
 
 impl ConsumerTask {
@@ -502,6 +446,9 @@ impl ConsumerTask {
                     Some(event) => self.fetched(event),
                     None => return,
                 },
+                Some(Ok((lookup, result))) = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    self.looked_up(lookup, result);
+                }
                 _ = sleep_until(revoke_deadline) => {
                     tracing::warn!("the application kept its batch past the rebalance callback timeout; revoking anyway");
                     self.run_revoke().await;
@@ -551,7 +498,12 @@ impl ConsumerTask {
             Request::Seek(tp, offset) => {
                 self.moved(&tp);
                 self.pending.remove(&tp);
-                self.fetcher.seek(tp, offset);
+                if self.starting.remove(&tp).is_some() {
+                    // The application says where it starts: its lookup no longer matters.
+                    self.start(vec![(tp, StartPosition::Offset(offset))]);
+                } else {
+                    self.fetcher.seek(tp, offset);
+                }
             }
             Request::Pause(partitions) => {
                 let partitions: Vec<TopicPartition> =
@@ -691,21 +643,77 @@ impl ConsumerTask {
         self.fetcher.resume(kept);
         if !added.is_empty() {
             // New partitions start from the committed offset; kept ones keep their position.
-            let starts = match self.group.committed(added.clone()).await {
-                Ok(committed) => committed
-                    .into_iter()
-                    .map(|(tp, offset)| (tp, offset.map_or(StartPosition::Reset, StartPosition::Offset)))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "committed offsets unavailable; using auto.offset.reset");
-                    added.iter().map(|tp| (tp.clone(), StartPosition::Reset)).collect()
-                }
-            };
-            self.fetcher.assign(starts);
+            self.look_up_starts(added);
         }
         if let Some(listener) = &self.listener {
             let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
             let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.assigned(&all)).await;
+        }
+    }
+
+    /// Looks up where `partitions` start; each is fetched once the answer comes
+    /// ([`looked_up`](Self::looked_up)), the task carrying on meanwhile.
+    fn look_up_starts(&mut self, partitions: Vec<TopicPartition>) {
+        self.next_lookup += 1;
+        let lookup = self.next_lookup;
+        for tp in &partitions {
+            self.starting.insert(tp.clone(), lookup);
+        }
+        let group = self.group.clone();
+        self.lookups.spawn(async move { (lookup, group.committed(partitions).await) });
+    }
+
+    /// A lookup answered, for the partitions it still starts (not reassigned or sought since).
+    /// A failed lookup is never "nothing committed": after a retriable failure the partitions
+    /// are looked up again for as long as they stay assigned (as Java does; the member reports
+    /// every failed attempt in its snapshot and events), and a refusal (an authorization error)
+    /// reaches the application.
+    fn looked_up(&mut self, lookup: u64, result: Result<Committed>) {
+        let partitions: Vec<TopicPartition> =
+            self.starting.iter().filter(|(_, l)| **l == lookup).map(|(tp, _)| tp.clone()).collect();
+        if partitions.is_empty() {
+            return;
+        }
+        match result {
+            Ok(committed) => {
+                let starts: Vec<(TopicPartition, StartPosition)> = committed
+                    .into_iter()
+                    .filter(|(tp, _)| partitions.contains(tp))
+                    .map(|(tp, offset)| (tp, offset.map_or(StartPosition::Reset, StartPosition::Offset)))
+                    .collect();
+                for (tp, _) in &starts {
+                    self.starting.remove(tp);
+                }
+                self.start(starts);
+            }
+            Err(Error::OffsetLookup(failure)) if failure.is_retriable() => {
+                tracing::warn!(%failure, partitions = partitions.len(), "committed offsets still unknown; asking again");
+                self.look_up_starts(partitions);
+            }
+            Err(Error::OffsetLookup(failure @ OffsetLookupFailure::Rejected { .. })) => {
+                for tp in &partitions {
+                    self.starting.remove(tp);
+                }
+                tracing::error!(%failure, ?partitions, "committed offsets cannot be looked up; not fetching");
+                self.deliver(Err(Error::OffsetLookup(failure)));
+            }
+            // The member stopped: its fatal error reaches the application.
+            Err(error) => tracing::debug!(%error, "offset lookup ended with the member"),
+        }
+    }
+
+    /// Starts fetching partitions; those the application paused, or in a revoke window, stay
+    /// paused.
+    fn start(&mut self, starts: Vec<(TopicPartition, StartPosition)>) {
+        let held: Vec<TopicPartition> = starts
+            .iter()
+            .map(|(tp, _)| tp)
+            .filter(|tp| self.paused.contains(*tp) || self.revoking.contains(*tp))
+            .cloned()
+            .collect();
+        self.fetcher.assign(starts);
+        if !held.is_empty() {
+            self.fetcher.pause(held);
         }
     }
 
@@ -725,6 +733,7 @@ impl ConsumerTask {
             self.pending.remove(tp);
             self.paused.remove(tp);
             self.revoking.remove(tp);
+            self.starting.remove(tp);
             stored.remove(tp);
         }
     }

@@ -11,19 +11,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use kafka_protocol::messages::ApiKey;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::cluster::Cluster;
 use super::connection::{BrokerLink, Connection};
 use crate::error::{ConfigError, Error, Result};
-use crate::group::events::{CommitId, GroupEvent, OffsetFetchId, PartitionCommit};
+use crate::group::events::{CommitId, GroupEvent, OffsetFetchId, OffsetLookupFailure, PartitionCommit};
 use crate::group::requests::{
     CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
 };
 use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, TopicPartition};
-use crate::protocol::error_code::KafkaCode;
 
 /// A group event with the wall-clock time it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,13 +162,11 @@ impl GroupHandle {
         }
     }
 
-    /// The committed offsets of `partitions` (`None`: nothing committed).
+    /// The committed offsets of `partitions` (`None`: nothing committed). Failed attempts are
+    /// retried until `default.api.timeout.ms` passes; then (or on an authorization error) it is
+    /// [`Error::OffsetLookup`], which never means "nothing committed".
     pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
-        self.ask(|reply| Command::FetchCommitted(partitions, reply)).await?.map_err(|reason| Error::Broker {
-            api: ApiKey::OffsetFetch,
-            code: KafkaCode(-1),
-            context: reason,
-        })
+        Ok(self.ask(|reply| Command::FetchCommitted(partitions, reply)).await??)
     }
 
     /// Closes the revoke window under [`RevokeMode::Manual`].
@@ -212,7 +208,7 @@ struct Driver {
     leaving: Option<oneshot::Sender<()>>,
 }
 
-type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, String>>;
+type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, OffsetLookupFailure>>;
 
 impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -332,9 +328,9 @@ impl Driver {
                     let _ = reply.send(Ok(offsets.clone()));
                 }
             }
-            GroupEvent::CommittedOffsetsFailed { id, reason } => {
+            GroupEvent::CommittedOffsetsFailed { id, failure } => {
                 if let Some(reply) = self.fetches.remove(id) {
-                    let _ = reply.send(Err(reason.clone()));
+                    let _ = reply.send(Err(failure.clone()));
                 }
             }
             GroupEvent::RevokeRequested { .. } if self.revoke == RevokeMode::Automatic => {

@@ -119,6 +119,32 @@ pub struct CommitId(pub u64);
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OffsetFetchId(pub u64);
 
+/// Why an offset lookup ended without offsets. None of these means "nothing committed": the
+/// committed offsets are unknown, and a partition must not start at `auto.offset.reset` on them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum OffsetLookupFailure {
+    /// Retriable failures (a coordinator loading or moving, pending transactional offsets, no
+    /// answer) lasted past `default.api.timeout.ms`: ask again.
+    #[error("no answer within default.api.timeout.ms after {attempts} attempts (last: {last})")]
+    TimedOut { attempts: u32, last: String },
+    /// The coordinator refused the lookup for good (an authorization error): asking again
+    /// cannot help.
+    #[error("OffsetFetch failed with {code}{}", .topic.as_deref().map(|t| format!(" for topic {t}")).unwrap_or_default())]
+    Rejected { code: KafkaCode, topic: Option<String> },
+    /// The member stopped before the lookup was answered.
+    #[error("the group member stopped: {reason}")]
+    MemberStopped { reason: String },
+}
+
+impl OffsetLookupFailure {
+    /// Whether asking again can succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, OffsetLookupFailure::TimedOut { .. })
+    }
+}
+
 /// An owned partition and the first generation of the current ownership streak.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -167,8 +193,17 @@ pub enum GroupEvent {
     CommitCompleted { id: CommitId, results: Vec<PartitionCommit> },
     /// Committed offsets looked up (`None`: nothing committed).
     CommittedOffsets { id: OffsetFetchId, offsets: Vec<(TopicPartition, Option<i64>)> },
-    /// The lookup failed for good.
-    CommittedOffsetsFailed { id: OffsetFetchId, reason: String },
+    /// An attempt of the lookup failed; it goes again after `retry_in_ms` (a failed lookup is
+    /// never read as nothing committed).
+    CommittedOffsetsDelayed {
+        id: OffsetFetchId,
+        partitions: Vec<TopicPartition>,
+        attempts: u32,
+        reason: String,
+        retry_in_ms: u64,
+    },
+    /// The lookup ended without offsets.
+    CommittedOffsetsFailed { id: OffsetFetchId, failure: OffsetLookupFailure },
     /// A response for an older generation arrived and was not applied (T32).
     StaleResponse { api: &'static str, sent: Generation, current: Option<Generation> },
     /// The member left the group.

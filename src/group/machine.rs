@@ -42,7 +42,7 @@ use super::assignor::{
 use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
-use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, TransitionView};
+use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
 use super::types::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
@@ -59,10 +59,10 @@ const NOT_COORDINATOR: i16 = 16;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_INSTANCE_ID: i16 = 82;
-const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 /// Where the member is in the protocol; each variant carries what it waits with.
 #[derive(Debug, Clone)]
@@ -193,8 +193,34 @@ struct CommitJob {
 struct FetchJob {
     id: OffsetFetchId,
     partitions: Vec<TopicPartition>,
+    started: Instant,
     deadline: Instant,
+    /// Attempts that failed so far (no cap: only the deadline ends a lookup).
     attempts: u32,
+    last_error: Option<String>,
+}
+
+/// What an OffsetFetch error, at group or partition level, demands (spec section 10).
+enum LookupReaction {
+    /// Back off and ask the same coordinator again.
+    Retry,
+    /// Find the coordinator again, then ask it.
+    Rediscover,
+    /// Asking again cannot help (an authorization error).
+    Reject,
+}
+
+impl LookupReaction {
+    fn of(code: i16) -> LookupReaction {
+        match code {
+            // COORDINATOR_NOT_AVAILABLE too: Java 3.6 stops on it (KAFKA-17279 fixed that).
+            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => LookupReaction::Rediscover,
+            GROUP_AUTHORIZATION_FAILED | TOPIC_AUTHORIZATION_FAILED => LookupReaction::Reject,
+            // A loading coordinator, pending transactional offsets (UNSTABLE_OFFSET_COMMIT), and
+            // any other code: the committed offset is unknown, never "nothing committed".
+            _ => LookupReaction::Retry,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -453,10 +479,17 @@ impl GroupMachine {
     }
 
     /// Looks up committed offsets; the answer arrives as [`GroupEvent::CommittedOffsets`].
+    ///
+    /// Every failed attempt is retried with a growing backoff (reported as
+    /// [`GroupEvent::CommittedOffsetsDelayed`]) until the answer comes or the commit timeout
+    /// (`default.api.timeout.ms`) passes; only an authorization error ends it sooner. A lookup
+    /// that ends without offsets is [`GroupEvent::CommittedOffsetsFailed`], never "nothing
+    /// committed".
     pub fn fetch_committed(&mut self, partitions: Vec<TopicPartition>, now: Instant) -> OffsetFetchId {
         self.next_id += 1;
         let id = OffsetFetchId(self.next_id);
-        self.fetches.push_back(FetchJob { id, partitions, deadline: now + self.config.commit_timeout, attempts: 0 });
+        let deadline = now + self.config.commit_timeout;
+        self.fetches.push_back(FetchJob { id, partitions, started: now, deadline, attempts: 0, last_error: None });
         self.progress(now);
         id
     }
@@ -612,10 +645,7 @@ impl GroupMachine {
             }
             InFlight::Fetch => {
                 self.fetch_in_flight = None;
-                if let Some(job) = self.fetches.front_mut() {
-                    job.attempts += 1;
-                }
-                self.fetch_retry_at = Some(now + self.config.retry_backoff);
+                self.fetch_attempt_failed(why.to_owned(), now);
             }
         }
     }
@@ -698,6 +728,17 @@ impl GroupMachine {
             })
             .into_iter()
             .collect();
+        let offset_lookups = self
+            .fetches
+            .iter()
+            .map(|job| OffsetLookupView {
+                id: job.id,
+                partitions: job.partitions.clone(),
+                failed_attempts: job.attempts,
+                last_error: job.last_error.clone(),
+                waiting_ms: now.saturating_duration_since(job.started).as_millis() as u64,
+            })
+            .collect();
         let deferred_commits = self
             .commits
             .iter()
@@ -727,6 +768,7 @@ impl GroupMachine {
             assignment: self.assignment(),
             in_flight_commits,
             deferred_commits,
+            offset_lookups,
             last_transition: self.last_transition.as_ref().map(|t| TransitionView {
                 from: t.from,
                 to: t.to,
@@ -909,7 +951,8 @@ impl GroupMachine {
         }
         self.commit_in_flight = None;
         for job in std::mem::take(&mut self.fetches) {
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason: error.to_string() }));
+            let failure = OffsetLookupFailure::MemberStopped { reason: error.to_string() };
+            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
         }
     }
 
@@ -1801,15 +1844,14 @@ impl GroupMachine {
         if self.fetch_in_flight.is_some() {
             return;
         }
-        while let Some(job) = self.fetches.front() {
-            if now < job.deadline && job.attempts < self.config.commit_attempts {
+        while let Some(job) = self.fetches.pop_front() {
+            if now < job.deadline {
+                self.fetches.push_front(job);
                 break;
             }
-            let job = self.fetches.pop_front().expect("front exists");
-            self.events.push_back((
-                now,
-                GroupEvent::CommittedOffsetsFailed { id: job.id, reason: "retries or time exhausted".into() },
-            ));
+            let last = job.last_error.unwrap_or_else(|| "no coordinator to ask".into());
+            let failure = OffsetLookupFailure::TimedOut { attempts: job.attempts, last };
+            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
         }
         if later(self.fetch_retry_at, now) || !self.coordinator_ready() {
             return;
@@ -1880,56 +1922,44 @@ impl GroupMachine {
                     .collect(),
             ),
         };
-        let retry = |machine: &mut Self, coordinator_moved: bool| {
-            if let Some(job) = machine.fetches.front_mut() {
-                job.attempts += 1;
-            }
-            if coordinator_moved {
-                machine.coordinator_lost("OffsetFetch: coordinator moved", now);
-            }
-            machine.fetch_retry_at = Some(now + machine.config.retry_backoff);
-        };
-        match group_code {
-            0 => {}
-            COORDINATOR_LOAD_IN_PROGRESS => return retry(self, false),
-            // COORDINATOR_NOT_AVAILABLE is retried too: Java 3.6 stops on it (KAFKA-17279).
-            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE => return retry(self, true),
-            code => {
-                if let Some(job) = self.fetches.pop_front() {
-                    let reason = format!("OffsetFetch failed with {}", KafkaCode(code));
-                    self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason }));
+        // The group's error, then each partition's: a rejection ends the lookup, anything else
+        // is retried (on a rediscovered coordinator if any code says it moved).
+        let errors = std::iter::once((None, group_code))
+            .chain(partitions.iter().map(|p| (Some(format!("{}-{}", p.0, p.1)), p.3)))
+            .filter(|(_, code)| *code != 0);
+        let mut retry: Option<(bool, String)> = None;
+        for (partition, code) in errors {
+            let reason = match &partition {
+                Some(tp) => format!("OffsetFetch for {tp}: {}", KafkaCode(code)),
+                None => format!("OffsetFetch: {}", KafkaCode(code)),
+            };
+            match LookupReaction::of(code) {
+                LookupReaction::Reject => {
+                    let topic = partition.and_then(|_| partitions.iter().find(|p| p.3 == code).map(|p| p.0.clone()));
+                    return self.reject_fetch(code, topic, now);
                 }
-                if code == GROUP_AUTHORIZATION_FAILED {
-                    self.fail(
-                        GroupError::Rejected {
-                            api: "OffsetFetch",
-                            code: KafkaCode(code),
-                            context: self.config.group_id.clone(),
-                        },
-                        now,
-                    );
+                LookupReaction::Rediscover => retry = Some((true, reason)),
+                LookupReaction::Retry => {
+                    retry.get_or_insert((false, reason));
                 }
-                return;
             }
-        }
-        if partitions.iter().any(|p| p.3 == UNSTABLE_OFFSET_COMMIT || p.3 == COORDINATOR_LOAD_IN_PROGRESS) {
-            return retry(self, false);
         }
         // A requested partition missing from the answer was not looked up, which is not "nothing
         // committed": v0-1 answer a group-level error (a loading coordinator) with no partitions
         // at all (spec §6.7), and reading that as -1 would rewind the partition.
         let answered = |tp: &TopicPartition| partitions.iter().any(|p| p.0 == *tp.topic && p.1 == tp.partition);
-        if self.fetches.front().is_some_and(|job| !job.partitions.iter().all(answered)) {
-            return retry(self, false);
+        if retry.is_none() && self.fetches.front().is_some_and(|job| !job.partitions.iter().all(answered)) {
+            retry = Some((false, "OffsetFetch answered without every partition asked for".into()));
+        }
+        if let Some((rediscover, reason)) = retry {
+            if rediscover {
+                self.coordinator_lost(&reason, now);
+            }
+            return self.fetch_attempt_failed(reason, now);
         }
         let Some(job) = self.fetches.pop_front() else {
             return;
         };
-        if let Some(bad) = partitions.iter().find(|p| p.3 != 0) {
-            let reason = format!("OffsetFetch for {}-{} failed with {}", bad.0, bad.1, KafkaCode(bad.3));
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, reason }));
-            return;
-        }
         let found: BTreeMap<(String, i32), i64> = partitions.into_iter().map(|(t, p, o, _)| ((t, p), o)).collect();
         let offsets = job
             .partitions
@@ -1940,6 +1970,36 @@ impl GroupMachine {
             })
             .collect();
         self.events.push_back((now, GroupEvent::CommittedOffsets { id: job.id, offsets }));
+    }
+
+    /// The lookup's attempt failed: it goes again after a backoff that grows with its failures
+    /// (KIP-580's cap), reported so that the delay shows.
+    fn fetch_attempt_failed(&mut self, reason: String, now: Instant) {
+        let Some(job) = self.fetches.front_mut() else {
+            return;
+        };
+        job.attempts += 1;
+        job.last_error = Some(reason.clone());
+        let (id, partitions, attempts) = (job.id, job.partitions.clone(), job.attempts);
+        let backoff = self.backoff(attempts - 1);
+        self.counters.offset_lookups_retried += 1;
+        self.fetch_retry_at = Some(now + backoff);
+        tracing::info!(lookup = id.0, attempts, %reason, ?backoff, "offset lookup failed; retrying");
+        let retry_in_ms = backoff.as_millis() as u64;
+        self.events.push_back((now, GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms }));
+    }
+
+    /// The lookup cannot succeed; a group authorization error stops the member too (Java throws
+    /// it from `poll`).
+    fn reject_fetch(&mut self, code: i16, topic: Option<String>, now: Instant) {
+        if let Some(job) = self.fetches.pop_front() {
+            let failure = OffsetLookupFailure::Rejected { code: KafkaCode(code), topic };
+            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
+        }
+        if code == GROUP_AUTHORIZATION_FAILED {
+            let context = self.config.group_id.clone();
+            self.fail(GroupError::Rejected { api: "OffsetFetch", code: KafkaCode(code), context }, now);
+        }
     }
 }
 

@@ -16,12 +16,12 @@ pub mod types;
 
 pub use config::GroupConfig;
 pub use events::{
-    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, OwnedPartition, PartitionCommit,
-    RejoinReason,
+    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, OffsetLookupFailure, OwnedPartition,
+    PartitionCommit, RejoinReason,
 };
 pub use machine::GroupMachine;
 pub use requests::{CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId};
-pub use snapshot::{GroupCounters, GroupSnapshot};
+pub use snapshot::{GroupCounters, GroupSnapshot, OffsetLookupView};
 pub use types::{Generation, GenerationId, Lease, MemberId, TopicPartition};
 
 #[cfg(test)]

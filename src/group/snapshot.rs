@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::events::{CommitId, OwnedPartition, RejoinReason};
+use super::events::{CommitId, OffsetFetchId, OwnedPartition, RejoinReason};
 use super::types::{Generation, GenerationId, MemberId, TopicPartition};
 
 /// Counters since the machine was created.
@@ -31,6 +31,8 @@ pub struct GroupCounters {
     pub commits_deferred: u64,
     /// Responses of an older generation that were not applied (T32).
     pub stale_responses: u64,
+    /// Offset lookup attempts that failed and were retried.
+    pub offset_lookups_retried: u64,
 }
 
 /// A commit the machine holds, with the generation it is (or will be) stamped with.
@@ -41,6 +43,19 @@ pub struct CommitView {
     /// `None` while deferred until the next generation is known.
     pub stamped_with: Option<GenerationId>,
     pub partitions: Vec<(TopicPartition, i64)>,
+}
+
+/// An offset lookup the machine holds, retried until it is answered or its deadline passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct OffsetLookupView {
+    pub id: OffsetFetchId,
+    pub partitions: Vec<TopicPartition>,
+    /// Attempts that failed so far.
+    pub failed_attempts: u32,
+    pub last_error: Option<String>,
+    /// How long the lookup has waited for its answer.
+    pub waiting_ms: u64,
 }
 
 /// The last state change.
@@ -70,6 +85,8 @@ pub struct GroupSnapshot {
     pub assignment: Vec<OwnedPartition>,
     pub in_flight_commits: Vec<CommitView>,
     pub deferred_commits: Vec<CommitView>,
+    /// Committed-offset lookups not answered yet (a delay here holds partitions' first fetch).
+    pub offset_lookups: Vec<OffsetLookupView>,
     pub last_transition: Option<TransitionView>,
     pub pending_rejoin: Option<RejoinReason>,
     /// The next timer: its kind and how far away it is.
