@@ -353,8 +353,9 @@ impl Driver {
                 old.close();
             }
             let cluster = self.cluster.clone();
-            self.answers
-                .spawn(async move { Answer { id, on: None, result: find_coordinator(cluster, group_id).await } });
+            self.answers.spawn(async move {
+                Answer { id, on: None, result: find_coordinator(cluster, group_id, timeout).await }
+            });
             return;
         }
         let Some(conn) = self.coordinator.clone() else {
@@ -408,13 +409,22 @@ fn failure_of(error: &Error) -> RequestFailure {
     }
 }
 
-/// One FindCoordinator attempt, then a dedicated connection to the coordinator.
-async fn find_coordinator(cluster: Cluster, group_id: String) -> std::result::Result<Answered, RequestFailure> {
-    let info = cluster.find_coordinator_once(&group_id).await.map_err(|e| failure_of(&e))?;
-    let link = BrokerLink::new(info.addr(), Arc::new(cluster.config().connection.clone()));
-    let conn = link.connection().await.map_err(|e| failure_of(&e))?;
-    let versions = conn.versions().clone();
-    Ok(Answered::Coordinator(CoordinatorFound { node_id: info.node_id, versions }, conn))
+/// One FindCoordinator attempt, then a dedicated connection to the coordinator, all within
+/// `timeout` (the request's): reaching a broker, the lookup, and connecting to the coordinator
+/// (which may accept and never answer) together, so the machine retries after its backoff.
+async fn find_coordinator(
+    cluster: Cluster,
+    group_id: String,
+    timeout: Duration,
+) -> std::result::Result<Answered, RequestFailure> {
+    let lookup = async {
+        let info = cluster.find_coordinator_once(&group_id).await.map_err(|e| failure_of(&e))?;
+        let link = BrokerLink::new(info.addr(), Arc::new(cluster.config().connection.clone()));
+        let conn = link.connection().await.map_err(|e| failure_of(&e))?;
+        let versions = conn.versions().clone();
+        Ok(Answered::Coordinator(CoordinatorFound { node_id: info.node_id, versions }, conn))
+    };
+    tokio::time::timeout(timeout, lookup).await.unwrap_or(Err(RequestFailure::TimedOut))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
