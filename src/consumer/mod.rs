@@ -73,6 +73,7 @@ type NextReply = oneshot::Sender<Option<Result<Batch>>>;
 
 /// Committed offsets as a lookup answers them (`None`: nothing committed).
 type Committed = Vec<(TopicPartition, Option<i64>)>;
+type NextAnswer = oneshot::Receiver<Option<Result<Batch>>>;
 
 enum Request {
     Next {
@@ -96,7 +97,12 @@ pub struct GroupConsumer {
     group: GroupHandle,
     requests: mpsc::UnboundedSender<Request>,
     stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
-    next: Option<oneshot::Receiver<Option<Result<Batch>>>>,
+    /// The stream's request for its next batch, outstanding across `poll_next` calls.
+    next: Option<NextAnswer>,
+    /// What the task handed over for a request nobody waits on any more (a `poll` future
+    /// dropped, or timed out, just after the answer came): the next `poll`, the stream or
+    /// `close` takes it.
+    undelivered: Option<Result<Batch>>,
     /// Subscribed before the member's task ran, for the first [`group_events`](Self::group_events).
     first_events: Mutex<Option<broadcast::Receiver<GroupEventRecord>>>,
 }
@@ -168,46 +174,72 @@ impl GroupConsumer {
         };
         tokio::spawn(task.run(rx));
         group.record_poll();
-        Ok(GroupConsumer { config, group, requests, stored, next: None, first_events: Mutex::new(Some(first_events)) })
+        Ok(GroupConsumer {
+            config,
+            group,
+            requests,
+            stored,
+            next: None,
+            undelivered: None,
+            first_events: Mutex::new(Some(first_events)),
+        })
     }
 
     /// The next batch, waiting at most `timeout`; at most `limit` records.
+    ///
+    /// Cancel-safe: when the future is dropped before it completes (a `tokio::select!` branch
+    /// that lost, an outer timeout), no record is lost and none counts as processed. A batch
+    /// the consumer had already handed over is returned by the next `poll` (or the stream);
+    /// anything later stays buffered for it.
     pub async fn poll(&mut self, limit: usize, timeout: Duration) -> Result<Option<Batch>> {
         let limit = limit.max(1);
-        // A request the stream left outstanding: its batch (sized for the stream) goes back.
-        if let Some(mut rx) = self.next.take() {
-            rx.close();
-            if let Ok(Some(Ok(batch))) = rx.try_recv() {
-                if batch.records.len() <= limit {
-                    return Ok(Some(batch));
-                }
-                self.send(Request::Unread(batch))?;
-            }
+        if let Some(item) = self.take_undelivered(limit)? {
+            return item.map(Some);
         }
-        let (reply, mut rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.send(Request::Next { limit, reply })?;
-        match tokio::time::timeout(timeout, &mut rx).await {
+        let mut answer = AnswerOrKeep { rx, undelivered: &mut self.undelivered };
+        match tokio::time::timeout(timeout, &mut answer.rx).await {
             Ok(Ok(Some(result))) => result.map(Some),
             Ok(Ok(None)) | Ok(Err(_)) => Err(Error::Closed("consumer")),
             Err(_) => {
-                // Nothing arrived in time. Closing the channel makes a later delivery fail, so
-                // the task keeps those records (and errors) for the next call; one sent just
-                // before the close is taken here.
-                rx.close();
-                match rx.try_recv() {
-                    Ok(Some(result)) => result.map(Some),
-                    _ => Ok(None),
-                }
+                // Nothing arrived in time: an answer sent just before the request was
+                // withdrawn is taken here, anything later stays with the task.
+                drop(answer);
+                self.undelivered.take().transpose()
             }
+        }
+    }
+
+    /// An answer no caller received (`undelivered`), or else that of the stream's outstanding
+    /// request, withdrawn. A batch larger than `limit` goes back to the task, in front of the
+    /// records buffered there.
+    fn take_undelivered(&mut self, limit: usize) -> Result<Option<Result<Batch>>> {
+        if self.undelivered.is_none() {
+            if let Some(mut rx) = self.next.take() {
+                self.undelivered = withdraw(&mut rx);
+            }
+        }
+        match self.undelivered.take() {
+            Some(Ok(batch)) if batch.records.len() > limit => {
+                self.send(Request::Unread(batch))?;
+                Ok(None)
+            }
+            item => Ok(item),
         }
     }
 
     /// Commits a processed batch; one outcome per partition.
+    ///
+    /// Cancel safety: the commit is handed to the member when the future is first polled;
+    /// dropping the future after that does not withdraw it (it goes out, and its outcome is
+    /// reported only as a `CommitCompleted` group event).
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<PartitionCommit>> {
         self.group.commit(vec![batch.lease.clone()]).await
     }
 
-    /// Commits leases (several batches, or leases moved to the offsets you choose).
+    /// Commits leases (several batches, or leases moved to the offsets you choose). Cancel
+    /// safety as [`commit`](Self::commit).
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
         self.group.commit(leases).await
     }
@@ -217,7 +249,8 @@ impl GroupConsumer {
         store(&self.stored, batch.lease.clone());
     }
 
-    /// Commits the stored offsets now.
+    /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
+    /// the stored offsets are taken and committed whether or not the future is kept.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
         commit_stored(&self.group, &self.stored).await
     }
@@ -283,8 +316,17 @@ impl GroupConsumer {
     /// and stops every task.
     ///
     /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
-    /// the Java client commits the position of everything `poll` returned).
-    pub async fn close(self) -> Result<()> {
+    /// the Java client commits the position of everything `poll` returned); a batch handed
+    /// over for a `poll` future that was dropped never reached the application and does not.
+    ///
+    /// Not cancel-safe: dropping the future part-way stops the consumer where it is, without
+    /// the rest of these steps (stored offsets may stay uncommitted, and a dynamic member's
+    /// partitions move only after its session times out).
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(Ok(batch)) = self.take_undelivered(usize::MAX).ok().flatten() {
+            // Back to the task before it stops, so it is not stored as processed.
+            let _ = self.send(Request::Unread(batch));
+        }
         // The task stops first, storing the batch the application holds.
         let (reply, rx) = oneshot::channel();
         if self.send(Request::Close(reply)).is_ok() {
@@ -304,10 +346,17 @@ impl GroupConsumer {
 impl futures_core::Stream for GroupConsumer {
     type Item = Result<Batch>;
 
+    /// Cancel-safe: the request for the next batch stays with the consumer between calls, so
+    /// dropping a `next()` future loses nothing; the next call (or `poll`) gets its batch.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.next.is_none() {
-            let (reply, rx) = oneshot::channel();
             let limit = self.config.max_poll_records;
+            match self.take_undelivered(limit) {
+                Ok(Some(item)) => return Poll::Ready(Some(item)),
+                Ok(None) => {}
+                Err(_) => return Poll::Ready(None),
+            }
+            let (reply, rx) = oneshot::channel();
             if self.send(Request::Next { limit, reply }).is_err() {
                 return Poll::Ready(None);
             }
@@ -322,6 +371,29 @@ impl futures_core::Stream for GroupConsumer {
             }
         }
     }
+}
+
+/// A batch request `poll` waits on. Dropped before its answer was taken (the future was
+/// cancelled, or its timeout passed), it withdraws the request and keeps an answer the task
+/// already sent, so that batch reaches the next caller instead of being lost.
+struct AnswerOrKeep<'a> {
+    rx: NextAnswer,
+    undelivered: &'a mut Option<Result<Batch>>,
+}
+
+impl Drop for AnswerOrKeep<'_> {
+    fn drop(&mut self) {
+        if let Some(item) = withdraw(&mut self.rx) {
+            *self.undelivered = Some(item);
+        }
+    }
+}
+
+/// Withdraws a batch request: after the close the task can no longer answer it (it keeps its
+/// records and errors for the next request), and an answer sent before is returned.
+fn withdraw(rx: &mut NextAnswer) -> Option<Result<Batch>> {
+    rx.close();
+    rx.try_recv().ok().flatten()
 }
 
 fn store(stored: &Mutex<BTreeMap<TopicPartition, Lease>>, lease: Lease) {
