@@ -1090,6 +1090,11 @@ mod static_members {
                                 node.m.handle_coordinator_found(self.now, r.id, found);
                                 continue;
                             }
+                            GroupRequest::Metadata { topics } => {
+                                let counts = topics.into_iter().filter(|t| t == "t").map(|t| (t, 6)).collect();
+                                node.m.handle_metadata(self.now, r.id, counts);
+                                continue;
+                            }
                             GroupRequest::JoinGroup(mut j) => {
                                 if !j.member_id.is_empty() {
                                     if let Some(instance) = node.rewrite_instance.take() {

@@ -66,6 +66,9 @@ pub struct ConsumerConfig {
     pub retry_backoff_max: Duration,
     /// `default.api.timeout.ms` (default 60000): how long a commit may wait.
     pub commit_timeout: Duration,
+    /// `metadata.max.age.ms` (default 300000): how often partition counts are refreshed, so
+    /// that partitions and topics added later are assigned.
+    pub metadata_max_age: Duration,
     /// How long the rebalance listener may take per callback (default: half of
     /// `max.poll.interval.ms`, below the rebalance timeout).
     pub rebalance_callback_timeout: Duration,
@@ -98,6 +101,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "retry.backoff.ms",
     "retry.backoff.max.ms",
     "default.api.timeout.ms",
+    "metadata.max.age.ms",
 ];
 
 impl ConsumerConfig {
@@ -127,6 +131,7 @@ impl ConsumerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             commit_timeout: Duration::from_secs(60),
+            metadata_max_age: Duration::from_secs(300),
             rebalance_callback_timeout: Duration::from_secs(150),
             security: SecurityConfig::default(),
         }
@@ -187,6 +192,7 @@ impl ConsumerConfig {
                 "request.timeout.ms" => config.request_timeout = millis(key, value)?,
                 "retry.backoff.ms" => config.retry_backoff = millis(key, value)?,
                 "retry.backoff.max.ms" => config.retry_backoff_max = millis(key, value)?,
+                "metadata.max.age.ms" => config.metadata_max_age = millis(key, value)?,
                 "default.api.timeout.ms" => config.commit_timeout = millis(key, value)?,
                 _ => unreachable!("every known key has an arm"),
             }
@@ -240,6 +246,7 @@ impl ConsumerConfig {
         group.retry_backoff_max = self.retry_backoff_max;
         group.request_timeout = self.request_timeout;
         group.commit_timeout = self.commit_timeout;
+        group.metadata_max_age = self.metadata_max_age;
         group.revoke_timeout =
             self.rebalance_callback_timeout.min(self.max_poll_interval.saturating_sub(Duration::from_millis(1)));
         group.assignors = self.assignment_strategy.iter().filter_map(|n| self.assignor(n)).collect();

@@ -5,12 +5,13 @@
 //! long-polling on the same broker never delay a heartbeat or a commit, and requests leave in
 //! the order the machine emits them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use kafka_protocol::ResponseError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -22,6 +23,7 @@ use crate::group::requests::{
     CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
 };
 use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, TopicPartition};
+use crate::protocol::error_code::ErrorAction;
 
 /// A group event with the wall-clock time it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +64,7 @@ struct Answer {
 enum Answered {
     Response(GroupResponse),
     Coordinator(CoordinatorFound, Connection),
+    PartitionCounts(BTreeMap<String, i32>),
 }
 
 /// A handle on a running group member. Dropping every handle stops the member without a
@@ -286,6 +289,7 @@ impl Driver {
                 self.coordinator = Some(conn);
                 self.machine.handle_coordinator_found(now, id, found);
             }
+            Ok(Answered::PartitionCounts(counts)) => self.machine.handle_metadata(now, id, counts),
             Err(failure) => {
                 if let (RequestFailure::Network(_) | RequestFailure::TimedOut, Some(conn)) = (&failure, on) {
                     // As the Java client does: a request that timed out poisons its connection,
@@ -358,6 +362,13 @@ impl Driver {
             });
             return;
         }
+        if let GroupRequest::Metadata { topics } = body {
+            let cluster = self.cluster.clone();
+            self.answers.spawn(async move {
+                Answer { id, on: None, result: partition_counts(cluster, topics, timeout).await }
+            });
+            return;
+        }
         let Some(conn) = self.coordinator.clone() else {
             let result = Err(RequestFailure::Network("no coordinator connection".into()));
             self.answers.spawn(async move { Answer { id, on: None, result } });
@@ -384,8 +395,8 @@ fn start(
         GroupRequest::LeaveGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::LeaveGroup),
         GroupRequest::OffsetCommit(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetCommit),
         GroupRequest::OffsetFetch(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetFetch),
-        GroupRequest::FindCoordinator { .. } => {
-            Err(RequestFailure::Malformed("FindCoordinator goes to any broker, not the coordinator".into()))
+        GroupRequest::FindCoordinator { .. } | GroupRequest::Metadata { .. } => {
+            Err(RequestFailure::Malformed(format!("{} goes to any broker, not the coordinator", body.api_name())))
         }
     }
 }
@@ -425,6 +436,38 @@ async fn find_coordinator(
         Ok(Answered::Coordinator(CoordinatorFound { node_id: info.node_id, versions }, conn))
     };
     tokio::time::timeout(timeout, lookup).await.unwrap_or(Err(RequestFailure::TimedOut))
+}
+
+/// The partition counts of those of `topics` that exist, from any broker, within `timeout`.
+/// A topic the broker reports with a transient error (LEADER_NOT_AVAILABLE while it is being
+/// created, ...) fails the request, so the machine keeps the counts it knows and asks again;
+/// one it does not know or may not describe is left out: it has no partitions to assign.
+async fn partition_counts(
+    cluster: Cluster,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> std::result::Result<Answered, RequestFailure> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let metadata = tokio::time::timeout(timeout, cluster.refresh_metadata(Some(&names)))
+        .await
+        .map_err(|_| RequestFailure::TimedOut)?
+        .map_err(|e| failure_of(&e))?;
+    let mut counts = BTreeMap::new();
+    for topic in &topics {
+        let Some(info) = metadata.topics.get(topic) else { continue };
+        let transient = matches!(info.error.action(), Some(ErrorAction::Retry | ErrorAction::RefreshMetadata));
+        let unknown = info.error.as_response_error() == Some(ResponseError::UnknownTopicOrPartition);
+        if unknown || (info.error.is_error() && !transient) {
+            continue;
+        }
+        if info.error.is_error() {
+            return Err(RequestFailure::Broker(info.error));
+        }
+        if let Ok(count) = i32::try_from(info.partitions.len()) {
+            counts.insert(topic.clone(), count);
+        }
+    }
+    Ok(Answered::PartitionCounts(counts))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -36,6 +36,10 @@ pub struct GroupConfig {
     pub revoke_timeout: Duration,
     /// Assignors in preference order (`partition.assignment.strategy`).
     pub assignors: Vec<Arc<dyn Assignor>>,
+    /// `metadata.max.age.ms` (default 5 min): how often a member of a generation refreshes the
+    /// partition counts of the topics it assigns (the leader: every member's subscription), so
+    /// that partitions and topics added later are assigned.
+    pub metadata_max_age: Duration,
 }
 
 impl GroupConfig {
@@ -53,6 +57,7 @@ impl GroupConfig {
             commit_attempts: 5,
             revoke_timeout: Duration::from_secs(150),
             assignors: vec![Arc::new(RangeAssignor)],
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 
@@ -93,6 +98,7 @@ impl GroupConfig {
             ("session.timeout.ms", self.session_timeout),
             ("max.poll.interval.ms", self.rebalance_timeout),
             ("request.timeout.ms", self.request_timeout),
+            ("metadata.max.age.ms", self.metadata_max_age),
         ] {
             if d.is_zero() || d.as_millis() > i32::MAX as u128 {
                 return Err(invalid(key, d.as_millis().to_string(), "must be between 1 ms and i32::MAX ms"));

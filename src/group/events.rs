@@ -26,6 +26,9 @@ pub enum RejoinReason {
     /// A cooperative SyncGroup took partitions away: they can go to their new owner only in a
     /// later generation (KIP-429's second round).
     PartitionsRevoked,
+    /// The partition counts of the group's topics changed since this member, the leader,
+    /// assigned them (a topic or partitions were added, or a topic deleted).
+    PartitionCountsChanged,
     /// A retriable failure during join or sync.
     Retry(String),
 }
@@ -40,6 +43,7 @@ impl fmt::Display for RejoinReason {
             RejoinReason::UnknownMember => write!(f, "member id unknown to the coordinator"),
             RejoinReason::SubscriptionChanged => write!(f, "subscription changed"),
             RejoinReason::PartitionsRevoked => write!(f, "partitions revoked, second round (KIP-429)"),
+            RejoinReason::PartitionCountsChanged => write!(f, "partition counts of the group's topics changed"),
             RejoinReason::Retry(why) => write!(f, "retry after {why}"),
         }
     }

@@ -241,6 +241,18 @@ pub struct GroupMachine {
     config: GroupConfig,
     subscription: Vec<String>,
     partition_counts: BTreeMap<String, i32>,
+    /// The partition counts the last assignment this member led was made with, for every topic
+    /// some member subscribed to (`None`: not in metadata). Fresh counts that differ make the
+    /// leader rejoin (Java's ConsumerCoordinator metadata snapshot check).
+    led_with: Option<BTreeMap<String, Option<i32>>>,
+    /// The Metadata request in flight and its topics. It goes to any broker, so the
+    /// coordinator connection's gate and losses do not apply to it.
+    metadata_request: Option<(RequestId, Vec<String>)>,
+    /// A JoinGroup answer that made this member leader, held until the partition counts of the
+    /// subscribed topics it did not know are answered (or cannot be).
+    leader_join: Option<(RequestId, JoinGroupResponse)>,
+    /// When a member of a generation refreshes partition counts next (`metadata.max.age.ms`).
+    metadata_refresh_at: Option<Instant>,
     state: State,
     coordinator: CoordinatorState,
     coordinator_attempts: u32,
@@ -291,6 +303,10 @@ impl GroupMachine {
             config,
             subscription,
             partition_counts: BTreeMap::new(),
+            led_with: None,
+            metadata_request: None,
+            leader_join: None,
+            metadata_refresh_at: None,
             state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
             coordinator: CoordinatorState::Unknown,
             coordinator_attempts: 0,
@@ -370,6 +386,9 @@ impl GroupMachine {
             push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
         }
         push("max-poll-interval", self.poll_deadline);
+        if self.metadata_request.is_none() && matches!(self.state, State::Stable { .. }) {
+            push("metadata-refresh", self.metadata_refresh_at);
+        }
         if let State::Revoking { deadline, .. } = &self.state {
             push("revoke-deadline", Some(*deadline));
         }
@@ -567,9 +586,43 @@ impl GroupMachine {
         self.progress(now);
     }
 
+    /// Partition counts arrived for the Metadata request `id`; a topic it asked for that is not
+    /// in `counts` does not exist. A leader that waited for them assigns now, and one whose
+    /// last assignment used other counts rejoins, so partitions and topics added later are
+    /// assigned (Java's metadata snapshot check).
+    pub fn handle_metadata(&mut self, now: Instant, id: RequestId, counts: BTreeMap<String, i32>) {
+        let _span = self.span().entered();
+        let Some((_, topics)) = self.metadata_request.take_if(|(asked, _)| *asked == id) else {
+            return;
+        };
+        for topic in topics {
+            match counts.get(&topic) {
+                Some(&count) => self.partition_counts.insert(topic, count),
+                None => self.partition_counts.remove(&topic),
+            };
+        }
+        self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
+        self.resume_leader_join(now);
+        let changed = self
+            .led_with
+            .as_ref()
+            .is_some_and(|led| led.iter().any(|(topic, count)| self.partition_counts.get(topic) != count.as_ref()));
+        if changed {
+            tracing::info!("partition counts of the group's topics changed since this member assigned them");
+            self.request_rejoin(RejoinReason::PartitionCountsChanged, now);
+        }
+        self.progress(now);
+    }
+
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
         let _span = self.span().entered();
+        if self.metadata_request.take_if(|(asked, _)| *asked == id).is_some() {
+            tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
+            self.metadata_refresh_at = Some(now + self.config.retry_backoff_max);
+            self.resume_leader_join(now);
+            return self.progress(now);
+        }
         let Some(kind) = self.in_flight.remove(&id) else {
             // Given up with its connection already (see `coordinator_lost`).
             return;
@@ -918,6 +971,7 @@ impl GroupMachine {
             }
         }
         self.drive_heartbeat(now);
+        self.drive_metadata_refresh(now);
         self.drive_commits(now);
         self.drive_fetches(now);
     }
@@ -1127,7 +1181,7 @@ impl GroupMachine {
         };
         let code = r.error_code;
         match code {
-            0 => self.joined(now, r),
+            0 => self.joined(now, r, false),
             MEMBER_ID_REQUIRED => {
                 // KIP-394: keep the id and send the second join at once; never repeat an
                 // empty-id join (it would leave an orphan pending member, T14).
@@ -1177,7 +1231,8 @@ impl GroupMachine {
         GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
     }
 
-    fn joined(&mut self, now: Instant, r: JoinGroupResponse) {
+    /// `counts_asked`: the partition counts this join's leader lacked were asked for already.
+    fn joined(&mut self, now: Instant, r: JoinGroupResponse, counts_asked: bool) {
         if let Some(protocol_type) = &r.protocol_type {
             if protocol_type.as_str() != PROTOCOL_TYPE {
                 return self.fail(
@@ -1209,6 +1264,21 @@ impl GroupMachine {
                     }),
                 })
                 .collect();
+            let topics: BTreeSet<String> = members.iter().flat_map(|m| m.subscription.topics.iter().cloned()).collect();
+            let unknown: Vec<String> =
+                topics.iter().filter(|t| !self.partition_counts.contains_key(*t)).cloned().collect();
+            if let (false, false, State::AwaitingJoin { join: Some(join), .. }) =
+                (unknown.is_empty(), counts_asked, &self.state)
+            {
+                tracing::info!(topics = ?unknown, "leading the assignment: asking for partition counts first");
+                self.leader_join = Some((*join, r));
+                // The broker drops a member that neither syncs nor heartbeats within its session
+                // timeout of the join: half of it is left for the SyncGroup.
+                let timeout = self.config.request_timeout.min(self.config.session_timeout / 2);
+                self.request_metadata(unknown, timeout);
+                return;
+            }
+            self.led_with = Some(topics.iter().map(|t| (t.clone(), self.partition_counts.get(t).copied())).collect());
             let mut plan = assignor.assign(&members, &self.partition_counts);
             if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
                 // KIP-429: a partition moving to another member is left out of this generation
@@ -1226,6 +1296,7 @@ impl GroupMachine {
                 })
                 .collect()
         } else {
+            self.led_with = None;
             Vec::new()
         };
         let Some(version) = self.version(ApiKey::SyncGroup, now) else {
@@ -1411,6 +1482,42 @@ impl GroupMachine {
         tracing::debug!(api, %sent, current = ?current, "response of an older generation not applied");
         self.counters.stale_responses += 1;
         self.events.push_back((now, GroupEvent::StaleResponse { api, sent, current }));
+    }
+
+    /// A member of a generation refreshes, every `metadata.max.age.ms`, the partition counts it
+    /// assigns or would assign as leader: of every member's subscription when it led the last
+    /// assignment, else of its own.
+    fn drive_metadata_refresh(&mut self, now: Instant) {
+        if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
+            return;
+        }
+        let Some(at) = self.metadata_refresh_at else {
+            self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
+            return;
+        };
+        if at <= now {
+            let topics = match &self.led_with {
+                Some(led) => led.keys().cloned().collect(),
+                None => self.subscription.clone(),
+            };
+            self.request_metadata(topics, self.config.request_timeout);
+        }
+    }
+
+    fn request_metadata(&mut self, topics: Vec<String>, timeout: Duration) {
+        let id = self.next_request_id();
+        self.metadata_request = Some((id, topics.clone()));
+        self.outbox.push_back(OutgoingRequest { id, version: 0, timeout, body: GroupRequest::Metadata { topics } });
+    }
+
+    /// Assigns with the JoinGroup answer held for partition counts, unless the member has
+    /// moved on since (a rejoin, leaving).
+    fn resume_leader_join(&mut self, now: Instant) {
+        if let Some((join, r)) = self.leader_join.take() {
+            if matches!(self.state, State::AwaitingJoin { join: Some(j), .. } if j == join) {
+                self.joined(now, r, true);
+            }
+        }
     }
 
     fn drive_heartbeat(&mut self, now: Instant) {
@@ -1986,7 +2093,8 @@ impl GroupMachine {
         self.fetch_retry_at = Some(now + backoff);
         tracing::info!(lookup = id.0, attempts, %reason, ?backoff, "offset lookup failed; retrying");
         let retry_in_ms = backoff.as_millis() as u64;
-        self.events.push_back((now, GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms }));
+        self.events
+            .push_back((now, GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms }));
     }
 
     /// The lookup cannot succeed; a group authorization error stops the member too (Java throws

@@ -24,6 +24,13 @@ pub enum GroupRequest {
     FindCoordinator {
         group_id: String,
     },
+    /// Partition counts of `topics`, from any broker's metadata; answer with
+    /// [`super::GroupMachine::handle_metadata`]. The leader needs them for every topic some
+    /// member subscribes to, and a member of a generation refreshes them every
+    /// `metadata.max.age.ms`.
+    Metadata {
+        topics: Vec<String>,
+    },
     JoinGroup(JoinGroupRequest),
     SyncGroup(SyncGroupRequest),
     Heartbeat(HeartbeatRequest),
@@ -36,6 +43,7 @@ impl GroupRequest {
     pub fn api_name(&self) -> &'static str {
         match self {
             GroupRequest::FindCoordinator { .. } => "FindCoordinator",
+            GroupRequest::Metadata { .. } => "Metadata",
             GroupRequest::JoinGroup(_) => "JoinGroup",
             GroupRequest::SyncGroup(_) => "SyncGroup",
             GroupRequest::Heartbeat(_) => "Heartbeat",
@@ -46,8 +54,8 @@ impl GroupRequest {
     }
 }
 
-/// One request to send. All but FindCoordinator go to the current coordinator, in the order
-/// they are polled, on one connection.
+/// One request to send. All but FindCoordinator and Metadata go to the current coordinator, in
+/// the order they are polled, on one connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutgoingRequest {
     pub id: RequestId,

@@ -918,6 +918,12 @@ impl Sim {
                 self.schedule(at, Ev::Found { member: i, id });
                 return;
             }
+            GroupRequest::Metadata { topics } => {
+                // Partition counts never change in the simulation: answered at once.
+                let counts = topics.into_iter().filter(|t| t == TOPIC).map(|t| (t, self.cfg.partitions)).collect();
+                self.members[i].machine.handle_metadata(self.now, id, counts);
+                return;
+            }
             GroupRequest::JoinGroup(r) => RequestKind::JoinGroup(r),
             GroupRequest::SyncGroup(r) => RequestKind::SyncGroup(r),
             GroupRequest::Heartbeat(r) => RequestKind::Heartbeat(r),
