@@ -17,7 +17,7 @@ use kgroup::embedded::BrokerOptions;
 use kgroup::error::NetworkError;
 use kgroup::producer::partitioner::partition_for_key;
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
-use kgroup::{Cluster, Error};
+use kgroup::{Cluster, ClusterConfig, Error};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 
 #[derive(Clone, Default)]
@@ -295,4 +295,39 @@ async fn broker_death_fails_every_in_flight_request_with_one_cause_then_reconnec
     let conn = reconnected.expect("the link reconnects without a restart of the process");
     assert!(!conn.is_broken());
     conn.version(ApiKey::Metadata).expect("negotiated again");
+}
+
+/// One unreachable broker does not stall the client (issue 13, item 6). The first entry of
+/// `bootstrap.servers` accepts connections and never answers, and connection and request
+/// timeouts are an hour: a lookup that waited for that broker would not finish within the
+/// test's bound. Lookups run concurrently too, while an attempt on the silent broker may still
+/// be under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_accepts_and_never_answers_does_not_stall_lookups() {
+    init_tracing();
+    let broker = TestBroker::start().await;
+    // Never accepted by the test: the kernel completes each connection, nobody ever answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_addr = silent.local_addr().expect("address");
+    let bootstrap = format!("{silent_addr},{}", broker.bootstrap());
+    let mut config = ClusterConfig::from_bootstrap_servers(&bootstrap).expect("bootstrap list");
+    config.connection.connect_timeout = Duration::from_secs(3600);
+    config.connection.request_timeout = Duration::from_secs(3600);
+    let topic = unique_name("silent-peer");
+    let lookups = async {
+        let cluster = Cluster::connect(config).await.expect("connect through the broker that answers");
+        cluster.create_topic(&topic, 2, 1).await.expect("create topic");
+        let topics = [topic.as_str()];
+        let (coordinator, metadata, again) = tokio::join!(
+            cluster.find_coordinator_once("silent-peer-group"),
+            cluster.refresh_metadata(Some(&topics)),
+            cluster.any_connection(),
+        );
+        coordinator.expect("coordinator lookup");
+        assert_eq!(metadata.expect("metadata").partition_count(&topic), Some(2));
+        assert_ne!(again.expect("a connection").addr(), silent_addr.to_string());
+    };
+    tokio::time::timeout(Duration::from_secs(60), lookups)
+        .await
+        .expect("lookups finish although one bootstrap broker never answers");
 }

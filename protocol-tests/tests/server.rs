@@ -15,10 +15,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kgroup::driver::cluster::{BrokerInfo, CoordinatorInfo};
 use kgroup::driver::connection::{Connection, ConnectionConfig};
+use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::error::DisconnectCause;
+use kgroup::group::GroupConfig;
 use kgroup::{Cluster, ClusterConfig, Error, NetworkError};
 use kgroup_protocol_tests::coordinator::errors::*;
-use kgroup_protocol_tests::coordinator::{ConnId, CoordinatorConfig, Fault, FaultAction};
+use kgroup_protocol_tests::coordinator::{ConnId, CoordinatorConfig, Fault, FaultAction, Node};
 use kgroup_protocol_tests::server::CoordinatorServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -333,6 +335,40 @@ async fn dropping_the_server_closes_its_connections_and_listener() {
         let err = conn.send_at(&heartbeat(1, "m"), 4, RT).await.unwrap_err();
         assert!(matches!(err, Error::Network(NetworkError::Disconnected { .. })), "{err:?}");
         assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+    })
+    .await;
+}
+
+/// FindCoordinator has an overall bound (issue 13, item 6): the coordinator it names accepts
+/// connections and never answers, and connection timeouts are an hour, so only the lookup's
+/// own request timeout (500 ms) ends the attempt; the member then looks the coordinator up
+/// again, and joins once this server coordinates.
+#[tokio::test]
+async fn a_coordinator_that_never_answers_ends_the_lookup_at_its_request_timeout() {
+    bounded(async {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config();
+        let port = i32::from(silent.local_addr().unwrap().port());
+        config.coordinator = Some(Node { id: 1, host: "127.0.0.1".to_owned(), port });
+        let server = CoordinatorServer::start(config).await.unwrap();
+        let mut cluster = ClusterConfig::new([server.bootstrap()]);
+        cluster.connection.connect_timeout = Duration::from_secs(3600);
+        cluster.connection.request_timeout = Duration::from_secs(3600);
+        let cluster = Cluster::connect(cluster).await.unwrap();
+        let mut group = GroupConfig::new("g");
+        group.request_timeout = Duration::from_millis(500);
+        let member = GroupHandle::start(cluster, group, vec!["t".to_owned()], RevokeMode::Automatic).await.unwrap();
+
+        while member.group_state().await.unwrap().counters.coordinator_lookups < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(member.group_state().await.unwrap().state, "AwaitingJoin", "no coordinator reached");
+        server.set_loading(false).await;
+        while member.group_state().await.unwrap().state != "Stable" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        member.leave("done").await.unwrap();
+        server.shutdown().await;
     })
     .await;
 }

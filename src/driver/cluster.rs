@@ -111,6 +111,10 @@ impl MetadataSnapshot {
     }
 }
 
+/// How long [`Cluster::any_connection`] waits for one broker before it tries the next as well
+/// (RFC 8305's recommended connection attempt delay).
+pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
 /// The group coordinator a FindCoordinator call named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorInfo {
@@ -263,31 +267,59 @@ impl Cluster {
         self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A connection to any reachable broker: known brokers first, then the bootstrap list.
+    /// A connection to any reachable broker: a live one if there is one, otherwise the first
+    /// to connect of the known brokers, then the bootstrap list (brokers in backoff after a
+    /// failure last).
+    ///
+    /// Attempts are staggered as in Happy Eyeballs (RFC 8305): the next broker is tried when an
+    /// attempt fails or has not connected within [`CONNECTION_ATTEMPT_DELAY`], so a broker that
+    /// is unreachable, or accepts and never answers, delays a lookup by that much and not by
+    /// its connect and request timeouts. The attempts still running when one connects are
+    /// abandoned.
+    ///
+    /// Cancel-safe: dropping the future abandons its attempts.
     pub async fn any_connection(&self) -> Result<Connection> {
         let mut candidates: Vec<Arc<BrokerLink>> =
             self.metadata().brokers.values().map(|b| self.link(&b.addr())).collect();
         candidates.extend(self.inner.bootstrap.iter().cloned());
-        for link in &candidates {
-            if let Some(conn) = link.current().await {
-                return Ok(conn);
-            }
+        if let Some(conn) = candidates.iter().find_map(|link| link.current()) {
+            return Ok(conn);
         }
+        // A bootstrap entry is often a known broker too: one attempt per address.
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|link| seen.insert(link.addr().to_owned()));
+        candidates.sort_by_key(|link| link.retry_at());
+        let tried: Vec<String> = candidates.iter().map(|l| l.addr().to_owned()).collect();
+        let mut waiting = candidates.into_iter();
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut start_next = |attempts: &mut tokio::task::JoinSet<Result<Connection>>| match waiting.next() {
+            Some(link) => {
+                attempts.spawn(async move { link.connection().await });
+                true
+            }
+            None => false,
+        };
+        let mut more_to_start = start_next(&mut attempts);
         let mut last = None;
-        for link in &candidates {
-            match link.connection().await {
-                Ok(conn) => return Ok(conn),
-                // A certificate or credential problem is the same on every broker and is not
-                // cured by retrying: report it as it is, so no caller loops on it.
-                Err(e @ Error::Security(_)) => return Err(e),
-                Err(e) => last = Some(e),
+        while !attempts.is_empty() {
+            tokio::select! {
+                Some(joined) = attempts.join_next() => {
+                    match joined {
+                        Ok(Ok(conn)) => return Ok(conn),
+                        // A certificate or credential problem is the same on every broker and
+                        // is not cured by retrying: report it as it is, so no caller loops on it.
+                        Ok(Err(e @ Error::Security(_))) => return Err(e),
+                        Ok(Err(e)) => last = Some(e.to_string()),
+                        Err(e) => last = Some(format!("connection attempt stopped: {e}")),
+                    }
+                    more_to_start = start_next(&mut attempts);
+                }
+                _ = tokio::time::sleep(CONNECTION_ATTEMPT_DELAY), if more_to_start => {
+                    more_to_start = start_next(&mut attempts);
+                }
             }
         }
-        Err(NetworkError::NoBrokerReachable {
-            tried: candidates.iter().map(|l| l.addr().to_owned()).collect(),
-            last: last.map(|e| e.to_string()).unwrap_or_default(),
-        }
-        .into())
+        Err(NetworkError::NoBrokerReachable { tried, last: last.unwrap_or_default() }.into())
     }
 
     /// The link for an address, created on first use.

@@ -569,7 +569,13 @@ async fn write_loop(
 pub struct BrokerLink {
     addr: String,
     config: Arc<ConnectionConfig>,
-    state: tokio::sync::Mutex<LinkState>,
+    /// Held only to read or update, never across an await: asking for the current connection
+    /// never waits for a connection attempt (which may take a connect timeout, then a request
+    /// timeout for each of ApiVersions and SASL on a broker that accepts and never answers).
+    state: Mutex<LinkState>,
+    /// One connection attempt at a time: callers that need this broker wait for the attempt in
+    /// progress (and its backoff) instead of opening a second connection.
+    attempt: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -577,6 +583,28 @@ struct LinkState {
     conn: Option<Connection>,
     failures: u32,
     retry_at: Option<Instant>,
+}
+
+impl LinkState {
+    /// The live connection; a broken one is dropped and counts as a failure (backoff).
+    fn live(&mut self, backoff: &Backoff) -> Option<Connection> {
+        match self.conn.take() {
+            Some(conn) if !conn.is_broken() => {
+                self.conn = Some(conn.clone());
+                Some(conn)
+            }
+            Some(_) => {
+                self.failed(backoff);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn failed(&mut self, backoff: &Backoff) {
+        self.retry_at = Some(Instant::now() + backoff.delay(self.failures));
+        self.failures += 1;
+    }
 }
 
 impl std::fmt::Debug for BrokerLink {
@@ -587,7 +615,12 @@ impl std::fmt::Debug for BrokerLink {
 
 impl BrokerLink {
     pub fn new(addr: impl Into<String>, config: Arc<ConnectionConfig>) -> Self {
-        BrokerLink { addr: addr.into(), config, state: tokio::sync::Mutex::new(LinkState::default()) }
+        BrokerLink {
+            addr: addr.into(),
+            config,
+            state: Mutex::new(LinkState::default()),
+            attempt: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn addr(&self) -> &str {
@@ -596,20 +629,28 @@ impl BrokerLink {
 
     /// A live connection: the current one, or a new one once the backoff after the last
     /// failure has passed. One attempt per call; callers own their retry loops.
+    ///
+    /// Cancel-safe: a dropped call abandons its attempt (nothing counts as a failure), and the
+    /// next caller starts its own.
     pub async fn connection(&self) -> Result<Connection> {
-        let mut state = self.state.lock().await;
-        if let Some(conn) = &state.conn {
-            if !conn.is_broken() {
-                return Ok(conn.clone());
-            }
-            state.conn = None;
-            state.retry_at = Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
-            state.failures += 1;
+        if let Some(conn) = self.current() {
+            return Ok(conn);
         }
-        if let Some(at) = state.retry_at {
+        let _attempt = self.attempt.lock().await;
+        // The attempt this call waited for may have connected.
+        let retry_at = {
+            let mut state = lock(&self.state);
+            if let Some(conn) = state.live(&self.config.reconnect_backoff) {
+                return Ok(conn);
+            }
+            state.retry_at
+        };
+        if let Some(at) = retry_at {
             tokio::time::sleep_until(at).await;
         }
-        match Connection::open(&self.addr, self.config.clone()).await {
+        let opened = Connection::open(&self.addr, self.config.clone()).await;
+        let mut state = lock(&self.state);
+        match opened {
             Ok(conn) => {
                 if state.failures > 0 {
                     tracing::info!(broker = %self.addr, attempts = state.failures, "reconnected");
@@ -618,16 +659,20 @@ impl BrokerLink {
                 Ok(conn)
             }
             Err(e) => {
-                state.retry_at = Some(Instant::now() + self.config.reconnect_backoff.delay(state.failures));
-                state.failures += 1;
+                state.failed(&self.config.reconnect_backoff);
                 Err(e)
             }
         }
     }
 
-    /// The current connection if it is live, without connecting.
-    pub async fn current(&self) -> Option<Connection> {
-        self.state.lock().await.conn.clone().filter(|c| !c.is_broken())
+    /// The current connection if it is live, without connecting or waiting.
+    pub fn current(&self) -> Option<Connection> {
+        lock(&self.state).live(&self.config.reconnect_backoff)
+    }
+
+    /// When the backoff after this broker's last failure ends (`None`: no backoff).
+    pub fn retry_at(&self) -> Option<Instant> {
+        lock(&self.state).retry_at.filter(|at| *at > Instant::now())
     }
 }
 
