@@ -16,6 +16,8 @@
 //! client. The load average is recorded around every measured part, since a busy machine moves
 //! every figure. This measures and reports the targets of issue 7; it asserts nothing.
 
+#[path = "shared/machine.rs"]
+mod machine;
 #[path = "shared/scaleout.rs"]
 mod scaleout;
 
@@ -32,6 +34,7 @@ use kgroup::embedded::NISSHI_VERSION;
 use kgroup::group::GroupEvent;
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
+use machine::{loadavg, machine};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -291,12 +294,6 @@ fn vm_hwm_kib() -> Result<f64, BoxError> {
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The children.
 
@@ -549,36 +546,6 @@ fn commit_librdkafka(properties: &[(&str, &str)], topic: &str, commits: usize) -
 // ---------------------------------------------------------------------------------------------
 // The results file.
 
-/// The machine the figures come from.
-fn machine() -> Vec<(&'static str, String)> {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
-        })
-        .unwrap_or_else(|| "?".into());
-    let output = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| "?".into())
-    };
-    let (_, rdkafka_version) = rdkafka::util::get_rdkafka_version();
-    vec![
-        ("date", output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
-        ("cores", std::thread::available_parallelism().map_or("?".into(), |n| n.to_string())),
-        ("CPU", cpu),
-        ("kernel", output("uname", &["-sr"])),
-        ("rustc", output("rustc", &["--version"])),
-        ("librdkafka", format!("{rdkafka_version} (rdkafka 0.39, built from source)")),
-        ("broker", format!("nisshi {NISSHI_VERSION}, in memory, 127.0.0.1, group.initial.rebalance.delay.ms = 500")),
-        ("kgroup", output("git", &["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])),
-    ]
-}
-
 /// One criterion benchmark read back from `target/criterion`.
 struct Micro {
     id: String,
@@ -730,7 +697,8 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
          every figure moves, the ratios less than the absolute numbers.\n"
     );
     out.push_str("| machine | |\n|---|---|\n");
-    for (k, v) in machine() {
+    let broker = format!("nisshi {NISSHI_VERSION}, in memory, 127.0.0.1, group.initial.rebalance.delay.ms = 500");
+    for (k, v) in machine(vec![("broker", broker)]) {
         let _ = writeln!(out, "| {k} | {v} |");
     }
 

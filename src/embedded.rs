@@ -285,9 +285,10 @@ impl Drop for EmbeddedBroker {
 }
 
 /// Kills the child when the thread that spawned it exits (Linux `PR_SET_PDEATHSIG`): spawn from
-/// a long-lived thread (a runtime worker), never from a short-lived blocking-pool thread.
+/// a long-lived thread (a runtime worker), never from a short-lived blocking-pool thread. The
+/// harnesses use it for the client processes they start.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -301,7 +302,7 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+pub fn die_with_parent(_command: &mut Command) {}
 
 fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -24,9 +24,14 @@ import org.apache.log4j.spi.LoggingEvent;
  *   <ms> STARTED <member-client-id>
  *   <ms> ASSIGNED|REVOKED|LOST <generation> <member-id> <p,p,...>      (partitions of TOPIC)
  *   <ms> BATCH <generation> <p>:<first>-<last> ...                      (records handed out)
- *   <ms> COMMIT_OK <generation> <p>:<offset> ...
+ *   <ms> COMMIT_SENT <generation>                                      (commitSync called)
+ *   <ms> COMMIT_OK <generation> <p>:<offset> ...                       (commitSync returned)
  *   <ms> COMMIT_FAIL <generation> <ERROR_NAME|NOT_SENT|exception> <p>:<offset> ...
  *   <ms> CLOSED
+ *
+ * A commit's generation is groupMetadata().generationId() just before commitSync: the request
+ * carries it, since only poll() joins a new generation (commitSync can only lose it, and then
+ * refuses to send: NOT_SENT).
  *
  * ERROR_NAME is the broker's error for the commit (read off the client's own per-partition
  * failure log line); NOT_SENT means the client refused the commit before sending it (3.6's
@@ -43,7 +48,8 @@ public class GroupMember {
     static final class CommitErrorAppender extends AppenderSkeleton {
         @Override protected void append(LoggingEvent event) {
             String text = String.valueOf(event.getRenderedMessage());
-            if (!text.startsWith("Offset commit failed on partition")) return;
+            // LogContext puts "[Consumer clientId=..., groupId=...] " in front of the message.
+            if (!text.contains("Offset commit failed on partition")) return;
             for (Errors e : Errors.values()) {
                 if (e.message() != null && text.endsWith(e.message())) {
                     lastCommitError = e.name();
@@ -137,6 +143,7 @@ public class GroupMember {
                 }
                 int gen = c.groupMetadata().generationId();
                 lastCommitError = null;
+                out("COMMIT_SENT " + gen);
                 try {
                     c.commitSync(commit);
                     out("COMMIT_OK " + gen + offsets);
