@@ -40,9 +40,11 @@ fn check(report: &scenario::Report, batch_size: u64) {
         "duplicates must come from fenced or uncommitted batches only: {:?}",
         &report.redelivered_after_commit[..report.redelivered_after_commit.len().min(10)]
     );
+    // Each member commits every batch before it asks for the next, so a partition's new owner
+    // processes again at most the one batch its previous owner had not committed.
     assert!(
         report.max_duplicates_per_partition_per_rebalance <= batch_size,
-        "at most one batch per partition per rebalance is processed twice ({})",
+        "at most one batch per partition per ownership change is processed twice ({})",
         report.max_duplicates_per_partition_per_rebalance
     );
     assert!(report.commit_mismatches.is_empty(), "committed offsets equal the log end: {:?}", report.commit_mismatches);
@@ -81,11 +83,15 @@ async fn cooperative_sticky_group_scales_from_2_to_10_members_without_loss() {
 
 /// Batches that outlast the revoke window (200 ms of work, a 50 ms `rebalance_callback_timeout`)
 /// commit after the member rejoined: a batch whose partition moved is fenced and its new owner
-/// processes it again. At each step range moves about half of every member's partitions,
-/// cooperative-sticky only the share the newcomer takes (1 in n+1), so over a 2 to 16 scale-out
-/// it processes fewer messages twice.
+/// processes it again (at most that one batch per partition and ownership change, see `check`).
+/// At each step range moves about half of every member's partitions, cooperative-sticky only
+/// the share the newcomer takes (1 in n+1), so fewer of its batches can be caught moving. How
+/// many are, and how many messages they hold (the backlog's first batches hundreds, later ones
+/// tens), depends on timing: on a loaded machine either total can come out above the other's
+/// in a run. The test checks what the assignor decides, the partitions moved, and prints the
+/// rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooperative_sticky_duplicates_less_than_range_when_batches_outlast_the_revoke_window() {
+async fn cooperative_sticky_moves_fewer_partitions_than_range_when_batches_outlast_the_revoke_window() {
     init_tracing();
     let broker = TestBroker::start().await;
     let short_window = |assignor| scenario::Settings {
@@ -99,9 +105,13 @@ async fn cooperative_sticky_duplicates_less_than_range_when_batches_outlast_the_
     check(&range, 1000);
     let cooperative = run(short_window("cooperative-sticky")).await;
     check(&cooperative, 1000);
+    let moved = |r: &scenario::Report| r.steps.iter().map(|s| s.moved).sum::<u64>();
     let fenced = |r: &scenario::Report| r.steps.iter().map(|s| s.fenced).sum::<u64>();
     println!(
-        "duplicates: range {} ({} fenced partition commits), cooperative-sticky {} ({} fenced)",
+        "partitions moved: range {}, cooperative-sticky {}; processed twice: range {} messages ({} fenced \
+         batches), cooperative-sticky {} ({})",
+        moved(&range),
+        moved(&cooperative),
         range.duplicates,
         fenced(&range),
         cooperative.duplicates,
@@ -109,9 +119,9 @@ async fn cooperative_sticky_duplicates_less_than_range_when_batches_outlast_the_
     );
     assert!(range.duplicates > 0, "range re-processes the batches that outlast its revoke windows");
     assert!(
-        cooperative.duplicates < range.duplicates,
-        "cooperative-sticky duplicates {} not below range's {}",
-        cooperative.duplicates,
-        range.duplicates
+        moved(&cooperative) < moved(&range),
+        "cooperative-sticky moved {} partitions, not fewer than range's {}",
+        moved(&cooperative),
+        moved(&range)
     );
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kgroup::driver::group::GroupHandle;
-use kgroup::group::{CommitFailure, CommitOutcome, GroupSnapshot, TopicPartition};
+use kgroup::group::{CommitFailure, CommitOutcome, GenerationId, GroupSnapshot, MemberId, TopicPartition};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
 use tokio::sync::watch;
@@ -35,7 +35,9 @@ pub struct Settings {
     /// `rebalance_callback_timeout`); a batch that outlasts it commits late and, if its partition
     /// moved, is fenced and processed again by the new owner.
     pub rebalance_callback_timeout: Duration,
-    /// Processing after the group is stable again, before the next member joins.
+    /// Processing after the group is stable again, before the next member joins: at least this
+    /// long, and until a commit of the step has completed (a loaded machine may not finish a
+    /// batch within it).
     pub steady: Duration,
     /// Upper bound for one step to converge, and for the final drain.
     pub converge_timeout: Duration,
@@ -54,6 +56,8 @@ pub struct StepReport {
     pub failed: u64,
     pub processed: u64,
     pub duplicates: u64,
+    /// Partitions whose owner changed since the previous step (what the assignor moved).
+    pub moved: u64,
 }
 
 /// The whole run.
@@ -64,7 +68,11 @@ pub struct Report {
     pub processed_unique: u64,
     pub duplicates: u64,
     pub lost: u64,
-    /// Duplicates of the worst partition within one step (one rebalance).
+    /// Duplicates of the worst partition within one ownership streak: the records its owner
+    /// processed again after the rebalance that handed the partition over (what the previous
+    /// owner had processed and not committed). A scale-out step can hold more than one such
+    /// rebalance for a partition: a batch processed again late, after the step's rebalance,
+    /// can be fenced by the next one and processed a third time.
     pub max_duplicates_per_partition_per_rebalance: u64,
     /// Partitions whose committed offset differs from the log end after the drain.
     pub commit_mismatches: Vec<(TopicPartition, Option<i64>, i64)>,
@@ -99,14 +107,16 @@ struct StepCounters {
 struct Ledger {
     seen: BTreeMap<i32, BTreeMap<i64, FirstProcessing>>,
     step: StepCounters,
-    duplicates_this_step: BTreeMap<i32, u64>,
+    /// Per partition and ownership streak (the `owned_since` of the leases it processed
+    /// under), the records processed again.
+    duplicates_per_streak: BTreeMap<(i32, GenerationId), u64>,
     worst_duplicates: u64,
     unclassified: Vec<String>,
     redelivered_after_commit: Vec<(i32, i64)>,
 }
 
 impl Ledger {
-    fn processed(&mut self, partition: i32, offset: i64) {
+    fn processed(&mut self, partition: i32, offset: i64, streak: GenerationId) {
         self.step.processed += 1;
         let seen = self.seen.entry(partition).or_default();
         match seen.get(&offset) {
@@ -118,7 +128,7 @@ impl Ledger {
                     self.redelivered_after_commit.push((partition, offset));
                 }
                 self.step.duplicates += 1;
-                let d = self.duplicates_this_step.entry(partition).or_default();
+                let d = self.duplicates_per_streak.entry((partition, streak)).or_default();
                 *d += 1;
                 self.worst_duplicates = self.worst_duplicates.max(*d);
             }
@@ -137,7 +147,6 @@ impl Ledger {
     }
 
     fn take_step(&mut self) -> StepCounters {
-        self.duplicates_this_step.clear();
         std::mem::take(&mut self.step)
     }
 }
@@ -170,6 +179,7 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
     let mut members = Vec::new();
     let mut handles: Vec<GroupHandle> = Vec::new();
     let mut report = Report::default();
+    let mut owners = BTreeMap::new();
     for &size in &settings.members {
         let step_started = Instant::now();
         while handles.len() < size {
@@ -182,9 +192,13 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
                 stop_rx.clone(),
             )));
         }
-        let generation = converge(&handles, settings.partitions, settings.converge_timeout, progress).await?;
+        let (generation, step_owners) =
+            converge(&handles, settings.partitions, settings.converge_timeout, progress).await?;
+        let moved = step_owners.iter().filter(|(p, owner)| owners.get(*p).is_some_and(|o| o != *owner)).count();
+        owners = step_owners;
         let time_to_stable = step_started.elapsed();
         tokio::time::sleep(settings.steady).await;
+        first_commit_of_step(&ledger, settings.converge_timeout).await?;
         let counters = lock(&ledger).take_step();
         progress(&format!(
             "{size:>2} members: generation {generation}, stable after {time_to_stable:.2?}, {} processed",
@@ -200,6 +214,7 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
             failed: counters.failed,
             processed: counters.processed,
             duplicates: counters.duplicates,
+            moved: moved as u64,
         });
     }
     stop_producing.send(true)?;
@@ -324,7 +339,7 @@ async fn keep_producing(
 }
 
 /// Waits until every member is Stable in one generation and the partitions are covered
-/// exactly once; returns that generation.
+/// exactly once; returns that generation and each partition's owner.
 /// How often convergence is checked: the time to stable is measured in these steps, so they
 /// must be small against a rebalance (about 500 ms with a 500 ms heartbeat interval).
 pub const CONVERGE_POLL: Duration = Duration::from_millis(10);
@@ -334,11 +349,12 @@ async fn converge(
     partitions: i32,
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<i32, BoxError> {
+) -> Result<(i32, BTreeMap<i32, MemberId>), BoxError> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut generations = BTreeSet::new();
         let mut owned = Vec::new();
+        let mut owners = BTreeMap::new();
         let mut stable = 0;
         // All members at once: asked one after the other, 30 members' snapshots add tens of
         // milliseconds to the time to stable on a busy machine.
@@ -352,10 +368,11 @@ async fn converge(
             stable += usize::from(s.state == "Stable");
             generations.insert(s.generation.map(|g| g.id.0));
             owned.extend(s.assignment.iter().map(|p| p.partition.partition));
+            owners.extend(s.assignment.iter().map(|p| (p.partition.partition, s.member_id.clone())));
         }
         owned.sort();
         if stable == members.len() && generations.len() == 1 && owned == (0..partitions).collect::<Vec<_>>() {
-            return Ok(generations.into_iter().next().flatten().unwrap_or(-1));
+            return Ok((generations.into_iter().next().flatten().unwrap_or(-1), owners));
         }
         if Instant::now() > deadline {
             let n = members.len();
@@ -367,6 +384,18 @@ async fn converge(
         progress(&format!("{} members: rebalancing ({stable} stable)", members.len()));
         tokio::time::sleep(CONVERGE_POLL).await;
     }
+}
+
+/// Waits until a commit of the current step has completed, at most `timeout`.
+async fn first_commit_of_step(ledger: &Mutex<Ledger>, timeout: Duration) -> Result<(), BoxError> {
+    let deadline = Instant::now() + timeout;
+    while lock(ledger).step.committed == 0 {
+        if Instant::now() > deadline {
+            return Err(format!("no commit completed within {timeout:?} of the group becoming stable").into());
+        }
+        tokio::time::sleep(CONVERGE_POLL).await;
+    }
+    Ok(())
 }
 
 async fn member_loop(
@@ -389,7 +418,7 @@ async fn member_loop(
         {
             let mut ledger = lock(&ledger);
             for record in &batch.records {
-                ledger.processed(record.partition, record.offset);
+                ledger.processed(record.partition, record.offset, batch.lease().owned_since);
             }
         }
         tokio::time::sleep(processing_time).await;
@@ -428,13 +457,16 @@ async fn member_loop(
 /// The per-step table and the totals.
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    out.push_str("members  generation  stable after  committed  re-stamped  fenced  failed  processed  duplicates\n");
+    out.push_str(
+        "members  generation  stable after  moved  committed  re-stamped  fenced  failed  processed  duplicates\n",
+    );
     for s in &report.steps {
         out.push_str(&format!(
-            "{:>7}  {:>10}  {:>12}  {:>9}  {:>10}  {:>6}  {:>6}  {:>9}  {:>10}\n",
+            "{:>7}  {:>10}  {:>12}  {:>5}  {:>9}  {:>10}  {:>6}  {:>6}  {:>9}  {:>10}\n",
             s.members,
             s.generation,
             format!("{:.2?}", s.time_to_stable),
+            s.moved,
             s.committed,
             s.restamped,
             s.fenced,
