@@ -7,17 +7,21 @@
 //! stops its members and its coordinator when it ends, also when it fails.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, TopicPartition};
-use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
+use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, RebalanceListener};
 use kgroup_protocol_tests::coordinator::errors::{
     COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, REBALANCE_IN_PROGRESS,
 };
 use kgroup_protocol_tests::coordinator::{CoordinatorConfig, Fault, FaultAction, LoggedRequest, Match};
 use kgroup_protocol_tests::server::CoordinatorServer;
+use tokio::sync::{mpsc, Semaphore};
 
 const GROUP: &str = "g";
 const TOPIC: &str = "t";
@@ -251,6 +255,77 @@ async fn a_request_left_on_the_old_coordinator_connection_does_not_tear_down_the
         assert_eq!(commits.len(), 2, "{}", rendered(&wire));
         assert_ne!(commits[0].conn, commits[1].conn, "sent again on the new connection");
         assert_eq!(handle.group_state().await.expect("snapshot").state, "Stable");
+    })
+    .await;
+}
+
+/// Calls `assigned` once it may (the test holds the first call), reports `revoked`.
+struct HeldListener {
+    entered: mpsc::UnboundedSender<()>,
+    release: Semaphore,
+    held_once: AtomicBool,
+    revoked: mpsc::UnboundedSender<Vec<TopicPartition>>,
+}
+
+impl RebalanceListener for HeldListener {
+    fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if !self.held_once.swap(true, Ordering::SeqCst) {
+                let _ = self.entered.send(());
+                let _ = self.release.acquire().await;
+            }
+        })
+    }
+
+    fn revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = self.revoked.send(partitions.to_vec());
+        Box::pin(async {})
+    }
+}
+
+/// Issue 13, item 4: while the consumer is busy (its listener runs), a rebalance is announced
+/// and then far more commit outcomes are published than the observers' stream holds. The
+/// consumer must still see the revocation: its listener's `revoked` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_events_reach_the_consumer_behind_a_flood_of_commit_outcomes() {
+    bounded(async {
+        let server = coordinator(2, Duration::ZERO).await;
+        let (entered, mut entered_rx) = mpsc::unbounded_channel();
+        let (revoked, mut revoked_rx) = mpsc::unbounded_channel();
+        let listener =
+            Arc::new(HeldListener { entered, release: Semaphore::new(0), held_once: AtomicBool::new(false), revoked });
+        let consumer =
+            GroupConsumer::subscribe_with_listener(consumer_config(&server), &[TOPIC], Some(listener.clone()))
+                .await
+                .expect("consumer");
+        tokio::time::timeout(WAIT, entered_rx.recv()).await.expect("first assignment").expect("listener");
+        let handle = consumer.group_handle();
+        server
+            .inject(
+                Fault::new(ApiKey::Heartbeat, FaultAction::Error(REBALANCE_IN_PROGRESS))
+                    .matching(Match::Group(GROUP.into()))
+                    .once(),
+            )
+            .await;
+        let handle = &handle;
+        eventually("revoke window", || async move {
+            handle.group_state().await.ok().filter(|s| s.state == "Revoking").map(|_| ())
+        })
+        .await;
+        // 5000 commit outcomes behind the RevokeRequested event (the observers' stream keeps 4096).
+        let lease = handle.lease(tp(0), 1).await.expect("lease").expect("owned");
+        let pending: Vec<_> = (1..=5000).map(|offset| handle.start_commit(vec![lease.at_offset(offset)])).collect();
+        for commit in pending {
+            commit.await.expect("commit outcome");
+        }
+        // The observers' stream (the consumer's `group_events` receiver, never read) dropped
+        // the oldest of them, and says so.
+        let dropped = handle.group_state().await.expect("snapshot").counters.observer_events_dropped;
+        assert!(dropped > 0, "observer_events_dropped = {dropped}");
+        listener.release.add_permits(1);
+        let partitions =
+            tokio::time::timeout(WAIT, revoked_rx.recv()).await.expect("revoked in time").expect("listener");
+        assert_eq!(partitions, vec![tp(0), tp(1)]);
     })
     .await;
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
 use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig, StartPosition};
-use crate::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
+use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::error::{Error, Result};
 use crate::group::{
     Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition,
@@ -132,9 +132,8 @@ impl GroupConsumer {
         cluster_config.connection.security = config.security.clone();
         let cluster = Cluster::connect(cluster_config).await?;
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let (group, [events, first_events]) =
-            GroupHandle::start_with_receivers(cluster.clone(), config.group_config(), topics, RevokeMode::Manual)
-                .await?;
+        let (group, control, [first_events]) =
+            GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
         let fetcher = Fetcher::start(
             cluster,
             FetcherConfig {
@@ -152,7 +151,7 @@ impl GroupConsumer {
         let task = ConsumerTask {
             config: config.clone(),
             group: group.clone(),
-            events,
+            control,
             fetcher,
             owned: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -436,7 +435,9 @@ struct Assignment {
 struct ConsumerTask {
     config: ConsumerConfig,
     group: GroupHandle,
-    events: broadcast::Receiver<GroupEventRecord>,
+    /// The member's assignments, revocations, losses, leaving and fatal errors, none ever
+    /// dropped (the observers' stream may drop events behind a burst of commit outcomes).
+    control: ControlEvents,
     fetcher: Fetcher,
     /// What the application has been told it owns, with the lease stamp for new batches.
     owned: BTreeMap<TopicPartition, (Generation, GenerationId)>,
@@ -509,11 +510,9 @@ impl ConsumerTask {
                     }
                     Some(request) => self.request(request).await,
                 },
-                event = self.events.recv() => match event {
-                    Ok(record) => self.group_event(record.event).await,
-                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "consumer lagged behind group events"),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+                // None once the member stopped, after its last event (a fatal error) was
+                // handled: the task goes on serving the application, which gets that error.
+                Some(record) = self.control.recv() => self.group_event(record.event).await,
                 fetched = self.fetcher.next(), if can_fetch => match fetched {
                     Some(event) => self.fetched(event),
                     None => return,

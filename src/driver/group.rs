@@ -67,6 +67,24 @@ enum Answered {
     PartitionCounts(BTreeMap<String, i32>),
 }
 
+/// How many events the observers' stream holds for a receiver that lags; older ones are dropped
+/// for it (and counted in the snapshot's `observer_events_dropped`).
+const OBSERVER_EVENTS: usize = 4096;
+
+/// The member's control events ([`GroupEvent::is_control`]: assignments, revocations, losses,
+/// leaving, fatal errors), every one of them, in order: what a consumer drives its partitions
+/// by. Unlike the observers' stream, nothing is ever dropped (they are a few per rebalance).
+#[derive(Debug)]
+pub struct ControlEvents(mpsc::UnboundedReceiver<GroupEventRecord>);
+
+impl ControlEvents {
+    /// The next control event; `None` once the member's task has stopped. Cancel-safe: a
+    /// dropped call loses no event.
+    pub async fn recv(&mut self) -> Option<GroupEventRecord> {
+        self.0.recv().await
+    }
+}
+
 /// A handle on a running group member. Dropping every handle stops the member without a
 /// LeaveGroup; call [`leave`](Self::leave) to leave properly.
 #[derive(Clone)]
@@ -108,6 +126,19 @@ impl GroupHandle {
         topics: Vec<String>,
         revoke: RevokeMode,
     ) -> Result<(Self, [broadcast::Receiver<GroupEventRecord>; N])> {
+        let (handle, _, receivers) = Self::start_with_control(cluster, config, topics, revoke).await?;
+        Ok((handle, receivers))
+    }
+
+    /// [`start_with_receivers`](Self::start_with_receivers), with the member's
+    /// [`ControlEvents`] too: a consumer acts on those, and must not miss one because an
+    /// observer's stream overflowed.
+    pub async fn start_with_control<const N: usize>(
+        cluster: Cluster,
+        config: GroupConfig,
+        topics: Vec<String>,
+        revoke: RevokeMode,
+    ) -> Result<(Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N])> {
         config.validate()?;
         for topic in &topics {
             crate::driver::cluster::validate_topic_name(topic)?;
@@ -120,8 +151,9 @@ impl GroupHandle {
         let counts: Vec<(String, i32)> =
             topics.iter().filter_map(|t| metadata.partition_count(t).map(|n| (t.clone(), n as i32))).collect();
         let (commands, rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(OBSERVER_EVENTS);
         let receivers = std::array::from_fn(|_| events.subscribe());
+        let (control, control_rx) = mpsc::unbounded_channel();
         let mut machine = GroupMachine::new(config, topics, Instant::now());
         machine.set_partition_counts(counts);
         let task = Driver {
@@ -132,14 +164,18 @@ impl GroupHandle {
             commits: HashMap::new(),
             fetches: HashMap::new(),
             events: events.clone(),
+            observer_events_dropped: 0,
+            control,
             revoke,
             leaving: None,
         };
         tokio::spawn(task.run(rx));
-        Ok((GroupHandle { commands, events }, receivers))
+        Ok((GroupHandle { commands, events }, ControlEvents(control_rx), receivers))
     }
 
-    /// Subscribes to the member's events. Events before the call are not replayed.
+    /// Subscribes to the member's events. Events before the call are not replayed, and a
+    /// receiver that lags by more than 4096 events misses the oldest (`RecvError::Lagged`;
+    /// counted in the snapshot's `observer_events_dropped`).
     pub fn events(&self) -> broadcast::Receiver<GroupEventRecord> {
         self.events.subscribe()
     }
@@ -207,6 +243,8 @@ struct Driver {
     commits: HashMap<CommitId, oneshot::Sender<Vec<PartitionCommit>>>,
     fetches: HashMap<OffsetFetchId, FetchReply>,
     events: broadcast::Sender<GroupEventRecord>,
+    observer_events_dropped: u64,
+    control: mpsc::UnboundedSender<GroupEventRecord>,
     revoke: RevokeMode,
     leaving: Option<oneshot::Sender<()>>,
 }
@@ -268,7 +306,9 @@ impl Driver {
             Command::RevokeDone => self.machine.revoke_done(now),
             Command::Poll => self.machine.record_poll(now),
             Command::Snapshot(reply) => {
-                let _ = reply.send(self.machine.snapshot(now));
+                let mut snapshot = self.machine.snapshot(now);
+                snapshot.counters.observer_events_dropped = self.observer_events_dropped;
+                let _ = reply.send(snapshot);
             }
             Command::Leave(reason, reply) => {
                 self.leaving = Some(reply);
@@ -343,7 +383,16 @@ impl Driver {
             _ => {}
         }
         let wall = SystemTime::now() - Instant::now().saturating_duration_since(at);
-        let _ = self.events.send(GroupEventRecord { at: wall, event });
+        let record = GroupEventRecord { at: wall, event };
+        if record.event.is_control() {
+            // The consumer may be gone (a member driven without one): nothing to hand over.
+            let _ = self.control.send(record.clone());
+        }
+        if self.events.receiver_count() > 0 && self.events.len() >= OBSERVER_EVENTS {
+            // The oldest event is still unseen by a receiver that lags: this send drops it.
+            self.observer_events_dropped += 1;
+        }
+        let _ = self.events.send(record);
     }
 
     fn dispatch(&mut self, request: OutgoingRequest) {

@@ -215,3 +215,25 @@ pub enum GroupEvent {
     /// A fatal error: the member has stopped.
     Fatal(GroupError),
 }
+
+impl GroupEvent {
+    /// Whether the event changes what the member owns or whether it runs: what a consumer acts
+    /// on, so it must never be dropped (the driver hands these to its consumer on a lossless
+    /// channel; the observers' stream may drop events).
+    pub fn is_control(&self) -> bool {
+        match self {
+            GroupEvent::RevokeRequested { .. }
+            | GroupEvent::Assigned { .. }
+            | GroupEvent::Lost { .. }
+            | GroupEvent::Left { .. }
+            | GroupEvent::Fatal(_) => true,
+            GroupEvent::Transition { .. }
+            | GroupEvent::Coordinator { .. }
+            | GroupEvent::CommitCompleted { .. }
+            | GroupEvent::CommittedOffsets { .. }
+            | GroupEvent::CommittedOffsetsDelayed { .. }
+            | GroupEvent::CommittedOffsetsFailed { .. }
+            | GroupEvent::StaleResponse { .. } => false,
+        }
+    }
+}

@@ -33,6 +33,10 @@ pub struct GroupCounters {
     pub stale_responses: u64,
     /// Offset lookup attempts that failed and were retried.
     pub offset_lookups_retried: u64,
+    /// Events the observers' stream (`GroupHandle::events`) dropped before every receiver saw
+    /// them (a receiver lagged by more than the stream holds); counted by the driver. The
+    /// consumer's own control events travel losslessly.
+    pub observer_events_dropped: u64,
 }
 
 /// A commit the machine holds, with the generation it is (or will be) stamped with.
