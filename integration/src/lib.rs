@@ -5,6 +5,7 @@
 pub mod java_member;
 pub mod mock;
 pub mod recording_member;
+pub mod transaction;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

@@ -1,9 +1,4 @@
-use kafka_protocol::messages::txn_offset_commit_request::{
-    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProducerId, TransactionalId, TxnOffsetCommitRequest,
-};
+use kgroup_integration::transaction::{OffsetTransaction, TransactionError};
 
 use super::*;
 
@@ -140,11 +135,15 @@ pub(super) fn cases() -> Vec<Case> {
         case!("T51", "txn-commit=NONE stable=group=NONE 0:-1:\"\":UNSTABLE_OFFSET_COMMIT unstable=group=NONE 0:5:\"\":NONE end=NONE after=group=NONE 0:9:\"t\":NONE", |c| {
             let conn = c.conn().await?;
             c.commit_in(&conn, &c.group, -1, "", None, c.topic(), &[(0, 5, None)]).await?;
-            let txn = Txn::begin(&conn, &c.group).await?;
-            let txn_commit = txn.commit_offset(&conn, &c.group, c.topic(), 9).await?;
+            let txn = OffsetTransaction::begin(&conn, &c.group).await.map_err(|failure| match failure {
+                TransactionError::Refused { request, code } => format!("{request}: {}", e(code)),
+                unanswered => unanswered.to_string(),
+            })?;
+            let codes = txn.commit_offset(&conn, &c.group, c.topic(), 9).await?;
+            let txn_commit = codes.iter().map(|code| e(*code)).collect::<Vec<_>>().join(",");
             let stable = fetch(&c, &conn, Some(vec![0]), true).await?;
             let unstable = fetch(&c, &conn, Some(vec![0]), false).await?;
-            let end = txn.end(&conn).await?;
+            let end = txn.commit(&conn).await?;
             // The markers are written after EndTxn returns: poll until the offset is stable.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             let mut after = fetch(&c, &conn, Some(vec![0]), true).await?;
@@ -220,78 +219,4 @@ async fn pending_holds_join(c: Arc<Ctx>, leave: bool) -> Res<String> {
     let gen =
         |r: &JoinGroupResponse| if r.generation_id == a.gen + 1 { "N+1".into() } else { r.generation_id.to_string() };
     Ok(format!("{head} {},{} gen={},{}", e(ra.error_code), e(rb.error_code), gen(&ra), gen(&rb)))
-}
-
-/// A transactional producer's identity, on the bootstrap broker (the transaction coordinator
-/// of every peer that runs T51).
-struct Txn {
-    id: TransactionalId,
-    producer_id: ProducerId,
-    epoch: i16,
-}
-
-impl Txn {
-    /// FindCoordinator for the transactional id, InitProducerId, then AddOffsetsToTxn for
-    /// `group`: a transaction is open. On a fresh Kafka the first transactional FindCoordinator
-    /// creates `__transaction_state`, and until its partition is loaded the coordinator answers
-    /// COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retried, as
-    /// every producer does, within a bound.
-    async fn begin(conn: &Connection, group: &str) -> Res<Txn> {
-        let id = TransactionalId(s(&unique_name("conf-txn")));
-        let find = FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![id.0.clone()]);
-        let init = InitProducerIdRequest::default()
-            .with_transactional_id(Some(id.clone()))
-            .with_transaction_timeout_ms(60_000);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let r = loop {
-            let found = conn.send_at(&find, 4, REQ).await.map_err(err)?;
-            let code = found.coordinators.first().map_or(-1, |k| k.error_code);
-            let r = if code == 0 { Some(conn.send_at(&init, 3, REQ).await.map_err(err)?) } else { None };
-            let code = r.as_ref().map_or(code, |r| r.error_code);
-            if code == 0 || ![14, 15, 16].contains(&code) || tokio::time::Instant::now() > deadline {
-                break r.filter(|r| r.error_code == 0).ok_or_else(|| format!("InitProducerId: {}", e(code)))?;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let txn = Txn { id, producer_id: r.producer_id, epoch: r.producer_epoch };
-        let add = AddOffsetsToTxnRequest::default()
-            .with_transactional_id(txn.id.clone())
-            .with_producer_id(txn.producer_id)
-            .with_producer_epoch(txn.epoch)
-            .with_group_id(GroupId(s(group)));
-        let r = conn.send_at(&add, 3, REQ).await.map_err(err)?;
-        if r.error_code != 0 {
-            return Err(format!("AddOffsetsToTxn: {}", e(r.error_code)));
-        }
-        Ok(txn)
-    }
-
-    /// TxnOffsetCommit of `offset` (metadata "t") on partition 0, as a non-member (gen -1).
-    async fn commit_offset(&self, conn: &Connection, group: &str, topic: &str, offset: i64) -> Res<String> {
-        let req = TxnOffsetCommitRequest::default()
-            .with_transactional_id(self.id.clone())
-            .with_group_id(GroupId(s(group)))
-            .with_producer_id(self.producer_id)
-            .with_producer_epoch(self.epoch)
-            .with_generation_id(-1)
-            .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(
-                vec![TxnOffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)
-                    .with_committed_metadata(Some(s("t")))],
-            )]);
-        let r = conn.send_at(&req, 3, REQ).await.map_err(err)?;
-        let codes: Vec<String> = r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| e(p.error_code))).collect();
-        Ok(codes.join(","))
-    }
-
-    /// EndTxn with commit.
-    async fn end(&self, conn: &Connection) -> Res<i16> {
-        let req = EndTxnRequest::default()
-            .with_transactional_id(self.id.clone())
-            .with_producer_id(self.producer_id)
-            .with_producer_epoch(self.epoch)
-            .with_committed(true);
-        Ok(conn.send_at(&req, 3, REQ).await.map_err(err)?.error_code)
-    }
 }
