@@ -229,7 +229,7 @@ impl Run<'_, '_> {
                 self.machine.handle_coordinator_found(self.now, request.id, found);
                 return Ok(());
             }
-            _ if self.u.ratio(1, 32)? => self.wrong_type()?,
+            _ if self.u.ratio(1, 32)? => self.wrong_type(&request.body)?,
             GroupRequest::JoinGroup(join) => GroupResponse::JoinGroup(self.join(join)?),
             GroupRequest::SyncGroup(sync) => GroupResponse::SyncGroup(self.sync(sync)?),
             GroupRequest::Heartbeat(_) => {
@@ -246,11 +246,19 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn wrong_type(&mut self) -> Result<GroupResponse> {
+    /// A bare answer of any group type. A bare SyncGroup success to a SyncGroup request assigns
+    /// nothing (empty assignment bytes), which the model records like any assignment.
+    fn wrong_type(&mut self, body: &GroupRequest) -> Result<GroupResponse> {
+        let code = self.code()?;
         Ok(match self.u.int_in_range(0..=2)? {
-            0 => GroupResponse::Heartbeat(HeartbeatResponse::default().with_error_code(self.code()?)),
-            1 => GroupResponse::SyncGroup(SyncGroupResponse::default().with_error_code(self.code()?)),
-            _ => GroupResponse::JoinGroup(JoinGroupResponse::default().with_error_code(self.code()?)),
+            0 => GroupResponse::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
+            1 => {
+                if let (GroupRequest::SyncGroup(sync), 0) = (body, code) {
+                    self.model.assigned.entry((sync.generation_id, sync.member_id.to_string())).or_default();
+                }
+                GroupResponse::SyncGroup(SyncGroupResponse::default().with_error_code(code))
+            }
+            _ => GroupResponse::JoinGroup(JoinGroupResponse::default().with_error_code(code)),
         })
     }
 
