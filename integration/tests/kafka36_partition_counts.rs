@@ -46,34 +46,38 @@ async fn scenario(bootstrap: &str) {
 
     // The first member leads every rebalance while it stays.
     let leader = member(&cluster, &group, &[&t]).await;
-    converge(&[(&leader, partitions(&t, 2))], "the leader alone").await;
+    converge(&[&leader], "the leader alone", |owned| owned[0] == partitions(&t, 2)).await;
     let follower = member(&cluster, &group, &[&t, &u, &v]).await;
-    let t_of = |count| -> [BTreeSet<TopicPartition>; 2] {
-        // Range: the leader's member id may sort after the follower's, so either takes the
-        // first half.
-        let all: Vec<TopicPartition> = partitions(&t, count).into_iter().collect();
-        let (first, second) = all.split_at(all.len() / 2);
-        [first.iter().cloned().collect(), second.iter().cloned().collect()]
+    let shared = |t_count, follower_only: BTreeSet<TopicPartition>| {
+        let t = partitions(&t, t_count);
+        move |owned: &[BTreeSet<TopicPartition>]| split_evenly(&t, &follower_only, &owned[0], &owned[1])
     };
-    let with = |mut set: BTreeSet<TopicPartition>, more: BTreeSet<TopicPartition>| {
-        set.extend(more);
-        set
-    };
-
-    let [a, b] = t_of(2);
-    converge_either(&leader, &follower, [a, b], partitions(&u, 3), "a topic only the follower subscribes to").await;
+    let members = [&leader, &follower];
+    converge(&members, "a topic only the follower subscribes to", shared(2, partitions(&u, 3))).await;
 
     add_partitions(bootstrap, &t, 4).await;
-    let [a, b] = t_of(4);
-    converge_either(&leader, &follower, [a, b], partitions(&u, 3), "partitions added to t").await;
+    converge(&members, "partitions added to t", shared(4, partitions(&u, 3))).await;
 
     cluster.create_topic(&v, 3, 1).await.expect("create v");
-    let [a, b] = t_of(4);
-    let follower_only = with(partitions(&u, 3), partitions(&v, 3));
-    converge_either(&leader, &follower, [a, b], follower_only, "a topic created later").await;
+    let follower_only = partitions(&u, 3).into_iter().chain(partitions(&v, 3)).collect();
+    converge(&members, "a topic created later", shared(4, follower_only)).await;
 
     follower.leave("done").await.expect("leave");
     leader.leave("done").await.expect("leave");
+}
+
+/// Range splits `t` in halves (which half each gets depends on how the member ids sort); the
+/// follower alone subscribes to the topics of `follower_only`, so it owns all of them.
+fn split_evenly(
+    t: &BTreeSet<TopicPartition>,
+    follower_only: &BTreeSet<TopicPartition>,
+    leader: &BTreeSet<TopicPartition>,
+    follower: &BTreeSet<TopicPartition>,
+) -> bool {
+    let follower_t: BTreeSet<TopicPartition> = t.difference(leader).cloned().collect();
+    leader.is_subset(t)
+        && leader.len() == t.len() / 2
+        && *follower == follower_t.union(follower_only).cloned().collect::<BTreeSet<_>>()
 }
 
 async fn member(cluster: &Cluster, group: &str, topics: &[&str]) -> GroupHandle {
@@ -91,41 +95,25 @@ fn partitions(topic: &str, count: i32) -> BTreeSet<TopicPartition> {
     (0..count).map(|p| TopicPartition::new(topic, p)).collect()
 }
 
-/// Waits until every member is Stable in one generation and owns exactly its expected set.
-async fn converge(expected: &[(&GroupHandle, BTreeSet<TopicPartition>)], what: &str) {
+/// Waits until every member is Stable in one generation and what they own satisfies `accept`.
+async fn converge(members: &[&GroupHandle], what: &str, accept: impl Fn(&[BTreeSet<TopicPartition>]) -> bool) {
     let deadline = Instant::now() + CONVERGE;
-    let mut seen = Vec::new();
     loop {
-        seen.clear();
-        for (member, _) in expected {
+        let mut seen = Vec::new();
+        for member in members {
             let snapshot = member.group_state().await.expect("snapshot");
             let owned: BTreeSet<TopicPartition> = snapshot.assignment.iter().map(|p| p.partition.clone()).collect();
             seen.push((snapshot.state, snapshot.generation.map(|g| g.id), owned));
         }
         let generations: BTreeSet<_> = seen.iter().map(|(_, generation, _)| *generation).collect();
         let stable = seen.iter().all(|(state, _, _)| *state == "Stable") && generations.len() == 1;
-        if stable && seen.iter().zip(expected).all(|((_, _, owned), (_, want))| owned == want) {
+        let owned: Vec<BTreeSet<TopicPartition>> = seen.iter().map(|(_, _, owned)| owned.clone()).collect();
+        if stable && accept(&owned) {
             return;
         }
         assert!(Instant::now() < deadline, "{what}: the group did not converge within {CONVERGE:?}: {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// [`converge`] for the leader and the follower sharing `t` in either order (range orders the
-/// members by id), the follower also owning `follower_only`.
-async fn converge_either(
-    leader: &GroupHandle,
-    follower: &GroupHandle,
-    [a, b]: [BTreeSet<TopicPartition>; 2],
-    follower_only: BTreeSet<TopicPartition>,
-    what: &str,
-) {
-    let leader_id = leader.group_state().await.expect("snapshot").member_id;
-    let follower_id = follower.group_state().await.expect("snapshot").member_id;
-    let (leader_t, follower_t) = if leader_id < follower_id { (a, b) } else { (b, a) };
-    let follower_set = follower_t.into_iter().chain(follower_only).collect();
-    converge(&[(leader, leader_t), (follower, follower_set)], what).await;
 }
 
 /// CreatePartitions v1 on a connection of its own (kgroup has no admin call for it): `topic`
