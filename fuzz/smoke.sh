@@ -4,8 +4,8 @@
 # with a low memory limit. Exits non-zero on any crash, panic, timeout or allocation past the
 # limits; the input that caused it is left in fuzz/artifacts/<target>/.
 #
-#   sh fuzz/smoke.sh                                  # 30 s per target
-#   KGROUP_FUZZ_SECONDS=360 KGROUP_FUZZ_RSS_MB=512 nice -n 19 sh fuzz/smoke.sh   # a long run
+#   bash fuzz/smoke.sh                                  # 30 s per target
+#   KGROUP_FUZZ_SECONDS=360 KGROUP_FUZZ_RSS_MB=512 nice -n 19 bash fuzz/smoke.sh   # a long run
 set -euo pipefail
 cd "$(dirname "$0")"
 cache="${KGROUP_CACHE_DIR:-$HOME/.cache/kgroup}"
