@@ -1,6 +1,8 @@
 //! A transactional producer's offsets for a group, spoken on the wire (kgroup's producer has no
 //! transactions): enough to leave offsets pending for a group (a consumer's OffsetFetch with
-//! RequireStable then gets UNSTABLE_OFFSET_COMMIT) and to commit them.
+//! RequireStable then gets UNSTABLE_OFFSET_COMMIT) and to commit them. Its calls are not
+//! cancel-safe: one dropped part-way can leave a transaction open, which Kafka aborts after its
+//! 60 s timeout.
 
 use std::fmt;
 use std::time::Duration;

@@ -132,7 +132,8 @@ impl GroupHandle {
 
     /// [`start_with_receivers`](Self::start_with_receivers), with the member's
     /// [`ControlEvents`] too: a consumer acts on those, and must not miss one because an
-    /// observer's stream overflowed.
+    /// observer's stream overflowed. Cancel-safe: dropped before it returns, it has started no
+    /// member.
     pub async fn start_with_control<const N: usize>(
         cluster: Cluster,
         config: GroupConfig,
@@ -203,7 +204,8 @@ impl GroupHandle {
 
     /// The committed offsets of `partitions` (`None`: nothing committed). Failed attempts are
     /// retried until `default.api.timeout.ms` passes; then (or on an authorization error) it is
-    /// [`Error::OffsetLookup`], which never means "nothing committed".
+    /// [`Error::OffsetLookup`], which never means "nothing committed". Cancel-safe: a dropped
+    /// call's lookup runs on in the member and its answer is discarded.
     pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
         Ok(self.ask(|reply| Command::FetchCommitted(partitions, reply)).await??)
     }
