@@ -87,8 +87,8 @@ struct Peer {
 }
 
 /// The broker a case needs. Most cases share one peer per kind ([`SHARED`]); cases that need
-/// other settings or a second broker share a peer per distinct need, started when the first of
-/// them runs and stopped with the kind's run. A peer without such a setting (nisshi has no
+/// other settings or a second broker share a peer per distinct need, started before the kind's
+/// cases run and stopped with them. A peer without such a setting (nisshi has no
 /// `group.max.size`, the mock a fixed 3 s initial delay) runs the case with its own behaviour,
 /// which its `deviations.tsv` row records; a second broker it cannot provide is an error. An
 /// external Kafka cluster is as configured: it runs only the [`SHARED`] cases.
@@ -1017,38 +1017,45 @@ fn deviation_table() -> DeviationTable {
     DeviationTable::parse(&text).unwrap_or_else(|e| panic!("deviations.tsv: {e}"))
 }
 
-/// A peer per distinct [`Needs`] besides [`SHARED`], started by the first case that needs it.
-type NeedsPeers = HashMap<Needs, Arc<tokio::sync::OnceCell<Arc<Peer>>>>;
-
-/// Runs `cases` against one peer, concurrently, and judges each.
+/// Runs `cases` against one peer, concurrently, and judges each. The peers of the cases that
+/// need broker settings of their own (one per distinct [`Needs`]) are started first, together,
+/// so that starting them (a JVM each for Kafka) neither counts against a case's bound nor
+/// competes with cases that are running.
 async fn run_peer(peer: Arc<Peer>, cases: &[Case], table: &DeviationTable) -> Vec<(String, Verdict)> {
     let name = peer.kind.name();
-    let mut tasks = tokio::task::JoinSet::new();
     let mut verdicts = Vec::new();
-    let mut needs_peers = NeedsPeers::new();
+    let mut runnable = Vec::new();
     for case in cases {
         if let Some(Deviation::NotApplicable { .. }) = table.get(name, case.id) {
             verdicts.push((case.id.to_owned(), Verdict::NotApplicable));
-            continue;
-        }
-        if case.needs != SHARED && matches!(peer.kind, PeerKind::Kafka36(Some(_))) {
+        } else if case.needs != SHARED && matches!(peer.kind, PeerKind::Kafka36(Some(_))) {
             println!("kafka36 {}: n/a on an external cluster (the case needs broker settings of its own)", case.id);
             verdicts.push((case.id.to_owned(), Verdict::NotApplicable));
-            continue;
+        } else {
+            runnable.push(case);
         }
+    }
+    let mut distinct: Vec<Needs> = Vec::new();
+    for case in &runnable {
+        if case.needs != SHARED && !distinct.contains(&case.needs) {
+            distinct.push(case.needs);
+        }
+    }
+    let own: HashMap<Needs, Res<Arc<Peer>>> = futures_join_all(distinct.into_iter().map(|needs| {
+        let kind = peer.kind.clone();
+        async move { (needs, start_peer(kind, needs).await.map(Arc::new)) }
+    }))
+    .await
+    .into_iter()
+    .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for case in runnable {
         let group = unique_name(&format!("conf-{}", case.id));
         let (id, expected, needs, run) = (case.id, case.expected, case.needs, case.run);
-        let shared = peer.clone();
-        let own = needs_peers.entry(needs).or_default().clone();
+        let case_peer = if needs == SHARED { Ok(peer.clone()) } else { own[&needs].clone() };
         tasks.spawn(async move {
             let attempt = async {
-                let peer = if needs == SHARED {
-                    shared
-                } else {
-                    own.get_or_try_init(|| async { start_peer(shared.kind.clone(), needs).await.map(Arc::new) })
-                        .await?
-                        .clone()
-                };
+                let peer = case_peer?;
                 let Placement { bootstrap, other } = peer.place_group(&group).await?;
                 run(Arc::new(Ctx { peer, bootstrap, other, group, session_ms: SESSION })).await
             };
@@ -1126,15 +1133,14 @@ async fn matrix(env: HashMap<String, String>) {
     let readme_run = cases.len() == case_count
         && peers == [PeerKind::Scripted, PeerKind::Nisshi, PeerKind::Mock, PeerKind::Kafka36(None)];
     let started = std::time::Instant::now();
-    let runs = peers.into_iter().map(|kind| {
-        let (cases, table) = (&cases, &table);
-        async move {
-            let peer = Arc::new(start_peer(kind, SHARED).await.unwrap_or_else(|e| panic!("peer: {e}")));
-            let verdicts = run_peer(peer.clone(), cases, table).await;
-            (peer.kind.name(), verdicts)
-        }
-    });
-    let results = futures_join_all(runs).await;
+    // One peer after the other: the timing cases (sessions, rebalance timeouts) of one peer do
+    // not compete for 2 cores with another peer's cases and broker start-ups.
+    let mut results = Vec::new();
+    for kind in peers {
+        let peer = Arc::new(start_peer(kind, SHARED).await.unwrap_or_else(|e| panic!("peer: {e}")));
+        let verdicts = run_peer(peer.clone(), &cases, &table).await;
+        results.push((peer.kind.name(), verdicts));
+    }
     let mut cells = HashMap::new();
     let mut failures = Vec::new();
     let names: Vec<&str> = results.iter().map(|(n, _)| *n).collect();
