@@ -646,17 +646,21 @@ impl GroupMachine {
                 }
             }
             // An error answer that did not decode still carries its code: react to the code
-            // exactly as to a well-formed answer (librdkafka's mock sends such answers).
-            (InFlight::Join, RequestFailure::Broker(code)) => {
+            // exactly as to a well-formed answer (librdkafka's mock sends such answers). One
+            // that says NONE is no answer: a SyncGroup read as success would install an empty
+            // assignment.
+            (InFlight::Join, RequestFailure::Broker(code)) if code.is_error() => {
                 let answer = JoinGroupResponse::default()
                     .with_error_code(code.0)
                     .with_member_id(str_bytes(self.member_id.as_str()));
                 self.on_join(now, id, answer);
             }
-            (InFlight::Sync { sent }, RequestFailure::Broker(code)) => {
+            (InFlight::Sync { sent }, RequestFailure::Broker(code)) if code.is_error() => {
                 self.on_sync(now, id, sent, SyncGroupResponse::default().with_error_code(code.0));
             }
-            (InFlight::Heartbeat { sent }, RequestFailure::Broker(code)) => self.on_heartbeat(now, sent, code.0),
+            (InFlight::Heartbeat { sent }, RequestFailure::Broker(code)) if code.is_error() => {
+                self.on_heartbeat(now, sent, code.0)
+            }
             (kind, failure) => {
                 let why = format!("{} {failure}", kind.api_name());
                 self.coordinator_lost(&why, now);
@@ -1413,10 +1417,17 @@ impl GroupMachine {
                 (tp.clone(), since)
             })
             .collect();
-        let before: BTreeSet<&TopicPartition> = previous.iter().flat_map(|p| p.partitions.keys()).collect();
-        let added: Vec<TopicPartition> = owned.keys().filter(|tp| !before.contains(tp)).cloned().collect();
-        let revoked: Vec<TopicPartition> =
-            before.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
+        // A partition is kept only when its streak goes on. After a gap (a generation missed,
+        // a new member id) it is revoked and added again: the interim owner may have committed,
+        // so buffered records and the position go and it starts from the committed offset.
+        let kept = |tp: &TopicPartition| continuous.is_some_and(|p| p.partitions.contains_key(tp));
+        let added: Vec<TopicPartition> = owned.keys().filter(|tp| !kept(tp)).cloned().collect();
+        let revoked: Vec<TopicPartition> = previous
+            .iter()
+            .flat_map(|p| p.partitions.keys())
+            .filter(|tp| !(kept(tp) && owned.contains_key(*tp)))
+            .cloned()
+            .collect();
         for tp in &revoked {
             self.committed_streak.remove(tp);
         }
@@ -1429,7 +1440,9 @@ impl GroupMachine {
             }
             _ => BTreeMap::new(),
         };
-        let second_round = cooperative && !revoked.is_empty();
+        // KIP-429's second round is for partitions given up by a streak that goes on; after a
+        // gap the old streak is over already and nothing of it commits in this generation.
+        let second_round = cooperative && continuous.is_some() && !revoked.is_empty();
         self.ownership =
             Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative, released });
         if let Some(started) = self.rebalance_started.take() {
