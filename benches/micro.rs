@@ -36,6 +36,7 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 use kgroup::driver::fetcher::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use kgroup::driver::fetcher::IsolationLevel;
 use kgroup::group::assignor::encode_assignment;
+use kgroup::group::StateKind;
 use kgroup::group::{
     CoordinatorFound, GroupConfig, GroupMachine, GroupRequest, GroupResponse, OutgoingRequest, TopicPartition,
 };
@@ -216,7 +217,7 @@ impl Member {
             .with_protocol_name(Some(str_bytes("range")))
             .with_assignment(encode_assignment(&partitions, None));
         member.respond(sync, GroupResponse::SyncGroup(response));
-        assert_eq!(member.machine.state_name(), "Stable");
+        assert_eq!(member.machine.state(), StateKind::Stable);
         member
     }
 

@@ -38,6 +38,7 @@ use kgroup::group::{
 use kgroup::protocol::error_code::KafkaCode;
 use kgroup::protocol::versions::NegotiatedVersions;
 use libfuzzer_sys::fuzz_target;
+use kgroup::group::StateKind;
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 6;
@@ -130,7 +131,7 @@ impl Run<'_, '_> {
                 "timer {:?} is {:?} in the past in state {}",
                 self.machine.snapshot(self.now).next_timer,
                 self.now - at,
-                self.machine.state_name()
+                self.machine.state()
             );
         }
     }

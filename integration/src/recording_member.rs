@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kgroup::driver::group::{GroupEventRecord, GroupHandle};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, GroupEvent, PartitionCommit};
 use kgroup::{ConsumerConfig, GroupConsumer};
 use tokio::sync::{broadcast, oneshot};
@@ -275,7 +276,7 @@ pub async fn look(kgroup: &[&RecordingMember], others: Vec<(String, MemberView)>
     let mut view = GroupView { members: BTreeMap::new(), kgroup_leader: None, coordinators: BTreeSet::new() };
     for member in kgroup {
         let snapshot = member.handle.group_state().await.unwrap_or_else(|e| panic!("{}: snapshot: {e}", member.name));
-        let stable = snapshot.state == "Stable";
+        let stable = snapshot.state == StateKind::Stable;
         let generation = snapshot.generation.as_ref().map(|g| g.id.0).filter(|_| stable);
         if snapshot.is_leader {
             view.kgroup_leader = Some(member.name.clone());

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use kgroup::driver::fetcher::ConsumerRecord;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::group::StateKind;
 use kgroup::group::{
     CommitOutcome, GenerationId, GroupConfig, GroupError, GroupEvent, Lease, PartitionCommit, TopicPartition,
 };
@@ -1106,7 +1107,7 @@ async fn exceeding_max_poll_interval_leaves_the_group_reports_once_and_rejoins()
         other => panic!("expected MaxPollIntervalExceeded, got {other:?}"),
     }
     let state = a.group_state().await.expect("the member outlives a max.poll.interval.ms leave, to rejoin");
-    assert_ne!(state.state, "Left", "the poll that reported it rejoins");
+    assert_ne!(state.state, StateKind::Left, "the poll that reported it rejoins");
     merge(&mut written, produce(&cluster, &topic, 80..160).await);
     timeout(Duration::from_secs(20), async {
         loop {
@@ -1144,7 +1145,7 @@ async fn waiting_inside_poll_counts_as_polling() {
     // polling all along, so the member stays.
     assert!(poll_ok(&mut consumer, 10, Duration::from_secs(5)).await.is_none());
     let state = consumer.group_state().await.expect("snapshot");
-    assert_eq!((state.state, state.generation), ("Stable", Some(generation)));
+    assert_eq!((state.state, state.generation), (StateKind::Stable, Some(generation)));
     assert_eq!(owned(&consumer).await, vec![0, 1]);
 
     let written = produce(&cluster, &topic, 0..10).await;
@@ -1175,8 +1176,8 @@ async fn split_between(a: &mut GroupConsumer, b: &mut GroupConsumer, each: usize
             }
             if owned(a).await.len() == each && owned(b).await.len() == each {
                 let (sa, sb) = (a.group_state().await.expect("A"), b.group_state().await.expect("B"));
-                if sa.state == "Stable"
-                    && sb.state == "Stable"
+                if sa.state == StateKind::Stable
+                    && sb.state == StateKind::Stable
                     && sa.generation.as_ref().map(|g| g.id) == sb.generation.as_ref().map(|g| g.id)
                 {
                     return sb.generation.expect("generation").id;
@@ -1230,7 +1231,7 @@ async fn closing_a_static_member_keeps_its_partitions_until_the_session_times_ou
         assert!(poll_ok(&mut b, 10, Duration::from_millis(100)).await.is_none());
     }
     let state = b.group_state().await.expect("snapshot");
-    assert_eq!((state.state, state.generation.map(|g| g.id)), ("Stable", Some(generation)));
+    assert_eq!((state.state, state.generation.map(|g| g.id)), (StateKind::Stable, Some(generation)));
     assert_eq!(owned(&b).await, b_owned, "A's partitions stay A's");
 
     // Then the session expires and B takes them.
@@ -1269,9 +1270,9 @@ async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     .await
     .expect("the restarted member gets A's partitions within the session timeout");
     let state = restarted.group_state().await.expect("snapshot");
-    assert_eq!((state.state, state.generation.map(|g| g.id)), ("Stable", Some(generation)), "same generation");
+    assert_eq!((state.state, state.generation.map(|g| g.id)), (StateKind::Stable, Some(generation)), "same generation");
     let b_state = b.group_state().await.expect("snapshot");
-    assert_eq!((b_state.state, b_state.generation.map(|g| g.id)), ("Stable", Some(generation)));
+    assert_eq!((b_state.state, b_state.generation.map(|g| g.id)), (StateKind::Stable, Some(generation)));
     assert_eq!(owned(&b).await, b_owned);
     assert_eq!(b_state.counters.joins_sent, b_joins, "B never rejoined");
     restarted.close().await.expect("close");
@@ -1387,7 +1388,7 @@ async fn the_first_group_events_receiver_sees_the_member_from_its_first_event() 
     eventually!(
         Duration::from_secs(30),
         "the member to be Stable",
-        consumer.group_state().await.is_ok_and(|s| s.state == "Stable")
+        consumer.group_state().await.is_ok_and(|s| s.state == StateKind::Stable)
     );
     let mut first = consumer.group_events();
     let mut seen = Vec::new();

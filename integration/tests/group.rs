@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kgroup::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitFailure, CommitOutcome, FenceReason, GenerationId, GroupConfig, GroupEvent, GroupSnapshot};
 use kgroup::group::{Lease, PartitionCommit, TopicPartition};
 use kgroup::Cluster;
@@ -54,7 +55,7 @@ async fn converged(
             snapshots.push(m.group_state().await.expect("snapshot"));
         }
         let generations: BTreeSet<_> = snapshots.iter().map(|s| s.generation.as_ref().map(|g| g.id)).collect();
-        let all_stable = snapshots.iter().all(|s| s.state == "Stable");
+        let all_stable = snapshots.iter().all(|s| s.state == StateKind::Stable);
         let mut owned: Vec<i32> =
             snapshots.iter().flat_map(|s| s.assignment.iter().map(|p| p.partition.partition)).collect();
         owned.sort();
@@ -249,7 +250,7 @@ async fn events_from_the_start_include_the_first_assignment() {
     cluster.create_topic(&topic, 2, 1).await.expect("create topic");
     let (member, mut events) = start_member(&cluster, &unique_name("first-events"), &topic).await;
     timeout(Duration::from_secs(30), async {
-        while member.group_state().await.expect("snapshot").state != "Stable" {
+        while member.group_state().await.expect("snapshot").state != StateKind::Stable {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

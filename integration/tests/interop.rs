@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kgroup::driver::group::GroupHandle;
+use kgroup::group::StateKind;
 use kgroup::group::TopicPartition;
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{ConsumerConfig, GroupConsumer};
@@ -168,7 +169,7 @@ async fn converge(kg: &[KgMember], rd: &[RdMember]) -> View {
         let mut kgroup_leader = None;
         for m in kg {
             let s = m.handle.group_state().await.expect("snapshot");
-            all_stable &= s.state == "Stable";
+            all_stable &= s.state == StateKind::Stable;
             generations.insert(s.generation.as_ref().map(|g| g.id.0));
             if s.is_leader {
                 kgroup_leader = Some(m.name.clone());

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, TopicPartition};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ConsumerConfig};
@@ -152,7 +153,7 @@ async fn wait_until_rebalancing(members: &[RecordingMember]) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         for member in members {
-            if member.handle().group_state().await.is_ok_and(|s| s.state != "Stable") {
+            if member.handle().group_state().await.is_ok_and(|s| s.state != StateKind::Stable) {
                 return true;
             }
         }

@@ -16,6 +16,7 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::embedded::kafka36::Kafka36Options;
+use kgroup::group::StateKind;
 use kgroup::group::{GroupConfig, TopicPartition};
 use kgroup::protocol::codec::encode_request;
 use kgroup::{Cluster, ClusterConfig};
@@ -106,7 +107,7 @@ async fn converge(members: &[&GroupHandle], what: &str, accept: impl Fn(&[BTreeS
             seen.push((snapshot.state, snapshot.generation.map(|g| g.id), owned));
         }
         let generations: BTreeSet<_> = seen.iter().map(|(_, generation, _)| *generation).collect();
-        let stable = seen.iter().all(|(state, _, _)| *state == "Stable") && generations.len() == 1;
+        let stable = seen.iter().all(|(state, _, _)| *state == StateKind::Stable) && generations.len() == 1;
         let owned: Vec<BTreeSet<TopicPartition>> = seen.iter().map(|(_, _, owned)| owned.clone()).collect();
         if stable && accept(&owned) {
             return;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
+use kgroup::group::StateKind;
 use kgroup::group::{
     CommitOutcome, FenceReason, Generation, GenerationId, GroupConfig, GroupEvent, GroupSnapshot, MemberId,
     OwnedPartition, PartitionCommit, RejoinReason, TopicPartition,
@@ -117,7 +118,7 @@ fn coordinator_found() -> GroupEvent {
     GroupEvent::Coordinator { node_id: Some(COORDINATOR), reason: "found".into() }
 }
 
-fn transition(from: &'static str, to: &'static str, reason: &str) -> GroupEvent {
+fn transition(from: StateKind, to: StateKind, reason: &str) -> GroupEvent {
     GroupEvent::Transition { from, to, reason: reason.into(), generation: None }
 }
 
@@ -246,7 +247,7 @@ impl Member {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let snapshot = self.snapshot().await;
-            if snapshot.state == "Stable" && snapshot.generation.as_ref().is_some_and(|g| g.id > after) {
+            if snapshot.state == StateKind::Stable && snapshot.generation.as_ref().is_some_and(|g| g.id > after) {
                 return snapshot;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -296,7 +297,7 @@ async fn heartbeat_illegal_generation_loses_partitions_and_rejoins_keeping_the_m
         let event = m.event_after(mark, "Lost", is_lost).await;
         assert_eq!(event, lost(GENERATION_IS_STALE));
         let during = m.snapshot().await;
-        assert_eq!(during.state, "AwaitingJoin", "{during:?}");
+        assert_eq!(during.state, StateKind::AwaitingJoin, "{during:?}");
         assert_eq!(during.member_id, before.member_id, "member id kept");
         assert_eq!(during.generation, None, "generation reset");
         assert_eq!(during.assignment, vec![]);
@@ -307,7 +308,10 @@ async fn heartbeat_illegal_generation_loses_partitions_and_rejoins_keeping_the_m
         assert_eq!(after.counters.joins_sent, 2);
         let events = m.since(mark);
         assert!(!events.iter().any(is_revoke), "lost, not revoked: {events:#?}");
-        assert!(events.contains(&transition("Stable", "AwaitingJoin", GENERATION_IS_STALE)), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::Stable, StateKind::AwaitingJoin, GENERATION_IS_STALE)),
+            "{events:#?}"
+        );
     })
     .await
 }
@@ -329,7 +333,10 @@ async fn heartbeat_rebalance_in_progress_revokes_and_rejoins_with_the_same_membe
         assert_eq!(after.counters.rebalances, 1);
         let events = m.since(mark);
         assert!(!events.iter().any(is_lost), "revoked, not lost: {events:#?}");
-        assert!(events.contains(&transition("Revoking", "AwaitingJoin", "revoke window done")), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::Revoking, StateKind::AwaitingJoin, "revoke window done")),
+            "{events:#?}"
+        );
     })
     .await
 }
@@ -344,7 +351,7 @@ async fn heartbeat_unknown_member_id_loses_partitions_and_rejoins_with_a_new_mem
         let event = m.event_after(mark, "Lost", is_lost).await;
         assert_eq!(event, lost(MEMBER_ID_UNKNOWN));
         let during = m.snapshot().await;
-        assert_eq!(during.state, "AwaitingJoin", "{during:?}");
+        assert_eq!(during.state, StateKind::AwaitingJoin, "{during:?}");
         assert_eq!(during.member_id, MemberId::unknown(), "member id reset");
         assert_eq!(during.generation, None);
 
@@ -356,7 +363,10 @@ async fn heartbeat_unknown_member_id_loses_partitions_and_rejoins_with_a_new_mem
         assert_eq!(after.assignment, owned_since(id.0), "a new member starts a new streak");
         let events = m.since(mark);
         assert!(!events.iter().any(is_revoke), "{events:#?}");
-        assert!(events.contains(&transition("Stable", "AwaitingJoin", MEMBER_ID_UNKNOWN)), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::Stable, StateKind::AwaitingJoin, MEMBER_ID_UNKNOWN)),
+            "{events:#?}"
+        );
     })
     .await
 }
@@ -374,7 +384,7 @@ async fn heartbeat_not_coordinator_rediscovers_without_rejoining() {
 
         let found_at = m.snapshot().await.counters.heartbeats_sent;
         let after = m.heartbeats_past(found_at, 3).await;
-        assert_eq!(after.state, "Stable");
+        assert_eq!(after.state, StateKind::Stable);
         assert_eq!(after.generation, before.generation, "generation and member id unchanged");
         assert_eq!(after.assignment, owned_since(FIRST.0));
         assert_eq!(after.coordinator, Some(COORDINATOR));
@@ -397,7 +407,7 @@ async fn heartbeat_coordinator_load_in_progress_keeps_heartbeating() {
         // Every heartbeat takes the next queued code: the three errors are answered among the
         // next four, and three more follow.
         let after = m.heartbeats_past(sent, 7).await;
-        assert_eq!(after.state, "Stable");
+        assert_eq!(after.state, StateKind::Stable);
         assert_eq!(after.generation, before.generation, "no reset");
         assert_eq!(after.assignment, owned_since(FIRST.0));
         assert_eq!(after.coordinator, Some(COORDINATOR));
@@ -432,7 +442,7 @@ async fn commit_illegal_generation_is_fenced_and_rejoins_keeping_the_member_id()
             }]
         );
         let during = m.snapshot().await;
-        assert_eq!(during.state, "AwaitingJoin");
+        assert_eq!(during.state, StateKind::AwaitingJoin);
         assert_eq!(during.member_id, before.member_id, "member id kept");
         assert_eq!(during.counters.partitions_rejected_by_broker.get(&ILLEGAL_GENERATION), Some(&1));
 
@@ -501,7 +511,7 @@ async fn commit_unknown_member_id_is_fenced_and_resets_the_member_id() {
             }]
         );
         let during = m.snapshot().await;
-        assert_eq!(during.state, "AwaitingJoin");
+        assert_eq!(during.state, StateKind::AwaitingJoin);
         assert_eq!(during.member_id, MemberId::unknown(), "member id reset");
         assert_eq!(during.counters.partitions_rejected_by_broker.get(&UNKNOWN_MEMBER_ID), Some(&1));
 
@@ -535,7 +545,7 @@ async fn commit_not_coordinator_rediscovers_and_retries() {
             }]
         );
         let after = m.snapshot().await;
-        assert_eq!(after.state, "Stable");
+        assert_eq!(after.state, StateKind::Stable);
         assert_eq!(after.generation, before.generation, "no rejoin");
         assert_eq!(after.counters.commits_sent, 2);
         assert_eq!(after.counters.coordinator_lookups, 2);
@@ -583,7 +593,7 @@ async fn commit_coordinator_load_in_progress_retries_after_backoff() {
 /// out at once (no backoff), then the member gets its first generation.
 async fn join_rejoins_at_once(code: i16) {
     let mut m = Member::start(&[(ApiKey::JoinGroup, &[code])]).await;
-    let asked = transition("AwaitingJoin", "AwaitingJoin", "JoinGroup asked to rejoin");
+    let asked = transition(StateKind::AwaitingJoin, StateKind::AwaitingJoin, "JoinGroup asked to rejoin");
     m.event_after(0, "rejoin", |e| *e == asked).await;
     let during = m.snapshot().await;
     assert_eq!(during.counters.joins_sent, 2, "second JoinGroup sent with the answer: {during:?}");
@@ -617,7 +627,7 @@ async fn join_unknown_member_id_resets_the_member_id() {
         let mark = m.mark();
         m.inject(ApiKey::JoinGroup, &[UNKNOWN_MEMBER_ID]);
         m.inject(ApiKey::Heartbeat, &[REBALANCE_IN_PROGRESS]);
-        let reset = transition("AwaitingJoin", "AwaitingJoin", "member id unknown");
+        let reset = transition(StateKind::AwaitingJoin, StateKind::AwaitingJoin, "member id unknown");
         m.event_after(mark, "member id reset", |e| *e == reset).await;
         let during = m.snapshot().await;
         assert_eq!(during.member_id, MemberId::unknown(), "member id reset");
@@ -663,7 +673,7 @@ async fn join_not_coordinator_rediscovers_and_rejoins_with_the_same_member_id() 
 async fn join_coordinator_load_in_progress_backs_off_and_retries() {
     bounded(async {
         let mut m = Member::start(&[(ApiKey::JoinGroup, &[COORDINATOR_LOAD_IN_PROGRESS])]).await;
-        let loading = transition("AwaitingJoin", "AwaitingJoin", "coordinator loading");
+        let loading = transition(StateKind::AwaitingJoin, StateKind::AwaitingJoin, "coordinator loading");
         m.event_after(0, "backoff", |e| *e == loading).await;
         let during = m.snapshot().await;
         assert_eq!(during.counters.joins_sent, 1, "backs off first: {during:?}");
@@ -693,7 +703,7 @@ async fn sync_fails_on_rejoin(code: i16) -> (Member, GroupSnapshot, usize) {
     let mark = m.mark();
     m.inject(ApiKey::SyncGroup, &[code]);
     m.inject(ApiKey::Heartbeat, &[REBALANCE_IN_PROGRESS]);
-    let joined = transition("AwaitingJoin", "AwaitingSync", "joined generation 3 as leader");
+    let joined = transition(StateKind::AwaitingJoin, StateKind::AwaitingSync, "joined generation 3 as leader");
     m.event_after(mark, "join of generation 3", |e| *e == joined).await;
     (m, before, mark)
 }
@@ -709,7 +719,10 @@ async fn sync_rebalance_in_progress_rejoins_without_reset() {
         assert_eq!(after.counters.syncs_sent, 3);
         assert_eq!(after.counters.coordinator_lookups, 1, "same coordinator");
         let events = m.since(mark);
-        assert!(events.contains(&transition("AwaitingSync", "AwaitingJoin", "group is rebalancing")), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::AwaitingSync, StateKind::AwaitingJoin, "group is rebalancing")),
+            "{events:#?}"
+        );
         assert!(!events.iter().any(is_lost), "no reset: {events:#?}");
         assert_eq!(coordinator_nodes(&events), vec![], "{events:#?}");
     })
@@ -731,7 +744,10 @@ async fn sync_illegal_generation_resets_the_generation_keeping_the_member_id() {
         assert_eq!(after.counters.coordinator_lookups, 1, "same coordinator");
         let events = m.since(mark);
         assert!(events.contains(&lost(GENERATION_IS_STALE)), "{events:#?}");
-        assert!(events.contains(&transition("AwaitingSync", "AwaitingJoin", GENERATION_IS_STALE)), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::AwaitingSync, StateKind::AwaitingJoin, GENERATION_IS_STALE)),
+            "{events:#?}"
+        );
     })
     .await
 }
@@ -752,7 +768,10 @@ async fn sync_unknown_member_id_resets_the_member_id() {
         assert_eq!(after.counters.coordinator_lookups, 1, "same coordinator");
         let events = m.since(mark);
         assert!(events.contains(&lost(MEMBER_ID_UNKNOWN)), "{events:#?}");
-        assert!(events.contains(&transition("AwaitingSync", "AwaitingJoin", MEMBER_ID_UNKNOWN)), "{events:#?}");
+        assert!(
+            events.contains(&transition(StateKind::AwaitingSync, StateKind::AwaitingJoin, MEMBER_ID_UNKNOWN)),
+            "{events:#?}"
+        );
     })
     .await
 }
@@ -781,7 +800,11 @@ async fn sync_not_coordinator_rediscovers_and_rejoins_keeping_the_member_id() {
 async fn sync_coordinator_load_in_progress_backs_off_and_rejoins() {
     bounded(async {
         let mut m = Member::start(&[(ApiKey::SyncGroup, &[COORDINATOR_LOAD_IN_PROGRESS])]).await;
-        let retry = transition("AwaitingSync", "AwaitingJoin", "retry after SyncGroup COORDINATOR_LOAD_IN_PROGRESS");
+        let retry = transition(
+            StateKind::AwaitingSync,
+            StateKind::AwaitingJoin,
+            "retry after SyncGroup COORDINATOR_LOAD_IN_PROGRESS",
+        );
         m.event_after(0, "rejoin", |e| *e == retry).await;
         let during = m.snapshot().await;
         assert_eq!(during.counters.joins_sent, 1, "backs off first: {during:?}");

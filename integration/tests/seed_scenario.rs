@@ -6,6 +6,7 @@ mod scenario;
 
 use std::time::Duration;
 
+use kgroup::group::StateKind;
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 
 fn settings(bootstrap: &str, assignor: &str) -> scenario::Settings {
@@ -51,7 +52,7 @@ fn check(report: &scenario::Report, batch_size: u64) {
     assert!(report.steps.iter().all(|s| s.committed > 0), "every step commits");
     let snapshot = report.final_snapshot.as_ref().expect("final snapshot");
     println!("{}", scenario::summary(snapshot));
-    assert_eq!(snapshot.state, "Stable");
+    assert_eq!(snapshot.state, StateKind::Stable);
     assert_eq!(snapshot.generation.as_ref().map(|g| g.id.0), report.steps.last().map(|s| s.generation));
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, TopicPartition};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, RebalanceListener};
 use kgroup_protocol_tests::coordinator::errors::{
@@ -92,7 +93,7 @@ async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: imp
 
 async fn stable(handle: &GroupHandle) {
     eventually("Stable member", || async {
-        handle.group_state().await.ok().filter(|s| s.state == "Stable").map(|_| ())
+        handle.group_state().await.ok().filter(|s| s.state == StateKind::Stable).map(|_| ())
     })
     .await;
 }
@@ -254,7 +255,7 @@ async fn a_request_left_on_the_old_coordinator_connection_does_not_tear_down_the
         let commits: Vec<&LoggedRequest> = wire.iter().filter(|r| r.api == ApiKey::OffsetCommit).collect();
         assert_eq!(commits.len(), 2, "{}", rendered(&wire));
         assert_ne!(commits[0].conn, commits[1].conn, "sent again on the new connection");
-        assert_eq!(handle.group_state().await.expect("snapshot").state, "Stable");
+        assert_eq!(handle.group_state().await.expect("snapshot").state, StateKind::Stable);
     })
     .await;
 }
@@ -309,7 +310,7 @@ async fn control_events_reach_the_consumer_behind_a_flood_of_commit_outcomes() {
             .await;
         let handle = &handle;
         eventually("revoke window", || async move {
-            handle.group_state().await.ok().filter(|s| s.state == "Revoking").map(|_| ())
+            handle.group_state().await.ok().filter(|s| s.state == StateKind::Revoking).map(|_| ())
         })
         .await;
         // 5000 commit outcomes behind the RevokeRequested event (the observers' stream keeps 4096).

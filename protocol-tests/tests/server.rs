@@ -18,6 +18,7 @@ use kgroup::driver::connection::{Connection, ConnectionConfig};
 use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::error::DisconnectCause;
 use kgroup::group::GroupConfig;
+use kgroup::group::StateKind;
 use kgroup::{Cluster, ClusterConfig, Error, NetworkError};
 use kgroup_protocol_tests::coordinator::errors::*;
 use kgroup_protocol_tests::coordinator::{ConnId, CoordinatorConfig, Fault, FaultAction, Node};
@@ -362,9 +363,9 @@ async fn a_coordinator_that_never_answers_ends_the_lookup_at_its_request_timeout
         while member.group_state().await.unwrap().counters.coordinator_lookups < 3 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(member.group_state().await.unwrap().state, "AwaitingJoin", "no coordinator reached");
+        assert_eq!(member.group_state().await.unwrap().state, StateKind::AwaitingJoin, "no coordinator reached");
         server.set_loading(false).await;
-        while member.group_state().await.unwrap().state != "Stable" {
+        while member.group_state().await.unwrap().state != StateKind::Stable {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         member.leave("done").await.unwrap();

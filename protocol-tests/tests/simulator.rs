@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitFailure, CommitOutcome, FenceReason, GenerationId};
 use kgroup_protocol_tests::coordinator::{Fault, FaultAction, Match};
 use kgroup_protocol_tests::sim::{CommitKind, RevokeStyle, Sim, SimConfig, Status, GROUP};
@@ -427,7 +428,7 @@ fn commit_during_preparing_rebalance_with_the_old_generation_succeeds() {
     let window: Vec<_> = sim.outcomes().iter().filter(|o| o.in_revoke_window).collect();
     assert!(!window.is_empty(), "no commit in a revoke window");
     for o in &window {
-        assert_eq!(o.issued_in, "Revoking");
+        assert_eq!(o.issued_in, StateKind::Revoking);
     }
     // Every commit leased in generation 1, in the revoke window or before it, went out with
     // generation 1 and was accepted.
@@ -461,8 +462,11 @@ fn commits_deferred_during_the_join_are_rejudged_after_sync() {
     converge(&mut sim, secs(30));
     sim.run_for(secs(4));
     assert_eq!(sim.coordinator_generation(), 2);
-    let deferred: Vec<_> =
-        sim.outcomes().iter().filter(|o| matches!(o.issued_in, "AwaitingJoin" | "AwaitingSync")).collect();
+    let deferred: Vec<_> = sim
+        .outcomes()
+        .iter()
+        .filter(|o| matches!(o.issued_in, StateKind::AwaitingJoin | StateKind::AwaitingSync))
+        .collect();
     let seen: Vec<_> = deferred.iter().map(|o| (o.member, o.lease.partition.partition, o.lease.next_offset)).collect();
     assert_eq!(seen, vec![(0, 3, 1000), (1, 9, 1000)]);
     for o in &deferred {
@@ -522,7 +526,7 @@ fn stale_heartbeat_answer_of_an_older_generation_changes_nothing() {
     assert!(reached.is_some(), "{}", sim.describe_members());
     assert_eq!(sim.held_responses(0), 1, "the old heartbeat is still in flight");
     let current = sim.generation_of(0).expect("stable in 2");
-    assert_eq!(sim.machine(0).state_name(), "Stable");
+    assert_eq!(sim.machine(0).state(), StateKind::Stable);
     assert_eq!(sim.stats().stale_responses, 0);
 
     sim.release_held(0, |response| {
@@ -532,7 +536,7 @@ fn stale_heartbeat_answer_of_an_older_generation_changes_nothing() {
     });
     assert_eq!(sim.stats().stale_responses, 1);
     assert_eq!(sim.machine(0).snapshot(sim.now()).counters.stale_responses, 1);
-    assert_eq!(sim.machine(0).state_name(), "Stable");
+    assert_eq!(sim.machine(0).state(), StateKind::Stable);
     assert_eq!(sim.generation_of(0), Some(current.clone()));
     assert_eq!(current.member_id, old.member_id);
     assert_eq!(sim.stats().lost_events, 0);
@@ -569,7 +573,7 @@ fn rebalance_in_progress_on_a_commit_defers_it_to_the_next_generation() {
     assert_eq!(restamped.len(), 1, "{restamped:?}");
     // Issued (and sent) in generation 1, refused with REBALANCE_IN_PROGRESS, held by the machine
     // until generation 2 was known.
-    assert_eq!(restamped[0].issued_in, "Stable");
+    assert_eq!(restamped[0].issued_in, StateKind::Stable);
     assert_eq!(
         restamped[0].outcome.outcome,
         CommitOutcome::Committed { generation: GenerationId(2), restamped_from: Some(GenerationId(1)) }
@@ -723,7 +727,7 @@ fn member_over_max_poll_interval_leaves_and_rejoins() {
     converge(&mut sim, secs(30));
     // m01's next batch takes 25 s: longer than max.poll.interval.ms (20 s).
     sim.slow(1, 250, Duration::ZERO);
-    let left = sim.run_until(secs(30), |s| s.machine(1).state_name() == "Left");
+    let left = sim.run_until(secs(30), |s| s.machine(1).state() == StateKind::Left);
     assert!(left.is_some(), "{}", sim.describe_members());
     // m00 takes over everything while m01 is still processing.
     let took_over = sim.run_until(secs(10), |s| {
@@ -742,7 +746,7 @@ fn member_over_max_poll_interval_leaves_and_rejoins() {
     let late: Vec<_> = sim.outcomes().iter().filter(|o| !o.outcome.outcome.is_committed()).collect();
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0].member, 1);
-    assert_eq!(late[0].issued_in, "Left");
+    assert_eq!(late[0].issued_in, StateKind::Left);
     assert_eq!(sim.stats().fenced_by_broker, 0);
     // Its batch was processed by m00 too (after the take-over): duplicates, never losses.
     assert_eq!(sim.stats().duplicates, 1000);
@@ -798,7 +802,7 @@ fn offset_fetch_v1_during_coordinator_load_is_retried_not_read_as_nothing_commit
     assert!(before.iter().all(|&o| o >= 1000), "{before:?}");
     sim.add_member();
     // The moment m01 is assigned, its OffsetFetch is on the wire: the coordinator moves.
-    assert!(sim.run_until(secs(30), |s| s.machine(1).state_name() == "Stable").is_some());
+    assert!(sim.run_until(secs(30), |s| s.machine(1).state() == StateKind::Stable).is_some());
     sim.coordinator_failover(Duration::ZERO, secs(2));
     converge(&mut sim, secs(30));
     sim.run_for(secs(3));
@@ -826,13 +830,13 @@ fn join_answered_after_the_coordinator_was_lost_is_retried_not_wedged() {
     let m01 = sim.add_member();
     sim.hold_responses(m01, ApiKey::OffsetFetch, 1);
     assert!(sim.run_until(secs(30), |s| s.held_responses(m01) == 1).is_some());
-    assert_eq!(sim.machine(m01).state_name(), "Stable");
+    assert_eq!(sim.machine(m01).state(), StateKind::Stable);
     sim.add_member();
     let completing = sim.run_until_every(secs(10), ms(1), |s| {
         s.coordinator().describe(GROUP).is_some_and(|v| v.state == "CompletingRebalance")
     });
     assert!(completing.is_some(), "{}", sim.describe_members());
-    assert_eq!(sim.machine(m01).state_name(), "AwaitingJoin", "m01's join answer is on the wire");
+    assert_eq!(sim.machine(m01).state(), StateKind::AwaitingJoin, "m01's join answer is on the wire");
     sim.release_held(m01, |response| {
         if let ResponseKind::OffsetFetch(r) = response {
             for g in &mut r.groups {
@@ -865,7 +869,7 @@ fn sync_group_coordinator_load_in_progress_is_retried_not_fatal() {
     let syncs: Vec<u64> = (0..2).map(|i| sim.machine(i).snapshot(sim.now()).counters.syncs_sent).collect();
     assert_eq!(syncs.iter().sum::<u64>(), 3, "{syncs:?}");
     for i in 0..2 {
-        assert_eq!(sim.machine(i).state_name(), "Stable");
+        assert_eq!(sim.machine(i).state(), StateKind::Stable);
     }
     assert!(sim.stats().committed > 0);
     assert_eq!(sim.lost_messages(), 0);
@@ -1001,6 +1005,7 @@ mod static_members {
     use std::time::{Duration, Instant};
 
     use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind};
+    use kgroup::group::StateKind;
     use kgroup::group::{
         CoordinatorFound, GenerationId, GroupConfig, GroupError, GroupEvent, GroupMachine, GroupRequest, GroupResponse,
         RequestId, TopicPartition,
@@ -1236,7 +1241,7 @@ mod static_members {
         let (old_id, old_owned) = (b.member_id(f), b.owned(f));
         let leader_revokes = b.revokes(l);
         let f2 = b.start("i-F");
-        assert_eq!(b.nodes[f2].m.state_name(), "Stable");
+        assert_eq!(b.nodes[f2].m.state(), StateKind::Stable);
         assert_eq!(b.generation(f2), Some(generation), "same generation: no rebalance");
         assert_eq!(b.owned(f2), old_owned, "the stored assignment");
         assert_ne!(b.member_id(f2), old_id, "a new member id");
@@ -1244,7 +1249,7 @@ mod static_members {
         // The old process is fenced at its next heartbeat; nobody else notices anything.
         b.run_for(Duration::from_secs(8));
         assert_eq!(b.fatal(f), Some(&fenced("i-F")));
-        assert_eq!(b.nodes[f].m.state_name(), "Failed");
+        assert_eq!(b.nodes[f].m.state(), StateKind::Failed);
         assert_eq!((b.view().state, b.view().generation), ("Stable", generation.0));
         assert_eq!(b.generation(l), Some(generation));
         assert_eq!(b.revokes(l), leader_revokes, "no rebalance reached the leader");
@@ -1298,7 +1303,7 @@ mod static_members {
         b.start("i-X");
         b.run_for(Duration::from_secs(10));
         assert_eq!(b.fatal(f), Some(&fenced("i-F")));
-        assert_eq!(b.nodes[f].m.state_name(), "Failed");
+        assert_eq!(b.nodes[f].m.state(), StateKind::Failed);
     }
 
     #[test]
@@ -1310,7 +1315,7 @@ mod static_members {
         b.start("i-X");
         b.run_for(Duration::from_secs(20));
         assert_eq!(b.fatal(f), None);
-        assert_eq!(b.nodes[f].m.state_name(), "Stable");
+        assert_eq!(b.nodes[f].m.state(), StateKind::Stable);
         assert_ne!(b.member_id(f), old_id, "the member id was reset and a new one handed out");
         assert_eq!(b.view().state, "Stable");
         assert_eq!(b.view().members.len(), 3);
@@ -1322,7 +1327,7 @@ mod static_members {
         let (l, f, generation) = b.stable_pair();
         b.nodes[f].m.leave("shutting down", b.now);
         b.settle();
-        assert_eq!(b.nodes[f].m.state_name(), "Left");
+        assert_eq!(b.nodes[f].m.state(), StateKind::Left);
         assert!(!b.nodes[f].sent.contains(&"LeaveGroup"));
         let view = b.view();
         assert_eq!((view.state, view.generation, view.members.len()), ("Stable", generation.0, 2));

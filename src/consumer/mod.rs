@@ -26,7 +26,8 @@ use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig,
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::error::{Error, Result};
 use crate::group::{
-    Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition,
+    Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, LeaveReason, OffsetLookupFailure, PartitionCommit,
+    TopicPartition,
 };
 
 /// Records of one partition, handed out together, with the lease to commit them by.
@@ -645,7 +646,7 @@ impl ConsumerTask {
                 if let (Some(listener), false) = (&self.listener, owned.is_empty()) {
                     let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.lost(&owned)).await;
                 }
-                if reason.contains("max.poll.interval.ms") {
+                if reason == LeaveReason::MaxPollIntervalExceeded {
                     self.deliver(Err(Error::MaxPollIntervalExceeded { interval: self.config.max_poll_interval }));
                 }
             }

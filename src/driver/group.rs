@@ -22,7 +22,7 @@ use crate::group::events::{CommitId, GroupEvent, OffsetFetchId, OffsetLookupFail
 use crate::group::requests::{
     CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
 };
-use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, TopicPartition};
+use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, StateKind, TopicPartition};
 use crate::protocol::error_code::ErrorAction;
 
 /// A group event with the wall-clock time it happened.
@@ -283,9 +283,9 @@ impl Driver {
     /// Failed stops the member; Left stops it only after `leave()`: a member that left because
     /// `max.poll.interval.ms` passed rejoins on the next poll.
     fn is_finished(&self) -> bool {
-        let stopped = match self.machine.state_name() {
-            "Failed" => true,
-            "Left" => self.leaving.is_some(),
+        let stopped = match self.machine.state() {
+            StateKind::Failed => true,
+            StateKind::Left => self.leaving.is_some(),
             _ => false,
         };
         stopped && self.commits.is_empty()
@@ -314,7 +314,7 @@ impl Driver {
             }
             Command::Leave(reason, reply) => {
                 self.leaving = Some(reply);
-                self.machine.leave(&reason, now);
+                self.machine.leave(reason.as_str(), now);
             }
         }
     }

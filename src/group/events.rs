@@ -6,6 +6,55 @@ use std::fmt;
 use super::types::{Generation, GenerationId, TopicPartition};
 use crate::protocol::error_code::KafkaCode;
 
+/// The member's state, for snapshots and transition events (the machine's own state carries
+/// each state's data; this is its name, compared as a value rather than as a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum StateKind {
+    AwaitingJoin,
+    AwaitingSync,
+    Stable,
+    Revoking,
+    Leaving,
+    Left,
+    Failed,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why the member leaves the group; its text is LeaveGroup v5's `reason` (KIP-800).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// The application asked (closing, unsubscribing), in its words.
+    Requested(String),
+    /// `max.poll.interval.ms` passed without a poll (KIP-62): the member leaves so that its
+    /// partitions move on, and rejoins on the next poll.
+    MaxPollIntervalExceeded,
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaveReason::Requested(text) => f.write_str(text),
+            LeaveReason::MaxPollIntervalExceeded => {
+                f.write_str("max.poll.interval.ms exceeded: the application stopped polling")
+            }
+        }
+    }
+}
+
+impl From<&str> for LeaveReason {
+    fn from(text: &str) -> Self {
+        LeaveReason::Requested(text.to_owned())
+    }
+}
+
 /// Why the member (re)joins; sent as JoinGroup `reason` on v8+ (KIP-800).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -178,7 +227,7 @@ pub enum GroupError {
 #[non_exhaustive]
 pub enum GroupEvent {
     /// The state changed.
-    Transition { from: &'static str, to: &'static str, reason: String, generation: Option<GenerationId> },
+    Transition { from: StateKind, to: StateKind, reason: String, generation: Option<GenerationId> },
     /// The coordinator was found (or lost: `node_id` is `None`).
     Coordinator { node_id: Option<i32>, reason: String },
     /// A rebalance started while we owned partitions: commit what is processed, then call
@@ -211,7 +260,7 @@ pub enum GroupEvent {
     /// A response for an older generation arrived and was not applied (T32).
     StaleResponse { api: &'static str, sent: Generation, current: Option<Generation> },
     /// The member left the group.
-    Left { reason: String },
+    Left { reason: LeaveReason },
     /// A fatal error: the member has stopped.
     Fatal(GroupError),
 }

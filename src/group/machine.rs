@@ -97,25 +97,25 @@ enum State {
     },
     /// LeaveGroup to send or in flight.
     Leaving {
-        reason: String,
+        reason: LeaveReason,
         request: Option<RequestId>,
     },
     Left {
-        reason: String,
+        reason: LeaveReason,
     },
     Failed(GroupError),
 }
 
 impl State {
-    fn name(&self) -> &'static str {
+    fn kind(&self) -> StateKind {
         match self {
-            State::AwaitingJoin { .. } => "AwaitingJoin",
-            State::AwaitingSync { .. } => "AwaitingSync",
-            State::Stable { .. } => "Stable",
-            State::Revoking { .. } => "Revoking",
-            State::Leaving { .. } => "Leaving",
-            State::Left { .. } => "Left",
-            State::Failed(_) => "Failed",
+            State::AwaitingJoin { .. } => StateKind::AwaitingJoin,
+            State::AwaitingSync { .. } => StateKind::AwaitingSync,
+            State::Stable { .. } => StateKind::Stable,
+            State::Revoking { .. } => StateKind::Revoking,
+            State::Leaving { .. } => StateKind::Leaving,
+            State::Left { .. } => StateKind::Left,
+            State::Failed(_) => StateKind::Failed,
         }
     }
 
@@ -225,8 +225,8 @@ impl LookupReaction {
 
 #[derive(Debug, Clone)]
 struct Transition {
-    from: &'static str,
-    to: &'static str,
+    from: StateKind,
+    to: StateKind,
     reason: String,
     at: Instant,
 }
@@ -402,8 +402,8 @@ impl GroupMachine {
         self.state.member_generation()
     }
 
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
+    pub fn state(&self) -> StateKind {
+        self.state.kind()
     }
 
     /// Partitions owned now with their `owned_since`: those of the current generation, and
@@ -540,18 +540,16 @@ impl GroupMachine {
 
     /// Leaves the group. Dynamic members send LeaveGroup; static members (KIP-345) do not, so a
     /// restart within the session timeout causes no rebalance.
-    pub fn leave(&mut self, reason: &str, now: Instant) {
+    pub fn leave(&mut self, reason: impl Into<LeaveReason>, now: Instant) {
         let _span = self.span().entered();
         if matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_)) {
             return;
         }
+        let reason = reason.into();
+        let text = reason.to_string();
         let sends_leave = self.config.group_instance_id.is_none() && !self.member_id.is_unknown();
-        let next = if sends_leave {
-            State::Leaving { reason: reason.to_owned(), request: None }
-        } else {
-            State::Left { reason: reason.to_owned() }
-        };
-        self.set_state(next, reason, now);
+        let next = if sends_leave { State::Leaving { reason, request: None } } else { State::Left { reason } };
+        self.set_state(next, &text, now);
         self.fail_deferred_commits(CommitFailure::MemberGone, now);
         if matches!(self.state, State::Left { .. }) {
             self.finish_leaving(now);
@@ -744,7 +742,7 @@ impl GroupMachine {
                 "max.poll.interval.ms ({:?}) passed without a poll: leaving the group so its partitions move on",
                 self.config.rebalance_timeout
             );
-            self.leave("max.poll.interval.ms exceeded: the application stopped polling", now);
+            self.leave(LeaveReason::MaxPollIntervalExceeded, now);
             self.rejoin_after_poll = true;
         }
         if self.is_heartbeating() && self.session_deadline.is_some_and(|d| d <= now) {
@@ -813,7 +811,7 @@ impl GroupMachine {
         GroupSnapshot {
             group_id: self.config.group_id.clone(),
             group_instance_id: self.config.group_instance_id.clone(),
-            state: self.state.name(),
+            state: self.state.kind(),
             generation: self.current_generation().cloned(),
             member_id: self.member_id.clone(),
             is_leader: leader,
@@ -981,13 +979,13 @@ impl GroupMachine {
     }
 
     fn set_state(&mut self, next: State, reason: &str, now: Instant) {
-        let from = self.state.name();
-        let to = next.name();
+        let from = self.state.kind();
+        let to = next.kind();
         self.state = next;
         if from != to {
-            tracing::info!(from, to, reason, "group state changed");
+            tracing::info!(%from, %to, reason, "group state changed");
         } else {
-            tracing::debug!(state = to, reason, "group state refreshed");
+            tracing::debug!(state = %to, reason, "group state refreshed");
         }
         let generation = self.current_generation().map(|g| g.id);
         self.last_transition = Some(Transition { from, to, reason: reason.to_owned(), at: now });
@@ -1608,7 +1606,7 @@ impl GroupMachine {
         request = if version >= 3 {
             let mut identity = MemberIdentity::default().with_member_id(member);
             if version >= 5 {
-                identity = identity.with_reason(Some(str_bytes(&reason)));
+                identity = identity.with_reason(Some(str_bytes(&reason.to_string())));
             }
             request.with_members(vec![identity])
         } else {

@@ -16,8 +16,8 @@ pub mod types;
 
 pub use config::GroupConfig;
 pub use events::{
-    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, OffsetLookupFailure, OwnedPartition,
-    PartitionCommit, RejoinReason,
+    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, LeaveReason, OffsetLookupFailure,
+    OwnedPartition, PartitionCommit, RejoinReason, StateKind,
 };
 pub use machine::GroupMachine;
 pub use requests::{CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId};

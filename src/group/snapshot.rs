@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::events::{CommitId, OffsetFetchId, OwnedPartition, RejoinReason};
+use super::events::{CommitId, OffsetFetchId, OwnedPartition, RejoinReason, StateKind};
 use super::types::{Generation, GenerationId, MemberId, TopicPartition};
 
 /// Counters since the machine was created.
@@ -66,8 +66,8 @@ pub struct OffsetLookupView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TransitionView {
-    pub from: &'static str,
-    pub to: &'static str,
+    pub from: StateKind,
+    pub to: StateKind,
     pub reason: String,
     pub ms_ago: u64,
 }
@@ -79,8 +79,7 @@ pub struct TransitionView {
 pub struct GroupSnapshot {
     pub group_id: String,
     pub group_instance_id: Option<String>,
-    /// State name: `AwaitingJoin`, `AwaitingSync`, `Stable`, `Revoking`, `Leaving`, `Left`, `Failed`.
-    pub state: &'static str,
+    pub state: StateKind,
     pub generation: Option<Generation>,
     pub member_id: MemberId,
     pub is_leader: bool,

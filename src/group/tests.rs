@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::{encode_assignment, Subscription};
-use super::events::OffsetFetchId;
+use super::events::{LeaveReason, OffsetFetchId, StateKind};
 use super::machine::subscription_metadata;
 use super::*;
 use crate::protocol::error_code::KafkaCode;
@@ -234,7 +234,7 @@ impl Harness {
         h.found();
         h.two_step_join("m-1");
         h.join_and_sync(1, &[0, 1]);
-        assert_eq!(h.m.state_name(), "Stable");
+        assert_eq!(h.m.state(), StateKind::Stable);
         h.outbox.clear();
         h.events.clear();
         h
@@ -421,7 +421,7 @@ impl Harness {
     /// the member joins `generation` and is assigned `partitions`.
     fn rebalance(&mut self, generation: i32, partitions: &[i32]) {
         self.heartbeat_answered(REBALANCE_IN_PROGRESS);
-        assert_eq!(self.m.state_name(), "Revoking");
+        assert_eq!(self.m.state(), StateKind::Revoking);
         self.m.revoke_done(self.now);
         self.pump();
         self.join_and_sync(generation, partitions);
@@ -527,7 +527,7 @@ fn find_coordinator_not_available_is_retried_after_backoff() {
     // T02: a brand-new cluster answers COORDINATOR_NOT_AVAILABLE until __consumer_offsets exists.
     let mut h = Harness::new();
     h.find_failed(RequestFailure::Broker(KafkaCode(COORDINATOR_NOT_AVAILABLE)));
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     assert_eq!(h.fatal(), None);
     assert!(h.outbox.is_empty());
     h.advance(BACKOFF - MS);
@@ -547,7 +547,7 @@ fn find_coordinator_not_available_is_retried_after_backoff() {
 fn find_coordinator_group_authorization_failed_is_fatal() {
     let mut h = Harness::new();
     h.find_failed(RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&rejected("FindCoordinator", GROUP_AUTHORIZATION_FAILED)));
     h.advance(Duration::from_secs(10));
     assert!(h.outbox.is_empty(), "a failed member sends nothing");
@@ -583,7 +583,7 @@ fn join_none_follower_sends_empty_assignments() {
     let members =
         vec![JoinGroupResponseMember::default().with_member_id(s("m-1")).with_metadata(subscription_metadata(&["t"]))];
     h.respond_join(id, join_response(NONE, 1, "m-1", "m-0").with_members(members));
-    assert_eq!(h.m.state_name(), "AwaitingSync");
+    assert_eq!(h.m.state(), StateKind::AwaitingSync);
     let (_, version, sync) = h.take_sync();
     assert_eq!(version, 5);
     assert_eq!(sync.generation_id, 1);
@@ -643,7 +643,7 @@ fn join_none_with_connect_protocol_type_is_fatal() {
     h.two_step_join("m-1");
     let (id, _, _) = h.take_join();
     h.respond_join(id, join_response(NONE, 1, "m-1", "m-0").with_protocol_type(Some(s("connect"))));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(
         h.fatal(),
         Some(&GroupError::InconsistentProtocol { expected: "consumer".into(), got: "connect".into() })
@@ -678,7 +678,7 @@ fn join_rebalance_in_progress_rejoins_at_once_keeping_the_id() {
     let (_, _, join) = h.take_join();
     assert_eq!(join.member_id.as_str(), "m-1");
     assert_eq!(h.count("FindCoordinator"), 0);
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
 }
 
 #[test]
@@ -734,7 +734,7 @@ fn join_coordinator_moved(code: i16) {
     h.found();
     let (_, _, join) = h.take_join();
     assert_eq!(join.member_id.as_str(), "m-1");
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     assert_eq!(h.fatal(), None);
 }
 
@@ -754,7 +754,7 @@ fn join_fatal(code: i16, config: GroupConfig, expected: GroupError) {
     h.found();
     let (id, _, _) = h.take_join();
     h.respond_join(id, join_error(code, ""));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&expected));
     h.advance(Duration::from_secs(30));
     assert!(h.outbox.is_empty(), "nothing sent after a fatal error");
@@ -851,7 +851,7 @@ fn sync_none_installs_the_assignment() {
     h.events.clear();
     let (id, _, _) = h.take_sync();
     h.respond_sync(id, sync_ok(&[0, 1]));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     let owned = |p| OwnedPartition { partition: tp(p), owned_since: GenerationId(1) };
     assert_eq!(
         h.events[0],
@@ -943,7 +943,7 @@ fn sync_rebalance_in_progress_rejoins_without_reset() {
     // T19 / T25a.
     let (mut h, id) = at_second_sync();
     h.respond_sync(id, sync_error(REBALANCE_IN_PROGRESS));
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     let (id, _, join) = h.take_join();
     assert_eq!(join.member_id.as_str(), "m-1");
     assert_eq!(join_subscription(&join).generation, GenerationId(1), "generation not reset");
@@ -991,7 +991,7 @@ fn sync_coordinator_moved(code: i16) {
     let (mut h, id) = at_second_sync();
     h.respond_sync(id, sync_error(code));
     assert_eq!(h.coordinator_events(), vec![None]);
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     assert!(h.outbox.is_empty());
     h.advance(BACKOFF);
     h.found();
@@ -1017,7 +1017,7 @@ fn sync_unknown_server_error_backs_off_and_rejoins() {
     let (mut h, id) = at_second_sync();
     h.respond_sync(id, sync_error(UNKNOWN_SERVER_ERROR));
     assert_eq!(h.fatal(), None);
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     assert!(h.outbox.is_empty(), "backs off first");
     h.advance(BACKOFF);
     assert!(h.outbox.is_empty(), "backs off first");
@@ -1036,7 +1036,7 @@ fn sync_fenced_instance_id_is_fatal() {
     h.respond_join(id, join_response(NONE, 1, "i1-a", "i1-a"));
     let (id, _, _) = h.take_sync();
     h.respond_sync(id, sync_error(FENCED_INSTANCE_ID));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&fenced_instance()));
 }
 
@@ -1044,7 +1044,7 @@ fn sync_fenced_instance_id_is_fatal() {
 fn sync_group_authorization_failed_is_fatal() {
     let (mut h, id) = at_second_sync();
     h.respond_sync(id, sync_error(GROUP_AUTHORIZATION_FAILED));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&rejected("SyncGroup", GROUP_AUTHORIZATION_FAILED)));
 }
 
@@ -1063,10 +1063,10 @@ fn heartbeat_none_keeps_the_member_stable() {
     let GroupRequest::Heartbeat(body) = r.body else { unreachable!() };
     assert_eq!((body.generation_id, body.member_id.as_str(), body.group_id.0.as_str()), (1, "m-1", "g"));
     h.respond(r.id, heartbeat(NONE));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.m.poll_timeout(), Some(h.now + HEARTBEAT));
     h.run_until(Duration::from_secs(120));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.coordinator_events(), Vec::<Option<i32>>::new());
     assert_eq!(h.counters().heartbeats_sent, 40);
 }
@@ -1076,7 +1076,7 @@ fn heartbeat_rebalance_in_progress_opens_the_revoke_window() {
     // T27.
     let mut h = Harness::stable();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert!(h.events.contains(&GroupEvent::RevokeRequested {
         generation: GenerationId(1),
         partitions: tps(&[0, 1]),
@@ -1128,7 +1128,7 @@ fn heartbeat_rebalance_in_progress_counts_as_a_successful_heartbeat() {
     while h.elapsed() < Duration::from_secs(30) {
         h.heartbeat_answered(REBALANCE_IN_PROGRESS);
     }
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert_eq!(h.coordinator_events(), Vec::<Option<i32>>::new(), "the session never expired");
     assert_eq!(h.m.snapshot(h.now).coordinator, Some(1));
 }
@@ -1161,7 +1161,7 @@ fn heartbeat_fenced_instance_id_is_fatal() {
     let mut h = Harness::stable_with(static_config());
     let body = h.heartbeat_answered(FENCED_INSTANCE_ID);
     assert_eq!(body.group_instance_id.as_deref(), Some("i1"));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&fenced_instance()));
 }
 
@@ -1172,7 +1172,7 @@ fn a_commit_after_a_fatal_error_fails_at_once() {
     let mut h = Harness::stable_with(static_config());
     let lease = h.lease(0, 10);
     h.heartbeat_answered(FENCED_INSTANCE_ID);
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     let id = h.commit(vec![lease]);
     let failure = failed(CommitFailure::Fatal(fenced_instance().to_string()));
     assert_eq!(h.completed(id), Some(vec![result(0, 10, failure)]));
@@ -1192,7 +1192,7 @@ fn heartbeat_coordinator_moved(code: i16) {
     let mut h = Harness::stable();
     h.heartbeat_answered(code);
     assert_eq!(h.coordinator_events(), vec![None]);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.m.current_generation(), Some(&gen(1, "m-1")));
     h.advance(BACKOFF);
     h.found();
@@ -1232,7 +1232,7 @@ fn heartbeat_late_answer_for_an_older_generation_is_ignored() {
         vec![GroupEvent::StaleResponse { api: "Heartbeat", sent: gen(1, "m-1"), current: Some(gen(2, "m-1")) }]
     );
     assert_eq!(h.counters().stale_responses, 1);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.m.current_generation(), Some(&gen(2, "m-1")));
     assert_eq!(h.m.assignment().len(), 2);
     assert_eq!(h.count("JoinGroup"), 0);
@@ -1271,7 +1271,7 @@ fn session_expiry_without_a_successful_heartbeat_marks_the_coordinator_unknown()
     assert_eq!(h.count("Heartbeat"), 0, "one heartbeat at a time");
     h.advance(MS);
     assert_eq!(h.coordinator_events(), vec![None]);
-    assert_eq!(h.m.state_name(), "Stable", "member id and generation are kept");
+    assert_eq!(h.m.state(), StateKind::Stable, "member id and generation are kept");
     assert_eq!(h.m.current_generation(), Some(&gen(1, "m-1")));
     h.advance(BACKOFF);
     assert_eq!(h.count("FindCoordinator"), 1);
@@ -1294,7 +1294,7 @@ fn heartbeat_other_errors_are_retried_and_do_not_count_as_success() {
         }
     }
     assert_eq!(h.elapsed(), Duration::from_secs(10));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 // ---- OffsetCommit ----
@@ -1379,7 +1379,7 @@ fn commit_rediscovers_and_retries(code: i16) {
     assert_eq!((request.generation_id_or_member_epoch, commit_offsets(&request)), (1, vec![(0, 10)]));
     h.respond(id, commit_response(&[(0, NONE)]));
     assert_eq!(h.completed(commit), Some(vec![result(0, 10, committed(1, None))]));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 #[test]
@@ -1406,7 +1406,7 @@ fn commit_rebalance_in_progress_is_deferred_and_judged_after_the_next_sync() {
     let (id, _, _) = h.take_commit();
     h.respond(id, commit_response(&[(0, REBALANCE_IN_PROGRESS)]));
     assert_eq!(h.completed(commit), None);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert!(h.events.contains(&GroupEvent::RevokeRequested {
         generation: GenerationId(1),
         partitions: tps(&[0, 1]),
@@ -1483,7 +1483,7 @@ fn commit_offset_metadata_too_large_fails_that_partition_only() {
     );
     h.advance(Duration::from_secs(1));
     assert_eq!(h.count("OffsetCommit"), 0, "not retried");
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 #[test]
@@ -1495,7 +1495,7 @@ fn commit_fenced_instance_id_is_fatal() {
     let (id, _, request) = h.take_commit();
     assert_eq!(request.group_instance_id.as_deref(), Some("i1"));
     h.respond(id, commit_response(&[(0, FENCED_INSTANCE_ID)]));
-    assert_eq!(h.m.state_name(), "Failed");
+    assert_eq!(h.m.state(), StateKind::Failed);
     assert_eq!(h.fatal(), Some(&fenced_instance()));
     assert_eq!(
         h.completed(commit),
@@ -1680,7 +1680,7 @@ fn commit_holds_back_the_join_while_in_flight() {
     let commit = h.commit(vec![lease]);
     let (id, _, _) = h.take_commit();
     h.heartbeat_answered(ILLEGAL_GENERATION);
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     assert_eq!(h.count("JoinGroup"), 0, "JoinGroup is not sent behind an OffsetCommit");
     h.respond(id, commit_response(&[(0, ILLEGAL_GENERATION)]));
     // The member already moved on: the partition is judged against the next generation.
@@ -1723,7 +1723,7 @@ fn commit_in_the_revoke_window_goes_out_with_the_old_generation() {
     // T40: the broker is in PreparingRebalance and accepts the old generation.
     let mut h = Harness::stable();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     let lease = h.lease(1, 30);
     assert_eq!(lease.generation, gen(1, "m-1"));
     let commit = h.commit(vec![lease]);
@@ -1731,7 +1731,7 @@ fn commit_in_the_revoke_window_goes_out_with_the_old_generation() {
     assert_eq!((request.generation_id_or_member_epoch, request.member_id.as_str()), (1, "m-1"));
     h.respond(id, commit_response(&[(1, NONE)]));
     assert_eq!(h.completed(commit), Some(vec![result(1, 30, committed(1, None))]));
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
 }
 
 // ---- OffsetFetch ----
@@ -1883,7 +1883,7 @@ fn fetch_topic_authorization_failed_ends_the_lookup_and_not_the_member() {
         OffsetLookupFailure::Rejected { code: KafkaCode(TOPIC_AUTHORIZATION_FAILED), topic: Some("t".into()) };
     assert!(h.events.contains(&GroupEvent::CommittedOffsetsFailed { id: fetch, failure }));
     assert_eq!(h.fatal(), None);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 #[test]
@@ -1926,7 +1926,7 @@ fn leave_dynamic_member_sends_its_member_id_and_reason() {
     assert_eq!(request.members[0].group_instance_id, None);
     assert_eq!(request.members[0].reason.as_deref(), Some("shutting down"));
     h.respond(id, GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
-    assert_eq!(h.m.state_name(), "Left");
+    assert_eq!(h.m.state(), StateKind::Left);
     assert!(h.events.contains(&GroupEvent::Left { reason: "shutting down".into() }));
     assert_eq!(h.m.snapshot(h.now).member_id, MemberId::unknown());
     assert_eq!(h.m.lease(&tp(0), 1), None);
@@ -1957,7 +1957,7 @@ fn leave_static_member_sends_nothing() {
     h.m.leave("restart", h.now);
     h.pump();
     assert_eq!(h.count("LeaveGroup"), 0);
-    assert_eq!(h.m.state_name(), "Left");
+    assert_eq!(h.m.state(), StateKind::Left);
     assert!(h.events.contains(&GroupEvent::Left { reason: "restart".into() }));
     assert_eq!(h.m.snapshot(h.now).member_id, MemberId::new("m-1"), "the static member keeps its id");
 }
@@ -2026,7 +2026,7 @@ fn leave_while_join_is_in_flight_sends_leave_group_on_a_new_connection() {
     h.respond_join(join, join_response(NONE, 2, "m-1", "m-0"));
     assert_eq!(h.count("SyncGroup"), 0);
     h.respond(leave, GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
-    assert_eq!(h.m.state_name(), "Left");
+    assert_eq!(h.m.state(), StateKind::Left);
     assert!(h.events.contains(&GroupEvent::Left { reason: "closing".into() }));
 }
 
@@ -2041,9 +2041,9 @@ fn leave_while_sync_is_in_flight_sends_leave_group_on_a_new_connection() {
     h.found();
     let (leave, _, _) = h.take_leave();
     h.respond_sync(sync, sync_ok(&[0, 1]));
-    assert_eq!(h.m.state_name(), "Leaving", "the abandoned sync's answer changes nothing");
+    assert_eq!(h.m.state(), StateKind::Leaving, "the abandoned sync's answer changes nothing");
     h.respond(leave, GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
-    assert_eq!(h.m.state_name(), "Left");
+    assert_eq!(h.m.state(), StateKind::Left);
 }
 
 #[test]
@@ -2053,7 +2053,7 @@ fn leave_that_cannot_reach_a_coordinator_gives_up_at_once() {
     h.m.leave("closing", h.now);
     h.pump();
     h.find_failed(RequestFailure::Network("refused".into()));
-    assert_eq!(h.m.state_name(), "Left");
+    assert_eq!(h.m.state(), StateKind::Left);
     h.advance(Duration::from_secs(10));
     assert!(h.outbox.is_empty(), "nothing after leaving");
 }
@@ -2082,7 +2082,7 @@ fn join_in_flight_when_the_coordinator_is_lost_goes_again_to_the_new_one() {
     h.respond_join(again, join_response(NONE, 2, "m-1", "m-0"));
     let (sync, _, _) = h.take_sync();
     h.respond_sync(sync, sync_ok(&[0, 1]));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 #[test]
@@ -2118,14 +2118,14 @@ fn max_poll_interval_without_a_poll_leaves_and_says_why() {
     h.pump();
     h.run_until(Duration::from_secs(20) - MS);
     assert_eq!(h.count("LeaveGroup"), 0);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     h.run_until(Duration::from_secs(20));
     let reason = "max.poll.interval.ms exceeded: the application stopped polling";
     let (id, _, request) = h.take_leave();
     assert_eq!(request.members[0].reason.as_deref(), Some(reason));
     h.respond(id, GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
-    assert!(h.events.contains(&GroupEvent::Left { reason: reason.into() }));
-    assert_eq!(h.m.state_name(), "Left");
+    assert!(h.events.contains(&GroupEvent::Left { reason: LeaveReason::MaxPollIntervalExceeded }));
+    assert_eq!(h.m.state(), StateKind::Left);
     // Polling again rejoins as a new member.
     h.m.record_poll(h.now);
     h.pump();
@@ -2265,7 +2265,7 @@ impl Harness {
         let join = h.join_and_sync_with(COOP, 1, &[0, 1]);
         let first = join_subscription_for(&join, COOP);
         assert!(first.owned_partitions.is_empty(), "nothing owned before the first generation");
-        assert_eq!(h.m.state_name(), "Stable");
+        assert_eq!(h.m.state(), StateKind::Stable);
         h.outbox.clear();
         h.events.clear();
         h
@@ -2293,7 +2293,7 @@ fn cooperative_rebalance_in_progress_opens_no_revoke_window_and_keeps_the_partit
         partitions: vec![],
         reason: RejoinReason::RebalanceInProgress,
     }));
-    assert_eq!(h.m.state_name(), "AwaitingJoin", "no revoke window: no revoke_done needed");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin, "no revoke window: no revoke_done needed");
     assert_eq!(h.count("JoinGroup"), 1, "rejoins at once");
     let owned = |p| OwnedPartition { partition: tp(p), owned_since: GenerationId(1) };
     assert_eq!(h.m.assignment(), vec![owned(0), owned(1)], "still owned during the rebalance");
@@ -2304,7 +2304,7 @@ fn cooperative_rebalance_in_progress_opens_no_revoke_window_and_keeps_the_partit
     // Still owned while the SyncGroup is in flight.
     let (id, _, _) = h.take_join();
     h.respond_join(id, with_protocol(join_response(NONE, 2, "m-1", "m-0"), COOP));
-    assert_eq!(h.m.state_name(), "AwaitingSync");
+    assert_eq!(h.m.state(), StateKind::AwaitingSync);
     assert_eq!(h.m.assignment().len(), 2);
 }
 
@@ -2326,12 +2326,12 @@ fn cooperative_sync_that_revokes_partitions_opens_a_revoke_window_then_a_second_
     let revoke_at = h.events.iter().position(|e| e == &revoke).expect("revoke window for t-0");
     let assigned_at = h.events.iter().position(|e| matches!(e, GroupEvent::Assigned { .. })).expect("assigned");
     assert!(revoke_at < assigned_at, "revoke handlers run before the assignment is announced");
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert_eq!(h.m.current_generation(), Some(&gen(2, "m-1")), "generation 2 is ours until the second round");
     assert_eq!(h.count("JoinGroup"), 0, "the second round waits for the revoke handler");
     h.m.revoke_done(h.now);
     h.pump();
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     let (id, _, join) = h.take_join();
     assert_eq!(join.member_id.as_str(), "m-1");
     assert_eq!(join.reason.as_deref(), Some(RejoinReason::PartitionsRevoked.to_string().as_str()));
@@ -2341,7 +2341,7 @@ fn cooperative_sync_that_revokes_partitions_opens_a_revoke_window_then_a_second_
     h.respond_join(id, with_protocol(join_response(NONE, 3, "m-1", "m-0"), COOP));
     let (id, _, _) = h.take_sync();
     h.respond_sync(id, sync_ok_with(COOP, &[1, 3]));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.count("JoinGroup"), 0);
     assert_eq!(
         h.m.assignment(),
@@ -2357,7 +2357,7 @@ fn cooperative_sync_without_revocation_stays_stable() {
     let mut h = Harness::coop_stable();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
     h.join_and_sync_with(COOP, 2, &[0, 1, 2]);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     assert_eq!(h.count("JoinGroup"), 0);
 }
 
@@ -2443,7 +2443,7 @@ fn cooperative_revoke_window_fences_leases_of_an_older_streak() {
     stale.owned_since = GenerationId(0);
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
     h.join_and_sync_with(COOP, 2, &[1]);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     let job = h.commit(vec![stale]);
     assert_eq!(h.count("OffsetCommit"), 0);
     assert!(matches!(
@@ -2495,7 +2495,7 @@ fn mixed_assignors_are_eager_until_the_group_selects_a_cooperative_one() {
     h.join_and_sync_with("range", 1, &[0, 1]);
     h.events.clear();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    assert_eq!(h.m.state_name(), "Revoking", "range selected: eager revoke window");
+    assert_eq!(h.m.state(), StateKind::Revoking, "range selected: eager revoke window");
     assert!(h
         .events
         .iter()
@@ -2505,7 +2505,7 @@ fn mixed_assignors_are_eager_until_the_group_selects_a_cooperative_one() {
     let join = h.join_and_sync_with(COOP, 2, &[0, 1]);
     assert!(join_subscription_for(&join, COOP).owned_partitions.is_empty(), "eager join revoked everything");
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    assert_eq!(h.m.state_name(), "AwaitingJoin", "cooperative-sticky selected: no revoke window");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin, "cooperative-sticky selected: no revoke window");
     let (_, _, join) = h.take_join();
     assert_eq!(join_subscription_for(&join, COOP).owned_partitions, tps(&[0, 1]));
     assert_eq!(join_subscription_for(&join, "range").owned_partitions, tps(&[0, 1]));
@@ -2582,7 +2582,7 @@ fn leader_that_cannot_learn_a_topic_assigns_what_it_knows_and_rejoins_once_metad
     let (sync_id, _, sync) = h.take_sync();
     assert_eq!(assigned_of(&sync, "m-2", "u"), Vec::<i32>::new());
     h.respond_sync(sync_id, sync_ok(&[0, 1]));
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
     h.events.clear();
 
     // Retried after retry.backoff.max.ms (1 s), for every member's topics.
@@ -2590,7 +2590,7 @@ fn leader_that_cannot_learn_a_topic_assigns_what_it_knows_and_rejoins_once_metad
     let (id, topics) = take_metadata(&mut h);
     assert_eq!(topics, vec!["t".to_string(), "u".to_string()]);
     answer_metadata(&mut h, id, &[("t", 4), ("u", 2)]);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert_eq!(rejoin_reasons(&h), vec![RejoinReason::PartitionCountsChanged]);
 }
 
@@ -2613,13 +2613,13 @@ fn leader_rejoins_when_a_refresh_shows_other_partition_counts() {
     let (id, topics) = take_metadata(&mut h);
     assert_eq!(topics, vec!["t".to_string()]);
     answer_metadata(&mut h, id, &[("t", 4)]);
-    assert_eq!(h.m.state_name(), "Stable");
+    assert_eq!(h.m.state(), StateKind::Stable);
 
     // Partitions added: the leader rejoins so that they are assigned.
     h.run_until(start + Duration::from_secs(600));
     let (id, _) = take_metadata(&mut h);
     answer_metadata(&mut h, id, &[("t", 6)]);
-    assert_eq!(h.m.state_name(), "Revoking");
+    assert_eq!(h.m.state(), StateKind::Revoking);
     assert_eq!(rejoin_reasons(&h), vec![RejoinReason::PartitionCountsChanged]);
     h.m.revoke_done(h.now);
     h.pump();
@@ -2636,7 +2636,7 @@ fn follower_refreshes_its_own_partition_counts_and_leaves_rejoining_to_the_leade
     let (id, topics) = take_metadata(&mut h);
     assert_eq!(topics, vec!["t".to_string()]);
     answer_metadata(&mut h, id, &[("t", 6)]);
-    assert_eq!(h.m.state_name(), "Stable", "Java's followers do not check the metadata snapshot either");
+    assert_eq!(h.m.state(), StateKind::Stable, "Java's followers do not check the metadata snapshot either");
 }
 
 /// The Assigned event after an ownership gap: every partition of the new assignment is added
@@ -2707,7 +2707,7 @@ fn an_undecodable_sync_answer_that_says_none_is_no_assignment() {
     h.m.handle_request_failed(h.now, id, RequestFailure::Broker(KafkaCode(NONE)));
     h.pump();
     assert_eq!(assigned_event(&h.events), None, "nothing assigned, nothing revoked");
-    assert_eq!(h.m.state_name(), "AwaitingJoin");
+    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
     let owned = |p| OwnedPartition { partition: tp(p), owned_since: GenerationId(1) };
     assert_eq!(h.m.assignment(), vec![owned(0), owned(1)], "generation 1's partitions are still held");
 }

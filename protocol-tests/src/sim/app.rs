@@ -11,6 +11,7 @@ use kgroup::group::{
 };
 
 use super::{Ev, RevokeStyle, Sim, Status};
+use kgroup::group::StateKind;
 
 /// Why the application committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub struct OutcomeRecord {
     pub member: usize,
     pub kind: CommitKind,
     /// The machine's state when the application called `commit`.
-    pub issued_in: &'static str,
+    pub issued_in: StateKind,
     /// A revoke window was open when it was issued.
     pub in_revoke_window: bool,
     pub lease: Lease,
@@ -67,7 +68,7 @@ struct Outstanding {
     id: CommitId,
     kind: CommitKind,
     leases: Vec<Lease>,
-    issued_in: &'static str,
+    issued_in: StateKind,
     in_revoke_window: bool,
 }
 
@@ -303,7 +304,7 @@ impl Sim {
                 self.stats.revoke_window += 1;
                 self.stats.revoke_window_committed += u64::from(committed);
             }
-            if matches!(o.issued_in, "AwaitingJoin" | "AwaitingSync") {
+            if matches!(o.issued_in, StateKind::AwaitingJoin | StateKind::AwaitingSync) {
                 self.stats.issued_while_joining += 1;
                 self.stats.issued_while_joining_committed += u64::from(committed);
             }
@@ -340,8 +341,8 @@ impl Sim {
     fn app_commit(&mut self, i: usize, kind: CommitKind, leases: Vec<Lease>) -> CommitId {
         self.stats.commits += 1;
         let m = &mut self.members[i];
-        let issued_in = m.machine.state_name();
-        let in_revoke_window = m.app.revoke != Revoke::Idle || m.machine.state_name() == "Revoking";
+        let issued_in = m.machine.state();
+        let in_revoke_window = m.app.revoke != Revoke::Idle || m.machine.state() == StateKind::Revoking;
         let id = m.machine.commit(leases.clone(), self.now);
         m.app.outstanding.push(Outstanding { id, kind, leases, issued_in, in_revoke_window });
         id
@@ -355,7 +356,7 @@ impl Sim {
         let app = &self.members[i].app;
         let busy = app.batch.is_some() || !app.outstanding.is_empty();
         if app.leaving {
-            if !busy && !matches!(self.members[i].machine.state_name(), "Leaving" | "Left") {
+            if !busy && !matches!(self.members[i].machine.state(), StateKind::Leaving | StateKind::Left) {
                 let leases = if self.members[i].machine.current_generation().is_some() {
                     self.members[i].app.uncommitted()
                 } else {
@@ -380,7 +381,7 @@ impl Sim {
             }
         }
         let m = &mut self.members[i];
-        if !matches!(m.machine.state_name(), "Failed" | "Left" | "Leaving") {
+        if !matches!(m.machine.state(), StateKind::Failed | StateKind::Left | StateKind::Leaving) {
             let need: Vec<TopicPartition> =
                 m.app.parts.iter().filter(|(_, p)| p.pos == Pos::NeedFetch).map(|(tp, _)| tp.clone()).collect();
             if !need.is_empty() {

@@ -49,6 +49,7 @@ use kgroup::group::{
 use kgroup::protocol::versions::NegotiatedVersions;
 
 use crate::coordinator::{decode_assignment, ConnId, CoordinatorConfig, Fault, Outgoing, ScriptedCoordinator};
+use kgroup::group::StateKind;
 
 pub use app::{CommitKind, OutcomeRecord};
 pub use ledger::{Ledger, Stats};
@@ -422,11 +423,11 @@ impl Sim {
         for &i in &live {
             let m = &self.members[i].machine;
             let generation = m.current_generation().map(|g| g.id.0);
-            if m.state_name() != "Stable" || generation != Some(view.generation) {
+            if m.state() != StateKind::Stable || generation != Some(view.generation) {
                 return Some(format!(
                     "{} is {} in generation {generation:?}, coordinator in {}",
                     self.members[i].name,
-                    m.state_name(),
+                    m.state(),
                     view.generation
                 ));
             }
@@ -466,7 +467,7 @@ impl Sim {
                 "  #{i} {} {:?} machine={} gen={g:?} owned={} app={}\n",
                 m.name,
                 m.status,
-                m.machine.state_name(),
+                m.machine.state(),
                 m.machine.assignment().len(),
                 m.app.summary()
             ));
@@ -835,9 +836,9 @@ impl Sim {
             Err(other) => self.violation(format!("unexpected response {other} to {:?}", p.api)),
         };
         let m = &mut self.members[member];
-        let before = (m.machine.state_name(), m.machine.current_generation().cloned());
+        let before = (m.machine.state(), m.machine.current_generation().cloned());
         m.machine.handle_response(self.now, p.id, response);
-        let after = (m.machine.state_name(), m.machine.current_generation().cloned());
+        let after = (m.machine.state(), m.machine.current_generation().cloned());
         m.saw_stale = false;
         self.drain_member(member);
         if self.members[member].saw_stale && before != after {

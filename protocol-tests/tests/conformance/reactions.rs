@@ -9,6 +9,7 @@
 
 use super::*;
 use kgroup::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
+use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, GroupSnapshot, TopicPartition};
 use kgroup_protocol_tests::coordinator::{Fault, FaultAction, LoggedRequest, Match};
 use tokio::sync::broadcast;
@@ -427,7 +428,8 @@ impl Member {
         };
         if setup.wait_stable {
             let start = Mark { events: 0, wire: 0 };
-            let stable = member.wait(&start, "the first Stable state", |v| v.snapshot.state == "Stable").await?;
+            let stable =
+                member.wait(&start, "the first Stable state", |v| v.snapshot.state == StateKind::Stable).await?;
             let generation = stable.snapshot.generation.ok_or("Stable without a generation")?;
             member.member = generation.member_id.to_string();
             member.generation = generation.id.0;
@@ -557,7 +559,7 @@ impl View {
     }
 
     fn stable_past(&self, by: i32) -> bool {
-        self.snapshot.state == "Stable"
+        self.snapshot.state == StateKind::Stable
             && self.snapshot.generation.as_ref().is_some_and(|g| g.id.0 > self.generation + by)
     }
 
@@ -576,7 +578,10 @@ impl View {
             .iter()
             .filter_map(|e| match e {
                 GroupEvent::Transition {
-                    from: "AwaitingJoin" | "AwaitingSync", to: "AwaitingJoin", reason, ..
+                    from: StateKind::AwaitingJoin | StateKind::AwaitingSync,
+                    to: StateKind::AwaitingJoin,
+                    reason,
+                    ..
                 } => Some(reason.clone()),
                 _ => None,
             })

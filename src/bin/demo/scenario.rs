@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kgroup::driver::group::GroupHandle;
+use kgroup::group::StateKind;
 use kgroup::group::{CommitFailure, CommitOutcome, GenerationId, GroupSnapshot, MemberId, TopicPartition};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
@@ -365,7 +366,7 @@ async fn converge(
         }
         while let Some(snapshot) = snapshots.join_next().await {
             let s = snapshot??;
-            stable += usize::from(s.state == "Stable");
+            stable += usize::from(s.state == StateKind::Stable);
             generations.insert(s.generation.map(|g| g.id.0));
             owned.extend(s.assignment.iter().map(|p| p.partition.partition));
             owners.extend(s.assignment.iter().map(|p| (p.partition.partition, s.member_id.clone())));
