@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 
+pub use crate::config_error::ConfigError;
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 use crate::protocol::ProtocolError;
 
@@ -74,18 +75,6 @@ pub enum SecurityError {
     SaslProtocol { addr: String, mechanism: &'static str, reason: String },
     #[error("{addr} does not support SASL in Kafka requests (SaslHandshake v1 and SaslAuthenticate, Kafka 1.0+)")]
     SaslUnsupported { addr: String },
-}
-
-/// A user's configuration that cannot work; reported when it is built, never later.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("invalid value {value:?} for `{key}`: {reason}")]
-    InvalidValue { key: &'static str, value: String, reason: String },
-    #[error("`{key}` is required")]
-    Missing { key: &'static str },
-    #[error("invalid topic name {name:?}: {reason}")]
-    InvalidTopic { name: String, reason: &'static str },
 }
 
 /// The crate's error type.

@@ -1,5 +1,6 @@
 //! kgroup: a pure-Rust Kafka consumer-group client.
 
+mod config_error;
 pub mod consumer;
 pub mod driver;
 #[cfg(feature = "embedded-broker")]

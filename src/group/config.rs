@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::assignor::{Assignor, RangeAssignor};
-use crate::error::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Group settings, named after the Java consumer's properties.
 #[derive(Debug, Clone)]
