@@ -1420,12 +1420,13 @@ impl GroupMachine {
         // so buffered records and the position go and it starts from the committed offset.
         let kept = |tp: &TopicPartition| continuous.is_some_and(|p| p.partitions.contains_key(tp));
         let added: Vec<TopicPartition> = owned.keys().filter(|tp| !kept(tp)).cloned().collect();
-        let revoked: Vec<TopicPartition> = previous
-            .iter()
-            .flat_map(|p| p.partitions.keys())
-            .filter(|tp| !(kept(tp) && owned.contains_key(*tp)))
-            .cloned()
-            .collect();
+        let held: Vec<&TopicPartition> = previous.iter().flat_map(|p| p.partitions.keys()).collect();
+        let revoked: Vec<TopicPartition> =
+            held.iter().filter(|tp| !(kept(tp) && owned.contains_key(**tp))).map(|tp| (*tp).clone()).collect();
+        // What the assignment takes away, whatever the streak: the leader gave it to nobody in
+        // this generation and waits for this member's rejoin to hand it on (KIP-429).
+        let given_up: Vec<TopicPartition> =
+            held.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
         for tp in &revoked {
             self.committed_streak.remove(tp);
         }
@@ -1434,13 +1435,11 @@ impl GroupMachine {
         let cooperative = self.is_cooperative(Some(&protocol));
         let released: BTreeMap<TopicPartition, GenerationId> = match continuous {
             Some(p) if cooperative => {
-                revoked.iter().filter_map(|tp| p.partitions.get(tp).map(|since| (tp.clone(), *since))).collect()
+                given_up.iter().filter_map(|tp| p.partitions.get(tp).map(|since| (tp.clone(), *since))).collect()
             }
             _ => BTreeMap::new(),
         };
-        // KIP-429's second round is for partitions given up by a streak that goes on; after a
-        // gap the old streak is over already and nothing of it commits in this generation.
-        let second_round = cooperative && continuous.is_some() && !revoked.is_empty();
+        let second_round = cooperative && !given_up.is_empty();
         self.ownership =
             Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative, released });
         if let Some(started) = self.rebalance_started.take() {
@@ -1455,7 +1454,7 @@ impl GroupMachine {
                 now,
                 GroupEvent::RevokeRequested {
                     generation: generation.id,
-                    partitions: revoked.clone(),
+                    partitions: given_up,
                     reason: RejoinReason::PartitionsRevoked,
                 },
             ));

@@ -2711,3 +2711,26 @@ fn an_undecodable_sync_answer_that_says_none_is_no_assignment() {
     let owned = |p| OwnedPartition { partition: tp(p), owned_since: GenerationId(1) };
     assert_eq!(h.m.assignment(), vec![owned(0), owned(1)], "generation 1's partitions are still held");
 }
+
+#[test]
+fn cooperative_assignment_after_a_gap_still_hands_on_what_it_takes_away() {
+    let mut h = Harness::coop_stable();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    // Generation 2 completes without this member's SyncGroup.
+    let (id, _, _) = h.take_join();
+    h.respond_join(id, with_protocol(join_response(NONE, 2, "m-1", "m-0"), COOP));
+    let (id, _, _) = h.take_sync();
+    h.respond_sync(id, sync_error(REBALANCE_IN_PROGRESS));
+    h.events.clear();
+    h.join_and_sync_with(COOP, 3, &[1]);
+    let (partitions, added, revoked) = assigned_event(&h.events).expect("assigned");
+    assert_eq!(partitions, vec![OwnedPartition { partition: tp(1), owned_since: GenerationId(3) }]);
+    assert_eq!((added, revoked), (tps(&[1]), tps(&[0, 1])), "t-1 restarts after the gap");
+    // The leader gave t-0 to nobody in generation 3: only this member's rejoin hands it on.
+    assert!(h.events.contains(&GroupEvent::RevokeRequested {
+        generation: GenerationId(3),
+        partitions: tps(&[0]),
+        reason: RejoinReason::PartitionsRevoked,
+    }));
+    assert_eq!(h.m.state(), StateKind::Revoking, "KIP-429's second round");
+}
