@@ -55,7 +55,7 @@ done
 if [ "${#failed[@]}" -gt 0 ]; then
   for target in "${failed[@]}"; do
     echo "== $target failed:"
-    grep -E -A30 'ERROR|panicked|SUMMARY' "artifacts/$target.log" | head -60
+    grep -E -A30 'ERROR|panicked|SUMMARY' "artifacts/$target.log" | head -60 || true
   done
   exit 1
 fi
