@@ -10,6 +10,9 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, GroupId, HeartbeatRequest, JoinGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 use kgroup::driver::connection::{Connection, ConnectionConfig};
+use kgroup::protocol::error_code::codes::{
+    COORDINATOR_NOT_AVAILABLE, GROUP_ID_NOT_FOUND, NOT_COORDINATOR, REBALANCE_IN_PROGRESS,
+};
 use kgroup::protocol::error_code::{ErrorAction, KafkaCode};
 use kgroup::{Cluster, ClusterConfig, Error};
 use kgroup_integration::init_tracing;
@@ -17,11 +20,6 @@ use kgroup_integration::mock::MockKafka;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const GROUP_ID_NOT_FOUND: i16 = 69;
 
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, fut).await.unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))

@@ -31,18 +31,15 @@ use kgroup::group::{
     CommitOutcome, FenceReason, Generation, GenerationId, GroupConfig, GroupEvent, GroupSnapshot, MemberId,
     OwnedPartition, PartitionCommit, RejoinReason, TopicPartition,
 };
+use kgroup::protocol::error_code::codes::{
+    COORDINATOR_LOAD_IN_PROGRESS, ILLEGAL_GENERATION, NOT_COORDINATOR, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+};
 use kgroup::protocol::error_code::KafkaCode;
 use kgroup::{Cluster, ClusterConfig};
 use kgroup_integration::mock::MockKafka;
 use kgroup_integration::{init_tracing, unique_name};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
-
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
 
 const TOPIC: &str = "reactions";
 const PARTITIONS: i32 = 2;

@@ -654,9 +654,8 @@ impl State {
         reset: OffsetReset,
         retry_at: Instant,
     ) -> Applied {
+        use crate::protocol::error_code::codes::{OFFSET_OUT_OF_RANGE, UNKNOWN_SERVER_ERROR};
         use crate::protocol::error_code::{ErrorAction, KafkaCode};
-        const OFFSET_OUT_OF_RANGE: i16 = 1;
-        const UNKNOWN_SERVER_ERROR: i16 = -1;
         let error = || Error::broker(ApiKey::Fetch, code, format!("{tp} at offset {fetch_offset}"));
         let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
         if code == OFFSET_OUT_OF_RANGE {

@@ -17,11 +17,7 @@ use super::connection::{check_code, Connection};
 use super::scram::{ScramClient, ScramError, ScramHash};
 use super::security::{SaslConfig, SaslMechanism};
 use crate::error::{Result, SecurityError};
-
-/// UNSUPPORTED_SASL_MECHANISM.
-const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-/// SASL_AUTHENTICATION_FAILED.
-const SASL_AUTHENTICATION_FAILED: i16 = 58;
+use crate::protocol::error_code::codes::{SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
 
 /// One mechanism's client side.
 enum Session {

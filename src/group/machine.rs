@@ -44,25 +44,11 @@ use super::events::*;
 use super::requests::*;
 use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
 use super::types::*;
+use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
 
 const PROTOCOL_TYPE: &str = "consumer";
-
-// Error codes the machine reacts to by name (kafka36-group-semantics.md section 2.2).
-const UNKNOWN_SERVER_ERROR: i16 = -1;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const REQUEST_TIMED_OUT: i16 = 7;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const FENCED_INSTANCE_ID: i16 = 82;
 
 /// Where the member is in the protocol; each variant carries what it waits with.
 #[derive(Debug, Clone)]

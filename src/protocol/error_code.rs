@@ -30,6 +30,54 @@ pub enum ErrorAction {
     Fatal,
 }
 
+/// The error codes kgroup reacts to by name, defined once for the client, its scripted
+/// coordinator and the tests (values from the protocol's table; a test checks each against
+/// `kafka-protocol`'s).
+pub mod codes {
+    macro_rules! codes {
+        ($($name:ident = $code:expr;)*) => {
+            $(pub const $name: i16 = $code;)*
+            /// Every code above with its name.
+            #[cfg(test)]
+            pub(super) const ALL: &[(&str, i16)] = &[$((stringify!($name), $name)),*];
+        };
+    }
+    codes! {
+        NONE = 0;
+        UNKNOWN_SERVER_ERROR = -1;
+        OFFSET_OUT_OF_RANGE = 1;
+        UNKNOWN_TOPIC_OR_PARTITION = 3;
+        REQUEST_TIMED_OUT = 7;
+        OFFSET_METADATA_TOO_LARGE = 12;
+        COORDINATOR_LOAD_IN_PROGRESS = 14;
+        COORDINATOR_NOT_AVAILABLE = 15;
+        NOT_COORDINATOR = 16;
+        ILLEGAL_GENERATION = 22;
+        INCONSISTENT_GROUP_PROTOCOL = 23;
+        INVALID_GROUP_ID = 24;
+        UNKNOWN_MEMBER_ID = 25;
+        INVALID_SESSION_TIMEOUT = 26;
+        REBALANCE_IN_PROGRESS = 27;
+        INVALID_COMMIT_OFFSET_SIZE = 28;
+        TOPIC_AUTHORIZATION_FAILED = 29;
+        GROUP_AUTHORIZATION_FAILED = 30;
+        UNSUPPORTED_SASL_MECHANISM = 33;
+        UNSUPPORTED_VERSION = 35;
+        INVALID_REQUEST = 42;
+        INVALID_TXN_STATE = 48;
+        INVALID_PRODUCER_ID_MAPPING = 49;
+        SASL_AUTHENTICATION_FAILED = 58;
+        GROUP_ID_NOT_FOUND = 69;
+        FETCH_SESSION_ID_NOT_FOUND = 70;
+        INVALID_FETCH_SESSION_EPOCH = 71;
+        MEMBER_ID_REQUIRED = 79;
+        GROUP_MAX_SIZE_REACHED = 81;
+        FENCED_INSTANCE_ID = 82;
+        UNSTABLE_OFFSET_COMMIT = 88;
+        PRODUCER_FENCED = 90;
+    }
+}
+
 /// A Kafka error code with its name; `0` means no error.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KafkaCode(pub i16);
@@ -166,6 +214,24 @@ pub fn classify(error: ResponseError) -> ErrorAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_named_code_is_the_protocols_code_of_that_name() {
+        for &(name, code) in codes::ALL {
+            let expected = match ResponseError::try_from_code(code) {
+                None => "NONE".to_owned(),
+                // `RebalanceInProgress` -> `REBALANCE_IN_PROGRESS`
+                Some(e) => format!("{e:?}").chars().enumerate().fold(String::new(), |mut out, (i, c)| {
+                    if c.is_uppercase() && i > 0 {
+                        out.push('_');
+                    }
+                    out.push(c.to_ascii_uppercase());
+                    out
+                }),
+            };
+            assert_eq!(name, expected, "code {code}");
+        }
+    }
 
     #[test]
     fn every_code_has_an_action_and_success_has_none() {

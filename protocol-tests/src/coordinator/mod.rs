@@ -56,33 +56,8 @@ use group::{Group, StoredGroup};
 use offsets::{OffsetEntry, PendingCommit};
 use transactions::Transaction;
 
-/// Kafka error codes used by the coordinator (spec §2.2).
-pub mod errors {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const INVALID_TXN_STATE: i16 = 48;
-    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-    pub const PRODUCER_FENCED: i16 = 90;
-}
+/// Kafka error codes, by name: the client's own vocabulary (spec §2.2).
+pub use kgroup::protocol::error_code::codes as errors;
 
 /// Partitions per member id, as decoded from the assignment a leader stored in SyncGroup.
 pub type Assignment = BTreeMap<String, Vec<(String, i32)>>;

@@ -11,18 +11,12 @@ use super::*;
 use kgroup::driver::group::{GroupEventRecord, GroupHandle, RevokeMode};
 use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, GroupSnapshot, TopicPartition};
+use kgroup::protocol::error_code::codes::{
+    COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, FENCED_INSTANCE_ID, ILLEGAL_GENERATION, NOT_COORDINATOR,
+    REBALANCE_IN_PROGRESS, REQUEST_TIMED_OUT, UNKNOWN_MEMBER_ID, UNKNOWN_SERVER_ERROR,
+};
 use kgroup_protocol_tests::coordinator::{Fault, FaultAction, LoggedRequest, Match};
 use tokio::sync::broadcast;
-
-const REQUEST_TIMED_OUT: i16 = 7;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const UNKNOWN_SERVER_ERROR: i16 = -1;
-const FENCED_INSTANCE_ID: i16 = 82;
 
 /// Bound on each awaited reaction.
 const WAIT: Duration = Duration::from_secs(25);

@@ -11,11 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::group::TopicPartition;
-
-/// `FETCH_SESSION_ID_NOT_FOUND`.
-pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-/// `INVALID_FETCH_SESSION_EPOCH`.
-pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+use crate::protocol::error_code::codes::{FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH};
 
 /// Epoch of the request that opens a session.
 const INITIAL_EPOCH: i32 = 0;

@@ -28,31 +28,9 @@ use super::assignor::{encode_assignment, Subscription};
 use super::events::{LeaveReason, OffsetFetchId, StateKind};
 use super::machine::subscription_metadata;
 use super::*;
+use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
-
-// Error codes (kafka36-group-semantics.md section 2.2).
-const NONE: i16 = 0;
-const UNKNOWN_SERVER_ERROR: i16 = -1;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const REQUEST_TIMED_OUT: i16 = 7;
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-const INVALID_GROUP_ID: i16 = 24;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const INVALID_SESSION_TIMEOUT: i16 = 26;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-const UNSUPPORTED_VERSION: i16 = 35;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const GROUP_MAX_SIZE_REACHED: i16 = 81;
-const FENCED_INSTANCE_ID: i16 = 82;
-const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 const MS: Duration = Duration::from_millis(1);
 const BACKOFF: Duration = Duration::from_millis(100);
