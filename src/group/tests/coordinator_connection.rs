@@ -6,9 +6,7 @@ use super::*;
 /// JoinGroup goes out (and stays unanswered).
 fn joining() -> (Harness, RequestId) {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (join, _, _) = h.take_join();
     (h, join)
 }
@@ -86,9 +84,7 @@ fn join_in_flight_when_the_coordinator_is_lost_goes_again_to_the_new_one() {
     let mut h = Harness::stable();
     h.fetch(&[0]);
     let (fetch, _, _) = h.take_fetch();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (join, _, _) = h.take_join();
     h.respond(fetch, fetch_response(NOT_COORDINATOR, &[]));
     assert_eq!(h.coordinator_events(), vec![None]);

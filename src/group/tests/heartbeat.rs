@@ -193,9 +193,7 @@ fn heartbeat_late_answer_for_an_older_generation_is_ignored() {
 #[test]
 fn heartbeats_are_not_sent_while_join_or_sync_is_in_flight() {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (id, _, _) = h.take_join();
     let sent = h.counters().heartbeats_sent;
     h.advance(Duration::from_secs(20));

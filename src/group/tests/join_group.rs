@@ -132,9 +132,7 @@ fn join_rebalance_in_progress_rejoins_at_once_keeping_the_id() {
 fn join_rebalance_in_progress_keeps_the_generation_in_the_subscription() {
     // T15b: "keep member id and generation".
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (id, _, join) = h.take_join();
     assert_eq!(join_subscription(&join).generation, GenerationId(1));
     h.respond_join(id, join_error(REBALANCE_IN_PROGRESS, "m-1"));

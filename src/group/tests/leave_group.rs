@@ -55,9 +55,7 @@ fn leave_static_member_sends_nothing() {
 fn leave_fails_deferred_commits_with_member_gone() {
     let mut h = Harness::stable();
     let lease = h.lease(0, 10);
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (_, _, _) = h.take_join();
     let commit = h.commit(vec![lease]);
     assert_eq!(h.completed(commit), None);

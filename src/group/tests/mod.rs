@@ -398,6 +398,14 @@ impl Harness {
         panic!("no heartbeat sent");
     }
 
+    /// From Stable (eager): the coordinator announces a rebalance and the revoke handler
+    /// finishes; the JoinGroup is in the outbox.
+    fn revoke_and_rejoin(&mut self) {
+        self.heartbeat_answered(REBALANCE_IN_PROGRESS);
+        self.m.revoke_done(self.now);
+        self.pump();
+    }
+
     /// From Stable: the coordinator announces a rebalance, the revoke handler finishes, and
     /// the member joins `generation` and is assigned `partitions`.
     fn rebalance(&mut self, generation: i32, partitions: &[i32]) {

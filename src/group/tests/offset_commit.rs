@@ -254,9 +254,7 @@ fn commit_retries_are_bounded() {
 fn commit_times_out_when_deferred_too_long() {
     let mut h = Harness::stable();
     let lease = h.lease(0, 10);
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (_, _, _) = h.take_join();
     let commit = h.commit(vec![lease]);
     assert_eq!(h.counters().commits_deferred, 1);
@@ -357,9 +355,7 @@ fn commit_behind_a_lower_offset_of_the_same_streak_would_move_backwards() {
 fn commit_is_never_sent_while_join_or_sync_is_in_flight() {
     let mut h = Harness::stable();
     let lease = h.lease(0, 10);
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (id, _, _) = h.take_join();
     let commit = h.commit(vec![lease]);
     h.advance(Duration::from_secs(5));

@@ -16,9 +16,7 @@ fn assert_gap_restarts_everything(h: &Harness, generation: i32) {
 #[test]
 fn eager_join_answered_unknown_member_id_restarts_the_partitions_it_gets_back() {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (id, _, _) = h.take_join();
     h.respond_join(id, join_error(UNKNOWN_MEMBER_ID, ""));
     h.two_step_join("m-2");
@@ -30,9 +28,7 @@ fn eager_join_answered_unknown_member_id_restarts_the_partitions_it_gets_back() 
 #[test]
 fn a_missed_generation_restarts_the_partitions_the_member_gets_back() {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     // Generation 2 completes without this member's SyncGroup: t-0 and t-1 may have had
     // another owner in it.
     let (id, _, join) = h.take_join();
@@ -48,9 +44,7 @@ fn a_missed_generation_restarts_the_partitions_the_member_gets_back() {
 fn consecutive_generations_keep_the_partitions_and_their_streak() {
     let mut h = Harness::stable();
     h.rebalance(2, &[0, 1]);
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     h.events.clear();
     h.join_and_sync(3, &[1, 2]);
     let (partitions, added, revoked) = assigned_event(&h.events).expect("assigned");

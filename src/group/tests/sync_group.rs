@@ -32,9 +32,7 @@ fn sync_none_installs_the_assignment() {
 #[test]
 fn sync_none_keeps_owned_since_across_a_continuous_rebalance() {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     h.events.clear();
     h.join_and_sync(2, &[1, 2]);
     let assigned = h.events.iter().find_map(|e| match e {
@@ -89,9 +87,7 @@ fn sync_none_with_another_protocol_name_is_fatal() {
 /// Stable in generation 1 with t-0 and t-1; a rebalance to generation 2 is at SyncGroup.
 fn at_second_sync() -> (Harness, RequestId) {
     let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    h.m.revoke_done(h.now);
-    h.pump();
+    h.revoke_and_rejoin();
     let (id, _, _) = h.take_join();
     h.respond_join(id, join_response(NONE, 2, "m-1", "m-0"));
     let (id, _, _) = h.take_sync();
