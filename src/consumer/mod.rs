@@ -1,15 +1,19 @@
 //! The public consumer: [`GroupConsumer`], a `Stream` of per-partition record batches, each
 //! carrying the lease its commit is judged by.
 //!
-//! Group events are handled by a background task, the way the Java client handles them inside
-//! `poll()`: a revoke window opens when the application asks for its next batch (so the batch
-//! it was processing has been committed), runs the rebalance listener under a deadline, commits
-//! stored offsets when auto-commit is on, and then lets the member rejoin. Partitions kept
-//! across a rebalance keep their position and their buffered records.
+//! What the consumer does with group events, fetched records and the application's calls is
+//! decided by a sans-IO [`session::ConsumerSession`]; a background task pumps it. A revoke
+//! window stops handing out records of the revoked partitions and waits until every lease the
+//! application holds on them is committed or stored (up to the rebalance callback timeout), so
+//! those commits go out in the generation that still owns the partitions; then it runs the
+//! rebalance listener, commits stored offsets when auto-commit is on, and lets the member
+//! rejoin. Partitions kept across a rebalance keep their position and their buffered records;
+//! a partition owned again after a gap starts again from its committed offset.
 
 pub mod config;
+pub mod session;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,12 +26,13 @@ use tokio::time::Instant;
 
 pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
-use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig, StartPosition};
+use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig};
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::error::{Error, Result};
-use crate::group::{
-    Generation, GenerationId, GroupEvent, GroupSnapshot, Lease, LeaveReason, OffsetLookupFailure, PartitionCommit,
-    TopicPartition,
+use crate::group::{GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
+use session::{
+    ConsumerSession, ListenerCall, LookupAnswer, LookupId, RecordRun, RecordSource, SessionAction, SessionBatch,
+    SessionConfig,
 };
 
 /// Records of one partition, handed out together, with the lease to commit them by.
@@ -38,8 +43,8 @@ pub struct Batch {
     /// The partition's high watermark when the records were fetched.
     pub high_watermark: i64,
     lease: Lease,
-    /// The partition's seek count when the batch was made (see [`ConsumerTask::unread`]).
-    moves: u64,
+    /// The partition's incarnation in the session when the batch was made.
+    incarnation: u64,
 }
 
 impl Batch {
@@ -54,9 +59,9 @@ impl Batch {
     }
 }
 
-/// Rebalance callbacks. Each runs under the consumer's rebalance callback timeout; the member
-/// rejoins when `revoked` returns (or the timeout passes), so commit there what must not be
-/// redelivered.
+/// Rebalance callbacks. Each runs under the consumer's rebalance callback timeout, while the
+/// consumer goes on serving the application (commits and stored offsets made inside a callback
+/// count). The member rejoins when `revoked` returns (or the timeout passes).
 pub trait RebalanceListener: Send + Sync {
     fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
@@ -72,8 +77,6 @@ pub trait RebalanceListener: Send + Sync {
 
 type NextReply = oneshot::Sender<Option<Result<Batch>>>;
 
-/// Committed offsets as a lookup answers them (`None`: nothing committed).
-type Committed = Vec<(TopicPartition, Option<i64>)>;
 type NextAnswer = oneshot::Receiver<Option<Result<Batch>>>;
 
 enum Request {
@@ -88,8 +91,16 @@ enum Request {
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
     /// A batch handed out but not returned to the application: its records go back in front.
     Unread(Batch),
-    Close(oneshot::Sender<()>),
+    /// Leases the application committed: already with the member, so no longer outstanding.
+    Committing(Vec<Lease>),
+    Store(Lease),
+    /// Commit the stored offsets: the task hands them to the member and returns the outcome.
+    CommitStored(oneshot::Sender<PendingCommit>),
+    /// Stop, returning the stored offsets.
+    Close(oneshot::Sender<Vec<Lease>>),
 }
+
+type PendingCommit = Pin<Box<dyn Future<Output = Result<Vec<PartitionCommit>>> + Send>>;
 
 /// A consumer-group member that fetches, hands out batches with leases, and commits them
 /// through the generation gate.
@@ -97,7 +108,6 @@ pub struct GroupConsumer {
     config: ConsumerConfig,
     group: GroupHandle,
     requests: mpsc::UnboundedSender<Request>,
-    stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
     /// The stream's request for its next batch, outstanding across `poll_next` calls.
     next: Option<NextAnswer>,
     /// What the task handed over for a request nobody waits on any more (a `poll` future
@@ -147,30 +157,25 @@ impl GroupConsumer {
                 auto_offset_reset: config.auto_offset_reset,
             },
         );
-        let stored = Arc::new(Mutex::new(BTreeMap::new()));
         let (requests, rx) = mpsc::unbounded_channel();
+        let session_config = SessionConfig {
+            max_poll_interval: config.max_poll_interval,
+            rebalance_callback_timeout: config.rebalance_callback_timeout,
+            auto_commit_interval: config.enable_auto_commit.then_some(config.auto_commit_interval),
+            auto_offset_store: config.enable_auto_offset_store,
+            listener: listener.is_some(),
+            static_member: config.group_instance_id.is_some(),
+        };
         let task = ConsumerTask {
-            config: config.clone(),
+            session: ConsumerSession::new(session_config, Instant::now().into_std()),
             group: group.clone(),
             control,
             fetcher,
-            owned: BTreeMap::new(),
-            pending: BTreeMap::new(),
             waiting: None,
-            errors: VecDeque::new(),
-            holding: None,
-            revoke: None,
-            assignment_after_revoke: None,
-            paused: BTreeSet::new(),
-            revoking: BTreeSet::new(),
-            poll_keepalive: Instant::now() + config.max_poll_interval / 2,
-            moves: BTreeMap::new(),
-            stored: stored.clone(),
             listener,
-            next_auto_commit: Instant::now() + config.auto_commit_interval,
-            starting: BTreeMap::new(),
+            listener_calls: VecDeque::new(),
+            running_listener: None,
             lookups: JoinSet::new(),
-            next_lookup: 0,
         };
         tokio::spawn(task.run(rx));
         group.record_poll();
@@ -178,7 +183,6 @@ impl GroupConsumer {
             config,
             group,
             requests,
-            stored,
             next: None,
             undelivered: None,
             first_events: Mutex::new(Some(first_events)),
@@ -235,24 +239,34 @@ impl GroupConsumer {
     /// dropping the future after that does not withdraw it (it goes out, and its outcome is
     /// reported only as a `CommitCompleted` group event).
     pub async fn commit(&self, batch: &Batch) -> Result<Vec<PartitionCommit>> {
-        self.group.commit(vec![batch.lease.clone()]).await
+        self.commit_leases(vec![batch.lease.clone()]).await
     }
 
     /// Commits leases (several batches, or leases moved to the offsets you choose). Cancel
     /// safety as [`commit`](Self::commit).
+    ///
+    /// A revoke window waits for the leases the application holds on revoked partitions: commit
+    /// them within the rebalance callback timeout and they go out in the generation that owns
+    /// them.
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
-        self.group.commit(leases).await
+        // The member has the commit before the task hears of it, so the window it may close
+        // (`revoke_done`) reaches the member after the commit.
+        let outcome = self.group.start_commit(leases.clone());
+        let _ = self.send(Request::Committing(leases));
+        outcome.await
     }
 
     /// Stores a processed batch's offset for the next auto-commit (or [`commit_stored`](Self::commit_stored)).
     pub fn store_offsets(&self, batch: &Batch) {
-        store(&self.stored, batch.lease.clone());
+        let _ = self.send(Request::Store(batch.lease.clone()));
     }
 
     /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
     /// the stored offsets are taken and committed whether or not the future is kept.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
-        commit_stored(&self.group, &self.stored).await
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::CommitStored(reply))?;
+        rx.await.map_err(|_| Error::Closed("consumer"))?.await
     }
 
     /// The next offset this consumer will hand out for `partition`: `None` unless it is owned
@@ -329,11 +343,12 @@ impl GroupConsumer {
         }
         // The task stops first, storing the batch the application holds.
         let (reply, rx) = oneshot::channel();
-        if self.send(Request::Close(reply)).is_ok() {
-            let _ = rx.await;
-        }
-        if self.config.enable_auto_commit {
-            let _ = commit_stored(&self.group, &self.stored).await;
+        let stored = match self.send(Request::Close(reply)) {
+            Ok(()) => rx.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if self.config.enable_auto_commit && !stored.is_empty() {
+            let _ = self.group.commit(stored).await;
         }
         self.group.leave("consumer closed").await
     }
@@ -396,150 +411,156 @@ fn withdraw(rx: &mut NextAnswer) -> Option<Result<Batch>> {
     rx.try_recv().ok().flatten()
 }
 
-fn store(stored: &Mutex<BTreeMap<TopicPartition, Lease>>, lease: Lease) {
-    let mut stored = stored.lock().unwrap_or_else(PoisonError::into_inner);
-    let keep = stored
-        .get(&lease.partition)
-        .is_some_and(|s| s.owned_since == lease.owned_since && s.next_offset > lease.next_offset);
-    if !keep {
-        stored.insert(lease.partition.clone(), lease);
+/// Fetched records of one partition as the session holds them.
+#[derive(Debug, Default)]
+struct FetchedRun {
+    records: VecDeque<ConsumerRecord>,
+    /// The partition's high watermark when the latest of them were fetched.
+    high_watermark: i64,
+}
+
+impl RecordRun for FetchedRun {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn first_offset(&self) -> Option<i64> {
+        self.records.front().map(|r| r.offset)
+    }
+
+    fn end_offset(&self) -> Option<i64> {
+        self.records.back().map(|r| r.offset + 1)
+    }
+
+    fn split_front(&mut self, n: usize) -> Self {
+        let rest = self.records.split_off(n.min(self.records.len()));
+        FetchedRun { records: std::mem::replace(&mut self.records, rest), high_watermark: self.high_watermark }
+    }
+
+    fn append(&mut self, mut later: Self) {
+        self.records.append(&mut later.records);
+        self.high_watermark = later.high_watermark;
+    }
+
+    fn prepend(&mut self, mut earlier: Self) {
+        earlier.records.append(&mut self.records);
+        self.records = earlier.records;
     }
 }
 
-async fn commit_stored(
-    group: &GroupHandle,
-    stored: &Mutex<BTreeMap<TopicPartition, Lease>>,
-) -> Result<Vec<PartitionCommit>> {
-    let leases: Vec<Lease> =
-        std::mem::take(&mut *stored.lock().unwrap_or_else(PoisonError::into_inner)).into_values().collect();
-    if leases.is_empty() {
-        return Ok(Vec::new());
+struct FetcherSource<'a>(&'a Fetcher);
+
+impl RecordSource<FetchedRun> for FetcherSource<'_> {
+    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<FetchedRun> {
+        let batch = self.0.try_next_records(partition)?;
+        Some(FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark })
     }
-    group.commit(leases).await
 }
 
-/// The revoke window the task is in: opened by the coordinator, run once the application has
-/// released its batch.
-struct RevokeWindow {
-    partitions: Vec<TopicPartition>,
-    deadline: Instant,
+impl From<SessionBatch<FetchedRun>> for Batch {
+    fn from(batch: SessionBatch<FetchedRun>) -> Batch {
+        Batch {
+            partition: batch.partition,
+            high_watermark: batch.records.high_watermark,
+            records: batch.records.records.into(),
+            lease: batch.lease,
+            incarnation: batch.incarnation,
+        }
+    }
 }
 
-/// A `GroupEvent::Assigned`, applied once the revoke window that precedes it has run.
-struct Assignment {
-    generation: Generation,
-    partitions: Vec<crate::group::OwnedPartition>,
-    added: Vec<TopicPartition>,
-    revoked: Vec<TopicPartition>,
+impl From<Batch> for SessionBatch<FetchedRun> {
+    fn from(batch: Batch) -> SessionBatch<FetchedRun> {
+        SessionBatch {
+            partition: batch.partition,
+            records: FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark },
+            lease: batch.lease,
+            incarnation: batch.incarnation,
+        }
+    }
 }
 
+type ListenerRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The pump around the [`ConsumerSession`]: carries out its actions with the member, the
+/// fetcher and the listener, and feeds it what they answer.
 struct ConsumerTask {
-    config: ConsumerConfig,
+    session: ConsumerSession<FetchedRun>,
     group: GroupHandle,
     /// The member's assignments, revocations, losses, leaving and fatal errors, none ever
     /// dropped (the observers' stream may drop events behind a burst of commit outcomes).
     control: ControlEvents,
     fetcher: Fetcher,
-    /// What the application has been told it owns, with the lease stamp for new batches.
-    owned: BTreeMap<TopicPartition, (Generation, GenerationId)>,
-    /// Fetched records not yet handed out (a fetch larger than the caller's limit).
-    pending: BTreeMap<TopicPartition, VecDeque<(ConsumerRecord, i64)>>,
     waiting: Option<(usize, NextReply)>,
-    /// Errors for the next request (nobody was waiting when they happened).
-    errors: VecDeque<Error>,
-    /// The batch the application is processing (handed out, next batch not yet asked for).
-    holding: Option<Lease>,
-    revoke: Option<RevokeWindow>,
-    /// An assignment that arrived while a revoke window waited for the application's batch: a
-    /// cooperative SyncGroup (KIP-429) announces the revocation and the new assignment together,
-    /// and the revoke handler runs first, as in Java.
-    assignment_after_revoke: Option<Assignment>,
-    /// Partitions the application paused: none of their records is handed out.
-    paused: BTreeSet<TopicPartition>,
-    /// Partitions whose revoke window ran, held back until the assignment says which are kept.
-    revoking: BTreeSet<TopicPartition>,
-    /// While the application waits in `poll` (or on the stream), it is polling: the
-    /// `max.poll.interval.ms` timer is renewed at this instant.
-    poll_keepalive: Instant,
-    /// Per partition, how often its position was moved from outside (seek, reassignment).
-    moves: BTreeMap<TopicPartition, u64>,
-    stored: Arc<Mutex<BTreeMap<TopicPartition, Lease>>>,
     listener: Option<Arc<dyn RebalanceListener>>,
-    next_auto_commit: Instant,
-    /// Newly assigned partitions waiting for their committed offsets, with the lookup that
-    /// starts them: a partition is fetched only from a known committed offset (or
-    /// `auto.offset.reset` when none is committed), never on a failed lookup.
-    starting: BTreeMap<TopicPartition, u64>,
-    lookups: JoinSet<(u64, Result<Committed>)>,
-    next_lookup: u64,
+    /// Listener calls run one at a time, in order, while the task goes on serving requests.
+    listener_calls: VecDeque<(ListenerCall, Instant)>,
+    running_listener: Option<(ListenerCall, ListenerRun)>,
+    lookups: JoinSet<(LookupId, LookupAnswer)>,
 }
 
 impl ConsumerTask {
     async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         loop {
+            self.carry_out_actions();
             if self.waiting.as_ref().is_some_and(|(_, reply)| reply.is_closed()) {
                 // The caller gave up (poll timeout): nobody is waiting any more.
                 self.waiting = None;
+                self.session.wait_ended();
             }
-            if self.waiting.is_some() {
-                if let Some(error) = self.errors.pop_front() {
+            if let Some((limit, _)) = self.waiting {
+                if let Some(error) = self.session.take_error() {
                     self.deliver(Err(error));
                     continue;
                 }
-            }
-            if self.waiting.is_some() && self.revoke.is_none() {
-                if let Some(batch) = self.take_pending() {
-                    self.deliver(Ok(batch));
+                if let Some(batch) = self.session.take_batch(limit, &mut FetcherSource(&self.fetcher)) {
+                    self.deliver(Ok(batch.into()));
                     continue;
                 }
             }
-            let can_fetch = self.waiting.is_some() && self.revoke.is_none();
-            let revoke_deadline = self.revoke.as_ref().map(|w| w.deadline);
-            let auto_commit = self.config.enable_auto_commit;
+            if self.running_listener.is_none() {
+                self.running_listener = self.listener_calls.pop_front().map(|(call, deadline)| {
+                    let run = self.listener_run(call.clone(), deadline);
+                    (call, run)
+                });
+            }
+            let timeout = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 request = requests.recv() => match request {
                     None => return,
                     Some(Request::Close(reply)) => {
-                        if let Some(lease) = self.holding.take() {
-                            if self.config.enable_auto_offset_store {
-                                store(&self.stored, lease);
-                            }
-                        }
-                        self.revoke_on_close().await;
-                        let _ = reply.send(());
+                        let stored = self.close().await;
+                        let _ = reply.send(stored);
                         return;
                     }
                     Some(request) => self.request(request).await,
                 },
                 // None once the member stopped, after its last event (a fatal error) was
                 // handled: the task goes on serving the application, which gets that error.
-                Some(record) = self.control.recv() => self.group_event(record.event).await,
-                fetched = self.fetcher.next(), if can_fetch => match fetched {
-                    Some(event) => self.fetched(event),
+                Some(record) = self.control.recv() => self.session.handle_group_event(record.event, now()),
+                fetched = self.fetcher.next(), if self.waiting.is_some() => match fetched {
+                    Some(FetchEvent::Records(batch)) => {
+                        let run = FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark };
+                        self.session.handle_records(&batch.partition, run);
+                    }
+                    Some(FetchEvent::PartitionError { partition, error }) => {
+                        tracing::warn!(%partition, %error, "partition fetch failed; other partitions go on");
+                        self.session.report(Error::PartitionFetch {
+                            partition: partition.to_string(),
+                            reason: error.to_string(),
+                        });
+                    }
                     None => return,
                 },
-                Some(Ok((lookup, result))) = self.lookups.join_next(), if !self.lookups.is_empty() => {
-                    self.looked_up(lookup, result);
+                Some(Ok((id, answer))) = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    self.session.handle_lookup(id, answer);
                 }
-                _ = sleep_until(revoke_deadline) => {
-                    tracing::warn!("the application kept its batch past the rebalance callback timeout; revoking anyway");
-                    self.run_revoke().await;
-                }
-                _ = tokio::time::sleep_until(self.poll_keepalive), if self.waiting.is_some() => {
-                    if self.waiting.as_ref().is_some_and(|(_, reply)| !reply.is_closed()) {
-                        self.group.record_poll();
+                () = run_listener(&mut self.running_listener) => {
+                    if let Some((call, _)) = self.running_listener.take() {
+                        self.session.listener_done(&call, now());
                     }
-                    self.poll_keepalive = Instant::now() + self.config.max_poll_interval / 2;
                 }
-                _ = tokio::time::sleep_until(self.next_auto_commit), if auto_commit => {
-                    self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
-                    let (group, stored) = (self.group.clone(), self.stored.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = commit_stored(&group, &stored).await {
-                            tracing::warn!(error = %e, "auto-commit failed");
-                        }
-                    });
-                }
+                () = sleep_until(timeout) => self.session.handle_timeout(now()),
             }
         }
     }
@@ -547,352 +568,125 @@ impl ConsumerTask {
     async fn request(&mut self, request: Request) {
         match request {
             Request::Next { limit, reply } => {
-                // Asking for more means the previous batch is processed (Java's poll()).
-                if let Some(lease) = self.holding.take() {
-                    if self.config.enable_auto_offset_store {
-                        store(&self.stored, lease);
-                    }
-                }
-                self.group.record_poll();
-                self.poll_keepalive = Instant::now() + self.config.max_poll_interval / 2;
+                self.session.request_batch(now());
                 self.waiting = Some((limit, reply));
-                if self.revoke.is_some() {
-                    self.run_revoke().await;
-                }
             }
             Request::Position(tp, reply) => {
-                let position = match self.pending.get(&tp).and_then(|q| q.front()) {
-                    Some((record, _)) => Some(record.offset),
+                let position = match self.session.pending_position(&tp) {
+                    Some(offset) => Some(offset),
                     None => self.fetcher.position(tp).await,
                 };
                 let _ = reply.send(position);
             }
-            Request::Seek(tp, offset) => {
-                self.moved(&tp);
-                self.pending.remove(&tp);
-                if self.starting.remove(&tp).is_some() {
-                    // The application says where it starts: its lookup no longer matters.
-                    self.start(vec![(tp, StartPosition::Offset(offset))]);
-                } else {
-                    self.fetcher.seek(tp, offset);
-                }
-            }
-            Request::Pause(partitions) => {
-                let partitions: Vec<TopicPartition> =
-                    partitions.into_iter().filter(|tp| self.owned.contains_key(tp)).collect();
-                self.paused.extend(partitions.iter().cloned());
-                self.fetcher.pause(partitions);
-            }
-            Request::Resume(partitions) => {
-                for tp in &partitions {
-                    self.paused.remove(tp);
-                }
-                // A partition in a revoke window stays paused until the assignment comes.
-                self.fetcher.resume(partitions.into_iter().filter(|tp| !self.revoking.contains(tp)).collect());
-            }
-            Request::Unread(batch) => {
-                if self.holding.as_ref() == Some(&batch.lease) {
-                    self.holding = None;
-                }
-                self.unread(batch);
-            }
+            Request::Seek(tp, offset) => self.session.seek(&tp, offset, now()),
+            Request::Pause(partitions) => self.session.pause(&partitions),
+            Request::Resume(partitions) => self.session.resume(&partitions),
+            Request::Unread(batch) => self.session.give_back(batch.into(), now()),
             Request::Assignment(reply) => {
-                let _ = reply.send(self.owned.keys().cloned().collect());
+                let _ = reply.send(self.session.assignment());
+            }
+            Request::Committing(leases) => self.session.committing(&leases, now()),
+            Request::Store(lease) => self.session.store(lease, now()),
+            Request::CommitStored(reply) => {
+                let leases = self.session.take_stored();
+                let pending: PendingCommit = if leases.is_empty() {
+                    Box::pin(async { Ok(Vec::new()) })
+                } else {
+                    Box::pin(self.group.start_commit(leases))
+                };
+                let _ = reply.send(pending);
             }
             Request::Close(_) => {}
         }
     }
 
-    async fn group_event(&mut self, event: GroupEvent) {
-        match event {
-            GroupEvent::RevokeRequested { partitions, .. } => {
-                let deadline = Instant::now() + self.config.rebalance_callback_timeout;
-                self.revoke = Some(RevokeWindow { partitions, deadline });
-                if self.holding.is_none() {
-                    self.run_revoke().await;
+    fn carry_out_actions(&mut self) {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                SessionAction::Fetch(starts) => self.fetcher.assign(starts),
+                SessionAction::Pause(partitions) => self.fetcher.pause(partitions),
+                SessionAction::Resume(partitions) => self.fetcher.resume(partitions),
+                SessionAction::Seek(partition, offset) => self.fetcher.seek(partition, offset),
+                SessionAction::Forget(partitions) => self.fetcher.revoke(partitions),
+                SessionAction::LookUp { id, partitions } => {
+                    let group = self.group.clone();
+                    self.lookups.spawn(async move {
+                        let answer = group.committed(partitions).await.map_err(|error| match error {
+                            Error::OffsetLookup(failure) => failure,
+                            other => OffsetLookupFailure::MemberStopped { reason: other.to_string() },
+                        });
+                        (id, answer)
+                    });
                 }
-            }
-            GroupEvent::Assigned { generation, partitions, added, revoked } => {
-                let assignment = Assignment { generation, partitions, added, revoked };
-                if self.revoke.is_some() {
-                    // The member went on without the window (its deadline passed): apply the
-                    // assignment before, so each one's added and revoked partitions apply in turn.
-                    if let Some(earlier) = self.assignment_after_revoke.replace(assignment) {
-                        self.assigned(earlier).await;
-                    }
-                } else {
-                    self.assigned(assignment).await;
+                SessionAction::Listener { call, deadline } => {
+                    self.listener_calls.push_back((call, Instant::from_std(deadline)));
                 }
-            }
-            GroupEvent::Lost { partitions, reason } => {
-                tracing::warn!(%reason, partitions = partitions.len(), "partitions lost");
-                // The member is no longer in the generation a revoke window belonged to.
-                self.revoke = None;
-                if let Some(assignment) = self.assignment_after_revoke.take() {
-                    self.forget(&assignment.revoked);
+                SessionAction::Commit(leases) => {
+                    let pending = self.group.start_commit(leases);
+                    tokio::spawn(async move {
+                        if let Err(e) = pending.await {
+                            tracing::warn!(error = %e, "commit of stored offsets failed");
+                        }
+                    });
                 }
-                self.forget(&partitions);
-                if let Some(listener) = &self.listener {
-                    let _ =
-                        tokio::time::timeout(self.config.rebalance_callback_timeout, listener.lost(&partitions)).await;
+                SessionAction::RevokeDone => self.group.revoke_done(),
+                SessionAction::RecordPoll => self.group.record_poll(),
+            }
+        }
+    }
+
+    /// Stores the batch the application holds (under `enable.auto.offset.store`), runs the
+    /// listener calls still due (a dynamic member's `revoked` last) and returns the stored
+    /// offsets.
+    async fn close(&mut self) -> Vec<Lease> {
+        let stored = self.session.close(now());
+        self.carry_out_actions();
+        if let Some((_, run)) = self.running_listener.take() {
+            run.await;
+        }
+        while let Some((call, deadline)) = self.listener_calls.pop_front() {
+            self.listener_run(call, deadline).await;
+        }
+        stored
+    }
+
+    fn listener_run(&self, call: ListenerCall, deadline: Instant) -> ListenerRun {
+        let Some(listener) = self.listener.clone() else { return Box::pin(async {}) };
+        Box::pin(async move {
+            let run = async {
+                match &call {
+                    ListenerCall::Assigned(partitions) => listener.assigned(partitions).await,
+                    ListenerCall::Revoked(partitions) => listener.revoked(partitions).await,
+                    ListenerCall::Lost(partitions) => listener.lost(partitions).await,
                 }
+            };
+            if tokio::time::timeout_at(deadline, run).await.is_err() {
+                tracing::warn!(?call, "rebalance listener ran past the rebalance callback timeout");
             }
-            GroupEvent::Left { reason } => {
-                self.revoke = None;
-                self.assignment_after_revoke = None;
-                let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
-                self.forget(&owned);
-                // The group moved on without this member and no revoke window ran: lost.
-                if let (Some(listener), false) = (&self.listener, owned.is_empty()) {
-                    let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.lost(&owned)).await;
-                }
-                if reason == LeaveReason::MaxPollIntervalExceeded {
-                    self.deliver(Err(Error::MaxPollIntervalExceeded { interval: self.config.max_poll_interval }));
-                }
-            }
-            GroupEvent::Fatal(error) => self.deliver(Err(Error::Group(error))),
-            _ => {}
-        }
+        })
     }
 
-    /// A dynamic member leaving gives its partitions up: the listener's `revoked` runs before
-    /// the LeaveGroup, as in Java (`onLeavePrepare`). A static member keeps them (KIP-345: no
-    /// LeaveGroup), so nothing is revoked.
-    async fn revoke_on_close(&mut self) {
-        if self.config.group_instance_id.is_some() {
-            return;
-        }
-        let owned: Vec<TopicPartition> = self.owned.keys().cloned().collect();
-        if let (Some(listener), false) = (&self.listener, owned.is_empty()) {
-            let budget = self.config.rebalance_callback_timeout;
-            if tokio::time::timeout(budget, listener.revoked(&owned)).await.is_err() {
-                tracing::warn!("rebalance listener `revoked` ran past its deadline on close");
-            }
-        }
-    }
-
-    /// The revoke window: pause fetching, run the listener, commit stored offsets when
-    /// auto-commit is on, then let the member rejoin.
-    async fn run_revoke(&mut self) {
-        let Some(window) = self.revoke.take() else { return };
-        self.fetcher.pause(window.partitions.clone());
-        // Nothing of these partitions is handed out until the assignment says they are kept.
-        self.revoking.extend(window.partitions.iter().cloned());
-        let budget = window.deadline.saturating_duration_since(Instant::now());
-        // Java does not call `onPartitionsRevoked` with nothing revoked (a cooperative rebalance).
-        if let (Some(listener), false) = (&self.listener, window.partitions.is_empty()) {
-            if tokio::time::timeout(budget, listener.revoked(&window.partitions)).await.is_err() {
-                tracing::warn!("rebalance listener `revoked` ran past its deadline");
-            }
-        }
-        if self.config.enable_auto_commit {
-            // Handed to the member before `revoke_done`: the member's JoinGroup waits for it.
-            let leases: Vec<Lease> = std::mem::take(&mut *self.stored.lock().unwrap_or_else(PoisonError::into_inner))
-                .into_values()
-                .collect();
-            if !leases.is_empty() {
-                let pending = self.group.start_commit(leases);
-                tokio::spawn(async move {
-                    if let Err(e) = pending.await {
-                        tracing::warn!(error = %e, "commit in the revoke window failed");
-                    }
-                });
-            }
-        }
-        self.group.revoke_done();
-        if let Some(assignment) = self.assignment_after_revoke.take() {
-            self.assigned(assignment).await;
-        }
-    }
-
-    async fn assigned(&mut self, Assignment { generation, partitions, added, revoked }: Assignment) {
-        self.forget(&revoked);
-        self.revoking.clear();
-        self.owned = partitions.iter().map(|p| (p.partition.clone(), (generation.clone(), p.owned_since))).collect();
-        // Kept partitions resume, unless the application paused them.
-        let kept: Vec<TopicPartition> =
-            self.owned.keys().filter(|tp| !added.contains(tp) && !self.paused.contains(*tp)).cloned().collect();
-        self.fetcher.resume(kept);
-        if !added.is_empty() {
-            // New partitions start from the committed offset; kept ones keep their position.
-            self.look_up_starts(added);
-        }
-        if let Some(listener) = &self.listener {
-            let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
-            let _ = tokio::time::timeout(self.config.rebalance_callback_timeout, listener.assigned(&all)).await;
-        }
-    }
-
-    /// Looks up where `partitions` start; each is fetched once the answer comes
-    /// ([`looked_up`](Self::looked_up)), the task carrying on meanwhile.
-    fn look_up_starts(&mut self, partitions: Vec<TopicPartition>) {
-        self.next_lookup += 1;
-        let lookup = self.next_lookup;
-        for tp in &partitions {
-            self.starting.insert(tp.clone(), lookup);
-        }
-        let group = self.group.clone();
-        self.lookups.spawn(async move { (lookup, group.committed(partitions).await) });
-    }
-
-    /// A lookup answered, for the partitions it still starts (not reassigned or sought since).
-    /// A failed lookup is never "nothing committed": after a retriable failure the partitions
-    /// are looked up again for as long as they stay assigned (as Java does; the member reports
-    /// every failed attempt in its snapshot and events), and a refusal (an authorization error)
-    /// reaches the application.
-    fn looked_up(&mut self, lookup: u64, result: Result<Committed>) {
-        let partitions: Vec<TopicPartition> =
-            self.starting.iter().filter(|(_, l)| **l == lookup).map(|(tp, _)| tp.clone()).collect();
-        if partitions.is_empty() {
-            return;
-        }
-        match result {
-            Ok(committed) => {
-                let starts: Vec<(TopicPartition, StartPosition)> = committed
-                    .into_iter()
-                    .filter(|(tp, _)| partitions.contains(tp))
-                    .map(|(tp, offset)| (tp, offset.map_or(StartPosition::Reset, StartPosition::Offset)))
-                    .collect();
-                for (tp, _) in &starts {
-                    self.starting.remove(tp);
-                }
-                self.start(starts);
-            }
-            Err(Error::OffsetLookup(failure)) if failure.is_retriable() => {
-                tracing::warn!(%failure, partitions = partitions.len(), "committed offsets still unknown; asking again");
-                self.look_up_starts(partitions);
-            }
-            Err(Error::OffsetLookup(failure @ OffsetLookupFailure::Rejected { .. })) => {
-                for tp in &partitions {
-                    self.starting.remove(tp);
-                }
-                tracing::error!(%failure, ?partitions, "committed offsets cannot be looked up; not fetching");
-                self.deliver(Err(Error::OffsetLookup(failure)));
-            }
-            // The member stopped: its fatal error reaches the application.
-            Err(error) => tracing::debug!(%error, "offset lookup ended with the member"),
-        }
-    }
-
-    /// Starts fetching partitions; those the application paused, or in a revoke window, stay
-    /// paused.
-    fn start(&mut self, starts: Vec<(TopicPartition, StartPosition)>) {
-        let held: Vec<TopicPartition> = starts
-            .iter()
-            .map(|(tp, _)| tp)
-            .filter(|tp| self.paused.contains(*tp) || self.revoking.contains(*tp))
-            .cloned()
-            .collect();
-        self.fetcher.assign(starts);
-        if !held.is_empty() {
-            self.fetcher.pause(held);
-        }
-    }
-
-    fn moved(&mut self, partition: &TopicPartition) {
-        *self.moves.entry(partition.clone()).or_default() += 1;
-    }
-
-    fn forget(&mut self, partitions: &[TopicPartition]) {
-        if partitions.is_empty() {
-            return;
-        }
-        self.fetcher.revoke(partitions.to_vec());
-        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        for tp in partitions {
-            *self.moves.entry(tp.clone()).or_default() += 1;
-            self.owned.remove(tp);
-            self.pending.remove(tp);
-            self.paused.remove(tp);
-            self.revoking.remove(tp);
-            self.starting.remove(tp);
-            stored.remove(tp);
-        }
-    }
-
-    fn fetched(&mut self, event: FetchEvent) {
-        match event {
-            FetchEvent::Records(batch) => {
-                if !self.owned.contains_key(&batch.partition) {
-                    return;
-                }
-                let queue = self.pending.entry(batch.partition.clone()).or_default();
-                queue.extend(batch.records.into_iter().map(|r| (r, batch.high_watermark)));
-            }
-            FetchEvent::PartitionError { partition, error } => {
-                tracing::warn!(%partition, %error, "partition fetch failed; other partitions go on");
-                self.deliver(Err(Error::PartitionFetch {
-                    partition: partition.to_string(),
-                    reason: error.to_string(),
-                }));
-            }
-        }
-    }
-
-    /// Up to `limit` pending records of one owned partition, as a batch with its lease.
-    fn take_pending(&mut self) -> Option<Batch> {
-        let limit = self.waiting.as_ref().map(|(l, _)| *l)?;
-        let tp = self
-            .pending
-            .iter()
-            .find(|(tp, q)| {
-                !q.is_empty()
-                    && self.owned.contains_key(*tp)
-                    && !self.paused.contains(*tp)
-                    && !self.revoking.contains(*tp)
-            })
-            .map(|(tp, _)| tp.clone())?;
-        let (generation, owned_since) = self.owned.get(&tp)?.clone();
-        let queue = self.pending.get_mut(&tp)?;
-        while queue.len() < limit {
-            let Some(batch) = self.fetcher.try_next_records(&tp) else { break };
-            queue.extend(batch.records.into_iter().map(|r| (r, batch.high_watermark)));
-        }
-        let take = limit.min(queue.len());
-        let taken: Vec<(ConsumerRecord, i64)> = queue.drain(..take).collect();
-        let high_watermark = taken.last().map(|(_, hw)| *hw).unwrap_or(-1);
-        let records: Vec<ConsumerRecord> = taken.into_iter().map(|(r, _)| r).collect();
-        let next_offset = records.last().map(|r| r.offset + 1)?;
-        let lease = Lease { partition: tp.clone(), next_offset, generation, owned_since };
-        let moves = self.moves.get(&tp).copied().unwrap_or(0);
-        Some(Batch { partition: tp, records, high_watermark, lease, moves })
-    }
-
-    /// Hands `item` to the waiting caller. Nobody waiting (or the caller gave up): records go
-    /// back in front of the pending ones, errors wait for the next request.
+    /// Hands `item` to the waiting caller. A caller that gave up: records go back in front of
+    /// the pending ones, errors wait for the next request.
     fn deliver(&mut self, item: Result<Batch>) {
-        let Some((_, reply)) = self.waiting.take() else {
-            match item {
-                Ok(batch) => self.unread(batch),
-                Err(e) => self.errors.push_back(e),
-            }
-            return;
-        };
-        if let Ok(batch) = &item {
-            self.holding = Some(batch.lease.clone());
-        }
+        let Some((_, reply)) = self.waiting.take() else { return };
+        self.session.wait_ended();
         match reply.send(Some(item)) {
-            Ok(()) => {}
-            Err(Some(Ok(batch))) => {
-                self.holding = None;
-                self.unread(batch);
-            }
-            Err(Some(Err(e))) => self.errors.push_back(e),
-            Err(None) => {}
+            Ok(()) | Err(None) => {}
+            Err(Some(Ok(batch))) => self.session.give_back(batch.into(), now()),
+            Err(Some(Err(e))) => self.session.report(e),
         }
     }
+}
 
-    /// Puts a batch the application never received back in front of the pending records,
-    /// unless the partition was sought (or reassigned) since: then its records are not next.
-    fn unread(&mut self, batch: Batch) {
-        let moves = self.moves.get(&batch.partition).copied().unwrap_or(0);
-        if !self.owned.contains_key(&batch.partition) || batch.moves != moves {
-            return;
-        }
-        let queue = self.pending.entry(batch.partition.clone()).or_default();
-        for record in batch.records.into_iter().rev() {
-            queue.push_front((record, batch.high_watermark));
-        }
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+async fn run_listener(running: &mut Option<(ListenerCall, ListenerRun)>) {
+    match running {
+        Some((_, run)) => run.await,
+        None => std::future::pending().await,
     }
 }
 
