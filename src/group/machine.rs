@@ -36,14 +36,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{
-    cooperative_adjust, decode_assignment, encode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription,
-};
+use super::assignor::{cooperative_adjust, Assignor, GroupMember, RebalanceProtocol};
 use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
 use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
 use super::types::*;
+use crate::protocol::consumer_protocol::{decode_assignment, encode_assignment, Subscription};
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;

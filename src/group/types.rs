@@ -3,32 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A group generation number as the coordinator hands it out (`-1`: none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct GenerationId(pub i32);
-
-impl Default for GenerationId {
-    fn default() -> Self {
-        GenerationId::NONE
-    }
-}
-
-impl GenerationId {
-    /// What a member without a generation sends (`-1`).
-    pub const NONE: GenerationId = GenerationId(-1);
-
-    /// The generation after this one.
-    pub fn next(self) -> GenerationId {
-        GenerationId(self.0.wrapping_add(1))
-    }
-}
-
-impl fmt::Display for GenerationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+// Defined in the protocol layer, whose consumer protocol codec encodes them.
+pub use crate::protocol::types::{GenerationId, TopicPartition};
 
 /// A member id the coordinator assigned (`""` before the first join).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -78,26 +54,6 @@ pub struct Generation {
 impl fmt::Display for Generation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.member_id, self.id)
-    }
-}
-
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct TopicPartition {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: &str, partition: i32) -> Self {
-        TopicPartition { topic: Arc::from(topic), partition }
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
     }
 }
 

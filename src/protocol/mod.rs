@@ -2,14 +2,17 @@
 //!
 //! Framing ([`frame`]), request and response headers ([`codec`]), the bounds check every
 //! response body passes before it is decoded ([`bounds`]), per-broker version negotiation
-//! ([`versions`]) and the one table that says what each error code demands ([`error_code`]).
+//! ([`versions`]), the one table that says what each error code demands ([`error_code`]) and the
+//! `consumer` protocol's subscription and assignment bytes ([`consumer_protocol`]).
 //! Nothing here does IO.
 
 pub mod bounds;
 pub mod codec;
+pub mod consumer_protocol;
 pub mod error_code;
 pub mod frame;
 mod schema;
+pub(crate) mod types;
 pub mod versions;
 
 use kafka_protocol::messages::ApiKey;

@@ -216,7 +216,9 @@ fn cooperative_leader_adjusts_the_assignment_before_sync() {
     let plan: std::collections::BTreeMap<String, Vec<TopicPartition>> = sync
         .assignments
         .iter()
-        .map(|a| (a.member_id.to_string(), super::assignor::decode_assignment(&a.assignment).unwrap()))
+        .map(|a| {
+            (a.member_id.to_string(), crate::protocol::consumer_protocol::decode_assignment(&a.assignment).unwrap())
+        })
         .collect();
     // Everything is owned by m-1: what moves to m-2 is left out of this generation (m-2 gets it
     // in the second round), and m-1 keeps the rest.

@@ -24,10 +24,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{encode_assignment, Subscription};
 use super::events::{LeaveReason, OffsetFetchId, StateKind};
 use super::machine::subscription_metadata;
 use super::*;
+use crate::protocol::consumer_protocol::{encode_assignment, Subscription};
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;

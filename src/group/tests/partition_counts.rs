@@ -29,7 +29,8 @@ fn answer_metadata(h: &mut Harness, id: RequestId, counts: &[(&str, i32)]) {
 /// The partitions of `topic` the leader's SyncGroup gives `member`.
 fn assigned_of(sync: &SyncGroupRequest, member: &str, topic: &str) -> Vec<i32> {
     let assignment = sync.assignments.iter().find(|a| a.member_id.as_str() == member).expect("member in the plan");
-    let partitions = super::assignor::decode_assignment(&assignment.assignment).expect("assignment decodes");
+    let partitions =
+        crate::protocol::consumer_protocol::decode_assignment(&assignment.assignment).expect("assignment decodes");
     partitions.iter().filter(|tp| &*tp.topic == topic).map(|tp| tp.partition).collect()
 }
 
