@@ -158,7 +158,7 @@ impl Harness {
     }
 
     fn revoke_done_sent(&mut self) -> bool {
-        self.take_actions().iter().any(|a| *a == SessionAction::RevokeDone)
+        self.take_actions().contains(&SessionAction::RevokeDone)
     }
 }
 
