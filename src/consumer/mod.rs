@@ -588,7 +588,7 @@ impl ConsumerTask {
             Request::Committing(leases) => self.session.committing(&leases, now()),
             Request::Store(lease) => self.session.store(lease, now()),
             Request::CommitStored(reply) => {
-                let leases = self.session.take_stored();
+                let leases = self.session.take_stored(now());
                 let pending: PendingCommit = if leases.is_empty() {
                     Box::pin(async { Ok(Vec::new()) })
                 } else {

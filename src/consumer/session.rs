@@ -255,7 +255,7 @@ impl<R: RecordRun> ConsumerSession<R> {
         if let (Some(at), Some(interval)) = (self.next_auto_commit, self.config.auto_commit_interval) {
             if at <= now {
                 self.next_auto_commit = Some(now + interval);
-                self.commit_stored();
+                self.commit_stored(now);
             }
         }
         self.try_run_window(now);
@@ -269,6 +269,11 @@ impl<R: RecordRun> ConsumerSession<R> {
     /// The offset of the next record buffered here for `partition`.
     pub fn pending_position(&self, partition: &TopicPartition) -> Option<i64> {
         self.parts.get(partition)?.pending.as_ref()?.1.first_offset()
+    }
+
+    /// A revoke window is open (its listener call included).
+    pub fn revoke_window_open(&self) -> bool {
+        self.window.is_some()
     }
 
     /// Whether the partition's lease on handed-out records is neither committed nor stored.
@@ -483,7 +488,9 @@ impl<R: RecordRun> ConsumerSession<R> {
     }
 
     /// Stores a processed lease for the next auto-commit (or [`take_stored`](Self::take_stored));
-    /// a lower offset does not replace a higher one.
+    /// a lower offset does not replace a higher one. Under auto-commit a stored lease is
+    /// settled (a revoke window commits it before the member rejoins); otherwise it stays
+    /// outstanding until the application commits it or the stored offsets.
     pub fn store(&mut self, lease: Lease, now: Instant) {
         // A lease of another ownership streak would be fenced (OwnershipInterrupted): the
         // records after it may have been processed by the interim owner.
@@ -492,7 +499,9 @@ impl<R: RecordRun> ConsumerSession<R> {
             tracing::debug!(partition = %lease.partition, "a lease of a partition not owned in its streak is not stored");
             return;
         };
-        part.settle(&lease);
+        if self.config.auto_commit_interval.is_some() {
+            part.settle(&lease);
+        }
         let keep = self.stored.get(&lease.partition).is_some_and(|s| s.next_offset > lease.next_offset);
         if !keep {
             self.stored.insert(lease.partition.clone(), lease);
@@ -500,9 +509,11 @@ impl<R: RecordRun> ConsumerSession<R> {
         self.try_run_window(now);
     }
 
-    /// The stored offsets, taken to be committed.
-    pub fn take_stored(&mut self) -> Vec<Lease> {
-        std::mem::take(&mut self.stored).into_values().collect()
+    /// The stored offsets, taken to be committed now (so they are settled).
+    pub fn take_stored(&mut self, now: Instant) -> Vec<Lease> {
+        let leases: Vec<Lease> = std::mem::take(&mut self.stored).into_values().collect();
+        self.committing(&leases, now);
+        leases
     }
 
     /// Moves the position of an owned partition. Leases on it are released: the application
@@ -566,7 +577,7 @@ impl<R: RecordRun> ConsumerSession<R> {
             let owned = self.assignment();
             self.call_listener(ListenerCall::Revoked(owned), now);
         }
-        self.take_stored()
+        self.take_stored(now)
     }
 
     fn open_window(&mut self, partitions: Vec<TopicPartition>, now: Instant) {
@@ -619,7 +630,7 @@ impl<R: RecordRun> ConsumerSession<R> {
     fn finish_window(&mut self, now: Instant) {
         self.window = None;
         if self.config.auto_commit_interval.is_some() {
-            self.commit_stored();
+            self.commit_stored(now);
         }
         self.actions.push_back(SessionAction::RevokeDone);
         if let Some(assignment) = self.assignment_after_window.take() {
@@ -723,8 +734,8 @@ impl<R: RecordRun> ConsumerSession<R> {
         }
     }
 
-    fn commit_stored(&mut self) {
-        let leases = self.take_stored();
+    fn commit_stored(&mut self, now: Instant) {
+        let leases = self.take_stored(now);
         if !leases.is_empty() {
             self.actions.push_back(SessionAction::Commit(leases));
         }

@@ -1,26 +1,30 @@
-//! The application on top of each simulated member: a consumer that processes batches of one
-//! partition at a time and commits each synchronously, as in the seed report.
+//! The application on top of each simulated member: kgroup's own [`ConsumerSession`] (the code
+//! `GroupConsumer` runs) over the member's machine, fed offset ranges by a log that always has
+//! more, and an application that reads batches, processes them and commits them synchronously
+//! (one batch at a time, or several accumulated across reads as in the seed report), or stores
+//! them for auto-commit.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use kgroup::consumer::session::{ConsumerSession, LookupId, RecordSource, SessionAction, SessionBatch, SessionConfig};
+use kgroup::driver::fetcher::StartPosition;
 use kgroup::group::events::OffsetFetchId;
 use kgroup::group::{
-    CommitFailure, CommitId, CommitOutcome, FenceReason, GenerationId, GroupEvent, Lease, OwnedPartition,
-    PartitionCommit, TopicPartition,
+    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupEvent, Lease, PartitionCommit, StateKind, TopicPartition,
 };
 
-use super::{Ev, RevokeStyle, Sim, Status};
-use kgroup::group::StateKind;
+use super::{Ev, RevokeStyle, Sim, SimConfig, Status};
 
 /// Why the application committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitKind {
-    /// After a processed batch.
+    /// After processing batches, synchronously.
     Batch,
-    /// Progress committed by the revoke handler.
-    Revoke,
-    /// Progress committed before leaving.
+    /// Stored offsets the session committed (auto-commit, or in a revoke window).
+    Stored,
+    /// Stored offsets committed before leaving.
     Leave,
 }
 
@@ -38,31 +42,6 @@ pub struct OutcomeRecord {
     pub outcome: PartitionCommit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pos {
-    NeedFetch,
-    Fetching(OffsetFetchId),
-    At(i64),
-}
-
-/// One partition the application owns, within one ownership streak (`since`).
-#[derive(Debug, Clone)]
-struct Part {
-    pos: Pos,
-    since: GenerationId,
-    /// The highest offset known committed in this streak.
-    committed: i64,
-    /// The lease of the last batch processed in this streak.
-    last_lease: Option<Lease>,
-}
-
-#[derive(Debug, Clone)]
-struct Batch {
-    lease: Lease,
-    start: i64,
-    done_at: Instant,
-}
-
 #[derive(Debug, Clone)]
 struct Outstanding {
     id: CommitId,
@@ -72,97 +51,97 @@ struct Outstanding {
     in_revoke_window: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Revoke {
-    Idle,
-    /// RevokeRequested for this generation arrived; the handler runs once no batch or commit is
-    /// in progress.
-    Pending(GenerationId),
-    /// The handler's commit is in flight.
-    Committing(CommitId, GenerationId),
+/// A batch read and being processed, with what was known committed of its partition when it
+/// was read.
+#[derive(Debug, Clone)]
+struct Read {
+    batch: SessionBatch<Range<i64>>,
+    landed_when_read: i64,
 }
 
-impl Revoke {
-    fn generation(self) -> Option<GenerationId> {
-        match self {
-            Revoke::Idle => None,
-            Revoke::Pending(generation) | Revoke::Committing(_, generation) => Some(generation),
+/// The member's log: every partition always has one more batch from the position the session
+/// fetches it from.
+#[derive(Debug, Clone, Default)]
+struct Log {
+    batch: i64,
+    positions: BTreeMap<TopicPartition, i64>,
+    paused: Vec<TopicPartition>,
+}
+
+impl RecordSource<Range<i64>> for Log {
+    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<Range<i64>> {
+        if self.paused.contains(partition) {
+            return None;
         }
+        let position = self.positions.get_mut(partition)?;
+        let run = *position..*position + self.batch;
+        *position += self.batch;
+        Some(run)
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct App {
-    parts: BTreeMap<TopicPartition, Part>,
-    batch: Option<Batch>,
+    session: ConsumerSession<Range<i64>>,
+    log: Log,
+    read: Vec<Read>,
+    /// When the batches read are processed.
+    done_at: Option<Instant>,
+    /// The application asked for a batch and waits (a `poll` in progress).
+    asking: bool,
     outstanding: Vec<Outstanding>,
-    revoke: Revoke,
-    /// The generation of the latest assignment.
-    assigned_in: Option<GenerationId>,
-    /// No new batches until the next assignment (or, for a revoke window that follows its
-    /// assignment, until the window is done).
-    pub(super) paused: bool,
+    lookups: BTreeMap<OffsetFetchId, LookupId>,
     pub(super) leaving: bool,
-    cursor: usize,
+    closed: bool,
     pub(super) token: u64,
     wake_at: Option<Instant>,
 }
 
-impl Default for App {
-    fn default() -> Self {
+impl App {
+    pub(super) fn new(cfg: &SimConfig, now: Instant) -> Self {
+        let config = SessionConfig {
+            // The machine's `max.poll.interval.ms` is its rebalance timeout.
+            max_poll_interval: cfg.rebalance_timeout,
+            rebalance_callback_timeout: match cfg.revoke_style {
+                RevokeStyle::AfterBatch => cfg.revoke_timeout * 2 / 3,
+                RevokeStyle::Immediate => Duration::ZERO,
+            },
+            auto_commit_interval: cfg.auto_commit,
+            auto_offset_store: cfg.auto_commit.is_some(),
+            listener: false,
+            static_member: false,
+        };
         App {
-            parts: BTreeMap::new(),
-            batch: None,
+            session: ConsumerSession::new(config, now),
+            log: Log { batch: cfg.batch_size, ..Log::default() },
+            read: Vec::new(),
+            done_at: None,
+            asking: false,
             outstanding: Vec::new(),
-            revoke: Revoke::Idle,
-            assigned_in: None,
-            paused: true,
+            lookups: BTreeMap::new(),
             leaving: false,
-            cursor: 0,
+            closed: false,
             token: 0,
             wake_at: None,
         }
     }
-}
 
-impl App {
     /// The lease of an outstanding commit of `tp` at `offset`.
     pub(super) fn lease_for(&self, tp: &TopicPartition, offset: i64) -> Option<&Lease> {
         self.outstanding.iter().flat_map(|o| o.leases.iter()).find(|l| &l.partition == tp && l.next_offset == offset)
     }
 
     pub(super) fn summary(&self) -> String {
-        let positions = self.parts.values().filter(|p| matches!(p.pos, Pos::At(_))).count();
         format!(
-            "parts={} positioned={positions} batch={} outstanding={} revoke={:?} paused={} leaving={}",
-            self.parts.len(),
-            self.batch.is_some(),
+            "assigned={} read={} processing={} asking={} outstanding={} window={} leaving={}",
+            self.session.assignment().len(),
+            self.read.len(),
+            self.done_at.is_some(),
+            self.asking,
             self.outstanding.len(),
-            self.revoke,
-            self.paused,
+            self.session.revoke_window_open(),
             self.leaving
         )
-    }
-
-    /// Processed progress that no successful or outstanding commit covers, as leases.
-    fn uncommitted(&self) -> Vec<Lease> {
-        self.parts
-            .iter()
-            .filter_map(|(tp, p)| {
-                let Pos::At(pos) = p.pos else {
-                    return None;
-                };
-                let lease = p.last_lease.as_ref()?;
-                let covered = self
-                    .outstanding
-                    .iter()
-                    .flat_map(|o| o.leases.iter())
-                    .filter(|l| &l.partition == tp)
-                    .map(|l| l.next_offset)
-                    .fold(p.committed, i64::max);
-                (pos > covered).then(|| lease.at_offset(pos))
-            })
-            .collect()
     }
 
     fn batch_commit_outstanding(&self) -> bool {
@@ -173,99 +152,87 @@ impl App {
 impl Sim {
     pub(super) fn app_on_event(&mut self, i: usize, event: GroupEvent) {
         match event {
-            // Cooperative (KIP-429): nothing to revoke, the member keeps processing through the
-            // rebalance and gives partitions up when `Assigned` leaves them out.
-            GroupEvent::RevokeRequested { partitions, .. } if partitions.is_empty() => {
-                self.stats.revokes += 1;
-            }
-            GroupEvent::RevokeRequested { generation, .. } => {
-                self.stats.revokes += 1;
-                let app = &mut self.members[i].app;
-                app.paused = true;
-                app.revoke = Revoke::Pending(generation);
-            }
-            GroupEvent::Assigned { generation, partitions, .. } => {
-                self.stats.assignments += 1;
-                self.app_assigned(i, generation.id, partitions);
-            }
-            GroupEvent::Lost { partitions, .. } => {
-                self.stats.lost_events += 1;
-                let app = &mut self.members[i].app;
-                for tp in &partitions {
-                    app.parts.remove(tp);
-                }
-                app.paused = true;
-                app.revoke = Revoke::Idle;
-            }
             GroupEvent::CommitCompleted { id, results } => self.app_commit_done(i, id, results),
             GroupEvent::CommittedOffsets { id, offsets } => {
-                let app = &mut self.members[i].app;
-                for (tp, offset) in offsets {
-                    if let Some(p) = app.parts.get_mut(&tp).filter(|p| p.pos == Pos::Fetching(id)) {
-                        let at = offset.unwrap_or(0);
-                        p.pos = Pos::At(at);
-                        p.committed = at;
-                    }
+                if let Some(lookup) = self.members[i].app.lookups.remove(&id) {
+                    self.members[i].app.session.handle_lookup(lookup, Ok(offsets));
                 }
             }
-            GroupEvent::CommittedOffsetsFailed { id, .. } => {
-                for p in self.members[i].app.parts.values_mut() {
-                    if p.pos == Pos::Fetching(id) {
-                        p.pos = Pos::NeedFetch;
-                    }
+            GroupEvent::CommittedOffsetsFailed { id, failure } => {
+                if let Some(lookup) = self.members[i].app.lookups.remove(&id) {
+                    self.members[i].app.session.handle_lookup(lookup, Err(failure));
                 }
             }
             GroupEvent::StaleResponse { .. } => {
                 self.stats.stale_responses += 1;
                 self.members[i].saw_stale = true;
             }
-            GroupEvent::Left { .. } => {
-                let m = &mut self.members[i];
-                m.app.parts.clear();
-                m.app.paused = true;
-                m.app.revoke = Revoke::Idle;
-                if m.app.leaving {
-                    m.status = Status::Left;
-                    self.close_member_conn(i);
-                }
-            }
             GroupEvent::Fatal(error) => {
                 let name = self.members[i].name.clone();
                 self.violation(format!("{name} failed fatally: {error}"));
             }
-            _ => {}
+            event => {
+                match &event {
+                    GroupEvent::RevokeRequested { .. } => self.stats.revokes += 1,
+                    GroupEvent::Assigned { added, revoked, .. } => {
+                        self.stats.assignments += 1;
+                        // Kept by the machine's view, yet a new streak: an ownership gap.
+                        self.stats.ownership_gaps += added.iter().filter(|tp| revoked.contains(tp)).count() as u64;
+                    }
+                    GroupEvent::Lost { .. } => self.stats.lost_events += 1,
+                    _ => {}
+                }
+                let left = matches!(event, GroupEvent::Left { .. });
+                self.members[i].app.session.handle_group_event(event, self.now);
+                if left && self.members[i].app.leaving {
+                    self.members[i].status = Status::Left;
+                    self.close_member_conn(i);
+                }
+            }
         }
         self.app_continue(i);
     }
 
-    fn app_assigned(&mut self, i: usize, generation: GenerationId, partitions: Vec<OwnedPartition>) {
-        let app = &mut self.members[i].app;
-        app.assigned_in = Some(generation);
-        let new: BTreeMap<TopicPartition, GenerationId> =
-            partitions.into_iter().map(|o| (o.partition, o.owned_since)).collect();
-        // Positions survive only within one ownership streak; a new streak reads the
-        // committed offset again.
-        app.parts.retain(|tp, p| new.get(tp) == Some(&p.since));
-        for (tp, since) in new {
-            app.parts.entry(tp).or_insert(Part { pos: Pos::NeedFetch, since, committed: -1, last_lease: None });
+    /// Carries out what the session asks of the member and the log.
+    fn app_carry_out(&mut self, i: usize) {
+        while let Some(action) = self.members[i].app.session.poll_action() {
+            let m = &mut self.members[i];
+            match action {
+                SessionAction::Fetch(starts) => {
+                    for (tp, start) in starts {
+                        // `auto.offset.reset=earliest`: a partition with nothing committed
+                        // starts at 0.
+                        let at = match start {
+                            StartPosition::Offset(offset) if offset >= 0 => offset,
+                            _ => 0,
+                        };
+                        m.app.log.positions.insert(tp, at);
+                    }
+                }
+                SessionAction::Pause(partitions) => m.app.log.paused.extend(partitions),
+                SessionAction::Resume(partitions) => m.app.log.paused.retain(|tp| !partitions.contains(tp)),
+                SessionAction::Seek(tp, offset) => {
+                    m.app.log.positions.insert(tp, offset);
+                }
+                SessionAction::Forget(partitions) => {
+                    for tp in &partitions {
+                        m.app.log.positions.remove(tp);
+                    }
+                    m.app.log.paused.retain(|tp| !partitions.contains(tp));
+                }
+                SessionAction::LookUp { id, partitions } => {
+                    let fetch = m.machine.fetch_committed(partitions, self.now);
+                    m.app.lookups.insert(fetch, id);
+                }
+                SessionAction::Listener { call, .. } => m.app.session.listener_done(&call, self.now),
+                SessionAction::Commit(leases) => {
+                    let kind = if m.app.leaving { CommitKind::Leave } else { CommitKind::Stored };
+                    self.app_commit(i, kind, leases);
+                }
+                SessionAction::RevokeDone => m.machine.revoke_done(self.now),
+                SessionAction::RecordPoll => m.machine.record_poll(self.now),
+            }
         }
-        // A cooperative SyncGroup (KIP-429) opens the revoke window of its own generation just
-        // before the assignment: the window stays and the member resumes when it is done.
-        if app.revoke.generation() != Some(generation) {
-            app.revoke = Revoke::Idle;
-        }
-        app.paused = app.revoke != Revoke::Idle;
-    }
-
-    /// The revoke handler is done: the member may rejoin, and resumes at once when the window
-    /// followed its assignment.
-    fn app_revoke_done(&mut self, i: usize, generation: GenerationId) {
-        let m = &mut self.members[i];
-        m.app.revoke = Revoke::Idle;
-        if m.app.assigned_in == Some(generation) {
-            m.app.paused = false;
-        }
-        m.machine.revoke_done(self.now);
     }
 
     fn app_commit_done(&mut self, i: usize, id: CommitId, results: Vec<PartitionCommit>) {
@@ -291,6 +258,8 @@ impl Sim {
                     if restamped_from.is_some() {
                         self.stats.restamped += 1;
                     }
+                    let landed = self.landed.entry(r.partition.partition).or_insert(0);
+                    *landed = (*landed).max(r.offset);
                 }
                 CommitOutcome::Fenced { reason, .. } => {
                     self.stats.fenced += 1;
@@ -308,15 +277,8 @@ impl Sim {
                 self.stats.issued_while_joining += 1;
                 self.stats.issued_while_joining_committed += u64::from(committed);
             }
-            let lease = o.leases.iter().find(|l| l.partition == r.partition && l.next_offset == r.offset).cloned();
-            if committed {
-                if let (Some(p), Some(lease)) = (self.members[i].app.parts.get_mut(&r.partition), lease.as_ref()) {
-                    if p.since == lease.owned_since {
-                        p.committed = p.committed.max(r.offset);
-                    }
-                }
-            }
             if self.cfg.trace {
+                let lease = o.leases.iter().find(|l| l.partition == r.partition && l.next_offset == r.offset).cloned();
                 if let Some(lease) = lease {
                     self.outcomes.push(OutcomeRecord {
                         at: self.elapsed(),
@@ -330,22 +292,19 @@ impl Sim {
                 }
             }
         }
-        let app = &mut self.members[i].app;
-        if let Revoke::Committing(committing, generation) = app.revoke {
-            if o.kind == CommitKind::Revoke && committing == id {
-                self.app_revoke_done(i, generation);
-            }
-        }
     }
 
-    fn app_commit(&mut self, i: usize, kind: CommitKind, leases: Vec<Lease>) -> CommitId {
+    /// Commits through the machine and tells the session, in the order `GroupConsumer` does.
+    fn app_commit(&mut self, i: usize, kind: CommitKind, leases: Vec<Lease>) {
         self.stats.commits += 1;
         let m = &mut self.members[i];
         let issued_in = m.machine.state();
-        let in_revoke_window = m.app.revoke != Revoke::Idle || m.machine.state() == StateKind::Revoking;
+        let in_revoke_window = m.app.session.revoke_window_open() || issued_in == StateKind::Revoking;
         let id = m.machine.commit(leases.clone(), self.now);
-        m.app.outstanding.push(Outstanding { id, kind, leases, issued_in, in_revoke_window });
-        id
+        m.app.outstanding.push(Outstanding { id, kind, leases: leases.clone(), issued_in, in_revoke_window });
+        if kind == CommitKind::Batch {
+            m.app.session.committing(&leases, self.now);
+        }
     }
 
     /// Does whatever the application can do now.
@@ -353,83 +312,71 @@ impl Sim {
         if self.members[i].status != Status::Live {
             return;
         }
-        let app = &self.members[i].app;
-        let busy = app.batch.is_some() || !app.outstanding.is_empty();
-        if app.leaving {
-            if !busy && !matches!(self.members[i].machine.state(), StateKind::Leaving | StateKind::Left) {
-                let leases = if self.members[i].machine.current_generation().is_some() {
-                    self.members[i].app.uncommitted()
-                } else {
-                    Vec::new()
-                };
-                if leases.is_empty() {
-                    self.members[i].machine.leave("simulated member leaves", self.now);
-                } else {
-                    self.app_commit(i, CommitKind::Leave, leases);
-                }
-            }
-            return;
+        self.app_carry_out(i);
+        if self.members[i].app.leaving {
+            self.app_leave(i);
+        } else {
+            self.app_read(i);
         }
-        let style = self.cfg.revoke_style;
-        if let (Revoke::Pending(generation), true) = (app.revoke, style == RevokeStyle::Immediate || !busy) {
-            let leases = if style == RevokeStyle::Immediate { Vec::new() } else { app.uncommitted() };
-            if leases.is_empty() {
-                self.app_revoke_done(i, generation);
-            } else {
-                let id = self.app_commit(i, CommitKind::Revoke, leases);
-                self.members[i].app.revoke = Revoke::Committing(id, generation);
-            }
-        }
-        let m = &mut self.members[i];
-        if !matches!(m.machine.state(), StateKind::Failed | StateKind::Left | StateKind::Leaving) {
-            let need: Vec<TopicPartition> =
-                m.app.parts.iter().filter(|(_, p)| p.pos == Pos::NeedFetch).map(|(tp, _)| tp.clone()).collect();
-            if !need.is_empty() {
-                let id = m.machine.fetch_committed(need.clone(), self.now);
-                for tp in need {
-                    if let Some(p) = m.app.parts.get_mut(&tp) {
-                        p.pos = Pos::Fetching(id);
-                    }
-                }
-            }
-        }
-        self.app_try_start(i);
-        self.app_ensure_wake(i);
+        self.app_carry_out(i);
+        self.app_schedule_wake(i);
     }
 
-    fn app_try_start(&mut self, i: usize) {
-        let batch_size = self.cfg.batch_size;
-        let batch_time = self.cfg.batch_time * self.members[i].slow_factor;
+    /// Once its batches are processed and committed, the application closes its session
+    /// (committing stored offsets) and the member leaves.
+    fn app_leave(&mut self, i: usize) {
+        let app = &self.members[i].app;
+        if app.done_at.is_some() || !app.read.is_empty() || app.batch_commit_outstanding() {
+            return;
+        }
+        if !app.closed {
+            let stored = self.members[i].app.session.close(self.now);
+            self.members[i].app.closed = true;
+            if !stored.is_empty() && self.members[i].machine.current_generation().is_some() {
+                self.app_commit(i, CommitKind::Leave, stored);
+            }
+        }
         let m = &mut self.members[i];
-        let app = &mut m.app;
-        if app.batch.is_some() || app.paused || app.leaving || app.batch_commit_outstanding() {
+        if m.app.outstanding.is_empty() && !matches!(m.machine.state(), StateKind::Leaving | StateKind::Left) {
+            m.machine.leave("simulated member leaves", self.now);
+        }
+    }
+
+    /// Reads up to `reads_per_commit` batches (across partitions) and starts processing them.
+    fn app_read(&mut self, i: usize) {
+        let batch_size = usize::try_from(self.cfg.batch_size).expect("batch size fits");
+        let batch_time = self.cfg.batch_time * self.members[i].slow_factor;
+        let reads = self.cfg.reads_per_commit.max(1);
+        let m = &mut self.members[i];
+        if m.app.done_at.is_some() || m.app.batch_commit_outstanding() {
             return;
         }
-        let candidates: Vec<(TopicPartition, i64)> = app
-            .parts
-            .iter()
-            .filter_map(|(tp, p)| match p.pos {
-                Pos::At(pos) => Some((tp.clone(), pos)),
-                _ => None,
-            })
-            .collect();
-        if candidates.is_empty() {
-            return;
+        while m.app.read.len() < reads {
+            if !m.app.asking {
+                m.app.session.request_batch(self.now);
+                m.app.asking = true;
+            }
+            let app = &mut m.app;
+            let Some(batch) = app.session.take_batch(batch_size, &mut app.log) else { break };
+            app.asking = false;
+            app.session.wait_ended();
+            let landed_when_read = self.landed.get(&batch.partition.partition).copied().unwrap_or(0);
+            app.read.push(Read { batch, landed_when_read });
         }
-        let (tp, pos) = candidates[app.cursor % candidates.len()].clone();
-        app.cursor = app.cursor.wrapping_add(1);
-        // The lease is taken when the batch is fetched: its generation is the one the records
-        // were read under, whatever happens while they are processed.
-        let Some(lease) = m.machine.lease(&tp, pos + batch_size) else {
+        if !m.app.read.is_empty() {
+            m.app.done_at = Some(self.now + batch_time * m.app.read.len() as u32);
+        }
+    }
+
+    fn app_schedule_wake(&mut self, i: usize) {
+        let app = &self.members[i].app;
+        let Some(at) = [app.done_at, app.session.poll_timeout()].into_iter().flatten().min() else {
             return;
         };
-        m.machine.record_poll(self.now);
-        let done_at = self.now + batch_time;
-        m.app.batch = Some(Batch { lease, start: pos, done_at });
-        self.app_schedule_wake(i, done_at);
-    }
-
-    fn app_schedule_wake(&mut self, i: usize, at: Instant) {
+        if app.wake_at == Some(at) {
+            return;
+        }
+        let at = at.max(self.now);
         let app = &mut self.members[i].app;
         app.token += 1;
         app.wake_at = Some(at);
@@ -437,43 +384,44 @@ impl Sim {
         self.schedule(at, Ev::App { member: i, token });
     }
 
-    /// An application without a batch in progress still polls now and then.
-    fn app_ensure_wake(&mut self, i: usize) {
-        let app = &self.members[i].app;
-        if app.batch.is_none() && app.wake_at.is_none_or(|at| at <= self.now) {
-            let at = self.now + self.cfg.idle_poll;
-            self.app_schedule_wake(i, at);
-        }
-    }
-
     pub(super) fn app_wake(&mut self, i: usize) {
         self.members[i].app.wake_at = None;
-        let done = self.members[i].app.batch.as_ref().is_some_and(|b| b.done_at <= self.now);
-        if done {
-            self.app_finish_batch(i);
-        } else {
-            self.members[i].machine.record_poll(self.now);
+        self.members[i].app.session.handle_timeout(self.now);
+        if self.members[i].app.done_at.is_some_and(|at| at <= self.now) {
+            self.app_finish_batches(i);
         }
         self.app_continue(i);
     }
 
-    fn app_finish_batch(&mut self, i: usize) {
-        let Some(batch) = self.members[i].app.batch.take() else {
-            return;
-        };
-        let tp = batch.lease.partition.clone();
-        let end = batch.lease.next_offset;
-        self.stats.batches += 1;
-        match self.ledger.record(tp.partition, batch.start, end) {
-            Some(duplicates) => self.stats.duplicates += duplicates,
-            None => self.violation(format!("batch {tp} [{}, {end}) is not one aligned batch", batch.start)),
-        }
-        if let Some(p) = self.members[i].app.parts.get_mut(&tp) {
-            if p.pos == Pos::At(batch.start) && p.since == batch.lease.owned_since {
-                p.pos = Pos::At(end);
-                p.last_lease = Some(batch.lease.clone());
+    /// The batches read are processed: into the ledger, then committed (or stored, under
+    /// auto-commit, by the next read).
+    fn app_finish_batches(&mut self, i: usize) {
+        self.members[i].app.done_at = None;
+        let read = std::mem::take(&mut self.members[i].app.read);
+        let mut leases = Vec::new();
+        for Read { batch, landed_when_read } in read {
+            let partition = batch.partition.partition;
+            let Range { start, end } = batch.records;
+            self.stats.batches += 1;
+            match self.ledger.record(partition, start, end) {
+                Some(0) => {}
+                Some(duplicates) => {
+                    self.stats.duplicates += duplicates;
+                    // Records are read again only when the commit of their first reading did
+                    // not land (fenced, failed, or never sent) before the partition moved on.
+                    if end <= landed_when_read {
+                        self.violation(format!(
+                            "{} read {}[{start}, {end}) again although a commit at {landed_when_read} had landed",
+                            self.members[i].name, batch.partition
+                        ));
+                    }
+                }
+                None => self.violation(format!("batch {} [{start}, {end}) is not one aligned batch", batch.partition)),
             }
+            leases.push(batch.lease);
         }
-        self.app_commit(i, CommitKind::Batch, vec![batch.lease]);
+        if self.cfg.auto_commit.is_none() && !leases.is_empty() {
+            self.app_commit(i, CommitKind::Batch, leases);
+        }
     }
 }

@@ -84,6 +84,8 @@ pub struct Stats {
     pub lost_events: u64,
     pub revokes: u64,
     pub assignments: u64,
+    /// Partitions an assignment gave back to a member in a new ownership streak.
+    pub ownership_gaps: u64,
 }
 
 impl Stats {
@@ -110,6 +112,7 @@ impl Stats {
             lost_events: self.lost_events - earlier.lost_events,
             revokes: self.revokes - earlier.revokes,
             assignments: self.assignments - earlier.assignments,
+            ownership_gaps: self.ownership_gaps - earlier.ownership_gaps,
         }
     }
 }

@@ -14,10 +14,12 @@
 //!   coordinator sees a disconnect, and the member's next request opens a new [`ConnId`].
 //! * **Members** can be added, leave gracefully, crash (they go silent; their connection stays
 //!   open, so only session expiry removes them) or be slowed (longer batches, extra latency).
-//! * **Applications** (see `app.rs`): each processes batches of one owned partition at a time,
-//!   commits each synchronously with the lease taken when the batch was fetched, commits its
-//!   processed-but-uncommitted progress in the revoke window, and keeps positions of partitions
-//!   kept across a rebalance.
+//! * **Applications** (see `app.rs`): each runs kgroup's own consumer session (the code
+//!   `GroupConsumer` runs: ownership, leases minted at fetch, the revoke window that waits for
+//!   the leases held on revoked partitions, stored offsets and auto-commit) over its machine,
+//!   reads batches from a log that always has more, processes them, and commits them
+//!   synchronously (one at a time or several accumulated across reads) or stores them for
+//!   auto-commit.
 //! * **Invariants** are checked as the run goes; a violation panics with the seed, the virtual
 //!   time and every member's state (see [`Sim::violation`]):
 //!   (a) every partition of every OffsetCommit a machine emits is owned by that member, per the
@@ -31,6 +33,9 @@
 //!   (e) [`Sim::convergence_problem`] says why the group has not converged, if it has not;
 //!   (f) no request goes out on a connection that holds the member's own unanswered JoinGroup
 //!   or SyncGroup (the coordinator would serve it only when the rebalance completes).
+//!   (g) records are read again only when the commit of their earlier reading had not landed
+//!   when they were read (no duplicate behind a commit that succeeded: no stale position after
+//!   an ownership gap).
 //!   Duplicates and losses are counted per message in a [`Ledger`].
 
 mod app;
@@ -64,14 +69,14 @@ pub const TOPIC: &str = "t";
 /// connection: the group has not converged.
 const STUCK: Duration = Duration::from_secs(5);
 
-/// How the application answers `RevokeRequested`.
+/// How long the session's revoke window waits for the leases the application holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeStyle {
-    /// Finish the batch being processed, commit the processed-but-uncommitted progress and wait
-    /// for the outcome, then `revoke_done` (a Java `onPartitionsRevoked` with `commitSync`).
+    /// Until the batches being processed are committed (a rebalance callback timeout of two
+    /// thirds of the machine's revoke timeout).
     AfterBatch,
-    /// `revoke_done` at once, while a batch may still be processed (the driver's automatic
-    /// mode): its commit then reaches the machine while it joins and is deferred.
+    /// Not at all (a callback timeout of zero): the member rejoins while a batch may still be
+    /// processed, and its commit reaches the machine while it joins and is deferred or fenced.
     Immediate,
 }
 
@@ -90,6 +95,12 @@ pub struct SimConfig {
     /// How often an idle application polls (`record_poll`).
     pub idle_poll: Duration,
     pub revoke_style: RevokeStyle,
+    /// Batches the application reads (across partitions) before it processes and commits them
+    /// together; 1 commits every batch on its own.
+    pub reads_per_commit: usize,
+    /// `auto.commit.interval.ms`: the application stores what it processed
+    /// (`enable.auto.offset.store`) and never commits itself.
+    pub auto_commit: Option<Duration>,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub rebalance_timeout: Duration,
@@ -121,6 +132,8 @@ impl SimConfig {
             batch_time: Duration::from_millis(100),
             idle_poll: Duration::from_secs(2),
             revoke_style: RevokeStyle::AfterBatch,
+            reads_per_commit: 1,
+            auto_commit: None,
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(60),
@@ -256,6 +269,8 @@ pub struct Sim {
     owners: BTreeMap<i32, BTreeMap<i32, String>>,
     accepted_seen: usize,
     last_accepted: BTreeMap<i32, i64>,
+    /// Per partition, the highest offset a commit was seen to succeed at.
+    landed: BTreeMap<i32, i64>,
     outcomes: Vec<OutcomeRecord>,
     arrivals: Vec<CommitArrival>,
     events_at_instant: (Instant, u64),
@@ -299,6 +314,7 @@ impl Sim {
             owners: BTreeMap::new(),
             accepted_seen: 0,
             last_accepted: BTreeMap::new(),
+            landed: BTreeMap::new(),
             outcomes: Vec::new(),
             arrivals: Vec::new(),
             events_at_instant: (base, 0),
@@ -518,7 +534,7 @@ impl Sim {
             timer: None,
             slow_factor: 1,
             extra_latency: Duration::ZERO,
-            app: app::App::default(),
+            app: app::App::new(&self.cfg, self.now),
             hold: None,
             held: Vec::new(),
             saw_stale: false,
@@ -535,7 +551,6 @@ impl Sim {
             return;
         }
         self.members[member].app.leaving = true;
-        self.members[member].app.paused = true;
         self.app_continue(member);
         self.drain_member(member);
     }

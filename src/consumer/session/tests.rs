@@ -213,7 +213,7 @@ fn an_ownership_gap_drops_buffered_records_and_starts_again_from_the_committed_o
     assert_eq!(batch.lease.generation.id, GenerationId(3));
     // The old streak's lease no longer counts for the window or the stored offsets.
     h.session.store(first.lease.clone(), h.now);
-    assert!(h.session.take_stored().is_empty(), "a lease of the old streak is not stored");
+    assert!(h.session.take_stored(h.now).is_empty(), "a lease of the old streak is not stored");
 }
 
 #[test]
