@@ -19,8 +19,8 @@
 //! `KGROUP_SEED_TAIL_S` (10: processing once the group is stable with every member),
 //! `KGROUP_SEED_EVERY_S` (8: schedule (b)'s interval), `KGROUP_SEED_INITIAL` (72000 messages up
 //! front), `KGROUP_SEED_RATE` (10000 messages/s while the members run),
-//! `KGROUP_SEED_LIBRDKAFKA_BATCH_WAIT_MS` (1000: how long a librdkafka batch fills, see
-//! `RdPace`), `KGROUP_SEED_OUT` (the results file). This measures; it asserts nothing (`integration/tests/seed_kafka36.rs` does,
+//! `KGROUP_SEED_BATCH_WAIT_MS` (1000: how long a kgroup or librdkafka batch keeps reading after
+//! its first read, see `RdPace`), `KGROUP_SEED_OUT` (the results file). This measures; it asserts nothing (`integration/tests/seed_kafka36.rs` does,
 //! for kgroup at CI size).
 
 #[path = "shared/machine.rs"]
@@ -96,8 +96,8 @@ struct Sizes {
     tail: Duration,
     initial: usize,
     rate: usize,
-    /// librdkafka only: how long a batch keeps polling for more after its first message.
-    rd_batch_wait: Duration,
+    /// kgroup and librdkafka: how long a batch keeps polling for more after its first read.
+    batch_wait: Duration,
     out: PathBuf,
     /// The command that reproduces these sizes.
     command: String,
@@ -158,7 +158,7 @@ fn sizes() -> Result<Sizes, BoxError> {
         "KGROUP_SEED_EVERY_S",
         "KGROUP_SEED_INITIAL",
         "KGROUP_SEED_RATE",
-        "KGROUP_SEED_LIBRDKAFKA_BATCH_WAIT_MS",
+        "KGROUP_SEED_BATCH_WAIT_MS",
     ];
     let set: Vec<String> = knobs.iter().filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))).collect();
     let command = format!("{}cargo bench --bench seed", set.iter().map(|s| format!("{s} ")).collect::<String>());
@@ -170,7 +170,7 @@ fn sizes() -> Result<Sizes, BoxError> {
         tail: Duration::from_secs(number("KGROUP_SEED_TAIL_S", "10")? as u64),
         initial: number("KGROUP_SEED_INITIAL", "72000")?,
         rate: number("KGROUP_SEED_RATE", "10000")?,
-        rd_batch_wait: Duration::from_millis(number("KGROUP_SEED_LIBRDKAFKA_BATCH_WAIT_MS", "1000")? as u64),
+        batch_wait: Duration::from_millis(number("KGROUP_SEED_BATCH_WAIT_MS", "1000")? as u64),
         out,
         command,
     })
@@ -260,10 +260,11 @@ async fn one_run(
     let record = tokio::time::timeout(RUN_TIMEOUT, async {
         match client {
             ClientKind::Kgroup => {
-                run(&spec, &mut KgroupClient::new(&spec, processing, recorder.clone()), &recorder, &progress).await
+                let mut client = KgroupClient::new(&spec, processing, sizes.batch_wait, recorder.clone());
+                run(&spec, &mut client, &recorder, &progress).await
             }
             ClientKind::Librdkafka => {
-                let mut client = RdClient::new(&spec, processing, sizes.rd_batch_wait, recorder.clone());
+                let mut client = RdClient::new(&spec, processing, sizes.batch_wait, recorder.clone());
                 run(&spec, &mut client, &recorder, &progress).await
             }
             ClientKind::Java => match java {
@@ -981,21 +982,22 @@ fn results_markdown(
     let _ = writeln!(out, "| `partition.assignment.strategy` | range | range | {JAVA_RANGE} (eager) |");
     let _ = writeln!(
         out,
-        "| a batch | `poll(1000, 200 ms)`: one partition's records, what is there | up to 1000 messages, polled \
-         until {} ms after the first (`KGROUP_SEED_LIBRDKAFKA_BATCH_WAIT_MS`) | `poll(200 ms)`: what is there, \
-         up to 1000 |",
-        sizes.rd_batch_wait.as_millis()
+        "| a batch | up to 1000 messages over several `poll`s, until {0} ms after the first \
+         (`KGROUP_SEED_BATCH_WAIT_MS`), committed together with `commit_leases` | up to 1000 messages, polled \
+         until {0} ms after the first | `poll(200 ms)`: what is there, up to 1000 |",
+        sizes.batch_wait.as_millis()
     );
     let _ = writeln!(
         out,
         "\nJava members run `java {} -cp <kafka-clients 3.6.2 and its dependencies> GroupMember`, one JVM each. \
          Each run has a fresh topic and group on the same broker; the clients run one after the other. kgroup \
-         members are tasks of this process (`poll(1000, 200 ms)`, `commit(&batch)`), librdkafka members \
-         `BaseConsumer` threads (`commit(&tpl, CommitMode::Sync)`), Java members `poll(200 ms)` then \
-         `commitSync(offsets)`. Each client takes its batches the way its batch call does: kgroup's and \
-         Java's `poll` hand out what is there; librdkafka's batch calls (`rd_kafka_consume_batch_queue`, \
-         confluent-kafka's `consume(num_messages, timeout)`) wait for the batch to fill or a timeout, the \
-         shape of the seed's batches of 1000.\n",
+         members are tasks of this process (several `poll`s gathered into one batch, then \
+         `commit_leases` of them all), librdkafka members `BaseConsumer` threads (`commit(&tpl, \
+         CommitMode::Sync)`), Java members `poll(200 ms)` then `commitSync(offsets)`. kgroup and librdkafka \
+         fill a batch the way librdkafka's batch calls do (`rd_kafka_consume_batch_queue`, confluent-kafka's \
+         `consume(num_messages, timeout)`): up to 1000 messages or a timeout after the first, the shape of \
+         the seed's batches of 1000, held across reads until they are committed; Java's `poll` hands out \
+         what is there.\n",
         JVM_FLAGS.join(" ")
     );
     out.push_str(

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use kgroup::driver::group::GroupEventRecord;
-use kgroup::group::{CommitFailure, CommitOutcome, FenceReason, GroupEvent};
+use kgroup::group::{CommitFailure, CommitOutcome, FenceReason, GroupEvent, Lease};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig};
-use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
+use kgroup::{Batch, Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -438,13 +438,16 @@ async fn keep_producing(
 // ---------------------------------------------------------------------------------------------
 // kgroup: `GroupConsumer` members as tasks of this process.
 
-/// kgroup members: `poll(1000)` then `commit(&batch)`; assignments from the member's group
-/// events, each commit's generation from its outcome.
+/// kgroup members: batches of up to 1000 messages read over several `poll`s (as the librdkafka
+/// members gather theirs), then one `commit_leases` of them all; assignments from the member's
+/// group events, each commit's generation from its outcome.
 pub struct KgroupClient {
     bootstrap: String,
     group: String,
     topic: String,
     processing: Duration,
+    /// After a batch's first read, how long to keep reading for up to 1000 messages.
+    batch_wait: Duration,
     recorder: Arc<Recorder>,
     stop: watch::Sender<bool>,
     members: Vec<KgroupMember>,
@@ -456,12 +459,13 @@ struct KgroupMember {
 }
 
 impl KgroupClient {
-    pub fn new(spec: &RunSpec, processing: Duration, recorder: Arc<Recorder>) -> KgroupClient {
+    pub fn new(spec: &RunSpec, processing: Duration, batch_wait: Duration, recorder: Arc<Recorder>) -> KgroupClient {
         KgroupClient {
             bootstrap: spec.bootstrap.clone(),
             group: spec.group.clone(),
             topic: spec.topic.clone(),
             processing,
+            batch_wait,
             recorder,
             stop: watch::channel(false).0,
             members: Vec::new(),
@@ -479,13 +483,8 @@ impl Client for KgroupClient {
         let config = ConsumerConfig::from_properties(properties.into_iter().chain(CONSUMER_SETTINGS.iter().copied()))?;
         let consumer = GroupConsumer::subscribe(config, &[&self.topic]).await?;
         let events = tokio::spawn(record_group_events(member, consumer.group_events(), self.recorder.clone()));
-        let work = tokio::spawn(kgroup_member(
-            member,
-            consumer,
-            self.recorder.clone(),
-            self.processing,
-            self.stop.subscribe(),
-        ));
+        let pace = KgroupPace { processing: self.processing, batch_wait: self.batch_wait };
+        let work = tokio::spawn(kgroup_member(member, consumer, self.recorder.clone(), pace, self.stop.subscribe()));
         self.members.push(KgroupMember { work, events });
         Ok(())
     }
@@ -537,36 +536,58 @@ impl Drop for KgroupClient {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct KgroupPace {
+    processing: Duration,
+    batch_wait: Duration,
+}
+
+/// A batch: up to 1000 messages over several `poll`s (the first waits 200 ms, the rest until
+/// `batch_wait` after the first read); then the processing time, then one synchronous
+/// `commit_leases` of every read's lease.
 async fn kgroup_member(
     member: Member,
     mut consumer: GroupConsumer,
     recorder: Arc<Recorder>,
-    processing: Duration,
+    pace: KgroupPace,
     stop: watch::Receiver<bool>,
 ) -> Result<GroupConsumer, BoxError> {
-    let limit = consumer.max_poll_records();
     while !*stop.borrow() {
-        let batch = match consumer.poll(limit, Duration::from_millis(200)).await {
-            Ok(Some(batch)) => batch,
-            Ok(None) => continue,
-            Err(e) => {
-                recorder.problem(format!("kgroup member {member}: poll: {e}"));
-                continue;
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut read = 0;
+        let mut gather_until: Option<Instant> = None;
+        while read < BATCH_SIZE {
+            let wait = match gather_until {
+                None => Duration::from_millis(200),
+                Some(until) => until.saturating_duration_since(Instant::now()),
+            };
+            match consumer.poll(BATCH_SIZE - read, wait).await {
+                Ok(Some(batch)) => {
+                    read += batch.records.len();
+                    batches.push(batch);
+                    gather_until.get_or_insert_with(|| Instant::now() + pace.batch_wait);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    recorder.problem(format!("kgroup member {member}: poll: {e}"));
+                    break;
+                }
             }
-        };
-        let lease_generation = batch.lease().generation.id.0;
-        let partition = batch.partition.partition;
+        }
+        let Some(first) = batches.first() else { continue };
+        let lease_generation = first.lease().generation.id.0;
         let id = recorder.batch(
             member,
             now_ms(),
             lease_generation,
-            ranges(batch.records.iter().map(|r| (partition, r.offset))),
+            ranges(batches.iter().flat_map(|b| b.records.iter().map(|r| (r.partition, r.offset)))),
         );
-        if !processing.is_zero() {
-            tokio::time::sleep(processing).await;
+        if !pace.processing.is_zero() {
+            tokio::time::sleep(pace.processing).await;
         }
         let sent_ms = now_ms();
-        let partitions = match consumer.commit(&batch).await {
+        let leases: Vec<Lease> = batches.iter().map(|b| b.lease().clone()).collect();
+        let partitions = match consumer.commit_leases(leases.clone()).await {
             Ok(results) => results
                 .into_iter()
                 .map(|r| {
@@ -579,12 +600,15 @@ async fn kgroup_member(
                     }
                 })
                 .collect(),
-            Err(e) => vec![PartitionCommit {
-                partition,
-                offset: batch.next_offset(),
-                stamp: Stamp::Exact(lease_generation),
-                outcome: Outcome::Failed(CommitError::Other(e.to_string())),
-            }],
+            Err(e) => leases
+                .iter()
+                .map(|lease| PartitionCommit {
+                    partition: lease.partition.partition,
+                    offset: lease.next_offset,
+                    stamp: Stamp::Exact(lease.generation.id.0),
+                    outcome: Outcome::Failed(CommitError::Other(e.to_string())),
+                })
+                .collect(),
         };
         recorder.record(member, now_ms(), What::Commit { batch: id, sent_ms, partitions });
     }

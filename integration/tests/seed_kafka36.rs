@@ -41,7 +41,7 @@ fn spec(bootstrap: &str) -> RunSpec {
 async fn run_kgroup(broker: &mut TestBroker, processing: Duration) -> (RunRecord, Analysis) {
     let spec = spec(broker.bootstrap());
     let recorder = Arc::new(Recorder::default());
-    let mut client = KgroupClient::new(&spec, processing, recorder.clone());
+    let mut client = KgroupClient::new(&spec, processing, Duration::from_secs(1), recorder.clone());
     let record = tokio::time::timeout(Duration::from_secs(240), run(&spec, &mut client, &recorder, &|_| {}))
         .await
         .expect("the run finishes within 240 s")

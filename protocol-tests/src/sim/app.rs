@@ -91,6 +91,10 @@ pub(super) struct App {
     asking: bool,
     outstanding: Vec<Outstanding>,
     lookups: BTreeMap<OffsetFetchId, LookupId>,
+    /// Leases of batches read again although the commit of their earlier reading had landed:
+    /// legitimate only for a member out of the group that does not know it yet, whose commit
+    /// of them is then refused.
+    read_behind_a_landed_commit: Vec<Lease>,
     pub(super) leaving: bool,
     closed: bool,
     pub(super) token: u64,
@@ -119,6 +123,7 @@ impl App {
             asking: false,
             outstanding: Vec::new(),
             lookups: BTreeMap::new(),
+            read_behind_a_landed_commit: Vec::new(),
             leaving: false,
             closed: false,
             token: 0,
@@ -180,6 +185,7 @@ impl Sim {
                         self.stats.ownership_gaps += added.iter().filter(|tp| revoked.contains(tp)).count() as u64;
                     }
                     GroupEvent::Lost { .. } => self.stats.lost_events += 1,
+                    GroupEvent::Left { .. } => self.stats.left_events += 1,
                     _ => {}
                 }
                 let left = matches!(event, GroupEvent::Left { .. });
@@ -254,6 +260,7 @@ impl Sim {
             let committed = r.outcome.is_committed();
             match &r.outcome {
                 CommitOutcome::Committed { restamped_from, .. } => {
+                    self.check_not_committed_twice(i, &r, &o.leases);
                     self.stats.committed += 1;
                     if restamped_from.is_some() {
                         self.stats.restamped += 1;
@@ -291,6 +298,26 @@ impl Sim {
                     });
                 }
             }
+        }
+    }
+
+    /// (g): records are read again only when the commit of their first reading did not land
+    /// (fenced, failed, or never sent) before they were read again, or when the second reading
+    /// is never committed (a member out of the group that does not know it yet).
+    fn check_not_committed_twice(&mut self, i: usize, r: &PartitionCommit, leases: &[Lease]) {
+        let Some(lease) = leases.iter().find(|l| l.partition == r.partition && l.next_offset == r.offset) else {
+            return;
+        };
+        let twice = self.members[i].app.read_behind_a_landed_commit.iter().find(|again| {
+            again.partition == lease.partition
+                && again.owned_since == lease.owned_since
+                && again.next_offset <= r.offset
+        });
+        if let Some(again) = twice {
+            self.violation(format!(
+                "{} committed {}@{} over records it read again (up to {}) although a commit of them had landed",
+                self.members[i].name, r.partition, r.offset, again.next_offset
+            ));
         }
     }
 
@@ -407,13 +434,8 @@ impl Sim {
                 Some(0) => {}
                 Some(duplicates) => {
                     self.stats.duplicates += duplicates;
-                    // Records are read again only when the commit of their first reading did
-                    // not land (fenced, failed, or never sent) before the partition moved on.
                     if end <= landed_when_read {
-                        self.violation(format!(
-                            "{} read {}[{start}, {end}) again although a commit at {landed_when_read} had landed",
-                            self.members[i].name, batch.partition
-                        ));
+                        self.members[i].app.read_behind_a_landed_commit.push(batch.lease.clone());
                     }
                 }
                 None => self.violation(format!("batch {} [{start}, {end}) is not one aligned batch", batch.partition)),

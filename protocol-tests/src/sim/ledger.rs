@@ -86,6 +86,8 @@ pub struct Stats {
     pub assignments: u64,
     /// Partitions an assignment gave back to a member in a new ownership streak.
     pub ownership_gaps: u64,
+    /// Members that left the group (or found themselves out of it).
+    pub left_events: u64,
 }
 
 impl Stats {
@@ -113,6 +115,7 @@ impl Stats {
             revokes: self.revokes - earlier.revokes,
             assignments: self.assignments - earlier.assignments,
             ownership_gaps: self.ownership_gaps - earlier.ownership_gaps,
+            left_events: self.left_events - earlier.left_events,
         }
     }
 }

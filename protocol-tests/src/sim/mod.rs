@@ -34,8 +34,8 @@
 //!   (f) no request goes out on a connection that holds the member's own unanswered JoinGroup
 //!   or SyncGroup (the coordinator would serve it only when the rebalance completes).
 //!   (g) records are read again only when the commit of their earlier reading had not landed
-//!   when they were read (no duplicate behind a commit that succeeded: no stale position after
-//!   an ownership gap).
+//!   when they were read, unless the second reading's commit never lands (a member out of the
+//!   group that does not know it yet): no stale position after an ownership gap.
 //!   Duplicates and losses are counted per message in a [`Ledger`].
 
 mod app;

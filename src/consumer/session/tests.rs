@@ -371,3 +371,16 @@ fn waiting_in_poll_keeps_the_member_polling() {
     h.advance(Duration::from_secs(5));
     assert!(h.take_actions().is_empty(), "not waiting: not polling");
 }
+
+#[test]
+fn without_auto_commit_a_stored_lease_holds_the_window_until_the_stored_offsets_are_committed() {
+    let mut h = started(|c| c.auto_offset_store = true);
+    let held = h.next_batch().expect("a batch");
+    h.revoke_requested(1, &[0, 1]);
+    // The next poll stores it, but nothing will commit stored offsets on its own.
+    assert!(h.next_batch().is_none());
+    assert!(!h.revoke_done_sent(), "a stored lease without auto-commit is still outstanding");
+    assert_eq!(h.session.take_stored(h.now), vec![held.lease.clone()], "commit_stored takes it");
+    h.pump();
+    assert!(h.revoke_done_sent(), "taken to be committed: the window runs");
+}
