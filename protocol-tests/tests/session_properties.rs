@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kgroup::group::{CommitFailure, CommitOutcome, StateKind};
-use kgroup_protocol_tests::coordinator::{Fault, FaultAction};
+use kgroup_protocol_tests::coordinator::{Fault, FaultAction, Match};
 use kgroup_protocol_tests::sim::{RevokeStyle, Sim, SimConfig, Stats};
 
 fn secs(s: u64) -> Duration {
@@ -98,20 +98,19 @@ fn auto_commit_scale_out_commits_stored_offsets_in_the_window_and_loses_nothing(
     }
 }
 
-/// A member whose messages take longer than the rebalance timeout misses the generation that
-/// completes without it; it comes back later and gets partitions again in a new ownership streak.
+/// A member's JoinGroup is lost: the rebalance completes without it (the others take its
+/// partitions and commit them), its join times out and is answered UNKNOWN_MEMBER_ID, and it
+/// comes back in a later generation, getting partitions again in a new ownership streak.
 fn miss_a_generation(cfg: SimConfig) -> Sim {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
     converge(&mut sim);
     sim.run_for(secs(5));
+    let member_id = sim.generation_of(1).expect("a member of the group").member_id.to_string();
+    sim.inject(Fault::new(ApiKey::JoinGroup, FaultAction::Drop).matching(Match::Member(member_id)).once());
     sim.add_member();
-    let rebalancing = sim.run_until(secs(10), |s| s.machine(1).state() != StateKind::Stable);
-    assert!(rebalancing.is_some(), "{}", sim.describe_members());
-    sim.slow(1, 1, secs(8));
-    sim.run_for(secs(12));
-    sim.slow(1, 1, Duration::ZERO);
+    sim.run_for(secs(45));
     converge(&mut sim);
     sim.run_for(secs(10));
     sim
@@ -137,10 +136,11 @@ fn a_member_that_misses_a_generation_starts_again_from_the_committed_offsets() {
             let s = assert_nothing_lost(&sim);
             println!("{assignor}, {reads} reads per commit: {s:?}");
             assert!(sim.coordinator_generation() >= 3, "{assignor}");
-            assert!(
-                s.lost_events + s.left_events + s.ownership_gaps > 0,
-                "{assignor}: the member lost its partitions: {s:?}"
-            );
+            if assignor == "range" {
+                assert!(s.ownership_gaps > 0, "the member got partitions back in a new streak: {s:?}");
+            } else {
+                assert!(s.lost_events + s.left_events + s.ownership_gaps > 0, "{assignor}: {s:?}");
+            }
             // What the slow member processed while it was out of the group is never committed:
             // fenced, or refused because the member was gone.
             for o in sim.outcomes().iter().filter(|o| !o.outcome.outcome.is_committed()) {
