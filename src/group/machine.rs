@@ -43,6 +43,7 @@ use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
 use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
+use super::timers::{TimerKind, Timers};
 use super::types::*;
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
@@ -237,8 +238,6 @@ pub struct GroupMachine {
     /// A JoinGroup answer that made this member leader, held until the partition counts of the
     /// subscribed topics it did not know are answered (or cannot be).
     leader_join: Option<(RequestId, JoinGroupResponse)>,
-    /// When a member of a generation refreshes partition counts next (`metadata.max.age.ms`).
-    metadata_refresh_at: Option<Instant>,
     state: State,
     coordinator: CoordinatorState,
     coordinator_attempts: u32,
@@ -248,11 +247,9 @@ pub struct GroupMachine {
     outbox: VecDeque<OutgoingRequest>,
     events: VecDeque<(Instant, GroupEvent)>,
     next_id: u64,
-    retry_at: Option<Instant>,
+    /// The machine's own deadlines; the queues and the revoke window hold theirs.
+    timers: Timers,
     join_attempts: u32,
-    next_heartbeat: Option<Instant>,
-    session_deadline: Option<Instant>,
-    poll_deadline: Option<Instant>,
     commits: VecDeque<CommitJob>,
     commit_in_flight: Option<RequestId>,
     commit_retry_at: Option<Instant>,
@@ -292,7 +289,6 @@ impl GroupMachine {
             led_with: None,
             metadata_request: None,
             leader_join: None,
-            metadata_refresh_at: None,
             state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
             coordinator: CoordinatorState::Unknown,
             coordinator_attempts: 0,
@@ -302,11 +298,8 @@ impl GroupMachine {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 0,
-            retry_at: None,
+            timers: Timers::default(),
             join_attempts: 0,
-            next_heartbeat: None,
-            session_deadline: None,
-            poll_deadline: None,
             commits: VecDeque::new(),
             commit_in_flight: None,
             commit_retry_at: None,
@@ -342,41 +335,43 @@ impl GroupMachine {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().into_iter().map(|(_, at)| at).min()
+        self.armed_timers().next_due().map(|(_, at)| at)
     }
 
-    fn timers(&self) -> Vec<(&'static str, Instant)> {
-        let mut timers = Vec::new();
-        let mut push = |name, at: Option<Instant>| {
+    /// The timers that can fire now: the machine's own, less those its state holds back, and
+    /// those of the queues and the revoke window.
+    fn armed_timers(&self) -> Timers {
+        let mut timers = self.timers;
+        let mut add = |kind, at: Option<Instant>| {
             if let Some(at) = at {
-                timers.push((name, at));
+                timers.set(kind, at);
             }
         };
+        add(TimerKind::CommitRetry, self.commit_retry_at);
+        // Deadlines are checked when nothing is in flight (the answer re-checks them).
+        if self.commit_in_flight.is_none() {
+            add(TimerKind::CommitDeadline, self.commits.front().map(|j| j.deadline));
+        }
+        add(TimerKind::LookupRetry, self.fetch_retry_at);
+        if self.fetch_in_flight.is_none() {
+            add(TimerKind::LookupDeadline, self.fetches.front().map(|j| j.deadline));
+        }
+        if let State::Revoking { deadline, .. } = &self.state {
+            add(TimerKind::RevokeDeadline, Some(*deadline));
+        }
         if self.is_heartbeating() {
             // Only while one can be sent: a due heartbeat waiting for an answer or for the
             // coordinator would keep this timer in the past (the driver would spin).
             let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }));
-            if self.coordinator_ready() && !heartbeat_in_flight {
-                push("heartbeat", self.next_heartbeat);
+            if !self.coordinator_ready() || heartbeat_in_flight {
+                timers.clear(TimerKind::Heartbeat);
             }
-            push("session", self.session_deadline);
+        } else {
+            timers.clear(TimerKind::Heartbeat);
+            timers.clear(TimerKind::Session);
         }
-        push("backoff", self.retry_at);
-        push("commit-backoff", self.commit_retry_at);
-        // Deadlines are checked when nothing is in flight (the answer re-checks them).
-        if self.commit_in_flight.is_none() {
-            push("commit-deadline", self.commits.front().map(|j| j.deadline));
-        }
-        push("fetch-backoff", self.fetch_retry_at);
-        if self.fetch_in_flight.is_none() {
-            push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
-        }
-        push("max-poll-interval", self.poll_deadline);
-        if self.metadata_request.is_none() && matches!(self.state, State::Stable { .. }) {
-            push("metadata-refresh", self.metadata_refresh_at);
-        }
-        if let State::Revoking { deadline, .. } = &self.state {
-            push("revoke-deadline", Some(*deadline));
+        if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
+            timers.clear(TimerKind::MetadataRefresh);
         }
         timers
     }
@@ -510,7 +505,7 @@ impl GroupMachine {
     /// The application polled: resets the `max.poll.interval.ms` timer, and rejoins if that
     /// timer had made the member leave.
     pub fn record_poll(&mut self, now: Instant) {
-        self.poll_deadline = Some(now + self.config.rebalance_timeout);
+        self.timers.set(TimerKind::MaxPollInterval, now + self.config.rebalance_timeout);
         if self.rejoin_after_poll {
             if let State::Left { .. } = self.state {
                 self.rejoin_after_poll = false;
@@ -543,7 +538,7 @@ impl GroupMachine {
             // The connection holds our parked JoinGroup or SyncGroup: the LeaveGroup goes on a
             // new one, at once.
             self.coordinator_lost("LeaveGroup must not wait behind the parked JoinGroup or SyncGroup", now);
-            self.retry_at = None;
+            self.timers.clear(TimerKind::Retry);
         }
         self.progress(now);
     }
@@ -560,12 +555,12 @@ impl GroupMachine {
         tracing::info!(node = found.node_id, "coordinator found");
         self.coordinator = CoordinatorState::Known { node_id: found.node_id, versions: found.versions };
         self.coordinator_attempts = 0;
-        self.retry_at = None;
+        self.timers.clear(TimerKind::Retry);
         self.events.push_back((now, GroupEvent::Coordinator { node_id: Some(found.node_id), reason: "found".into() }));
         if self.is_heartbeating() {
             // A fresh connection: give the session a fresh start too.
-            self.session_deadline = Some(now + self.config.session_timeout);
-            self.next_heartbeat = Some(now);
+            self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+            self.timers.set(TimerKind::Heartbeat, now);
         }
         self.progress(now);
     }
@@ -585,7 +580,7 @@ impl GroupMachine {
                 None => self.partition_counts.remove(&topic),
             };
         }
-        self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
+        self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
         self.resume_leader_join(now);
         let changed = self
             .led_with
@@ -603,7 +598,7 @@ impl GroupMachine {
         let _span = self.span().entered();
         if self.metadata_request.take_if(|(asked, _)| *asked == id).is_some() {
             tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
-            self.metadata_refresh_at = Some(now + self.config.retry_backoff_max);
+            self.timers.set(TimerKind::MetadataRefresh, now + self.config.retry_backoff_max);
             self.resume_leader_join(now);
             return self.progress(now);
         }
@@ -626,7 +621,7 @@ impl GroupMachine {
                         now,
                     );
                 } else {
-                    self.retry_at = Some(now + self.backoff(self.coordinator_attempts));
+                    self.timers.set(TimerKind::Retry, now + self.backoff(self.coordinator_attempts));
                 }
             }
             // An error answer that did not decode still carries its code: react to the code
@@ -722,8 +717,8 @@ impl GroupMachine {
     /// Time passed: heartbeats, session expiry, backoffs, deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         let _span = self.span().entered();
-        if self.poll_deadline.is_some_and(|d| d <= now) {
-            self.poll_deadline = None;
+        if self.timers.get(TimerKind::MaxPollInterval).is_some_and(|d| d <= now) {
+            self.timers.clear(TimerKind::MaxPollInterval);
             tracing::warn!(
                 "max.poll.interval.ms ({:?}) passed without a poll: leaving the group so its partitions move on",
                 self.config.rebalance_timeout
@@ -731,10 +726,10 @@ impl GroupMachine {
             self.leave(LeaveReason::MaxPollIntervalExceeded, now);
             self.rejoin_after_poll = true;
         }
-        if self.is_heartbeating() && self.session_deadline.is_some_and(|d| d <= now) {
+        if self.is_heartbeating() && self.timers.get(TimerKind::Session).is_some_and(|d| d <= now) {
             // No successful heartbeat for a whole session: assume the coordinator is gone
             // (Java marks it unknown); member id and generation are kept.
-            self.session_deadline = Some(now + self.config.session_timeout);
+            self.timers.set(TimerKind::Session, now + self.config.session_timeout);
             self.coordinator_lost("no successful heartbeat within session.timeout.ms", now);
         }
         if let State::Revoking { deadline, .. } = &self.state {
@@ -818,10 +813,9 @@ impl GroupMachine {
             }),
             pending_rejoin,
             next_timer: self
-                .timers()
-                .into_iter()
-                .min_by_key(|(_, at)| *at)
-                .map(|(name, at)| (name, at.saturating_duration_since(now).as_millis() as u64)),
+                .armed_timers()
+                .next_due()
+                .map(|(kind, at)| (kind.name(), at.saturating_duration_since(now).as_millis() as u64)),
             counters: self.counters.clone(),
         }
     }
@@ -905,7 +899,10 @@ impl GroupMachine {
     /// Runs everything that can go now. Called after every input.
     fn progress(&mut self, now: Instant) {
         // A backoff that ran out is no timer any more (poll_timeout must not stay in the past).
-        for at in [&mut self.retry_at, &mut self.commit_retry_at, &mut self.fetch_retry_at] {
+        if !self.timers.is_running(TimerKind::Retry, now) {
+            self.timers.clear(TimerKind::Retry);
+        }
+        for at in [&mut self.commit_retry_at, &mut self.fetch_retry_at] {
             if !later(*at, now) {
                 *at = None;
             }
@@ -919,7 +916,7 @@ impl GroupMachine {
         let leave_unsent = matches!(self.state, State::Leaving { request: None, .. });
         if matches!(self.coordinator, CoordinatorState::Unknown)
             && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.fetches.is_empty())
-            && !later(self.retry_at, now)
+            && !self.timers.is_running(TimerKind::Retry, now)
         {
             let id = self.send(
                 GroupRequest::FindCoordinator { group_id: self.config.group_id.clone() },
@@ -941,7 +938,10 @@ impl GroupMachine {
             }
         }
         if let State::AwaitingJoin { join: None, .. } = self.state {
-            if self.coordinator_ready() && !later(self.retry_at, now) && self.commit_in_flight.is_none() {
+            if self.coordinator_ready()
+                && !self.timers.is_running(TimerKind::Retry, now)
+                && self.commit_in_flight.is_none()
+            {
                 self.send_join(now);
             }
         }
@@ -1009,7 +1009,7 @@ impl GroupMachine {
             tracing::info!(node = node_id, reason, "coordinator lost; member id and generation kept");
             self.events.push_back((now, GroupEvent::Coordinator { node_id: None, reason: reason.to_owned() }));
             self.coordinator = CoordinatorState::Unknown;
-            self.retry_at = Some(now + self.config.retry_backoff);
+            self.timers.set(TimerKind::Retry, now + self.config.retry_backoff);
             let why = format!("given up with the coordinator connection ({reason})");
             for (id, kind) in std::mem::take(&mut self.in_flight) {
                 self.request_lost(id, kind, &why, now);
@@ -1198,7 +1198,7 @@ impl GroupMachine {
                 self.set_state(State::AwaitingJoin { reason, join: None }, "JoinGroup asked to rejoin", now);
             }
             COORDINATOR_LOAD_IN_PROGRESS => {
-                self.retry_at = Some(now + self.backoff(self.join_attempts));
+                self.timers.set(TimerKind::Retry, now + self.backoff(self.join_attempts));
                 let reason = RejoinReason::Retry("coordinator loading".into());
                 self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator loading", now);
             }
@@ -1341,13 +1341,13 @@ impl GroupMachine {
             UNKNOWN_SERVER_ERROR => {
                 // Deliberate deviation (T25b): Java stops; a failed store is transient, so back
                 // off and rejoin.
-                self.retry_at = Some(now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.backoff(1));
                 return self.rejoin(RejoinReason::Retry("SyncGroup UNKNOWN_SERVER_ERROR".into()), now);
             }
             COORDINATOR_LOAD_IN_PROGRESS => {
                 // Retriable by definition (Kafka 3.6 maps loading to REBALANCE_IN_PROGRESS for
                 // SyncGroup, but other coordinators may not): back off and rejoin, never stop.
-                self.retry_at = Some(now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.backoff(1));
                 return self.rejoin(RejoinReason::Retry("SyncGroup COORDINATOR_LOAD_IN_PROGRESS".into()), now);
             }
             FENCED_INSTANCE_ID => return self.fail(self.fenced_error(), now),
@@ -1374,7 +1374,7 @@ impl GroupMachine {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable assignment; rejoining");
-                self.retry_at = Some(now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.backoff(1));
                 return self.rejoin(RejoinReason::Retry("undecodable assignment".into()), now);
             }
         };
@@ -1457,8 +1457,8 @@ impl GroupMachine {
                 revoked,
             },
         ));
-        self.session_deadline = Some(now + self.config.session_timeout);
-        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
+        self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+        self.timers.set(TimerKind::Heartbeat, now + self.config.heartbeat_interval);
         let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
         if second_round {
             // KIP-429's second round: what we gave up can go to its new owner only in a later
@@ -1487,8 +1487,8 @@ impl GroupMachine {
         if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
             return;
         }
-        let Some(at) = self.metadata_refresh_at else {
-            self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
+        let Some(at) = self.timers.get(TimerKind::MetadataRefresh) else {
+            self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
             return;
         };
         if at <= now {
@@ -1517,7 +1517,7 @@ impl GroupMachine {
     }
 
     fn drive_heartbeat(&mut self, now: Instant) {
-        if !self.is_heartbeating() || later(self.next_heartbeat, now) {
+        if !self.is_heartbeating() || self.timers.is_running(TimerKind::Heartbeat, now) {
             return;
         }
         if self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. })) {
@@ -1540,7 +1540,7 @@ impl GroupMachine {
             request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
         }
         self.counters.heartbeats_sent += 1;
-        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
+        self.timers.set(TimerKind::Heartbeat, now + self.config.heartbeat_interval);
         self.send(
             GroupRequest::Heartbeat(request),
             version,
@@ -1556,10 +1556,10 @@ impl GroupMachine {
             return;
         }
         match code {
-            0 => self.session_deadline = Some(now + self.config.session_timeout),
+            0 => self.timers.set(TimerKind::Session, now + self.config.session_timeout),
             REBALANCE_IN_PROGRESS => {
                 // Counts as a successful heartbeat: the broker re-armed our session.
-                self.session_deadline = Some(now + self.config.session_timeout);
+                self.timers.set(TimerKind::Session, now + self.config.session_timeout);
                 if matches!(self.state, State::Stable { .. }) {
                     self.request_rejoin(RejoinReason::RebalanceInProgress, now);
                 }
@@ -1574,7 +1574,7 @@ impl GroupMachine {
             ),
             other => {
                 tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
-                self.next_heartbeat = Some(now + self.config.retry_backoff);
+                self.timers.set(TimerKind::Heartbeat, now + self.config.retry_backoff);
             }
         }
     }

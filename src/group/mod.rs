@@ -12,6 +12,7 @@ pub mod requests;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+mod timers;
 pub mod types;
 
 pub use config::GroupConfig;
