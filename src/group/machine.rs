@@ -23,22 +23,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-};
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ApiKey, JoinGroupResponse, OffsetCommitResponse, OffsetFetchResponse, SyncGroupResponse,
 };
-use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::{
     cooperative_adjust, decode_assignment, encode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription,
 };
+use super::build::{self, str_bytes, PROTOCOL_TYPE};
 use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
@@ -48,8 +40,6 @@ use super::types::*;
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
-
-const PROTOCOL_TYPE: &str = "consumer";
 
 /// Where the member is in the protocol; each variant carries what it waits with.
 #[derive(Debug, Clone)]
@@ -261,14 +251,6 @@ pub struct GroupMachine {
     last_transition: Option<Transition>,
     rebalance_started: Option<Instant>,
     rejoin_after_poll: bool,
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_owned())
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
 fn later(a: Option<Instant>, now: Instant) -> bool {
@@ -1127,29 +1109,8 @@ impl GroupMachine {
             user_data: None,
         }
         .encode();
-        let protocols = self
-            .config
-            .assignors
-            .iter()
-            .map(|a| {
-                JoinGroupRequestProtocol::default().with_name(str_bytes(a.name())).with_metadata(subscription.clone())
-            })
-            .collect();
-        let mut request = JoinGroupRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_session_timeout_ms(millis(self.config.session_timeout))
-            .with_member_id(str_bytes(self.member_id.as_str()))
-            .with_protocol_type(str_bytes(PROTOCOL_TYPE))
-            .with_protocols(protocols);
-        if version >= 1 {
-            request = request.with_rebalance_timeout_ms(millis(self.config.rebalance_timeout));
-        }
-        if version >= 5 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        if version >= 8 {
-            request = request.with_reason(Some(str_bytes(&reason.to_string())));
-        }
+        let request =
+            build::join_group(&self.config, self.member_id.as_str(), &subscription, &reason.to_string(), version);
         self.counters.joins_sent += 1;
         self.join_attempts += 1;
         let id = self.send(GroupRequest::JoinGroup(request), version, self.config.join_timeout(), InFlight::Join);
@@ -1278,9 +1239,7 @@ impl GroupMachine {
                 .iter()
                 .map(|m| {
                     let partitions = plan.get(&m.member_id).cloned().unwrap_or_default();
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(str_bytes(&m.member_id))
-                        .with_assignment(encode_assignment(&partitions, None))
+                    (m.member_id.clone(), encode_assignment(&partitions, None))
                 })
                 .collect()
         } else {
@@ -1295,20 +1254,7 @@ impl GroupMachine {
             }
             return;
         };
-        let mut request = SyncGroupRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()))
-            .with_assignments(assignments);
-        if version >= 3 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        if version >= 5 {
-            // Mandatory on v5 (T23).
-            request = request
-                .with_protocol_type(Some(str_bytes(PROTOCOL_TYPE)))
-                .with_protocol_name(Some(str_bytes(&protocol)));
-        }
+        let request = build::sync_group(&self.config, &generation, &protocol, assignments, version);
         self.counters.syncs_sent += 1;
         let sync = self.send(
             GroupRequest::SyncGroup(request),
@@ -1532,13 +1478,7 @@ impl GroupMachine {
         let Some(version) = self.version(ApiKey::Heartbeat, now) else {
             return;
         };
-        let mut request = HeartbeatRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()));
-        if version >= 3 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
+        let request = build::heartbeat(&self.config, &generation, version);
         self.counters.heartbeats_sent += 1;
         self.timers.set(TimerKind::Heartbeat, now + self.config.heartbeat_interval);
         self.send(
@@ -1586,17 +1526,7 @@ impl GroupMachine {
         let State::Leaving { reason, .. } = self.state.clone() else {
             return;
         };
-        let member = str_bytes(self.member_id.as_str());
-        let mut request = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&self.config.group_id)));
-        request = if version >= 3 {
-            let mut identity = MemberIdentity::default().with_member_id(member);
-            if version >= 5 {
-                identity = identity.with_reason(Some(str_bytes(&reason.to_string())));
-            }
-            request.with_members(vec![identity])
-        } else {
-            request.with_member_id(member)
-        };
+        let request = build::leave_group(&self.config, self.member_id.as_str(), &reason.to_string(), version);
         let id = self.send(GroupRequest::LeaveGroup(request), version, self.config.request_timeout, InFlight::Leave);
         if let State::Leaving { request, .. } = &mut self.state {
             *request = Some(id);
@@ -1738,33 +1668,8 @@ impl GroupMachine {
         let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
             return;
         };
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (lease, _) in &entries {
-            topics.entry(&lease.partition.topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(lease.partition.partition)
-                    .with_committed_offset(lease.next_offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::default())),
-            );
-        }
-        let topics = topics
-            .into_iter()
-            .map(|(name, partitions)| {
-                OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(name))).with_partitions(partitions)
-            })
-            .collect();
-        let mut request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id_or_member_epoch(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()))
-            .with_topics(topics);
-        if (2..=4).contains(&version) {
-            request = request.with_retention_time_ms(-1);
-        }
-        if version >= 7 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
+        let offsets = entries.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
+        let request = build::offset_commit(&self.config, &generation, offsets, version);
         self.counters.commits_sent += 1;
         tracing::debug!(partitions = entries.len(), generation = generation.id.0, "sending OffsetCommit");
         let id = self.send(
@@ -1966,35 +1871,7 @@ impl GroupMachine {
         let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
             return;
         };
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in &partitions {
-            by_topic.entry(&tp.topic).or_default().push(tp.partition);
-        }
-        let group = GroupId(str_bytes(&self.config.group_id));
-        let request = if version >= 8 {
-            let topics = by_topic
-                .into_iter()
-                .map(|(t, p)| {
-                    OffsetFetchRequestTopics::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
-                })
-                .collect();
-            OffsetFetchRequest::default()
-                .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group).with_topics(Some(topics))])
-                .with_require_stable(true)
-        } else {
-            let topics = by_topic
-                .into_iter()
-                .map(|(t, p)| {
-                    OffsetFetchRequestTopic::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
-                })
-                .collect();
-            let request = OffsetFetchRequest::default().with_group_id(group).with_topics(Some(topics));
-            if version >= 7 {
-                request.with_require_stable(true)
-            } else {
-                request
-            }
-        };
+        let request = build::offset_fetch(&self.config, &partitions, version);
         let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
         self.fetch_in_flight = Some(id);
     }

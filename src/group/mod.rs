@@ -5,6 +5,7 @@
 //! in the test suite feeds it from a scripted coordinator in virtual time.
 
 pub mod assignor;
+pub mod build;
 pub mod config;
 pub mod events;
 pub mod machine;
