@@ -31,10 +31,11 @@ use super::assignor::{
     cooperative_adjust, decode_assignment, encode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription,
 };
 use super::build::{self, str_bytes, PROTOCOL_TYPE};
+use super::commit_queue::{CommitQueue, CommitReaction, Gate, SentCommit};
 use super::config::GroupConfig;
 use super::events::*;
 use super::requests::*;
-use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
+use super::snapshot::{GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
 use super::timers::{TimerKind, Timers};
 use super::types::*;
 use crate::protocol::error_code::codes::*;
@@ -103,6 +104,24 @@ impl State {
             _ => None,
         }
     }
+
+    /// How the commit gate sees a member in this state holding `ownership`.
+    fn commit_gate<'a>(&'a self, ownership: Option<&'a Ownership>) -> Gate<'a> {
+        match self {
+            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Gate::Closed,
+            State::Leaving { .. } | State::Left { .. } => Gate::Shut(CommitFailure::MemberGone),
+            State::Failed(e) => Gate::Shut(CommitFailure::Fatal(e.to_string())),
+            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
+                let ownership = ownership.filter(|o| &o.generation == generation);
+                let revoking = matches!(self, State::Revoking { .. });
+                Gate::Open {
+                    generation,
+                    owned: ownership.map(|o| &o.partitions),
+                    released: ownership.filter(|_| revoking).map(|o| &o.released),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,7 +153,7 @@ enum InFlight {
     Sync { sent: Generation },
     Heartbeat { sent: Generation },
     Leave,
-    Commit { sent: Generation, entries: Vec<(Lease, Option<GenerationId>)> },
+    Commit(SentCommit),
     Fetch,
 }
 
@@ -146,24 +165,10 @@ impl InFlight {
             InFlight::Sync { .. } => "SyncGroup",
             InFlight::Heartbeat { .. } => "Heartbeat",
             InFlight::Leave => "LeaveGroup",
-            InFlight::Commit { .. } => "OffsetCommit",
+            InFlight::Commit(_) => "OffsetCommit",
             InFlight::Fetch => "OffsetFetch",
         }
     }
-}
-
-#[derive(Debug)]
-struct CommitJob {
-    id: CommitId,
-    deadline: Instant,
-    attempts: u32,
-    pending: Vec<Lease>,
-    results: Vec<PartitionCommit>,
-    last_error: Option<String>,
-    deferred_counted: bool,
-    /// Set when the coordinator answered REBALANCE_IN_PROGRESS to this commit stamped with
-    /// that generation: it waits for a newer generation before it is judged again.
-    wait_past: Option<GenerationId>,
 }
 
 #[derive(Debug)]
@@ -240,10 +245,7 @@ pub struct GroupMachine {
     /// The machine's own deadlines; the queues and the revoke window hold theirs.
     timers: Timers,
     join_attempts: u32,
-    commits: VecDeque<CommitJob>,
-    commit_in_flight: Option<RequestId>,
-    commit_retry_at: Option<Instant>,
-    committed_streak: BTreeMap<TopicPartition, (GenerationId, i64)>,
+    commits: CommitQueue,
     fetches: VecDeque<FetchJob>,
     fetch_in_flight: Option<RequestId>,
     fetch_retry_at: Option<Instant>,
@@ -282,10 +284,7 @@ impl GroupMachine {
             next_id: 0,
             timers: Timers::default(),
             join_attempts: 0,
-            commits: VecDeque::new(),
-            commit_in_flight: None,
-            commit_retry_at: None,
-            committed_streak: BTreeMap::new(),
+            commits: CommitQueue::default(),
             fetches: VecDeque::new(),
             fetch_in_flight: None,
             fetch_retry_at: None,
@@ -324,16 +323,13 @@ impl GroupMachine {
     /// those of the queues and the revoke window.
     fn armed_timers(&self) -> Timers {
         let mut timers = self.timers;
+        self.commits.add_timers(&mut timers);
         let mut add = |kind, at: Option<Instant>| {
             if let Some(at) = at {
                 timers.set(kind, at);
             }
         };
-        add(TimerKind::CommitRetry, self.commit_retry_at);
         // Deadlines are checked when nothing is in flight (the answer re-checks them).
-        if self.commit_in_flight.is_none() {
-            add(TimerKind::CommitDeadline, self.commits.front().map(|j| j.deadline));
-        }
         add(TimerKind::LookupRetry, self.fetch_retry_at);
         if self.fetch_in_flight.is_none() {
             add(TimerKind::LookupDeadline, self.fetches.front().map(|j| j.deadline));
@@ -446,16 +442,7 @@ impl GroupMachine {
         let _span = self.span().entered();
         self.next_id += 1;
         let id = CommitId(self.next_id);
-        self.commits.push_back(CommitJob {
-            id,
-            deadline: now + self.config.commit_timeout,
-            attempts: 0,
-            pending: leases,
-            results: Vec::new(),
-            last_error: None,
-            deferred_counted: false,
-            wait_past: None,
-        });
+        self.commits.push(id, leases, now + self.config.commit_timeout);
         self.progress(now);
         id
     }
@@ -513,7 +500,8 @@ impl GroupMachine {
         let sends_leave = self.config.group_instance_id.is_none() && !self.member_id.is_unknown();
         let next = if sends_leave { State::Leaving { reason, request: None } } else { State::Left { reason } };
         self.set_state(next, &text, now);
-        self.fail_deferred_commits(CommitFailure::MemberGone, now);
+        let completed = self.commits.fail_waiting(CommitFailure::MemberGone, &mut self.counters);
+        self.report(completed, now);
         if matches!(self.state, State::Left { .. }) {
             self.finish_leaving(now);
         } else if self.versions().is_some() && !self.coordinator_ready() {
@@ -594,16 +582,9 @@ impl GroupMachine {
                 self.coordinator = CoordinatorState::Unknown;
                 self.coordinator_attempts += 1;
                 if failure == RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)) {
-                    self.fail(
-                        GroupError::Rejected {
-                            api: "FindCoordinator",
-                            code: KafkaCode(GROUP_AUTHORIZATION_FAILED),
-                            context: self.config.group_id.clone(),
-                        },
-                        now,
-                    );
+                    self.fail(self.rejected("FindCoordinator", GROUP_AUTHORIZATION_FAILED), now);
                 } else {
-                    self.timers.set(TimerKind::Retry, now + self.backoff(self.coordinator_attempts));
+                    self.timers.set(TimerKind::Retry, now + self.config.backoff(self.coordinator_attempts));
                 }
             }
             // An error answer that did not decode still carries its code: react to the code
@@ -652,15 +633,7 @@ impl GroupMachine {
             }
             InFlight::Heartbeat { .. } => {}
             InFlight::Leave => self.finish_leaving(now),
-            InFlight::Commit { entries, .. } => {
-                self.commit_in_flight = None;
-                if let Some(job) = self.commits.front_mut() {
-                    job.attempts += 1;
-                    job.last_error = Some(why.to_owned());
-                    job.pending.extend(entries.into_iter().map(|(lease, _)| lease));
-                }
-                self.commit_retry_at = Some(now + self.config.retry_backoff);
-            }
+            InFlight::Commit(commit) => self.commits.on_lost(now, commit, why, &self.config),
             InFlight::Fetch => {
                 self.fetch_in_flight = None;
                 self.fetch_attempt_failed(why.to_owned(), now);
@@ -685,9 +658,7 @@ impl GroupMachine {
                 }
                 self.finish_leaving(now);
             }
-            (InFlight::Commit { sent, entries }, GroupResponse::OffsetCommit(r)) => {
-                self.on_commit(now, sent, entries, r)
-            }
+            (InFlight::Commit(commit), GroupResponse::OffsetCommit(r)) => self.on_commit(now, commit, r),
             (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_fetch(now, r),
             (kind, other) => {
                 tracing::warn!(?kind, response = ?std::mem::discriminant(&other), "response does not match its request");
@@ -734,14 +705,11 @@ impl GroupMachine {
             _ => (None, false),
         };
         let in_flight_commits = self
-            .commit_in_flight
+            .commits
+            .in_flight()
             .and_then(|id| self.in_flight.get(&id))
             .and_then(|f| match f {
-                InFlight::Commit { sent, entries } => Some(CommitView {
-                    id: self.commits.front().map(|j| j.id).unwrap_or(CommitId(0)),
-                    stamped_with: Some(sent.id),
-                    partitions: entries.iter().map(|(l, _)| (l.partition.clone(), l.next_offset)).collect(),
-                }),
+                InFlight::Commit(commit) => Some(self.commits.in_flight_view(commit)),
                 _ => None,
             })
             .into_iter()
@@ -757,16 +725,7 @@ impl GroupMachine {
                 waiting_ms: now.saturating_duration_since(job.started).as_millis() as u64,
             })
             .collect();
-        let deferred_commits = self
-            .commits
-            .iter()
-            .filter(|j| !j.pending.is_empty())
-            .map(|j| CommitView {
-                id: j.id,
-                stamped_with: None,
-                partitions: j.pending.iter().map(|l| (l.partition.clone(), l.next_offset)).collect(),
-            })
-            .collect();
+        let deferred_commits = self.commits.deferred_views();
         let pending_rejoin = match &self.state {
             State::AwaitingJoin { reason, .. } | State::Revoking { reason, .. } => Some(reason.clone()),
             _ => None,
@@ -860,11 +819,6 @@ impl GroupMachine {
         }
     }
 
-    fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.min(6);
-        (self.config.retry_backoff * factor).min(self.config.retry_backoff_max.max(self.config.retry_backoff))
-    }
-
     fn is_heartbeating(&self) -> bool {
         matches!(self.state, State::Stable { .. } | State::Revoking { .. })
     }
@@ -884,10 +838,9 @@ impl GroupMachine {
         if !self.timers.is_running(TimerKind::Retry, now) {
             self.timers.clear(TimerKind::Retry);
         }
-        for at in [&mut self.commit_retry_at, &mut self.fetch_retry_at] {
-            if !later(*at, now) {
-                *at = None;
-            }
+        self.commits.end_expired_backoff(now);
+        if !later(self.fetch_retry_at, now) {
+            self.fetch_retry_at = None;
         }
         if let State::Failed(error) = &self.state {
             // Commands given after the failure get its answer at once, and leave no timer.
@@ -914,15 +867,14 @@ impl GroupMachine {
             // what is really still outstanding.
             self.drive_commits(now);
             // Commits the broker told to wait for the next generation cannot hold the join.
-            let waiting_only = self.commits.front().is_none_or(|job| job.wait_past.is_some());
-            if self.commit_in_flight.is_none() && waiting_only {
+            if !self.commits.holds_join() {
                 self.leave_revoking(now);
             }
         }
         if let State::AwaitingJoin { join: None, .. } = self.state {
             if self.coordinator_ready()
                 && !self.timers.is_running(TimerKind::Retry, now)
-                && self.commit_in_flight.is_none()
+                && self.commits.in_flight().is_none()
             {
                 self.send_join(now);
             }
@@ -934,7 +886,7 @@ impl GroupMachine {
                 CoordinatorState::Unknown => self.finish_leaving(now),
                 CoordinatorState::Finding(_) => {}
                 CoordinatorState::Known { .. } => {
-                    if self.coordinator_ready() && self.commit_in_flight.is_none() {
+                    if self.coordinator_ready() && self.commits.in_flight().is_none() {
                         self.send_leave(now);
                     }
                 }
@@ -969,11 +921,8 @@ impl GroupMachine {
 
     /// Answers every queued commit and offset lookup with the fatal `error`.
     fn fail_queued(&mut self, error: &GroupError, now: Instant) {
-        let failure = CommitFailure::Fatal(error.to_string());
-        for job in std::mem::take(&mut self.commits) {
-            self.complete_job_with(job, failure.clone(), now);
-        }
-        self.commit_in_flight = None;
+        let completed = self.commits.fail_all(CommitFailure::Fatal(error.to_string()), &mut self.counters);
+        self.report(completed, now);
         for job in std::mem::take(&mut self.fetches) {
             let failure = OffsetLookupFailure::MemberStopped { reason: error.to_string() };
             self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
@@ -1065,9 +1014,9 @@ impl GroupMachine {
 
     /// The group moved on without us: partitions are lost, the generation forgotten, and (for
     /// UNKNOWN_MEMBER_ID) the member id too.
-    fn reset(&mut self, reason: RejoinReason, reset_member_id: bool, now: Instant) {
+    fn reset(&mut self, reason: RejoinReason, now: Instant) {
         self.lose_ownership(&reason, now);
-        if reset_member_id {
+        if reason == RejoinReason::UnknownMember {
             self.member_id = MemberId::unknown();
         }
         self.rejoin(reason, now);
@@ -1077,9 +1026,7 @@ impl GroupMachine {
     fn lose_ownership(&mut self, reason: &RejoinReason, now: Instant) {
         if let Some(ownership) = self.ownership.take() {
             if !ownership.partitions.is_empty() {
-                for tp in ownership.partitions.keys() {
-                    self.committed_streak.remove(tp);
-                }
+                self.commits.end_streaks(ownership.partitions.keys());
                 self.events.push_back((
                     now,
                     GroupEvent::Lost {
@@ -1159,7 +1106,7 @@ impl GroupMachine {
                 self.set_state(State::AwaitingJoin { reason, join: None }, "JoinGroup asked to rejoin", now);
             }
             COORDINATOR_LOAD_IN_PROGRESS => {
-                self.timers.set(TimerKind::Retry, now + self.backoff(self.join_attempts));
+                self.timers.set(TimerKind::Retry, now + self.config.backoff(self.join_attempts));
                 let reason = RejoinReason::Retry("coordinator loading".into());
                 self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator loading", now);
             }
@@ -1168,16 +1115,19 @@ impl GroupMachine {
                 let reason = reason_of(&self.state);
                 self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator moved", now);
             }
-            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
-            _ => self.fail(
-                GroupError::Rejected { api: "JoinGroup", code: KafkaCode(code), context: self.config.group_id.clone() },
-                now,
-            ),
+            _ => self.fail(self.rejected("JoinGroup", code), now),
         }
     }
 
-    fn fenced_error(&self) -> GroupError {
-        GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
+    /// The fatal error of `api` answered with `code`; FENCED_INSTANCE_ID names the instance id
+    /// another process took over (KIP-345).
+    fn rejected(&self, api: &'static str, code: i16) -> GroupError {
+        match code {
+            FENCED_INSTANCE_ID => {
+                GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
+            }
+            _ => GroupError::Rejected { api, code: KafkaCode(code), context: self.config.group_id.clone() },
+        }
     }
 
     /// `counts_asked`: the partition counts this join's leader lacked were asked for already.
@@ -1278,8 +1228,8 @@ impl GroupMachine {
         match r.error_code {
             0 => {}
             REBALANCE_IN_PROGRESS => return self.rejoin(RejoinReason::RebalanceInProgress, now),
-            UNKNOWN_MEMBER_ID => return self.reset(RejoinReason::UnknownMember, true, now),
-            ILLEGAL_GENERATION => return self.reset(RejoinReason::IllegalGeneration, false, now),
+            UNKNOWN_MEMBER_ID => return self.reset(RejoinReason::UnknownMember, now),
+            ILLEGAL_GENERATION => return self.reset(RejoinReason::IllegalGeneration, now),
             COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => {
                 self.coordinator_lost("SyncGroup: coordinator moved", now);
                 return self.rejoin(RejoinReason::Retry("coordinator moved during SyncGroup".into()), now);
@@ -1287,26 +1237,16 @@ impl GroupMachine {
             UNKNOWN_SERVER_ERROR => {
                 // Deliberate deviation (T25b): Java stops; a failed store is transient, so back
                 // off and rejoin.
-                self.timers.set(TimerKind::Retry, now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.config.backoff(1));
                 return self.rejoin(RejoinReason::Retry("SyncGroup UNKNOWN_SERVER_ERROR".into()), now);
             }
             COORDINATOR_LOAD_IN_PROGRESS => {
                 // Retriable by definition (Kafka 3.6 maps loading to REBALANCE_IN_PROGRESS for
                 // SyncGroup, but other coordinators may not): back off and rejoin, never stop.
-                self.timers.set(TimerKind::Retry, now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.config.backoff(1));
                 return self.rejoin(RejoinReason::Retry("SyncGroup COORDINATOR_LOAD_IN_PROGRESS".into()), now);
             }
-            FENCED_INSTANCE_ID => return self.fail(self.fenced_error(), now),
-            code => {
-                return self.fail(
-                    GroupError::Rejected {
-                        api: "SyncGroup",
-                        code: KafkaCode(code),
-                        context: self.config.group_id.clone(),
-                    },
-                    now,
-                )
-            }
+            code => return self.fail(self.rejected("SyncGroup", code), now),
         }
         for (field, got) in [(PROTOCOL_TYPE, &r.protocol_type), (protocol.as_str(), &r.protocol_name)] {
             if let Some(got) = got {
@@ -1320,7 +1260,7 @@ impl GroupMachine {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable assignment; rejoining");
-                self.timers.set(TimerKind::Retry, now + self.backoff(1));
+                self.timers.set(TimerKind::Retry, now + self.config.backoff(1));
                 return self.rejoin(RejoinReason::Retry("undecodable assignment".into()), now);
             }
         };
@@ -1359,11 +1299,9 @@ impl GroupMachine {
         // this generation and waits for this member's rejoin to hand it on (KIP-429).
         let given_up: Vec<TopicPartition> =
             held.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
-        for tp in &revoked {
-            self.committed_streak.remove(tp);
-        }
+        self.commits.end_streaks(&revoked);
         // A streak that broke drops its commit floor too.
-        self.committed_streak.retain(|tp, (since, _)| owned.get(tp) == Some(since));
+        self.commits.keep_streaks(&owned);
         let cooperative = self.is_cooperative(Some(&protocol));
         let released: BTreeMap<TopicPartition, GenerationId> = match continuous {
             Some(p) if cooperative => {
@@ -1504,14 +1442,10 @@ impl GroupMachine {
                     self.request_rejoin(RejoinReason::RebalanceInProgress, now);
                 }
             }
-            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, false, now),
-            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, true, now),
-            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
+            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, now),
+            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, now),
             COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => self.coordinator_lost("Heartbeat: coordinator moved", now),
-            GROUP_AUTHORIZATION_FAILED => self.fail(
-                GroupError::Rejected { api: "Heartbeat", code: KafkaCode(code), context: self.config.group_id.clone() },
-                now,
-            ),
+            FENCED_INSTANCE_ID | GROUP_AUTHORIZATION_FAILED => self.fail(self.rejected("Heartbeat", code), now),
             other => {
                 tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
                 self.timers.set(TimerKind::Heartbeat, now + self.config.retry_backoff);
@@ -1539,7 +1473,7 @@ impl GroupMachine {
             _ => return,
         };
         self.ownership = None;
-        self.committed_streak.clear();
+        self.commits.clear_streaks();
         self.member_id =
             if self.config.group_instance_id.is_some() { self.member_id.clone() } else { MemberId::unknown() };
         if !matches!(self.state, State::Left { .. }) {
@@ -1550,300 +1484,49 @@ impl GroupMachine {
 
     // ---- commits ----
 
-    /// Judges one lease against the current state (DESIGN section 4's table).
-    fn judge(&self, lease: &Lease) -> Judgement {
-        match &self.state {
-            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Judgement::Defer,
-            State::Leaving { .. } | State::Left { .. } => Judgement::Fail(CommitFailure::MemberGone),
-            State::Failed(e) => Judgement::Fail(CommitFailure::Fatal(e.to_string())),
-            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
-                let fence = |reason| Judgement::Fence(reason, generation.id);
-                if lease.generation.member_id != generation.member_id {
-                    return fence(FenceReason::OtherMember);
-                }
-                let Some(ownership) = self.ownership.as_ref().filter(|o| &o.generation == generation) else {
-                    return fence(FenceReason::NotOwned);
-                };
-                let released = || match self.state {
-                    State::Revoking { .. } => ownership.released.get(&lease.partition),
-                    _ => None,
-                };
-                match ownership.partitions.get(&lease.partition).or_else(released) {
-                    None => fence(FenceReason::NotOwned),
-                    Some(&since) if since != lease.owned_since || lease.generation.id < since => {
-                        fence(FenceReason::OwnershipInterrupted { owned_since: since })
-                    }
-                    Some(&since) => match self.committed_streak.get(&lease.partition) {
-                        Some(&(streak, committed)) if streak == since && committed > lease.next_offset => {
-                            Judgement::Fail(CommitFailure::WouldMoveBackwards { committed })
-                        }
-                        _ => Judgement::Send(generation.clone()),
-                    },
-                }
-            }
-        }
-    }
-
     fn drive_commits(&mut self, now: Instant) {
-        while self.commit_in_flight.is_none() {
-            let Some(mut job) = self.commits.pop_front() else {
-                return;
-            };
-            if now >= job.deadline {
-                self.complete_job_with(job, CommitFailure::TimedOut, now);
-                continue;
-            }
-            if job.attempts >= self.config.commit_attempts && !job.pending.is_empty() {
-                let last = job.last_error.clone().unwrap_or_default();
-                self.complete_job_with(
-                    job,
-                    CommitFailure::AttemptsExhausted { attempts: self.config.commit_attempts, last },
-                    now,
-                );
-                continue;
-            }
-            if let Some(waited) = job.wait_past {
-                if self.current_generation().is_none_or(|g| g.id <= waited) {
-                    self.commits.push_front(job);
-                    return;
-                }
-                job.wait_past = None;
-            }
-            let mut send: Vec<(Lease, Option<GenerationId>)> = Vec::new();
-            let mut deferred = Vec::new();
-            let mut stamp = None;
-            for lease in std::mem::take(&mut job.pending) {
-                match self.judge(&lease) {
-                    Judgement::Send(generation) => {
-                        let restamped = (lease.generation.id != generation.id).then_some(lease.generation.id);
-                        stamp = Some(generation);
-                        send.push((lease, restamped));
-                    }
-                    Judgement::Defer => deferred.push(lease),
-                    Judgement::Fence(reason, current) => {
-                        self.counters.partitions_fenced_locally += 1;
-                        tracing::debug!(partition = %lease.partition, ?reason, lease_generation = lease.generation.id.0, "commit fenced locally");
-                        job.results.push(PartitionCommit {
-                            partition: lease.partition.clone(),
-                            offset: lease.next_offset,
-                            outcome: CommitOutcome::Fenced {
-                                lease_generation: lease.generation.id,
-                                current_generation: Some(current),
-                                reason,
-                            },
-                        });
-                    }
-                    Judgement::Fail(reason) => {
-                        self.counters.partitions_failed += 1;
-                        job.results.push(PartitionCommit {
-                            partition: lease.partition.clone(),
-                            offset: lease.next_offset,
-                            outcome: CommitOutcome::Failed { reason },
-                        });
-                    }
-                }
-            }
-            if send.is_empty() && deferred.is_empty() {
-                self.complete_job(job, now);
-                continue;
-            }
-            if !deferred.is_empty() && !job.deferred_counted {
-                job.deferred_counted = true;
-                self.counters.commits_deferred += 1;
-            }
-            let ready = self.coordinator_ready() && !later(self.commit_retry_at, now);
-            let (Some(generation), true) = (stamp, ready) else {
-                job.pending = send.into_iter().map(|(l, _)| l).chain(deferred).collect();
-                self.commits.push_front(job);
-                return;
-            };
-            job.pending = deferred;
-            self.commits.push_front(job);
-            self.send_commit(now, generation, send);
-            return;
+        let ready = self.coordinator_ready();
+        let gate = self.state.commit_gate(self.ownership.as_ref());
+        let (completed, send) = self.commits.drive(now, &gate, ready, &self.config, &mut self.counters);
+        self.report(completed, now);
+        if let Some(commit) = send {
+            self.send_commit(now, commit);
         }
     }
 
-    fn send_commit(&mut self, now: Instant, generation: Generation, entries: Vec<(Lease, Option<GenerationId>)>) {
+    fn send_commit(&mut self, now: Instant, commit: SentCommit) {
         let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
             return;
         };
-        let offsets = entries.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
-        let request = build::offset_commit(&self.config, &generation, offsets, version);
+        let offsets = commit.leases.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
+        let request = build::offset_commit(&self.config, &commit.generation, offsets, version);
         self.counters.commits_sent += 1;
-        tracing::debug!(partitions = entries.len(), generation = generation.id.0, "sending OffsetCommit");
+        tracing::debug!(partitions = commit.leases.len(), generation = commit.generation.id.0, "sending OffsetCommit");
         let id = self.send(
             GroupRequest::OffsetCommit(request),
             version,
             self.config.request_timeout,
-            InFlight::Commit { sent: generation, entries },
+            InFlight::Commit(commit),
         );
-        self.commit_in_flight = Some(id);
+        self.commits.sent(id);
     }
 
-    fn on_commit(
-        &mut self,
-        now: Instant,
-        sent: Generation,
-        entries: Vec<(Lease, Option<GenerationId>)>,
-        r: OffsetCommitResponse,
-    ) {
-        self.commit_in_flight = None;
-        let codes: BTreeMap<(&str, i32), i16> = r
-            .topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| ((t.name.as_str(), p.partition_index), p.error_code)))
-            .collect();
-        let still_current = self.is_current(&sent);
-        let mut retry = Vec::new();
-        let mut results = Vec::new();
-        let mut rejoin: Option<(RejoinReason, bool)> = None;
-        let mut coordinator_moved = false;
-        let mut fatal = None;
-        let mut last_error = None;
-        for (lease, restamped_from) in entries {
-            let code = codes
-                .get(&(&*lease.partition.topic, lease.partition.partition))
-                .copied()
-                .unwrap_or(UNKNOWN_SERVER_ERROR);
-            let outcome = match code {
-                0 => {
-                    self.counters.partitions_committed += 1;
-                    if restamped_from.is_some() {
-                        self.counters.partitions_restamped += 1;
-                    }
-                    let floor = self
-                        .committed_streak
-                        .entry(lease.partition.clone())
-                        .or_insert((lease.owned_since, lease.next_offset));
-                    if floor.0 == lease.owned_since {
-                        floor.1 = floor.1.max(lease.next_offset);
-                    } else {
-                        *floor = (lease.owned_since, lease.next_offset);
-                    }
-                    Some(CommitOutcome::Committed { generation: sent.id, restamped_from })
-                }
-                COORDINATOR_LOAD_IN_PROGRESS | UNKNOWN_TOPIC_OR_PARTITION => None,
-                NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => {
-                    coordinator_moved = true;
-                    None
-                }
-                REBALANCE_IN_PROGRESS => {
-                    // Deferred and judged again once the new generation is known (T41).
-                    rejoin = Some((RejoinReason::RebalanceInProgress, false));
-                    None
-                }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID if !still_current => {
-                    // We already moved on; the lease is judged against the new generation.
-                    None
-                }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID => {
-                    let reason = if code == ILLEGAL_GENERATION {
-                        RejoinReason::IllegalGeneration
-                    } else {
-                        RejoinReason::UnknownMember
-                    };
-                    rejoin = Some((reason, true));
-                    *self.counters.partitions_rejected_by_broker.entry(code).or_default() += 1;
-                    Some(CommitOutcome::Fenced {
-                        lease_generation: lease.generation.id,
-                        current_generation: Some(sent.id),
-                        reason: FenceReason::RejectedByBroker(KafkaCode(code)),
-                    })
-                }
-                FENCED_INSTANCE_ID if still_current => {
-                    fatal = Some(self.fenced_error());
-                    None
-                }
-                FENCED_INSTANCE_ID => None,
-                GROUP_AUTHORIZATION_FAILED => {
-                    fatal = Some(GroupError::Rejected {
-                        api: "OffsetCommit",
-                        code: KafkaCode(code),
-                        context: self.config.group_id.clone(),
-                    });
-                    None
-                }
-                other => {
-                    *self.counters.partitions_rejected_by_broker.entry(other).or_default() += 1;
-                    self.counters.partitions_failed += 1;
-                    Some(CommitOutcome::Failed { reason: CommitFailure::Rejected(KafkaCode(other)) })
-                }
-            };
-            match outcome {
-                Some(outcome) => results.push(PartitionCommit {
-                    partition: lease.partition.clone(),
-                    offset: lease.next_offset,
-                    outcome,
-                }),
-                None => {
-                    if code != 0 {
-                        last_error = Some(KafkaCode(code).to_string());
-                    }
-                    retry.push((lease, code));
-                }
+    fn on_commit(&mut self, now: Instant, commit: SentCommit, r: OffsetCommitResponse) {
+        let still_current = self.is_current(&commit.generation);
+        let reactions = self.commits.on_response(now, commit, &r, still_current, &self.config, &mut self.counters);
+        for reaction in reactions {
+            match reaction {
+                CommitReaction::Fail(code) => return self.fail(self.rejected("OffsetCommit", code), now),
+                CommitReaction::CoordinatorLost => self.coordinator_lost("OffsetCommit: coordinator moved", now),
+                CommitReaction::Reset(reason) => self.reset(reason, now),
+                CommitReaction::Rejoin(reason) => self.request_rejoin(reason, now),
             }
-        }
-        let retry_counts_as_attempt = retry
-            .iter()
-            .any(|(_, code)| !matches!(*code, REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID));
-        if let Some(job) = self.commits.front_mut() {
-            if retry.iter().any(|(_, code)| *code == REBALANCE_IN_PROGRESS) {
-                job.wait_past = Some(sent.id);
-            }
-            job.results.extend(results);
-            if retry_counts_as_attempt {
-                job.attempts += 1;
-                job.last_error = last_error;
-            }
-            job.pending.extend(retry.into_iter().map(|(l, _)| l));
-        }
-        if retry_counts_as_attempt {
-            self.commit_retry_at = Some(now + self.backoff(self.commits.front().map_or(1, |j| j.attempts)));
-        }
-        if let Some(error) = fatal {
-            return self.fail(error, now);
-        }
-        if coordinator_moved {
-            self.coordinator_lost("OffsetCommit: coordinator moved", now);
-        }
-        match rejoin {
-            Some((reason, true)) if still_current => {
-                let reset_member = reason == RejoinReason::UnknownMember;
-                self.reset(reason, reset_member, now);
-            }
-            Some((reason, false)) => self.request_rejoin(reason, now),
-            _ => {}
         }
     }
 
-    fn complete_job_with(&mut self, mut job: CommitJob, failure: CommitFailure, now: Instant) {
-        for lease in std::mem::take(&mut job.pending) {
-            self.counters.partitions_failed += 1;
-            job.results.push(PartitionCommit {
-                partition: lease.partition.clone(),
-                offset: lease.next_offset,
-                outcome: CommitOutcome::Failed { reason: failure.clone() },
-            });
-        }
-        self.complete_job(job, now);
-    }
-
-    fn complete_job(&mut self, job: CommitJob, now: Instant) {
-        tracing::debug!(commit = job.id.0, partitions = job.results.len(), "commit completed");
-        // The backoff belonged to this job's retries; the next commit starts fresh.
-        self.commit_retry_at = None;
-        self.events.push_back((now, GroupEvent::CommitCompleted { id: job.id, results: job.results }));
-    }
-
-    fn fail_deferred_commits(&mut self, failure: CommitFailure, now: Instant) {
-        let in_flight_job = self.commit_in_flight.and_then(|_| self.commits.pop_front());
-        for job in std::mem::take(&mut self.commits) {
-            self.complete_job_with(job, failure.clone(), now);
-        }
-        if let Some(job) = in_flight_job {
-            self.commits.push_front(job);
-        }
+    /// Reports what the queues finished.
+    fn report(&mut self, events: Vec<GroupEvent>, now: Instant) {
+        self.events.extend(events.into_iter().map(|event| (now, event)));
     }
 
     // ---- committed offsets ----
@@ -1961,7 +1644,7 @@ impl GroupMachine {
         job.attempts += 1;
         job.last_error = Some(reason.clone());
         let (id, partitions, attempts) = (job.id, job.partitions.clone(), job.attempts);
-        let backoff = self.backoff(attempts - 1);
+        let backoff = self.config.backoff(attempts - 1);
         self.counters.offset_lookups_retried += 1;
         self.fetch_retry_at = Some(now + backoff);
         tracing::info!(lookup = id.0, attempts, %reason, ?backoff, "offset lookup failed; retrying");
@@ -1978,18 +1661,9 @@ impl GroupMachine {
             self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
         }
         if code == GROUP_AUTHORIZATION_FAILED {
-            let context = self.config.group_id.clone();
-            self.fail(GroupError::Rejected { api: "OffsetFetch", code: KafkaCode(code), context }, now);
+            self.fail(self.rejected("OffsetFetch", code), now);
         }
     }
-}
-
-#[derive(Debug)]
-enum Judgement {
-    Send(Generation),
-    Defer,
-    Fence(FenceReason, GenerationId),
-    Fail(CommitFailure),
 }
 
 /// Lets tests and the simulator build subscription metadata the way the machine does.

@@ -6,6 +6,7 @@
 
 pub mod assignor;
 pub mod build;
+mod commit_queue;
 pub mod config;
 pub mod events;
 pub mod machine;
