@@ -34,8 +34,9 @@ use super::build::{self, str_bytes, PROTOCOL_TYPE};
 use super::commit_queue::{CommitQueue, CommitReaction, Gate, SentCommit};
 use super::config::GroupConfig;
 use super::events::*;
+use super::lookup_queue::{LookupQueue, LookupReaction};
 use super::requests::*;
-use super::snapshot::{GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
+use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
 use super::timers::{TimerKind, Timers};
 use super::types::*;
 use crate::protocol::error_code::codes::*;
@@ -171,40 +172,6 @@ impl InFlight {
     }
 }
 
-#[derive(Debug)]
-struct FetchJob {
-    id: OffsetFetchId,
-    partitions: Vec<TopicPartition>,
-    started: Instant,
-    deadline: Instant,
-    /// Attempts that failed so far (no cap: only the deadline ends a lookup).
-    attempts: u32,
-    last_error: Option<String>,
-}
-
-/// What an OffsetFetch error, at group or partition level, demands (spec section 10).
-enum LookupReaction {
-    /// Back off and ask the same coordinator again.
-    Retry,
-    /// Find the coordinator again, then ask it.
-    Rediscover,
-    /// Asking again cannot help (an authorization error).
-    Reject,
-}
-
-impl LookupReaction {
-    fn of(code: i16) -> LookupReaction {
-        match code {
-            // COORDINATOR_NOT_AVAILABLE too: Java 3.6 stops on it (KAFKA-17279 fixed that).
-            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => LookupReaction::Rediscover,
-            GROUP_AUTHORIZATION_FAILED | TOPIC_AUTHORIZATION_FAILED => LookupReaction::Reject,
-            // A loading coordinator, pending transactional offsets (UNSTABLE_OFFSET_COMMIT), and
-            // any other code: the committed offset is unknown, never "nothing committed".
-            _ => LookupReaction::Retry,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Transition {
     from: StateKind,
@@ -246,17 +213,11 @@ pub struct GroupMachine {
     timers: Timers,
     join_attempts: u32,
     commits: CommitQueue,
-    fetches: VecDeque<FetchJob>,
-    fetch_in_flight: Option<RequestId>,
-    fetch_retry_at: Option<Instant>,
+    lookups: LookupQueue,
     counters: GroupCounters,
     last_transition: Option<Transition>,
     rebalance_started: Option<Instant>,
     rejoin_after_poll: bool,
-}
-
-fn later(a: Option<Instant>, now: Instant) -> bool {
-    a.is_some_and(|t| t > now)
 }
 
 impl GroupMachine {
@@ -285,9 +246,7 @@ impl GroupMachine {
             timers: Timers::default(),
             join_attempts: 0,
             commits: CommitQueue::default(),
-            fetches: VecDeque::new(),
-            fetch_in_flight: None,
-            fetch_retry_at: None,
+            lookups: LookupQueue::default(),
             counters: GroupCounters::default(),
             last_transition: None,
             rebalance_started: Some(now),
@@ -324,18 +283,9 @@ impl GroupMachine {
     fn armed_timers(&self) -> Timers {
         let mut timers = self.timers;
         self.commits.add_timers(&mut timers);
-        let mut add = |kind, at: Option<Instant>| {
-            if let Some(at) = at {
-                timers.set(kind, at);
-            }
-        };
-        // Deadlines are checked when nothing is in flight (the answer re-checks them).
-        add(TimerKind::LookupRetry, self.fetch_retry_at);
-        if self.fetch_in_flight.is_none() {
-            add(TimerKind::LookupDeadline, self.fetches.front().map(|j| j.deadline));
-        }
+        self.lookups.add_timers(&mut timers);
         if let State::Revoking { deadline, .. } = &self.state {
-            add(TimerKind::RevokeDeadline, Some(*deadline));
+            timers.set(TimerKind::RevokeDeadline, *deadline);
         }
         if self.is_heartbeating() {
             // Only while one can be sent: a due heartbeat waiting for an answer or for the
@@ -458,7 +408,7 @@ impl GroupMachine {
         self.next_id += 1;
         let id = OffsetFetchId(self.next_id);
         let deadline = now + self.config.commit_timeout;
-        self.fetches.push_back(FetchJob { id, partitions, started: now, deadline, attempts: 0, last_error: None });
+        self.lookups.push(id, partitions, now, deadline);
         self.progress(now);
         id
     }
@@ -635,8 +585,8 @@ impl GroupMachine {
             InFlight::Leave => self.finish_leaving(now),
             InFlight::Commit(commit) => self.commits.on_lost(now, commit, why, &self.config),
             InFlight::Fetch => {
-                self.fetch_in_flight = None;
-                self.fetch_attempt_failed(why.to_owned(), now);
+                let delayed = self.lookups.on_lost(now, why, &self.config, &mut self.counters);
+                self.report(delayed, now);
             }
         }
     }
@@ -659,7 +609,7 @@ impl GroupMachine {
                 self.finish_leaving(now);
             }
             (InFlight::Commit(commit), GroupResponse::OffsetCommit(r)) => self.on_commit(now, commit, r),
-            (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_fetch(now, r),
+            (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_lookup(now, r),
             (kind, other) => {
                 tracing::warn!(?kind, response = ?std::mem::discriminant(&other), "response does not match its request");
             }
@@ -714,17 +664,7 @@ impl GroupMachine {
             })
             .into_iter()
             .collect();
-        let offset_lookups = self
-            .fetches
-            .iter()
-            .map(|job| OffsetLookupView {
-                id: job.id,
-                partitions: job.partitions.clone(),
-                failed_attempts: job.attempts,
-                last_error: job.last_error.clone(),
-                waiting_ms: now.saturating_duration_since(job.started).as_millis() as u64,
-            })
-            .collect();
+        let offset_lookups = self.lookups.views(now);
         let deferred_commits = self.commits.deferred_views();
         let pending_rejoin = match &self.state {
             State::AwaitingJoin { reason, .. } | State::Revoking { reason, .. } => Some(reason.clone()),
@@ -839,9 +779,7 @@ impl GroupMachine {
             self.timers.clear(TimerKind::Retry);
         }
         self.commits.end_expired_backoff(now);
-        if !later(self.fetch_retry_at, now) {
-            self.fetch_retry_at = None;
-        }
+        self.lookups.end_expired_backoff(now);
         if let State::Failed(error) = &self.state {
             // Commands given after the failure get its answer at once, and leave no timer.
             let error = error.clone();
@@ -850,7 +788,7 @@ impl GroupMachine {
         }
         let leave_unsent = matches!(self.state, State::Leaving { request: None, .. });
         if matches!(self.coordinator, CoordinatorState::Unknown)
-            && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.fetches.is_empty())
+            && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.lookups.is_empty())
             && !self.timers.is_running(TimerKind::Retry, now)
         {
             let id = self.send(
@@ -895,7 +833,7 @@ impl GroupMachine {
         self.drive_heartbeat(now);
         self.drive_metadata_refresh(now);
         self.drive_commits(now);
-        self.drive_fetches(now);
+        self.drive_lookups(now);
     }
 
     fn set_state(&mut self, next: State, reason: &str, now: Instant) {
@@ -923,10 +861,8 @@ impl GroupMachine {
     fn fail_queued(&mut self, error: &GroupError, now: Instant) {
         let completed = self.commits.fail_all(CommitFailure::Fatal(error.to_string()), &mut self.counters);
         self.report(completed, now);
-        for job in std::mem::take(&mut self.fetches) {
-            let failure = OffsetLookupFailure::MemberStopped { reason: error.to_string() };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
+        let ended = self.lookups.fail_all(&error.to_string());
+        self.report(ended, now);
     }
 
     /// Gives up the coordinator and its connection (the driver closes it when it looks the
@@ -1525,143 +1461,33 @@ impl GroupMachine {
     }
 
     /// Reports what the queues finished.
-    fn report(&mut self, events: Vec<GroupEvent>, now: Instant) {
+    fn report(&mut self, events: impl IntoIterator<Item = GroupEvent>, now: Instant) {
         self.events.extend(events.into_iter().map(|event| (now, event)));
     }
 
     // ---- committed offsets ----
 
-    fn drive_fetches(&mut self, now: Instant) {
-        if self.fetch_in_flight.is_some() {
-            return;
-        }
-        while let Some(job) = self.fetches.pop_front() {
-            if now < job.deadline {
-                self.fetches.push_front(job);
-                break;
-            }
-            let last = job.last_error.unwrap_or_else(|| "no coordinator to ask".into());
-            let failure = OffsetLookupFailure::TimedOut { attempts: job.attempts, last };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
-        if later(self.fetch_retry_at, now) || !self.coordinator_ready() {
-            return;
-        }
-        let Some(job) = self.fetches.front() else {
+    fn drive_lookups(&mut self, now: Instant) {
+        let (ended, ask) = self.lookups.drive(now, self.coordinator_ready());
+        self.report(ended, now);
+        let Some(partitions) = ask else {
             return;
         };
-        let partitions = job.partitions.clone();
         let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
             return;
         };
         let request = build::offset_fetch(&self.config, &partitions, version);
         let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
-        self.fetch_in_flight = Some(id);
+        self.lookups.sent(id);
     }
 
-    fn on_fetch(&mut self, now: Instant, r: OffsetFetchResponse) {
-        self.fetch_in_flight = None;
-        let (group_code, partitions): (i16, Vec<(String, i32, i64, i16)>) = match r.groups.first() {
-            Some(g) => (
-                g.error_code,
-                g.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
-            None => (
-                r.error_code,
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
-        };
-        // The group's error, then each partition's: a rejection ends the lookup, anything else
-        // is retried (on a rediscovered coordinator if any code says it moved).
-        let errors = std::iter::once((None, group_code))
-            .chain(partitions.iter().map(|p| (Some(format!("{}-{}", p.0, p.1)), p.3)))
-            .filter(|(_, code)| *code != 0);
-        let mut retry: Option<(bool, String)> = None;
-        for (partition, code) in errors {
-            let reason = match &partition {
-                Some(tp) => format!("OffsetFetch for {tp}: {}", KafkaCode(code)),
-                None => format!("OffsetFetch: {}", KafkaCode(code)),
-            };
-            match LookupReaction::of(code) {
-                LookupReaction::Reject => {
-                    let topic = partition.and_then(|_| partitions.iter().find(|p| p.3 == code).map(|p| p.0.clone()));
-                    return self.reject_fetch(code, topic, now);
-                }
-                LookupReaction::Rediscover => retry = Some((true, reason)),
-                LookupReaction::Retry => {
-                    retry.get_or_insert((false, reason));
-                }
+    fn on_lookup(&mut self, now: Instant, r: OffsetFetchResponse) {
+        for reaction in self.lookups.on_response(now, &r, &self.config, &mut self.counters) {
+            match reaction {
+                LookupReaction::Report(event) => self.events.push_back((now, event)),
+                LookupReaction::CoordinatorLost(reason) => self.coordinator_lost(&reason, now),
+                LookupReaction::Fail(code) => self.fail(self.rejected("OffsetFetch", code), now),
             }
-        }
-        // A requested partition missing from the answer was not looked up, which is not "nothing
-        // committed": v0-1 answer a group-level error (a loading coordinator) with no partitions
-        // at all (spec §6.7), and reading that as -1 would rewind the partition.
-        let answered = |tp: &TopicPartition| partitions.iter().any(|p| p.0 == *tp.topic && p.1 == tp.partition);
-        if retry.is_none() && self.fetches.front().is_some_and(|job| !job.partitions.iter().all(answered)) {
-            retry = Some((false, "OffsetFetch answered without every partition asked for".into()));
-        }
-        if let Some((rediscover, reason)) = retry {
-            if rediscover {
-                self.coordinator_lost(&reason, now);
-            }
-            return self.fetch_attempt_failed(reason, now);
-        }
-        let Some(job) = self.fetches.pop_front() else {
-            return;
-        };
-        let found: BTreeMap<(String, i32), i64> = partitions.into_iter().map(|(t, p, o, _)| ((t, p), o)).collect();
-        let offsets = job
-            .partitions
-            .iter()
-            .map(|tp| {
-                let offset = found.get(&(tp.topic.to_string(), tp.partition)).copied().filter(|&o| o >= 0);
-                (tp.clone(), offset)
-            })
-            .collect();
-        self.events.push_back((now, GroupEvent::CommittedOffsets { id: job.id, offsets }));
-    }
-
-    /// The lookup's attempt failed: it goes again after a backoff that grows with its failures
-    /// (KIP-580's cap), reported so that the delay shows.
-    fn fetch_attempt_failed(&mut self, reason: String, now: Instant) {
-        let Some(job) = self.fetches.front_mut() else {
-            return;
-        };
-        job.attempts += 1;
-        job.last_error = Some(reason.clone());
-        let (id, partitions, attempts) = (job.id, job.partitions.clone(), job.attempts);
-        let backoff = self.config.backoff(attempts - 1);
-        self.counters.offset_lookups_retried += 1;
-        self.fetch_retry_at = Some(now + backoff);
-        tracing::info!(lookup = id.0, attempts, %reason, ?backoff, "offset lookup failed; retrying");
-        let retry_in_ms = backoff.as_millis() as u64;
-        self.events
-            .push_back((now, GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms }));
-    }
-
-    /// The lookup cannot succeed; a group authorization error stops the member too (Java throws
-    /// it from `poll`).
-    fn reject_fetch(&mut self, code: i16, topic: Option<String>, now: Instant) {
-        if let Some(job) = self.fetches.pop_front() {
-            let failure = OffsetLookupFailure::Rejected { code: KafkaCode(code), topic };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
-        if code == GROUP_AUTHORIZATION_FAILED {
-            self.fail(self.rejected("OffsetFetch", code), now);
         }
     }
 }

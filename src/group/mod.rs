@@ -9,6 +9,7 @@ pub mod build;
 mod commit_queue;
 pub mod config;
 pub mod events;
+mod lookup_queue;
 pub mod machine;
 pub mod requests;
 pub mod snapshot;
