@@ -27,14 +27,14 @@ use kafka_protocol::messages::{
     ApiKey, JoinGroupResponse, OffsetCommitResponse, OffsetFetchResponse, SyncGroupResponse,
 };
 
-use super::assignor::{
-    cooperative_adjust, decode_assignment, encode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription,
-};
+use super::assignor::{decode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription};
 use super::build::{self, str_bytes, PROTOCOL_TYPE};
 use super::commit_queue::{CommitQueue, CommitReaction, Gate, SentCommit};
 use super::config::GroupConfig;
 use super::events::*;
 use super::lookup_queue::{LookupQueue, LookupReaction};
+use super::ownership::Ownership;
+use super::partition_counts::PartitionCounts;
 use super::requests::*;
 use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
 use super::timers::{TimerKind, Timers};
@@ -132,21 +132,6 @@ enum CoordinatorState {
     Known { node_id: i32, versions: NegotiatedVersions },
 }
 
-/// The partitions assigned in the latest generation we were part of, with the first
-/// generation of each one's uninterrupted ownership.
-#[derive(Debug, Clone)]
-struct Ownership {
-    generation: Generation,
-    partitions: BTreeMap<TopicPartition, GenerationId>,
-    /// Assigned under the cooperative protocol (KIP-429): the partitions stay owned through the
-    /// next rebalance and are given up only when a SyncGroup leaves them out.
-    cooperative: bool,
-    /// Partitions this generation took away from us under the cooperative protocol, with their
-    /// `owned_since`. KIP-429 assigns them to nobody in this generation, so commits of work done
-    /// on them may still go out stamped with it, until the second-round JoinGroup.
-    released: BTreeMap<TopicPartition, GenerationId>,
-}
-
 #[derive(Debug, Clone)]
 enum InFlight {
     FindCoordinator,
@@ -189,14 +174,7 @@ struct Transition {
 pub struct GroupMachine {
     config: GroupConfig,
     subscription: Vec<String>,
-    partition_counts: BTreeMap<String, i32>,
-    /// The partition counts the last assignment this member led was made with, for every topic
-    /// some member subscribed to (`None`: not in metadata). Fresh counts that differ make the
-    /// leader rejoin (Java's ConsumerCoordinator metadata snapshot check).
-    led_with: Option<BTreeMap<String, Option<i32>>>,
-    /// The Metadata request in flight and its topics. It goes to any broker, so the
-    /// coordinator connection's gate and losses do not apply to it.
-    metadata_request: Option<(RequestId, Vec<String>)>,
+    partition_counts: PartitionCounts,
     /// A JoinGroup answer that made this member leader, held until the partition counts of the
     /// subscribed topics it did not know are answered (or cannot be).
     leader_join: Option<(RequestId, JoinGroupResponse)>,
@@ -230,9 +208,7 @@ impl GroupMachine {
         let mut machine = GroupMachine {
             config,
             subscription,
-            partition_counts: BTreeMap::new(),
-            led_with: None,
-            metadata_request: None,
+            partition_counts: PartitionCounts::default(),
             leader_join: None,
             state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
             coordinator: CoordinatorState::Unknown,
@@ -298,7 +274,7 @@ impl GroupMachine {
             timers.clear(TimerKind::Heartbeat);
             timers.clear(TimerKind::Session);
         }
-        if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
+        if self.partition_counts.is_asking() || !matches!(self.state, State::Stable { .. }) {
             timers.clear(TimerKind::MetadataRefresh);
         }
         timers
@@ -319,14 +295,7 @@ impl GroupMachine {
     /// under the cooperative protocol also those of the last generation while a rebalance runs
     /// (KIP-429: nothing is revoked before the new assignment says so).
     pub fn assignment(&self) -> Vec<OwnedPartition> {
-        match self.held() {
-            Some(o) => o
-                .partitions
-                .iter()
-                .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
-                .collect(),
-            None => Vec::new(),
-        }
+        self.held().map(Ownership::owned_partitions).unwrap_or_default()
     }
 
     /// A lease for records of `partition` fetched now, up to `next_offset`; `None` unless the
@@ -334,9 +303,7 @@ impl GroupMachine {
     /// rebalance the lease carries the last generation; its commit is deferred until the new
     /// generation is known and then re-stamped (partition kept) or fenced (partition revoked).
     pub fn lease(&self, partition: &TopicPartition, next_offset: i64) -> Option<Lease> {
-        let ownership = self.held()?;
-        let owned_since = *ownership.partitions.get(partition)?;
-        Some(Lease { partition: partition.clone(), next_offset, generation: ownership.generation.clone(), owned_since })
+        self.held()?.lease(partition, next_offset)
     }
 
     /// The ownership the member holds now, if any.
@@ -491,22 +458,12 @@ impl GroupMachine {
     /// assigned (Java's metadata snapshot check).
     pub fn handle_metadata(&mut self, now: Instant, id: RequestId, counts: BTreeMap<String, i32>) {
         let _span = self.span().entered();
-        let Some((_, topics)) = self.metadata_request.take_if(|(asked, _)| *asked == id) else {
+        if !self.partition_counts.answered(id, &counts) {
             return;
-        };
-        for topic in topics {
-            match counts.get(&topic) {
-                Some(&count) => self.partition_counts.insert(topic, count),
-                None => self.partition_counts.remove(&topic),
-            };
         }
         self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
         self.resume_leader_join(now);
-        let changed = self
-            .led_with
-            .as_ref()
-            .is_some_and(|led| led.iter().any(|(topic, count)| self.partition_counts.get(topic) != count.as_ref()));
-        if changed {
+        if self.partition_counts.changed_since_led() {
             tracing::info!("partition counts of the group's topics changed since this member assigned them");
             self.request_rejoin(RejoinReason::PartitionCountsChanged, now);
         }
@@ -516,7 +473,7 @@ impl GroupMachine {
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
         let _span = self.span().entered();
-        if self.metadata_request.take_if(|(asked, _)| *asked == id).is_some() {
+        if self.partition_counts.failed(id) {
             tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
             self.timers.set(TimerKind::MetadataRefresh, now + self.config.retry_backoff_max);
             self.resume_leader_join(now);
@@ -1100,8 +1057,7 @@ impl GroupMachine {
                 })
                 .collect();
             let topics: BTreeSet<String> = members.iter().flat_map(|m| m.subscription.topics.iter().cloned()).collect();
-            let unknown: Vec<String> =
-                topics.iter().filter(|t| !self.partition_counts.contains_key(*t)).cloned().collect();
+            let unknown = self.partition_counts.unknown(&topics);
             if let (false, false, State::AwaitingJoin { join: Some(join), .. }) =
                 (unknown.is_empty(), counts_asked, &self.state)
             {
@@ -1113,23 +1069,10 @@ impl GroupMachine {
                 self.request_metadata(unknown, timeout);
                 return;
             }
-            self.led_with = Some(topics.iter().map(|t| (t.clone(), self.partition_counts.get(t).copied())).collect());
-            let mut plan = assignor.assign(&members, &self.partition_counts);
-            if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
-                // KIP-429: a partition moving to another member is left out of this generation
-                // (its owner revokes it first); it is assigned in the next round.
-                plan = cooperative_adjust(plan, &members);
-            }
             tracing::info!(members = members.len(), protocol = %protocol, "leading the assignment");
-            members
-                .iter()
-                .map(|m| {
-                    let partitions = plan.get(&m.member_id).cloned().unwrap_or_default();
-                    (m.member_id.clone(), encode_assignment(&partitions, None))
-                })
-                .collect()
+            self.partition_counts.lead(assignor.as_ref(), &members, &topics)
         } else {
-            self.led_with = None;
+            self.partition_counts.follow();
             Vec::new()
         };
         let Some(version) = self.version(ApiKey::SyncGroup, now) else {
@@ -1211,43 +1154,16 @@ impl GroupMachine {
         protocol: String,
         partitions: Vec<TopicPartition>,
     ) {
-        let previous = self.ownership.take();
-        let continuous = previous.as_ref().filter(|p| {
-            p.generation.member_id == generation.member_id
-                && (p.generation.id == generation.id || p.generation.id.next() == generation.id)
-        });
-        let owned: BTreeMap<TopicPartition, GenerationId> = partitions
-            .iter()
-            .map(|tp| {
-                let since = continuous.and_then(|p| p.partitions.get(tp).copied()).unwrap_or(generation.id);
-                (tp.clone(), since)
-            })
-            .collect();
-        // A partition is kept only when its streak goes on. After a gap (a generation missed,
-        // a new member id) it is revoked and added again: the interim owner may have committed,
-        // so buffered records and the position go and it starts from the committed offset.
-        let kept = |tp: &TopicPartition| continuous.is_some_and(|p| p.partitions.contains_key(tp));
-        let added: Vec<TopicPartition> = owned.keys().filter(|tp| !kept(tp)).cloned().collect();
-        let held: Vec<&TopicPartition> = previous.iter().flat_map(|p| p.partitions.keys()).collect();
-        let revoked: Vec<TopicPartition> =
-            held.iter().filter(|tp| !(kept(tp) && owned.contains_key(**tp))).map(|tp| (*tp).clone()).collect();
-        // What the assignment takes away, whatever the streak: the leader gave it to nobody in
-        // this generation and waits for this member's rejoin to hand it on (KIP-429).
-        let given_up: Vec<TopicPartition> =
-            held.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
-        self.commits.end_streaks(&revoked);
-        // A streak that broke drops its commit floor too.
-        self.commits.keep_streaks(&owned);
         let cooperative = self.is_cooperative(Some(&protocol));
-        let released: BTreeMap<TopicPartition, GenerationId> = match continuous {
-            Some(p) if cooperative => {
-                given_up.iter().filter_map(|tp| p.partitions.get(tp).map(|since| (tp.clone(), *since))).collect()
-            }
-            _ => BTreeMap::new(),
-        };
-        let second_round = cooperative && !given_up.is_empty();
-        self.ownership =
-            Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative, released });
+        let (ownership, change) =
+            Ownership::assign(self.ownership.take(), generation.clone(), &partitions, cooperative);
+        self.commits.end_streaks(&change.revoked);
+        // A streak that broke drops its commit floor too.
+        self.commits.keep_streaks(&ownership.partitions);
+        let second_round = cooperative && !change.given_up.is_empty();
+        let owned = ownership.owned_partitions();
+        let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
+        self.ownership = Some(ownership);
         if let Some(started) = self.rebalance_started.take() {
             let ms = now.saturating_duration_since(started).as_millis() as u64;
             self.counters.last_rebalance_ms = Some(ms);
@@ -1260,7 +1176,7 @@ impl GroupMachine {
                 now,
                 GroupEvent::RevokeRequested {
                     generation: generation.id,
-                    partitions: given_up,
+                    partitions: change.given_up,
                     reason: RejoinReason::PartitionsRevoked,
                 },
             ));
@@ -1269,17 +1185,13 @@ impl GroupMachine {
             now,
             GroupEvent::Assigned {
                 generation: generation.clone(),
-                partitions: owned
-                    .iter()
-                    .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
-                    .collect(),
-                added,
-                revoked,
+                partitions: owned,
+                added: change.added,
+                revoked: change.revoked,
             },
         ));
         self.timers.set(TimerKind::Session, now + self.config.session_timeout);
         self.timers.set(TimerKind::Heartbeat, now + self.config.heartbeat_interval);
-        let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
         if second_round {
             // KIP-429's second round: what we gave up can go to its new owner only in a later
             // generation. Until we rejoin, this generation is still ours and the revoked
@@ -1304,7 +1216,7 @@ impl GroupMachine {
     /// assigns or would assign as leader: of every member's subscription when it led the last
     /// assignment, else of its own.
     fn drive_metadata_refresh(&mut self, now: Instant) {
-        if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
+        if self.partition_counts.is_asking() || !matches!(self.state, State::Stable { .. }) {
             return;
         }
         let Some(at) = self.timers.get(TimerKind::MetadataRefresh) else {
@@ -1312,17 +1224,14 @@ impl GroupMachine {
             return;
         };
         if at <= now {
-            let topics = match &self.led_with {
-                Some(led) => led.keys().cloned().collect(),
-                None => self.subscription.clone(),
-            };
+            let topics = self.partition_counts.refresh_topics(&self.subscription);
             self.request_metadata(topics, self.config.request_timeout);
         }
     }
 
     fn request_metadata(&mut self, topics: Vec<String>, timeout: Duration) {
         let id = self.next_request_id();
-        self.metadata_request = Some((id, topics.clone()));
+        self.partition_counts.ask(id, topics.clone());
         self.outbox.push_back(OutgoingRequest { id, version: 0, timeout, body: GroupRequest::Metadata { topics } });
     }
 

@@ -11,6 +11,8 @@ pub mod config;
 pub mod events;
 mod lookup_queue;
 pub mod machine;
+mod ownership;
+mod partition_counts;
 pub mod requests;
 pub mod snapshot;
 #[cfg(test)]
