@@ -58,7 +58,7 @@ pub(super) struct SentCommit {
 }
 
 /// What an OffsetCommit answer demands of the machine, applied in the order returned.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(super) enum CommitReaction {
     /// Stop the member: the coordinator answered this fatal code.
     Fail(i16),

@@ -40,7 +40,7 @@ impl ErrorReaction {
 }
 
 /// What an OffsetFetch answer demands of the machine, applied in the order returned.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(super) enum LookupReaction {
     /// Report this event.
     Report(GroupEvent),
