@@ -1,19 +1,21 @@
 //! Golden bytes (issue 6, item 4): for every version of every group API kgroup sends, the exact
 //! request and response frames, written by hand from Apache Kafka 3.6.2's message schemas in
-//! `fixtures/golden/<Api>.txt`, one annotated field a line. Requests are encoded the way kgroup
-//! builds them and must equal the fixture byte for byte; responses are decoded through kgroup's
-//! frame and response decoders and must give the expected values. The fixtures are never produced
-//! by the encoder under test, so a bug in `kafka-protocol` or in our use of it shows up here.
+//! `fixtures/golden/<Api>.txt`, one annotated field a line. Requests come from the builders the
+//! group machine sends with (`kgroup::group::build`) and must encode to the fixture byte for byte;
+//! responses are decoded through kgroup's frame and response decoders and must give the expected
+//! values. The fixtures are never produced by the encoder under test, so a bug in
+//! `kafka-protocol` or in our use of it shows up here.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Request, StrBytes};
 use kgroup::group::assignor::{decode_assignment, encode_assignment, Subscription};
-use kgroup::group::{GenerationId, TopicPartition};
+use kgroup::group::{build, Generation, GenerationId, GroupConfig, MemberId, TopicPartition};
 use kgroup::protocol::codec::{decode_response, encode_request};
 use kgroup::protocol::frame::{decode_frame, DEFAULT_MAX_FRAME_SIZE};
 use kgroup::protocol::versions::CLIENT_RANGES;
@@ -91,6 +93,19 @@ fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
 }
 
+/// A static member of [`GROUP`] with the range assignor.
+fn config() -> GroupConfig {
+    let mut config = GroupConfig::new(GROUP);
+    config.group_instance_id = Some(INSTANCE.into());
+    config.session_timeout = Duration::from_secs(45);
+    config.rebalance_timeout = Duration::from_secs(300);
+    config
+}
+
+fn generation() -> Generation {
+    Generation { id: GenerationId(GENERATION), member_id: MemberId::new(MEMBER) }
+}
+
 /// A subscription with every field of consumer protocol v3 set.
 fn full_subscription() -> Subscription {
     Subscription {
@@ -149,25 +164,7 @@ impl Golden for FindCoordinatorRequest {
 
 impl Golden for JoinGroupRequest {
     fn request(version: i16) -> Self {
-        let protocol = join_group_request::JoinGroupRequestProtocol::default()
-            .with_name(s("range"))
-            .with_metadata(full_subscription().encode());
-        let mut request = Self::default()
-            .with_group_id(GroupId(s(GROUP)))
-            .with_session_timeout_ms(45_000)
-            .with_member_id(s(MEMBER))
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![protocol]);
-        if version >= 1 {
-            request = request.with_rebalance_timeout_ms(300_000);
-        }
-        if version >= 5 {
-            request = request.with_group_instance_id(Some(s(INSTANCE)));
-        }
-        if version >= 8 {
-            request = request.with_reason(Some(s("rejoin")));
-        }
-        request
+        build::join_group(&config(), MEMBER, &full_subscription().encode(), "rejoin", version)
     }
 
     fn response(version: i16) -> JoinGroupResponse {
@@ -205,25 +202,9 @@ fn v0_subscription_bytes() -> Bytes {
 
 impl Golden for SyncGroupRequest {
     fn request(version: i16) -> Self {
-        use sync_group_request::SyncGroupRequestAssignment;
-        let assignments = vec![
-            SyncGroupRequestAssignment::default().with_member_id(s(MEMBER)).with_assignment(leader_assignment()),
-            SyncGroupRequestAssignment::default()
-                .with_member_id(s("m-2"))
-                .with_assignment(encode_assignment(&[tp("b", 1)], None)),
-        ];
-        let mut request = Self::default()
-            .with_group_id(GroupId(s(GROUP)))
-            .with_generation_id(GENERATION)
-            .with_member_id(s(MEMBER))
-            .with_assignments(assignments);
-        if version >= 3 {
-            request = request.with_group_instance_id(Some(s(INSTANCE)));
-        }
-        if version >= 5 {
-            request = request.with_protocol_type(Some(s("consumer"))).with_protocol_name(Some(s("range")));
-        }
-        request
+        let assignments =
+            vec![(MEMBER.into(), leader_assignment()), ("m-2".into(), encode_assignment(&[tp("b", 1)], None))];
+        build::sync_group(&config(), &generation(), "range", assignments, version)
     }
 
     fn response(version: i16) -> SyncGroupResponse {
@@ -243,13 +224,7 @@ impl Golden for SyncGroupRequest {
 
 impl Golden for HeartbeatRequest {
     fn request(version: i16) -> Self {
-        let request =
-            Self::default().with_group_id(GroupId(s(GROUP))).with_generation_id(GENERATION).with_member_id(s(MEMBER));
-        if version >= 3 {
-            request.with_group_instance_id(Some(s(INSTANCE)))
-        } else {
-            request
-        }
+        build::heartbeat(&config(), &generation(), version)
     }
 
     fn response(version: i16) -> HeartbeatResponse {
@@ -261,14 +236,7 @@ impl Golden for HeartbeatRequest {
 
 impl Golden for LeaveGroupRequest {
     fn request(version: i16) -> Self {
-        let request = Self::default().with_group_id(GroupId(s(GROUP)));
-        if version >= 3 {
-            let identity = leave_group_request::MemberIdentity::default().with_member_id(s(MEMBER));
-            let identity = if version >= 5 { identity.with_reason(Some(s("bye"))) } else { identity };
-            request.with_members(vec![identity])
-        } else {
-            request.with_member_id(s(MEMBER))
-        }
+        build::leave_group(&config(), MEMBER, "bye", version)
     }
 
     fn response(version: i16) -> LeaveGroupResponse {
@@ -293,32 +261,8 @@ const BIG_OFFSET: i64 = 0x1_0000_0005;
 
 impl Golden for OffsetCommitRequest {
     fn request(version: i16) -> Self {
-        use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-        let partition = |index, offset| {
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(index)
-                .with_committed_offset(offset)
-                .with_committed_leader_epoch(-1)
-                .with_committed_metadata(Some(StrBytes::default()))
-        };
-        let topics = vec![
-            OffsetCommitRequestTopic::default()
-                .with_name(TopicName(s("a")))
-                .with_partitions(vec![partition(0, BIG_OFFSET), partition(2, 42)]),
-            OffsetCommitRequestTopic::default().with_name(TopicName(s("b"))).with_partitions(vec![partition(1, 7)]),
-        ];
-        let mut request = Self::default()
-            .with_group_id(GroupId(s(GROUP)))
-            .with_generation_id_or_member_epoch(GENERATION)
-            .with_member_id(s(MEMBER))
-            .with_topics(topics);
-        if (2..=4).contains(&version) {
-            request = request.with_retention_time_ms(-1);
-        }
-        if version >= 7 {
-            request = request.with_group_instance_id(Some(s(INSTANCE)));
-        }
-        request
+        let partitions = [tp("a", 0), tp("a", 2), tp("b", 1)];
+        build::offset_commit(&config(), &generation(), partitions.iter().zip([BIG_OFFSET, 42, 7]), version)
     }
 
     fn response(version: i16) -> OffsetCommitResponse {
@@ -370,26 +314,7 @@ macro_rules! fetched_topics {
 
 impl Golden for OffsetFetchRequest {
     fn request(version: i16) -> Self {
-        use offset_fetch_request::*;
-        let (a, b) = (TopicName(s("a")), TopicName(s("b")));
-        if version >= 8 {
-            let topics = vec![
-                OffsetFetchRequestTopics::default().with_name(a).with_partition_indexes(vec![0, 2]),
-                OffsetFetchRequestTopics::default().with_name(b).with_partition_indexes(vec![1]),
-            ];
-            let group = OffsetFetchRequestGroup::default().with_group_id(GroupId(s(GROUP))).with_topics(Some(topics));
-            return Self::default().with_groups(vec![group]).with_require_stable(true);
-        }
-        let topics = vec![
-            OffsetFetchRequestTopic::default().with_name(a).with_partition_indexes(vec![0, 2]),
-            OffsetFetchRequestTopic::default().with_name(b).with_partition_indexes(vec![1]),
-        ];
-        let request = Self::default().with_group_id(GroupId(s(GROUP))).with_topics(Some(topics));
-        if version >= 7 {
-            request.with_require_stable(true)
-        } else {
-            request
-        }
+        build::offset_fetch(&config(), &[tp("a", 0), tp("a", 2), tp("b", 1)], version)
     }
 
     fn response(version: i16) -> OffsetFetchResponse {

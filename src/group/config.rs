@@ -107,6 +107,13 @@ impl GroupConfig {
         Ok(())
     }
 
+    /// The backoff after `attempts` failures: `retry.backoff.ms` doubled per attempt, capped at
+    /// `retry.backoff.max.ms` (KIP-580).
+    pub(super) fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.min(6);
+        (self.retry_backoff * factor).min(self.retry_backoff_max.max(self.retry_backoff))
+    }
+
     /// JoinGroup is parked by the coordinator for up to the rebalance timeout (Java's
     /// AbstractCoordinator waits `rebalance timeout + 5 s`).
     pub fn join_timeout(&self) -> Duration {

@@ -23,31 +23,29 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-};
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ApiKey, JoinGroupResponse, OffsetCommitResponse, OffsetFetchResponse, SyncGroupResponse,
 };
-use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{cooperative_adjust, Assignor, GroupMember, RebalanceProtocol};
+use super::assignor::{decode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription};
+use super::build::{self, str_bytes, PROTOCOL_TYPE};
+use super::commit_queue::{CommitQueue, CommitReaction, Gate, SentCommit};
 use super::config::GroupConfig;
 use super::events::*;
+use super::lookup_queue::{LookupQueue, LookupReaction};
+use super::ownership::Ownership;
+use super::partition_counts::PartitionCounts;
 use super::requests::*;
-use super::snapshot::{CommitView, GroupCounters, GroupSnapshot, OffsetLookupView, TransitionView};
+use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
+use super::timers::{TimerKind, Timers};
 use super::types::*;
-use crate::protocol::consumer_protocol::{decode_assignment, encode_assignment, Subscription};
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
 
-const PROTOCOL_TYPE: &str = "consumer";
+mod join;
+mod progress;
+mod transitions;
 
 /// Where the member is in the protocol; each variant carries what it waits with.
 #[derive(Debug, Clone)]
@@ -111,6 +109,24 @@ impl State {
             _ => None,
         }
     }
+
+    /// How the commit gate sees a member in this state holding `ownership`.
+    fn commit_gate<'a>(&'a self, ownership: Option<&'a Ownership>) -> Gate<'a> {
+        match self {
+            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Gate::Closed,
+            State::Leaving { .. } | State::Left { .. } => Gate::Shut(CommitFailure::MemberGone),
+            State::Failed(e) => Gate::Shut(CommitFailure::Fatal(e.to_string())),
+            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
+                let ownership = ownership.filter(|o| &o.generation == generation);
+                let revoking = matches!(self, State::Revoking { .. });
+                Gate::Open {
+                    generation,
+                    owned: ownership.map(|o| &o.partitions),
+                    released: ownership.filter(|_| revoking).map(|o| &o.released),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,21 +136,6 @@ enum CoordinatorState {
     Known { node_id: i32, versions: NegotiatedVersions },
 }
 
-/// The partitions assigned in the latest generation we were part of, with the first
-/// generation of each one's uninterrupted ownership.
-#[derive(Debug, Clone)]
-struct Ownership {
-    generation: Generation,
-    partitions: BTreeMap<TopicPartition, GenerationId>,
-    /// Assigned under the cooperative protocol (KIP-429): the partitions stay owned through the
-    /// next rebalance and are given up only when a SyncGroup leaves them out.
-    cooperative: bool,
-    /// Partitions this generation took away from us under the cooperative protocol, with their
-    /// `owned_since`. KIP-429 assigns them to nobody in this generation, so commits of work done
-    /// on them may still go out stamped with it, until the second-round JoinGroup.
-    released: BTreeMap<TopicPartition, GenerationId>,
-}
-
 #[derive(Debug, Clone)]
 enum InFlight {
     FindCoordinator,
@@ -142,7 +143,7 @@ enum InFlight {
     Sync { sent: Generation },
     Heartbeat { sent: Generation },
     Leave,
-    Commit { sent: Generation, entries: Vec<(Lease, Option<GenerationId>)> },
+    Commit(SentCommit),
     Fetch,
 }
 
@@ -154,56 +155,8 @@ impl InFlight {
             InFlight::Sync { .. } => "SyncGroup",
             InFlight::Heartbeat { .. } => "Heartbeat",
             InFlight::Leave => "LeaveGroup",
-            InFlight::Commit { .. } => "OffsetCommit",
+            InFlight::Commit(_) => "OffsetCommit",
             InFlight::Fetch => "OffsetFetch",
-        }
-    }
-}
-
-#[derive(Debug)]
-struct CommitJob {
-    id: CommitId,
-    deadline: Instant,
-    attempts: u32,
-    pending: Vec<Lease>,
-    results: Vec<PartitionCommit>,
-    last_error: Option<String>,
-    deferred_counted: bool,
-    /// Set when the coordinator answered REBALANCE_IN_PROGRESS to this commit stamped with
-    /// that generation: it waits for a newer generation before it is judged again.
-    wait_past: Option<GenerationId>,
-}
-
-#[derive(Debug)]
-struct FetchJob {
-    id: OffsetFetchId,
-    partitions: Vec<TopicPartition>,
-    started: Instant,
-    deadline: Instant,
-    /// Attempts that failed so far (no cap: only the deadline ends a lookup).
-    attempts: u32,
-    last_error: Option<String>,
-}
-
-/// What an OffsetFetch error, at group or partition level, demands (spec section 10).
-enum LookupReaction {
-    /// Back off and ask the same coordinator again.
-    Retry,
-    /// Find the coordinator again, then ask it.
-    Rediscover,
-    /// Asking again cannot help (an authorization error).
-    Reject,
-}
-
-impl LookupReaction {
-    fn of(code: i16) -> LookupReaction {
-        match code {
-            // COORDINATOR_NOT_AVAILABLE too: Java 3.6 stops on it (KAFKA-17279 fixed that).
-            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => LookupReaction::Rediscover,
-            GROUP_AUTHORIZATION_FAILED | TOPIC_AUTHORIZATION_FAILED => LookupReaction::Reject,
-            // A loading coordinator, pending transactional offsets (UNSTABLE_OFFSET_COMMIT), and
-            // any other code: the committed offset is unknown, never "nothing committed".
-            _ => LookupReaction::Retry,
         }
     }
 }
@@ -225,19 +178,10 @@ struct Transition {
 pub struct GroupMachine {
     config: GroupConfig,
     subscription: Vec<String>,
-    partition_counts: BTreeMap<String, i32>,
-    /// The partition counts the last assignment this member led was made with, for every topic
-    /// some member subscribed to (`None`: not in metadata). Fresh counts that differ make the
-    /// leader rejoin (Java's ConsumerCoordinator metadata snapshot check).
-    led_with: Option<BTreeMap<String, Option<i32>>>,
-    /// The Metadata request in flight and its topics. It goes to any broker, so the
-    /// coordinator connection's gate and losses do not apply to it.
-    metadata_request: Option<(RequestId, Vec<String>)>,
+    partition_counts: PartitionCounts,
     /// A JoinGroup answer that made this member leader, held until the partition counts of the
     /// subscribed topics it did not know are answered (or cannot be).
     leader_join: Option<(RequestId, JoinGroupResponse)>,
-    /// When a member of a generation refreshes partition counts next (`metadata.max.age.ms`).
-    metadata_refresh_at: Option<Instant>,
     state: State,
     coordinator: CoordinatorState,
     coordinator_attempts: u32,
@@ -247,34 +191,15 @@ pub struct GroupMachine {
     outbox: VecDeque<OutgoingRequest>,
     events: VecDeque<(Instant, GroupEvent)>,
     next_id: u64,
-    retry_at: Option<Instant>,
+    /// The machine's own deadlines; the queues and the revoke window hold theirs.
+    timers: Timers,
     join_attempts: u32,
-    next_heartbeat: Option<Instant>,
-    session_deadline: Option<Instant>,
-    poll_deadline: Option<Instant>,
-    commits: VecDeque<CommitJob>,
-    commit_in_flight: Option<RequestId>,
-    commit_retry_at: Option<Instant>,
-    committed_streak: BTreeMap<TopicPartition, (GenerationId, i64)>,
-    fetches: VecDeque<FetchJob>,
-    fetch_in_flight: Option<RequestId>,
-    fetch_retry_at: Option<Instant>,
+    commits: CommitQueue,
+    lookups: LookupQueue,
     counters: GroupCounters,
     last_transition: Option<Transition>,
     rebalance_started: Option<Instant>,
     rejoin_after_poll: bool,
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_owned())
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
-fn later(a: Option<Instant>, now: Instant) -> bool {
-    a.is_some_and(|t| t > now)
 }
 
 impl GroupMachine {
@@ -287,11 +212,8 @@ impl GroupMachine {
         let mut machine = GroupMachine {
             config,
             subscription,
-            partition_counts: BTreeMap::new(),
-            led_with: None,
-            metadata_request: None,
+            partition_counts: PartitionCounts::default(),
             leader_join: None,
-            metadata_refresh_at: None,
             state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
             coordinator: CoordinatorState::Unknown,
             coordinator_attempts: 0,
@@ -301,18 +223,10 @@ impl GroupMachine {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 0,
-            retry_at: None,
+            timers: Timers::default(),
             join_attempts: 0,
-            next_heartbeat: None,
-            session_deadline: None,
-            poll_deadline: None,
-            commits: VecDeque::new(),
-            commit_in_flight: None,
-            commit_retry_at: None,
-            committed_streak: BTreeMap::new(),
-            fetches: VecDeque::new(),
-            fetch_in_flight: None,
-            fetch_retry_at: None,
+            commits: CommitQueue::default(),
+            lookups: LookupQueue::default(),
             counters: GroupCounters::default(),
             last_transition: None,
             rebalance_started: Some(now),
@@ -341,41 +255,31 @@ impl GroupMachine {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().into_iter().map(|(_, at)| at).min()
+        self.armed_timers().next_due().map(|(_, at)| at)
     }
 
-    fn timers(&self) -> Vec<(&'static str, Instant)> {
-        let mut timers = Vec::new();
-        let mut push = |name, at: Option<Instant>| {
-            if let Some(at) = at {
-                timers.push((name, at));
-            }
-        };
+    /// The timers that can fire now: the machine's own, less those its state holds back, and
+    /// those of the queues and the revoke window.
+    fn armed_timers(&self) -> Timers {
+        let mut timers = self.timers;
+        self.commits.add_timers(&mut timers);
+        self.lookups.add_timers(&mut timers);
+        if let State::Revoking { deadline, .. } = &self.state {
+            timers.set(TimerKind::RevokeDeadline, *deadline);
+        }
         if self.is_heartbeating() {
             // Only while one can be sent: a due heartbeat waiting for an answer or for the
             // coordinator would keep this timer in the past (the driver would spin).
             let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }));
-            if self.coordinator_ready() && !heartbeat_in_flight {
-                push("heartbeat", self.next_heartbeat);
+            if !self.coordinator_ready() || heartbeat_in_flight {
+                timers.clear(TimerKind::Heartbeat);
             }
-            push("session", self.session_deadline);
+        } else {
+            timers.clear(TimerKind::Heartbeat);
+            timers.clear(TimerKind::Session);
         }
-        push("backoff", self.retry_at);
-        push("commit-backoff", self.commit_retry_at);
-        // Deadlines are checked when nothing is in flight (the answer re-checks them).
-        if self.commit_in_flight.is_none() {
-            push("commit-deadline", self.commits.front().map(|j| j.deadline));
-        }
-        push("fetch-backoff", self.fetch_retry_at);
-        if self.fetch_in_flight.is_none() {
-            push("fetch-deadline", self.fetches.front().map(|j| j.deadline));
-        }
-        push("max-poll-interval", self.poll_deadline);
-        if self.metadata_request.is_none() && matches!(self.state, State::Stable { .. }) {
-            push("metadata-refresh", self.metadata_refresh_at);
-        }
-        if let State::Revoking { deadline, .. } = &self.state {
-            push("revoke-deadline", Some(*deadline));
+        if self.partition_counts.is_asking() || !matches!(self.state, State::Stable { .. }) {
+            timers.clear(TimerKind::MetadataRefresh);
         }
         timers
     }
@@ -395,14 +299,7 @@ impl GroupMachine {
     /// under the cooperative protocol also those of the last generation while a rebalance runs
     /// (KIP-429: nothing is revoked before the new assignment says so).
     pub fn assignment(&self) -> Vec<OwnedPartition> {
-        match self.held() {
-            Some(o) => o
-                .partitions
-                .iter()
-                .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
-                .collect(),
-            None => Vec::new(),
-        }
+        self.held().map(Ownership::owned_partitions).unwrap_or_default()
     }
 
     /// A lease for records of `partition` fetched now, up to `next_offset`; `None` unless the
@@ -410,9 +307,7 @@ impl GroupMachine {
     /// rebalance the lease carries the last generation; its commit is deferred until the new
     /// generation is known and then re-stamped (partition kept) or fenced (partition revoked).
     pub fn lease(&self, partition: &TopicPartition, next_offset: i64) -> Option<Lease> {
-        let ownership = self.held()?;
-        let owned_since = *ownership.partitions.get(partition)?;
-        Some(Lease { partition: partition.clone(), next_offset, generation: ownership.generation.clone(), owned_since })
+        self.held()?.lease(partition, next_offset)
     }
 
     /// The ownership the member holds now, if any.
@@ -468,16 +363,7 @@ impl GroupMachine {
         let _span = self.span().entered();
         self.next_id += 1;
         let id = CommitId(self.next_id);
-        self.commits.push_back(CommitJob {
-            id,
-            deadline: now + self.config.commit_timeout,
-            attempts: 0,
-            pending: leases,
-            results: Vec::new(),
-            last_error: None,
-            deferred_counted: false,
-            wait_past: None,
-        });
+        self.commits.push(id, leases, now + self.config.commit_timeout);
         self.progress(now);
         id
     }
@@ -493,7 +379,7 @@ impl GroupMachine {
         self.next_id += 1;
         let id = OffsetFetchId(self.next_id);
         let deadline = now + self.config.commit_timeout;
-        self.fetches.push_back(FetchJob { id, partitions, started: now, deadline, attempts: 0, last_error: None });
+        self.lookups.push(id, partitions, now, deadline);
         self.progress(now);
         id
     }
@@ -509,7 +395,7 @@ impl GroupMachine {
     /// The application polled: resets the `max.poll.interval.ms` timer, and rejoins if that
     /// timer had made the member leave.
     pub fn record_poll(&mut self, now: Instant) {
-        self.poll_deadline = Some(now + self.config.rebalance_timeout);
+        self.timers.set(TimerKind::MaxPollInterval, now + self.config.rebalance_timeout);
         if self.rejoin_after_poll {
             if let State::Left { .. } = self.state {
                 self.rejoin_after_poll = false;
@@ -535,14 +421,15 @@ impl GroupMachine {
         let sends_leave = self.config.group_instance_id.is_none() && !self.member_id.is_unknown();
         let next = if sends_leave { State::Leaving { reason, request: None } } else { State::Left { reason } };
         self.set_state(next, &text, now);
-        self.fail_deferred_commits(CommitFailure::MemberGone, now);
+        let completed = self.commits.fail_waiting(CommitFailure::MemberGone, &mut self.counters);
+        self.report(completed, now);
         if matches!(self.state, State::Left { .. }) {
             self.finish_leaving(now);
         } else if self.versions().is_some() && !self.coordinator_ready() {
             // The connection holds our parked JoinGroup or SyncGroup: the LeaveGroup goes on a
             // new one, at once.
             self.coordinator_lost("LeaveGroup must not wait behind the parked JoinGroup or SyncGroup", now);
-            self.retry_at = None;
+            self.timers.clear(TimerKind::Retry);
         }
         self.progress(now);
     }
@@ -559,12 +446,12 @@ impl GroupMachine {
         tracing::info!(node = found.node_id, "coordinator found");
         self.coordinator = CoordinatorState::Known { node_id: found.node_id, versions: found.versions };
         self.coordinator_attempts = 0;
-        self.retry_at = None;
+        self.timers.clear(TimerKind::Retry);
         self.events.push_back((now, GroupEvent::Coordinator { node_id: Some(found.node_id), reason: "found".into() }));
         if self.is_heartbeating() {
             // A fresh connection: give the session a fresh start too.
-            self.session_deadline = Some(now + self.config.session_timeout);
-            self.next_heartbeat = Some(now);
+            self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+            self.timers.set(TimerKind::Heartbeat, now);
         }
         self.progress(now);
     }
@@ -575,22 +462,12 @@ impl GroupMachine {
     /// assigned (Java's metadata snapshot check).
     pub fn handle_metadata(&mut self, now: Instant, id: RequestId, counts: BTreeMap<String, i32>) {
         let _span = self.span().entered();
-        let Some((_, topics)) = self.metadata_request.take_if(|(asked, _)| *asked == id) else {
+        if !self.partition_counts.answered(id, &counts) {
             return;
-        };
-        for topic in topics {
-            match counts.get(&topic) {
-                Some(&count) => self.partition_counts.insert(topic, count),
-                None => self.partition_counts.remove(&topic),
-            };
         }
-        self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
+        self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
         self.resume_leader_join(now);
-        let changed = self
-            .led_with
-            .as_ref()
-            .is_some_and(|led| led.iter().any(|(topic, count)| self.partition_counts.get(topic) != count.as_ref()));
-        if changed {
+        if self.partition_counts.changed_since_led() {
             tracing::info!("partition counts of the group's topics changed since this member assigned them");
             self.request_rejoin(RejoinReason::PartitionCountsChanged, now);
         }
@@ -600,9 +477,9 @@ impl GroupMachine {
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
         let _span = self.span().entered();
-        if self.metadata_request.take_if(|(asked, _)| *asked == id).is_some() {
+        if self.partition_counts.failed(id) {
             tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
-            self.metadata_refresh_at = Some(now + self.config.retry_backoff_max);
+            self.timers.set(TimerKind::MetadataRefresh, now + self.config.retry_backoff_max);
             self.resume_leader_join(now);
             return self.progress(now);
         }
@@ -616,16 +493,9 @@ impl GroupMachine {
                 self.coordinator = CoordinatorState::Unknown;
                 self.coordinator_attempts += 1;
                 if failure == RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)) {
-                    self.fail(
-                        GroupError::Rejected {
-                            api: "FindCoordinator",
-                            code: KafkaCode(GROUP_AUTHORIZATION_FAILED),
-                            context: self.config.group_id.clone(),
-                        },
-                        now,
-                    );
+                    self.fail(self.rejected("FindCoordinator", GROUP_AUTHORIZATION_FAILED), now);
                 } else {
-                    self.retry_at = Some(now + self.backoff(self.coordinator_attempts));
+                    self.timers.set(TimerKind::Retry, now + self.config.backoff(self.coordinator_attempts));
                 }
             }
             // An error answer that did not decode still carries its code: react to the code
@@ -653,43 +523,6 @@ impl GroupMachine {
         self.progress(now);
     }
 
-    /// What a coordinator request that will get no answer leaves to do.
-    fn request_lost(&mut self, id: RequestId, kind: InFlight, why: &str, now: Instant) {
-        match kind {
-            // Answered by `handle_coordinator_found` or failed, never given up.
-            InFlight::FindCoordinator => {}
-            InFlight::Join => {
-                // The broker may still hold the join; a second one from the same member id
-                // replaces it (GM 527-544), so joining again with the same id is safe.
-                if let State::AwaitingJoin { join, .. } = &mut self.state {
-                    if *join == Some(id) {
-                        *join = None;
-                    }
-                }
-            }
-            InFlight::Sync { sent } => {
-                if self.is_current(&sent) || matches!(self.state, State::AwaitingSync { sync, .. } if sync == id) {
-                    self.rejoin(RejoinReason::Retry(why.to_owned()), now);
-                }
-            }
-            InFlight::Heartbeat { .. } => {}
-            InFlight::Leave => self.finish_leaving(now),
-            InFlight::Commit { entries, .. } => {
-                self.commit_in_flight = None;
-                if let Some(job) = self.commits.front_mut() {
-                    job.attempts += 1;
-                    job.last_error = Some(why.to_owned());
-                    job.pending.extend(entries.into_iter().map(|(lease, _)| lease));
-                }
-                self.commit_retry_at = Some(now + self.config.retry_backoff);
-            }
-            InFlight::Fetch => {
-                self.fetch_in_flight = None;
-                self.fetch_attempt_failed(why.to_owned(), now);
-            }
-        }
-    }
-
     /// A response arrived for request `id`.
     pub fn handle_response(&mut self, now: Instant, id: RequestId, response: GroupResponse) {
         let _span = self.span().entered();
@@ -707,10 +540,8 @@ impl GroupMachine {
                 }
                 self.finish_leaving(now);
             }
-            (InFlight::Commit { sent, entries }, GroupResponse::OffsetCommit(r)) => {
-                self.on_commit(now, sent, entries, r)
-            }
-            (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_fetch(now, r),
+            (InFlight::Commit(commit), GroupResponse::OffsetCommit(r)) => self.on_commit(now, commit, r),
+            (InFlight::Fetch, GroupResponse::OffsetFetch(r)) => self.on_lookup(now, r),
             (kind, other) => {
                 tracing::warn!(?kind, response = ?std::mem::discriminant(&other), "response does not match its request");
             }
@@ -721,8 +552,8 @@ impl GroupMachine {
     /// Time passed: heartbeats, session expiry, backoffs, deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         let _span = self.span().entered();
-        if self.poll_deadline.is_some_and(|d| d <= now) {
-            self.poll_deadline = None;
+        if self.timers.get(TimerKind::MaxPollInterval).is_some_and(|d| d <= now) {
+            self.timers.clear(TimerKind::MaxPollInterval);
             tracing::warn!(
                 "max.poll.interval.ms ({:?}) passed without a poll: leaving the group so its partitions move on",
                 self.config.rebalance_timeout
@@ -730,10 +561,10 @@ impl GroupMachine {
             self.leave(LeaveReason::MaxPollIntervalExceeded, now);
             self.rejoin_after_poll = true;
         }
-        if self.is_heartbeating() && self.session_deadline.is_some_and(|d| d <= now) {
+        if self.is_heartbeating() && self.timers.get(TimerKind::Session).is_some_and(|d| d <= now) {
             // No successful heartbeat for a whole session: assume the coordinator is gone
             // (Java marks it unknown); member id and generation are kept.
-            self.session_deadline = Some(now + self.config.session_timeout);
+            self.timers.set(TimerKind::Session, now + self.config.session_timeout);
             self.coordinator_lost("no successful heartbeat within session.timeout.ms", now);
         }
         if let State::Revoking { deadline, .. } = &self.state {
@@ -756,39 +587,17 @@ impl GroupMachine {
             _ => (None, false),
         };
         let in_flight_commits = self
-            .commit_in_flight
+            .commits
+            .in_flight()
             .and_then(|id| self.in_flight.get(&id))
             .and_then(|f| match f {
-                InFlight::Commit { sent, entries } => Some(CommitView {
-                    id: self.commits.front().map(|j| j.id).unwrap_or(CommitId(0)),
-                    stamped_with: Some(sent.id),
-                    partitions: entries.iter().map(|(l, _)| (l.partition.clone(), l.next_offset)).collect(),
-                }),
+                InFlight::Commit(commit) => Some(self.commits.in_flight_view(commit)),
                 _ => None,
             })
             .into_iter()
             .collect();
-        let offset_lookups = self
-            .fetches
-            .iter()
-            .map(|job| OffsetLookupView {
-                id: job.id,
-                partitions: job.partitions.clone(),
-                failed_attempts: job.attempts,
-                last_error: job.last_error.clone(),
-                waiting_ms: now.saturating_duration_since(job.started).as_millis() as u64,
-            })
-            .collect();
-        let deferred_commits = self
-            .commits
-            .iter()
-            .filter(|j| !j.pending.is_empty())
-            .map(|j| CommitView {
-                id: j.id,
-                stamped_with: None,
-                partitions: j.pending.iter().map(|l| (l.partition.clone(), l.next_offset)).collect(),
-            })
-            .collect();
+        let offset_lookups = self.lookups.views(now);
+        let deferred_commits = self.commits.deferred_views();
         let pending_rejoin = match &self.state {
             State::AwaitingJoin { reason, .. } | State::Revoking { reason, .. } => Some(reason.clone()),
             _ => None,
@@ -817,33 +626,14 @@ impl GroupMachine {
             }),
             pending_rejoin,
             next_timer: self
-                .timers()
-                .into_iter()
-                .min_by_key(|(_, at)| *at)
-                .map(|(name, at)| (name, at.saturating_duration_since(now).as_millis() as u64)),
+                .armed_timers()
+                .next_due()
+                .map(|(kind, at)| (kind.name(), at.saturating_duration_since(now).as_millis() as u64)),
             counters: self.counters.clone(),
         }
     }
 
-    // ---- internals: driving ----
-
-    fn next_request_id(&mut self) -> RequestId {
-        self.next_id += 1;
-        RequestId(self.next_id)
-    }
-
-    fn send(&mut self, body: GroupRequest, version: i16, timeout: Duration, kind: InFlight) -> RequestId {
-        debug_assert!(
-            matches!(kind, InFlight::FindCoordinator) || self.coordinator_ready(),
-            "{} behind the member's own JoinGroup or SyncGroup",
-            body.api_name()
-        );
-        let id = self.next_request_id();
-        tracing::trace!(request = id.0, api = body.api_name(), version, "send");
-        self.in_flight.insert(id, kind);
-        self.outbox.push_back(OutgoingRequest { id, version, timeout, body });
-        id
-    }
+    // ---- internals ----
 
     fn versions(&self) -> Option<&NegotiatedVersions> {
         match &self.coordinator {
@@ -864,30 +654,6 @@ impl GroupMachine {
             && !self.in_flight.values().any(|f| matches!(f, InFlight::Join | InFlight::Sync { .. }))
     }
 
-    fn version(&mut self, api: ApiKey, now: Instant) -> Option<i16> {
-        let versions = self.versions()?;
-        match versions.get(api) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                let name = match api {
-                    ApiKey::JoinGroup => "JoinGroup",
-                    ApiKey::SyncGroup => "SyncGroup",
-                    ApiKey::Heartbeat => "Heartbeat",
-                    ApiKey::LeaveGroup => "LeaveGroup",
-                    ApiKey::OffsetCommit => "OffsetCommit",
-                    _ => "OffsetFetch",
-                };
-                self.fail(GroupError::UnsupportedApi { api: name }, now);
-                None
-            }
-        }
-    }
-
-    fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.min(6);
-        (self.config.retry_backoff * factor).min(self.config.retry_backoff_max.max(self.config.retry_backoff))
-    }
-
     fn is_heartbeating(&self) -> bool {
         matches!(self.state, State::Stable { .. } | State::Revoking { .. })
     }
@@ -901,1217 +667,12 @@ impl GroupMachine {
         !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_))
     }
 
-    /// Runs everything that can go now. Called after every input.
-    fn progress(&mut self, now: Instant) {
-        // A backoff that ran out is no timer any more (poll_timeout must not stay in the past).
-        for at in [&mut self.retry_at, &mut self.commit_retry_at, &mut self.fetch_retry_at] {
-            if !later(*at, now) {
-                *at = None;
-            }
-        }
-        if let State::Failed(error) = &self.state {
-            // Commands given after the failure get its answer at once, and leave no timer.
-            let error = error.clone();
-            self.fail_queued(&error, now);
-            return;
-        }
-        let leave_unsent = matches!(self.state, State::Leaving { request: None, .. });
-        if matches!(self.coordinator, CoordinatorState::Unknown)
-            && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.fetches.is_empty())
-            && !later(self.retry_at, now)
-        {
-            let id = self.send(
-                GroupRequest::FindCoordinator { group_id: self.config.group_id.clone() },
-                0,
-                self.config.request_timeout,
-                InFlight::FindCoordinator,
-            );
-            self.counters.coordinator_lookups += 1;
-            self.coordinator = CoordinatorState::Finding(id);
-        }
-        if let State::Revoking { handler_done: true, .. } = self.state {
-            // Report answered commits (and send queued ones) first, so the join is judged on
-            // what is really still outstanding.
-            self.drive_commits(now);
-            // Commits the broker told to wait for the next generation cannot hold the join.
-            let waiting_only = self.commits.front().is_none_or(|job| job.wait_past.is_some());
-            if self.commit_in_flight.is_none() && waiting_only {
-                self.leave_revoking(now);
-            }
-        }
-        if let State::AwaitingJoin { join: None, .. } = self.state {
-            if self.coordinator_ready() && !later(self.retry_at, now) && self.commit_in_flight.is_none() {
-                self.send_join(now);
-            }
-        }
-        if let State::Leaving { request: None, .. } = self.state {
-            match self.coordinator {
-                // LeaveGroup is best effort (Java sends it once): without a coordinator to tell,
-                // the session timeout removes the member.
-                CoordinatorState::Unknown => self.finish_leaving(now),
-                CoordinatorState::Finding(_) => {}
-                CoordinatorState::Known { .. } => {
-                    if self.coordinator_ready() && self.commit_in_flight.is_none() {
-                        self.send_leave(now);
-                    }
-                }
-            }
-        }
-        self.drive_heartbeat(now);
-        self.drive_metadata_refresh(now);
-        self.drive_commits(now);
-        self.drive_fetches(now);
-    }
-
-    fn set_state(&mut self, next: State, reason: &str, now: Instant) {
-        let from = self.state.kind();
-        let to = next.kind();
-        self.state = next;
-        if from != to {
-            tracing::info!(%from, %to, reason, "group state changed");
-        } else {
-            tracing::debug!(state = %to, reason, "group state refreshed");
-        }
-        let generation = self.current_generation().map(|g| g.id);
-        self.last_transition = Some(Transition { from, to, reason: reason.to_owned(), at: now });
-        self.events.push_back((now, GroupEvent::Transition { from, to, reason: reason.to_owned(), generation }));
-    }
-
-    fn fail(&mut self, error: GroupError, now: Instant) {
-        tracing::error!(%error, "group member stopped");
-        self.set_state(State::Failed(error.clone()), &error.to_string(), now);
-        self.fail_queued(&error, now);
-        self.events.push_back((now, GroupEvent::Fatal(error)));
-    }
-
-    /// Answers every queued commit and offset lookup with the fatal `error`.
-    fn fail_queued(&mut self, error: &GroupError, now: Instant) {
-        let failure = CommitFailure::Fatal(error.to_string());
-        for job in std::mem::take(&mut self.commits) {
-            self.complete_job_with(job, failure.clone(), now);
-        }
-        self.commit_in_flight = None;
-        for job in std::mem::take(&mut self.fetches) {
-            let failure = OffsetLookupFailure::MemberStopped { reason: error.to_string() };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
-    }
-
-    /// Gives up the coordinator and its connection (the driver closes it when it looks the
-    /// coordinator up again, as Java's `markCoordinatorUnknown` disconnects). Every request
-    /// still in flight went out on that connection: none of them is waited for (a parked
-    /// JoinGroup would be, until the join timeout), each is handled as lost now, and their
-    /// answers or failures, should any still come, are no longer tracked, so nothing of the old
-    /// connection can touch the next one.
-    fn coordinator_lost(&mut self, reason: &str, now: Instant) {
-        if let CoordinatorState::Known { node_id, .. } = self.coordinator {
-            tracing::info!(node = node_id, reason, "coordinator lost; member id and generation kept");
-            self.events.push_back((now, GroupEvent::Coordinator { node_id: None, reason: reason.to_owned() }));
-            self.coordinator = CoordinatorState::Unknown;
-            self.retry_at = Some(now + self.config.retry_backoff);
-            let why = format!("given up with the coordinator connection ({reason})");
-            for (id, kind) in std::mem::take(&mut self.in_flight) {
-                self.request_lost(id, kind, &why, now);
-            }
-        }
-    }
-
-    /// From Stable: open the revoke window. Elsewhere: rejoin when possible.
-    fn request_rejoin(&mut self, reason: RejoinReason, now: Instant) {
-        match self.state.clone() {
-            State::Stable { generation, leader, protocol } => {
-                // Cooperative (KIP-429): nothing is revoked up front; the member keeps its
-                // partitions, rejoins at once, and gives up only what the new assignment leaves
-                // out. The event still tells the application a rebalance started.
-                let cooperative = self.ownership.as_ref().is_some_and(|o| o.cooperative);
-                let partitions: Vec<TopicPartition> = match &self.ownership {
-                    Some(o) if !cooperative => o.partitions.keys().cloned().collect(),
-                    _ => Vec::new(),
-                };
-                let handler_done = partitions.is_empty();
-                self.events.push_back((
-                    now,
-                    GroupEvent::RevokeRequested { generation: generation.id, partitions, reason: reason.clone() },
-                ));
-                let text = reason.to_string();
-                self.open_revoke_window((generation, leader, protocol), reason, handler_done, &text, now);
-            }
-            State::AwaitingSync { .. } => self.rejoin(reason, now),
-            _ => {}
-        }
-    }
-
-    /// A rebalance starts for the member of `stable`'s generation: commits still go out with it
-    /// until the revoke handler is done (or the revoke timeout passes), then JoinGroup.
-    fn open_revoke_window(
-        &mut self,
-        (generation, leader, protocol): (Generation, bool, String),
-        reason: RejoinReason,
-        handler_done: bool,
-        why: &str,
-        now: Instant,
-    ) {
-        self.counters.rebalances += 1;
-        self.rebalance_started = Some(now);
-        let deadline = now + self.config.revoke_timeout;
-        self.set_state(State::Revoking { generation, leader, protocol, reason, deadline, handler_done }, why, now);
-    }
-
-    fn leave_revoking(&mut self, now: Instant) {
-        if let State::Revoking { reason, .. } = self.state.clone() {
-            if let Some(ownership) = &mut self.ownership {
-                // From the second-round JoinGroup on, the new owner may take them over.
-                ownership.released.clear();
-            }
-            self.set_state(State::AwaitingJoin { reason, join: None }, "revoke window done", now);
-        }
-    }
-
-    /// Back to AwaitingJoin keeping member id and ownership (used for continuity).
-    fn rejoin(&mut self, reason: RejoinReason, now: Instant) {
-        if matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_)) {
-            return;
-        }
-        if self.rebalance_started.is_none() {
-            self.counters.rebalances += 1;
-            self.rebalance_started = Some(now);
-        }
-        let text = reason.to_string();
-        self.set_state(State::AwaitingJoin { reason, join: None }, &text, now);
-    }
-
-    /// The group moved on without us: partitions are lost, the generation forgotten, and (for
-    /// UNKNOWN_MEMBER_ID) the member id too.
-    fn reset(&mut self, reason: RejoinReason, reset_member_id: bool, now: Instant) {
-        self.lose_ownership(&reason, now);
-        if reset_member_id {
-            self.member_id = MemberId::unknown();
-        }
-        self.rejoin(reason, now);
-    }
-
-    /// Drops the ownership, reporting its partitions lost.
-    fn lose_ownership(&mut self, reason: &RejoinReason, now: Instant) {
-        if let Some(ownership) = self.ownership.take() {
-            if !ownership.partitions.is_empty() {
-                for tp in ownership.partitions.keys() {
-                    self.committed_streak.remove(tp);
-                }
-                self.events.push_back((
-                    now,
-                    GroupEvent::Lost {
-                        partitions: ownership.partitions.into_keys().collect(),
-                        reason: reason.to_string(),
-                    },
-                ));
-            }
-        }
-    }
-
-    fn send_join(&mut self, now: Instant) {
-        let Some(version) = self.version(ApiKey::JoinGroup, now) else {
-            return;
-        };
-        let State::AwaitingJoin { reason, .. } = self.state.clone() else {
-            return;
-        };
-        // Eager protocols revoked everything before joining; cooperative ones (KIP-429) tell the
-        // leader what the member still owns, so its assignor can keep it in place.
-        let owned_partitions = self.held().map(|o| o.partitions.keys().cloned().collect()).unwrap_or_default();
-        let subscription = Subscription {
-            topics: self.subscription.clone(),
-            owned_partitions,
-            generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
-            rack: None,
-            user_data: None,
-        }
-        .encode();
-        let protocols = self
-            .config
-            .assignors
-            .iter()
-            .map(|a| {
-                JoinGroupRequestProtocol::default().with_name(str_bytes(a.name())).with_metadata(subscription.clone())
-            })
-            .collect();
-        let mut request = JoinGroupRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_session_timeout_ms(millis(self.config.session_timeout))
-            .with_member_id(str_bytes(self.member_id.as_str()))
-            .with_protocol_type(str_bytes(PROTOCOL_TYPE))
-            .with_protocols(protocols);
-        if version >= 1 {
-            request = request.with_rebalance_timeout_ms(millis(self.config.rebalance_timeout));
-        }
-        if version >= 5 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        if version >= 8 {
-            request = request.with_reason(Some(str_bytes(&reason.to_string())));
-        }
-        self.counters.joins_sent += 1;
-        self.join_attempts += 1;
-        let id = self.send(GroupRequest::JoinGroup(request), version, self.config.join_timeout(), InFlight::Join);
-        if let State::AwaitingJoin { join, .. } = &mut self.state {
-            *join = Some(id);
-        }
-    }
-
-    fn on_join(&mut self, now: Instant, id: RequestId, r: JoinGroupResponse) {
-        if !matches!(self.state, State::AwaitingJoin { join: Some(j), .. } if j == id) {
-            tracing::debug!("JoinGroup answer for a join we no longer wait for");
-            return;
-        }
-        let reason_of = |state: &State| match state {
-            State::AwaitingJoin { reason, .. } => reason.clone(),
-            _ => RejoinReason::Initial,
-        };
-        let code = r.error_code;
-        match code {
-            0 => self.joined(now, r, false),
-            MEMBER_ID_REQUIRED => {
-                // KIP-394: keep the id and send the second join at once; never repeat an
-                // empty-id join (it would leave an orphan pending member, T14).
-                self.member_id = MemberId::new(r.member_id.as_str());
-                self.set_state(
-                    State::AwaitingJoin { reason: RejoinReason::MemberIdRequired, join: None },
-                    "member id assigned",
-                    now,
-                );
-            }
-            UNKNOWN_MEMBER_ID => {
-                // Partitions still held through a cooperative rebalance belong to no member
-                // id any more.
-                if self.held().is_some() {
-                    self.lose_ownership(&RejoinReason::UnknownMember, now);
-                }
-                self.member_id = MemberId::unknown();
-                self.set_state(
-                    State::AwaitingJoin { reason: RejoinReason::UnknownMember, join: None },
-                    "member id unknown",
-                    now,
-                );
-            }
-            REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION => {
-                let reason = reason_of(&self.state);
-                self.set_state(State::AwaitingJoin { reason, join: None }, "JoinGroup asked to rejoin", now);
-            }
-            COORDINATOR_LOAD_IN_PROGRESS => {
-                self.retry_at = Some(now + self.backoff(self.join_attempts));
-                let reason = RejoinReason::Retry("coordinator loading".into());
-                self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator loading", now);
-            }
-            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => {
-                self.coordinator_lost(&format!("JoinGroup: {}", KafkaCode(code)), now);
-                let reason = reason_of(&self.state);
-                self.set_state(State::AwaitingJoin { reason, join: None }, "coordinator moved", now);
-            }
-            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
-            _ => self.fail(
-                GroupError::Rejected { api: "JoinGroup", code: KafkaCode(code), context: self.config.group_id.clone() },
-                now,
-            ),
-        }
-    }
-
-    fn fenced_error(&self) -> GroupError {
-        GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
-    }
-
-    /// `counts_asked`: the partition counts this join's leader lacked were asked for already.
-    fn joined(&mut self, now: Instant, r: JoinGroupResponse, counts_asked: bool) {
-        if let Some(protocol_type) = &r.protocol_type {
-            if protocol_type.as_str() != PROTOCOL_TYPE {
-                return self.fail(
-                    GroupError::InconsistentProtocol { expected: PROTOCOL_TYPE.into(), got: protocol_type.to_string() },
-                    now,
-                );
-            }
-        }
-        let protocol = r.protocol_name.as_deref().unwrap_or_default().to_owned();
-        let Some(assignor) = self.config.assignors.iter().find(|a| a.name() == protocol).cloned() else {
-            let expected = self.config.assignors.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>().join(",");
-            return self.fail(GroupError::InconsistentProtocol { expected, got: protocol }, now);
-        };
-        let generation =
-            Generation { id: GenerationId(r.generation_id), member_id: MemberId::new(r.member_id.as_str()) };
-        self.member_id = generation.member_id.clone();
-        self.join_attempts = 0;
-        let leader = r.leader.as_str() == r.member_id.as_str();
-        let assignments = if leader && !r.skip_assignment {
-            let members: Vec<GroupMember> = r
-                .members
-                .iter()
-                .map(|m| GroupMember {
-                    member_id: m.member_id.to_string(),
-                    group_instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
-                    subscription: Subscription::decode(&m.metadata).unwrap_or_else(|e| {
-                        tracing::warn!(member = %m.member_id, error = %e, "undecodable subscription; assigning nothing");
-                        Subscription::default()
-                    }),
-                })
-                .collect();
-            let topics: BTreeSet<String> = members.iter().flat_map(|m| m.subscription.topics.iter().cloned()).collect();
-            let unknown: Vec<String> =
-                topics.iter().filter(|t| !self.partition_counts.contains_key(*t)).cloned().collect();
-            if let (false, false, State::AwaitingJoin { join: Some(join), .. }) =
-                (unknown.is_empty(), counts_asked, &self.state)
-            {
-                tracing::info!(topics = ?unknown, "leading the assignment: asking for partition counts first");
-                self.leader_join = Some((*join, r));
-                // The broker drops a member that neither syncs nor heartbeats within its session
-                // timeout of the join: half of it is left for the SyncGroup.
-                let timeout = self.config.request_timeout.min(self.config.session_timeout / 2);
-                self.request_metadata(unknown, timeout);
-                return;
-            }
-            self.led_with = Some(topics.iter().map(|t| (t.clone(), self.partition_counts.get(t).copied())).collect());
-            let mut plan = assignor.assign(&members, &self.partition_counts);
-            if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
-                // KIP-429: a partition moving to another member is left out of this generation
-                // (its owner revokes it first); it is assigned in the next round.
-                plan = cooperative_adjust(plan, &members);
-            }
-            tracing::info!(members = members.len(), protocol = %protocol, "leading the assignment");
-            members
-                .iter()
-                .map(|m| {
-                    let partitions = plan.get(&m.member_id).cloned().unwrap_or_default();
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(str_bytes(&m.member_id))
-                        .with_assignment(encode_assignment(&partitions, None))
-                })
-                .collect()
-        } else {
-            self.led_with = None;
-            Vec::new()
-        };
-        let Some(version) = self.version(ApiKey::SyncGroup, now) else {
-            // The coordinator was lost while this join was answered: join again (same member
-            // id) once it is found, rather than wait for a join that is no longer in flight.
-            if let State::AwaitingJoin { join, .. } = &mut self.state {
-                *join = None;
-            }
-            return;
-        };
-        let mut request = SyncGroupRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()))
-            .with_assignments(assignments);
-        if version >= 3 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        if version >= 5 {
-            // Mandatory on v5 (T23).
-            request = request
-                .with_protocol_type(Some(str_bytes(PROTOCOL_TYPE)))
-                .with_protocol_name(Some(str_bytes(&protocol)));
-        }
-        self.counters.syncs_sent += 1;
-        let sync = self.send(
-            GroupRequest::SyncGroup(request),
-            version,
-            self.config.join_timeout(),
-            InFlight::Sync { sent: generation.clone() },
-        );
-        let reason = format!("joined generation {} as {}", generation.id, if leader { "leader" } else { "follower" });
-        self.set_state(State::AwaitingSync { generation, leader, protocol, sync }, &reason, now);
-    }
-
-    fn on_sync(&mut self, now: Instant, id: RequestId, sent: Generation, r: SyncGroupResponse) {
-        let State::AwaitingSync { generation, leader, protocol, sync } = self.state.clone() else {
-            self.stale(now, "SyncGroup", sent);
-            return;
-        };
-        if generation != sent || sync != id {
-            self.stale(now, "SyncGroup", sent);
-            return;
-        }
-        match r.error_code {
-            0 => {}
-            REBALANCE_IN_PROGRESS => return self.rejoin(RejoinReason::RebalanceInProgress, now),
-            UNKNOWN_MEMBER_ID => return self.reset(RejoinReason::UnknownMember, true, now),
-            ILLEGAL_GENERATION => return self.reset(RejoinReason::IllegalGeneration, false, now),
-            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => {
-                self.coordinator_lost("SyncGroup: coordinator moved", now);
-                return self.rejoin(RejoinReason::Retry("coordinator moved during SyncGroup".into()), now);
-            }
-            UNKNOWN_SERVER_ERROR => {
-                // Deliberate deviation (T25b): Java stops; a failed store is transient, so back
-                // off and rejoin.
-                self.retry_at = Some(now + self.backoff(1));
-                return self.rejoin(RejoinReason::Retry("SyncGroup UNKNOWN_SERVER_ERROR".into()), now);
-            }
-            COORDINATOR_LOAD_IN_PROGRESS => {
-                // Retriable by definition (Kafka 3.6 maps loading to REBALANCE_IN_PROGRESS for
-                // SyncGroup, but other coordinators may not): back off and rejoin, never stop.
-                self.retry_at = Some(now + self.backoff(1));
-                return self.rejoin(RejoinReason::Retry("SyncGroup COORDINATOR_LOAD_IN_PROGRESS".into()), now);
-            }
-            FENCED_INSTANCE_ID => return self.fail(self.fenced_error(), now),
-            code => {
-                return self.fail(
-                    GroupError::Rejected {
-                        api: "SyncGroup",
-                        code: KafkaCode(code),
-                        context: self.config.group_id.clone(),
-                    },
-                    now,
-                )
-            }
-        }
-        for (field, got) in [(PROTOCOL_TYPE, &r.protocol_type), (protocol.as_str(), &r.protocol_name)] {
-            if let Some(got) = got {
-                if got.as_str() != field {
-                    return self
-                        .fail(GroupError::InconsistentProtocol { expected: field.into(), got: got.to_string() }, now);
-                }
-            }
-        }
-        let partitions = match decode_assignment(&r.assignment) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable assignment; rejoining");
-                self.retry_at = Some(now + self.backoff(1));
-                return self.rejoin(RejoinReason::Retry("undecodable assignment".into()), now);
-            }
-        };
-        self.install_assignment(now, generation, leader, protocol, partitions);
-    }
-
-    fn install_assignment(
-        &mut self,
-        now: Instant,
-        generation: Generation,
-        leader: bool,
-        protocol: String,
-        partitions: Vec<TopicPartition>,
-    ) {
-        let previous = self.ownership.take();
-        let continuous = previous.as_ref().filter(|p| {
-            p.generation.member_id == generation.member_id
-                && (p.generation.id == generation.id || p.generation.id.next() == generation.id)
-        });
-        let owned: BTreeMap<TopicPartition, GenerationId> = partitions
-            .iter()
-            .map(|tp| {
-                let since = continuous.and_then(|p| p.partitions.get(tp).copied()).unwrap_or(generation.id);
-                (tp.clone(), since)
-            })
-            .collect();
-        // A partition is kept only when its streak goes on. After a gap (a generation missed,
-        // a new member id) it is revoked and added again: the interim owner may have committed,
-        // so buffered records and the position go and it starts from the committed offset.
-        let kept = |tp: &TopicPartition| continuous.is_some_and(|p| p.partitions.contains_key(tp));
-        let added: Vec<TopicPartition> = owned.keys().filter(|tp| !kept(tp)).cloned().collect();
-        let held: Vec<&TopicPartition> = previous.iter().flat_map(|p| p.partitions.keys()).collect();
-        let revoked: Vec<TopicPartition> =
-            held.iter().filter(|tp| !(kept(tp) && owned.contains_key(**tp))).map(|tp| (*tp).clone()).collect();
-        // What the assignment takes away, whatever the streak: the leader gave it to nobody in
-        // this generation and waits for this member's rejoin to hand it on (KIP-429).
-        let given_up: Vec<TopicPartition> =
-            held.iter().filter(|tp| !owned.contains_key(**tp)).map(|tp| (*tp).clone()).collect();
-        for tp in &revoked {
-            self.committed_streak.remove(tp);
-        }
-        // A streak that broke drops its commit floor too.
-        self.committed_streak.retain(|tp, (since, _)| owned.get(tp) == Some(since));
-        let cooperative = self.is_cooperative(Some(&protocol));
-        let released: BTreeMap<TopicPartition, GenerationId> = match continuous {
-            Some(p) if cooperative => {
-                given_up.iter().filter_map(|tp| p.partitions.get(tp).map(|since| (tp.clone(), *since))).collect()
-            }
-            _ => BTreeMap::new(),
-        };
-        let second_round = cooperative && !given_up.is_empty();
-        self.ownership =
-            Some(Ownership { generation: generation.clone(), partitions: owned.clone(), cooperative, released });
-        if let Some(started) = self.rebalance_started.take() {
-            let ms = now.saturating_duration_since(started).as_millis() as u64;
-            self.counters.last_rebalance_ms = Some(ms);
-            self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
-            self.counters.total_rebalance_ms += ms;
-        }
-        if second_round {
-            // Revoke handlers run before the new assignment is announced (Java's order).
-            self.events.push_back((
-                now,
-                GroupEvent::RevokeRequested {
-                    generation: generation.id,
-                    partitions: given_up,
-                    reason: RejoinReason::PartitionsRevoked,
-                },
-            ));
-        }
-        self.events.push_back((
-            now,
-            GroupEvent::Assigned {
-                generation: generation.clone(),
-                partitions: owned
-                    .iter()
-                    .map(|(tp, since)| OwnedPartition { partition: tp.clone(), owned_since: *since })
-                    .collect(),
-                added,
-                revoked,
-            },
-        ));
-        self.session_deadline = Some(now + self.config.session_timeout);
-        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
-        let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
-        if second_round {
-            // KIP-429's second round: what we gave up can go to its new owner only in a later
-            // generation. Until we rejoin, this generation is still ours and the revoked
-            // partitions belong to nobody in it, so a revoke window lets the work done on them
-            // commit (the batch in progress, the revoke handler's commit) instead of being fenced.
-            let reason = RejoinReason::PartitionsRevoked;
-            let text = format!("{assigned}; {reason}");
-            self.open_revoke_window((generation, leader, protocol), reason, false, &text, now);
-        } else {
-            self.set_state(State::Stable { generation, leader, protocol }, &assigned, now);
-        }
-    }
-
     fn stale(&mut self, now: Instant, api: &'static str, sent: Generation) {
         let current = self.current_generation().cloned();
         tracing::debug!(api, %sent, current = ?current, "response of an older generation not applied");
         self.counters.stale_responses += 1;
         self.events.push_back((now, GroupEvent::StaleResponse { api, sent, current }));
     }
-
-    /// A member of a generation refreshes, every `metadata.max.age.ms`, the partition counts it
-    /// assigns or would assign as leader: of every member's subscription when it led the last
-    /// assignment, else of its own.
-    fn drive_metadata_refresh(&mut self, now: Instant) {
-        if self.metadata_request.is_some() || !matches!(self.state, State::Stable { .. }) {
-            return;
-        }
-        let Some(at) = self.metadata_refresh_at else {
-            self.metadata_refresh_at = Some(now + self.config.metadata_max_age);
-            return;
-        };
-        if at <= now {
-            let topics = match &self.led_with {
-                Some(led) => led.keys().cloned().collect(),
-                None => self.subscription.clone(),
-            };
-            self.request_metadata(topics, self.config.request_timeout);
-        }
-    }
-
-    fn request_metadata(&mut self, topics: Vec<String>, timeout: Duration) {
-        let id = self.next_request_id();
-        self.metadata_request = Some((id, topics.clone()));
-        self.outbox.push_back(OutgoingRequest { id, version: 0, timeout, body: GroupRequest::Metadata { topics } });
-    }
-
-    /// Assigns with the JoinGroup answer held for partition counts, unless the member has
-    /// moved on since (a rejoin, leaving).
-    fn resume_leader_join(&mut self, now: Instant) {
-        if let Some((join, r)) = self.leader_join.take() {
-            if matches!(self.state, State::AwaitingJoin { join: Some(j), .. } if j == join) {
-                self.joined(now, r, true);
-            }
-        }
-    }
-
-    fn drive_heartbeat(&mut self, now: Instant) {
-        if !self.is_heartbeating() || later(self.next_heartbeat, now) {
-            return;
-        }
-        if self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. })) {
-            return;
-        }
-        let Some(generation) = self.current_generation().cloned() else {
-            return;
-        };
-        if !self.coordinator_ready() {
-            return;
-        }
-        let Some(version) = self.version(ApiKey::Heartbeat, now) else {
-            return;
-        };
-        let mut request = HeartbeatRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()));
-        if version >= 3 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        self.counters.heartbeats_sent += 1;
-        self.next_heartbeat = Some(now + self.config.heartbeat_interval);
-        self.send(
-            GroupRequest::Heartbeat(request),
-            version,
-            self.config.request_timeout,
-            InFlight::Heartbeat { sent: generation },
-        );
-    }
-
-    fn on_heartbeat(&mut self, now: Instant, sent: Generation, code: i16) {
-        if !self.is_current(&sent) {
-            // T32: an answer about a generation we already left behind changes nothing.
-            self.stale(now, "Heartbeat", sent);
-            return;
-        }
-        match code {
-            0 => self.session_deadline = Some(now + self.config.session_timeout),
-            REBALANCE_IN_PROGRESS => {
-                // Counts as a successful heartbeat: the broker re-armed our session.
-                self.session_deadline = Some(now + self.config.session_timeout);
-                if matches!(self.state, State::Stable { .. }) {
-                    self.request_rejoin(RejoinReason::RebalanceInProgress, now);
-                }
-            }
-            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, false, now),
-            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, true, now),
-            FENCED_INSTANCE_ID => self.fail(self.fenced_error(), now),
-            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => self.coordinator_lost("Heartbeat: coordinator moved", now),
-            GROUP_AUTHORIZATION_FAILED => self.fail(
-                GroupError::Rejected { api: "Heartbeat", code: KafkaCode(code), context: self.config.group_id.clone() },
-                now,
-            ),
-            other => {
-                tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
-                self.next_heartbeat = Some(now + self.config.retry_backoff);
-            }
-        }
-    }
-
-    fn send_leave(&mut self, now: Instant) {
-        let Some(version) = self.version(ApiKey::LeaveGroup, now) else {
-            return;
-        };
-        let State::Leaving { reason, .. } = self.state.clone() else {
-            return;
-        };
-        let member = str_bytes(self.member_id.as_str());
-        let mut request = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&self.config.group_id)));
-        request = if version >= 3 {
-            let mut identity = MemberIdentity::default().with_member_id(member);
-            if version >= 5 {
-                identity = identity.with_reason(Some(str_bytes(&reason.to_string())));
-            }
-            request.with_members(vec![identity])
-        } else {
-            request.with_member_id(member)
-        };
-        let id = self.send(GroupRequest::LeaveGroup(request), version, self.config.request_timeout, InFlight::Leave);
-        if let State::Leaving { request, .. } = &mut self.state {
-            *request = Some(id);
-        }
-    }
-
-    fn finish_leaving(&mut self, now: Instant) {
-        let reason = match &self.state {
-            State::Leaving { reason, .. } | State::Left { reason } => reason.clone(),
-            _ => return,
-        };
-        self.ownership = None;
-        self.committed_streak.clear();
-        self.member_id =
-            if self.config.group_instance_id.is_some() { self.member_id.clone() } else { MemberId::unknown() };
-        if !matches!(self.state, State::Left { .. }) {
-            self.set_state(State::Left { reason: reason.clone() }, "left the group", now);
-        }
-        self.events.push_back((now, GroupEvent::Left { reason }));
-    }
-
-    // ---- commits ----
-
-    /// Judges one lease against the current state (DESIGN section 4's table).
-    fn judge(&self, lease: &Lease) -> Judgement {
-        match &self.state {
-            State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Judgement::Defer,
-            State::Leaving { .. } | State::Left { .. } => Judgement::Fail(CommitFailure::MemberGone),
-            State::Failed(e) => Judgement::Fail(CommitFailure::Fatal(e.to_string())),
-            State::Stable { generation, .. } | State::Revoking { generation, .. } => {
-                let fence = |reason| Judgement::Fence(reason, generation.id);
-                if lease.generation.member_id != generation.member_id {
-                    return fence(FenceReason::OtherMember);
-                }
-                let Some(ownership) = self.ownership.as_ref().filter(|o| &o.generation == generation) else {
-                    return fence(FenceReason::NotOwned);
-                };
-                let released = || match self.state {
-                    State::Revoking { .. } => ownership.released.get(&lease.partition),
-                    _ => None,
-                };
-                match ownership.partitions.get(&lease.partition).or_else(released) {
-                    None => fence(FenceReason::NotOwned),
-                    Some(&since) if since != lease.owned_since || lease.generation.id < since => {
-                        fence(FenceReason::OwnershipInterrupted { owned_since: since })
-                    }
-                    Some(&since) => match self.committed_streak.get(&lease.partition) {
-                        Some(&(streak, committed)) if streak == since && committed > lease.next_offset => {
-                            Judgement::Fail(CommitFailure::WouldMoveBackwards { committed })
-                        }
-                        _ => Judgement::Send(generation.clone()),
-                    },
-                }
-            }
-        }
-    }
-
-    fn drive_commits(&mut self, now: Instant) {
-        while self.commit_in_flight.is_none() {
-            let Some(mut job) = self.commits.pop_front() else {
-                return;
-            };
-            if now >= job.deadline {
-                self.complete_job_with(job, CommitFailure::TimedOut, now);
-                continue;
-            }
-            if job.attempts >= self.config.commit_attempts && !job.pending.is_empty() {
-                let last = job.last_error.clone().unwrap_or_default();
-                self.complete_job_with(
-                    job,
-                    CommitFailure::AttemptsExhausted { attempts: self.config.commit_attempts, last },
-                    now,
-                );
-                continue;
-            }
-            if let Some(waited) = job.wait_past {
-                if self.current_generation().is_none_or(|g| g.id <= waited) {
-                    self.commits.push_front(job);
-                    return;
-                }
-                job.wait_past = None;
-            }
-            let mut send: Vec<(Lease, Option<GenerationId>)> = Vec::new();
-            let mut deferred = Vec::new();
-            let mut stamp = None;
-            for lease in std::mem::take(&mut job.pending) {
-                match self.judge(&lease) {
-                    Judgement::Send(generation) => {
-                        let restamped = (lease.generation.id != generation.id).then_some(lease.generation.id);
-                        stamp = Some(generation);
-                        send.push((lease, restamped));
-                    }
-                    Judgement::Defer => deferred.push(lease),
-                    Judgement::Fence(reason, current) => {
-                        self.counters.partitions_fenced_locally += 1;
-                        tracing::debug!(partition = %lease.partition, ?reason, lease_generation = lease.generation.id.0, "commit fenced locally");
-                        job.results.push(PartitionCommit {
-                            partition: lease.partition.clone(),
-                            offset: lease.next_offset,
-                            outcome: CommitOutcome::Fenced {
-                                lease_generation: lease.generation.id,
-                                current_generation: Some(current),
-                                reason,
-                            },
-                        });
-                    }
-                    Judgement::Fail(reason) => {
-                        self.counters.partitions_failed += 1;
-                        job.results.push(PartitionCommit {
-                            partition: lease.partition.clone(),
-                            offset: lease.next_offset,
-                            outcome: CommitOutcome::Failed { reason },
-                        });
-                    }
-                }
-            }
-            if send.is_empty() && deferred.is_empty() {
-                self.complete_job(job, now);
-                continue;
-            }
-            if !deferred.is_empty() && !job.deferred_counted {
-                job.deferred_counted = true;
-                self.counters.commits_deferred += 1;
-            }
-            let ready = self.coordinator_ready() && !later(self.commit_retry_at, now);
-            let (Some(generation), true) = (stamp, ready) else {
-                job.pending = send.into_iter().map(|(l, _)| l).chain(deferred).collect();
-                self.commits.push_front(job);
-                return;
-            };
-            job.pending = deferred;
-            self.commits.push_front(job);
-            self.send_commit(now, generation, send);
-            return;
-        }
-    }
-
-    fn send_commit(&mut self, now: Instant, generation: Generation, entries: Vec<(Lease, Option<GenerationId>)>) {
-        let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
-            return;
-        };
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (lease, _) in &entries {
-            topics.entry(&lease.partition.topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(lease.partition.partition)
-                    .with_committed_offset(lease.next_offset)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::default())),
-            );
-        }
-        let topics = topics
-            .into_iter()
-            .map(|(name, partitions)| {
-                OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(name))).with_partitions(partitions)
-            })
-            .collect();
-        let mut request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(str_bytes(&self.config.group_id)))
-            .with_generation_id_or_member_epoch(generation.id.0)
-            .with_member_id(str_bytes(generation.member_id.as_str()))
-            .with_topics(topics);
-        if (2..=4).contains(&version) {
-            request = request.with_retention_time_ms(-1);
-        }
-        if version >= 7 {
-            request = request.with_group_instance_id(self.config.group_instance_id.as_deref().map(str_bytes));
-        }
-        self.counters.commits_sent += 1;
-        tracing::debug!(partitions = entries.len(), generation = generation.id.0, "sending OffsetCommit");
-        let id = self.send(
-            GroupRequest::OffsetCommit(request),
-            version,
-            self.config.request_timeout,
-            InFlight::Commit { sent: generation, entries },
-        );
-        self.commit_in_flight = Some(id);
-    }
-
-    fn on_commit(
-        &mut self,
-        now: Instant,
-        sent: Generation,
-        entries: Vec<(Lease, Option<GenerationId>)>,
-        r: OffsetCommitResponse,
-    ) {
-        self.commit_in_flight = None;
-        let codes: BTreeMap<(&str, i32), i16> = r
-            .topics
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| ((t.name.as_str(), p.partition_index), p.error_code)))
-            .collect();
-        let still_current = self.is_current(&sent);
-        let mut retry = Vec::new();
-        let mut results = Vec::new();
-        let mut rejoin: Option<(RejoinReason, bool)> = None;
-        let mut coordinator_moved = false;
-        let mut fatal = None;
-        let mut last_error = None;
-        for (lease, restamped_from) in entries {
-            let code = codes
-                .get(&(&*lease.partition.topic, lease.partition.partition))
-                .copied()
-                .unwrap_or(UNKNOWN_SERVER_ERROR);
-            let outcome = match code {
-                0 => {
-                    self.counters.partitions_committed += 1;
-                    if restamped_from.is_some() {
-                        self.counters.partitions_restamped += 1;
-                    }
-                    let floor = self
-                        .committed_streak
-                        .entry(lease.partition.clone())
-                        .or_insert((lease.owned_since, lease.next_offset));
-                    if floor.0 == lease.owned_since {
-                        floor.1 = floor.1.max(lease.next_offset);
-                    } else {
-                        *floor = (lease.owned_since, lease.next_offset);
-                    }
-                    Some(CommitOutcome::Committed { generation: sent.id, restamped_from })
-                }
-                COORDINATOR_LOAD_IN_PROGRESS | UNKNOWN_TOPIC_OR_PARTITION => None,
-                NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => {
-                    coordinator_moved = true;
-                    None
-                }
-                REBALANCE_IN_PROGRESS => {
-                    // Deferred and judged again once the new generation is known (T41).
-                    rejoin = Some((RejoinReason::RebalanceInProgress, false));
-                    None
-                }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID if !still_current => {
-                    // We already moved on; the lease is judged against the new generation.
-                    None
-                }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID => {
-                    let reason = if code == ILLEGAL_GENERATION {
-                        RejoinReason::IllegalGeneration
-                    } else {
-                        RejoinReason::UnknownMember
-                    };
-                    rejoin = Some((reason, true));
-                    *self.counters.partitions_rejected_by_broker.entry(code).or_default() += 1;
-                    Some(CommitOutcome::Fenced {
-                        lease_generation: lease.generation.id,
-                        current_generation: Some(sent.id),
-                        reason: FenceReason::RejectedByBroker(KafkaCode(code)),
-                    })
-                }
-                FENCED_INSTANCE_ID if still_current => {
-                    fatal = Some(self.fenced_error());
-                    None
-                }
-                FENCED_INSTANCE_ID => None,
-                GROUP_AUTHORIZATION_FAILED => {
-                    fatal = Some(GroupError::Rejected {
-                        api: "OffsetCommit",
-                        code: KafkaCode(code),
-                        context: self.config.group_id.clone(),
-                    });
-                    None
-                }
-                other => {
-                    *self.counters.partitions_rejected_by_broker.entry(other).or_default() += 1;
-                    self.counters.partitions_failed += 1;
-                    Some(CommitOutcome::Failed { reason: CommitFailure::Rejected(KafkaCode(other)) })
-                }
-            };
-            match outcome {
-                Some(outcome) => results.push(PartitionCommit {
-                    partition: lease.partition.clone(),
-                    offset: lease.next_offset,
-                    outcome,
-                }),
-                None => {
-                    if code != 0 {
-                        last_error = Some(KafkaCode(code).to_string());
-                    }
-                    retry.push((lease, code));
-                }
-            }
-        }
-        let retry_counts_as_attempt = retry
-            .iter()
-            .any(|(_, code)| !matches!(*code, REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID));
-        if let Some(job) = self.commits.front_mut() {
-            if retry.iter().any(|(_, code)| *code == REBALANCE_IN_PROGRESS) {
-                job.wait_past = Some(sent.id);
-            }
-            job.results.extend(results);
-            if retry_counts_as_attempt {
-                job.attempts += 1;
-                job.last_error = last_error;
-            }
-            job.pending.extend(retry.into_iter().map(|(l, _)| l));
-        }
-        if retry_counts_as_attempt {
-            self.commit_retry_at = Some(now + self.backoff(self.commits.front().map_or(1, |j| j.attempts)));
-        }
-        if let Some(error) = fatal {
-            return self.fail(error, now);
-        }
-        if coordinator_moved {
-            self.coordinator_lost("OffsetCommit: coordinator moved", now);
-        }
-        match rejoin {
-            Some((reason, true)) if still_current => {
-                let reset_member = reason == RejoinReason::UnknownMember;
-                self.reset(reason, reset_member, now);
-            }
-            Some((reason, false)) => self.request_rejoin(reason, now),
-            _ => {}
-        }
-    }
-
-    fn complete_job_with(&mut self, mut job: CommitJob, failure: CommitFailure, now: Instant) {
-        for lease in std::mem::take(&mut job.pending) {
-            self.counters.partitions_failed += 1;
-            job.results.push(PartitionCommit {
-                partition: lease.partition.clone(),
-                offset: lease.next_offset,
-                outcome: CommitOutcome::Failed { reason: failure.clone() },
-            });
-        }
-        self.complete_job(job, now);
-    }
-
-    fn complete_job(&mut self, job: CommitJob, now: Instant) {
-        tracing::debug!(commit = job.id.0, partitions = job.results.len(), "commit completed");
-        // The backoff belonged to this job's retries; the next commit starts fresh.
-        self.commit_retry_at = None;
-        self.events.push_back((now, GroupEvent::CommitCompleted { id: job.id, results: job.results }));
-    }
-
-    fn fail_deferred_commits(&mut self, failure: CommitFailure, now: Instant) {
-        let in_flight_job = self.commit_in_flight.and_then(|_| self.commits.pop_front());
-        for job in std::mem::take(&mut self.commits) {
-            self.complete_job_with(job, failure.clone(), now);
-        }
-        if let Some(job) = in_flight_job {
-            self.commits.push_front(job);
-        }
-    }
-
-    // ---- committed offsets ----
-
-    fn drive_fetches(&mut self, now: Instant) {
-        if self.fetch_in_flight.is_some() {
-            return;
-        }
-        while let Some(job) = self.fetches.pop_front() {
-            if now < job.deadline {
-                self.fetches.push_front(job);
-                break;
-            }
-            let last = job.last_error.unwrap_or_else(|| "no coordinator to ask".into());
-            let failure = OffsetLookupFailure::TimedOut { attempts: job.attempts, last };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
-        if later(self.fetch_retry_at, now) || !self.coordinator_ready() {
-            return;
-        }
-        let Some(job) = self.fetches.front() else {
-            return;
-        };
-        let partitions = job.partitions.clone();
-        let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
-            return;
-        };
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in &partitions {
-            by_topic.entry(&tp.topic).or_default().push(tp.partition);
-        }
-        let group = GroupId(str_bytes(&self.config.group_id));
-        let request = if version >= 8 {
-            let topics = by_topic
-                .into_iter()
-                .map(|(t, p)| {
-                    OffsetFetchRequestTopics::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
-                })
-                .collect();
-            OffsetFetchRequest::default()
-                .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group).with_topics(Some(topics))])
-                .with_require_stable(true)
-        } else {
-            let topics = by_topic
-                .into_iter()
-                .map(|(t, p)| {
-                    OffsetFetchRequestTopic::default().with_name(TopicName(str_bytes(t))).with_partition_indexes(p)
-                })
-                .collect();
-            let request = OffsetFetchRequest::default().with_group_id(group).with_topics(Some(topics));
-            if version >= 7 {
-                request.with_require_stable(true)
-            } else {
-                request
-            }
-        };
-        let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
-        self.fetch_in_flight = Some(id);
-    }
-
-    fn on_fetch(&mut self, now: Instant, r: OffsetFetchResponse) {
-        self.fetch_in_flight = None;
-        let (group_code, partitions): (i16, Vec<(String, i32, i64, i16)>) = match r.groups.first() {
-            Some(g) => (
-                g.error_code,
-                g.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
-            None => (
-                r.error_code,
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
-        };
-        // The group's error, then each partition's: a rejection ends the lookup, anything else
-        // is retried (on a rediscovered coordinator if any code says it moved).
-        let errors = std::iter::once((None, group_code))
-            .chain(partitions.iter().map(|p| (Some(format!("{}-{}", p.0, p.1)), p.3)))
-            .filter(|(_, code)| *code != 0);
-        let mut retry: Option<(bool, String)> = None;
-        for (partition, code) in errors {
-            let reason = match &partition {
-                Some(tp) => format!("OffsetFetch for {tp}: {}", KafkaCode(code)),
-                None => format!("OffsetFetch: {}", KafkaCode(code)),
-            };
-            match LookupReaction::of(code) {
-                LookupReaction::Reject => {
-                    let topic = partition.and_then(|_| partitions.iter().find(|p| p.3 == code).map(|p| p.0.clone()));
-                    return self.reject_fetch(code, topic, now);
-                }
-                LookupReaction::Rediscover => retry = Some((true, reason)),
-                LookupReaction::Retry => {
-                    retry.get_or_insert((false, reason));
-                }
-            }
-        }
-        // A requested partition missing from the answer was not looked up, which is not "nothing
-        // committed": v0-1 answer a group-level error (a loading coordinator) with no partitions
-        // at all (spec §6.7), and reading that as -1 would rewind the partition.
-        let answered = |tp: &TopicPartition| partitions.iter().any(|p| p.0 == *tp.topic && p.1 == tp.partition);
-        if retry.is_none() && self.fetches.front().is_some_and(|job| !job.partitions.iter().all(answered)) {
-            retry = Some((false, "OffsetFetch answered without every partition asked for".into()));
-        }
-        if let Some((rediscover, reason)) = retry {
-            if rediscover {
-                self.coordinator_lost(&reason, now);
-            }
-            return self.fetch_attempt_failed(reason, now);
-        }
-        let Some(job) = self.fetches.pop_front() else {
-            return;
-        };
-        let found: BTreeMap<(String, i32), i64> = partitions.into_iter().map(|(t, p, o, _)| ((t, p), o)).collect();
-        let offsets = job
-            .partitions
-            .iter()
-            .map(|tp| {
-                let offset = found.get(&(tp.topic.to_string(), tp.partition)).copied().filter(|&o| o >= 0);
-                (tp.clone(), offset)
-            })
-            .collect();
-        self.events.push_back((now, GroupEvent::CommittedOffsets { id: job.id, offsets }));
-    }
-
-    /// The lookup's attempt failed: it goes again after a backoff that grows with its failures
-    /// (KIP-580's cap), reported so that the delay shows.
-    fn fetch_attempt_failed(&mut self, reason: String, now: Instant) {
-        let Some(job) = self.fetches.front_mut() else {
-            return;
-        };
-        job.attempts += 1;
-        job.last_error = Some(reason.clone());
-        let (id, partitions, attempts) = (job.id, job.partitions.clone(), job.attempts);
-        let backoff = self.backoff(attempts - 1);
-        self.counters.offset_lookups_retried += 1;
-        self.fetch_retry_at = Some(now + backoff);
-        tracing::info!(lookup = id.0, attempts, %reason, ?backoff, "offset lookup failed; retrying");
-        let retry_in_ms = backoff.as_millis() as u64;
-        self.events
-            .push_back((now, GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms }));
-    }
-
-    /// The lookup cannot succeed; a group authorization error stops the member too (Java throws
-    /// it from `poll`).
-    fn reject_fetch(&mut self, code: i16, topic: Option<String>, now: Instant) {
-        if let Some(job) = self.fetches.pop_front() {
-            let failure = OffsetLookupFailure::Rejected { code: KafkaCode(code), topic };
-            self.events.push_back((now, GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
-        }
-        if code == GROUP_AUTHORIZATION_FAILED {
-            let context = self.config.group_id.clone();
-            self.fail(GroupError::Rejected { api: "OffsetFetch", code: KafkaCode(code), context }, now);
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Judgement {
-    Send(Generation),
-    Defer,
-    Fence(FenceReason, GenerationId),
-    Fail(CommitFailure),
 }
 
 /// Lets tests and the simulator build subscription metadata the way the machine does.

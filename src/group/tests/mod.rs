@@ -548,6 +548,7 @@ impl Harness {
     }
 }
 
+mod commit_queue;
 mod cooperative;
 mod coordinator_connection;
 mod find_coordinator;

@@ -71,3 +71,22 @@ fn a_fetch_deadline_passing_without_a_coordinator_leaves_no_timer_in_the_past() 
     assert!(h.events.contains(&GroupEvent::CommittedOffsetsFailed { id: fetch, failure }), "{:?}", h.events);
     assert_eq!(h.count("OffsetFetch"), 0);
 }
+
+#[test]
+fn the_earliest_timer_is_next_and_a_tie_goes_to_the_first_kind() {
+    use crate::group::timers::{TimerKind, Timers};
+    let base = Harness::new().base;
+    let at = |secs| base + Duration::from_secs(secs);
+    let mut timers = Timers::default();
+    assert_eq!(timers.next_due(), None);
+    timers.set(TimerKind::RevokeDeadline, at(1));
+    timers.set(TimerKind::Session, at(2));
+    assert_eq!(timers.next_due(), Some((TimerKind::RevokeDeadline, at(1))));
+    timers.set(TimerKind::Heartbeat, at(1));
+    assert_eq!(timers.next_due(), Some((TimerKind::Heartbeat, at(1))));
+    timers.clear(TimerKind::Heartbeat);
+    timers.clear(TimerKind::RevokeDeadline);
+    assert_eq!(timers.next_due(), Some((TimerKind::Session, at(2))));
+    assert!(timers.is_running(TimerKind::Session, at(1)));
+    assert!(!timers.is_running(TimerKind::Session, at(2)));
+}

@@ -1,0 +1,244 @@
+//! What runs after every input: the coordinator lookup, JoinGroup, LeaveGroup, heartbeats and
+//! the queues' requests, each sent through the coordinator connection's one gate, and the
+//! answers of heartbeats, commits and lookups.
+
+use super::*;
+
+impl GroupMachine {
+    /// Runs everything that can go now. Called after every input.
+    pub(super) fn progress(&mut self, now: Instant) {
+        // A backoff that ran out is no timer any more (poll_timeout must not stay in the past).
+        if !self.timers.is_running(TimerKind::Retry, now) {
+            self.timers.clear(TimerKind::Retry);
+        }
+        self.commits.end_expired_backoff(now);
+        self.lookups.end_expired_backoff(now);
+        if let State::Failed(error) = &self.state {
+            // Commands given after the failure get its answer at once, and leave no timer.
+            let error = error.clone();
+            self.fail_queued(&error, now);
+            return;
+        }
+        let leave_unsent = matches!(self.state, State::Leaving { request: None, .. });
+        if matches!(self.coordinator, CoordinatorState::Unknown)
+            && (self.needs_coordinator() || leave_unsent || !self.commits.is_empty() || !self.lookups.is_empty())
+            && !self.timers.is_running(TimerKind::Retry, now)
+        {
+            let id = self.send(
+                GroupRequest::FindCoordinator { group_id: self.config.group_id.clone() },
+                0,
+                self.config.request_timeout,
+                InFlight::FindCoordinator,
+            );
+            self.counters.coordinator_lookups += 1;
+            self.coordinator = CoordinatorState::Finding(id);
+        }
+        if let State::Revoking { handler_done: true, .. } = self.state {
+            // Report answered commits (and send queued ones) first, so the join is judged on
+            // what is really still outstanding.
+            self.drive_commits(now);
+            // Commits the broker told to wait for the next generation cannot hold the join.
+            if !self.commits.holds_join() {
+                self.leave_revoking(now);
+            }
+        }
+        if let State::AwaitingJoin { join: None, .. } = self.state {
+            if self.coordinator_ready()
+                && !self.timers.is_running(TimerKind::Retry, now)
+                && self.commits.in_flight().is_none()
+            {
+                self.send_join(now);
+            }
+        }
+        if let State::Leaving { request: None, .. } = self.state {
+            match self.coordinator {
+                // LeaveGroup is best effort (Java sends it once): without a coordinator to tell,
+                // the session timeout removes the member.
+                CoordinatorState::Unknown => self.finish_leaving(now),
+                CoordinatorState::Finding(_) => {}
+                CoordinatorState::Known { .. } => {
+                    if self.coordinator_ready() && self.commits.in_flight().is_none() {
+                        self.send_leave(now);
+                    }
+                }
+            }
+        }
+        self.drive_heartbeat(now);
+        self.drive_metadata_refresh(now);
+        self.drive_commits(now);
+        self.drive_lookups(now);
+    }
+
+    pub(super) fn next_request_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    pub(super) fn send(&mut self, body: GroupRequest, version: i16, timeout: Duration, kind: InFlight) -> RequestId {
+        debug_assert!(
+            matches!(kind, InFlight::FindCoordinator) || self.coordinator_ready(),
+            "{} behind the member's own JoinGroup or SyncGroup",
+            body.api_name()
+        );
+        let id = self.next_request_id();
+        tracing::trace!(request = id.0, api = body.api_name(), version, "send");
+        self.in_flight.insert(id, kind);
+        self.outbox.push_back(OutgoingRequest { id, version, timeout, body });
+        id
+    }
+
+    pub(super) fn version(&mut self, api: ApiKey, now: Instant) -> Option<i16> {
+        let versions = self.versions()?;
+        match versions.get(api) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                let name = match api {
+                    ApiKey::JoinGroup => "JoinGroup",
+                    ApiKey::SyncGroup => "SyncGroup",
+                    ApiKey::Heartbeat => "Heartbeat",
+                    ApiKey::LeaveGroup => "LeaveGroup",
+                    ApiKey::OffsetCommit => "OffsetCommit",
+                    _ => "OffsetFetch",
+                };
+                self.fail(GroupError::UnsupportedApi { api: name }, now);
+                None
+            }
+        }
+    }
+
+    fn drive_heartbeat(&mut self, now: Instant) {
+        if !self.is_heartbeating() || self.timers.is_running(TimerKind::Heartbeat, now) {
+            return;
+        }
+        if self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. })) {
+            return;
+        }
+        let Some(generation) = self.current_generation().cloned() else {
+            return;
+        };
+        if !self.coordinator_ready() {
+            return;
+        }
+        let Some(version) = self.version(ApiKey::Heartbeat, now) else {
+            return;
+        };
+        let request = build::heartbeat(&self.config, &generation, version);
+        self.counters.heartbeats_sent += 1;
+        self.timers.set(TimerKind::Heartbeat, now + self.config.heartbeat_interval);
+        self.send(
+            GroupRequest::Heartbeat(request),
+            version,
+            self.config.request_timeout,
+            InFlight::Heartbeat { sent: generation },
+        );
+    }
+
+    pub(super) fn on_heartbeat(&mut self, now: Instant, sent: Generation, code: i16) {
+        if !self.is_current(&sent) {
+            // T32: an answer about a generation we already left behind changes nothing.
+            self.stale(now, "Heartbeat", sent);
+            return;
+        }
+        match code {
+            0 => self.timers.set(TimerKind::Session, now + self.config.session_timeout),
+            REBALANCE_IN_PROGRESS => {
+                // Counts as a successful heartbeat: the broker re-armed our session.
+                self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+                if matches!(self.state, State::Stable { .. }) {
+                    self.request_rejoin(RejoinReason::RebalanceInProgress, now);
+                }
+            }
+            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, now),
+            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, now),
+            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => self.coordinator_lost("Heartbeat: coordinator moved", now),
+            FENCED_INSTANCE_ID | GROUP_AUTHORIZATION_FAILED => self.fail(self.rejected("Heartbeat", code), now),
+            other => {
+                tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
+                self.timers.set(TimerKind::Heartbeat, now + self.config.retry_backoff);
+            }
+        }
+    }
+
+    fn send_leave(&mut self, now: Instant) {
+        let Some(version) = self.version(ApiKey::LeaveGroup, now) else {
+            return;
+        };
+        let State::Leaving { reason, .. } = self.state.clone() else {
+            return;
+        };
+        let request = build::leave_group(&self.config, self.member_id.as_str(), &reason.to_string(), version);
+        let id = self.send(GroupRequest::LeaveGroup(request), version, self.config.request_timeout, InFlight::Leave);
+        if let State::Leaving { request, .. } = &mut self.state {
+            *request = Some(id);
+        }
+    }
+
+    fn drive_commits(&mut self, now: Instant) {
+        let ready = self.coordinator_ready();
+        let gate = self.state.commit_gate(self.ownership.as_ref());
+        let (completed, send) = self.commits.drive(now, &gate, ready, &self.config, &mut self.counters);
+        self.report(completed, now);
+        if let Some(commit) = send {
+            self.send_commit(now, commit);
+        }
+    }
+
+    fn send_commit(&mut self, now: Instant, commit: SentCommit) {
+        let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
+            return;
+        };
+        let offsets = commit.leases.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
+        let request = build::offset_commit(&self.config, &commit.generation, offsets, version);
+        self.counters.commits_sent += 1;
+        tracing::debug!(partitions = commit.leases.len(), generation = commit.generation.id.0, "sending OffsetCommit");
+        let id = self.send(
+            GroupRequest::OffsetCommit(request),
+            version,
+            self.config.request_timeout,
+            InFlight::Commit(commit),
+        );
+        self.commits.sent(id);
+    }
+
+    pub(super) fn on_commit(&mut self, now: Instant, commit: SentCommit, r: OffsetCommitResponse) {
+        let still_current = self.is_current(&commit.generation);
+        let reactions = self.commits.on_response(now, commit, &r, still_current, &self.config, &mut self.counters);
+        for reaction in reactions {
+            match reaction {
+                CommitReaction::Fail(code) => return self.fail(self.rejected("OffsetCommit", code), now),
+                CommitReaction::CoordinatorLost => self.coordinator_lost("OffsetCommit: coordinator moved", now),
+                CommitReaction::Reset(reason) => self.reset(reason, now),
+                CommitReaction::Rejoin(reason) => self.request_rejoin(reason, now),
+            }
+        }
+    }
+
+    /// Reports what the queues finished.
+    pub(super) fn report(&mut self, events: impl IntoIterator<Item = GroupEvent>, now: Instant) {
+        self.events.extend(events.into_iter().map(|event| (now, event)));
+    }
+
+    fn drive_lookups(&mut self, now: Instant) {
+        let (ended, ask) = self.lookups.drive(now, self.coordinator_ready());
+        self.report(ended, now);
+        let Some(partitions) = ask else {
+            return;
+        };
+        let Some(version) = self.version(ApiKey::OffsetFetch, now) else {
+            return;
+        };
+        let request = build::offset_fetch(&self.config, &partitions, version);
+        let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
+        self.lookups.sent(id);
+    }
+
+    pub(super) fn on_lookup(&mut self, now: Instant, r: OffsetFetchResponse) {
+        for reaction in self.lookups.on_response(now, &r, &self.config, &mut self.counters) {
+            match reaction {
+                LookupReaction::Report(event) => self.events.push_back((now, event)),
+                LookupReaction::CoordinatorLost(reason) => self.coordinator_lost(&reason, now),
+                LookupReaction::Fail(code) => self.fail(self.rejected("OffsetFetch", code), now),
+            }
+        }
+    }
+}
