@@ -241,8 +241,11 @@ fn case_config(case: &Case) -> SimConfig {
     cfg.heartbeat_interval = ms(case.heartbeat_ms);
     cfg.batch_time = ms(case.batch_ms);
     cfg.initial_rebalance_delay = ms(case.initial_delay_ms);
-    cfg.rebalance_timeout = secs(30);
-    cfg.revoke_timeout = secs(15);
+    // A slowed member processes up to `reads_per_commit` batches of up to 1.5 s each, 7 times
+    // slower, between two polls: max.poll.interval.ms (the rebalance timeout) stays above that.
+    let reads = case.reads_per_commit.unwrap_or(1) as u32;
+    cfg.rebalance_timeout = secs(30) * reads;
+    cfg.revoke_timeout = secs(15) * reads;
     cfg.request_timeout = secs(10);
     cfg.commit_timeout = secs(30);
     cfg.revoke_style = if case.immediate_revoke { RevokeStyle::Immediate } else { RevokeStyle::AfterBatch };

@@ -100,11 +100,20 @@ pub(super) struct CommitQueue {
 
 impl CommitQueue {
     pub(super) fn push(&mut self, id: CommitId, leases: Vec<Lease>, deadline: Instant) {
+        let mut furthest: BTreeMap<TopicPartition, Lease> = BTreeMap::new();
+        for lease in leases {
+            match furthest.get(&lease.partition) {
+                Some(kept) if (kept.owned_since, kept.next_offset) >= (lease.owned_since, lease.next_offset) => {}
+                _ => {
+                    furthest.insert(lease.partition.clone(), lease);
+                }
+            }
+        }
         self.jobs.push_back(CommitJob {
             id,
             deadline,
             attempts: 0,
-            pending: leases,
+            pending: furthest.into_values().collect(),
             results: Vec::new(),
             last_error: None,
             deferred_counted: false,
@@ -118,6 +127,11 @@ impl CommitQueue {
 
     pub(super) fn in_flight(&self) -> Option<RequestId> {
         self.in_flight
+    }
+
+    /// The partitions of the leases queued (not yet sent, or deferred).
+    pub(super) fn queued_partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.jobs.iter().flat_map(|job| &job.pending).map(|lease| &lease.partition)
     }
 
     /// Whether JoinGroup must still wait for a commit: one in flight, or one queued that the

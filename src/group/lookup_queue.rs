@@ -99,7 +99,12 @@ impl LookupQueue {
     /// Ends the lookups whose deadline passed, unless one is in flight. Returns their events,
     /// and the partitions to ask for when the coordinator is `ready` and no backoff runs (then
     /// call [`sent`](Self::sent) with the request id).
-    pub(super) fn drive(&mut self, now: Instant, ready: bool) -> (Vec<GroupEvent>, Option<Vec<TopicPartition>>) {
+    pub(super) fn drive(
+        &mut self,
+        now: Instant,
+        ready: bool,
+        commit_pending: impl Fn(&TopicPartition) -> bool,
+    ) -> (Vec<GroupEvent>, Option<Vec<TopicPartition>>) {
         let mut ended = Vec::new();
         if self.in_flight.is_some() {
             return (ended, None);
@@ -114,7 +119,11 @@ impl LookupQueue {
             ended.push(GroupEvent::CommittedOffsetsFailed { id: job.id, failure });
         }
         let backing_off = self.retry_at.is_some_and(|at| at > now);
-        let ask = self.jobs.front().filter(|_| ready && !backing_off).map(|job| job.partitions.clone());
+        let ask = self
+            .jobs
+            .front()
+            .filter(|job| ready && !backing_off && !job.partitions.iter().any(&commit_pending))
+            .map(|job| job.partitions.clone());
         (ended, ask)
     }
 

@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
     ApiKey, JoinGroupResponse, OffsetCommitResponse, OffsetFetchResponse, SyncGroupResponse,
 };
 
-use super::assignor::{decode_assignment, Assignor, GroupMember, RebalanceProtocol, Subscription};
+use super::assignor::{Assignor, GroupMember, RebalanceProtocol};
 use super::build::{self, str_bytes, PROTOCOL_TYPE};
 use super::commit_queue::{CommitQueue, CommitReaction, Gate, SentCommit};
 use super::config::GroupConfig;
@@ -39,6 +39,7 @@ use super::requests::*;
 use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
 use super::timers::{TimerKind, Timers};
 use super::types::*;
+use crate::protocol::consumer_protocol::{decode_assignment, Subscription};
 use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
@@ -358,7 +359,10 @@ impl GroupMachine {
     }
 
     /// Commits the leases' offsets. The outcome per partition arrives as
-    /// [`GroupEvent::CommitCompleted`] with the returned id.
+    /// [`GroupEvent::CommitCompleted`] with the returned id. Several leases of one partition
+    /// (batches read one after another) count as its furthest one, of its newest ownership
+    /// streak: a request names each partition once, as Kafka keeps the last entry of a
+    /// partition, and a lower offset sent again after a higher one would move it back.
     pub fn commit(&mut self, leases: Vec<Lease>, now: Instant) -> CommitId {
         let _span = self.span().entered();
         self.next_id += 1;

@@ -305,6 +305,9 @@ impl Sim {
     /// (fenced, failed, or never sent) before they were read again, or when the second reading
     /// is never committed (a member out of the group that does not know it yet).
     fn check_not_committed_twice(&mut self, i: usize, r: &PartitionCommit, leases: &[Lease]) {
+        if self.generation_contradicted {
+            return;
+        }
         let Some(lease) = leases.iter().find(|l| l.partition == r.partition && l.next_offset == r.offset) else {
             return;
         };

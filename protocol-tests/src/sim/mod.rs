@@ -35,7 +35,8 @@
 //!   or SyncGroup (the coordinator would serve it only when the rebalance completes).
 //!   (g) records are read again only when the commit of their earlier reading had not landed
 //!   when they were read, unless the second reading's commit never lands (a member out of the
-//!   group that does not know it yet): no stale position after an ownership gap.
+//!   group that does not know it yet): no stale position after an ownership gap. Not checked
+//!   once an injected ILLEGAL_GENERATION contradicted the coordinator's own generation.
 //!   Duplicates and losses are counted per message in a [`Ledger`].
 
 mod app;
@@ -53,7 +54,9 @@ use kgroup::group::{
 };
 use kgroup::protocol::versions::NegotiatedVersions;
 
-use crate::coordinator::{decode_assignment, ConnId, CoordinatorConfig, Fault, Outgoing, ScriptedCoordinator};
+use crate::coordinator::{
+    decode_assignment, errors, ConnId, CoordinatorConfig, Fault, FaultAction, Outgoing, ScriptedCoordinator,
+};
 use kgroup::group::StateKind;
 
 pub use app::{CommitKind, OutcomeRecord};
@@ -271,6 +274,11 @@ pub struct Sim {
     last_accepted: BTreeMap<i32, i64>,
     /// Per partition, the highest offset a commit was seen to succeed at.
     landed: BTreeMap<i32, i64>,
+    /// An injected ILLEGAL_GENERATION may contradict the coordinator's own generation (Kafka
+    /// never refuses the generation it is in): a member can then lose its partitions and rejoin
+    /// the very generation it was told was stale, and its leases from before the loss are
+    /// indistinguishable from the new ones. Invariant (g) is not checked after that.
+    generation_contradicted: bool,
     outcomes: Vec<OutcomeRecord>,
     arrivals: Vec<CommitArrival>,
     events_at_instant: (Instant, u64),
@@ -315,6 +323,7 @@ impl Sim {
             accepted_seen: 0,
             last_accepted: BTreeMap::new(),
             landed: BTreeMap::new(),
+            generation_contradicted: false,
             outcomes: Vec::new(),
             arrivals: Vec::new(),
             events_at_instant: (base, 0),
@@ -569,6 +578,9 @@ impl Sim {
     }
 
     pub fn inject(&mut self, fault: Fault) {
+        if matches!(fault.action, FaultAction::Error(code) if code == errors::ILLEGAL_GENERATION) {
+            self.generation_contradicted = true;
+        }
         self.coord.inject(fault);
     }
 

@@ -219,7 +219,8 @@ impl GroupMachine {
     }
 
     fn drive_lookups(&mut self, now: Instant) {
-        let (ended, ask) = self.lookups.drive(now, self.coordinator_ready());
+        let committing = self.committing_partitions();
+        let (ended, ask) = self.lookups.drive(now, self.coordinator_ready(), |tp| committing.contains(tp));
         self.report(ended, now);
         let Some(partitions) = ask else {
             return;
@@ -230,6 +231,17 @@ impl GroupMachine {
         let request = build::offset_fetch(&self.config, &partitions, version);
         let id = self.send(GroupRequest::OffsetFetch(request), version, self.config.request_timeout, InFlight::Fetch);
         self.lookups.sent(id);
+    }
+
+    /// The partitions this member has a commit of queued or in flight: a lookup of one waits
+    /// for that commit's answer, so the member reads its own writes (a partition it gets back
+    /// after losing it would otherwise start behind what it just committed, and read it again).
+    fn committing_partitions(&self) -> BTreeSet<TopicPartition> {
+        let in_flight = self.in_flight.values().flat_map(|request| match request {
+            InFlight::Commit(commit) => commit.leases.iter().map(|(lease, _)| &lease.partition).collect(),
+            _ => Vec::new(),
+        });
+        in_flight.chain(self.commits.queued_partitions()).cloned().collect()
     }
 
     pub(super) fn on_lookup(&mut self, now: Instant, r: OffsetFetchResponse) {

@@ -170,7 +170,9 @@ impl GroupMachine {
     pub(super) fn lose_ownership(&mut self, reason: &RejoinReason, now: Instant) {
         if let Some(ownership) = self.ownership.take() {
             if !ownership.partitions.is_empty() {
-                self.commits.end_streaks(ownership.partitions.keys());
+                // The commit floors stay: should the member get a partition back with the same
+                // `owned_since` (a coordinator that refused the generation it then hands out
+                // again), a lease from before the loss can still not move its offset back.
                 self.events.push_back((
                     now,
                     GroupEvent::Lost {

@@ -432,3 +432,43 @@ fn commit_in_the_revoke_window_goes_out_with_the_old_generation() {
     assert_eq!(h.completed(commit), Some(vec![result(1, 30, committed(1, None))]));
     assert_eq!(h.m.state(), StateKind::Revoking);
 }
+
+#[test]
+fn leases_of_one_partition_go_out_once_at_the_furthest_offset() {
+    // Batches read one after another and committed together: Kafka keeps a partition's last
+    // entry, and a retry of [2000, 3000] after the first attempt was stored would move it back.
+    let mut h = Harness::stable();
+    let (first, second, other) = (h.lease(0, 2000), h.lease(0, 3000), h.lease(1, 10));
+    let id = h.commit(vec![second, first, other]);
+    let (request_id, _, request) = h.take_commit();
+    let sent: Vec<(i32, i64)> =
+        request.topics[0].partitions.iter().map(|p| (p.partition_index, p.committed_offset)).collect();
+    assert_eq!(sent, vec![(0, 3000), (1, 10)]);
+    h.respond(request_id, commit_response(&[(0, NONE), (1, NONE)]));
+    let offsets: Vec<(i32, i64)> =
+        h.completed(id).expect("completed").iter().map(|r| (r.partition.partition, r.offset)).collect();
+    assert_eq!(offsets, vec![(0, 3000), (1, 10)], "one outcome per partition");
+}
+
+#[test]
+fn a_loss_keeps_the_commit_floor_for_a_streak_handed_out_again() {
+    // A coordinator that refuses generation 1 (ILLEGAL_GENERATION) and then hands generation 1
+    // out again: the streak after the loss looks like the one before it, and a lease from
+    // before the loss must still not move the offset back.
+    let mut h = Harness::stable();
+    let ahead = h.lease(0, 20);
+    let first = h.commit(vec![ahead]);
+    let (id, _, _) = h.take_commit();
+    h.respond(id, commit_response(&[(0, NONE)]));
+    assert_eq!(h.completed(first), Some(vec![result(0, 20, committed(1, None))]));
+    h.heartbeat_answered(ILLEGAL_GENERATION);
+    assert_eq!(h.lost(), vec![tps(&[0, 1])]);
+    h.join_and_sync(1, &[0, 1]);
+    let behind = h.lease(0, 10);
+    let second = h.commit(vec![behind]);
+    assert_eq!(
+        h.completed(second),
+        Some(vec![result(0, 10, failed(CommitFailure::WouldMoveBackwards { committed: 20 }))])
+    );
+    assert_eq!(h.count("OffsetCommit"), 0);
+}

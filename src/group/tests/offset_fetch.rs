@@ -176,3 +176,32 @@ fn fetch_failing_past_its_deadline_times_out_and_is_not_read_as_nothing_committe
     assert!(!h.events.iter().any(|e| matches!(e, GroupEvent::CommittedOffsets { .. })));
     assert!(h.m.snapshot(h.now).offset_lookups.is_empty());
 }
+
+#[test]
+fn a_lookup_waits_for_the_members_own_commit_of_the_partition() {
+    // Read your own writes: a partition the member gets back must not start behind the commit
+    // it just sent.
+    let mut h = Harness::stable();
+    let lease = h.lease(0, 500);
+    let commit = h.commit(vec![lease]);
+    let (commit_id, _, _) = h.take_commit();
+    let fetch = h.fetch(&[0, 1]);
+    assert_eq!(h.count("OffsetFetch"), 0, "waits for the commit of t-0");
+    h.respond(commit_id, commit_response(&[(0, NONE)]));
+    assert!(h.completed(commit).is_some());
+    let (id, _, _) = h.take_fetch();
+    h.respond(id, fetch_response(NONE, &[(0, 500, NONE), (1, -1, NONE)]));
+    assert!(h
+        .events
+        .contains(&GroupEvent::CommittedOffsets { id: fetch, offsets: vec![(tp(0), Some(500)), (tp(1), None)] }));
+}
+
+#[test]
+fn a_lookup_of_other_partitions_does_not_wait_for_a_commit() {
+    let mut h = Harness::stable();
+    let lease = h.lease(0, 500);
+    h.commit(vec![lease]);
+    h.take_commit();
+    h.fetch(&[1]);
+    assert_eq!(h.count("OffsetFetch"), 1);
+}
