@@ -15,6 +15,9 @@ use crate::driver::fetcher::StartPosition;
 use crate::error::Error;
 use crate::group::{Generation, GenerationId, GroupEvent, Lease, LeaveReason, OffsetLookupFailure, TopicPartition};
 
+mod offset_log;
+pub use offset_log::OffsetLog;
+
 /// Consecutive records of one partition, as the session buffers and hands them out. The
 /// consumer uses the fetched records themselves; the simulator uses offset ranges.
 pub trait RecordRun: Sized {

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use kgroup::consumer::session::{ConsumerSession, LookupId, RecordSource, SessionAction, SessionBatch, SessionConfig};
-use kgroup::driver::fetcher::StartPosition;
+use kgroup::consumer::session::{ConsumerSession, LookupId, OffsetLog, SessionAction, SessionBatch, SessionConfig};
 use kgroup::group::events::OffsetFetchId;
 use kgroup::group::{
     CommitFailure, CommitId, CommitOutcome, FenceReason, GroupEvent, Lease, PartitionCommit, StateKind, TopicPartition,
@@ -59,31 +58,10 @@ struct Read {
     landed_when_read: i64,
 }
 
-/// The member's log: every partition always has one more batch from the position the session
-/// fetches it from.
-#[derive(Debug, Clone, Default)]
-struct Log {
-    batch: i64,
-    positions: BTreeMap<TopicPartition, i64>,
-    paused: Vec<TopicPartition>,
-}
-
-impl RecordSource<Range<i64>> for Log {
-    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<Range<i64>> {
-        if self.paused.contains(partition) {
-            return None;
-        }
-        let position = self.positions.get_mut(partition)?;
-        let run = *position..*position + self.batch;
-        *position += self.batch;
-        Some(run)
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct App {
     session: ConsumerSession<Range<i64>>,
-    log: Log,
+    log: OffsetLog,
     read: Vec<Read>,
     /// When the batches read are processed.
     done_at: Option<Instant>,
@@ -117,7 +95,7 @@ impl App {
         };
         App {
             session: ConsumerSession::new(config, now),
-            log: Log { batch: cfg.batch_size, ..Log::default() },
+            log: OffsetLog::new(cfg.batch_size),
             read: Vec::new(),
             done_at: None,
             asking: false,
@@ -203,29 +181,8 @@ impl Sim {
     fn app_carry_out(&mut self, i: usize) {
         while let Some(action) = self.members[i].app.session.poll_action() {
             let m = &mut self.members[i];
+            m.app.log.apply(&action);
             match action {
-                SessionAction::Fetch(starts) => {
-                    for (tp, start) in starts {
-                        // `auto.offset.reset=earliest`: a partition with nothing committed
-                        // starts at 0.
-                        let at = match start {
-                            StartPosition::Offset(offset) if offset >= 0 => offset,
-                            _ => 0,
-                        };
-                        m.app.log.positions.insert(tp, at);
-                    }
-                }
-                SessionAction::Pause(partitions) => m.app.log.paused.extend(partitions),
-                SessionAction::Resume(partitions) => m.app.log.paused.retain(|tp| !partitions.contains(tp)),
-                SessionAction::Seek(tp, offset) => {
-                    m.app.log.positions.insert(tp, offset);
-                }
-                SessionAction::Forget(partitions) => {
-                    for tp in &partitions {
-                        m.app.log.positions.remove(tp);
-                    }
-                    m.app.log.paused.retain(|tp| !partitions.contains(tp));
-                }
                 SessionAction::LookUp { id, partitions } => {
                     let fetch = m.machine.fetch_committed(partitions, self.now);
                     m.app.lookups.insert(fetch, id);
@@ -237,6 +194,11 @@ impl Sim {
                 }
                 SessionAction::RevokeDone => m.machine.revoke_done(self.now),
                 SessionAction::RecordPoll => m.machine.record_poll(self.now),
+                SessionAction::Fetch(_)
+                | SessionAction::Pause(_)
+                | SessionAction::Resume(_)
+                | SessionAction::Seek(..)
+                | SessionAction::Forget(_) => {}
             }
         }
     }

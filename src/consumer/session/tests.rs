@@ -16,29 +16,9 @@ fn generation(id: i32) -> Generation {
     Generation { id: GenerationId(id), member_id: MemberId::new("m") }
 }
 
-/// A log per partition that always has `BATCH` more records from the position the session
-/// asked to fetch from.
-#[derive(Default)]
-struct Log {
-    positions: BTreeMap<TopicPartition, i64>,
-    paused: Vec<TopicPartition>,
-}
-
-impl RecordSource<Range<i64>> for Log {
-    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<Range<i64>> {
-        if self.paused.contains(partition) {
-            return None;
-        }
-        let position = self.positions.get_mut(partition)?;
-        let run = *position..*position + BATCH;
-        *position += BATCH;
-        Some(run)
-    }
-}
-
 struct Harness {
     session: ConsumerSession<Range<i64>>,
-    log: Log,
+    log: OffsetLog,
     now: Instant,
     /// Everything the session asked for, in order, not yet checked.
     actions: Vec<SessionAction>,
@@ -59,7 +39,7 @@ impl Harness {
         let now = Instant::now();
         Harness {
             session: ConsumerSession::new(config, now),
-            log: Log::default(),
+            log: OffsetLog::new(BATCH),
             now,
             actions: Vec::new(),
             last_lookup: None,
@@ -69,28 +49,9 @@ impl Harness {
     /// Applies the fetch actions to the log and keeps every action for the test to look at.
     fn pump(&mut self) {
         while let Some(action) = self.session.poll_action() {
-            match &action {
-                SessionAction::Fetch(starts) => {
-                    for (tp, start) in starts {
-                        let at = match start {
-                            StartPosition::Offset(o) if *o >= 0 => *o,
-                            _ => 0,
-                        };
-                        self.log.positions.insert(tp.clone(), at);
-                    }
-                }
-                SessionAction::Seek(tp, offset) => {
-                    self.log.positions.insert(tp.clone(), *offset);
-                }
-                SessionAction::Forget(partitions) => {
-                    for tp in partitions {
-                        self.log.positions.remove(tp);
-                    }
-                }
-                SessionAction::Pause(partitions) => self.log.paused.extend(partitions.iter().cloned()),
-                SessionAction::Resume(partitions) => self.log.paused.retain(|tp| !partitions.contains(tp)),
-                SessionAction::LookUp { id, .. } => self.last_lookup = Some(*id),
-                _ => {}
+            self.log.apply(&action);
+            if let SessionAction::LookUp { id, .. } = &action {
+                self.last_lookup = Some(*id);
             }
             self.actions.push(action);
         }

@@ -1,0 +1,64 @@
+//! An endless log of offsets: what the simulator and the session's tests fetch from.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::{RecordSource, SessionAction};
+use crate::driver::fetcher::StartPosition;
+use crate::group::TopicPartition;
+
+/// Every partition always has one more run of `batch` offsets from the position the session
+/// fetches it at; [`apply`](Self::apply) carries out the session's fetch actions, as the
+/// consumer's fetcher does. A partition with nothing committed starts at 0
+/// (`auto.offset.reset=earliest`).
+#[derive(Debug, Clone)]
+pub struct OffsetLog {
+    batch: i64,
+    positions: BTreeMap<TopicPartition, i64>,
+    paused: Vec<TopicPartition>,
+}
+
+impl OffsetLog {
+    pub fn new(batch: i64) -> Self {
+        OffsetLog { batch, positions: BTreeMap::new(), paused: Vec::new() }
+    }
+
+    /// Applies a fetch action (start, pause, resume, seek, forget); ignores the others.
+    pub fn apply(&mut self, action: &SessionAction) {
+        match action {
+            SessionAction::Fetch(starts) => {
+                for (tp, start) in starts {
+                    let at = match start {
+                        StartPosition::Offset(offset) if *offset >= 0 => *offset,
+                        _ => 0,
+                    };
+                    self.positions.insert(tp.clone(), at);
+                }
+            }
+            SessionAction::Pause(partitions) => self.paused.extend(partitions.iter().cloned()),
+            SessionAction::Resume(partitions) => self.paused.retain(|tp| !partitions.contains(tp)),
+            SessionAction::Seek(tp, offset) => {
+                self.positions.insert(tp.clone(), *offset);
+            }
+            SessionAction::Forget(partitions) => {
+                for tp in partitions {
+                    self.positions.remove(tp);
+                }
+                self.paused.retain(|tp| !partitions.contains(tp));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl RecordSource<Range<i64>> for OffsetLog {
+    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<Range<i64>> {
+        if self.paused.contains(partition) {
+            return None;
+        }
+        let position = self.positions.get_mut(partition)?;
+        let run = *position..*position + self.batch;
+        *position += self.batch;
+        Some(run)
+    }
+}
