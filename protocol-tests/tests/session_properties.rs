@@ -15,21 +15,10 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-fn converge(sim: &mut Sim) {
-    if sim.run_until_converged(secs(120)).is_none() {
-        panic!("no convergence: {}\n{}", sim.convergence_problem().unwrap_or_default(), sim.describe_members());
-    }
-}
-
 /// Grows the group from 2 to `members`, converging and processing 10 s at every size.
 fn scale_out(cfg: SimConfig, members: usize) -> Sim {
     let mut sim = Sim::new(cfg);
-    sim.add_member();
-    for _ in 2..=members {
-        sim.add_member();
-        converge(&mut sim);
-        sim.run_for(secs(10));
-    }
+    sim.grow_to(members, secs(10));
     sim
 }
 
@@ -105,13 +94,13 @@ fn miss_a_generation(cfg: SimConfig) -> Sim {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim);
+    sim.converge(secs(120));
     sim.run_for(secs(5));
     let member_id = sim.generation_of(1).expect("a member of the group").member_id.to_string();
     sim.inject(Fault::new(ApiKey::JoinGroup, FaultAction::Drop).matching(Match::Member(member_id)).once());
     sim.add_member();
     sim.run_for(secs(45));
-    converge(&mut sim);
+    sim.converge(secs(120));
     sim.run_for(secs(10));
     sim
 }
@@ -162,13 +151,13 @@ fn unknown_member_id_during_a_join_starts_a_new_streak() {
         let mut sim = Sim::new(gap_config(0x25, assignor));
         sim.add_member();
         sim.add_member();
-        converge(&mut sim);
+        sim.converge(secs(120));
         sim.run_for(secs(5));
         // The next JoinGroup of every member is answered UNKNOWN_MEMBER_ID: each starts over
         // with a new member id while the others may already be in the next generation.
         sim.inject(Fault::new(ApiKey::JoinGroup, FaultAction::Error(25)).times(2));
         sim.add_member();
-        converge(&mut sim);
+        sim.converge(secs(120));
         sim.run_for(secs(10));
         let s = assert_clean(&sim);
         println!("{assignor}: {s:?}");
@@ -185,7 +174,7 @@ fn max_poll_rejoin_with_auto_commit_loses_nothing_and_never_moves_a_commit_back(
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim);
+    sim.converge(secs(120));
     sim.run_for(secs(5));
     // m01's next batch takes 25 s, past max.poll.interval.ms (20 s): it leaves, m00 takes over.
     sim.slow(1, 250, Duration::ZERO);
@@ -193,7 +182,7 @@ fn max_poll_rejoin_with_auto_commit_loses_nothing_and_never_moves_a_commit_back(
     assert!(left.is_some(), "{}", sim.describe_members());
     sim.slow(1, 1, Duration::ZERO);
     sim.run_for(secs(8));
-    converge(&mut sim);
+    sim.converge(secs(120));
     sim.run_for(secs(10));
     let s = assert_clean(&sim);
     // The slow batch was stored after the member left: never committed, read again by m00.

@@ -21,19 +21,6 @@ fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
 
-/// Runs until converged or panics with the members' states.
-fn converge(sim: &mut Sim, limit: Duration) -> Duration {
-    match sim.run_until_converged(limit) {
-        Some(t) => t,
-        None => panic!(
-            "no convergence within {limit:?} (seed {}): {}\n{}",
-            sim.config().seed,
-            sim.convergence_problem().unwrap_or_default(),
-            sim.describe_members()
-        ),
-    }
-}
-
 fn traced(seed: u64, partitions: i32) -> SimConfig {
     let mut cfg = SimConfig::realistic(seed, partitions);
     cfg.trace = true;
@@ -52,7 +39,7 @@ fn seed_scenario_scales_from_2_to_30_members() {
     sim.add_member();
     for members in 2..=30 {
         sim.add_member();
-        let to_stable = converge(&mut sim, secs(120));
+        let to_stable = sim.converge(secs(120));
         let generation = sim.coordinator_generation();
         // Steady state: everyone processes and commits.
         sim.run_for(secs(10));
@@ -432,11 +419,11 @@ fn commit_during_preparing_rebalance_with_the_old_generation_succeeds() {
     let mut sim = Sim::new(traced(11, 12));
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(5));
     assert_eq!(sim.coordinator_generation(), 1);
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     assert_eq!(sim.coordinator_generation(), 2);
 
     // The batches being processed when the rebalance was announced were committed with
@@ -477,11 +464,11 @@ fn commits_deferred_during_the_join_are_rejudged_after_sync() {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(4));
     sim.slow(1, 1, ms(800));
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(4));
     assert_eq!(sim.coordinator_generation(), 2);
     let deferred: Vec<_> = sim
@@ -534,7 +521,7 @@ fn stale_heartbeat_answer_of_an_older_generation_changes_nothing() {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     let old = sim.generation_of(0).expect("stable");
     assert_eq!(old.id, GenerationId(1));
     sim.hold_responses(0, ApiKey::Heartbeat, 1);
@@ -575,14 +562,14 @@ fn rebalance_in_progress_on_a_commit_defers_it_to_the_next_generation() {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(2));
     let before = sim.outcomes().len();
     sim.inject(
         Fault::new(ApiKey::OffsetCommit, FaultAction::Error(27)).matching(Match::Member(member_id(&sim, 0))).once(),
     );
     sim.run_for(secs(1));
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(1));
     assert_eq!(sim.coordinator_generation(), 2);
     // The commit told REBALANCE_IN_PROGRESS was held, then sent again with generation 2: the
@@ -611,7 +598,7 @@ fn illegal_generation_on_a_commit_fences_it_and_the_member_rejoins() {
     let mut sim = Sim::new(traced(22, 6));
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(2));
     // The follower is told its generation is stale.
     let leader = sim.coordinator().describe(GROUP).and_then(|v| v.leader).expect("leader");
@@ -619,7 +606,7 @@ fn illegal_generation_on_a_commit_fences_it_and_the_member_rejoins() {
     let id = member_id(&sim, follower);
     sim.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Error(22)).matching(Match::Member(id.clone())).once());
     sim.run_for(ms(500));
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(2));
     let fenced: Vec<_> = sim.outcomes().iter().filter(|o| !o.outcome.outcome.is_committed()).collect();
     assert_eq!(fenced.len(), 1, "{fenced:?}");
@@ -649,10 +636,10 @@ fn crashed_member_expires_and_its_partitions_move_without_loss() {
     for _ in 0..3 {
         sim.add_member();
     }
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(ms(5050));
     sim.crash(1);
-    let t = converge(&mut sim, secs(60));
+    let t = sim.converge(secs(60));
     // Only session expiry can tell the coordinator.
     assert!(t >= secs(6) && t <= secs(14), "{t:?}");
     assert_eq!(sim.status(1), Status::Crashed);
@@ -676,12 +663,12 @@ fn dropped_heartbeat_costs_a_reconnect_not_a_rebalance() {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.inject(Fault::new(ApiKey::Heartbeat, FaultAction::Drop).matching(Match::Member(member_id(&sim, 0))).once());
     sim.run_for(secs(3));
     // The connection is muted behind the dropped answer: not converged until the timeout.
     assert!(!sim.converged());
-    converge(&mut sim, secs(10));
+    sim.converge(secs(10));
     sim.run_for(secs(5));
     assert!(sim.converged());
     assert_eq!(sim.stats().request_timeouts, 1);
@@ -696,7 +683,7 @@ fn cut_after_a_processed_commit_retries_it_on_a_new_connection() {
     let mut sim = Sim::new(traced(16, 6));
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(1));
     sim.inject(
         Fault::new(ApiKey::OffsetCommit, FaultAction::ProcessThenCut)
@@ -704,7 +691,7 @@ fn cut_after_a_processed_commit_retries_it_on_a_new_connection() {
             .once(),
     );
     sim.run_for(secs(2));
-    converge(&mut sim, secs(10));
+    sim.converge(secs(10));
     assert_eq!(sim.stats().cuts, 1);
     assert_eq!(sim.coordinator_generation(), 1);
     // The cut commit was stored, then stored again by the retry: the same offset twice.
@@ -724,10 +711,10 @@ fn graceful_leave_commits_then_leaves_without_waiting_for_the_session() {
     for _ in 0..3 {
         sim.add_member();
     }
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(ms(2050));
     sim.leave(1);
-    let t = converge(&mut sim, secs(30));
+    let t = sim.converge(secs(30));
     assert!(t < secs(5), "LeaveGroup, not session expiry: {t:?}");
     assert_eq!(sim.status(1), Status::Left);
     assert_eq!(sim.coordinator().describe(GROUP).expect("group").members.len(), 2);
@@ -746,7 +733,7 @@ fn member_over_max_poll_interval_leaves_and_rejoins() {
     let mut sim = Sim::new(cfg);
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     // m01's next batch takes 25 s: longer than max.poll.interval.ms (20 s).
     sim.slow(1, 250, Duration::ZERO);
     let left = sim.run_until(secs(30), |s| s.machine(1).state() == StateKind::Left);
@@ -761,7 +748,7 @@ fn member_over_max_poll_interval_leaves_and_rejoins() {
     sim.slow(1, 1, Duration::ZERO);
     // m01's slow batch ends and its commit finds the member gone; it polls again and rejoins.
     sim.run_for(secs(8));
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     assert_eq!(sim.coordinator_generation(), 3);
     assert_eq!(sim.live_members(), vec![0, 1]);
     assert_eq!(sim.machine(1).assignment().len(), 3);
@@ -782,7 +769,7 @@ fn a_commit_after_an_exhausted_one_does_not_inherit_its_backoff() {
     let mut sim = Sim::new(traced(14, 6));
     sim.add_member();
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(1));
     let id = member_id(&sim, 0);
     sim.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Error(14)).matching(Match::Member(id)).times(5));
@@ -818,7 +805,7 @@ fn offset_fetch_v1_during_coordinator_load_is_retried_not_read_as_nothing_commit
     cfg.latency = (ms(20), ms(40));
     let mut sim = Sim::new(cfg);
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(3));
     let before: Vec<i64> = (0..6).map(|p| sim.coordinator().committed(GROUP, "t", p).unwrap_or(0)).collect();
     assert!(before.iter().all(|&o| o >= 1000), "{before:?}");
@@ -826,7 +813,7 @@ fn offset_fetch_v1_during_coordinator_load_is_retried_not_read_as_nothing_commit
     // The moment m01 is assigned, its OffsetFetch is on the wire: the coordinator moves.
     assert!(sim.run_until(secs(30), |s| s.machine(1).state() == StateKind::Stable).is_some());
     sim.coordinator_failover(Duration::ZERO, secs(2));
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(3));
     // m01 read the real committed offsets: it never committed below them, nothing was re-read.
     for o in sim.outcomes().iter().filter(|o| o.member == 1) {
@@ -848,7 +835,7 @@ fn join_answered_after_the_coordinator_was_lost_is_retried_not_wedged() {
     cfg.heartbeat_interval = secs(1);
     let mut sim = Sim::new(cfg);
     sim.add_member();
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     let m01 = sim.add_member();
     sim.hold_responses(m01, ApiKey::OffsetFetch, 1);
     assert!(sim.run_until(secs(30), |s| s.held_responses(m01) == 1).is_some());
@@ -866,7 +853,7 @@ fn join_answered_after_the_coordinator_was_lost_is_retried_not_wedged() {
             }
         }
     });
-    let t = converge(&mut sim, secs(30));
+    let t = sim.converge(secs(30));
     assert!(t < secs(2), "{t:?}");
     assert_eq!(sim.coordinator_generation(), 3);
     sim.run_for(secs(2));
@@ -883,7 +870,7 @@ fn sync_group_coordinator_load_in_progress_is_retried_not_fatal() {
     sim.add_member();
     sim.add_member();
     // The Sim panics on any GroupEvent::Fatal.
-    converge(&mut sim, secs(30));
+    sim.converge(secs(30));
     sim.run_for(secs(2));
     // The refused member rejoined while the group completed the rebalance, with the same
     // subscription: the coordinator answered with the same generation and it synced again.
@@ -914,12 +901,12 @@ fn old_protocol_versions_scale_the_same_way() {
     sim.add_member();
     for members in 2..=6 {
         sim.add_member();
-        converge(&mut sim, secs(60));
+        sim.converge(secs(60));
         sim.run_for(secs(3));
         assert_eq!(sim.coordinator_generation(), members - 1);
     }
     sim.leave(2);
-    converge(&mut sim, secs(60));
+    sim.converge(secs(60));
     sim.run_for(secs(3));
     let s = sim.stats();
     assert_eq!(sim.coordinator_generation(), 6);
@@ -962,7 +949,7 @@ fn scale_out_2_to_10(assignors: Vec<&'static str>) -> (kgroup_protocol_tests::si
     let mut generations = Vec::new();
     for members in 2..=10 {
         sim.add_member();
-        converge(&mut sim, secs(120));
+        sim.converge(secs(120));
         sim.run_for(secs(10));
         assert!(sim.converged(), "steady state lost convergence at {members} members");
         generations.push(sim.coordinator_generation());

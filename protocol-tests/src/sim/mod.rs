@@ -664,6 +664,31 @@ impl Sim {
         self.run_until(limit, Sim::converged)
     }
 
+    /// Runs until converged, or panics with the seed, why not, and the members' states.
+    pub fn converge(&mut self, limit: Duration) -> Duration {
+        match self.run_until_converged(limit) {
+            Some(t) => t,
+            None => panic!(
+                "no convergence within {limit:?} (seed {}): {}\n{}",
+                self.cfg.seed,
+                self.convergence_problem().unwrap_or_default(),
+                self.describe_members()
+            ),
+        }
+    }
+
+    /// Adds members one at a time until there are `members`, converging within 120 s and then
+    /// processing for `steady` at every size.
+    pub fn grow_to(&mut self, members: usize, steady: Duration) {
+        while self.members.len() < members {
+            self.add_member();
+            if self.members.len() > 1 {
+                self.converge(Duration::from_secs(120));
+                self.run_for(steady);
+            }
+        }
+    }
+
     /// Runs until the group has stayed converged for `hold` (checked every 100 ms), at most
     /// `limit` in all. Returns when the convergence that lasted began. A state that looks
     /// converged can still be undone by a session the coordinator is about to expire; holding it
