@@ -18,7 +18,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
         owned_since: GenerationId(1),
     };
     let mut queue = CommitQueue::default();
-    queue.push(CommitId(1), vec![lease(0, "m-1"), lease(1, "m-1"), lease(0, "m-0")], now + config.commit_timeout);
+    queue.push(CommitId(1), vec![lease(0, "m-1"), lease(1, "m-1"), lease(2, "m-0")], now + config.commit_timeout);
     // Between generations every lease waits.
     let (completed, send) = queue.drive(now, &Gate::Closed, true, &config, &mut counters);
     assert!(completed.is_empty() && send.is_none());
@@ -44,7 +44,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
     };
     let results = vec![
         result(1, 10, fenced(FenceReason::NotOwned)),
-        result(0, 10, fenced(FenceReason::OtherMember)),
+        result(2, 10, fenced(FenceReason::OtherMember)),
         result(0, 10, committed(2, Some(1))),
     ];
     assert_eq!(completed, vec![GroupEvent::CommitCompleted { id: CommitId(1), results }]);
