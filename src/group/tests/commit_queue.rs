@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::group::commit_queue::{CommitQueue, Gate};
+use crate::group::reactions::Standing;
 
 #[test]
 fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
@@ -33,7 +34,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
     assert_eq!(send.generation, generation);
     assert_eq!(send.leases, vec![(lease(0, "m-1"), Some(GenerationId(1)))]);
     queue.sent(RequestId(7));
-    let reactions = queue.on_response(now, send, &commit_body(&[(0, NONE)]), true, &config, &mut counters);
+    let reactions = queue.on_response(now, send, &commit_body(&[(0, NONE)]), Standing::Current, &config, &mut counters);
     assert!(reactions.is_empty(), "{reactions:?}");
     let (completed, send) = queue.drive(now, &gate, true, &config, &mut counters);
     assert!(send.is_none());
