@@ -5,15 +5,16 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use kafka_protocol::messages::OffsetCommitResponse;
+use kafka_protocol::messages::{ApiKey, OffsetCommitResponse};
 
 use super::config::GroupConfig;
 use super::events::{CommitFailure, CommitId, CommitOutcome, FenceReason, GroupEvent, PartitionCommit, RejoinReason};
+use super::reactions::{self, Reaction, Standing};
 use super::requests::RequestId;
 use super::snapshot::{CommitView, GroupCounters};
 use super::timers::{TimerKind, Timers};
 use super::types::{Generation, GenerationId, Lease, TopicPartition};
-use crate::protocol::error_code::codes::*;
+use crate::protocol::error_code::codes::UNKNOWN_SERVER_ERROR;
 use crate::protocol::error_code::KafkaCode;
 
 /// The member as the commit gate sees it: the rows of DESIGN section 4's table.
@@ -295,14 +296,14 @@ impl CommitQueue {
     }
 
     /// Applies the coordinator's answer to `commit`: outcomes go to the oldest job, partitions
-    /// to retry go back to it. `still_current`: the member still holds the generation the commit
-    /// was stamped with.
+    /// to retry go back to it. `standing`: whether the member still holds the generation the
+    /// commit was stamped with.
     pub(super) fn on_response(
         &mut self,
         now: Instant,
         commit: SentCommit,
         r: &OffsetCommitResponse,
-        still_current: bool,
+        standing: Standing,
         config: &GroupConfig,
         counters: &mut GroupCounters,
     ) -> Vec<CommitReaction> {
@@ -315,8 +316,12 @@ impl CommitQueue {
             .collect();
         let mut retry = Vec::new();
         let mut results = Vec::new();
-        let mut rejoin: Option<(RejoinReason, bool)> = None;
+        let mut rejoin = None;
         let mut coordinator_moved = false;
+        // Some partition is to be sent again after a backoff, as another attempt (not one that
+        // waits for the next generation or is judged again at once).
+        let mut retry_counts_as_attempt = false;
+        let mut wait_for_next_generation = false;
         let mut fatal = None;
         let mut last_error = None;
         for (lease, restamped_from) in commit.leases {
@@ -324,8 +329,9 @@ impl CommitQueue {
                 .get(&(&*lease.partition.topic, lease.partition.partition))
                 .copied()
                 .unwrap_or(UNKNOWN_SERVER_ERROR);
-            let outcome = match code {
-                0 => {
+            let reaction = reactions::reaction_if(ApiKey::OffsetCommit, code, standing);
+            let outcome = match reaction {
+                Reaction::Apply => {
                     counters.partitions_committed += 1;
                     if restamped_from.is_some() {
                         counters.partitions_restamped += 1;
@@ -341,27 +347,29 @@ impl CommitQueue {
                     }
                     Some(CommitOutcome::Committed { generation: sent.id, restamped_from })
                 }
-                COORDINATOR_LOAD_IN_PROGRESS | UNKNOWN_TOPIC_OR_PARTITION => None,
-                NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => {
+                Reaction::Backoff => {
+                    retry_counts_as_attempt = true;
+                    None
+                }
+                Reaction::Rediscover => {
+                    retry_counts_as_attempt = true;
                     coordinator_moved = true;
                     None
                 }
-                REBALANCE_IN_PROGRESS => {
+                Reaction::Rejoin => {
                     // Deferred and judged again once the new generation is known (T41).
-                    rejoin = Some((RejoinReason::RebalanceInProgress, false));
+                    wait_for_next_generation = true;
+                    rejoin = Some(CommitReaction::Rejoin(RejoinReason::RebalanceInProgress));
                     None
                 }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID if !still_current => {
-                    // We already moved on; the lease is judged against the new generation.
-                    None
-                }
-                ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID => {
-                    let reason = if code == ILLEGAL_GENERATION {
-                        RejoinReason::IllegalGeneration
-                    } else {
-                        RejoinReason::UnknownMember
+                // Judged again at once, against the generation the member holds now.
+                Reaction::Ignore => None,
+                Reaction::ResetGeneration | Reaction::ResetMemberId => {
+                    let reason = match reaction {
+                        Reaction::ResetMemberId => RejoinReason::UnknownMember,
+                        _ => RejoinReason::IllegalGeneration,
                     };
-                    rejoin = Some((reason, true));
+                    rejoin = Some(CommitReaction::Reset(reason));
                     *counters.partitions_rejected_by_broker.entry(code).or_default() += 1;
                     Some(CommitOutcome::Fenced {
                         lease_generation: lease.generation.id,
@@ -369,19 +377,16 @@ impl CommitQueue {
                         reason: FenceReason::RejectedByBroker(KafkaCode(code)),
                     })
                 }
-                FENCED_INSTANCE_ID if still_current => {
+                Reaction::Fatal => {
+                    retry_counts_as_attempt = true;
                     fatal = Some(code);
                     None
                 }
-                FENCED_INSTANCE_ID => None,
-                GROUP_AUTHORIZATION_FAILED => {
-                    fatal = Some(code);
-                    None
-                }
-                other => {
-                    *counters.partitions_rejected_by_broker.entry(other).or_default() += 1;
+                // No row gives OffsetCommit AdoptMemberId (a test drives every row).
+                Reaction::Report | Reaction::AdoptMemberId => {
+                    *counters.partitions_rejected_by_broker.entry(code).or_default() += 1;
                     counters.partitions_failed += 1;
-                    Some(CommitOutcome::Failed { reason: CommitFailure::Rejected(KafkaCode(other)) })
+                    Some(CommitOutcome::Failed { reason: CommitFailure::Rejected(KafkaCode(code)) })
                 }
             };
             match outcome {
@@ -394,15 +399,12 @@ impl CommitQueue {
                     if code != 0 {
                         last_error = Some(KafkaCode(code).to_string());
                     }
-                    retry.push((lease, code));
+                    retry.push(lease);
                 }
             }
         }
-        let retry_counts_as_attempt = retry
-            .iter()
-            .any(|(_, code)| !matches!(*code, REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID));
         if let Some(job) = self.jobs.front_mut() {
-            if retry.iter().any(|(_, code)| *code == REBALANCE_IN_PROGRESS) {
+            if wait_for_next_generation {
                 job.wait_past = Some(sent.id);
             }
             job.results.extend(results);
@@ -410,7 +412,7 @@ impl CommitQueue {
                 job.attempts += 1;
                 job.last_error = last_error;
             }
-            job.pending.extend(retry.into_iter().map(|(l, _)| l));
+            job.pending.extend(retry);
         }
         if retry_counts_as_attempt {
             self.retry_at = Some(now + config.backoff(self.jobs.front().map_or(1, |j| j.attempts)));
@@ -422,11 +424,7 @@ impl CommitQueue {
         if coordinator_moved {
             reactions.push(CommitReaction::CoordinatorLost);
         }
-        match rejoin {
-            Some((reason, true)) if still_current => reactions.push(CommitReaction::Reset(reason)),
-            Some((reason, false)) => reactions.push(CommitReaction::Rejoin(reason)),
-            _ => {}
-        }
+        reactions.extend(rejoin);
         reactions
     }
 

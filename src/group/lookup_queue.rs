@@ -5,39 +5,16 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use kafka_protocol::messages::OffsetFetchResponse;
+use kafka_protocol::messages::{ApiKey, OffsetFetchResponse};
 
 use super::config::GroupConfig;
 use super::events::{GroupEvent, OffsetFetchId, OffsetLookupFailure};
+use super::reactions::{self, Reaction};
 use super::requests::RequestId;
 use super::snapshot::{GroupCounters, OffsetLookupView};
 use super::timers::{TimerKind, Timers};
 use super::types::TopicPartition;
-use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
-
-/// What an OffsetFetch error, at group or partition level, demands (spec section 10).
-enum ErrorReaction {
-    /// Back off and ask the same coordinator again.
-    Retry,
-    /// Find the coordinator again, then ask it.
-    Rediscover,
-    /// Asking again cannot help (an authorization error).
-    Reject,
-}
-
-impl ErrorReaction {
-    fn of(code: i16) -> ErrorReaction {
-        match code {
-            // COORDINATOR_NOT_AVAILABLE too: Java 3.6 stops on it (KAFKA-17279 fixed that).
-            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | REQUEST_TIMED_OUT => ErrorReaction::Rediscover,
-            GROUP_AUTHORIZATION_FAILED | TOPIC_AUTHORIZATION_FAILED => ErrorReaction::Reject,
-            // A loading coordinator, pending transactional offsets (UNSTABLE_OFFSET_COMMIT), and
-            // any other code: the committed offset is unknown, never "nothing committed".
-            _ => ErrorReaction::Retry,
-        }
-    }
-}
 
 /// What an OffsetFetch answer demands of the machine, applied in the order returned.
 #[derive(Debug)]
@@ -169,20 +146,29 @@ impl LookupQueue {
         // is retried (on a rediscovered coordinator if any code says it moved).
         let errors = std::iter::once((None, group_code))
             .chain(partitions.iter().map(|p| (Some(format!("{}-{}", p.0, p.1)), p.3)))
-            .filter(|(_, code)| *code != 0);
+            .map(|(partition, code)| (partition, code, reactions::reaction(ApiKey::OffsetFetch, code)))
+            .filter(|(_, _, reaction)| *reaction != Reaction::Apply);
         let mut retry: Option<(bool, String)> = None;
-        for (partition, code) in errors {
+        for (partition, code, reaction) in errors {
             let reason = match &partition {
                 Some(tp) => format!("OffsetFetch for {tp}: {}", KafkaCode(code)),
                 None => format!("OffsetFetch: {}", KafkaCode(code)),
             };
-            match ErrorReaction::of(code) {
-                ErrorReaction::Reject => {
+            match reaction {
+                Reaction::Report | Reaction::Fatal => {
                     let topic = partition.and_then(|_| partitions.iter().find(|p| p.3 == code).map(|p| p.0.clone()));
-                    return self.reject(code, topic);
+                    return self.reject(code, topic, reaction == Reaction::Fatal);
                 }
-                ErrorReaction::Rediscover => retry = Some((true, reason)),
-                ErrorReaction::Retry => {
+                Reaction::Rediscover => retry = Some((true, reason)),
+                // Backoff, and what no row gives OffsetFetch (a test drives every row): the
+                // committed offset is unknown, never "nothing committed", so the lookup goes again.
+                Reaction::Backoff
+                | Reaction::Apply
+                | Reaction::AdoptMemberId
+                | Reaction::Rejoin
+                | Reaction::ResetGeneration
+                | Reaction::ResetMemberId
+                | Reaction::Ignore => {
                     retry.get_or_insert((false, reason));
                 }
             }
@@ -248,15 +234,15 @@ impl LookupQueue {
         Some(GroupEvent::CommittedOffsetsDelayed { id, partitions, attempts, reason, retry_in_ms })
     }
 
-    /// The lookup cannot succeed; a group authorization error stops the member too (Java throws
-    /// it from `poll`).
-    fn reject(&mut self, code: i16, topic: Option<String>) -> Vec<LookupReaction> {
+    /// The lookup cannot succeed; with `fatal` (a group authorization error) the member stops
+    /// too (Java throws it from `poll`).
+    fn reject(&mut self, code: i16, topic: Option<String>, fatal: bool) -> Vec<LookupReaction> {
         let mut reactions = Vec::new();
         if let Some(job) = self.jobs.pop_front() {
             let failure = OffsetLookupFailure::Rejected { code: KafkaCode(code), topic };
             reactions.push(LookupReaction::Report(GroupEvent::CommittedOffsetsFailed { id: job.id, failure }));
         }
-        if code == GROUP_AUTHORIZATION_FAILED {
+        if fatal {
             reactions.push(LookupReaction::Fail(code));
         }
         reactions

@@ -12,6 +12,8 @@
 //!   any ──leave──► Leaving ──► Left          any ──fatal code──► Failed
 //! ```
 //!
+//! What the code of an answer makes the member do is looked up in one table (reactions.rs);
+//! the handlers carry it out and read the rest of the answer.
 //! The coordinator is tracked beside the state: losing it (NOT_COORDINATOR, connection loss)
 //! keeps the member id and generation, and the member carries on once it is found again.
 //! Every request captures the generation it was built with; an answer for an older generation
@@ -35,6 +37,7 @@ use super::events::*;
 use super::lookup_queue::{LookupQueue, LookupReaction};
 use super::ownership::Ownership;
 use super::partition_counts::PartitionCounts;
+use super::reactions::{self, Reaction, Standing};
 use super::requests::*;
 use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
 use super::timers::{TimerKind, Timers};
@@ -496,10 +499,15 @@ impl GroupMachine {
             (InFlight::FindCoordinator, failure) => {
                 self.coordinator = CoordinatorState::Unknown;
                 self.coordinator_attempts += 1;
-                if failure == RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)) {
-                    self.fail(self.rejected("FindCoordinator", GROUP_AUTHORIZATION_FAILED), now);
-                } else {
-                    self.timers.set(TimerKind::Retry, now + self.config.backoff(self.coordinator_attempts));
+                let code = match failure {
+                    RequestFailure::Broker(code) => Some(code.0),
+                    _ => None,
+                };
+                match code.map(|code| (code, reactions::reaction(ApiKey::FindCoordinator, code))) {
+                    Some((code, Reaction::Fatal)) => self.fail(self.rejected("FindCoordinator", code), now),
+                    // Backoff, the table's other reaction, and no answer at all: a lookup can
+                    // only go again or stop.
+                    _ => self.timers.set(TimerKind::Retry, now + self.config.backoff(self.coordinator_attempts)),
                 }
             }
             // An error answer that did not decode still carries its code: react to the code
@@ -539,7 +547,9 @@ impl GroupMachine {
             (InFlight::Sync { sent }, GroupResponse::SyncGroup(r)) => self.on_sync(now, id, sent, r),
             (InFlight::Heartbeat { sent }, GroupResponse::Heartbeat(r)) => self.on_heartbeat(now, sent, r.error_code),
             (InFlight::Leave, GroupResponse::LeaveGroup(r)) => {
-                if r.error_code != 0 {
+                // Best effort: whatever the code, the leave is over (the table has Apply and
+                // Ignore rows only).
+                if reactions::reaction(ApiKey::LeaveGroup, r.error_code) != Reaction::Apply {
                     tracing::info!(code = %KafkaCode(r.error_code), "LeaveGroup answered with an error (best effort)");
                 }
                 self.finish_leaving(now);

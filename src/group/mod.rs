@@ -13,6 +13,7 @@ mod lookup_queue;
 pub mod machine;
 mod ownership;
 mod partition_counts;
+mod reactions;
 pub mod requests;
 pub mod snapshot;
 #[cfg(test)]

@@ -38,7 +38,6 @@ pub mod codes {
         ($($name:ident = $code:expr;)*) => {
             $(pub const $name: i16 = $code;)*
             /// Every code above with its name.
-            #[cfg(test)]
             pub(super) const ALL: &[(&str, i16)] = &[$((stringify!($name), $name)),*];
         };
     }
@@ -87,6 +86,11 @@ impl KafkaCode {
 
     pub fn is_error(self) -> bool {
         self.0 != 0
+    }
+
+    /// The protocol's name of the code (`"UNKNOWN_SERVER_ERROR"`), if [`codes`] names it.
+    pub fn name(self) -> Option<&'static str> {
+        codes::ALL.iter().find(|(_, code)| *code == self.0).map(|(name, _)| *name)
     }
 
     /// The action this code demands, or `None` for success.

@@ -139,21 +139,26 @@ impl GroupMachine {
             self.stale(now, "Heartbeat", sent);
             return;
         }
-        match code {
-            0 => self.timers.set(TimerKind::Session, now + self.config.session_timeout),
-            REBALANCE_IN_PROGRESS => {
-                // Counts as a successful heartbeat: the broker re-armed our session.
-                self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+        let reaction = reactions::reaction(ApiKey::Heartbeat, code);
+        if matches!(reaction, Reaction::Apply | Reaction::Rejoin) {
+            // Both count as a successful heartbeat: the broker re-armed our session (GC 866-885).
+            self.timers.set(TimerKind::Session, now + self.config.session_timeout);
+        }
+        match reaction {
+            Reaction::Apply => {}
+            Reaction::Rejoin => {
                 if matches!(self.state, State::Stable { .. }) {
                     self.request_rejoin(RejoinReason::RebalanceInProgress, now);
                 }
             }
-            ILLEGAL_GENERATION => self.reset(RejoinReason::IllegalGeneration, now),
-            UNKNOWN_MEMBER_ID => self.reset(RejoinReason::UnknownMember, now),
-            COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => self.coordinator_lost("Heartbeat: coordinator moved", now),
-            FENCED_INSTANCE_ID | GROUP_AUTHORIZATION_FAILED => self.fail(self.rejected("Heartbeat", code), now),
-            other => {
-                tracing::warn!(code = %KafkaCode(other), "heartbeat error; retrying");
+            Reaction::ResetGeneration => self.reset(RejoinReason::IllegalGeneration, now),
+            Reaction::ResetMemberId => self.reset(RejoinReason::UnknownMember, now),
+            Reaction::Rediscover => self.coordinator_lost("Heartbeat: coordinator moved", now),
+            Reaction::Fatal => self.fail(self.rejected("Heartbeat", code), now),
+            // No row gives Heartbeat AdoptMemberId, Report or Ignore (a test drives every row):
+            // the next heartbeat will tell.
+            Reaction::Backoff | Reaction::AdoptMemberId | Reaction::Report | Reaction::Ignore => {
+                tracing::warn!(code = %KafkaCode(code), "heartbeat error; retrying");
                 self.timers.set(TimerKind::Heartbeat, now + self.config.retry_backoff);
             }
         }
@@ -201,8 +206,8 @@ impl GroupMachine {
     }
 
     pub(super) fn on_commit(&mut self, now: Instant, commit: SentCommit, r: OffsetCommitResponse) {
-        let still_current = self.is_current(&commit.generation);
-        let reactions = self.commits.on_response(now, commit, &r, still_current, &self.config, &mut self.counters);
+        let standing = if self.is_current(&commit.generation) { Standing::Current } else { Standing::MovedOn };
+        let reactions = self.commits.on_response(now, commit, &r, standing, &self.config, &mut self.counters);
         for reaction in reactions {
             match reaction {
                 CommitReaction::Fail(code) => return self.fail(self.rejected("OffsetCommit", code), now),

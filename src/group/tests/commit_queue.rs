@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::group::commit_queue::{CommitQueue, Gate};
+use crate::group::reactions::Standing;
 
 #[test]
 fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
@@ -18,7 +19,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
         owned_since: GenerationId(1),
     };
     let mut queue = CommitQueue::default();
-    queue.push(CommitId(1), vec![lease(0, "m-1"), lease(1, "m-1"), lease(0, "m-0")], now + config.commit_timeout);
+    queue.push(CommitId(1), vec![lease(0, "m-1"), lease(1, "m-1"), lease(2, "m-0")], now + config.commit_timeout);
     // Between generations every lease waits.
     let (completed, send) = queue.drive(now, &Gate::Closed, true, &config, &mut counters);
     assert!(completed.is_empty() && send.is_none());
@@ -33,7 +34,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
     assert_eq!(send.generation, generation);
     assert_eq!(send.leases, vec![(lease(0, "m-1"), Some(GenerationId(1)))]);
     queue.sent(RequestId(7));
-    let reactions = queue.on_response(now, send, &commit_body(&[(0, NONE)]), true, &config, &mut counters);
+    let reactions = queue.on_response(now, send, &commit_body(&[(0, NONE)]), Standing::Current, &config, &mut counters);
     assert!(reactions.is_empty(), "{reactions:?}");
     let (completed, send) = queue.drive(now, &gate, true, &config, &mut counters);
     assert!(send.is_none());
@@ -44,7 +45,7 @@ fn the_gate_decides_what_the_queue_sends_fences_or_keeps() {
     };
     let results = vec![
         result(1, 10, fenced(FenceReason::NotOwned)),
-        result(0, 10, fenced(FenceReason::OtherMember)),
+        result(2, 10, fenced(FenceReason::OtherMember)),
         result(0, 10, committed(2, Some(1))),
     ];
     assert_eq!(completed, vec![GroupEvent::CommitCompleted { id: CommitId(1), results }]);

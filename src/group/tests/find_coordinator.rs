@@ -23,34 +23,3 @@ fn find_coordinator_is_the_first_request_and_found_leads_to_join() {
     assert_eq!(join_subscription(&join).generation, GenerationId::NONE);
     assert_eq!(h.m.snapshot(h.now).coordinator, Some(1));
 }
-
-#[test]
-fn find_coordinator_not_available_is_retried_after_backoff() {
-    // T02: a brand-new cluster answers COORDINATOR_NOT_AVAILABLE until __consumer_offsets exists.
-    let mut h = Harness::new();
-    h.find_failed(RequestFailure::Broker(KafkaCode(COORDINATOR_NOT_AVAILABLE)));
-    assert_eq!(h.m.state(), StateKind::AwaitingJoin);
-    assert_eq!(h.fatal(), None);
-    assert!(h.outbox.is_empty());
-    h.advance(BACKOFF - MS);
-    assert!(h.outbox.is_empty(), "no FindCoordinator before the backoff");
-    let at = h.m.poll_timeout().expect("backoff timer");
-    h.advance(at - h.now);
-    assert!(h.elapsed() >= BACKOFF);
-    assert_eq!(h.apis(), vec!["FindCoordinator"]);
-    h.find_failed(RequestFailure::Broker(KafkaCode(COORDINATOR_NOT_AVAILABLE)));
-    h.run_until(h.elapsed() + Duration::from_secs(2));
-    h.found();
-    assert_eq!(h.take_join().2.member_id.as_str(), "");
-    assert_eq!(h.counters().coordinator_lookups, 3);
-}
-
-#[test]
-fn find_coordinator_group_authorization_failed_is_fatal() {
-    let mut h = Harness::new();
-    h.find_failed(RequestFailure::Broker(KafkaCode(GROUP_AUTHORIZATION_FAILED)));
-    assert_eq!(h.m.state(), StateKind::Failed);
-    assert_eq!(h.fatal(), Some(&rejected("FindCoordinator", GROUP_AUTHORIZATION_FAILED)));
-    h.advance(Duration::from_secs(10));
-    assert!(h.outbox.is_empty(), "a failed member sends nothing");
-}

@@ -24,28 +24,6 @@ fn heartbeat_none_keeps_the_member_stable() {
 }
 
 #[test]
-fn heartbeat_rebalance_in_progress_opens_the_revoke_window() {
-    // T27.
-    let mut h = Harness::stable();
-    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
-    assert_eq!(h.m.state(), StateKind::Revoking);
-    assert!(h.events.contains(&GroupEvent::RevokeRequested {
-        generation: GenerationId(1),
-        partitions: tps(&[0, 1]),
-        reason: RejoinReason::RebalanceInProgress,
-    }));
-    assert_eq!(h.count("JoinGroup"), 0, "JoinGroup waits for the revoke handler");
-    assert_eq!(h.m.current_generation(), Some(&gen(1, "m-1")));
-    h.advance(Duration::from_secs(10));
-    assert_eq!(h.count("JoinGroup"), 0, "JoinGroup waits for the revoke handler");
-    h.m.revoke_done(h.now);
-    h.pump();
-    let (_, _, join) = h.take_join();
-    assert_eq!(join.member_id.as_str(), "m-1");
-    assert_eq!(join.reason.as_deref(), Some("group is rebalancing"));
-}
-
-#[test]
 fn heartbeat_rebalance_in_progress_join_waits_for_in_flight_commits() {
     let mut h = Harness::stable();
     h.heartbeat_answered(REBALANCE_IN_PROGRESS);
@@ -85,38 +63,6 @@ fn heartbeat_rebalance_in_progress_counts_as_a_successful_heartbeat() {
     assert_eq!(h.m.snapshot(h.now).coordinator, Some(1));
 }
 
-#[test]
-fn heartbeat_illegal_generation_loses_partitions_and_keeps_the_member_id() {
-    // T29.
-    let mut h = Harness::stable();
-    h.heartbeat_answered(ILLEGAL_GENERATION);
-    assert_eq!(h.lost(), vec![tps(&[0, 1])]);
-    assert_eq!(h.m.current_generation(), None);
-    assert_eq!(h.m.lease(&tp(0), 1), None);
-    let (_, _, join) = h.take_join();
-    assert_eq!(join.member_id.as_str(), "m-1");
-    assert_eq!(join_subscription(&join).generation, GenerationId::NONE);
-}
-
-#[test]
-fn heartbeat_unknown_member_id_loses_partitions_and_resets_the_id() {
-    // T30.
-    let mut h = Harness::stable();
-    h.heartbeat_answered(UNKNOWN_MEMBER_ID);
-    assert_eq!(h.lost(), vec![tps(&[0, 1])]);
-    assert_eq!(h.take_join().2.member_id.as_str(), "");
-}
-
-#[test]
-fn heartbeat_fenced_instance_id_is_fatal() {
-    // T33b.
-    let mut h = Harness::stable_with(static_config());
-    let body = h.heartbeat_answered(FENCED_INSTANCE_ID);
-    assert_eq!(body.group_instance_id.as_deref(), Some("i1"));
-    assert_eq!(h.m.state(), StateKind::Failed);
-    assert_eq!(h.fatal(), Some(&fenced_instance()));
-}
-
 /// Found by the `group_machine` fuzz target: a commit made after the member failed was queued
 /// and never answered, and its deadline stayed behind as a timer in the past.
 #[test]
@@ -130,39 +76,6 @@ fn a_commit_after_a_fatal_error_fails_at_once() {
     assert_eq!(h.completed(id), Some(vec![result(0, 10, failure)]));
     h.advance(Duration::from_secs(120));
     assert_eq!(h.m.poll_timeout(), None);
-}
-
-#[test]
-fn heartbeat_group_authorization_failed_is_fatal() {
-    let mut h = Harness::stable();
-    h.heartbeat_answered(GROUP_AUTHORIZATION_FAILED);
-    assert_eq!(h.fatal(), Some(&rejected("Heartbeat", GROUP_AUTHORIZATION_FAILED)));
-}
-
-fn heartbeat_coordinator_moved(code: i16) {
-    // T33a: rediscover, no rejoin, generation kept.
-    let mut h = Harness::stable();
-    h.heartbeat_answered(code);
-    assert_eq!(h.coordinator_events(), vec![None]);
-    assert_eq!(h.m.state(), StateKind::Stable);
-    assert_eq!(h.m.current_generation(), Some(&gen(1, "m-1")));
-    h.advance(BACKOFF);
-    h.found();
-    let (_, body) = h.take_heartbeat();
-    assert_eq!((body.generation_id, body.member_id.as_str()), (1, "m-1"), "heartbeats at once with gen 1");
-    assert_eq!(h.count("JoinGroup"), 0);
-    assert!(h.lost().is_empty());
-    assert_eq!(h.m.assignment().len(), 2);
-}
-
-#[test]
-fn heartbeat_not_coordinator_rediscovers_without_rejoining() {
-    heartbeat_coordinator_moved(NOT_COORDINATOR);
-}
-
-#[test]
-fn heartbeat_coordinator_not_available_rediscovers_without_rejoining() {
-    heartbeat_coordinator_moved(COORDINATOR_NOT_AVAILABLE);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Unit tests of the membership state machine: one test per (API, error code) reaction.
+//! Unit tests of the membership state machine.
 //!
 //! The machine is driven directly with hand-built `kafka-protocol` responses in virtual time
 //! (a base instant plus offsets): no coordinator model and no IO. Expected reactions follow
@@ -6,8 +6,9 @@
 //! deviations (OffsetFetch COORDINATOR_NOT_AVAILABLE is retried, T53a; SyncGroup
 //! UNKNOWN_SERVER_ERROR backs off and rejoins, T25b).
 //!
-//! This file holds the error codes, the response builders and the harness; the tests are in
-//! one file per API or topic below.
+//! This file holds the response builders and the harness. What every (API, error code) makes
+//! the member do is driven row by row through the reaction table in `reactions.rs`; the files
+//! per API or topic test what an answer carries besides its code, and sequences.
 
 use std::time::{Duration, Instant};
 
@@ -560,5 +561,6 @@ mod offset_commit;
 mod offset_fetch;
 mod ownership_gaps;
 mod partition_counts;
+mod reactions;
 mod sync_group;
 mod timers;

@@ -21,51 +21,6 @@ fn fetch_none_reports_offsets_and_minus_one_as_none() {
         .contains(&GroupEvent::CommittedOffsets { id: fetch, offsets: vec![(tp(0), Some(42)), (tp(1), None)] }));
 }
 
-fn fetch_retried(group_code: i16, partition_code: i16, rediscovers: bool) {
-    let mut h = Harness::stable();
-    let fetch = h.fetch(&[0]);
-    let (id, _, _) = h.take_fetch();
-    h.respond(id, fetch_response(group_code, &[(0, -1, partition_code)]));
-    assert!(h.outbox.is_empty());
-    assert_eq!(h.coordinator_events(), if rediscovers { vec![None] } else { vec![] });
-    h.advance(BACKOFF - MS);
-    assert!(h.outbox.is_empty(), "backs off first");
-    h.advance(MS);
-    if rediscovers {
-        h.found();
-    } else {
-        assert_eq!(h.count("FindCoordinator"), 0);
-    }
-    let (id, _, _) = h.take_fetch();
-    h.respond(id, fetch_response(NONE, &[(0, 7, NONE)]));
-    assert!(h.events.contains(&GroupEvent::CommittedOffsets { id: fetch, offsets: vec![(tp(0), Some(7))] }));
-    assert_eq!(h.fatal(), None);
-}
-
-#[test]
-fn fetch_coordinator_load_in_progress_is_retried() {
-    // T53b.
-    fetch_retried(COORDINATOR_LOAD_IN_PROGRESS, NONE, false);
-}
-
-#[test]
-fn fetch_not_coordinator_rediscovers_and_retries() {
-    // T53c.
-    fetch_retried(NOT_COORDINATOR, NONE, true);
-}
-
-#[test]
-fn fetch_coordinator_not_available_rediscovers_and_retries() {
-    // T53a: our deliberate deviation (Java 3.6 fails fatally, KAFKA-17279).
-    fetch_retried(COORDINATOR_NOT_AVAILABLE, NONE, true);
-}
-
-#[test]
-fn fetch_unstable_offset_commit_is_retried() {
-    // T51.
-    fetch_retried(NONE, UNSTABLE_OFFSET_COMMIT, false);
-}
-
 /// Fires timers (answering heartbeats) until the next OffsetFetch goes out; returns its id and
 /// how long after `from` it went.
 fn next_fetch(h: &mut Harness, from: Instant) -> (RequestId, Duration) {
@@ -126,30 +81,6 @@ fn fetch_retriable_failures_are_retried_with_growing_backoff_for_as_long_as_the_
     assert!(gaps.windows(2).all(|w| w[0] <= w[1]), "the backoff grows: {gaps:?}");
     assert_eq!(gaps.last(), Some(&Duration::from_secs(1)), "capped at retry.backoff.max.ms: {gaps:?}");
     assert_eq!(h.fatal(), None);
-}
-
-#[test]
-fn fetch_group_authorization_failed_is_fatal() {
-    let mut h = Harness::stable();
-    let fetch = h.fetch(&[0]);
-    let (id, _, _) = h.take_fetch();
-    h.respond(id, fetch_response(GROUP_AUTHORIZATION_FAILED, &[]));
-    let failure = OffsetLookupFailure::Rejected { code: KafkaCode(GROUP_AUTHORIZATION_FAILED), topic: None };
-    assert!(h.events.contains(&GroupEvent::CommittedOffsetsFailed { id: fetch, failure }));
-    assert_eq!(h.fatal(), Some(&rejected("OffsetFetch", GROUP_AUTHORIZATION_FAILED)));
-}
-
-#[test]
-fn fetch_topic_authorization_failed_ends_the_lookup_and_not_the_member() {
-    let mut h = Harness::stable();
-    let fetch = h.fetch(&[0]);
-    let (id, _, _) = h.take_fetch();
-    h.respond(id, fetch_response(NONE, &[(0, -1, TOPIC_AUTHORIZATION_FAILED)]));
-    let failure =
-        OffsetLookupFailure::Rejected { code: KafkaCode(TOPIC_AUTHORIZATION_FAILED), topic: Some("t".into()) };
-    assert!(h.events.contains(&GroupEvent::CommittedOffsetsFailed { id: fetch, failure }));
-    assert_eq!(h.fatal(), None);
-    assert_eq!(h.m.state(), StateKind::Stable);
 }
 
 #[test]
