@@ -104,7 +104,9 @@ impl CommitQueue {
         let mut furthest: BTreeMap<TopicPartition, Lease> = BTreeMap::new();
         for lease in leases {
             match furthest.get(&lease.partition) {
-                Some(kept) if (kept.owned_since, kept.next_offset) >= (lease.owned_since, lease.next_offset) => {}
+                Some(kept)
+                    if (kept.owned_since, kept.next_offset, kept.generation.id)
+                        >= (lease.owned_since, lease.next_offset, lease.generation.id) => {}
                 _ => {
                     furthest.insert(lease.partition.clone(), lease);
                 }
