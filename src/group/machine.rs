@@ -292,6 +292,7 @@ impl GroupMachine {
         self.state.member_generation()
     }
 
+    /// The state's name.
     pub fn state(&self) -> StateKind {
         self.state.kind()
     }
