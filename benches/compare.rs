@@ -798,7 +798,9 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
     );
     let copy = gbps(&micro, "decode/memcpy");
     if micro.is_empty() {
-        out.push_str("| (no criterion results: run `cargo bench --bench micro` first) | | | | |\n");
+        out.push_str(
+            "| (no criterion results: run `cargo bench --bench micro --features test-support` first) | | | | |\n",
+        );
     }
     for m in &micro {
         let gbps = m.bytes.map(|b| b / m.nanos);

@@ -12,5 +12,5 @@ cd "$(dirname "$0")/.."
 CRITERION_HOME="$(pwd)/target/criterion-compare"
 export CRITERION_HOME
 rm -rf "$CRITERION_HOME"
-cargo bench --bench micro
-cargo bench --bench compare
+cargo bench --bench micro --features test-support
+cargo bench --bench compare --features embedded-broker

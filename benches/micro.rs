@@ -1,4 +1,5 @@
-//! Criterion micro benchmarks of kgroup's hot paths: `cargo bench --bench micro`.
+//! Criterion micro benchmarks of kgroup's hot paths:
+//! `cargo bench --bench micro --features test-support`.
 //!
 //! - `decode/*`: one partition's fetched record data (64 batches of 128 keyed 100-byte records,
 //!   about 1 MiB uncompressed, the size of a default `max.partition.fetch.bytes`) through

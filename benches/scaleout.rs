@@ -1,4 +1,5 @@
-//! The side-by-side scale-out scenario alone, several runs: `cargo bench --bench scaleout`.
+//! The side-by-side scale-out scenario alone, several runs:
+//! `cargo bench --bench scaleout --features embedded-broker`.
 //!
 //! `KGROUP_BENCH_MEMBERS` (largest group, default 10) and `KGROUP_BENCH_RUNS` (runs per client,
 //! default 3). The scenario itself is in `shared/scaleout.rs`, which `benches/compare.rs` runs

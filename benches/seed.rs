@@ -4,7 +4,7 @@
 //! processing time; writes `benches/SEED-KAFKA36.md` and prints its summary table.
 //!
 //! ```sh
-//! cargo bench --bench seed
+//! cargo bench --bench seed --features embedded-broker
 //! ```
 //!
 //! Per run: a fresh 72-partition topic and group, messages produced up front and throughout,
@@ -161,7 +161,10 @@ fn sizes() -> Result<Sizes, BoxError> {
         "KGROUP_SEED_BATCH_WAIT_MS",
     ];
     let set: Vec<String> = knobs.iter().filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))).collect();
-    let command = format!("{}cargo bench --bench seed", set.iter().map(|s| format!("{s} ")).collect::<String>());
+    let command = format!(
+        "{}cargo bench --bench seed --features embedded-broker",
+        set.iter().map(|s| format!("{s} ")).collect::<String>()
+    );
     Ok(Sizes {
         members,
         schedules,

@@ -1,4 +1,4 @@
-//! Micro benchmarks of the wire layer: `cargo bench --bench wire`.
+//! Micro benchmarks of the wire layer: `cargo bench --bench wire --features test-support`.
 //!
 //! Plain timing loops (median of several runs) rather than a framework, to keep the build small;
 //! the side-by-side scenario benchmarks against librdkafka arrive with the consumer.

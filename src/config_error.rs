@@ -5,10 +5,28 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A property has a value it cannot take.
     #[error("invalid value {value:?} for `{key}`: {reason}")]
-    InvalidValue { key: &'static str, value: String, reason: String },
+    InvalidValue {
+        /// The property, by its Kafka name.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A required property is not set.
     #[error("`{key}` is required")]
-    Missing { key: &'static str },
+    Missing {
+        /// The property, by its Kafka name.
+        key: &'static str,
+    },
+    /// A topic name Kafka would refuse.
     #[error("invalid topic name {name:?}: {reason}")]
-    InvalidTopic { name: String, reason: &'static str },
+    InvalidTopic {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

@@ -31,21 +31,58 @@ use crate::driver::security::{SaslMechanism, Secret};
 /// The nisshi release the project is tested against.
 pub const NISSHI_VERSION: &str = "0.8.1";
 
+/// Why the embedded broker could not be started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmbeddedError {
+    /// nisshi is not installed and `cargo install` failed.
     #[error("installing nisshi {version} with `{command}` failed: {detail}")]
-    Install { version: &'static str, command: String, detail: String },
+    Install {
+        /// The nisshi version.
+        version: &'static str,
+        /// The install command run.
+        command: String,
+        /// Its output.
+        detail: String,
+    },
+    /// The broker process could not be started.
     #[error("cannot start {binary}: {source}")]
-    Spawn { binary: PathBuf, source: io::Error },
+    Spawn {
+        /// The nisshi binary.
+        binary: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The broker exited before it was ready.
     #[error("nisshi exited during start-up ({status}); its log ends with:\n{log_tail}")]
-    Exited { status: String, log_tail: String },
+    Exited {
+        /// Its exit status.
+        status: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// The broker did not answer ApiVersions within `ready_timeout`.
     #[error("nisshi on {addr} did not answer ApiVersions within {after:?}; its log ends with:\n{log_tail}")]
-    NotReady { addr: String, after: Duration, log_tail: String },
+    NotReady {
+        /// The address it should listen on.
+        addr: String,
+        /// The time waited.
+        after: Duration,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// A SCRAM user of the options could not be created.
     #[error("creating SCRAM user {user:?} failed: {detail}")]
-    CreateUser { user: String, detail: String },
+    CreateUser {
+        /// The user name.
+        user: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A [`ScramUser`] asked for a mechanism nisshi does not have.
     #[error("nisshi has no SASL mechanism {0:?}; it offers SCRAM-SHA-256 and SCRAM-SHA-512")]
     UnsupportedMechanism(&'static str),
+    /// Files or processes around the broker (log directory, free port).
     #[error("I/O error around the embedded broker: {0}")]
     Io(#[from] io::Error),
 }
@@ -57,6 +94,7 @@ pub struct BrokerOptions {
     pub initial_rebalance_delay: Duration,
     /// Port to bind; `None` picks a free one.
     pub port: Option<u16>,
+    /// How long to wait for the broker to answer ApiVersions.
     pub ready_timeout: Duration,
     /// Serve TLS only, with this certificate chain and private key (PEM files).
     pub tls: Option<BrokerTls>,
@@ -67,14 +105,18 @@ pub struct BrokerOptions {
 /// The broker's TLS identity.
 #[derive(Debug, Clone)]
 pub struct BrokerTls {
+    /// The certificate chain (PEM).
     pub cert: PathBuf,
+    /// The private key (PEM).
     pub key: PathBuf,
 }
 
 /// A SCRAM user the broker is started with.
 #[derive(Debug, Clone)]
 pub struct ScramUser {
+    /// The user name.
     pub name: String,
+    /// The password.
     pub password: Secret,
     /// SCRAM-SHA-256 or SCRAM-SHA-512.
     pub mechanism: SaslMechanism,
@@ -144,6 +186,7 @@ impl EmbeddedBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }

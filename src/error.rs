@@ -14,14 +14,19 @@ use crate::protocol::ProtocolError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DisconnectCause {
+    /// Reading or writing the socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// The broker closed the connection.
     #[error("the broker closed the connection")]
     ClosedByBroker,
+    /// The broker sent bytes that are not a frame (a size past the maximum, or negative).
     #[error("unreadable frame: {0}")]
     Frame(#[from] ProtocolError),
+    /// A response answered no request in flight: the stream can no longer be trusted.
     #[error("a response carried correlation id {0}, which no request is waiting for")]
     UnexpectedCorrelationId(i32),
+    /// This client closed the connection (shutdown, or a connection given up as broken).
     #[error("the client closed the connection")]
     ClosedByClient,
     /// Re-authentication before the SASL session expired (KIP-368) failed; the broker would
@@ -34,17 +39,49 @@ pub enum DisconnectCause {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetworkError {
+    /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: Arc<io::Error> },
+    Connect {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The socket error.
+        source: Arc<io::Error>,
+    },
+    /// Opening the connection (TCP, TLS, API versions, SASL) took longer than the connect
+    /// timeout.
     #[error("connecting to {addr} timed out after {after:?}")]
-    ConnectTimeout { addr: String, after: Duration },
+    ConnectTimeout {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
     /// The connection broke; every request in flight on it carries the same `cause`.
     #[error("connection to {addr} lost: {cause}")]
-    Disconnected { addr: String, cause: Arc<DisconnectCause> },
+    Disconnected {
+        /// The broker's `host:port`.
+        addr: String,
+        /// Why it broke.
+        cause: Arc<DisconnectCause>,
+    },
+    /// A request got no response within the request timeout.
     #[error("{api:?} to {addr} got no response within {after:?}")]
-    RequestTimeout { addr: String, api: ApiKey, after: Duration },
+    RequestTimeout {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The request's API.
+        api: ApiKey,
+        /// The timeout.
+        after: Duration,
+    },
+    /// No broker of the known ones and the bootstrap list could be connected to.
     #[error("no bootstrap broker answered (tried {tried:?}); last error: {last}")]
-    NoBrokerReachable { tried: Vec<String>, last: String },
+    NoBrokerReachable {
+        /// The addresses tried, in order.
+        tried: Vec<String>,
+        /// The last attempt's error.
+        last: String,
+    },
 }
 
 /// TLS and SASL failures. Each one means a certificate, a password or a setting is wrong on one
@@ -54,50 +91,124 @@ pub enum NetworkError {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecurityError {
+    /// The broker's certificate does not chain to a trusted CA.
     #[error("TLS handshake with {addr} failed: its certificate is not signed by a trusted CA (check `ssl.ca.location`): {detail}")]
-    UntrustedCertificate { addr: String, detail: String },
+    UntrustedCertificate {
+        /// The broker's `host:port`.
+        addr: String,
+        /// What the TLS library said.
+        detail: String,
+    },
+    /// The broker's certificate does not name the host connected to.
     #[error("TLS handshake with {addr} failed: its certificate is not valid for host {host:?} (hostname verification; check `bootstrap.servers` and the certificate's subject alternative names): {detail}")]
-    HostnameMismatch { addr: String, host: String, detail: String },
+    HostnameMismatch {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The host name checked.
+        host: String,
+        /// What the TLS library said.
+        detail: String,
+    },
+    /// Any other TLS failure.
     #[error("TLS handshake with {addr} failed: {detail}")]
-    Tls { addr: String, detail: String },
+    Tls {
+        /// The broker's `host:port`.
+        addr: String,
+        /// What the TLS library said.
+        detail: String,
+    },
     /// The broker answered SaslHandshake with UNSUPPORTED_SASL_MECHANISM (33).
     #[error("{addr} does not enable SASL mechanism {mechanism} (`sasl.mechanism`); it offers {enabled:?}")]
-    MechanismNotEnabled { addr: String, mechanism: &'static str, enabled: Vec<String> },
+    MechanismNotEnabled {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The mechanism configured.
+        mechanism: &'static str,
+        /// The mechanisms the broker enables.
+        enabled: Vec<String>,
+    },
     /// The broker answered SaslAuthenticate with SASL_AUTHENTICATION_FAILED (58), or a SCRAM
     /// server-final message with an error (RFC 5802 `e=`).
     #[error("SASL {mechanism} authentication to {addr} failed (check `sasl.username` and `sasl.password`): {message}")]
-    AuthenticationFailed { addr: String, mechanism: &'static str, message: String },
+    AuthenticationFailed {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The mechanism used.
+        mechanism: &'static str,
+        /// The broker's error message.
+        message: String,
+    },
     /// The SCRAM server signature did not verify: the peer does not know the password's
     /// server key, so it is not the broker we meant to talk to (RFC 5802 section 3).
     #[error("SASL {mechanism} with {addr}: the server's signature is wrong, so the server does not hold our credentials (impostor or misrouted connection)")]
-    ServerSignatureMismatch { addr: String, mechanism: &'static str },
+    ServerSignatureMismatch {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The mechanism used.
+        mechanism: &'static str,
+    },
+    /// The broker's SASL messages do not follow the mechanism.
     #[error("SASL {mechanism} with {addr}: malformed exchange: {reason}")]
-    SaslProtocol { addr: String, mechanism: &'static str, reason: String },
+    SaslProtocol {
+        /// The broker's `host:port`.
+        addr: String,
+        /// The mechanism used.
+        mechanism: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The broker is too old for SASL inside Kafka requests.
     #[error("{addr} does not support SASL in Kafka requests (SaslHandshake v1 and SaslAuthenticate, Kafka 1.0+)")]
-    SaslUnsupported { addr: String },
+    SaslUnsupported {
+        /// The broker's `host:port`.
+        addr: String,
+    },
 }
 
 /// The crate's error type.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A configuration that cannot work.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A broker could not be reached or the connection broke.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// Bytes that do not encode or decode as the expected message.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// TLS or SASL failed: fatal.
     #[error(transparent)]
     Security(#[from] SecurityError),
     /// A broker answered with an error code.
     #[error("{api:?} failed with {code}{}", context_suffix(.context))]
-    Broker { api: ApiKey, code: KafkaCode, context: String },
+    Broker {
+        /// The request's API.
+        api: ApiKey,
+        /// The error code.
+        code: KafkaCode,
+        /// What the request was about (may be empty).
+        context: String,
+    },
     /// Metadata does not (yet) know this topic or partition.
     #[error("unknown topic or partition {topic}/{partition:?}")]
-    UnknownPartition { topic: String, partition: Option<i32> },
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition, when one was asked for.
+        partition: Option<i32>,
+    },
     /// A bounded retry loop ran out of attempts or time.
     #[error("gave up on {what} after {attempts} attempts: {last}")]
-    RetriesExhausted { what: &'static str, attempts: u32, last: Box<Error> },
+    RetriesExhausted {
+        /// The operation given up.
+        what: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
     /// The group member stopped for good (fenced, unauthorized, misconfigured).
     #[error("group member stopped: {0}")]
     Group(#[from] crate::group::GroupError),
@@ -107,10 +218,18 @@ pub enum Error {
     /// The application did not poll within `max.poll.interval.ms`; the member left the group
     /// so its partitions could move, and rejoins on the next poll.
     #[error("max.poll.interval.ms ({interval:?}) passed between two polls: the member left the group and rejoins on the next poll")]
-    MaxPollIntervalExceeded { interval: Duration },
+    MaxPollIntervalExceeded {
+        /// `max.poll.interval.ms`.
+        interval: Duration,
+    },
     /// One partition's records could not be fetched or decoded; other partitions go on.
     #[error("fetching {partition} failed: {reason}")]
-    PartitionFetch { partition: String, reason: String },
+    PartitionFetch {
+        /// The partition, as `topic-partition`.
+        partition: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The component was shut down.
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -149,4 +268,5 @@ impl Error {
     }
 }
 
+/// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

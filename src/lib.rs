@@ -1,4 +1,36 @@
 //! kgroup: a pure-Rust Kafka consumer-group client.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`protocol`] | the wire layer over `kafka-protocol`: framing, headers, the bounds check of response bodies, version negotiation, the error-code table, the `consumer` protocol's bytes; no IO |
+//! | [`group`] | the sans-IO membership machine ([`group::GroupMachine`]): states, generations, leases and commit gating, assignors, request builders ([`group::build`]), events and snapshots |
+//! | [`driver`] | tokio tasks: broker connections, the cluster view ([`Cluster`]), the group driver ([`driver::group::GroupHandle`]), the fetcher, TLS and SASL |
+//! | [`consumer`] | [`GroupConsumer`], a stream of per-partition batches, with its sans-IO choreography ([`consumer::session`]) and configuration |
+//! | [`producer`] | a small producer for loading data and demos |
+//! | [`error`] | the error types, each classified by the action it demands |
+//! | `embedded` | feature `embedded-broker`: starts nisshi or Apache Kafka 3.6 locally for demos and tests |
+//! | `fuzzing` | feature `fuzzing`: entry points for the targets in `fuzz/` |
+//!
+//! Layers depend downwards only: `protocol` ← `group` ← `driver` ← `consumer` (and `producer`).
+//! `group` and `consumer::session` take no clock and do no IO: every input carries `now`, and
+//! outputs are polled, so the simulator drives the same code in virtual time; `driver` and
+//! `consumer` run them on tokio.
+//!
+//! # Internals and the `test-support` feature
+//!
+//! The wire-level internals (`protocol::{codec, frame, versions}`, `driver::{connection,
+//! fetcher}` and the connection methods of [`Cluster`]) are `pub(crate)`. The feature
+//! `test-support` makes them `pub` for the workspace's test crates, benches and fuzz targets;
+//! it is not part of the API. A module is declared twice under `cfg`: `pub` with the feature,
+//! `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for the
+//! feature's sake); a method uses `#[cfg_attr(feature = "test-support", visibility::make(pub))]`.
+//! Public types defined in an internal module are re-exported where the API uses them
+//! ([`consumer::ConsumerRecord`], [`consumer::session::StartPosition`],
+//! [`driver::cluster::ConnectionConfig`], [`protocol::NegotiatedVersions`]).
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod config_error;
 pub mod consumer;

@@ -38,7 +38,6 @@ use kgroup::group::{
 use kgroup::protocol::error_code::KafkaCode;
 use kgroup::protocol::versions::NegotiatedVersions;
 use libfuzzer_sys::fuzz_target;
-use kgroup::group::StateKind;
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 6;

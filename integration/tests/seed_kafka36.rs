@@ -7,7 +7,7 @@
 //! REBALANCE_IN_PROGRESS or UNKNOWN_MEMBER_ID, every committed partition offset was committed by
 //! the partition's owner in the commit's generation, nothing was lost, and a message was
 //! processed twice only when its batch's commit was fenced or failed. No timing is asserted;
-//! `cargo bench --bench seed` runs the full size beside librdkafka and the Java client.
+//! `cargo bench --bench seed --features embedded-broker` runs the full size beside librdkafka and the Java client.
 
 #[allow(dead_code)]
 #[path = "../../benches/shared/seed_run.rs"]

@@ -105,6 +105,8 @@ pub const KNOWN_KEYS: &[&str] = &[
 ];
 
 impl ConsumerConfig {
+    /// Defaults (the Java consumer's, where it has the setting) for `bootstrap.servers`
+    /// (comma-separated) and `group.id`.
     pub fn new(bootstrap_servers: impl Into<String>, group_id: impl Into<String>) -> Self {
         ConsumerConfig {
             bootstrap_servers: split_list(&bootstrap_servers.into()),

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
-use crate::driver::fetcher::{ConsumerRecord, FetchEvent, Fetcher, FetcherConfig};
+pub use crate::driver::fetcher::ConsumerRecord;
+use crate::driver::fetcher::{FetchEvent, Fetcher, FetcherConfig};
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::error::{Error, Result};
 use crate::group::{GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
@@ -38,7 +39,9 @@ use session::{
 /// Records of one partition, handed out together, with the lease to commit them by.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The partition.
     pub partition: TopicPartition,
+    /// The records, in offset order.
     pub records: Vec<ConsumerRecord>,
     /// The partition's high watermark when the records were fetched.
     pub high_watermark: i64,
@@ -63,9 +66,12 @@ impl Batch {
 /// consumer goes on serving the application (commits and stored offsets made inside a callback
 /// count). The member rejoins when `revoked` returns (or the timeout passes).
 pub trait RebalanceListener: Send + Sync {
+    /// Partitions added to this member, before any of their records is handed out (it may
+    /// seek them).
     fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
+    /// Partitions taken away, while this member may still commit them.
     fn revoked<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
@@ -282,10 +288,12 @@ impl GroupConsumer {
         self.send(Request::Seek(partition, offset))
     }
 
+    /// Stops fetching and handing out records of owned partitions until they are resumed.
     pub fn pause(&self, partitions: Vec<TopicPartition>) -> Result<()> {
         self.send(Request::Pause(partitions))
     }
 
+    /// Fetches and hands out records of paused partitions again.
     pub fn resume(&self, partitions: Vec<TopicPartition>) -> Result<()> {
         self.send(Request::Resume(partitions))
     }

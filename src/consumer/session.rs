@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::driver::fetcher::StartPosition;
+pub use crate::driver::fetcher::StartPosition;
 use crate::error::Error;
 use crate::group::{Generation, GenerationId, GroupEvent, Lease, LeaveReason, OffsetLookupFailure, TopicPartition};
 
@@ -21,7 +21,9 @@ pub use offset_log::OffsetLog;
 /// Consecutive records of one partition, as the session buffers and hands them out. The
 /// consumer uses the fetched records themselves; the simulator uses offset ranges.
 pub trait RecordRun: Sized {
+    /// How many records.
     fn len(&self) -> usize;
+    /// Whether there are none.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -40,6 +42,7 @@ pub trait RecordRun: Sized {
 /// Records fetched and ready, taken without waiting: lets a batch hold everything fetched for
 /// its partition, up to the caller's limit, instead of one fetch response's worth.
 pub trait RecordSource<R> {
+    /// The next records buffered for `partition`, if any.
     fn try_next_records(&mut self, partition: &TopicPartition) -> Option<R>;
 }
 
@@ -65,8 +68,11 @@ pub struct SessionConfig {
 /// [`ConsumerSession::listener_done`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerCall {
+    /// `RebalanceListener::assigned` with the partitions added.
     Assigned(Vec<TopicPartition>),
+    /// `RebalanceListener::revoked` with the partitions given up.
     Revoked(Vec<TopicPartition>),
+    /// `RebalanceListener::lost` with the partitions lost.
     Lost(Vec<TopicPartition>),
 }
 
@@ -84,6 +90,7 @@ pub enum SessionAction {
     Fetch(Vec<(TopicPartition, StartPosition)>),
     /// Stop fetching these partitions; what is buffered stays.
     Pause(Vec<TopicPartition>),
+    /// Fetch these paused partitions again.
     Resume(Vec<TopicPartition>),
     /// Move a partition's fetch position, dropping what is buffered.
     Seek(TopicPartition, i64),
@@ -91,12 +98,16 @@ pub enum SessionAction {
     Forget(Vec<TopicPartition>),
     /// Look up committed offsets; answer with [`ConsumerSession::handle_lookup`].
     LookUp {
+        /// Names the lookup in the answer.
         id: LookupId,
+        /// The partitions to look up.
         partitions: Vec<TopicPartition>,
     },
     /// Run a listener callback, at most until `deadline`.
     Listener {
+        /// The callback and its partitions.
         call: ListenerCall,
+        /// When the pump stops waiting for it.
         deadline: Instant,
     },
     /// Commit these stored offsets (auto-commit, or the revoke window's commit).
@@ -110,8 +121,11 @@ pub enum SessionAction {
 /// Records of one partition handed out together, with the lease to commit them by.
 #[derive(Debug, Clone)]
 pub struct SessionBatch<R> {
+    /// The partition.
     pub partition: TopicPartition,
+    /// The records, in offset order.
     pub records: R,
+    /// What a commit of these records is judged by.
     pub lease: Lease,
     /// The partition's incarnation when the batch was made: a batch given back after a seek or
     /// a reassignment is not put in front of records that are no longer after it.
@@ -219,6 +233,7 @@ pub struct ConsumerSession<R> {
 }
 
 impl<R: RecordRun> ConsumerSession<R> {
+    /// A session that owns nothing yet; `now` starts the auto-commit clock.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
         ConsumerSession {
             next_auto_commit: config.auto_commit_interval.map(|interval| now + interval),
@@ -239,6 +254,7 @@ impl<R: RecordRun> ConsumerSession<R> {
         }
     }
 
+    /// The next thing for the pump to do, in order.
     pub fn poll_action(&mut self) -> Option<SessionAction> {
         self.actions.pop_front()
     }
@@ -250,6 +266,8 @@ impl<R: RecordRun> ConsumerSession<R> {
         [window, keepalive, self.next_auto_commit].into_iter().flatten().min()
     }
 
+    /// Runs what is due at `now`: the polling keepalive, auto-commit, the revoke window's
+    /// deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.waiting && self.poll_keepalive.is_some_and(|at| at <= now) {
             self.actions.push_back(SessionAction::RecordPoll);
@@ -284,6 +302,8 @@ impl<R: RecordRun> ConsumerSession<R> {
         self.parts.get(partition).is_some_and(Part::has_outstanding_lease)
     }
 
+    /// Takes in what the group member reports: a revoke window opens, an assignment or a loss
+    /// applies, a fatal error or a max.poll leave becomes the application's error.
     pub fn handle_group_event(&mut self, event: GroupEvent, now: Instant) {
         match event {
             GroupEvent::RevokeRequested { partitions, .. } => self.open_window(partitions, now),
@@ -537,6 +557,7 @@ impl<R: RecordRun> ConsumerSession<R> {
         self.try_run_window(now);
     }
 
+    /// Pauses owned partitions: nothing of them is fetched or handed out until resumed.
     pub fn pause(&mut self, partitions: &[TopicPartition]) {
         let paused: Vec<TopicPartition> = partitions
             .iter()

@@ -8,7 +8,9 @@ use std::time::Duration;
 /// `[delay * (1 - jitter), delay]` (Kafka's `reconnect.backoff.ms` family works the same way).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// The first delay.
     pub initial: Duration,
+    /// The cap on every delay.
     pub max: Duration,
     /// Fraction of each delay that is randomised, in `[0, 1]`.
     pub jitter: f64,

@@ -12,7 +12,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::backoff::Backoff;
-use super::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
+pub use super::connection::ConnectionConfig;
+use super::connection::{check_code, BrokerLink, Connection};
 use super::security::SecurityConfig;
 use crate::error::{ConfigError, Error, NetworkError, Result};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
@@ -20,13 +21,18 @@ use crate::protocol::error_code::{ErrorAction, KafkaCode};
 /// One broker as metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
+    /// The broker id.
     pub node_id: i32,
+    /// The host it advertises.
     pub host: String,
+    /// The port it advertises.
     pub port: i32,
+    /// `broker.rack`, when set.
     pub rack: Option<String>,
 }
 
 impl BrokerInfo {
+    /// `host:port`, as connections take it.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -35,25 +41,38 @@ impl BrokerInfo {
 /// One partition: its leader (`-1` while there is none) and leader epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
+    /// The partition number.
     pub partition: i32,
+    /// The leader's broker id, `-1` while there is none.
     pub leader: i32,
+    /// The leader epoch.
     pub leader_epoch: i32,
+    /// The partition's error code (NONE when it is readable).
     pub error: KafkaCode,
 }
 
+/// One topic: its error code and partitions, sorted by number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
+    /// The topic name.
     pub name: String,
+    /// The topic's error code (UNKNOWN_TOPIC_OR_PARTITION while it does not exist).
     pub error: KafkaCode,
+    /// Its partitions, sorted by number.
     pub partitions: Vec<PartitionInfo>,
 }
 
 /// What the last Metadata response said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataSnapshot {
+    /// The cluster id, when the broker sends one.
     pub cluster_id: Option<String>,
+    /// The controller's broker id.
     pub controller_id: i32,
+    /// The brokers, by id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// The topics known, by name: a refresh of some topics merges into them, a refresh of
+    /// every topic replaces them.
     pub topics: BTreeMap<String, TopicInfo>,
 }
 
@@ -111,19 +130,23 @@ impl MetadataSnapshot {
     }
 }
 
-/// How long [`Cluster::any_connection`] waits for one broker before it tries the next as well
-/// (RFC 8305's recommended connection attempt delay).
+/// How long a lookup (metadata, coordinator) waits for one broker before it tries the next as
+/// well (RFC 8305's recommended connection attempt delay).
 pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// The group coordinator a FindCoordinator call named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorInfo {
+    /// The coordinator's broker id.
     pub node_id: i32,
+    /// Its host.
     pub host: String,
+    /// Its port.
     pub port: i32,
 }
 
 impl CoordinatorInfo {
+    /// `host:port`, as connections take it.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -134,6 +157,7 @@ impl CoordinatorInfo {
 pub struct ClusterConfig {
     /// `bootstrap.servers`: `host:port` entries.
     pub bootstrap: Vec<String>,
+    /// Settings of every broker connection: client id, timeouts, TLS and SASL.
     pub connection: ConnectionConfig,
     /// `retry.backoff.ms` for metadata and coordinator retries.
     pub retry_backoff: Backoff,
@@ -142,6 +166,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Defaults for everything but the bootstrap list.
     pub fn new(bootstrap: impl IntoIterator<Item = impl Into<String>>) -> Self {
         ClusterConfig {
             bootstrap: bootstrap.into_iter().map(Into::into).collect(),
@@ -258,6 +283,7 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The settings it was connected with.
     pub fn config(&self) -> &ClusterConfig {
         &self.inner.config
     }
@@ -278,7 +304,8 @@ impl Cluster {
     /// abandoned.
     ///
     /// Cancel-safe: dropping the future abandons its attempts.
-    pub async fn any_connection(&self) -> Result<Connection> {
+    #[cfg_attr(feature = "test-support", visibility::make(pub))]
+    pub(crate) async fn any_connection(&self) -> Result<Connection> {
         let mut candidates: Vec<Arc<BrokerLink>> =
             self.metadata().brokers.values().map(|b| self.link(&b.addr())).collect();
         candidates.extend(self.inner.bootstrap.iter().cloned());
@@ -323,7 +350,7 @@ impl Cluster {
     }
 
     /// The link for an address, created on first use.
-    pub fn link(&self, addr: &str) -> Arc<BrokerLink> {
+    pub(crate) fn link(&self, addr: &str) -> Arc<BrokerLink> {
         let mut links = self.inner.links.lock().unwrap_or_else(PoisonError::into_inner);
         links
             .entry(addr.to_owned())
@@ -332,7 +359,8 @@ impl Cluster {
     }
 
     /// A connection to broker `node_id` as the latest metadata locates it.
-    pub async fn broker_connection(&self, node_id: i32) -> Result<Connection> {
+    #[cfg_attr(feature = "test-support", visibility::make(pub))]
+    pub(crate) async fn broker_connection(&self, node_id: i32) -> Result<Connection> {
         let addr = match self.metadata().brokers.get(&node_id) {
             Some(b) => b.addr(),
             None => {

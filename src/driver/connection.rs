@@ -251,6 +251,7 @@ impl Connection {
     }
 
     /// Sends `request` at the negotiated version and waits for its response.
+    #[cfg(feature = "test-support")]
     pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response> {
         let version = self.version(api_key_of::<R>())?;
         self.send_at(request, version, self.inner.config.request_timeout).await
@@ -614,6 +615,7 @@ impl std::fmt::Debug for BrokerLink {
 }
 
 impl BrokerLink {
+    /// A link to `addr`; nothing is opened until a connection is asked for.
     pub fn new(addr: impl Into<String>, config: Arc<ConnectionConfig>) -> Self {
         BrokerLink {
             addr: addr.into(),
@@ -623,6 +625,7 @@ impl BrokerLink {
         }
     }
 
+    /// The broker's `host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
     }

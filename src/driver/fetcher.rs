@@ -40,6 +40,7 @@ use crate::group::TopicPartition;
 /// `isolation.level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IsolationLevel {
+    /// Every record up to the high watermark, aborted transactions included (the default).
     #[default]
     ReadUncommitted,
     /// Skip records of aborted transactions and stop at the last stable offset.
@@ -58,10 +59,13 @@ impl IsolationLevel {
 /// `auto.offset.reset`: where to start when there is no valid position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
+    /// The log start offset: the oldest record kept.
     Earliest,
+    /// The log end offset: only records written from now on (the default).
     #[default]
     Latest,
-    /// Report a [`FetchEvent::PartitionError`] instead.
+    /// No reset: the partition stops with an error (the consumer's
+    /// [`Error::PartitionFetch`]); other partitions go on.
     None,
 }
 
@@ -114,13 +118,19 @@ pub enum StartPosition {
 /// One record as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The topic.
     pub topic: Arc<str>,
+    /// The partition.
     pub partition: i32,
+    /// The record's offset in its partition.
     pub offset: i64,
     /// Milliseconds since the epoch: create time, or log append time when the topic says so.
     pub timestamp: i64,
+    /// The key (`None`: null).
     pub key: Option<Bytes>,
+    /// The value (`None`: null, a tombstone).
     pub value: Option<Bytes>,
+    /// The headers, in order; a header value may be null.
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
@@ -142,7 +152,9 @@ impl ConsumerRecord {
 /// Consecutive records of one partition.
 #[derive(Debug, Clone)]
 pub struct FetchedBatch {
+    /// The partition.
     pub partition: TopicPartition,
+    /// The records, in offset order.
     pub records: Vec<ConsumerRecord>,
     /// The partition's position once these records are consumed: the last offset plus one, or
     /// further when control records or aborted transactions follow them.
@@ -154,12 +166,15 @@ pub struct FetchedBatch {
 /// What [`Fetcher::next`] returns.
 #[derive(Debug, Clone)]
 pub enum FetchEvent {
+    /// Records of one partition.
     Records(FetchedBatch),
     /// The partition cannot go on (undecodable data, OFFSET_OUT_OF_RANGE under
     /// `auto.offset.reset=none`, an authorization error...). It is not fetched again until it is
     /// sought or assigned again; other partitions are not affected.
     PartitionError {
+        /// The partition stopped.
         partition: TopicPartition,
+        /// Why.
         error: Error,
     },
 }
@@ -168,11 +183,15 @@ pub enum FetchEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BrokerSession {
+    /// The broker.
     pub node_id: i32,
+    /// Full fetches without a session, or the incremental session in use (KIP-227).
     pub mode: SessionMode,
     /// Fetch version negotiated on the fetcher's connection.
     pub version: i16,
+    /// Fetches that listed every partition.
     pub full_fetches: u64,
+    /// Fetches that listed only what changed in the session.
     pub incremental_fetches: u64,
 }
 
@@ -237,6 +256,7 @@ impl Fetcher {
         self.shared.changed(state);
     }
 
+    /// Fetches and delivers these partitions again.
     pub fn resume(&self, partitions: Vec<TopicPartition>) {
         let mut state = self.shared.lock();
         for tp in &partitions {
@@ -273,11 +293,6 @@ impl Fetcher {
         }
     }
 
-    /// The next batch if one is buffered.
-    pub fn try_next(&self) -> Option<FetchEvent> {
-        self.take(State::pop).flatten()
-    }
-
     /// The next buffered records of `partition`, if its next buffered event is records. Lets a
     /// slow application take everything fetched for one partition in one batch, instead of one
     /// fetch response's worth per batch while the rest waits behind other partitions.
@@ -309,6 +324,7 @@ impl Fetcher {
     }
 
     /// The assigned partitions, sorted.
+    #[cfg(feature = "test-support")]
     pub async fn assigned(&self) -> Vec<TopicPartition> {
         let mut partitions: Vec<TopicPartition> = self.shared.lock().partitions.keys().cloned().collect();
         partitions.sort();
@@ -316,11 +332,13 @@ impl Fetcher {
     }
 
     /// Record bytes (keys plus values) buffered and not yet handed out.
+    #[cfg(feature = "test-support")]
     pub fn buffered_bytes(&self) -> usize {
         self.shared.lock().buffered
     }
 
     /// The fetch session with each broker fetched from so far.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn sessions(&self) -> Vec<BrokerSession> {
         self.shared.lock().sessions.values().cloned().collect()
     }

@@ -29,7 +29,9 @@ use crate::protocol::error_code::ErrorAction;
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupEventRecord {
+    /// When the machine reported it.
     pub at: SystemTime,
+    /// The event.
     pub event: GroupEvent,
 }
 

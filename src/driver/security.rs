@@ -22,6 +22,7 @@ use crate::error::ConfigError;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a credential.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -83,6 +84,7 @@ impl SaslMechanism {
 /// SASL credentials and mechanism.
 #[derive(Debug, Clone)]
 pub struct SaslConfig {
+    /// `sasl.mechanism`.
     pub mechanism: SaslMechanism,
     /// `sasl.username`.
     pub username: String,
@@ -102,6 +104,7 @@ pub enum CaSource {
 /// What a [`TlsConfig`] is built from.
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
+    /// `ssl.ca.location`: the CAs that verify brokers.
     pub ca: CaSource,
     /// `ssl.certificate.location` and `ssl.key.location`: a client certificate chain and its
     /// private key (PEM) for brokers that require mutual TLS.
@@ -165,6 +168,7 @@ impl TlsConfig {
         Ok(TlsConfig { options, client: Arc::new(client) })
     }
 
+    /// The options it was built from.
     pub fn options(&self) -> &TlsOptions {
         &self.options
     }

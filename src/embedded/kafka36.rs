@@ -55,27 +55,78 @@ const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
 /// The log line `KafkaRaftServer` writes once the broker is fully started and unfenced.
 const STARTED: &str = "Kafka Server started";
 
+/// Why a Kafka 3.6 cluster (or the Java group member) could not be started or changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Kafka36Error {
+    /// `java`, `javac` or `mvn` is missing.
     #[error(
         "`{tool}` is not installed or not on PATH ({source}); Kafka {KAFKA_VERSION} needs OpenJDK 17 and Maven 3.8"
     )]
-    MissingTool { tool: &'static str, source: io::Error },
+    MissingTool {
+        /// The tool.
+        tool: &'static str,
+        /// The error running it.
+        source: io::Error,
+    },
+    /// Maven could not fetch Kafka's jars.
     #[error("resolving Kafka {KAFKA_VERSION}'s jars with `{command}` failed:\n{detail}")]
-    Resolve { command: String, detail: String },
+    Resolve {
+        /// The command run.
+        command: String,
+        /// Its output.
+        detail: String,
+    },
+    /// `javac` refused the Java group member.
     #[error("compiling the Java group member failed:\n{detail}")]
-    Compile { detail: String },
+    Compile {
+        /// The compiler's output.
+        detail: String,
+    },
+    /// Formatting a node's KRaft storage (`StorageTool format`) failed.
     #[error("formatting node {node}'s KRaft storage failed:\n{detail}")]
-    Format { node: i32, detail: String },
+    Format {
+        /// The node id.
+        node: i32,
+        /// The tool's output.
+        detail: String,
+    },
+    /// A node exited before it was ready.
     #[error("Kafka node {node} exited during start-up ({status}); its log ends with:\n{log_tail}")]
-    Exited { node: i32, status: String, log_tail: String },
+    Exited {
+        /// The node id.
+        node: i32,
+        /// Its exit status.
+        status: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// A node did not log that it started in time.
     #[error("Kafka node {node} on {addr} was not ready within {after:?}; its log ends with:\n{log_tail}")]
-    NotReady { node: i32, addr: String, after: Duration, log_tail: String },
+    NotReady {
+        /// The node id.
+        node: i32,
+        /// Its client listener.
+        addr: String,
+        /// The time waited.
+        after: Duration,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// The cluster started but FindCoordinator found no coordinator in time.
     #[error("the Kafka cluster at {bootstrap} has no group coordinator within {after:?}: {detail}")]
-    NoCoordinator { bootstrap: String, after: Duration, detail: String },
+    NoCoordinator {
+        /// The cluster's bootstrap list.
+        bootstrap: String,
+        /// The time waited.
+        after: Duration,
+        /// The last answer or error.
+        detail: String,
+    },
+    /// A node id this cluster does not have.
     #[error("no Kafka node {0} in this cluster")]
     UnknownNode(i32),
+    /// Files or processes around the brokers.
     #[error("I/O error around the Kafka broker: {0}")]
     Io(#[from] io::Error),
 }

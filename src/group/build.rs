@@ -103,6 +103,7 @@ pub fn sync_group(
     request
 }
 
+/// Heartbeat for `generation`.
 pub fn heartbeat(config: &GroupConfig, generation: &Generation, version: i16) -> HeartbeatRequest {
     let request = HeartbeatRequest::default()
         .with_group_id(group_id(config))

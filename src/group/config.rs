@@ -43,6 +43,7 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// Defaults (Kafka's, where Kafka has the setting) for group `group_id`.
     pub fn new(group_id: impl Into<String>) -> Self {
         GroupConfig {
             group_id: group_id.into(),

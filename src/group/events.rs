@@ -11,12 +11,20 @@ use crate::protocol::error_code::KafkaCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum StateKind {
+    /// Needs a JoinGroup, or has one in flight.
     AwaitingJoin,
+    /// JoinGroup answered; the SyncGroup is in flight.
     AwaitingSync,
+    /// A member of the current generation, with its assignment.
     Stable,
+    /// A rebalance was announced: commits still go out in the current generation until the
+    /// revoke is done, then the member rejoins.
     Revoking,
+    /// A LeaveGroup to send or in flight.
     Leaving,
+    /// Out of the group; nothing more is sent.
     Left,
+    /// Stopped by a fatal [`GroupError`].
     Failed,
 }
 
@@ -106,7 +114,10 @@ pub enum FenceReason {
     /// This member does not own the partition in its current generation.
     NotOwned,
     /// It owns the partition again, but ownership was interrupted since the lease was taken.
-    OwnershipInterrupted { owned_since: GenerationId },
+    OwnershipInterrupted {
+        /// The first generation of the current ownership streak, later than the lease's.
+        owned_since: GenerationId,
+    },
     /// The lease belongs to another member id of this process (before a reset).
     OtherMember,
     /// The coordinator rejected the commit with this code (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID).
@@ -121,11 +132,19 @@ pub enum CommitFailure {
     /// The broker refused the commit itself (for example OFFSET_METADATA_TOO_LARGE).
     Rejected(KafkaCode),
     /// Retries ran out; the last error is given.
-    AttemptsExhausted { attempts: u32, last: String },
+    AttemptsExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
     /// The commit timeout passed before the commit could be sent or answered.
     TimedOut,
     /// A commit of a lower offset than one already committed in the same ownership streak.
-    WouldMoveBackwards { committed: i64 },
+    WouldMoveBackwards {
+        /// The offset already committed.
+        committed: i64,
+    },
     /// The member left the group or stopped.
     MemberGone,
     /// The member failed fatally.
@@ -139,15 +158,32 @@ pub enum CommitFailure {
 pub enum CommitOutcome {
     /// Stored by the coordinator, stamped with `generation`; `restamped_from` is the lease's
     /// generation when ownership continued across a rebalance (KIP-1251's rule, client side).
-    Committed { generation: GenerationId, restamped_from: Option<GenerationId> },
+    Committed {
+        /// The generation the commit was sent in.
+        generation: GenerationId,
+        /// The lease's own generation, when the commit went out in a later one (the partition
+        /// stayed owned across the rebalance).
+        restamped_from: Option<GenerationId>,
+    },
     /// Not ours to commit: never sent, or rejected by the broker as stale. The records will be
     /// delivered to the partition's new owner (at-least-once).
-    Fenced { lease_generation: GenerationId, current_generation: Option<GenerationId>, reason: FenceReason },
+    Fenced {
+        /// The generation the lease was taken in.
+        lease_generation: GenerationId,
+        /// The member's generation when the commit was judged (`None`: it had none).
+        current_generation: Option<GenerationId>,
+        /// Why the partition is not this lease's to commit.
+        reason: FenceReason,
+    },
     /// Could not be committed for another reason.
-    Failed { reason: CommitFailure },
+    Failed {
+        /// What went wrong.
+        reason: CommitFailure,
+    },
 }
 
 impl CommitOutcome {
+    /// Whether the coordinator stored the offset.
     pub fn is_committed(&self) -> bool {
         matches!(self, CommitOutcome::Committed { .. })
     }
@@ -157,8 +193,11 @@ impl CommitOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PartitionCommit {
+    /// The partition committed.
     pub partition: TopicPartition,
+    /// The offset to store: the next record to read.
     pub offset: i64,
+    /// What became of it.
     pub outcome: CommitOutcome,
 }
 
@@ -181,14 +220,27 @@ pub enum OffsetLookupFailure {
     /// Retriable failures (a coordinator loading or moving, pending transactional offsets, no
     /// answer) lasted past `default.api.timeout.ms`: ask again.
     #[error("no answer within default.api.timeout.ms after {attempts} attempts (last: {last})")]
-    TimedOut { attempts: u32, last: String },
+    TimedOut {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
     /// The coordinator refused the lookup for good (an authorization error): asking again
     /// cannot help.
     #[error("OffsetFetch failed with {code}{}", .topic.as_deref().map(|t| format!(" for topic {t}")).unwrap_or_default())]
-    Rejected { code: KafkaCode, topic: Option<String> },
+    Rejected {
+        /// The error code.
+        code: KafkaCode,
+        /// The topic it was given for, when it came per topic.
+        topic: Option<String>,
+    },
     /// The member stopped before the lookup was answered.
     #[error("the group member stopped: {reason}")]
-    MemberStopped { reason: String },
+    MemberStopped {
+        /// Why it stopped.
+        reason: String,
+    },
 }
 
 impl OffsetLookupFailure {
@@ -202,7 +254,9 @@ impl OffsetLookupFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OwnedPartition {
+    /// The partition.
     pub partition: TopicPartition,
+    /// The first generation of the streak: leases from before it are fenced.
     pub owned_since: GenerationId,
 }
 
@@ -211,14 +265,37 @@ pub struct OwnedPartition {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum GroupError {
+    /// Another member joined with this member's static `group.instance.id`.
     #[error("another process took over group.instance.id {instance_id} (FENCED_INSTANCE_ID, KIP-345)")]
-    FencedInstanceId { instance_id: String },
+    FencedInstanceId {
+        /// The `group.instance.id` taken over.
+        instance_id: String,
+    },
+    /// The coordinator answered a group API with a fatal error code (an authorization error,
+    /// for example).
     #[error("{api} failed with {code}: {context}")]
-    Rejected { api: &'static str, code: KafkaCode, context: String },
+    Rejected {
+        /// The API refused.
+        api: &'static str,
+        /// The error code.
+        code: KafkaCode,
+        /// What the member was doing.
+        context: String,
+    },
+    /// The group settled on a protocol (an assignor) this member did not offer.
     #[error("the coordinator answered with protocol {got:?} where {expected:?} was expected")]
-    InconsistentProtocol { expected: String, got: String },
+    InconsistentProtocol {
+        /// What this member offered or agreed on.
+        expected: String,
+        /// What the coordinator answered.
+        got: String,
+    },
+    /// The coordinator speaks no version of a group API that this client speaks.
     #[error("the coordinator supports no version of {api} this client can use")]
-    UnsupportedApi { api: &'static str },
+    UnsupportedApi {
+        /// The API.
+        api: &'static str,
+    },
 }
 
 /// Everything the machine reports, in order.
@@ -227,40 +304,101 @@ pub enum GroupError {
 #[non_exhaustive]
 pub enum GroupEvent {
     /// The state changed.
-    Transition { from: StateKind, to: StateKind, reason: String, generation: Option<GenerationId> },
+    Transition {
+        /// The state left.
+        from: StateKind,
+        /// The state entered.
+        to: StateKind,
+        /// Why, in words.
+        reason: String,
+        /// The member's generation in the new state, if it has one.
+        generation: Option<GenerationId>,
+    },
     /// The coordinator was found (or lost: `node_id` is `None`).
-    Coordinator { node_id: Option<i32>, reason: String },
+    Coordinator {
+        /// The coordinator's broker id.
+        node_id: Option<i32>,
+        /// Why it was looked up or dropped.
+        reason: String,
+    },
     /// A rebalance started while we owned partitions: commit what is processed, then call
     /// `revoke_done` (or let the deadline pass) before the member rejoins.
-    RevokeRequested { generation: GenerationId, partitions: Vec<TopicPartition>, reason: RejoinReason },
+    RevokeRequested {
+        /// The generation that still owns the partitions: commits go out in it.
+        generation: GenerationId,
+        /// The partitions to give up: every owned one (eager), the ones a cooperative assignment
+        /// took away, or none while a cooperative member rejoins with its partitions.
+        partitions: Vec<TopicPartition>,
+        /// Why the member rejoins.
+        reason: RejoinReason,
+    },
     /// The member's assignment for a new generation.
     Assigned {
+        /// The new generation.
         generation: Generation,
+        /// Everything owned now, with the start of each ownership streak.
         partitions: Vec<OwnedPartition>,
+        /// Owned now and not before.
         added: Vec<TopicPartition>,
+        /// Owned before and not now.
         revoked: Vec<TopicPartition>,
     },
     /// Partitions lost without a revoke window (the group moved on without us).
-    Lost { partitions: Vec<TopicPartition>, reason: String },
+    Lost {
+        /// The partitions lost.
+        partitions: Vec<TopicPartition>,
+        /// Why.
+        reason: String,
+    },
     /// A commit finished: one outcome per partition.
-    CommitCompleted { id: CommitId, results: Vec<PartitionCommit> },
+    CommitCompleted {
+        /// The commit, as [`super::GroupMachine::commit`] returned it.
+        id: CommitId,
+        /// One outcome per partition.
+        results: Vec<PartitionCommit>,
+    },
     /// Committed offsets looked up (`None`: nothing committed).
-    CommittedOffsets { id: OffsetFetchId, offsets: Vec<(TopicPartition, Option<i64>)> },
+    CommittedOffsets {
+        /// The lookup, as [`super::GroupMachine::fetch_committed`] returned it.
+        id: OffsetFetchId,
+        /// Each partition's committed offset.
+        offsets: Vec<(TopicPartition, Option<i64>)>,
+    },
     /// An attempt of the lookup failed; it goes again after `retry_in_ms` (a failed lookup is
     /// never read as nothing committed).
     CommittedOffsetsDelayed {
+        /// The lookup.
         id: OffsetFetchId,
+        /// Its partitions.
         partitions: Vec<TopicPartition>,
+        /// Attempts made so far.
         attempts: u32,
+        /// Why the last attempt failed.
         reason: String,
+        /// Milliseconds until the next attempt.
         retry_in_ms: u64,
     },
     /// The lookup ended without offsets.
-    CommittedOffsetsFailed { id: OffsetFetchId, failure: OffsetLookupFailure },
+    CommittedOffsetsFailed {
+        /// The lookup.
+        id: OffsetFetchId,
+        /// Why it ended.
+        failure: OffsetLookupFailure,
+    },
     /// A response for an older generation arrived and was not applied (T32).
-    StaleResponse { api: &'static str, sent: Generation, current: Option<Generation> },
+    StaleResponse {
+        /// The API answered.
+        api: &'static str,
+        /// The generation the request was sent in.
+        sent: Generation,
+        /// The member's generation now.
+        current: Option<Generation>,
+    },
     /// The member left the group.
-    Left { reason: LeaveReason },
+    Left {
+        /// Why.
+        reason: LeaveReason,
+    },
     /// A fatal error: the member has stopped.
     Fatal(GroupError),
 }

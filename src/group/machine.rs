@@ -295,6 +295,7 @@ impl GroupMachine {
         self.state.member_generation()
     }
 
+    /// The state's name.
     pub fn state(&self) -> StateKind {
         self.state.kind()
     }

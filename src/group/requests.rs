@@ -22,6 +22,7 @@ pub enum GroupRequest {
     /// Find the group's coordinator (on any broker) and connect to it; answer with
     /// [`super::GroupMachine::handle_coordinator_found`].
     FindCoordinator {
+        /// `group.id`.
         group_id: String,
     },
     /// Partition counts of `topics`, from any broker's metadata; answer with
@@ -29,17 +30,25 @@ pub enum GroupRequest {
     /// member subscribes to, and a member of a generation refreshes them every
     /// `metadata.max.age.ms`.
     Metadata {
+        /// The topics to count partitions of.
         topics: Vec<String>,
     },
+    /// Join (or rejoin) the group.
     JoinGroup(JoinGroupRequest),
+    /// Hand in the leader's assignment, or fetch this member's.
     SyncGroup(SyncGroupRequest),
+    /// Keep the membership alive; the answer says when a rebalance started.
     Heartbeat(HeartbeatRequest),
+    /// Leave the group.
     LeaveGroup(LeaveGroupRequest),
+    /// Commit offsets of leases this member may commit.
     OffsetCommit(OffsetCommitRequest),
+    /// Look up committed offsets.
     OffsetFetch(OffsetFetchRequest),
 }
 
 impl GroupRequest {
+    /// The API's name, for logs and events.
     pub fn api_name(&self) -> &'static str {
         match self {
             GroupRequest::FindCoordinator { .. } => "FindCoordinator",
@@ -58,10 +67,13 @@ impl GroupRequest {
 /// the order they are polled, on one connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutgoingRequest {
+    /// Names the request in the answer the driver hands back.
     pub id: RequestId,
+    /// The version `body` was built for (negotiated with the coordinator).
     pub version: i16,
     /// How long to wait for the answer before reporting [`RequestFailure::TimedOut`].
     pub timeout: Duration,
+    /// What to send.
     pub body: GroupRequest,
 }
 
@@ -69,18 +81,27 @@ pub struct OutgoingRequest {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum GroupResponse {
+    /// Answers [`GroupRequest::JoinGroup`].
     JoinGroup(JoinGroupResponse),
+    /// Answers [`GroupRequest::SyncGroup`].
     SyncGroup(SyncGroupResponse),
+    /// Answers [`GroupRequest::Heartbeat`].
     Heartbeat(HeartbeatResponse),
+    /// Answers [`GroupRequest::LeaveGroup`].
     LeaveGroup(LeaveGroupResponse),
+    /// Answers [`GroupRequest::OffsetCommit`].
     OffsetCommit(OffsetCommitResponse),
+    /// Answers [`GroupRequest::OffsetFetch`].
     OffsetFetch(OffsetFetchResponse),
 }
 
 /// The coordinator a FindCoordinator request led to, with the versions negotiated with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorFound {
+    /// The coordinator's broker id.
     pub node_id: i32,
+    /// The API versions negotiated on the connection to it: the group requests are built for
+    /// them.
     pub versions: NegotiatedVersions,
 }
 

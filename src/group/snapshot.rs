@@ -9,14 +9,23 @@ use super::types::{Generation, GenerationId, MemberId, TopicPartition};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupCounters {
+    /// JoinGroup requests sent.
     pub joins_sent: u64,
+    /// SyncGroup requests sent.
     pub syncs_sent: u64,
+    /// Heartbeat requests sent.
     pub heartbeats_sent: u64,
+    /// Rebalances this member went through (a revoke window or a rejoin started one).
     pub rebalances: u64,
+    /// From the start of the last finished rebalance to its assignment, in milliseconds.
     pub last_rebalance_ms: Option<u64>,
+    /// The longest rebalance so far, in milliseconds.
     pub max_rebalance_ms: u64,
+    /// All finished rebalances together, in milliseconds.
     pub total_rebalance_ms: u64,
+    /// FindCoordinator requests sent.
     pub coordinator_lookups: u64,
+    /// OffsetCommit requests sent.
     pub commits_sent: u64,
     /// Partition offsets the coordinator stored.
     pub partitions_committed: u64,
@@ -26,6 +35,7 @@ pub struct GroupCounters {
     pub partitions_fenced_locally: u64,
     /// Partition offsets the coordinator rejected, by error code.
     pub partitions_rejected_by_broker: BTreeMap<i16, u64>,
+    /// Partition offsets that failed otherwise (see [`super::CommitFailure`]).
     pub partitions_failed: u64,
     /// Times a commit had to wait for a rebalance to finish.
     pub commits_deferred: u64,
@@ -43,9 +53,11 @@ pub struct GroupCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CommitView {
+    /// The commit.
     pub id: CommitId,
     /// `None` while deferred until the next generation is known.
     pub stamped_with: Option<GenerationId>,
+    /// Each partition with the offset to store.
     pub partitions: Vec<(TopicPartition, i64)>,
 }
 
@@ -53,10 +65,13 @@ pub struct CommitView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OffsetLookupView {
+    /// The lookup.
     pub id: OffsetFetchId,
+    /// The partitions asked about.
     pub partitions: Vec<TopicPartition>,
     /// Attempts that failed so far.
     pub failed_attempts: u32,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
     /// How long the lookup has waited for its answer.
     pub waiting_ms: u64,
@@ -66,9 +81,13 @@ pub struct OffsetLookupView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TransitionView {
+    /// The state left.
     pub from: StateKind,
+    /// The state entered.
     pub to: StateKind,
+    /// Why, in words.
     pub reason: String,
+    /// How long ago, in milliseconds.
     pub ms_ago: u64,
 }
 
@@ -77,22 +96,36 @@ pub struct TransitionView {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct GroupSnapshot {
+    /// `group.id`.
     pub group_id: String,
+    /// `group.instance.id`, for a static member.
     pub group_instance_id: Option<String>,
+    /// The member's state.
     pub state: StateKind,
+    /// The generation the member belongs to, if any.
     pub generation: Option<Generation>,
+    /// The member id the coordinator gave (empty before the first join).
     pub member_id: MemberId,
+    /// Whether this member computes the group's assignment.
     pub is_leader: bool,
+    /// The assignor the group agreed on, while the member is in a generation.
     pub protocol: Option<String>,
+    /// The coordinator's broker id, when known.
     pub coordinator: Option<i32>,
+    /// The partitions owned, with the start of each ownership streak.
     pub assignment: Vec<OwnedPartition>,
+    /// The commit in flight, if any.
     pub in_flight_commits: Vec<CommitView>,
+    /// Commits waiting for a rebalance to finish.
     pub deferred_commits: Vec<CommitView>,
     /// Committed-offset lookups not answered yet (a delay here holds partitions' first fetch).
     pub offset_lookups: Vec<OffsetLookupView>,
+    /// The last state change.
     pub last_transition: Option<TransitionView>,
+    /// Why the member is about to rejoin (awaiting a join, or in a revoke window).
     pub pending_rejoin: Option<RejoinReason>,
     /// The next timer: its kind and how far away it is.
     pub next_timer: Option<(&'static str, u64)>,
+    /// Counters since the machine was created.
     pub counters: GroupCounters,
 }

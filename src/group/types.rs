@@ -11,6 +11,7 @@ pub use crate::protocol::types::{GenerationId, TopicPartition};
 pub struct MemberId(Arc<str>);
 
 impl MemberId {
+    /// The id as the coordinator gave it.
     pub fn new(id: &str) -> Self {
         MemberId(Arc::from(id))
     }
@@ -20,10 +21,12 @@ impl MemberId {
         MemberId(Arc::from(""))
     }
 
+    /// The id's text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether the member has not joined yet.
     pub fn is_unknown(&self) -> bool {
         self.0.is_empty()
     }
@@ -47,7 +50,9 @@ impl serde::Serialize for MemberId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Generation {
+    /// The generation number.
     pub id: GenerationId,
+    /// The member id it was given with.
     pub member_id: MemberId,
 }
 
@@ -65,10 +70,13 @@ impl fmt::Display for Generation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Lease {
+    /// The partition.
     pub partition: TopicPartition,
     /// The offset to commit: the next record to read.
     pub next_offset: i64,
+    /// The member's generation when the records were fetched.
     pub generation: Generation,
+    /// The first generation of the ownership streak the records were fetched in.
     pub owned_since: GenerationId,
 }
 

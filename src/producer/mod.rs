@@ -86,17 +86,22 @@ impl Default for ProducerConfig {
 /// One record to send.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
+    /// The topic to write to.
     pub topic: String,
     /// Explicit partition; otherwise murmur2 of the key, or round robin without a key.
     pub partition: Option<i32>,
+    /// The key (`None`: null).
     pub key: Option<Bytes>,
+    /// The value (`None`: null, a tombstone).
     pub value: Option<Bytes>,
+    /// The headers, in order.
     pub headers: Vec<(String, Option<Bytes>)>,
     /// Milliseconds since the epoch; defaults to now.
     pub timestamp: Option<i64>,
 }
 
 impl ProducerRecord {
+    /// A record with a value, partitioned by its key.
     pub fn new(topic: impl Into<String>, key: Option<impl Into<Bytes>>, value: impl Into<Bytes>) -> Self {
         ProducerRecord {
             topic: topic.into(),
@@ -110,7 +115,9 @@ impl ProducerRecord {
 /// Where a record was written. `offset` is `-1` under `acks=0`, where the broker says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
+    /// The partition written to.
     pub partition: i32,
+    /// The record's offset.
     pub offset: i64,
 }
 
@@ -156,6 +163,7 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Starts the producer's task on the current tokio runtime; a zero `batch_size` is refused.
     pub fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer> {
         if config.batch_size == 0 {
             return Err(ConfigError::InvalidValue {

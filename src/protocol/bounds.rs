@@ -13,7 +13,7 @@ use super::schema::{Field, Message, Type};
 /// What makes a body fail the check, and in which field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
-pub struct BoundsError {
+pub(crate) struct BoundsError {
     pub field: &'static str,
     pub problem: Problem,
 }
@@ -21,7 +21,7 @@ pub struct BoundsError {
 /// What was wrong with the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Problem {
+pub(crate) enum Problem {
     #[error("needs {needed} bytes, {left} left")]
     Truncated { needed: u64, left: usize },
     #[error("negative length {0}")]

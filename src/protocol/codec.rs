@@ -49,7 +49,7 @@ pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
 }
 
 /// Decodes a response frame (without its size prefix) to `R::Response` at `version`. The body
-/// passes the [bounds check](super::bounds) first; the header holds no array.
+/// passes the bounds check (`protocol::bounds`) first; the header holds no array.
 pub fn decode_response<R: Request>(frame: Bytes, version: i16) -> Result<(ResponseHeader, R::Response), ProtocolError> {
     let api = api_key_of::<R>();
     check_version::<R>(api, version)?;

@@ -16,12 +16,15 @@ pub const CONSUMER_PROTOCOL_VERSION: i16 = 3;
 /// What a member asks for, as carried in its JoinGroup metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subscription {
+    /// The topics subscribed to.
     pub topics: Vec<String>,
     /// Partitions the member owns now (KIP-429; empty under eager protocols).
     pub owned_partitions: Vec<TopicPartition>,
     /// The member's generation when it sent this (v2+, `-1` when unknown).
     pub generation: GenerationId,
+    /// `client.rack` (v3+), for rack-aware assignors.
     pub rack: Option<String>,
+    /// Assignor-specific bytes, passed through as they are.
     pub user_data: Option<Bytes>,
 }
 
@@ -141,6 +144,7 @@ impl Reader {
 }
 
 impl Subscription {
+    /// The JoinGroup metadata bytes, at [`CONSUMER_PROTOCOL_VERSION`].
     pub fn encode(&self) -> Bytes {
         let message = ConsumerProtocolSubscription::default()
             .with_topics(self.topics.iter().map(|t| str_bytes(t)).collect())
@@ -199,6 +203,7 @@ pub fn encode_assignment(partitions: &[TopicPartition], user_data: Option<Bytes>
     buf.freeze()
 }
 
+/// The partitions of a member's assignment bytes (SyncGroup); empty bytes are no partitions.
 pub fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>, ProtocolError> {
     if bytes.is_empty() {
         return Ok(Vec::new());

@@ -36,7 +36,8 @@ pub enum ErrorAction {
 pub mod codes {
     macro_rules! codes {
         ($($name:ident = $code:expr;)*) => {
-            $(pub const $name: i16 = $code;)*
+            $(#[doc = concat!("`", stringify!($name), "` (", stringify!($code), ").")]
+            pub const $name: i16 = $code;)*
             /// Every code above with its name.
             pub(super) const ALL: &[(&str, i16)] = &[$((stringify!($name), $name)),*];
         };
@@ -82,8 +83,10 @@ pub mod codes {
 pub struct KafkaCode(pub i16);
 
 impl KafkaCode {
+    /// Success.
     pub const NONE: KafkaCode = KafkaCode(0);
 
+    /// Whether the code is not [`KafkaCode::NONE`].
     pub fn is_error(self) -> bool {
         self.0 != 0
     }

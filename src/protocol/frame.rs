@@ -1,6 +1,6 @@
 //! Kafka's 4-byte big-endian size framing.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::ProtocolError;
 
@@ -29,7 +29,9 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: usize) -> Result<Option<
 }
 
 /// Prefixes `payload` with its size.
+#[cfg(any(test, feature = "test-support"))]
 pub fn encode_frame(payload: &[u8], max_frame_size: usize) -> Result<Bytes, ProtocolError> {
+    use bytes::BufMut;
     if payload.len() > max_frame_size || i32::try_from(payload.len()).is_err() {
         return Err(ProtocolError::FrameTooLarge { size: payload.len(), max: max_frame_size });
     }
@@ -41,6 +43,8 @@ pub fn encode_frame(payload: &[u8], max_frame_size: usize) -> Result<Bytes, Prot
 
 #[cfg(test)]
 mod tests {
+    use bytes::BufMut;
+
     use super::*;
 
     #[test]

@@ -46,7 +46,7 @@ impl Field {
         Field { name, versions: (first, last), ty, tag: Some(tag) }
     }
 
-    pub fn in_version(&self, version: i16) -> bool {
+    pub(crate) fn in_version(&self, version: i16) -> bool {
         (self.versions.0..=self.versions.1).contains(&version)
     }
 }

@@ -36,11 +36,14 @@ impl fmt::Display for GenerationId {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TopicPartition {
+    /// The topic name.
     pub topic: Arc<str>,
+    /// The partition number.
     pub partition: i32,
 }
 
 impl TopicPartition {
+    /// A topic partition from a topic name.
     pub fn new(topic: &str, partition: i32) -> Self {
         TopicPartition { topic: Arc::from(topic), partition }
     }

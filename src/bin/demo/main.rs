@@ -1,4 +1,4 @@
-//! `cargo run --release`: the kgroup demo, the seed scenario of the project.
+//! `cargo run --release --features demo`: the kgroup demo, the seed scenario of the project.
 //!
 //! Starts a broker on 127.0.0.1 (the embedded nisshi, or Apache Kafka 3.6 from its Maven jars
 //! with `--broker kafka36`), or uses `KGROUP_BOOTSTRAP`; creates a 72-partition topic, produces

@@ -6,7 +6,7 @@
 //! reserved for them. `kafka-protocol` 0.18's `RecordBatchDecoder` did the same work at about half
 //! the speed (a `Bytes` split and refcount per field, an intermediate `Record` with an `IndexMap`,
 //! a second pass to check the counts it reserves straight from the wire). Compressed records are
-//! expanded within a [`DecompressionBudget`] (see [`super::decompress`]), and a panic inside a
+//! expanded within a [`DecompressionBudget`] (see `decompress`), and a panic inside a
 //! codec becomes an error. Control batches are skipped; under `ReadCommitted` batches of aborted transactions are skipped
 //! (Java's `CompletedFetch` algorithm: aborted transactions start at their first offset and end
 //! at their producer's abort marker) and nothing at or past the last stable offset is read.
@@ -40,10 +40,13 @@ const CRC_FROM: usize = 21;
 /// What decoding needs to know about the fetch that returned the bytes.
 #[derive(Debug, Clone)]
 pub struct PartitionFetch<'a> {
+    /// The topic, shared by the records made.
     pub topic: &'a Arc<str>,
+    /// The partition.
     pub partition: i32,
     /// The offset the fetch asked for: records below it are dropped.
     pub fetch_offset: i64,
+    /// Whether records of aborted transactions are dropped.
     pub isolation: IsolationLevel,
     /// `(producer id, first offset)` of the aborted transactions the response lists.
     pub aborted_transactions: &'a [(i64, i64)],
@@ -67,6 +70,7 @@ pub struct DecompressionBudget {
 }
 
 impl DecompressionBudget {
+    /// A budget of `limit` bytes (`fetch.max.bytes`).
     pub const fn new(limit: usize) -> Self {
         DecompressionBudget { limit, left: AtomicUsize::new(limit) }
     }
@@ -102,8 +106,11 @@ enum BatchRefusal {
 /// decoding early, if any (the records before it are good).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
+    /// The records, in offset order.
     pub records: Vec<ConsumerRecord>,
+    /// Where the next fetch starts.
     pub next_offset: i64,
+    /// Why decoding stopped early, if it did.
     pub error: Option<String>,
 }
 
@@ -302,11 +309,15 @@ fn is_abort_marker(key: &[u8]) -> bool {
 /// One record as it sits in its batch: key and value are slices of the batch's bytes.
 #[derive(Debug)]
 pub struct RawRecord {
+    /// The record's offset.
     pub offset: i64,
     /// Create time (base timestamp plus delta); the caller applies log append time.
     pub timestamp: i64,
+    /// The key (`None`: null).
     pub key: Option<Bytes>,
+    /// The value (`None`: null).
     pub value: Option<Bytes>,
+    /// The headers, in order.
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 

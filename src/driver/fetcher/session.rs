@@ -21,8 +21,11 @@ const FINAL_EPOCH: i32 = -1;
 /// What one partition is fetched with; a change is what an incremental request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionPartition {
+    /// The offset to fetch from.
     pub fetch_offset: i64,
+    /// The leader epoch metadata gives (`current_leader_epoch`: a stale leader refuses).
     pub leader_epoch: i32,
+    /// `max.partition.fetch.bytes` for this partition.
     pub max_bytes: i32,
 }
 
@@ -33,7 +36,12 @@ pub enum SessionMode {
     /// No session yet: the next request is a full fetch that asks for one (epoch 0).
     Opening,
     /// A session is open: requests are incremental.
-    Incremental { session_id: i32, epoch: i32 },
+    Incremental {
+        /// The session's id, as the broker gave it.
+        session_id: i32,
+        /// The epoch of the next request.
+        epoch: i32,
+    },
     /// The broker does not keep sessions (or the negotiated Fetch version predates them): every
     /// request is full, with epoch -1.
     Sessionless,
@@ -42,7 +50,9 @@ pub enum SessionMode {
 /// One request's session fields and partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRequest {
+    /// The request's `session_id`.
     pub session_id: i32,
+    /// The request's `session_epoch`.
     pub epoch: i32,
     /// Whether this is a full fetch (every wanted partition sent).
     pub full: bool,
@@ -86,6 +96,7 @@ impl Default for FetchSession {
 }
 
 impl FetchSession {
+    /// How the next request is made.
     pub fn mode(&self) -> SessionMode {
         if self.sessionless {
             SessionMode::Sessionless

@@ -22,8 +22,11 @@ pub use sticky::StickyAssignor;
 /// One member as the leader sees it in the JoinGroup response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
+    /// The member id.
     pub member_id: String,
+    /// Its `group.instance.id`, for a static member.
     pub group_instance_id: Option<String>,
+    /// What it asked for.
     pub subscription: Subscription,
 }
 

@@ -22,6 +22,7 @@ use crate::group::types::{GenerationId, TopicPartition};
 /// KIP-429's two rounds through [`cooperative_adjust`](super::cooperative_adjust).
 #[derive(Debug, Clone, Copy)]
 pub struct StickyAssignor {
+    /// `cooperative-sticky` (KIP-429's two rounds) rather than `sticky` (eager).
     pub cooperative: bool,
 }
 
