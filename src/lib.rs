@@ -25,7 +25,7 @@
 //! `test-support` makes them `pub` for the workspace's test crates, benches and fuzz targets;
 //! it is not part of the API. A module is declared twice under `cfg`: `pub` with the feature,
 //! `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for the
-//! feature's sake); a method uses `#[cfg_attr(feature = "test-support", visibility::make(pub))]`.
+//! feature's sake); [`Cluster`]'s raw connections get `pub` wrappers under the feature.
 //! Public types defined in an internal module are re-exported where the API uses them
 //! ([`consumer::ConsumerRecord`], [`consumer::session::StartPosition`],
 //! [`driver::cluster::ConnectionConfig`], [`protocol::NegotiatedVersions`]).

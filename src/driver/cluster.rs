@@ -304,8 +304,7 @@ impl Cluster {
     /// abandoned.
     ///
     /// Cancel-safe: dropping the future abandons its attempts.
-    #[cfg_attr(feature = "test-support", visibility::make(pub))]
-    pub(crate) async fn any_connection(&self) -> Result<Connection> {
+    pub(crate) async fn connect_any(&self) -> Result<Connection> {
         let mut candidates: Vec<Arc<BrokerLink>> =
             self.metadata().brokers.values().map(|b| self.link(&b.addr())).collect();
         candidates.extend(self.inner.bootstrap.iter().cloned());
@@ -359,8 +358,7 @@ impl Cluster {
     }
 
     /// A connection to broker `node_id` as the latest metadata locates it.
-    #[cfg_attr(feature = "test-support", visibility::make(pub))]
-    pub(crate) async fn broker_connection(&self, node_id: i32) -> Result<Connection> {
+    pub(crate) async fn connect_broker(&self, node_id: i32) -> Result<Connection> {
         let addr = match self.metadata().brokers.get(&node_id) {
             Some(b) => b.addr(),
             None => {
@@ -458,7 +456,7 @@ impl Cluster {
 
     /// One FindCoordinator attempt, no retries (callers with their own retry policy).
     pub async fn find_coordinator_once(&self, group: &str) -> Result<CoordinatorInfo> {
-        let conn = self.any_connection().await?;
+        let conn = self.connect_any().await?;
         let version = conn.version(ApiKey::FindCoordinator)?;
         let key = StrBytes::from_string(group.to_owned());
         let request = if version >= 4 {
@@ -540,7 +538,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + self.inner.config.retry_timeout;
         let mut attempt = 0u32;
         loop {
-            let result = match self.any_connection().await {
+            let result = match self.connect_any().await {
                 Ok(conn) => call(conn).await,
                 Err(e) => Err(e),
             };
@@ -556,6 +554,20 @@ impl Cluster {
                 other => return other,
             }
         }
+    }
+}
+
+/// Raw connections, for the test crates' protocol and fault tests (`test-support`).
+#[cfg(feature = "test-support")]
+impl Cluster {
+    /// A connection to any broker (see `connect_any`).
+    pub async fn any_connection(&self) -> Result<Connection> {
+        self.connect_any().await
+    }
+
+    /// A connection to broker `node_id` as the latest metadata locates it.
+    pub async fn broker_connection(&self, node_id: i32) -> Result<Connection> {
+        self.connect_broker(node_id).await
     }
 }
 

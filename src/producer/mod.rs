@@ -443,7 +443,7 @@ impl Sender {
             let b = &batches[0];
             return Err(Error::UnknownPartition { topic: b.topic.clone(), partition: Some(b.partition) });
         }
-        let conn = self.cluster.broker_connection(leader).await?;
+        let conn = self.cluster.connect_broker(leader).await?;
         let version = conn.version(ApiKey::Produce)?;
         let options = RecordEncodeOptions { version: 2, compression: self.config.compression };
         let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();

@@ -19,6 +19,7 @@ pub struct OffsetLog {
 }
 
 impl OffsetLog {
+    /// A log whose fetches return `batch` offsets at a time.
     pub fn new(batch: i64) -> Self {
         OffsetLog { batch, positions: BTreeMap::new(), paused: Vec::new() }
     }

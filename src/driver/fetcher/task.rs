@@ -683,7 +683,7 @@ async fn list_offsets(
     targets: &[ResetTarget],
     isolation: IsolationLevel,
 ) -> Result<Vec<(TopicPartition, i16, i64)>> {
-    let conn = cluster.broker_connection(node).await?;
+    let conn = cluster.connect_broker(node).await?;
     let version = conn.version(ApiKey::ListOffsets)?;
     let mut topics: Vec<ListOffsetsTopic> = Vec::new();
     for t in targets {
