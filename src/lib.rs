@@ -23,14 +23,26 @@
 //! The wire-level internals (`protocol::{codec, frame, versions}`, `driver::{connection,
 //! fetcher}` and the connection methods of [`Cluster`]) are `pub(crate)`. The feature
 //! `test-support` makes them `pub` for the workspace's test crates, benches and fuzz targets;
-//! it is not part of the API. A module is declared twice under `cfg`: `pub` with the feature,
-//! `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for the
-//! feature's sake); [`Cluster`]'s raw connections get `pub` wrappers under the feature.
+//! it is not part of the API. A module is declared by `internal_modules!`: `pub` with the
+//! feature, `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for
+//! the feature's sake); [`Cluster`]'s raw connections get `pub` wrappers under the feature.
 //! Public types defined in an internal module are re-exported where the API uses them
 //! ([`consumer::ConsumerRecord`], [`consumer::session::StartPosition`],
 //! [`driver::cluster::ConnectionConfig`], [`protocol::NegotiatedVersions`]).
 
 #![warn(missing_docs, unreachable_pub)]
+
+/// Declares internal modules: `pub` for the test crates under `test-support`, `pub(crate)`
+/// otherwise (their items are `pub` for that build, hence the allowed `unreachable_pub`).
+macro_rules! internal_modules {
+    ($($name:ident),+ $(,)?) => {$(
+        #[cfg(feature = "test-support")]
+        pub mod $name;
+        #[cfg(not(feature = "test-support"))]
+        #[allow(unreachable_pub)]
+        pub(crate) mod $name;
+    )+};
+}
 
 mod config_error;
 pub mod consumer;

@@ -5,16 +5,7 @@
 
 pub mod backoff;
 pub mod cluster;
-#[cfg(feature = "test-support")]
-pub mod connection;
-#[cfg(not(feature = "test-support"))]
-#[allow(unreachable_pub)] // its items are `pub` for the test-support build
-pub(crate) mod connection;
-#[cfg(feature = "test-support")]
-pub mod fetcher;
-#[cfg(not(feature = "test-support"))]
-#[allow(unreachable_pub)] // its items are `pub` for the test-support build
-pub(crate) mod fetcher;
+internal_modules!(connection, fetcher);
 pub mod group;
 mod sasl;
 pub(crate) mod scram;

@@ -118,29 +118,22 @@ impl LookupQueue {
         counters: &mut GroupCounters,
     ) -> Vec<LookupReaction> {
         self.in_flight = None;
+        // v8+ answers per group, v0-7 at the top level, in types of the same shape.
+        macro_rules! rows {
+            ($topics:expr) => {
+                $topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
+                    })
+                    .collect()
+            };
+        }
         let (group_code, partitions): (i16, Vec<(String, i32, i64, i16)>) = match r.groups.first() {
-            Some(g) => (
-                g.error_code,
-                g.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
-            None => (
-                r.error_code,
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect(),
-            ),
+            Some(g) => (g.error_code, rows!(g.topics)),
+            None => (r.error_code, rows!(r.topics)),
         };
         // The group's error, then each partition's: a rejection ends the lookup, anything else
         // is retried (on a rediscovered coordinator if any code says it moved).

@@ -86,13 +86,13 @@ const fn otherwise(api: ApiKey, reaction: Reaction, cases: &'static str) -> Row 
     Row { key: Key { api, code: None, standing: None }, reaction, cases }
 }
 
-const FIND: ApiKey = ApiKey::FindCoordinator;
-const JOIN: ApiKey = ApiKey::JoinGroup;
-const SYNC: ApiKey = ApiKey::SyncGroup;
-const HEARTBEAT: ApiKey = ApiKey::Heartbeat;
-const LEAVE: ApiKey = ApiKey::LeaveGroup;
-const COMMIT: ApiKey = ApiKey::OffsetCommit;
-const FETCH: ApiKey = ApiKey::OffsetFetch;
+pub(super) const FIND: ApiKey = ApiKey::FindCoordinator;
+pub(super) const JOIN: ApiKey = ApiKey::JoinGroup;
+pub(super) const SYNC: ApiKey = ApiKey::SyncGroup;
+pub(super) const HEARTBEAT: ApiKey = ApiKey::Heartbeat;
+pub(super) const LEAVE: ApiKey = ApiKey::LeaveGroup;
+pub(super) const COMMIT: ApiKey = ApiKey::OffsetCommit;
+pub(super) const FETCH: ApiKey = ApiKey::OffsetFetch;
 
 use Reaction::*;
 use Standing::*;

@@ -8,25 +8,11 @@
 //! `versions` are public only with the `test-support` feature; `bounds` is internal.
 
 pub(crate) mod bounds;
-#[cfg(feature = "test-support")]
-pub mod codec;
-#[cfg(not(feature = "test-support"))]
-#[allow(unreachable_pub)] // its items are `pub` for the test-support build
-pub(crate) mod codec;
+internal_modules!(codec, frame, versions);
 pub mod consumer_protocol;
 pub mod error_code;
-#[cfg(feature = "test-support")]
-pub mod frame;
-#[cfg(not(feature = "test-support"))]
-#[allow(unreachable_pub)] // its items are `pub` for the test-support build
-pub(crate) mod frame;
 mod schema;
 pub(crate) mod types;
-#[cfg(feature = "test-support")]
-pub mod versions;
-#[cfg(not(feature = "test-support"))]
-#[allow(unreachable_pub)] // its items are `pub` for the test-support build
-pub(crate) mod versions;
 
 use kafka_protocol::messages::ApiKey;
 

@@ -9,15 +9,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::*;
-use crate::group::reactions::{self, Key, Reaction, Standing, TABLE};
-
-const FIND: ApiKey = ApiKey::FindCoordinator;
-const JOIN: ApiKey = ApiKey::JoinGroup;
-const SYNC: ApiKey = ApiKey::SyncGroup;
-const HB: ApiKey = ApiKey::Heartbeat;
-const LEAVE: ApiKey = ApiKey::LeaveGroup;
-const COMMIT: ApiKey = ApiKey::OffsetCommit;
-const FETCH: ApiKey = ApiKey::OffsetFetch;
+use crate::group::reactions::{
+    self, Key, Reaction, Standing, COMMIT, FETCH, FIND, HEARTBEAT as HB, JOIN, LEAVE, SYNC, TABLE,
+};
 
 fn on(api: ApiKey, code: i16) -> Key {
     Key { api, code: Some(code), standing: None }
