@@ -192,6 +192,9 @@ impl<R> Part<R> {
 struct RevokeWindow {
     partitions: Vec<TopicPartition>,
     deadline: Instant,
+    /// The application asked for a batch since the window opened: the listener's `revoked`
+    /// runs then at the latest (Java calls it inside `poll`).
+    polled: bool,
     /// The listener's `revoked` runs; the window ends when it returns.
     listening: bool,
 }
@@ -414,6 +417,10 @@ impl<R: RecordRun> ConsumerSession<R> {
         self.waiting = true;
         self.actions.push_back(SessionAction::RecordPoll);
         self.poll_keepalive = Some(now + self.config.max_poll_interval / 2);
+        if let Some(window) = self.window.as_mut() {
+            window.polled = true;
+            self.try_run_window(now);
+        }
     }
 
     /// The application stopped waiting (its batch was handed over, or it gave up).
@@ -616,18 +623,24 @@ impl<R: RecordRun> ConsumerSession<R> {
         if !paused.is_empty() {
             self.actions.push_back(SessionAction::Pause(paused));
         }
-        self.window = Some(RevokeWindow { partitions, deadline, listening: false });
+        self.window = Some(RevokeWindow { partitions, deadline, polled: false, listening: false });
         self.try_run_window(now);
     }
 
     /// Runs the window once no lease on a revoked partition is outstanding, so their commits go
     /// out stamped with the generation that still owns them (KIP-429 gives a cooperatively
-    /// revoked partition to nobody in the next generation), or once its deadline passed.
+    /// revoked partition to nobody in the next generation), or once its deadline passed. With a
+    /// rebalance listener, `revoked` is where the application commits what it holds: it runs at
+    /// the application's next `poll` at the latest, as in Java, and the member rejoins when it
+    /// returns.
     fn try_run_window(&mut self, now: Instant) {
         let Some(window) = self.window.as_mut().filter(|w| !w.listening) else { return };
         let outstanding =
             window.partitions.iter().filter(|tp| self.parts.get(*tp).is_some_and(Part::has_outstanding_lease)).count();
-        if outstanding > 0 {
+        // Java does not call `onPartitionsRevoked` with nothing revoked (a cooperative rebalance).
+        let listener = self.config.listener && !window.partitions.is_empty();
+        let settled = outstanding == 0 || (listener && window.polled);
+        if !settled {
             if now < window.deadline {
                 return;
             }
@@ -636,8 +649,7 @@ impl<R: RecordRun> ConsumerSession<R> {
                 "leases on revoked partitions outlasted the rebalance callback timeout; revoking anyway"
             );
         }
-        // Java does not call `onPartitionsRevoked` with nothing revoked (a cooperative rebalance).
-        if self.config.listener && !window.partitions.is_empty() {
+        if listener {
             window.listening = true;
             let call = ListenerCall::Revoked(window.partitions.clone());
             let deadline = window.deadline;

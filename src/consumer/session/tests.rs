@@ -345,3 +345,22 @@ fn without_auto_commit_a_stored_lease_holds_the_window_until_the_stored_offsets_
     h.pump();
     assert!(h.revoke_done_sent(), "taken to be committed: the window runs");
 }
+
+#[test]
+fn with_a_listener_revoked_runs_at_the_next_poll_to_commit_what_the_application_holds() {
+    let mut h = started(|c| c.listener = true);
+    h.session.listener_done(&ListenerCall::Assigned(vec![tp(0), tp(1)]), h.now);
+    let _held = h.next_batch().expect("a batch");
+    h.take_actions();
+    h.revoke_requested(1, &[0, 1]);
+    let is_revoked_call =
+        |a: &SessionAction| matches!(a, SessionAction::Listener { call: ListenerCall::Revoked(_), .. });
+    assert!(!h.take_actions().iter().any(is_revoked_call), "the application is processing what it holds");
+    // The next poll: the listener is where it commits (through any handle); the member rejoins
+    // when it returns.
+    assert!(h.next_batch().is_none());
+    assert!(h.take_actions().iter().any(is_revoked_call));
+    h.session.listener_done(&ListenerCall::Revoked(vec![tp(0), tp(1)]), h.now);
+    h.pump();
+    assert!(h.revoke_done_sent());
+}
