@@ -2,13 +2,14 @@
 //! application that reads several batches before it commits them all keeps those commits when a
 //! rebalance takes the partitions (the window waits for them, and they go out in the generation
 //! that still owns the partitions), and only batches held past the rebalance callback timeout
-//! are fenced and read again by the next owner.
+//! are fenced and read again by the next owner (those of partitions the member keeps are
+//! re-stamped and committed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kgroup::embedded::kafka36::Kafka36Options;
-use kgroup::group::{CommitOutcome, StateKind};
+use kgroup::group::{CommitOutcome, StateKind, TopicPartition};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Batch, ConsumerConfig, GroupConsumer};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
@@ -16,7 +17,7 @@ use tokio::time::timeout;
 
 const PARTITIONS: i32 = 4;
 const MESSAGES: usize = 4000;
-/// Batches the application reads before it commits them together.
+/// Batches the application reads (at least) before it commits them together.
 const HELD_READS: usize = 4;
 
 async fn start() -> (TestBroker, String) {
@@ -74,11 +75,14 @@ impl Reads {
     }
 }
 
-/// Reads `HELD_READS` batches and keeps them, uncommitted.
+/// Reads batches until it holds at least `HELD_READS` and one of every partition (so a
+/// rebalance always takes some of them), and keeps them, uncommitted.
 async fn read_and_hold(consumer: &mut GroupConsumer, reads: &mut Reads) -> Vec<Batch> {
-    let mut held = Vec::new();
+    let mut held: Vec<Batch> = Vec::new();
     timeout(Duration::from_secs(60), async {
-        while held.len() < HELD_READS {
+        while held.len() < HELD_READS
+            || held.iter().map(|b| b.partition.partition).collect::<BTreeSet<_>>().len() < PARTITIONS as usize
+        {
             if let Some(batch) = consumer.poll(100, Duration::from_secs(1)).await.expect("poll") {
                 reads.add(&batch);
                 held.push(batch);
@@ -100,10 +104,13 @@ async fn wait_for_state(consumer: &GroupConsumer, wanted: impl Fn(StateKind) -> 
     .unwrap_or_else(|_| panic!("{what} within 60 s"));
 }
 
-/// Both members read and commit every batch until every record was read.
-async fn consume_rest(a: &mut GroupConsumer, b: &mut GroupConsumer, reads: &mut Reads) {
+/// Both members read and commit every batch until every record was read and every partition's
+/// committed offset is its log end (so the new owners have read the moved partitions from their
+/// committed offsets to the end).
+async fn consume_rest(a: &mut GroupConsumer, b: &mut GroupConsumer, topic: &str, reads: &mut Reads) {
+    let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(topic, p)).collect();
     timeout(Duration::from_secs(90), async {
-        while reads.distinct() < MESSAGES {
+        loop {
             for consumer in [&mut *a, &mut *b] {
                 if let Some(batch) = consumer.poll(100, Duration::from_millis(200)).await.expect("poll") {
                     reads.add(&batch);
@@ -112,10 +119,15 @@ async fn consume_rest(a: &mut GroupConsumer, b: &mut GroupConsumer, reads: &mut 
                     }
                 }
             }
+            let committed = a.committed(partitions.clone()).await.expect("committed offsets");
+            let total: i64 = committed.iter().filter_map(|(_, offset)| *offset).sum();
+            if reads.distinct() == MESSAGES && total == MESSAGES as i64 {
+                return;
+            }
         }
     })
     .await
-    .expect("every record within 90 s");
+    .expect("every record read and committed within 90 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +157,7 @@ async fn leases_held_across_reads_are_committed_in_the_generation_that_owns_them
             result.partition
         );
     }
-    consume_rest(&mut a, &mut b, &mut reads).await;
+    consume_rest(&mut a, &mut b, &topic, &mut reads).await;
     assert_eq!(reads.read_twice(), Vec::<(i32, i64)>::new(), "no record is read twice");
     assert!(a.group_state().await.expect("snapshot").generation.expect("a generation").id > first);
     a.close().await.expect("close A");
@@ -164,28 +176,50 @@ async fn leases_held_past_the_callback_timeout_are_fenced_and_read_again() {
     let mut b = subscribe(broker.bootstrap(), &group, &topic, Duration::from_secs(2)).await;
     wait_for_state(&a, |s| s == StateKind::Revoking, "A's revoke window").await;
     // The callback timeout passes: the member rejoins without waiting any longer.
-    timeout(Duration::from_secs(60), async {
-        while a.group_state().await.expect("snapshot").generation.is_none_or(|g| g.id == first) {
+    let rejoined = timeout(Duration::from_secs(60), async {
+        loop {
+            let state = a.group_state().await.expect("snapshot");
+            if state.generation.as_ref().is_some_and(|g| g.id != first) {
+                return state;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .expect("a new generation within 60 s");
+    let kept: BTreeSet<i32> = rejoined.assignment.iter().map(|p| p.partition.partition).collect();
 
-    // The late commit is fenced, never failed and never accepted.
+    // The late commit: fenced for the partitions that moved to B (never failed, never
+    // accepted); re-stamped and committed for those A still owns in an unbroken streak.
     let leases = held.iter().map(|b| b.lease().clone()).collect();
+    let mut moved = BTreeSet::new();
     for result in a.commit_leases(leases).await.expect("commit") {
-        assert!(
-            matches!(result.outcome, CommitOutcome::Fenced { lease_generation, .. } if lease_generation == first),
-            "{}: {:?}",
-            result.partition,
-            result.outcome
-        );
+        let partition = result.partition.partition;
+        if kept.contains(&partition) {
+            assert!(
+                matches!(result.outcome, CommitOutcome::Committed { restamped_from: Some(g), .. } if g == first),
+                "{}: {:?}",
+                result.partition,
+                result.outcome
+            );
+        } else {
+            assert!(
+                matches!(result.outcome, CommitOutcome::Fenced { lease_generation, .. } if lease_generation == first),
+                "{}: {:?}",
+                result.partition,
+                result.outcome
+            );
+            moved.insert(partition);
+        }
     }
-    consume_rest(&mut a, &mut b, &mut reads).await;
-    // Exactly the held batches are read again, by whoever owns their partitions now.
-    let mut expected: Vec<(i32, i64)> =
-        held.iter().flat_map(|b| b.records.iter().map(|r| (r.partition, r.offset))).collect();
+    assert!(!moved.is_empty(), "A held batches of partitions that moved to B (kept {kept:?})");
+    consume_rest(&mut a, &mut b, &topic, &mut reads).await;
+    // Exactly the held batches of the partitions that moved are read again, by B.
+    let mut expected: Vec<(i32, i64)> = held
+        .iter()
+        .filter(|b| moved.contains(&b.partition.partition))
+        .flat_map(|b| b.records.iter().map(|r| (r.partition, r.offset)))
+        .collect();
     expected.sort();
     assert_eq!(reads.read_twice(), expected);
     a.close().await.expect("close A");
