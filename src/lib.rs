@@ -10,6 +10,7 @@
 //! | [`consumer`] | [`GroupConsumer`], a stream of per-partition batches, with its sans-IO choreography ([`consumer::session`]) and configuration |
 //! | [`producer`] | a small producer for loading data and demos |
 //! | [`error`] | the error types, each classified by the action it demands |
+//! | [`telemetry`] | each member's metrics, as Prometheus text and (feature `metrics`) through the `metrics` facade |
 //! | `embedded` | feature `embedded-broker`: starts nisshi or Apache Kafka 3.6 locally for demos and tests |
 //! | `fuzzing` | feature `fuzzing`: entry points for the targets in `fuzz/` |
 //!
@@ -56,6 +57,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod producer;
 pub mod protocol;
+pub mod telemetry;
 
 pub use consumer::{Batch, ConsumerConfig, GroupConsumer, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};

@@ -29,8 +29,10 @@ use crate::driver::cluster::{Cluster, ClusterConfig};
 pub use crate::driver::fetcher::ConsumerRecord;
 use crate::driver::fetcher::{FetchEvent, Fetcher, FetcherConfig};
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
+use crate::driver::member_span::TaskRole;
 use crate::error::{Error, Result};
-use crate::group::{GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
+use crate::group::{GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
+use crate::telemetry::MemberMetrics;
 use session::{
     ConsumerSession, ListenerCall, LookupAnswer, LookupId, RecordRun, RecordSource, SessionAction, SessionBatch,
     SessionConfig,
@@ -151,7 +153,7 @@ impl GroupConsumer {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (group, control, [first_events]) =
             GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
-        let fetcher = Fetcher::start(
+        let fetcher = Fetcher::start_observed(
             cluster,
             FetcherConfig {
                 max_wait: config.fetch_max_wait,
@@ -162,6 +164,8 @@ impl GroupConsumer {
                 buffer_bytes: config.prefetch_bytes,
                 auto_offset_reset: config.auto_offset_reset,
             },
+            group.metrics().clone(),
+            group.span().clone(),
         );
         let (requests, rx) = mpsc::unbounded_channel();
         let session_config = SessionConfig {
@@ -183,7 +187,7 @@ impl GroupConsumer {
             running_listener: None,
             lookups: JoinSet::new(),
         };
-        tokio::spawn(task.run(rx));
+        tokio::spawn(group.span().follow(TaskRole::Consumer, task.run(rx)));
         group.record_poll();
         Ok(GroupConsumer {
             config,
@@ -193,6 +197,12 @@ impl GroupConsumer {
             undelivered: None,
             first_events: Mutex::new(Some(first_events)),
         })
+    }
+
+    /// The member's metrics (see [`crate::telemetry`]): [`MemberMetrics::render_prometheus`]
+    /// writes them as Prometheus text.
+    pub fn metrics(&self) -> &MemberMetrics {
+        self.group.metrics()
     }
 
     /// The next batch, waiting at most `timeout`; at most `limit` records.
@@ -545,7 +555,19 @@ impl ConsumerTask {
                 },
                 // None once the member stopped, after its last event (a fatal error) was
                 // handled: the task goes on serving the application, which gets that error.
-                Some(record) = self.control.recv() => self.session.handle_group_event(record.event, now()),
+                Some(record) = self.control.recv() => {
+                    if let GroupEvent::Assigned { generation, partitions, added, revoked } = &record.event {
+                        // As the Java consumer logs its assignments: once per generation, at info.
+                        tracing::info!(
+                            generation = generation.id.0,
+                            owned = partitions.len(),
+                            added = added.len(),
+                            revoked = revoked.len(),
+                            "assignment received"
+                        );
+                    }
+                    self.session.handle_group_event(record.event, now())
+                }
                 fetched = self.fetcher.next(), if self.waiting.is_some() => match fetched {
                     Some(FetchEvent::Records(batch)) => {
                         let run = FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark };
@@ -631,11 +653,12 @@ impl ConsumerTask {
                 }
                 SessionAction::Commit(leases) => {
                     let pending = self.group.start_commit(leases);
-                    tokio::spawn(async move {
+                    let commit = async move {
                         if let Err(e) = pending.await {
                             tracing::warn!(error = %e, "commit of stored offsets failed");
                         }
-                    });
+                    };
+                    tokio::spawn(tracing::Instrument::instrument(commit, tracing::Span::current()));
                 }
                 SessionAction::RevokeDone => self.group.revoke_done(),
                 SessionAction::RecordPoll => self.group.record_poll(),

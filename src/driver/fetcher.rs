@@ -36,6 +36,8 @@ pub use self::session::SessionMode;
 use super::cluster::Cluster;
 use crate::error::Error;
 use crate::group::TopicPartition;
+use super::member_span::{MemberSpan, TaskRole};
+use crate::telemetry::{MemberMetrics, Metric};
 
 /// `isolation.level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,15 +217,24 @@ impl Fetcher {
     /// Starts the task (on the current tokio runtime). Nothing is fetched until [`assign`].
     ///
     /// [`assign`]: Fetcher::assign
+    #[cfg(any(test, feature = "test-support"))]
     pub fn start(cluster: Cluster, config: FetcherConfig) -> Fetcher {
+        let metrics = MemberMetrics::new("", &cluster.config().connection.client_id);
+        Self::start_observed(cluster, config, metrics, MemberSpan::fixed(tracing::Span::current()))
+    }
+
+    /// Starts the task, recording fetched bytes and records, lag per partition and the prefetch
+    /// buffer's use into a member's metrics, and logging in the member's span.
+    pub fn start_observed(cluster: Cluster, config: FetcherConfig, metrics: MemberMetrics, span: MemberSpan) -> Fetcher {
         let shared = Arc::new(Shared {
+            metrics,
             state: Mutex::new(State::default()),
             data: Notify::new(),
             wake: Notify::new(),
             auto_offset_reset: config.auto_offset_reset,
             buffer_bytes: config.buffer_bytes,
         });
-        let task = tokio::spawn(task::run(shared.clone(), cluster, config));
+        let task = tokio::spawn(span.follow(TaskRole::Fetcher, task::run(shared.clone(), cluster, config)));
         Fetcher { shared, task }
     }
 
@@ -241,7 +252,9 @@ impl Fetcher {
         let mut state = self.shared.lock();
         for tp in &partitions {
             state.revoke(tp);
+            self.shared.metrics.remove(Metric::PartitionLag, &[&*tp.topic, &tp.partition.to_string()]);
         }
+        self.shared.record_buffer(&state);
         self.shared.changed(state);
     }
 
@@ -310,6 +323,7 @@ impl Fetcher {
         // longer be (not on every record handed out).
         let was_full = state.buffered >= self.shared.buffer_bytes;
         let event = pop(&mut state)?;
+        self.shared.record_buffer(&state);
         drop(state);
         if was_full {
             self.shared.wake.notify_one();
@@ -363,6 +377,7 @@ impl Drop for Fetcher {
 
 /// What the handle and the task share.
 struct Shared {
+    metrics: MemberMetrics,
     state: Mutex<State>,
     /// Wakes `next()`: data buffered, a partition resumed, or the fetcher closed.
     data: Notify,
@@ -379,6 +394,10 @@ impl Shared {
 
     /// After a change by the application: wake the task, and readers (a resumed partition, or
     /// an error queued by an assignment, may have made data deliverable).
+    fn record_buffer(&self, state: &State) {
+        self.metrics.set(Metric::PrefetchBufferBytes, &[], state.buffered as f64);
+    }
+
     fn changed(&self, state: MutexGuard<'_, State>) {
         drop(state);
         self.wake.notify_one();

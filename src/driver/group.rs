@@ -14,16 +14,22 @@ use std::time::{Duration, Instant, SystemTime};
 use kafka_protocol::ResponseError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::cluster::Cluster;
 use super::connection::{BrokerLink, Connection};
+use super::member_span::{MemberSpan, MemberSpanWriter, TaskRole};
 use crate::error::{ConfigError, Error, Result};
-use crate::group::events::{CommitId, GroupEvent, OffsetFetchId, OffsetLookupFailure, PartitionCommit};
+use crate::group::events::{
+    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupEvent, OffsetFetchId, OffsetLookupFailure,
+    PartitionCommit,
+};
 use crate::group::requests::{
     CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
 };
 use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, StateKind, TopicPartition};
-use crate::protocol::error_code::ErrorAction;
+use crate::protocol::error_code::{ErrorAction, KafkaCode};
+use crate::telemetry::{MemberMetrics, Metric};
 
 /// A group event with the wall-clock time it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +99,8 @@ impl ControlEvents {
 pub struct GroupHandle {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<GroupEventRecord>,
+    metrics: MemberMetrics,
+    span: MemberSpan,
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -157,7 +165,11 @@ impl GroupHandle {
         let (events, _) = broadcast::channel(OBSERVER_EVENTS);
         let receivers = std::array::from_fn(|_| events.subscribe());
         let (control, control_rx) = mpsc::unbounded_channel();
-        let mut machine = GroupMachine::new(config, topics, Instant::now());
+        let client_id = cluster.config().connection.client_id.clone();
+        let metrics = MemberMetrics::new(&config.group_id, &client_id);
+        let (span_writer, span) = MemberSpanWriter::new(&config.group_id, &client_id);
+        let now = Instant::now();
+        let mut machine = GroupMachine::new(config, topics, now);
         machine.set_partition_counts(counts);
         let task = Driver {
             machine,
@@ -171,9 +183,16 @@ impl GroupHandle {
             control,
             revoke,
             leaving: None,
+            metrics: metrics.clone(),
+            sent: HashMap::new(),
+            state_since: (StateKind::AwaitingJoin, now),
+            rebalances_seen: 0,
+            completed_seen: 0,
+            deferred_seen: 0,
+            span_writer,
         };
-        tokio::spawn(task.run(rx));
-        Ok((GroupHandle { commands, events }, ControlEvents(control_rx), receivers))
+        tokio::spawn(span.follow(TaskRole::Driver, task.run(rx)));
+        Ok((GroupHandle { commands, events, metrics, span }, ControlEvents(control_rx), receivers))
     }
 
     /// Subscribes to the member's events. Events before the call are not replayed, and a
@@ -181,6 +200,17 @@ impl GroupHandle {
     /// counted in the snapshot's `observer_events_dropped`).
     pub fn events(&self) -> broadcast::Receiver<GroupEventRecord> {
         self.events.subscribe()
+    }
+
+    /// The member's metrics: render them with [`MemberMetrics::render_prometheus`].
+    pub fn metrics(&self) -> &MemberMetrics {
+        &self.metrics
+    }
+
+    /// The member's log span (`group`, `client_id`, `member_id`, `generation`): tasks working
+    /// for the member (the consumer's, the fetcher) log inside a child of it.
+    pub fn span(&self) -> &MemberSpan {
+        &self.span
     }
 
     /// A lease for `partition` up to `next_offset`, if this member owns it now.
@@ -244,13 +274,24 @@ struct Driver {
     cluster: Cluster,
     coordinator: Option<Connection>,
     answers: JoinSet<Answer>,
-    commits: HashMap<CommitId, oneshot::Sender<Vec<PartitionCommit>>>,
+    /// Each commit's reply, and when the application handed it over (commit latency).
+    commits: HashMap<CommitId, (oneshot::Sender<Vec<PartitionCommit>>, Instant)>,
     fetches: HashMap<OffsetFetchId, FetchReply>,
     events: broadcast::Sender<GroupEventRecord>,
     observer_events_dropped: u64,
     control: mpsc::UnboundedSender<GroupEventRecord>,
     revoke: RevokeMode,
     leaving: Option<oneshot::Sender<()>>,
+    metrics: MemberMetrics,
+    /// Requests on the wire: their API and when they left (heartbeat latency).
+    sent: HashMap<RequestId, (&'static str, Instant)>,
+    /// The state the member is in and since when (time in each state).
+    state_since: (StateKind, Instant),
+    /// The machine's rebalance and deferred-commit counters as last turned into metrics.
+    rebalances_seen: u64,
+    completed_seen: u64,
+    deferred_seen: u64,
+    span_writer: MemberSpanWriter,
 }
 
 type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, OffsetLookupFailure>>;
@@ -298,7 +339,7 @@ impl Driver {
         match command {
             Command::Commit(leases, reply) => {
                 let id = self.machine.commit(leases, now);
-                self.commits.insert(id, reply);
+                self.commits.insert(id, (reply, now));
             }
             Command::Lease(tp, offset, reply) => {
                 let _ = reply.send(self.machine.lease(&tp, offset));
@@ -326,6 +367,13 @@ impl Driver {
         match &result {
             Ok(_) => tracing::debug!(request = id.0, "group request answered"),
             Err(failure) => tracing::debug!(request = id.0, %failure, "group request failed"),
+        }
+        if let Some((api, sent_at)) = self.sent.remove(&id) {
+            let outcome = outcome_label(&result);
+            self.metrics.increment(Metric::GroupRequests, &[api, &outcome], 1);
+            if api == "Heartbeat" && result.is_ok() {
+                self.metrics.observe(Metric::HeartbeatLatency, &[], now.saturating_duration_since(sent_at));
+            }
         }
         match result {
             Ok(Answered::Response(response)) => self.machine.handle_response(now, id, response),
@@ -359,6 +407,8 @@ impl Driver {
                 self.publish(at, event);
             }
             if !progressed {
+                self.count_machine_counters();
+                self.record_identity();
                 return;
             }
         }
@@ -367,9 +417,21 @@ impl Driver {
     fn publish(&mut self, at: Instant, event: GroupEvent) {
         match &event {
             GroupEvent::CommitCompleted { id, results } => {
-                if let Some(reply) = self.commits.remove(id) {
+                if let Some((reply, started)) = self.commits.remove(id) {
+                    self.metrics.observe(Metric::CommitLatency, &[], at.saturating_duration_since(started));
                     let _ = reply.send(results.clone());
                 }
+                for result in results {
+                    let (outcome, reason) = commit_labels(&result.outcome);
+                    self.metrics.increment(Metric::PartitionCommits, &[outcome, &reason], 1);
+                }
+            }
+            GroupEvent::Transition { from, to, .. } => {
+                let (_, since) = self.state_since;
+                self.metrics.observe(Metric::StateDuration, &[state_label(*from)], at.saturating_duration_since(since));
+                self.metrics.set(Metric::State, &[state_label(*from)], 0.0);
+                self.metrics.set(Metric::State, &[state_label(*to)], 1.0);
+                self.state_since = (*to, at);
             }
             GroupEvent::CommittedOffsets { id, offsets } => {
                 if let Some(reply) = self.fetches.remove(id) {
@@ -399,9 +461,41 @@ impl Driver {
         let _ = self.events.send(record);
     }
 
+    /// Turns the machine's counters into metrics: rebalances (with the duration of each one
+    /// that finished, the first join included) and deferred commits.
+    fn count_machine_counters(&mut self) {
+        let counters = self.machine.counters();
+        if counters.rebalances > self.rebalances_seen {
+            self.metrics.increment(Metric::Rebalances, &[], counters.rebalances - self.rebalances_seen);
+            self.rebalances_seen = counters.rebalances;
+        }
+        if counters.rebalances_completed > self.completed_seen {
+            // Between two drains at most one rebalance can end: the last one's duration is it.
+            let took = Duration::from_millis(counters.last_rebalance_ms.unwrap_or(0));
+            self.metrics.observe(Metric::RebalanceDuration, &[], took);
+            self.completed_seen = counters.rebalances_completed;
+        }
+        if counters.commits_deferred > self.deferred_seen {
+            self.metrics.increment(Metric::DeferredCommits, &[], counters.commits_deferred - self.deferred_seen);
+            self.deferred_seen = counters.commits_deferred;
+        }
+    }
+
+    /// Renews the member's log span when its member id or generation changed.
+    fn record_identity(&mut self) {
+        let generation = self.machine.current_generation().map(|g| g.id.0);
+        self.span_writer.update(self.machine.member_id().as_str(), generation);
+    }
+
+    /// Runs a request's future in the member's span of the moment (the generation it was sent in).
+    fn spawn_answer(&mut self, answer: impl Future<Output = Answer> + Send + 'static) {
+        self.answers.spawn(answer.instrument(tracing::Span::current()));
+    }
+
     fn dispatch(&mut self, request: OutgoingRequest) {
         let OutgoingRequest { id, version, timeout, body } = request;
         tracing::debug!(api = body.api_name(), version, request = id.0, "group request sent");
+        self.sent.insert(id, (body.api_name(), Instant::now()));
         if let GroupRequest::FindCoordinator { group_id } = body {
             // The machine gave the coordinator up with every request on its connection
             // (`GroupMachine::coordinator_lost`): close it, so the broker drops what it still
@@ -410,26 +504,26 @@ impl Driver {
                 old.close();
             }
             let cluster = self.cluster.clone();
-            self.answers.spawn(async move {
+            self.spawn_answer(async move {
                 Answer { id, on: None, result: find_coordinator(cluster, group_id, timeout).await }
             });
             return;
         }
         if let GroupRequest::Metadata { topics } = body {
             let cluster = self.cluster.clone();
-            self.answers.spawn(async move {
+            self.spawn_answer(async move {
                 Answer { id, on: None, result: partition_counts(cluster, topics, timeout).await }
             });
             return;
         }
         let Some(conn) = self.coordinator.clone() else {
             let result = Err(RequestFailure::Network("no coordinator connection".into()));
-            self.answers.spawn(async move { Answer { id, on: None, result } });
+            self.spawn_answer(async move { Answer { id, on: None, result } });
             return;
         };
         match start(&conn, version, timeout, body) {
-            Ok(pending) => self.answers.spawn(async move { Answer { id, result: pending.await, on: Some(conn) } }),
-            Err(failure) => self.answers.spawn(async move { Answer { id, on: Some(conn), result: Err(failure) } }),
+            Ok(pending) => self.spawn_answer(async move { Answer { id, result: pending.await, on: Some(conn) } }),
+            Err(failure) => self.spawn_answer(async move { Answer { id, on: Some(conn), result: Err(failure) } }),
         };
     }
 }
@@ -521,6 +615,62 @@ async fn partition_counts(
         }
     }
     Ok(Answered::PartitionCounts(counts))
+}
+
+/// A group request's outcome as a metric label: `ok`, the error code's name, `network`,
+/// `timeout` or `malformed`.
+fn outcome_label(result: &std::result::Result<Answered, RequestFailure>) -> String {
+    let code = match result {
+        Ok(Answered::Response(response)) => response.error_code(),
+        Ok(Answered::Coordinator(..) | Answered::PartitionCounts(_)) => KafkaCode::NONE,
+        Err(RequestFailure::Broker(code)) => *code,
+        Err(RequestFailure::Network(_)) => return "network".into(),
+        Err(RequestFailure::TimedOut) => return "timeout".into(),
+        Err(RequestFailure::Malformed(_)) => return "malformed".into(),
+    };
+    code_label(code)
+}
+
+fn code_label(code: KafkaCode) -> String {
+    match code.name() {
+        _ if !code.is_error() => "ok".into(),
+        Some(name) => name.into(),
+        None => format!("code_{}", code.0),
+    }
+}
+
+/// A partition commit's outcome and reason as metric labels.
+fn commit_labels(outcome: &CommitOutcome) -> (&'static str, String) {
+    match outcome {
+        CommitOutcome::Committed { restamped_from: None, .. } => ("committed", "none".into()),
+        CommitOutcome::Committed { restamped_from: Some(_), .. } => ("restamped", "none".into()),
+        CommitOutcome::Fenced { reason, .. } => match reason {
+            FenceReason::NotOwned => ("fenced", "not_owned".into()),
+            FenceReason::OwnershipInterrupted { .. } => ("fenced", "ownership_interrupted".into()),
+            FenceReason::OtherMember => ("fenced", "other_member".into()),
+            FenceReason::RejectedByBroker(code) => ("fenced", code_label(*code)),
+        },
+        CommitOutcome::Failed { reason } => match reason {
+            CommitFailure::Rejected(code) => ("failed", code_label(*code)),
+            CommitFailure::AttemptsExhausted { .. } => ("failed", "attempts_exhausted".into()),
+            CommitFailure::TimedOut => ("failed", "timed_out".into()),
+            CommitFailure::WouldMoveBackwards { .. } => ("failed", "would_move_backwards".into()),
+            CommitFailure::MemberGone => ("failed", "member_gone".into()),
+            CommitFailure::Fatal(_) => ("failed", "fatal".into()),
+        },
+    }
+}
+
+fn state_label(state: StateKind) -> &'static str {
+    match state {
+        StateKind::AwaitingJoin => "awaiting_join",
+        StateKind::AwaitingSync => "awaiting_sync",
+        StateKind::Stable => "stable",
+        StateKind::Revoking => "revoking",
+        StateKind::Leaving => "leaving",
+        StateKind::Left => "left",
+        StateKind::Failed => "failed",
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod cluster;
 internal_modules!(connection, fetcher);
 pub mod group;
+pub mod member_span;
 mod sasl;
 pub(crate) mod scram;
 pub mod security;

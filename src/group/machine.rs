@@ -240,11 +240,6 @@ impl GroupMachine {
         machine
     }
 
-    fn span(&self) -> tracing::Span {
-        let generation = self.current_generation().map(|g| g.id.0).unwrap_or(-1);
-        tracing::debug_span!("group", group = %self.config.group_id, member_id = %self.member_id, generation)
-    }
-
     // ---- outputs ----
 
     /// The next request to send.
@@ -293,6 +288,16 @@ impl GroupMachine {
     /// The generation the member holds now (Stable or Revoking), if any.
     pub fn current_generation(&self) -> Option<&Generation> {
         self.state.member_generation()
+    }
+
+    /// The member id the coordinator gave (empty before the first join).
+    pub fn member_id(&self) -> &MemberId {
+        &self.member_id
+    }
+
+    /// Counters since the machine was created (also in [`GroupMachine::snapshot`]).
+    pub fn counters(&self) -> &GroupCounters {
+        &self.counters
     }
 
     /// The state's name.
@@ -368,7 +373,6 @@ impl GroupMachine {
     /// streak: a request names each partition once, as Kafka keeps the last entry of a
     /// partition, and a lower offset sent again after a higher one would move it back.
     pub fn commit(&mut self, leases: Vec<Lease>, now: Instant) -> CommitId {
-        let _span = self.span().entered();
         self.next_id += 1;
         let id = CommitId(self.next_id);
         self.commits.push(id, leases, now + self.config.commit_timeout);
@@ -420,7 +424,6 @@ impl GroupMachine {
     /// Leaves the group. Dynamic members send LeaveGroup; static members (KIP-345) do not, so a
     /// restart within the session timeout causes no rebalance.
     pub fn leave(&mut self, reason: impl Into<LeaveReason>, now: Instant) {
-        let _span = self.span().entered();
         if matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_)) {
             return;
         }
@@ -446,7 +449,6 @@ impl GroupMachine {
 
     /// The coordinator was found and connected to.
     pub fn handle_coordinator_found(&mut self, now: Instant, id: RequestId, found: CoordinatorFound) {
-        let _span = self.span().entered();
         let awaited = matches!(self.coordinator, CoordinatorState::Finding(finding) if finding == id);
         if self.in_flight.remove(&id).is_none() || !awaited {
             return;
@@ -469,7 +471,6 @@ impl GroupMachine {
     /// last assignment used other counts rejoins, so partitions and topics added later are
     /// assigned (Java's metadata snapshot check).
     pub fn handle_metadata(&mut self, now: Instant, id: RequestId, counts: BTreeMap<String, i32>) {
-        let _span = self.span().entered();
         if !self.partition_counts.answered(id, &counts) {
             return;
         }
@@ -484,7 +485,6 @@ impl GroupMachine {
 
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
-        let _span = self.span().entered();
         if self.partition_counts.failed(id) {
             tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
             self.timers.set(TimerKind::MetadataRefresh, now + self.config.retry_backoff_max);
@@ -538,7 +538,6 @@ impl GroupMachine {
 
     /// A response arrived for request `id`.
     pub fn handle_response(&mut self, now: Instant, id: RequestId, response: GroupResponse) {
-        let _span = self.span().entered();
         let Some(kind) = self.in_flight.remove(&id) else {
             tracing::debug!(request = id.0, "response for a request no longer tracked");
             return;
@@ -566,7 +565,6 @@ impl GroupMachine {
 
     /// Time passed: heartbeats, session expiry, backoffs, deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _span = self.span().entered();
         if self.timers.get(TimerKind::MaxPollInterval).is_some_and(|d| d <= now) {
             self.timers.clear(TimerKind::MaxPollInterval);
             tracing::warn!(

@@ -95,6 +95,30 @@ pub enum GroupResponse {
     OffsetFetch(OffsetFetchResponse),
 }
 
+impl GroupResponse {
+    /// The answer's error code: the top-level one, or for OffsetCommit the first partition's
+    /// that is an error (for logs and metrics; the machine reads each partition's own).
+    pub fn error_code(&self) -> KafkaCode {
+        let code = match self {
+            GroupResponse::JoinGroup(r) => r.error_code,
+            GroupResponse::SyncGroup(r) => r.error_code,
+            GroupResponse::Heartbeat(r) => r.error_code,
+            GroupResponse::LeaveGroup(r) => r.error_code,
+            GroupResponse::OffsetCommit(r) => {
+                r.topics.iter().flat_map(|t| &t.partitions).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0)
+            }
+            GroupResponse::OffsetFetch(r) => {
+                if r.error_code != 0 {
+                    r.error_code
+                } else {
+                    r.groups.iter().map(|g| g.error_code).find(|c| *c != 0).unwrap_or(0)
+                }
+            }
+        };
+        KafkaCode(code)
+    }
+}
+
 /// The coordinator a FindCoordinator request led to, with the versions negotiated with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorFound {

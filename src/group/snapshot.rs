@@ -17,6 +17,8 @@ pub struct GroupCounters {
     pub heartbeats_sent: u64,
     /// Rebalances this member went through (a revoke window or a rejoin started one).
     pub rebalances: u64,
+    /// Rebalances, the first join included, that ended with an assignment.
+    pub rebalances_completed: u64,
     /// From the start of the last finished rebalance to its assignment, in milliseconds.
     pub last_rebalance_ms: Option<u64>,
     /// The longest rebalance so far, in milliseconds.

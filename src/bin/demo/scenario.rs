@@ -456,6 +456,46 @@ async fn member_loop(
 }
 
 /// The per-step table and the totals.
+/// The report for scripts: the table's rows and the totals, and the first member's final
+/// snapshot as the debug API gives it.
+pub fn json_report(report: &Report) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = report
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "members": s.members,
+                "generation": s.generation,
+                "time_to_stable_ms": s.time_to_stable.as_millis() as u64,
+                "moved": s.moved,
+                "committed": s.committed,
+                "restamped": s.restamped,
+                "fenced": s.fenced,
+                "failed": s.failed,
+                "processed": s.processed,
+                "duplicates": s.duplicates,
+            })
+        })
+        .collect();
+    let mismatches: Vec<serde_json::Value> = report
+        .commit_mismatches
+        .iter()
+        .map(|(tp, committed, end)| serde_json::json!({ "partition": tp, "committed": committed, "log_end": end }))
+        .collect();
+    serde_json::json!({
+        "steps": steps,
+        "produced": report.produced,
+        "processed_unique": report.processed_unique,
+        "duplicates": report.duplicates,
+        "lost": report.lost,
+        "max_duplicates_per_partition_per_rebalance": report.max_duplicates_per_partition_per_rebalance,
+        "commit_mismatches": mismatches,
+        "unclassified": report.unclassified,
+        "redelivered_after_commit": report.redelivered_after_commit,
+        "final_snapshot": report.final_snapshot,
+    })
+}
+
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(

@@ -5,6 +5,7 @@
 //! job at a time, and a broker has at most one fetch in flight.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
@@ -16,11 +17,12 @@ use tokio::time::Instant;
 
 use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
-use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
+use super::{BrokerSession, ConsumerRecord, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
 use crate::driver::connection::{BrokerLink, Connection, ConnectionConfig};
 use crate::error::{Error, Result};
 use crate::group::TopicPartition;
+use crate::telemetry::{MemberMetrics, Metric};
 
 pub(super) async fn run(shared: Arc<Shared>, cluster: Cluster, config: FetcherConfig) {
     let _closed = CloseOnExit(shared.clone());
@@ -269,7 +271,7 @@ impl Task {
         let Some(conn) = broker.conn.clone().filter(|c| !c.is_broken()) else {
             broker.connecting = true;
             let link = broker.link.clone();
-            let handle = self.jobs.spawn(async move { JobOutput::Connected { node, result: link.connection().await } });
+            let handle = self.spawn_job(async move { JobOutput::Connected { node, result: link.connection().await } });
             self.running.insert(handle.id(), JobKind::Connect { node });
             return None;
         };
@@ -335,7 +337,7 @@ impl Task {
         let timeout = self.cluster.config().connection.request_timeout + self.config.max_wait;
         let isolation = self.config.isolation;
         let max_decompressed = usize::try_from(self.config.max_bytes).unwrap_or(0);
-        let handle = self.jobs.spawn(async move {
+        let handle = self.spawn_job(async move {
             let result = conn
                 .send_at(&request, version, timeout)
                 .await
@@ -356,7 +358,7 @@ impl Task {
         let cluster = self.cluster.clone();
         let isolation = self.config.isolation;
         let kind = JobKind::ListOffsets { job, partitions: targets.iter().map(|t| t.partition.clone()).collect() };
-        let handle = self.jobs.spawn(async move {
+        let handle = self.spawn_job(async move {
             let result = list_offsets(&cluster, node, &targets, isolation).await;
             JobOutput::Listed { job, sent: targets, result }
         });
@@ -366,7 +368,7 @@ impl Task {
     fn start_refresh(&mut self, flagged: Vec<TopicPartition>) {
         self.metadata.running = true;
         let cluster = self.cluster.clone();
-        let handle = self.jobs.spawn(async move {
+        let handle = self.spawn_job(async move {
             let mut topics: Vec<&str> = flagged.iter().map(|tp| &*tp.topic).collect();
             topics.sort_unstable();
             topics.dedup();
@@ -374,6 +376,11 @@ impl Task {
             JobOutput::Refreshed { flagged, result }
         });
         self.running.insert(handle.id(), JobKind::Metadata);
+    }
+
+    /// Runs a job in the member's span of the moment.
+    fn spawn_job(&mut self, job: impl Future<Output = JobOutput> + Send + 'static) -> tokio::task::AbortHandle {
+        self.jobs.spawn(tracing::Instrument::instrument(job, tracing::Span::current()))
     }
 
     fn finished(&mut self, done: std::result::Result<(Id, JobOutput), tokio::task::JoinError>) {
@@ -490,9 +497,15 @@ impl Task {
                                         tracing::debug!(partition = %tp, "fetch answered a partition not asked for");
                                         continue;
                                     };
+                                    let lag = count_fetched(&self.shared.metrics, fetch_offset, &result);
                                     queued |=
                                         state.apply_fetch(&tp, epoch, fetch_offset, result, reset, retry_at).queued;
+                                    if let Some(lag) = lag.filter(|_| state.partitions.contains_key(&tp)) {
+                                        let labels = [&*tp.topic, &tp.partition.to_string()];
+                                        self.shared.metrics.set(Metric::PartitionLag, &labels, lag as f64);
+                                    }
                                 }
+                                self.shared.record_buffer(&state);
                             }
                             SessionOutcome::Restart => {
                                 tracing::debug!(node, code = outcome.error_code, "fetch session lost, full fetch next");
@@ -674,6 +687,16 @@ pub(super) fn decode_response(
         throttle_time_ms: response.throttle_time_ms,
         partitions,
     }
+}
+
+/// Counts a partition's fetched records and bytes; returns its lag behind the high watermark
+/// after this data (set once the data is applied, for a partition still assigned).
+fn count_fetched(metrics: &MemberMetrics, fetch_offset: i64, result: &PartitionResult) -> Option<i64> {
+    let PartitionResult::Data { decoded, high_watermark } = result else { return None };
+    let bytes: usize = decoded.records.iter().map(ConsumerRecord::size).sum();
+    metrics.increment(Metric::FetchRecords, &[], decoded.records.len() as u64);
+    metrics.increment(Metric::FetchBytes, &[], bytes as u64);
+    Some((high_watermark - decoded.next_offset.max(fetch_offset)).max(0))
 }
 
 /// ListOffsets to the leader: `(partition, error code, offset)` per partition answered.

@@ -238,6 +238,7 @@ impl GroupMachine {
             self.counters.last_rebalance_ms = Some(ms);
             self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
             self.counters.total_rebalance_ms += ms;
+            self.counters.rebalances_completed += 1;
         }
         if second_round {
             // Revoke handlers run before the new assignment is announced (Java's order).
