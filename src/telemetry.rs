@@ -53,7 +53,8 @@ pub enum Metric {
     DeferredCommits,
     /// Records between the partition's fetch position and its high watermark.
     PartitionLag,
-    /// Bytes of record keys and values fetched.
+    /// Bytes of fetched records as the prefetch buffer counts them (keys, values, headers and
+    /// the record itself).
     FetchBytes,
     /// Records fetched.
     FetchRecords,
@@ -138,7 +139,7 @@ impl Metric {
             Metric::PartitionCommits => "Partition commits by outcome and reason",
             Metric::DeferredCommits => "Commits that waited for a rebalance to finish",
             Metric::PartitionLag => "Records between the fetch position and the high watermark",
-            Metric::FetchBytes => "Bytes of record keys and values fetched",
+            Metric::FetchBytes => "Bytes of fetched records as the prefetch buffer counts them",
             Metric::FetchRecords => "Records fetched",
             Metric::PrefetchBufferBytes => "Bytes of fetched records waiting to be handed out",
         }
@@ -363,6 +364,18 @@ mod tests {
         assert_eq!(text.matches("# TYPE kgroup_rebalances_total counter").count(), 1, "{text}");
         assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"a\"} 1\n"), "{text}");
         assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"b\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn the_readme_documents_every_metric() {
+        let readme = include_str!("../README.md");
+        for metric in Metric::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", metric.name())),
+                "README's metrics table lacks {}",
+                metric.name()
+            );
+        }
     }
 
     #[test]

@@ -184,7 +184,8 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
     for &size in &settings.members {
         let step_started = Instant::now();
         while handles.len() < size {
-            let consumer = GroupConsumer::subscribe(consumer_config(&settings), &[&settings.topic]).await?;
+            let consumer =
+                GroupConsumer::subscribe(consumer_config(&settings, handles.len()), &[&settings.topic]).await?;
             handles.push(consumer.group_handle());
             members.push(tokio::spawn(member_loop(
                 consumer,
@@ -282,8 +283,10 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
     Ok(report)
 }
 
-fn consumer_config(settings: &Settings) -> ConsumerConfig {
+/// Member `index`'s configuration: its own `client.id`, so its metrics and log lines are its own.
+fn consumer_config(settings: &Settings, index: usize) -> ConsumerConfig {
     let mut config = ConsumerConfig::new(settings.bootstrap.clone(), settings.group.clone());
+    config.client_id = format!("kgroup-demo-{index}");
     config.session_timeout = Duration::from_secs(10);
     config.heartbeat_interval = Duration::from_millis(500);
     config.max_poll_interval = Duration::from_secs(60);
