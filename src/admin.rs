@@ -171,6 +171,13 @@ impl GroupDescription {
         }
     }
 
+    /// Whether the coordinator left out what a Stable group's description carries (the
+    /// protocol, and members' client ids, hosts, subscriptions and assignments), as nisshi
+    /// 0.8 does: owners are then unknown, not absent.
+    pub fn lacks_member_details(&self) -> bool {
+        self.state == GroupState::Stable && self.protocol.is_empty()
+    }
+
     /// The member whose assignment holds `partition`.
     pub fn owner_of(&self, partition: &TopicPartition) -> Option<&MemberDescription> {
         self.members.iter().find(|m| m.assignment.as_ref().is_ok_and(|a| a.contains(partition)))

@@ -280,6 +280,9 @@ fn describe_text(lag: &GroupLag) -> String {
     });
     text += "\n";
     text += &table(&["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "OWNER"], partitions.collect());
+    if let Some(note) = details_note(lag) {
+        text += &format!("\nnote: {note}\n");
+    }
     text += &format!("\ntotal lag    {}\n", lag.total_lag());
     text
 }
@@ -324,6 +327,18 @@ fn describe_json(lag: &GroupLag) -> Value {
             "owner": p.owner,
         })).collect::<Vec<_>>(),
         "total_lag": lag.total_lag(),
+        "notes": details_note(lag).into_iter().collect::<Vec<_>>(),
+    })
+}
+
+/// Why members and owners show no details, when the coordinator sent none.
+fn details_note(lag: &GroupLag) -> Option<String> {
+    let d = &lag.description;
+    d.lacks_member_details().then(|| {
+        format!(
+            "the coordinator (broker {}) describes this Stable group without its protocol or members' details (nisshi does not send them): owners are unknown",
+            d.coordinator
+        )
     })
 }
 
