@@ -253,8 +253,8 @@ fn describe_text(lag: &GroupLag) -> String {
     let members = d.members.iter().map(|m| {
         vec![
             printable(&m.member_id),
-            printable(&m.client_id),
-            printable(&m.host),
+            dash(&m.client_id),
+            dash(&m.host),
             m.group_instance_id.as_deref().map_or("-".to_owned(), printable),
             match &m.assignment {
                 Ok(partitions) => compact(partitions),
@@ -418,6 +418,15 @@ fn printable(s: &str) -> String {
         s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
     } else {
         s.to_owned()
+    }
+}
+
+/// A string from a broker, `-` when empty (so that a table's columns stay readable).
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        printable(s)
     }
 }
 
