@@ -199,6 +199,15 @@ pub enum Error {
         /// The partition, when one was asked for.
         partition: Option<i32>,
     },
+    /// The group's coordinator knows no such group: DescribeGroups answered it as `Dead` (Kafka's
+    /// answer for a group that does not exist) or with GROUP_ID_NOT_FOUND.
+    #[error("group {group:?} does not exist (its coordinator, broker {coordinator}, knows no such group)")]
+    UnknownGroup {
+        /// The group id asked about.
+        group: String,
+        /// The broker id of the coordinator that answered.
+        coordinator: i32,
+    },
     /// A bounded retry loop ran out of attempts or time.
     #[error("gave up on {what} after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -254,6 +263,7 @@ impl Error {
             Error::Protocol(_) => ErrorAction::Retry,
             Error::Broker { code, .. } => code.action().unwrap_or(ErrorAction::Retry),
             Error::UnknownPartition { .. } => ErrorAction::RefreshMetadata,
+            Error::UnknownGroup { .. } => ErrorAction::FailRequest,
             Error::RetriesExhausted { .. } => ErrorAction::FailRequest,
             Error::Closed(_) | Error::Group(_) => ErrorAction::Fatal,
             Error::OffsetLookup(failure) if failure.is_retriable() => ErrorAction::Retry,

@@ -9,6 +9,8 @@
 //! | [`driver`] | tokio tasks: broker connections, the cluster view ([`Cluster`]), the group driver ([`driver::group::GroupHandle`]), the fetcher, TLS and SASL |
 //! | [`consumer`] | [`GroupConsumer`], a stream of per-partition batches, with its sans-IO choreography ([`consumer::session`]) and configuration |
 //! | [`producer`] | a small producer for loading data and demos |
+//! | [`admin`] | groups seen from outside: listing, members, committed offsets, lag |
+//! | `cli` | feature `cli`: the `kgroup` command line's logic, run in-process by its tests |
 //! | [`error`] | the error types, each classified by the action it demands |
 //! | [`telemetry`] | each member's metrics, as Prometheus text and (feature `metrics`) through the `metrics` facade |
 //! | `embedded` | feature `embedded-broker`: starts nisshi or Apache Kafka 3.6 locally for demos and tests |
@@ -45,6 +47,9 @@ macro_rules! internal_modules {
     )+};
 }
 
+pub mod admin;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config_error;
 pub mod consumer;
 pub mod driver;

@@ -35,6 +35,7 @@ fn encoded(api: &str, version: i16) -> Bytes {
         "OffsetCommit" => header_of::<OffsetCommitRequest>(version),
         "OffsetFetch" => header_of::<OffsetFetchRequest>(version),
         "DescribeGroups" => header_of::<DescribeGroupsRequest>(version),
+        "ListGroups" => header_of::<ListGroupsRequest>(version),
         "SaslHandshake" => header_of::<SaslHandshakeRequest>(version),
         "SaslAuthenticate" => header_of::<SaslAuthenticateRequest>(version),
         other => panic!("fixture names an API kgroup does not send: {other}"),

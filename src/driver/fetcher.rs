@@ -19,6 +19,9 @@ mod decompress;
 pub mod session;
 mod task;
 
+/// ListOffsets for [`crate::admin`], which asks the log ends the same way.
+pub(crate) use self::task::{list_offsets, OffsetQuery};
+
 #[cfg(test)]
 mod fixtures;
 

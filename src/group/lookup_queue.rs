@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, OffsetFetchResponse};
 use super::config::GroupConfig;
 use super::events::{GroupEvent, OffsetFetchId, OffsetLookupFailure};
 use super::reactions::{self, Reaction};
-use super::requests::RequestId;
+use super::requests::{offset_fetch_rows, RequestId};
 use super::snapshot::{GroupCounters, OffsetLookupView};
 use super::timers::{TimerKind, Timers};
 use super::types::TopicPartition;
@@ -118,23 +118,7 @@ impl LookupQueue {
         counters: &mut GroupCounters,
     ) -> Vec<LookupReaction> {
         self.in_flight = None;
-        // v8+ answers per group, v0-7 at the top level, in types of the same shape.
-        macro_rules! rows {
-            ($topics:expr) => {
-                $topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
-                    })
-                    .collect()
-            };
-        }
-        let (group_code, partitions): (i16, Vec<(String, i32, i64, i16)>) = match r.groups.first() {
-            Some(g) => (g.error_code, rows!(g.topics)),
-            None => (r.error_code, rows!(r.topics)),
-        };
+        let (group_code, partitions) = offset_fetch_rows(r);
         // The group's error, then each partition's: a rejection ends the lookup, anything else
         // is retried (on a rediscovered coordinator if any code says it moved).
         let errors = std::iter::once((None, group_code))

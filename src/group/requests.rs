@@ -153,3 +153,25 @@ impl std::fmt::Display for RequestFailure {
         }
     }
 }
+
+/// An OffsetFetch answer as `(group error code, rows)`, one row `(topic, partition, committed
+/// offset, error code)` per partition: v8+ answers per group, v0-7 at the top level, in types of
+/// the same shape.
+pub(crate) fn offset_fetch_rows(r: &OffsetFetchResponse) -> (i16, Vec<(String, i32, i64, i16)>) {
+    macro_rules! rows {
+        ($topics:expr) => {
+            $topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset, p.error_code))
+                })
+                .collect()
+        };
+    }
+    match r.groups.first() {
+        Some(g) => (g.error_code, rows!(g.topics)),
+        None => (r.error_code, rows!(r.topics)),
+    }
+}

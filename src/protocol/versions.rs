@@ -28,6 +28,8 @@ pub const CLIENT_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::DescribeGroups, 0, 5),
+    // `kgroup::admin`; v4 adds group states (KIP-518), v5 group types of the new protocol.
+    (ApiKey::ListGroups, 0, 4),
     // v0 sent the SASL tokens as raw frames (before KIP-152); only the framed exchange is done.
     (ApiKey::SaslHandshake, 1, 1),
     // v1 adds session_lifetime_ms (KIP-368); v2 is flexible.

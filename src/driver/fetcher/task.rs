@@ -359,7 +359,11 @@ impl Task {
         let isolation = self.config.isolation;
         let kind = JobKind::ListOffsets { job, partitions: targets.iter().map(|t| t.partition.clone()).collect() };
         let handle = self.spawn_job(async move {
-            let result = list_offsets(&cluster, node, &targets, isolation).await;
+            let queries: Vec<OffsetQuery<'_>> = targets
+                .iter()
+                .map(|t| OffsetQuery { partition: &t.partition, timestamp: t.timestamp, leader_epoch: t.leader_epoch })
+                .collect();
+            let result = list_offsets(&cluster, node, &queries, isolation).await;
             JobOutput::Listed { job, sent: targets, result }
         });
         self.running.insert(handle.id(), kind);
@@ -699,11 +703,20 @@ fn count_fetched(metrics: &MemberMetrics, fetch_offset: i64, result: &PartitionR
     Some((high_watermark - decoded.next_offset.max(fetch_offset)).max(0))
 }
 
+/// What ListOffsets asks of one partition.
+pub(crate) struct OffsetQuery<'a> {
+    pub(crate) partition: &'a TopicPartition,
+    /// `-1` the log end, `-2` the log start, else the first offset at or after the timestamp.
+    pub(crate) timestamp: i64,
+    /// `-1` when unknown (the leader does not check it then).
+    pub(crate) leader_epoch: i32,
+}
+
 /// ListOffsets to the leader: `(partition, error code, offset)` per partition answered.
-async fn list_offsets(
+pub(crate) async fn list_offsets(
     cluster: &Cluster,
     node: i32,
-    targets: &[ResetTarget],
+    targets: &[OffsetQuery<'_>],
     isolation: IsolationLevel,
 ) -> Result<Vec<(TopicPartition, i16, i64)>> {
     let conn = cluster.connect_broker(node).await?;
@@ -731,7 +744,7 @@ async fn list_offsets(
         for p in &topic.partitions {
             let tp = targets
                 .iter()
-                .map(|t| &t.partition)
+                .map(|t| t.partition)
                 .find(|tp| &*tp.topic == topic.name.0.as_str() && tp.partition == p.partition_index);
             if let Some(tp) = tp {
                 answers.push((tp.clone(), p.error_code, p.offset));
