@@ -10,6 +10,7 @@
 //! | [`consumer`] | [`GroupConsumer`], a stream of per-partition batches, with its sans-IO choreography ([`consumer::session`]) and configuration |
 //! | [`producer`] | a small producer for loading data and demos |
 //! | [`error`] | the error types, each classified by the action it demands |
+//! | `debug_http` | feature `debug-http`: a read-only HTTP server of snapshots, events and a live page |
 //! | `embedded` | feature `embedded-broker`: starts nisshi or Apache Kafka 3.6 locally for demos and tests |
 //! | `fuzzing` | feature `fuzzing`: entry points for the targets in `fuzz/` |
 //!
@@ -46,6 +47,8 @@ macro_rules! internal_modules {
 
 mod config_error;
 pub mod consumer;
+#[cfg(feature = "debug-http")]
+pub mod debug_http;
 pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
