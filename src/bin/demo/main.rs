@@ -9,12 +9,17 @@
 //! Environment: `KGROUP_BOOTSTRAP` (use that cluster), `KGROUP_BROKER` (`nisshi`, the default,
 //! or `kafka36`; the `--broker` flag wins), `KGROUP_DEMO_MEMBERS` (largest group, default 30),
 //! `KGROUP_DEMO_ASSIGNOR` (default `range`), `RUST_LOG` (log filter).
+//!
+//! `--debug-addr ADDR` (e.g. `127.0.0.1:8080`) serves every member on one debug page
+//! (`kgroup::debug_http`) while the demo runs.
 
 mod scenario;
 
 use std::io::Write;
 use std::time::Duration;
 
+use kgroup::debug_http::DebugServer;
+use kgroup::driver::group::GroupHandle;
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 
@@ -25,19 +30,27 @@ enum Broker {
     External,
 }
 
-/// `--broker NAME` from the command line, else `KGROUP_BROKER`, else nisshi (no JVM needed).
-fn broker_choice() -> Result<String, scenario::BoxError> {
+/// `--broker NAME` from the command line, else `KGROUP_BROKER`, else nisshi (no JVM needed);
+/// and `--debug-addr ADDR`, where to serve the debug page (none by default).
+fn parse_args() -> Result<(String, Option<String>), scenario::BoxError> {
     let mut args = std::env::args().skip(1);
     let mut choice = std::env::var("KGROUP_BROKER").ok().filter(|v| !v.trim().is_empty());
+    let mut debug_addr = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--broker" => choice = Some(args.next().ok_or("--broker needs a value: nisshi or kafka36")?),
+            "--debug-addr" => {
+                debug_addr = Some(args.next().ok_or("--debug-addr needs an address, e.g. 127.0.0.1:8080")?)
+            }
             other => {
-                return Err(format!("unknown argument {other:?} (usage: kgroup-demo [--broker nisshi|kafka36])").into())
+                return Err(format!(
+                    "unknown argument {other:?} (usage: kgroup-demo [--broker nisshi|kafka36] [--debug-addr ADDR])"
+                )
+                .into())
             }
         }
     }
-    Ok(choice.unwrap_or_else(|| "nisshi".into()))
+    Ok((choice.unwrap_or_else(|| "nisshi".into()), debug_addr))
 }
 
 #[tokio::main]
@@ -56,7 +69,7 @@ async fn main() {
 async fn run() -> Result<(), scenario::BoxError> {
     let max_members: usize = std::env::var("KGROUP_DEMO_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let assignor = std::env::var("KGROUP_DEMO_ASSIGNOR").unwrap_or_else(|_| "range".into());
-    let choice = broker_choice()?;
+    let (choice, debug_addr) = parse_args()?;
     // Kept alive until the end of `run`: dropping it stops the broker.
     let (_broker, bootstrap) = match std::env::var("KGROUP_BOOTSTRAP") {
         Ok(bootstrap) if !bootstrap.trim().is_empty() => {
@@ -104,7 +117,22 @@ async fn run() -> Result<(), scenario::BoxError> {
         eprint!("\r\x1b[2K{line}");
         let _ = std::io::stderr().flush();
     };
-    let report = scenario::run(settings, &progress).await?;
+    // Kept alive until the end of `run`: dropping it stops the server.
+    let debug = match debug_addr {
+        Some(addr) => {
+            let server = DebugServer::bind(addr).await?;
+            println!("Debug page: http://{}/", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let on_member = |n: usize, member: &GroupHandle| {
+        if let Some(server) = &debug {
+            // Numbers are unique, so the label is free.
+            let _ = server.add_member(&format!("member-{n}"), member);
+        }
+    };
+    let report = scenario::run(settings, &progress, &on_member).await?;
     eprint!("\r\x1b[2K");
     println!("{}", scenario::table(&report));
     if !report.unclassified.is_empty() {
