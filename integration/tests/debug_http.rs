@@ -1,0 +1,476 @@
+//! The debug server (`kgroup::debug_http`, feature `debug-http`) in front of real members on a
+//! real broker: `/snapshot`, `/members` and `/events` against the members' own answers, live
+//! events over SSE across a rebalance, 404/405, a reader that never reads, and the page itself
+//! in a headless Chromium (Debian's `chromium` package) while the group grows.
+//!
+//! Everything talks to 127.0.0.1 over plain HTTP/1.1 written by hand, so the tests also pin the
+//! wire format that other tools (the `kgroup member` CLI, `curl`) read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kgroup::debug_http::DebugServer;
+use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::group::{GroupConfig, GroupSnapshot, StateKind, TopicPartition};
+use kgroup::Cluster;
+use kgroup_integration::{init_tracing, unique_name, TestBroker};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+/// Any single HTTP exchange, and any wait for the group, is bounded by this.
+const BOUND: Duration = Duration::from_secs(60);
+
+async fn setup(partitions: i32) -> (TestBroker, Cluster, String) {
+    init_tracing();
+    let broker = TestBroker::start().await;
+    let cluster = broker.cluster().await;
+    let topic = unique_name("debug-http");
+    cluster.create_topic(&topic, partitions, 1).await.expect("create topic");
+    (broker, cluster, topic)
+}
+
+/// A member whose revoke windows close by themselves, so nothing has to poll it.
+async fn member(cluster: &Cluster, group: &str, topic: &str) -> GroupHandle {
+    let mut config = GroupConfig::new(group);
+    config.session_timeout = Duration::from_secs(10);
+    config.heartbeat_interval = Duration::from_millis(300);
+    config.rebalance_timeout = Duration::from_secs(30);
+    config.revoke_timeout = Duration::from_secs(10);
+    GroupHandle::start(cluster.clone(), config, vec![topic.to_owned()], RevokeMode::Automatic).await.expect("member")
+}
+
+/// Waits until every member is Stable in one generation, the partitions covered exactly once.
+async fn stable(members: &[&GroupHandle], partitions: i32) -> Vec<GroupSnapshot> {
+    timeout(BOUND, async {
+        loop {
+            let mut snapshots = Vec::new();
+            for m in members {
+                snapshots.push(m.group_state().await.expect("snapshot"));
+            }
+            let generations: BTreeSet<_> = snapshots.iter().map(|s| s.generation.as_ref().map(|g| g.id)).collect();
+            let mut owned: Vec<i32> =
+                snapshots.iter().flat_map(|s| s.assignment.iter().map(|p| p.partition.partition)).collect();
+            owned.sort();
+            if snapshots.iter().all(|s| s.state == StateKind::Stable)
+                && generations.len() == 1
+                && owned == (0..partitions).collect::<Vec<_>>()
+            {
+                return snapshots;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the group becomes stable in time")
+}
+
+fn generation(snapshot: &GroupSnapshot) -> i32 {
+    snapshot.generation.as_ref().expect("a generation").id.0
+}
+
+/// An HTTP answer: status, head (lower-cased) and body.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+async fn request(addr: SocketAddr, method: &str, target: &str) -> Answer {
+    timeout(BOUND, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to the debug server");
+        let head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("send request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read answer");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+        Answer { status, head, body: raw[split + 4..].to_vec() }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{method} {target} answered in time"))
+}
+
+async fn get(addr: SocketAddr, target: &str) -> Answer {
+    request(addr, "GET", target).await
+}
+
+/// An SSE connection read line by line (the body is chunked: an event is one chunk, so its
+/// `data:` line is never split by chunk headers).
+struct EventStream {
+    stream: TcpStream,
+    buffered: Vec<u8>,
+}
+
+impl EventStream {
+    async fn open(addr: SocketAddr, target: &str, receive_buffer: Option<u32>) -> EventStream {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).expect("receive buffer size");
+        }
+        let mut stream = timeout(BOUND, socket.connect(addr)).await.expect("connect in time").expect("connect");
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("send request");
+        EventStream { stream, buffered: Vec::new() }
+    }
+
+    /// The next line, within `BOUND`.
+    async fn line(&mut self) -> String {
+        timeout(BOUND, async {
+            loop {
+                if let Some(end) = self.buffered.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.buffered.drain(..=end).collect();
+                    return String::from_utf8_lossy(&line).trim_end().to_owned();
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n = self.stream.read(&mut chunk).await.expect("read the event stream");
+                assert!(n > 0, "the event stream ended");
+                self.buffered.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("a line of the event stream in time")
+    }
+
+    /// Reads events until `wanted` accepts one; returns it and whether a `dropped` event came
+    /// before it.
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, bool) {
+        let mut dropped = false;
+        loop {
+            let line = self.line().await;
+            dropped |= line == "event: dropped";
+            if let Some(data) = line.strip_prefix("data: ") {
+                let event: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("event JSON ({e}): {data}"));
+                if wanted(&event) {
+                    return (event, dropped);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `event` is `member`'s assignment of `generation`.
+fn is_assigned(event: &Value, member: &str, generation: i32) -> bool {
+    event["member"] == member && event["event"]["Assigned"]["generation"]["id"] == generation
+}
+
+/// A served snapshot agrees with the member's own in what identifies its membership.
+fn assert_same_member(served: &Value, own: &GroupSnapshot) {
+    assert_eq!(served["member_id"], own.member_id.as_str());
+    assert_eq!(served["generation"]["id"], generation(own));
+    assert_eq!(served["state"], own.state.to_string());
+    let served_assignment: Vec<(i64, i64)> = served["assignment"]
+        .as_array()
+        .expect("an assignment")
+        .iter()
+        .map(|p| (p["partition"]["partition"].as_i64().expect("partition"), p["owned_since"].as_i64().expect("since")))
+        .collect();
+    let own_assignment: Vec<(i64, i64)> =
+        own.assignment.iter().map(|p| (i64::from(p.partition.partition), i64::from(p.owned_since.0))).collect();
+    assert_eq!(served_assignment, own_assignment);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_snapshots_members_and_events_across_a_rebalance() {
+    let (_broker, cluster, topic) = setup(4).await;
+    let group = unique_name("debug-http-group");
+    let a = member(&cluster, &group, &topic).await;
+    let server = a.serve_debug("127.0.0.1:0").await.expect("serve");
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+    stable(&[&a], 4).await;
+
+    // A single member is `/snapshot` without a label.
+    let own = a.group_state().await.expect("snapshot");
+    let served = get(addr, "/snapshot").await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert!(served.head.contains("content-type: application/json"));
+    assert_same_member(&served.json(), &own);
+
+    // Live: listening before B joins, the stream shows A's assignment of the new generation.
+    let mut live = EventStream::open(addr, "/events", None).await;
+    assert_eq!(live.line().await, "HTTP/1.1 200 OK");
+    let b = member(&cluster, &group, &topic).await;
+    server.add_member("b", &b).expect("a new label");
+    assert!(server.add_member("b", &b).is_err(), "labels are unique");
+    let snapshots = stable(&[&a, &b], 4).await;
+    let current = generation(&snapshots[0]);
+    assert!(current > generation(&own));
+    live.until(|e| is_assigned(e, "member", current)).await;
+
+    // Two members: `/snapshot` needs a label; each agrees with its member.
+    assert_eq!(get(addr, "/snapshot").await.status, 400);
+    for (label, snapshot) in [("member", &snapshots[0]), ("b", &snapshots[1])] {
+        let served = get(addr, &format!("/snapshot?member={label}")).await;
+        assert_eq!(served.status, 200, "{}", served.text());
+        assert_same_member(&served.json(), snapshot);
+    }
+    let members = get(addr, "/members").await.json();
+    let members = members.as_array().expect("an array");
+    assert_eq!(members.iter().map(|m| m["label"].as_str().expect("label")).collect::<Vec<_>>(), ["member", "b"]);
+    for (served, own) in members.iter().zip(&snapshots) {
+        assert_same_member(&served["snapshot"], own);
+    }
+
+    // The recent events, as newline-delimited JSON: A's assignment of the current generation
+    // is there, and `?member=` keeps to one member.
+    let recent = get(addr, "/events?format=ndjson").await;
+    assert_eq!(recent.status, 200);
+    assert!(recent.head.contains("content-type: application/x-ndjson"));
+    let lines: Vec<Value> =
+        recent.text().lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect();
+    assert!(lines.iter().any(|e| is_assigned(e, "member", current)), "{}", recent.text());
+    assert!(lines.iter().all(|e| e["at"]["secs_since_epoch"].is_u64()));
+    let only_b = get(addr, "/events?format=ndjson&member=b").await.text();
+    assert!(only_b.lines().all(|l| serde_json::from_str::<Value>(l).expect("JSON")["member"] == "b"));
+
+    // What is not served.
+    for (method, target, status) in [
+        ("GET", "/nope", 404),
+        ("GET", "/snapshot?member=nobody", 404),
+        ("GET", "/events?format=xml", 400),
+        ("POST", "/snapshot", 405),
+        ("DELETE", "/", 405),
+    ] {
+        let answer = request(addr, method, target).await;
+        assert_eq!(answer.status, status, "{method} {target}: {}", answer.text());
+    }
+
+    // The page is one self-contained document.
+    let page = get(addr, "/").await;
+    assert!(page.head.contains("content-type: text/html"));
+    assert!(!page.text().contains("src=\"http") && !page.text().contains("href=\"http"), "no external assets");
+
+    server.shutdown().await;
+    assert!(TcpStream::connect(addr).await.is_err(), "nothing listens after shutdown");
+    drop(live);
+    for m in [a, b] {
+        m.leave("test done").await.expect("leave");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_holds_neither_the_member_nor_other_readers() {
+    const PARTITIONS: i32 = 64;
+    // With 64 partitions an event is about 9 KB: these fill the stalled socket (its sender's
+    // buffer is at most 4 MB by default) and its queue, then overflow the live stream.
+    const COMMITS: i64 = 2500;
+    let (_broker, cluster, topic) = setup(PARTITIONS).await;
+    let a = member(&cluster, &unique_name("debug-http-slow"), &topic).await;
+    let server = a.serve_debug("127.0.0.1:0").await.expect("serve");
+    let addr = server.local_addr();
+    stable(&[&a], PARTITIONS).await;
+
+    let mut stalled = EventStream::open(addr, "/events", Some(4096)).await;
+    let mut leases = Vec::new();
+    for p in 0..PARTITIONS {
+        leases.push(a.lease(TopicPartition::new(&topic, p), 0).await.expect("lease").expect("owned"));
+    }
+    timeout(Duration::from_secs(300), async {
+        for offset in 1..=COMMITS {
+            let results = a.commit(leases.iter().map(|l| l.at_offset(offset)).collect()).await.expect("commit");
+            assert!(results.iter().all(|r| r.outcome.is_committed()), "commit {offset}: {results:?}");
+        }
+    })
+    .await
+    .expect("the member keeps committing while a reader stalls");
+    // Other readers are served meanwhile.
+    assert_eq!(get(addr, "/snapshot").await.status, 200);
+
+    // The stalled reader, reading at last, is told what it missed.
+    let last = a.group_state().await.expect("snapshot").counters.commits_sent;
+    let (_, dropped) =
+        stalled.until(|e| e["event"]["CommitCompleted"]["results"][0]["offset"].as_i64() == Some(COMMITS)).await;
+    assert!(dropped, "a `dropped` event before the last of {last} commits");
+    server.shutdown().await;
+    a.leave("test done").await.expect("leave");
+}
+
+// ---- the page in a real browser ----
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A headless Chromium run; its whole process group is killed when this drops, also when the
+/// test fails.
+struct Browser {
+    child: tokio::process::Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The browser leads its own process group (renderers, zygote): end all of it.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+}
+
+/// Where the page's screenshots are kept: `target/debug-page/`.
+fn artifacts() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap_or(tmp).join("debug-page");
+    std::fs::create_dir_all(&dir).expect("artifact directory");
+    dir
+}
+
+/// Loads `url` in a fresh headless Chromium with `args` (a `--dump-dom` or `--screenshot`) and
+/// returns its standard output; the page's scripts get a few seconds of virtual time.
+async fn chromium(url: &str, args: &[&str]) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's `chromium` package (apt-get install -y chromium) to run the debug page test"
+    );
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_name("chromium-profile"));
+    let mut command = tokio::process::Command::new(CHROMIUM);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut browser = Browser { child: command.spawn().expect("start chromium") };
+    let mut stdout = browser.child.stdout.take().expect("stdout");
+    let mut stderr = browser.child.stderr.take().expect("stderr");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let ran = timeout(Duration::from_secs(120), async {
+        let (read_out, read_err) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        read_out.and(read_err).expect("read chromium's output");
+        browser.child.wait().await.expect("chromium exits")
+    })
+    .await;
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+    let status = ran.unwrap_or_else(|_| panic!("chromium did not finish within 120 s"));
+    assert!(status.success(), "chromium failed ({status}): {}", String::from_utf8_lossy(&err));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The attributes of every start tag of `html` that begins with `prefix` (such as
+/// `<tr data-member=`), in document order. The DOM dump quotes every value with `"` and escapes
+/// `"` inside it.
+fn tags(html: &str, prefix: &str) -> Vec<BTreeMap<String, String>> {
+    html.match_indices(prefix)
+        .map(|(start, _)| {
+            let tag = &html[start..start + html[start..].find('>').expect("a closed tag")];
+            let mut attributes = BTreeMap::new();
+            let mut rest = tag.split_once(' ').map_or("", |(_, r)| r);
+            while let Some((name, after)) = rest.split_once("=\"") {
+                let (value, tail) = after.split_once('"').expect("a quoted value");
+                attributes.insert(name.trim().to_owned(), value.replace("&amp;", "&"));
+                rest = tail;
+            }
+            attributes
+        })
+        .collect()
+}
+
+/// What the page shows: per member label its (state, generation), and the owner of each
+/// partition.
+struct Shown {
+    members: BTreeMap<String, (String, String)>,
+    owners: BTreeMap<i32, String>,
+    overview: BTreeMap<String, String>,
+}
+
+fn shown(dom: &str) -> Shown {
+    let members = tags(dom, "<tr data-member=")
+        .into_iter()
+        .map(|t| (t["data-member"].clone(), (t["data-state"].clone(), t["data-generation"].clone())))
+        .collect();
+    let owners = tags(dom, "<div class=\"cell")
+        .into_iter()
+        .filter(|t| !t["data-owner"].is_empty())
+        .map(|t| (t["data-partition"].parse().expect("a partition number"), t["data-owner"].clone()))
+        .collect();
+    let overview = tags(dom, "<div id=\"overview\"").into_iter().next().expect("the overview");
+    Shown { members, owners, overview }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_group_as_it_grows() {
+    const PARTITIONS: i32 = 6;
+    let (_broker, cluster, topic) = setup(PARTITIONS).await;
+    let group = unique_name("debug-page");
+    let server = DebugServer::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", server.local_addr());
+    let mut members = Vec::new();
+    for label in ["a", "b"] {
+        let m = member(&cluster, &group, &topic).await;
+        server.add_member(label, &m).expect("label");
+        members.push(m);
+    }
+    stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
+
+    // Loaded while a third member joins: the page renders whatever moment it catches.
+    let (during, c) = tokio::join!(chromium(&url, &["--dump-dom"]), member(&cluster, &group, &topic));
+    server.add_member("c", &c).expect("label");
+    members.push(c);
+    let during = shown(&during);
+    assert!(["2", "3"].contains(&during.overview["data-members"].as_str()), "{:?}", during.overview);
+    assert!(during.members.keys().all(|label| ["a", "b", "c"].contains(&label.as_str())));
+
+    // Once the group is stable nothing changes, so the page must show exactly what `/members`
+    // says right after it.
+    let snapshots = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    let after = get(server.local_addr(), "/members").await.json();
+    let page = shown(&dom);
+    let current = generation(&snapshots[0]).to_string();
+    assert_eq!(page.overview["data-generation"], current, "{:?}", page.overview);
+    assert_eq!(page.overview["data-state"], "Stable");
+    let mut owners = BTreeMap::new();
+    for served in after.as_array().expect("members") {
+        let label = served["label"].as_str().expect("label");
+        let snapshot = &served["snapshot"];
+        assert_eq!(snapshot["generation"]["id"].to_string(), current, "no rebalance after the group was stable");
+        assert_eq!(page.members[label], ("Stable".to_owned(), current.clone()), "{label}'s row");
+        for p in snapshot["assignment"].as_array().expect("assignment") {
+            owners.insert(p["partition"]["partition"].as_i64().expect("partition") as i32, label.to_owned());
+        }
+    }
+    assert_eq!(page.owners, owners, "partition owners on the page against /members");
+    assert!(dom.contains("data-kind=\"Assigned\""), "the timeline shows assignments");
+    assert!(dom.contains(&format!("<li data-generation=\"{current}\"")), "the generation timeline shows {current}");
+
+    let screenshot = artifacts().join("group-of-three.png");
+    let _ = std::fs::remove_file(&screenshot);
+    chromium(&url, &[&format!("--screenshot={}", screenshot.display()), "--window-size=1400,1000"]).await;
+    let png = std::fs::read(&screenshot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", screenshot.display());
+
+    server.shutdown().await;
+    for m in members {
+        m.leave("test done").await.expect("leave");
+    }
+}
