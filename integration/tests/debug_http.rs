@@ -306,18 +306,171 @@ async fn a_reader_that_never_reads_holds_neither_the_member_nor_other_readers() 
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A headless Chromium run; its whole process group is killed when this drops, also when the
-/// test fails.
+/// A headless Chromium driven over its DevTools pipe (`--remote-debugging-pipe`: JSON messages
+/// ended by NUL, commands on its fd 3, answers on its fd 4). Its whole process group is killed
+/// when this drops, also when the test fails; its profile directory is removed.
 struct Browser {
     child: tokio::process::Child,
+    profile: PathBuf,
+    commands: std::fs::File,
+    answers: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    next_id: u64,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
-            // The browser leads its own process group (renderers, zygote): end all of it.
+            // The browser leads its own process group (zygote, renderers): end all of it.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
         }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A pipe's two ends, numbered 10 or above and close-on-exec, so that moving them to fds 3
+/// and 4 in the child cannot overwrite one with the other.
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe");
+    let high = |fd| {
+        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        assert!(moved >= 10, "fcntl");
+        unsafe { libc::close(fd) };
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(moved) }
+    };
+    (high(fds[0]), high(fds[1]))
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        use std::os::fd::AsRawFd;
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: install Debian's `chromium` package (apt-get install -y chromium) to run the debug page test"
+        );
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_name("chromium-profile"));
+        let (command_read, command_write) = pipe();
+        let (answer_read, answer_write) = pipe();
+        let (to_3, to_4) = (command_read.as_raw_fd(), answer_write.as_raw_fd());
+        let mut command = tokio::process::Command::new(CHROMIUM);
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-crash-reporter",
+                "--remote-debugging-pipe",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        // Only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(to_3, 3) < 0 || libc::dup2(to_4, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let child = command.spawn().expect("start chromium");
+        drop((command_read, answer_write));
+        let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        // Ends at end of file, when the browser is gone.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut reader = std::io::BufReader::new(std::fs::File::from(answer_read));
+            loop {
+                let mut message = Vec::new();
+                match reader.read_until(0, &mut message) {
+                    Ok(n) if n > 0 && message.ends_with(&[0]) => {
+                        message.pop();
+                        if tx.send(message).is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        });
+        Browser { child, profile, commands: std::fs::File::from(command_write), answers, next_id: 0 }
+    }
+
+    /// Sends a DevTools command (to the page's session, if given) and returns its result.
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            message["sessionId"] = session.into();
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        // A few hundred bytes into a pipe the browser reads: does not block for long.
+        self.commands.write_all(&bytes).expect("write to the DevTools pipe");
+        timeout(BOUND, async {
+            loop {
+                let answer = self.answers.recv().await.expect("the browser is running");
+                let answer: Value = serde_json::from_slice(&answer).expect("DevTools JSON");
+                if answer["id"] == id {
+                    assert!(answer["error"].is_null(), "{method}: {answer}");
+                    return answer["result"].clone();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method} answered in time"))
+    }
+
+    /// Opens `url` in a new page; returns the page's session.
+    async fn open(&mut self, url: &str) -> String {
+        let target = self.call(None, "Target.createTarget", serde_json::json!({ "url": url })).await;
+        let attached = self
+            .call(None, "Target.attachToTarget", serde_json::json!({ "targetId": target["targetId"], "flatten": true }))
+            .await;
+        attached["sessionId"].as_str().expect("a session").to_owned()
+    }
+
+    /// The page's DOM as it is now.
+    async fn dom(&mut self, session: &str) -> String {
+        let params = serde_json::json!({ "expression": "document.documentElement.outerHTML", "returnByValue": true });
+        let result = self.call(Some(session), "Runtime.evaluate", params).await;
+        result["result"]["value"].as_str().expect("the DOM").to_owned()
+    }
+
+    /// Reads the page until `done` accepts what it shows (bounded), and returns that.
+    async fn until(&mut self, session: &str, done: impl Fn(&Shown) -> bool) -> (String, Shown) {
+        for _ in 0..600 {
+            let dom = self.dom(session).await;
+            let page = shown(&dom);
+            if done(&page) {
+                return (dom, page);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page did not show what was expected in time")
+    }
+
+    async fn screenshot(&mut self, session: &str, path: &Path) {
+        use base64::Engine;
+        let shot = self.call(Some(session), "Page.captureScreenshot", serde_json::json!({ "format": "png" })).await;
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().expect("data")).expect("base64");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(path, png).expect("write the screenshot");
     }
 }
 
@@ -327,53 +480,6 @@ fn artifacts() -> PathBuf {
     let dir = tmp.parent().unwrap_or(tmp).join("debug-page");
     std::fs::create_dir_all(&dir).expect("artifact directory");
     dir
-}
-
-/// Loads `url` in a fresh headless Chromium with `args` (a `--dump-dom` or `--screenshot`) and
-/// returns its standard output; the page's scripts get a few seconds of virtual time.
-async fn chromium(url: &str, args: &[&str]) -> String {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's `chromium` package (apt-get install -y chromium) to run the debug page test"
-    );
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_name("chromium-profile"));
-    let mut command = tokio::process::Command::new(CHROMIUM);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut browser = Browser { child: command.spawn().expect("start chromium") };
-    let mut stdout = browser.child.stdout.take().expect("stdout");
-    let mut stderr = browser.child.stderr.take().expect("stderr");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let ran = timeout(Duration::from_secs(120), async {
-        let (read_out, read_err) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        read_out.and(read_err).expect("read chromium's output");
-        browser.child.wait().await.expect("chromium exits")
-    })
-    .await;
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
-    let status = ran.unwrap_or_else(|_| panic!("chromium did not finish within 120 s"));
-    assert!(status.success(), "chromium failed ({status}): {}", String::from_utf8_lossy(&err));
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The attributes of every start tag of `html` that begins with `prefix` (such as
@@ -413,7 +519,8 @@ fn shown(dom: &str) -> Shown {
         .filter(|t| !t["data-owner"].is_empty())
         .map(|t| (t["data-partition"].parse().expect("a partition number"), t["data-owner"].clone()))
         .collect();
-    let overview = tags(dom, "<div id=\"overview\"").into_iter().next().expect("the overview");
+    // Empty while the page is still loading.
+    let overview = tags(dom, "<div id=\"overview\"").into_iter().next().unwrap_or_default();
     Shown { members, owners, overview }
 }
 
@@ -430,45 +537,52 @@ async fn the_page_shows_the_group_as_it_grows() {
         server.add_member(label, &m).expect("label");
         members.push(m);
     }
-    stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
+    let before = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
+    let mut browser = Browser::launch().await;
+    let page = browser.open(&url).await;
+    browser.until(&page, |p| p.members.len() == 2).await;
 
-    // Loaded while a third member joins: the page renders whatever moment it catches.
-    let (during, c) = tokio::join!(chromium(&url, &["--dump-dom"]), member(&cluster, &group, &topic));
+    // A third member joins with the page open: it follows the rebalance live.
+    let c = member(&cluster, &group, &topic).await;
     server.add_member("c", &c).expect("label");
     members.push(c);
-    let during = shown(&during);
-    assert!(["2", "3"].contains(&during.overview["data-members"].as_str()), "{:?}", during.overview);
-    assert!(during.members.keys().all(|label| ["a", "b", "c"].contains(&label.as_str())));
-
-    // Once the group is stable nothing changes, so the page must show exactly what `/members`
-    // says right after it.
     let snapshots = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
-    let dom = chromium(&url, &["--dump-dom"]).await;
-    let after = get(server.local_addr(), "/members").await.json();
-    let page = shown(&dom);
     let current = generation(&snapshots[0]).to_string();
-    assert_eq!(page.overview["data-generation"], current, "{:?}", page.overview);
-    assert_eq!(page.overview["data-state"], "Stable");
+    assert!(generation(&snapshots[0]) > generation(&before[0]));
+
+    // Once the group is stable nothing changes: when every row shows the generation, the page
+    // must show exactly what `/members` says.
+    let (dom, shown) = browser
+        .until(&page, |p| {
+            p.members.len() == 3 && p.members.values().all(|m| *m == ("Stable".to_owned(), current.clone()))
+        })
+        .await;
+    let after = get(server.local_addr(), "/members").await.json();
+    assert_eq!(shown.overview["data-generation"], current, "{:?}", shown.overview);
+    assert_eq!(shown.overview["data-state"], "Stable");
     let mut owners = BTreeMap::new();
     for served in after.as_array().expect("members") {
         let label = served["label"].as_str().expect("label");
-        let snapshot = &served["snapshot"];
-        assert_eq!(snapshot["generation"]["id"].to_string(), current, "no rebalance after the group was stable");
-        assert_eq!(page.members[label], ("Stable".to_owned(), current.clone()), "{label}'s row");
-        for p in snapshot["assignment"].as_array().expect("assignment") {
+        assert_eq!(
+            served["snapshot"]["generation"]["id"].to_string(),
+            current,
+            "no rebalance after the group was stable"
+        );
+        for p in served["snapshot"]["assignment"].as_array().expect("assignment") {
             owners.insert(p["partition"]["partition"].as_i64().expect("partition") as i32, label.to_owned());
         }
     }
-    assert_eq!(page.owners, owners, "partition owners on the page against /members");
-    assert!(dom.contains("data-kind=\"Assigned\""), "the timeline shows assignments");
-    assert!(dom.contains(&format!("<li data-generation=\"{current}\"")), "the generation timeline shows {current}");
+    assert_eq!(shown.owners, owners, "partition owners on the page against /members");
+    // The live parts: the new generation's assignments came over the event stream.
+    assert!(
+        dom.contains(&format!("<li data-generation=\"{current}\" data-members=\"3\"")),
+        "the generation timeline shows {current} with three members"
+    );
+    assert!(dom.contains("data-kind=\"Assigned\" data-member=\"c\""), "the timeline shows c's assignment");
+    assert!(dom.contains("data-connection=\"live\""), "the event stream is connected");
 
-    let screenshot = artifacts().join("group-of-three.png");
-    let _ = std::fs::remove_file(&screenshot);
-    chromium(&url, &[&format!("--screenshot={}", screenshot.display()), "--window-size=1400,1000"]).await;
-    let png = std::fs::read(&screenshot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", screenshot.display());
-
+    browser.screenshot(&page, &artifacts().join("group-of-three.png")).await;
+    drop(browser);
     server.shutdown().await;
     for m in members {
         m.leave("test done").await.expect("leave");
