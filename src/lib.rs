@@ -13,6 +13,7 @@
 //! | `cli` | feature `cli`: the `kgroup` command line's logic, run in-process by its tests |
 //! | [`error`] | the error types, each classified by the action it demands |
 //! | [`telemetry`] | each member's metrics, as Prometheus text and (feature `metrics`) through the `metrics` facade |
+//! | `debug_http` | feature `debug-http`: a read-only HTTP server of snapshots, events and a live page |
 //! | `embedded` | feature `embedded-broker`: starts nisshi or Apache Kafka 3.6 locally for demos and tests |
 //! | `fuzzing` | feature `fuzzing`: entry points for the targets in `fuzz/` |
 //!
@@ -52,6 +53,8 @@ pub mod admin;
 pub mod cli;
 mod config_error;
 pub mod consumer;
+#[cfg(feature = "debug-http")]
+pub mod debug_http;
 pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;

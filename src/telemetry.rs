@@ -239,7 +239,7 @@ impl MemberMetrics {
 
     /// The member's series as Prometheus text (exposition format 0.0.4).
     pub fn render_prometheus(&self) -> String {
-        render_prometheus(&[self])
+        render(&[(None, self)])
     }
 
     /// A poisoned lock only means a recording panicked half-way: the numbers are still usable.
@@ -265,14 +265,29 @@ fn key(metric: Metric, labels: &[&str]) -> SeriesKey {
 }
 
 /// The series of several members (the members of one process) as one Prometheus text: each
-/// metric's help and type once, then every member's series of it.
-pub fn render_prometheus(members: &[&MemberMetrics]) -> String {
-    let snapshots: Vec<(&Shared, BTreeMap<SeriesKey, Value>)> =
-        members.iter().map(|m| (m.shared.as_ref(), m.series().clone())).collect();
+/// metric's help and type once, then every member's series of it. Each member's series also
+/// carry `member="<label>"`, so two members with the same `group` and `client_id` stay apart.
+pub fn render_prometheus(members: &[(&str, &MemberMetrics)]) -> String {
+    let labelled: Vec<(Option<&str>, &MemberMetrics)> = members.iter().map(|(l, m)| (Some(*l), *m)).collect();
+    render(&labelled)
+}
+
+fn render(members: &[(Option<&str>, &MemberMetrics)]) -> String {
+    let snapshots: Vec<(String, BTreeMap<SeriesKey, Value>)> = members
+        .iter()
+        .map(|(label, m)| {
+            let mut base =
+                format!("group=\"{}\",client_id=\"{}\"", escape(&m.shared.group), escape(&m.shared.client_id));
+            if let Some(label) = label {
+                let _ = write!(base, ",member=\"{}\"", escape(label));
+            }
+            (base, m.series().clone())
+        })
+        .collect();
     let mut out = String::new();
     for metric in Metric::ALL {
         let mut header = false;
-        for (shared, series) in &snapshots {
+        for (base, series) in &snapshots {
             for ((_, values), value) in series.range((metric, Vec::new())..).take_while(|((m, _), _)| *m == metric) {
                 if !header {
                     let kind = match metric.kind() {
@@ -284,8 +299,7 @@ pub fn render_prometheus(members: &[&MemberMetrics]) -> String {
                     let _ = writeln!(out, "# TYPE {} {kind}", metric.name());
                     header = true;
                 }
-                let mut labels =
-                    format!("group=\"{}\",client_id=\"{}\"", escape(&shared.group), escape(&shared.client_id));
+                let mut labels = base.clone();
                 for (name, value) in metric.labels().iter().zip(values) {
                     let _ = write!(labels, ",{name}=\"{}\"", escape(value));
                 }
@@ -356,14 +370,14 @@ mod tests {
 
     #[test]
     fn several_members_share_one_header_per_metric() {
-        let a = MemberMetrics::new("g", "a");
-        let b = MemberMetrics::new("g", "b");
+        let a = MemberMetrics::new("g", "same");
+        let b = MemberMetrics::new("g", "same");
         a.increment(Metric::Rebalances, &[], 1);
         b.increment(Metric::Rebalances, &[], 2);
-        let text = render_prometheus(&[&a, &b]);
+        let text = render_prometheus(&[("a", &a), ("b", &b)]);
         assert_eq!(text.matches("# TYPE kgroup_rebalances_total counter").count(), 1, "{text}");
-        assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"a\"} 1\n"), "{text}");
-        assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"b\"} 2\n"), "{text}");
+        assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"same\",member=\"a\"} 1\n"), "{text}");
+        assert!(text.contains("kgroup_rebalances_total{group=\"g\",client_id=\"same\",member=\"b\"} 2\n"), "{text}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ async fn run_kgroup(bootstrap: &str, name: &str, members: usize) -> Result<Figur
         assignment_strategy: "range".into(),
     };
     let started = Instant::now();
-    let report = scenario::run(settings, &|_: &str| {}).await?;
+    let report = scenario::run(settings, &|_: &str| {}, &|_, _| {}).await?;
     let wall = started.elapsed();
     let sum = |f: fn(&scenario::StepReport) -> u64| report.steps.iter().map(f).sum::<u64>();
     let (committed, restamped, fenced, failed) =

@@ -57,7 +57,7 @@ fn check(report: &scenario::Report, batch_size: u64) {
 }
 
 async fn run(settings: scenario::Settings) -> scenario::Report {
-    tokio::time::timeout(Duration::from_secs(240), scenario::run(settings, &|_| {}))
+    tokio::time::timeout(Duration::from_secs(240), scenario::run(settings, &|_| {}, &|_, _| {}))
         .await
         .expect("the scenario finishes in time")
         .expect("the scenario runs")

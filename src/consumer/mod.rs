@@ -330,6 +330,16 @@ impl GroupConsumer {
         self.group.clone()
     }
 
+    /// Serves this member on a [`DebugServer`](crate::debug_http::DebugServer) at `addr` (see
+    /// [`crate::debug_http`]), labelled with its `client.id`. Cancel-safe.
+    #[cfg(feature = "debug-http")]
+    pub async fn serve_debug(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> std::io::Result<crate::debug_http::DebugServer> {
+        crate::debug_http::DebugServer::serve(addr, &self.config.client_id, &self.group).await
+    }
+
     /// `max.poll.records` of this consumer: the batch size of its stream.
     pub fn max_poll_records(&self) -> usize {
         self.config.max_poll_records

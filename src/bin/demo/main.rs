@@ -7,7 +7,8 @@
 //! step and the final group snapshot.
 //!
 //! Flags: `--broker nisshi|kafka36`, `--json` (the report as one JSON document on stdout),
-//! `--metrics-addr HOST:PORT` (every member's metrics for Prometheus at `/metrics`). Logs go to
+//! `--metrics-addr HOST:PORT` (every member's metrics for Prometheus at `/metrics`),
+//! `--debug-addr HOST:PORT` (the whole group on one live debug page). Logs go to
 //! stderr at warn unless `RUST_LOG` says otherwise; the progress line only to a terminal.
 //!
 //! Environment: `KGROUP_BOOTSTRAP` (use that cluster), `KGROUP_BROKER` (`nisshi`, the default,
@@ -19,6 +20,8 @@ mod scenario;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use kgroup::debug_http::DebugServer;
+use kgroup::driver::group::GroupHandle;
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 
@@ -38,9 +41,12 @@ struct Args {
     json: bool,
     /// `--metrics-addr ADDR`: serve every member's metrics (Prometheus) on `http://ADDR/metrics`.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// `--debug-addr ADDR`: serve the whole group's debug page there.
+    debug_addr: Option<String>,
 }
 
-const USAGE: &str = "usage: kgroup-demo [--broker nisshi|kafka36] [--json] [--metrics-addr HOST:PORT]";
+const USAGE: &str =
+    "usage: kgroup-demo [--broker nisshi|kafka36] [--json] [--metrics-addr HOST:PORT] [--debug-addr HOST:PORT]";
 
 fn parse_args() -> Result<Args, scenario::BoxError> {
     let mut args = std::env::args().skip(1);
@@ -52,6 +58,9 @@ fn parse_args() -> Result<Args, scenario::BoxError> {
         match arg.as_str() {
             "--broker" => parsed.broker = args.next().ok_or("--broker needs a value: nisshi or kafka36")?,
             "--json" => parsed.json = true,
+            "--debug-addr" => {
+                parsed.debug_addr = Some(args.next().ok_or("--debug-addr needs an address, e.g. 127.0.0.1:8080")?)
+            }
             "--metrics-addr" => {
                 let addr = args.next().ok_or("--metrics-addr needs HOST:PORT")?;
                 parsed.metrics_addr = Some(addr.parse().map_err(|e| format!("--metrics-addr {addr:?}: {e}"))?);
@@ -143,7 +152,22 @@ async fn run() -> Result<(), scenario::BoxError> {
             let _ = std::io::stderr().flush();
         }
     };
-    let report = scenario::run(settings, &progress).await?;
+    // Kept alive until the end of `run`: dropping it stops the server.
+    let debug = match &args.debug_addr {
+        Some(addr) => {
+            let server = DebugServer::bind(addr.as_str()).await?;
+            say(&format!("Debug page: http://{}/", server.local_addr()));
+            Some(server)
+        }
+        None => None,
+    };
+    let on_member = |n: usize, member: &GroupHandle| {
+        if let Some(server) = &debug {
+            // Numbers are unique, so the label is free.
+            let _ = server.add_member(&format!("member-{n}"), member);
+        }
+    };
+    let report = scenario::run(settings, &progress, &on_member).await?;
     if terminal {
         eprint!("\r\x1b[2K");
     }

@@ -159,8 +159,13 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
 /// The log end per partition, from the producer's acknowledgements.
 pub type LogEnd = Arc<Mutex<BTreeMap<i32, i64>>>;
 
-/// Runs the scenario; `progress` gets a one-line status now and then.
-pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result<Report, BoxError> {
+/// Runs the scenario; `progress` gets a one-line status now and then, `on_member` each member
+/// as it starts, with its number (from 1), for observers such as the demo's debug page.
+pub async fn run(
+    settings: Settings,
+    progress: &(dyn Fn(&str) + Sync),
+    on_member: &(dyn Fn(usize, &GroupHandle) + Sync),
+) -> Result<Report, BoxError> {
     let cluster = Cluster::connect(ClusterConfig::from_bootstrap_servers(&settings.bootstrap)?).await?;
     cluster.create_topic(&settings.topic, settings.partitions, 1).await?;
     let producer = Arc::new(Producer::new(
@@ -186,7 +191,9 @@ pub async fn run(settings: Settings, progress: &(dyn Fn(&str) + Sync)) -> Result
         while handles.len() < size {
             let consumer =
                 GroupConsumer::subscribe(consumer_config(&settings, handles.len()), &[&settings.topic]).await?;
-            handles.push(consumer.group_handle());
+            let handle = consumer.group_handle();
+            on_member(handles.len() + 1, &handle);
+            handles.push(handle);
             members.push(tokio::spawn(member_loop(
                 consumer,
                 ledger.clone(),
