@@ -54,6 +54,20 @@ fn check(report: &scenario::Report, batch_size: u64) {
     println!("{}", scenario::summary(snapshot));
     assert_eq!(snapshot.state, StateKind::Stable);
     assert_eq!(snapshot.generation.as_ref().map(|g| g.id.0), report.steps.last().map(|s| s.generation));
+    // The demo's `--json` report says the same as the table.
+    let json = scenario::json_report(report);
+    assert_eq!(json["lost"], 0);
+    assert_eq!(json["produced"], report.produced);
+    let steps = json["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), report.steps.len());
+    for (row, step) in steps.iter().zip(&report.steps) {
+        assert_eq!(
+            (row["members"].as_u64(), row["generation"].as_i64()),
+            (Some(step.members as u64), Some(step.generation as i64))
+        );
+        assert_eq!(row["committed"], step.committed);
+    }
+    assert_eq!(json["final_snapshot"]["generation"]["id"], snapshot.generation.as_ref().map_or(-1, |g| g.id.0));
 }
 
 async fn run(settings: scenario::Settings) -> scenario::Report {
