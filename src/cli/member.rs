@@ -48,17 +48,18 @@ pub(super) async fn screen(endpoint: &Endpoint, timeout: Duration) -> Result<Str
         Ok(body) => body,
         // The server's answer when it serves several members and none is chosen.
         Err(e) if e.status == Some(400) && endpoint.label.is_none() => {
-            let labels = labels(url, timeout).await.map(|l| format!(" (labels: {l})")).unwrap_or_default();
+            let labels = labels(url, timeout).await.map(|l| format!(" (labels: {})", l.join(", "))).unwrap_or_default();
             return Err(format!("{} serves several members: choose one with --member LABEL{labels}", url.join("")));
         }
         // An unknown label, or no debug endpoint at all: /members tells them apart.
         Err(e) if e.status == Some(404) => {
             let Some(label) = &endpoint.label else { return Err(e.message) };
             return Err(match labels(url, timeout).await {
-                Some(labels) => {
+                Some(labels) if !labels.contains(&printable(label)) => {
+                    let labels = labels.join(", ");
                     format!("{} serves no member labelled {:?} (labels: {labels})", url.join(""), printable(label))
                 }
-                None => e.message,
+                _ => e.message,
             });
         }
         Err(e) => return Err(e.message),
@@ -74,12 +75,12 @@ pub(super) async fn screen(endpoint: &Endpoint, timeout: Duration) -> Result<Str
     Ok(render(&snapshot, events))
 }
 
-/// The labels of `url/members`, comma-separated; `None` when it does not answer with them.
-async fn labels(url: &HttpUrl, timeout: Duration) -> Option<String> {
+/// The labels of `url/members` (printable); `None` when it does not answer with them.
+async fn labels(url: &HttpUrl, timeout: Duration) -> Option<Vec<String>> {
     let body = url.get("/members", timeout).await.ok()?;
     let members: Value = serde_json::from_slice(&body).ok()?;
     let labels: Option<Vec<String>> = members.as_array()?.iter().map(|m| m["label"].as_str().map(printable)).collect();
-    labels.filter(|l| !l.is_empty()).map(|l| l.join(", "))
+    labels.filter(|l| !l.is_empty())
 }
 
 /// `text` for a query value: every byte but RFC 3986's unreserved characters as `%XX`.
