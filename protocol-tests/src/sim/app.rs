@@ -236,6 +236,11 @@ impl Sim {
                         self.stats.fenced_by_broker += 1;
                     }
                 }
+                CommitOutcome::Failed { reason: CommitFailure::WouldMoveBackwards { .. } }
+                    if self.generation_contradicted =>
+                {
+                    self.stats.moved_back_after_contradiction += 1
+                }
                 _ => self.stats.failed += 1,
             }
             if o.in_revoke_window {

@@ -69,6 +69,12 @@ pub struct Stats {
     pub fenced: u64,
     pub fenced_by_broker: u64,
     pub failed: u64,
+    /// Commits refused as moving a partition's committed offset back, after an injected
+    /// ILLEGAL_GENERATION the coordinator contradicted (counted apart from `failed`): the member
+    /// rejoined the very generation it was told was stale, so two of its ownership streaks
+    /// start in the same generation and the commit floor of the first guards the second.
+    /// Kafka never re-issues a generation, so only the fault injection can cause it.
+    pub moved_back_after_contradiction: u64,
     /// Partition outcomes of commits issued while a revoke window was open, and how many of
     /// them were committed.
     pub revoke_window: u64,
@@ -103,6 +109,8 @@ impl Stats {
             fenced: self.fenced - earlier.fenced,
             fenced_by_broker: self.fenced_by_broker - earlier.fenced_by_broker,
             failed: self.failed - earlier.failed,
+            moved_back_after_contradiction: self.moved_back_after_contradiction
+                - earlier.moved_back_after_contradiction,
             revoke_window: self.revoke_window - earlier.revoke_window,
             revoke_window_committed: self.revoke_window_committed - earlier.revoke_window_committed,
             issued_while_joining: self.issued_while_joining - earlier.issued_while_joining,
