@@ -239,6 +239,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A time to look offsets up at is negative (on the wire -1 and -2 name the log end and
+    /// start; [`GroupConsumer::watermarks`](crate::GroupConsumer::watermarks) asks those).
+    #[error("cannot look up offsets of {partition} at a negative time ({timestamp} ms)")]
+    NegativeTimestamp {
+        /// The partition, as `topic-partition`.
+        partition: String,
+        /// The time asked.
+        timestamp: i64,
+    },
     /// The component was shut down.
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -269,7 +278,7 @@ impl Error {
             Error::OffsetLookup(failure) if failure.is_retriable() => ErrorAction::Retry,
             Error::OffsetLookup(_) => ErrorAction::Fatal,
             Error::MaxPollIntervalExceeded { .. } => ErrorAction::Rejoin,
-            Error::PartitionFetch { .. } => ErrorAction::FailRequest,
+            Error::PartitionFetch { .. } | Error::NegativeTimestamp { .. } => ErrorAction::FailRequest,
         }
     }
 

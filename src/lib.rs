@@ -31,7 +31,7 @@
 //! feature, `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for
 //! the feature's sake); [`Cluster`]'s raw connections get `pub` wrappers under the feature.
 //! Public types defined in an internal module are re-exported where the API uses them
-//! ([`consumer::ConsumerRecord`], [`consumer::session::StartPosition`],
+//! ([`consumer::ConsumerRecord`], [`consumer::TimestampType`], [`consumer::session::StartPosition`],
 //! [`driver::cluster::ConnectionConfig`], [`protocol::NegotiatedVersions`]).
 
 #![warn(missing_docs, unreachable_pub)]

@@ -20,14 +20,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use kafka_protocol::messages::ApiKey;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
-pub use crate::driver::fetcher::ConsumerRecord;
-use crate::driver::fetcher::{FetchEvent, Fetcher, FetcherConfig};
+use crate::driver::fetcher::{look_up_offsets, FetchEvent, Fetcher, FetcherConfig, ListedOffset, StartPosition};
+pub use crate::driver::fetcher::{ConsumerRecord, TimestampType};
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::driver::member_span::TaskRole;
 use crate::error::{Error, Result};
@@ -93,7 +94,9 @@ enum Request {
         reply: NextReply,
     },
     Position(TopicPartition, oneshot::Sender<Option<i64>>),
-    Seek(TopicPartition, i64),
+    /// The lag by the high watermark of the latest fetch response.
+    CachedLag(TopicPartition, oneshot::Sender<Option<i64>>),
+    Seek(Vec<TopicPartition>, StartPosition),
     Pause(Vec<TopicPartition>),
     Resume(Vec<TopicPartition>),
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
@@ -110,10 +113,31 @@ enum Request {
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<Vec<PartitionCommit>>> + Send>>;
 
+/// The first offset whose record's timestamp is at or after a time
+/// ([`GroupConsumer::offsets_for_times`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (milliseconds since the epoch).
+    pub timestamp: i64,
+}
+
+/// A partition's log start and end, as its leader answers ([`GroupConsumer::watermarks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// The log start offset: the oldest record kept.
+    pub low: i64,
+    /// The high watermark: the offset after the last record every in-sync replica has.
+    pub high: i64,
+}
+
 /// A consumer-group member that fetches, hands out batches with leases, and commits them
 /// through the generation gate.
 pub struct GroupConsumer {
     config: ConsumerConfig,
+    /// For the offset queries, which go to partition leaders.
+    cluster: Cluster,
     group: GroupHandle,
     requests: mpsc::UnboundedSender<Request>,
     /// The stream's request for its next batch, outstanding across `poll_next` calls.
@@ -154,7 +178,7 @@ impl GroupConsumer {
         let (group, control, [first_events]) =
             GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
         let fetcher = Fetcher::start_observed(
-            cluster,
+            cluster.clone(),
             FetcherConfig {
                 max_wait: config.fetch_max_wait,
                 min_bytes: config.fetch_min_bytes,
@@ -191,6 +215,7 @@ impl GroupConsumer {
         group.record_poll();
         Ok(GroupConsumer {
             config,
+            cluster,
             group,
             requests,
             next: None,
@@ -295,7 +320,108 @@ impl GroupConsumer {
 
     /// Moves the position of an owned partition.
     pub fn seek(&self, partition: TopicPartition, offset: i64) -> Result<()> {
-        self.send(Request::Seek(partition, offset))
+        self.send(Request::Seek(vec![partition], StartPosition::Offset(offset)))
+    }
+
+    /// Moves owned partitions to their log start offset, as Java's `seekToBeginning`: the
+    /// offset is looked up (ListOffsets, earliest) when the partition is next fetched, as an
+    /// `auto.offset.reset` is, whatever that setting says; [`position`](Self::position) is
+    /// `None` until then. Unlike Java, an empty list moves nothing (pass
+    /// [`assignment`](Self::assignment) for every partition).
+    ///
+    /// As [`seek`](Self::seek): records fetched and not yet handed out are dropped, and leases
+    /// already handed out on these partitions are released (a revoke window no longer waits
+    /// for them). Committing one of them afterwards still commits its offset: the seek moves
+    /// the position, not the committed offset. Partitions not owned are ignored. Not async:
+    /// it takes effect in order with the calls before and after it.
+    pub fn seek_to_beginning(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Seek(partitions, StartPosition::Earliest))
+    }
+
+    /// Moves owned partitions to their log end offset, as Java's `seekToEnd`: from there only
+    /// records written afterwards are handed out. Looked up (ListOffsets, latest; the last
+    /// stable offset under `read_committed`) when the partition is next fetched; otherwise as
+    /// [`seek_to_beginning`](Self::seek_to_beginning).
+    pub fn seek_to_end(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Seek(partitions, StartPosition::Latest))
+    }
+
+    /// For each `(partition, time)`, the first offset whose record's timestamp is at or after
+    /// `time` (milliseconds since the epoch), as Java's `offsetsForTimes`; `None` when no
+    /// record is that late. Any partition may be asked, owned or not.
+    ///
+    /// Each partition's leader answers (ListOffsets by time, under this consumer's
+    /// `isolation.level`); one attempt, on fresh metadata. When a leader cannot answer the
+    /// call is an error, never a `None`: [`Error::UnknownPartition`] for a partition without
+    /// a leader, [`Error::Broker`] with the leader's error code, [`Error::Network`] when it
+    /// cannot be reached; the error's [`action`](Error::action) says whether trying again
+    /// can help. A negative time is [`Error::NegativeTimestamp`].
+    ///
+    /// Cancel-safe: it reads and changes nothing of the consumer's positions, leases or commits.
+    pub async fn offsets_for_times(
+        &self,
+        times: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Option<OffsetAndTimestamp>)>> {
+        if let Some((tp, timestamp)) = times.iter().find(|(_, timestamp)| *timestamp < 0) {
+            return Err(Error::NegativeTimestamp { partition: tp.to_string(), timestamp: *timestamp });
+        }
+        let listed = self.list_offsets(times, self.config.isolation_level).await?;
+        Ok(times
+            .iter()
+            .zip(listed)
+            .map(|((tp, _), answer)| {
+                let found = (answer.offset >= 0)
+                    .then_some(OffsetAndTimestamp { offset: answer.offset, timestamp: answer.timestamp });
+                (tp.clone(), found)
+            })
+            .collect())
+    }
+
+    /// The partition's log start offset and high watermark, asked of its leader now
+    /// (ListOffsets earliest and latest, as librdkafka's `query_watermark_offsets`). Any
+    /// partition may be asked, owned or not. Errors and cancel safety as
+    /// [`offsets_for_times`](Self::offsets_for_times).
+    pub async fn watermarks(&self, partition: TopicPartition) -> Result<Watermarks> {
+        let queries = [(partition.clone(), -2), (partition.clone(), -1)];
+        let mut listed = self.list_offsets(&queries, IsolationLevel::ReadUncommitted).await?.into_iter();
+        match (listed.next(), listed.next()) {
+            (Some(low), Some(high)) => Ok(Watermarks { low: low.offset, high: high.offset }),
+            _ => Err(Error::broker(ApiKey::ListOffsets, -1, format!("no watermarks for {partition}"))),
+        }
+    }
+
+    /// How far the application is behind: the high watermark, asked of the leader now (see
+    /// [`watermarks`](Self::watermarks)), minus this consumer's [`position`](Self::position).
+    /// `None` when the position is unknown (the partition is not owned, or its start is still
+    /// looked up); no request is sent then. Under `read_committed` records of open
+    /// transactions count until they end. Errors and cancel safety as
+    /// [`offsets_for_times`](Self::offsets_for_times).
+    pub async fn lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let Some(position) = self.position(partition.clone()).await? else { return Ok(None) };
+        let high = self.watermarks(partition).await?.high;
+        Ok(Some((high - position).max(0)))
+    }
+
+    /// As [`lag`](Self::lag) without a request: by the high watermark of the latest fetch
+    /// response that carried the partition (each [`Batch`] carries the same number). `None`
+    /// also when nothing was fetched since the partition was assigned; stale while the
+    /// partition is paused or the prefetch buffer is full (nothing is fetched then).
+    pub async fn cached_lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::CachedLag(partition, reply))?;
+        rx.await.map_err(|_| Error::Closed("consumer"))
+    }
+
+    async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, i64)],
+        isolation: IsolationLevel,
+    ) -> Result<Vec<ListedOffset>> {
+        let mut topics: Vec<&str> = queries.iter().map(|(tp, _)| &*tp.topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let metadata = self.cluster.refresh_metadata(Some(&topics)).await?;
+        look_up_offsets(&self.cluster, &metadata, queries, isolation).await
     }
 
     /// Stops fetching and handing out records of owned partitions until they are resumed.
@@ -612,13 +738,18 @@ impl ConsumerTask {
                 self.waiting = Some((limit, reply));
             }
             Request::Position(tp, reply) => {
-                let position = match self.session.pending_position(&tp) {
-                    Some(offset) => Some(offset),
-                    None => self.fetcher.position(tp).await,
-                };
-                let _ = reply.send(position);
+                let _ = reply.send(self.position(tp).await);
             }
-            Request::Seek(tp, offset) => self.session.seek(&tp, offset, now()),
+            Request::CachedLag(tp, reply) => {
+                let high_watermark = self.fetcher.high_watermark(&tp);
+                let position = self.position(tp).await;
+                let _ = reply.send(high_watermark.zip(position).map(|(high, at)| (high - at).max(0)));
+            }
+            Request::Seek(partitions, to) => {
+                for tp in &partitions {
+                    self.session.seek(tp, to, now());
+                }
+            }
             Request::Pause(partitions) => self.session.pause(&partitions),
             Request::Resume(partitions) => self.session.resume(&partitions),
             Request::Unread(batch) => self.session.give_back(batch.into(), now()),
@@ -640,13 +771,21 @@ impl ConsumerTask {
         }
     }
 
+    /// The next offset the application gets: of the records buffered here, else the fetcher's.
+    async fn position(&mut self, tp: TopicPartition) -> Option<i64> {
+        match self.session.pending_position(&tp) {
+            Some(offset) => Some(offset),
+            None => self.fetcher.position(tp).await,
+        }
+    }
+
     fn carry_out_actions(&mut self) {
         while let Some(action) = self.session.poll_action() {
             match action {
                 SessionAction::Fetch(starts) => self.fetcher.assign(starts),
                 SessionAction::Pause(partitions) => self.fetcher.pause(partitions),
                 SessionAction::Resume(partitions) => self.fetcher.resume(partitions),
-                SessionAction::Seek(partition, offset) => self.fetcher.seek(partition, offset),
+                SessionAction::Seek(partition, to) => self.fetcher.seek_to(partition, to),
                 SessionAction::Forget(partitions) => self.fetcher.revoke(partitions),
                 SessionAction::LookUp { id, partitions } => {
                     let group = self.group.clone();

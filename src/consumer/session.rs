@@ -93,7 +93,7 @@ pub enum SessionAction {
     /// Fetch these paused partitions again.
     Resume(Vec<TopicPartition>),
     /// Move a partition's fetch position, dropping what is buffered.
-    Seek(TopicPartition, i64),
+    Seek(TopicPartition, StartPosition),
     /// Stop fetching these partitions and drop what is buffered.
     Forget(Vec<TopicPartition>),
     /// Look up committed offsets; answer with [`ConsumerSession::handle_lookup`].
@@ -546,20 +546,19 @@ impl<R: RecordRun> ConsumerSession<R> {
         leases
     }
 
-    /// Moves the position of an owned partition. Leases on it are released: the application
-    /// says where it goes on.
-    pub fn seek(&mut self, partition: &TopicPartition, offset: i64, now: Instant) {
+    /// Moves the position of an owned partition (to an offset, or the log start or end, looked
+    /// up when it is next fetched). Records buffered for it are dropped and leases on it are
+    /// released: the application says where it goes on.
+    pub fn seek(&mut self, partition: &TopicPartition, to: StartPosition, now: Instant) {
         let incarnation = self.new_incarnation();
         let Some(part) = self.parts.get_mut(partition) else { return };
         part.pending = None;
         part.incarnation = incarnation;
         part.handed_out = part.settled;
         match part.start {
-            Start::Fetching => self.actions.push_back(SessionAction::Seek(partition.clone(), offset)),
+            Start::Fetching => self.actions.push_back(SessionAction::Seek(partition.clone(), to)),
             // The application says where it starts: its lookup no longer matters.
-            Start::LookingUp(_) | Start::Refused => {
-                self.start_fetching(vec![(partition.clone(), StartPosition::Offset(offset))]);
-            }
+            Start::LookingUp(_) | Start::Refused => self.start_fetching(vec![(partition.clone(), to)]),
         }
         self.try_run_window(now);
     }
