@@ -69,7 +69,7 @@ async fn subscribe(broker: &TestBroker, topics: &[&str]) -> GroupConsumer {
 async fn read_until(consumer: &mut GroupConsumer, end: i64) -> Vec<Batch> {
     let deadline = Instant::now() + WAIT;
     let mut batches: Vec<Batch> = Vec::new();
-    while !batches.last().is_some_and(|b| b.next_offset() >= end) {
+    while batches.last().is_none_or(|b| b.next_offset() < end) {
         assert!(Instant::now() < deadline, "records up to {end} in time");
         if let Some(batch) = consumer.poll(500, Duration::from_secs(1)).await.expect("poll") {
             batches.push(batch);
