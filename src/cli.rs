@@ -1,5 +1,5 @@
 //! The `kgroup` command line (feature `cli`): `groups`, `describe GROUP [--json]` and
-//! `member URL [--watch]`.
+//! `member URL [--member LABEL] [--watch]`.
 //!
 //! The logic lives here rather than in the binary so that tests run the real commands
 //! in-process and check their output and exit code; `src/bin/kgroup/main.rs` only gives it a
@@ -52,6 +52,9 @@ enum Command {
     Member {
         /// The endpoint, `http://HOST:PORT[/PATH]`.
         url: String,
+        /// The member's label, on an endpoint that serves several (`URL/members` lists them).
+        #[arg(long, value_name = "LABEL")]
+        member: Option<String>,
         /// Redraws the screen until ctrl-c.
         #[arg(long)]
         watch: bool,
@@ -131,9 +134,10 @@ where
         Command::Describe { group, json, connection } => {
             with_admin(&connection, |admin| describe(admin, &group, json, out)).await
         }
-        Command::Member { url, watch, interval, count, timeout } => {
+        Command::Member { url, member: label, watch, interval, count, timeout } => {
             let count = if watch { count } else { Some(1) };
-            member(&url, Duration::from_millis(interval), count, Duration::from_millis(timeout), out).await
+            let timeout = Duration::from_millis(timeout);
+            member(&url, label, Duration::from_millis(interval), count, timeout, out).await
         }
     };
     match result {
@@ -347,20 +351,21 @@ fn details_note(lag: &GroupLag) -> Option<String> {
 /// the next one tries again.
 async fn member(
     url: &str,
+    label: Option<String>,
     interval: Duration,
     count: Option<u64>,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let url = http::HttpUrl::parse(url).map_err(Failure::Usage)?;
+    let endpoint = member::Endpoint::new(http::HttpUrl::parse(url).map_err(Failure::Usage)?, label);
     if count == Some(1) {
-        let screen = member::screen(&url, timeout).await.map_err(Failure::Runtime)?;
+        let screen = member::screen(&endpoint, timeout).await.map_err(Failure::Runtime)?;
         return write_out(out, &screen);
     }
     let mut shown = 0u64;
     loop {
         let screen =
-            member::screen(&url, timeout).await.unwrap_or_else(|e| format!("kgroup: error: {}\n", one_line(&e)));
+            member::screen(&endpoint, timeout).await.unwrap_or_else(|e| format!("kgroup: error: {}\n", one_line(&e)));
         // Clear the screen and home the cursor, then draw.
         write_out(out, &format!("\x1b[2J\x1b[H{screen}"))?;
         shown += 1;

@@ -1,4 +1,57 @@
-//! kgroup: a pure-Rust Kafka consumer-group client.
+//! kgroup: a pure-Rust Kafka consumer-group client that speaks the wire protocol itself and
+//! gates every offset commit on the group generation it knows.
+//!
+//! # The model: leases and outcomes
+//!
+//! A consumer group hands each partition to one member per *generation*. A member that commits
+//! with a generation the coordinator has moved past gets ILLEGAL_GENERATION; one that commits a
+//! partition it no longer owns would overwrite its new owner's progress. kgroup makes both
+//! visible and safe:
+//!
+//! - every [`Batch`] the consumer hands out carries a [`Lease`](group::Lease): the partition,
+//!   the offset to commit, the generation it was read in, and the first generation of the
+//!   member's uninterrupted ownership of the partition (its *ownership streak*);
+//! - a commit is judged per partition before anything is sent: within the same streak it goes
+//!   out stamped with the member's current generation (also across a rebalance that kept the
+//!   partition), otherwise it is fenced and never sent; while the member joins, commits wait
+//!   for the next generation instead of racing it;
+//! - the answer is one [`PartitionCommit`](group::PartitionCommit) per partition, whose
+//!   [`CommitOutcome`](group::CommitOutcome) is `Committed` (with the generation it went out
+//!   in), `Fenced` (the partition moved: its records will be read again by their new owner,
+//!   at-least-once) or `Failed` (with the reason), never a bare error code;
+//! - when a rebalance starts, the member keeps its generation until the batches the
+//!   application holds are committed (or a timeout passes), so work in hand is not lost.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kgroup::group::CommitOutcome;
+//! use kgroup::{ConsumerConfig, GroupConsumer};
+//!
+//! # async fn run() -> Result<(), kgroup::Error> {
+//! let mut config = ConsumerConfig::new("127.0.0.1:9092", "order-processors");
+//! config.enable_auto_commit = false;
+//! let mut consumer = GroupConsumer::subscribe(config, &["orders"]).await?;
+//! loop {
+//!     // `None`: nothing arrived within the second.
+//!     let Some(batch) = consumer.poll(1000, Duration::from_secs(1)).await? else { continue };
+//!     for record in &batch.records {
+//!         println!("{}-{}@{}", record.topic, record.partition, record.offset);
+//!     }
+//!     for result in consumer.commit(&batch).await? {
+//!         if let CommitOutcome::Fenced { .. } = result.outcome {
+//!             println!("{} moved to another member before its commit", result.partition);
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! A member's state can be read from inside ([`GroupConsumer::group_state`], its event stream)
+//! and from outside: [`telemetry`] renders its metrics as Prometheus text, the feature
+//! `debug-http` serves its snapshot, events and a live page, and the feature `cli` builds the
+//! `kgroup` command line.
 //!
 //! # Layout
 //!

@@ -1,10 +1,10 @@
 //! The `kgroup` command line (issue 15), run in-process through `kgroup::cli::run`, on nisshi
 //! and on Kafka 3.6.2: two `GroupConsumer`s share a topic and commit some batches, then
 //! `groups`, `describe` (text and `--json`, checked against what the test produced and
-//! committed) and `member` (against a small HTTP server that serves the real member's
-//! `GroupSnapshot` and events as the debug endpoint does) run on them; and the errors (unknown
-//! group, unreachable broker, malformed URL, bad properties files, bad usage) give their exit
-//! code and one line.
+//! committed) and `member` (against the `DebugServer` that serves both members, by label, checked
+//! against the member's own snapshot and transitions) run on them; and the errors (unknown group,
+//! unreachable broker, malformed URL, no or an unknown member label, bad properties files, bad
+//! usage) give their exit code and one line.
 //!
 //! nisshi answers ApiVersions with every API the commands use (ListGroups 0-5, DescribeGroups
 //! 0-5, OffsetFetch 0-9, ListOffsets 0-6, FindCoordinator 0-6), so both brokers run every step,
@@ -15,14 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use kgroup::debug_http::DebugServer;
 use kgroup::embedded::kafka36::Kafka36Options;
-use kgroup::group::{CommitOutcome, StateKind};
+use kgroup::group::{CommitOutcome, GroupEvent, StateKind};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ConsumerConfig, GroupConsumer};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::time::timeout;
 
 const PARTITIONS: i32 = 4;
@@ -92,9 +91,14 @@ async fn scenario(bootstrap: &str, details: Details) {
     let topic = unique_name("cli");
     cluster.create_topic(&topic, PARTITIONS, 1).await.expect("create topic");
     let group = unique_name("cli-group");
+    // Each member is served from its start on, labelled as `serve_debug` would: a before b
+    // joins, so the server has every transition of a's last rebalance.
+    let server = DebugServer::bind("127.0.0.1:0").await.expect("bind the debug server");
     let mut a = subscribe(bootstrap, &group, &topic, "cli-a").await;
     let mut events = a.group_events();
+    server.add_member("cli-a", &a.group_handle()).expect("label");
     let mut b = subscribe(bootstrap, &group, &topic, "cli-b").await;
+    server.add_member("cli-b", &b.group_handle()).expect("label");
     // The members split the empty topic first, so no batch is held across their rebalance.
     settle(&mut a, &mut b).await;
     let log_ends = produce(&cluster, &topic).await;
@@ -171,30 +175,52 @@ async fn scenario(bootstrap: &str, details: Details) {
     }
     assert_eq!(text.contains("note: the coordinator"), !full, "{text}");
 
-    // `member`: the real member's snapshot and events, served as the debug endpoint serves them.
+    // `member`: the debug server of both members, read by label.
     let snapshot = a.group_state().await.expect("snapshot");
-    let mut ndjson = String::new();
-    while let Ok(record) = events.try_recv() {
-        ndjson += &serde_json::to_string(&record).expect("event JSON");
-        ndjson += "\n";
-    }
-    let server = DebugEndpoint::start(serde_json::to_string(&snapshot).expect("snapshot JSON"), ndjson).await;
-    let out = kgroup(&["member", &server.url]).await;
+    let url = format!("http://{}", server.local_addr());
+    let out = kgroup(&["member", &url, "--member", "cli-a"]).await;
     let text = out.succeeds();
     let generation = snapshot.generation.as_ref().expect("a generation").id.0;
     assert!(text.contains(&format!("member id   {}", snapshot.member_id)), "{text}");
     assert!(text.contains("state       Stable") && text.contains(&format!("generation  {generation}")), "{text}");
+    assert!(text.contains(&format!("owned partitions ({}):", snapshot.assignment.len())), "{text}");
     for owned in &snapshot.assignment {
-        let line = format!("{}-{}", owned.partition.topic, owned.partition.partition);
-        assert!(text.contains(&line), "{line} in\n{text}");
-        assert!(text.contains(&format!("owned since generation {}", owned.owned_since.0)), "{text}");
+        let name = format!("{}-{} ", owned.partition.topic, owned.partition.partition);
+        let line = text.lines().find(|l| l.trim_start().starts_with(&name));
+        let line = line.unwrap_or_else(|| panic!("{name} in\n{text}"));
+        assert!(line.ends_with(&format!("owned since generation {}", owned.owned_since.0)), "{line}");
     }
     assert!(text.contains("in-flight commits (0)") && text.contains("deferred commits (0)"), "{text}");
-    assert!(text.contains("-> Stable"), "the transition to Stable in\n{text}");
-    let out = kgroup(&["member", &server.url, "--watch", "--interval", "10", "--count", "2"]).await;
+    // The newest of a's own transitions (the server has those since a was added), in order,
+    // ending with the one into the current generation.
+    let mut transitions = Vec::new();
+    while let Ok(record) = events.try_recv() {
+        if let GroupEvent::Transition { from, to, reason, generation } = record.event {
+            let generation = generation.map_or("-".to_owned(), |g| g.0.to_string());
+            transitions.push(format!("{from:?} -> {to:?}  generation {generation}  {reason}"));
+        }
+    }
+    let shown: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "last transitions:")
+        .skip(1)
+        .map(|l| l.trim_start().split_once("  ").map_or(l, |(_clock, rest)| rest))
+        .collect();
+    assert!(!shown.is_empty() && shown.len() <= 10, "{text}");
+    assert_eq!(shown, transitions[transitions.len().saturating_sub(shown.len())..], "{text}");
+    let last = shown.last().copied().unwrap_or_default();
+    assert!(last.starts_with(&format!("AwaitingSync -> Stable  generation {generation}  ")), "{text}");
+    let out = kgroup(&["member", &url, "--member", "cli-a", "--watch", "--interval", "10", "--count", "2"]).await;
     assert_eq!(out.succeeds().matches("\x1b[2J\x1b[H").count(), 2, "two screens");
-    kgroup(&["member", &format!("{}/elsewhere", server.url)]).await.fails_with(1, "404");
-    server.stop();
+    // Without a label, or with one the server does not have: the labels it has.
+    let out = kgroup(&["member", &url]).await;
+    out.fails_with(1, "--member LABEL");
+    assert!(out.err.contains("several members") && out.err.contains("cli-a, cli-b"), "{}", out.err);
+    let out = kgroup(&["member", &url, "--member", "cli-c"]).await;
+    out.fails_with(1, "no member labelled \"cli-c\"");
+    assert!(out.err.contains("cli-a, cli-b"), "{}", out.err);
+    kgroup(&["member", &format!("{url}/elsewhere"), "--member", "cli-a"]).await.fails_with(1, "404");
+    server.shutdown().await;
 
     // A group that does not exist.
     let unknown = unique_name("no-such-group");
@@ -286,54 +312,6 @@ async fn consume_and_commit(a: &mut GroupConsumer, b: &mut GroupConsumer) -> BTr
         }
     }
     committed
-}
-
-/// A stand-in for the member's debug endpoint: `/snapshot` and `/events?format=ndjson` on
-/// 127.0.0.1, anything else 404; stopped by [`stop`](Self::stop) (or when dropped).
-struct DebugEndpoint {
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DebugEndpoint {
-    async fn start(snapshot: String, events: String) -> DebugEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    match stream.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split(' ').nth(1).unwrap_or_default();
-                let (status, body) = match path {
-                    "/snapshot" => ("200 OK", snapshot.as_str()),
-                    "/events?format=ndjson" => ("200 OK", events.as_str()),
-                    _ => ("404 Not Found", "not found"),
-                };
-                let answer =
-                    format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                let _ = stream.write_all(answer.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            }
-        });
-        DebugEndpoint { url, task }
-    }
-
-    fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for DebugEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test]

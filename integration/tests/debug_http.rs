@@ -519,12 +519,15 @@ fn tags(html: &str, prefix: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// What the page shows: per member label its (state, generation), and the owner of each
-/// partition.
+/// What the page shows: per member label its (state, generation), the owner of each
+/// partition, the attributes of each generation's row, and the (member, generation) of each
+/// assignment in the timeline.
 struct Shown {
     members: BTreeMap<String, (String, String)>,
     owners: BTreeMap<i32, String>,
     overview: BTreeMap<String, String>,
+    generations: BTreeMap<String, BTreeMap<String, String>>,
+    assigned: BTreeSet<(String, String)>,
 }
 
 fn shown(dom: &str) -> Shown {
@@ -539,7 +542,45 @@ fn shown(dom: &str) -> Shown {
         .collect();
     // Empty while the page is still loading.
     let overview = tags(dom, "<div id=\"overview\"").into_iter().next().unwrap_or_default();
-    Shown { members, owners, overview }
+    let generations =
+        tags(dom, "<li data-generation=").into_iter().map(|t| (t["data-generation"].clone(), t)).collect();
+    let assigned = tags(dom, "<li data-kind=\"Assigned\"")
+        .into_iter()
+        .map(|t| (t["data-member"].clone(), t["data-generation"].clone()))
+        .collect();
+    Shown { members, owners, overview, generations, assigned }
+}
+
+/// The partitions added and revoked by the members' assignments of one generation.
+struct Assigned {
+    added: usize,
+    revoked: usize,
+}
+
+/// The `Assigned` events of `generation` in the server's recent events, summed over the three
+/// members (waiting until the server has each member's: it copies them from the members
+/// asynchronously).
+async fn assigned_in(addr: SocketAddr, generation: i32) -> Assigned {
+    timeout(BOUND, async {
+        loop {
+            let events = get(addr, "/events?format=ndjson").await.text();
+            let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+            let of_generation: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["event"]["Assigned"]["generation"]["id"].as_i64() == Some(generation.into()))
+                .collect();
+            let members: BTreeSet<&str> = of_generation.iter().filter_map(|e| e["member"].as_str()).collect();
+            if members.len() == 3 {
+                let count = |key: &str| {
+                    of_generation.iter().map(|e| e["event"]["Assigned"][key].as_array().map_or(0, Vec::len)).sum()
+                };
+                return Assigned { added: count("added"), revoked: count("revoked") };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every member's assignment among the server's events")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,12 +608,16 @@ async fn the_page_shows_the_group_as_it_grows() {
     let snapshots = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
     let current = generation(&snapshots[0]).to_string();
     assert!(generation(&snapshots[0]) > generation(&before[0]));
+    let assigned = assigned_in(server.local_addr(), generation(&snapshots[0])).await;
 
-    // Once the group is stable nothing changes: when every row shows the generation, the page
-    // must show exactly what `/members` says.
+    // Once the group is stable nothing changes: when every row shows the generation and the
+    // timeline every member's assignment in it, the page must show exactly what `/members`
+    // says, and the generation's counts of those assignments.
     let (dom, shown) = browser
         .until(&page, |p| {
-            p.members.len() == 3 && p.members.values().all(|m| *m == ("Stable".to_owned(), current.clone()))
+            p.members.len() == 3
+                && p.members.values().all(|m| *m == ("Stable".to_owned(), current.clone()))
+                && ["a", "b", "c"].iter().all(|label| p.assigned.contains(&((*label).to_owned(), current.clone())))
         })
         .await;
     let after = get(server.local_addr(), "/members").await.json();
@@ -596,7 +641,13 @@ async fn the_page_shows_the_group_as_it_grows() {
         dom.contains(&format!("<li data-generation=\"{current}\" data-members=\"3\"")),
         "the generation timeline shows {current} with three members"
     );
-    assert!(dom.contains("data-kind=\"Assigned\" data-member=\"c\""), "the timeline shows c's assignment");
+    let row = &shown.generations[&current];
+    assert_eq!(row.get("data-added"), Some(&assigned.added.to_string()), "generation {current}: {row:?}");
+    assert_eq!(row.get("data-revoked"), Some(&assigned.revoked.to_string()), "generation {current}: {row:?}");
+    let row_start = dom.find(&format!("<li data-generation=\"{current}\"")).expect("the generation's row");
+    let row_text = &dom[row_start..row_start + dom[row_start..].find("</li>").expect("the row's end")];
+    let summary = format!("3 members, +{} −{} · ", assigned.added, assigned.revoked);
+    assert!(row_text.contains(&summary), "{summary:?} (with the first assignment's time) in {row_text}");
     assert!(dom.contains("data-connection=\"live\""), "the event stream is connected");
 
     browser.screenshot(&page, &artifacts().join("group-of-three.png")).await;

@@ -2,8 +2,7 @@
 //! under every codec and reading back with a raw Fetch, and connection loss.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,25 +17,12 @@ use kgroup::error::NetworkError;
 use kgroup::producer::partitioner::partition_for_key;
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, Error};
-use kgroup_integration::{init_tracing, unique_name, TestBroker};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use kgroup_integration::{init_tracing, unique_name, CapturedLog, TestBroker};
 
 #[tokio::test]
 async fn api_versions_are_negotiated_and_logged_at_debug() {
     let broker = TestBroker::start().await;
-    let captured = Captured::default();
+    let captured = CapturedLog::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -64,7 +50,7 @@ async fn api_versions_are_negotiated_and_logged_at_debug() {
     }
     // Never OffsetCommit v9 (unstable in Kafka 3.6).
     assert!(versions.get(ApiKey::OffsetCommit).unwrap() <= 8);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     for (api, v) in versions.iter() {
         let line = log
             .lines()

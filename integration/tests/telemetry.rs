@@ -5,42 +5,19 @@
 //! One test: the log subscriber and the metrics recorder are global to the test binary.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kgroup::group::{CommitOutcome, GroupSnapshot, StateKind};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{ConsumerConfig, GroupConsumer};
-use kgroup_integration::{unique_name, TestBroker};
+use kgroup_integration::{unique_name, CapturedLog, TestBroker};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
 use tokio::time::Instant;
 
 const PARTITIONS: i32 = 4;
 const MESSAGES: usize = 200;
-
-/// Log lines written by the global subscriber.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Prometheus text as `series -> value` (`name{labels}` as written).
 fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
@@ -98,7 +75,7 @@ async fn poll_until(consumers: &mut [&mut GroupConsumer], done: impl Fn(&GroupSn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_log_spans_describe_the_member() {
-    let lines = Lines::default();
+    let lines = CapturedLog::default();
     let writer = lines.clone();
     tracing_subscriber::fmt()
         .with_env_filter("kgroup=debug")

@@ -111,6 +111,7 @@ async fn kgroup_connection_handshakes_and_negotiates_the_coordinator_versions() 
                 (ApiKey::LeaveGroup, 5),
                 (ApiKey::SyncGroup, 5),
                 (ApiKey::DescribeGroups, 5),
+                (ApiKey::ListGroups, 4),
                 (ApiKey::ApiVersions, 3),
                 (ApiKey::CreateTopics, 7),
             ]

@@ -9,6 +9,25 @@ use tokio::net::TcpStream;
 /// The largest response read: a snapshot or an events ring is far smaller.
 const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
+/// A GET that failed: the answer's status when there was an HTTP answer (the caller may explain
+/// some), and a message that names the URL.
+#[derive(Debug)]
+pub(super) struct GetError {
+    pub(super) status: Option<u16>,
+    pub(super) message: String,
+}
+
+impl From<GetError> for String {
+    fn from(e: GetError) -> String {
+        e.message
+    }
+}
+
+/// A failure before any HTTP status was read.
+fn failed(message: impl Into<String>) -> GetError {
+    GetError { status: None, message: message.into() }
+}
+
 /// An `http://host[:port][/path]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct HttpUrl {
@@ -62,47 +81,54 @@ impl HttpUrl {
     }
 
     /// `GET {base}{path}`: the body of a 200 answer, else an error naming the URL.
-    pub(super) async fn get(&self, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    pub(super) async fn get(&self, path: &str, timeout: Duration) -> Result<Vec<u8>, GetError> {
         let url = self.join(path);
         match tokio::time::timeout(timeout, self.exchange(path)).await {
             Ok(Ok(body)) => Ok(body),
-            Ok(Err(e)) => Err(format!("GET {url}: {e}")),
-            Err(_) => Err(format!("GET {url}: no answer within {timeout:?}")),
+            Ok(Err(e)) => Err(GetError { status: e.status, message: format!("GET {url}: {}", e.message) }),
+            Err(_) => Err(failed(format!("GET {url}: no answer within {timeout:?}"))),
         }
     }
 
-    async fn exchange(&self, path: &str) -> Result<Vec<u8>, String> {
-        let mut stream = TcpStream::connect(&self.authority).await.map_err(|e| format!("cannot connect: {e}"))?;
+    async fn exchange(&self, path: &str) -> Result<Vec<u8>, GetError> {
+        let mut stream =
+            TcpStream::connect(&self.authority).await.map_err(|e| failed(format!("cannot connect: {e}")))?;
         let request = format!(
             "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json, application/x-ndjson\r\nConnection: close\r\nUser-Agent: kgroup\r\n\r\n",
             self.base_path, self.authority
         );
-        stream.write_all(request.as_bytes()).await.map_err(|e| format!("cannot send: {e}"))?;
+        stream.write_all(request.as_bytes()).await.map_err(|e| failed(format!("cannot send: {e}")))?;
         let mut response = Vec::new();
         (&mut stream)
             .take(MAX_RESPONSE + 1)
             .read_to_end(&mut response)
             .await
-            .map_err(|e| format!("cannot read the answer: {e}"))?;
+            .map_err(|e| failed(format!("cannot read the answer: {e}")))?;
         if response.len() as u64 > MAX_RESPONSE {
-            return Err(format!("the answer is larger than {MAX_RESPONSE} bytes"));
+            return Err(failed(format!("the answer is larger than {MAX_RESPONSE} bytes")));
         }
         parse_response(&response)
     }
 }
 
 /// The body of a complete HTTP/1.1 response read to its end (`Connection: close`).
-fn parse_response(response: &[u8]) -> Result<Vec<u8>, String> {
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the answer is not HTTP (no header end)")?;
+fn parse_response(response: &[u8]) -> Result<Vec<u8>, GetError> {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| failed("the answer is not HTTP (no header end)"))?;
     let head = String::from_utf8_lossy(&response[..end]);
     let body = &response[end + 4..];
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default();
-    let code = status.split(' ').nth(1).filter(|_| status.starts_with("HTTP/1."));
+    let code = status.split(' ').nth(1).filter(|_| status.starts_with("HTTP/1.")).and_then(|c| c.parse::<u16>().ok());
     match code {
-        Some("200") => {}
-        Some(_) => return Err(format!("answered {:?}", status.chars().take(100).collect::<String>())),
-        None => return Err("the answer is not HTTP/1.x".into()),
+        Some(200) => {}
+        Some(code) => {
+            let message = format!("answered {:?}", status.chars().take(100).collect::<String>());
+            return Err(GetError { status: Some(code), message });
+        }
+        None => return Err(failed("the answer is not HTTP/1.x")),
     }
     let header = |name: &str| {
         lines
@@ -110,12 +136,12 @@ fn parse_response(response: &[u8]) -> Result<Vec<u8>, String> {
             .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
     };
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        return dechunk(body);
+        return dechunk(body).map_err(failed);
     }
     match header("content-length") {
         Some(length) => {
-            let length: usize = length.parse().map_err(|_| format!("bad Content-Length {length:?}"))?;
-            body.get(..length).map(<[u8]>::to_vec).ok_or_else(|| "the answer ended before its Content-Length".into())
+            let length: usize = length.parse().map_err(|_| failed(format!("bad Content-Length {length:?}")))?;
+            body.get(..length).map(<[u8]>::to_vec).ok_or_else(|| failed("the answer ended before its Content-Length"))
         }
         None => Ok(body.to_vec()),
     }
@@ -165,9 +191,10 @@ mod tests {
             b"hi!"
         );
         assert_eq!(ok("HTTP/1.0 200 OK\r\n\r\nall").unwrap(), b"all");
-        assert!(ok("HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err().contains("404"));
+        let not_found = ok("HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err();
+        assert!(not_found.status == Some(404) && not_found.message.contains("404"), "{not_found:?}");
         assert!(ok("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi").is_err());
         assert!(ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\nhi").is_err());
-        assert!(ok("SSH-2.0").is_err());
+        assert_eq!(ok("SSH-2.0").unwrap_err().status, None);
     }
 }

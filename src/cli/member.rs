@@ -1,5 +1,6 @@
 //! `kgroup member URL`: a member's debug endpoint (`/snapshot`, the `GroupSnapshot` as JSON, and
-//! `/events?format=ndjson`, its recent `GroupEventRecord`s) as a screen of text.
+//! `/events?format=ndjson`, its recent `GroupEventRecord`s) as a screen of text. A server with
+//! several members needs `?member=LABEL` on both (`--member`); its `/members` lists the labels.
 //!
 //! The JSON is read as untyped values: the debug types only serialize, and a field this version
 //! does not know (or one missing from another version) must not stop the screen.
@@ -15,19 +16,84 @@ use super::printable;
 /// Transitions shown, newest last.
 const TRANSITIONS_SHOWN: usize = 10;
 
-/// One screen of the member behind `url`: an error when the snapshot cannot be read; the
-/// events are optional (shown as unavailable).
-pub(super) async fn screen(url: &HttpUrl, timeout: Duration) -> Result<String, String> {
-    let body = url.get("/snapshot", timeout).await?;
-    let snapshot: Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("{} is not a snapshot (JSON: {e})", url.join("/snapshot")))?;
-    if !snapshot.is_object() {
-        return Err(format!("{} is not a snapshot (not a JSON object)", url.join("/snapshot")));
+/// The member to read: an endpoint, and its label there when `--member` names one.
+pub(super) struct Endpoint {
+    url: HttpUrl,
+    label: Option<String>,
+}
+
+impl Endpoint {
+    pub(super) fn new(url: HttpUrl, label: Option<String>) -> Endpoint {
+        Endpoint { url, label }
     }
-    let events = url.get("/events?format=ndjson", timeout).await.map(|body| {
+
+    /// `path` (which may have a query) with `member=LABEL` when a label is chosen.
+    fn path(&self, path: &str) -> String {
+        match &self.label {
+            None => path.to_owned(),
+            Some(label) => {
+                let separator = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{separator}member={}", percent_encode(label))
+            }
+        }
+    }
+}
+
+/// One screen of the member behind `endpoint`: an error when the snapshot cannot be read; the
+/// events are optional (shown as unavailable).
+pub(super) async fn screen(endpoint: &Endpoint, timeout: Duration) -> Result<String, String> {
+    let url = &endpoint.url;
+    let path = endpoint.path("/snapshot");
+    let body = match url.get(&path, timeout).await {
+        Ok(body) => body,
+        // The server's answer when it serves several members and none is chosen.
+        Err(e) if e.status == Some(400) && endpoint.label.is_none() => {
+            let labels = labels(url, timeout).await.map(|l| format!(" (labels: {})", l.join(", "))).unwrap_or_default();
+            return Err(format!("{} serves several members: choose one with --member LABEL{labels}", url.join("")));
+        }
+        // An unknown label, or no debug endpoint at all: /members tells them apart.
+        Err(e) if e.status == Some(404) => {
+            let Some(label) = &endpoint.label else { return Err(e.message) };
+            return Err(match labels(url, timeout).await {
+                Some(labels) if !labels.contains(&printable(label)) => {
+                    let labels = labels.join(", ");
+                    format!("{} serves no member labelled {:?} (labels: {labels})", url.join(""), printable(label))
+                }
+                _ => e.message,
+            });
+        }
+        Err(e) => return Err(e.message),
+    };
+    let snapshot: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{} is not a snapshot (JSON: {e})", url.join(&path)))?;
+    if !snapshot.is_object() {
+        return Err(format!("{} is not a snapshot (not a JSON object)", url.join(&path)));
+    }
+    let events = url.get(&endpoint.path("/events?format=ndjson"), timeout).await.map_err(String::from).map(|body| {
         String::from_utf8_lossy(&body).lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect()
     });
     Ok(render(&snapshot, events))
+}
+
+/// The labels of `url/members` (printable); `None` when it does not answer with them.
+async fn labels(url: &HttpUrl, timeout: Duration) -> Option<Vec<String>> {
+    let body = url.get("/members", timeout).await.ok()?;
+    let members: Value = serde_json::from_slice(&body).ok()?;
+    let labels: Option<Vec<String>> = members.as_array()?.iter().map(|m| m["label"].as_str().map(printable)).collect();
+    labels.filter(|l| !l.is_empty())
+}
+
+/// `text` for a query value: every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The text of one screen.
@@ -167,5 +233,14 @@ mod tests {
         }
         let sparse = render(&json!({}), Err("GET x: 404".into()));
         assert!(sparse.contains("state       -") && sparse.contains("unavailable: GET x: 404"), "{sparse}");
+    }
+
+    #[test]
+    fn a_chosen_label_is_percent_encoded_into_both_queries() {
+        let url = HttpUrl::parse("http://127.0.0.1:1").unwrap();
+        let chosen = Endpoint::new(url.clone(), Some("member 1/ä&x=~".into()));
+        assert_eq!(chosen.path("/snapshot"), "/snapshot?member=member%201%2F%C3%A4%26x%3D~");
+        assert_eq!(chosen.path("/events?format=ndjson"), "/events?format=ndjson&member=member%201%2F%C3%A4%26x%3D~");
+        assert_eq!(Endpoint::new(url, None).path("/snapshot"), "/snapshot");
     }
 }

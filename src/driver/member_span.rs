@@ -5,7 +5,7 @@
 //! A span's fields are fixed once a subscriber has formatted them (recording again appends to
 //! them in `tracing-subscriber`'s text format), so the driver makes a new member span whenever
 //! the member id or the generation changes, and each task enters the member span of the moment
-//! every time it runs ([`MemberSpan::follow`]).
+//! every time it runs.
 
 use std::future::Future;
 use std::pin::Pin;

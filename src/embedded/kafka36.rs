@@ -36,8 +36,8 @@ use super::{cache_dir, die_with_parent, free_port, FileLock};
 use crate::driver::connection::{Connection, ConnectionConfig};
 use crate::{Cluster, ClusterConfig};
 
-/// The Kafka release started here (the newest 3.6.x; its group coordinator is the one
-/// `kafka36-group-semantics.md` describes).
+/// The Kafka release started here: the newest 3.6.x, whose classic group coordinator the
+/// conformance suite describes case by case.
 pub const KAFKA_VERSION: &str = "3.6.2";
 
 /// The pom that resolves the broker's jars (core, its runtime dependencies, the reload4j binding

@@ -1,5 +1,5 @@
 //! The commit queue: commits in order, each lease judged by the generation gate before anything
-//! is sent (DESIGN section 4), one OffsetCommit in flight at a time, and the answer turned into
+//! is sent (a lease commits only within its ownership streak), one OffsetCommit in flight at a time, and the answer turned into
 //! per-partition outcomes and what the machine must do about it.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,7 +17,8 @@ use super::types::{Generation, GenerationId, Lease, TopicPartition};
 use crate::protocol::error_code::codes::UNKNOWN_SERVER_ERROR;
 use crate::protocol::error_code::KafkaCode;
 
-/// The member as the commit gate sees it: the rows of DESIGN section 4's table.
+/// The member as the commit gate sees it: joining, in a generation, revoking, or out of the
+/// group.
 pub(super) enum Gate<'a> {
     /// Joining or syncing: commits wait until the next generation is known.
     Closed,
@@ -176,7 +177,8 @@ impl CommitQueue {
         self.committed_streak.clear();
     }
 
-    /// Judges one lease against the member (DESIGN section 4's table).
+    /// Judges one lease against the member: send it (in which generation), wait for the next
+    /// generation, or fence it.
     fn judge(&self, gate: &Gate, lease: &Lease) -> Judgement {
         let (generation, owned, released) = match gate {
             Gate::Closed => return Judgement::Defer,

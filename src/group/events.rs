@@ -385,7 +385,8 @@ pub enum GroupEvent {
         /// Why it ended.
         failure: OffsetLookupFailure,
     },
-    /// A response for an older generation arrived and was not applied (T32).
+    /// A response for an older generation arrived and was not applied (what it says is about
+    /// a group the member has left behind).
     StaleResponse {
         /// The API answered.
         api: &'static str,

@@ -17,8 +17,8 @@
 //! The coordinator is tracked beside the state: losing it (NOT_COORDINATOR, connection loss)
 //! keeps the member id and generation, and the member carries on once it is found again.
 //! Every request captures the generation it was built with; an answer for an older generation
-//! is never applied (T32). Commits are judged per partition against the lease's ownership
-//! streak before anything is sent (DESIGN section 4) and never pipelined behind a JoinGroup or
+//! is never applied. Commits are judged per partition against the lease's ownership streak
+//! before anything is sent and never pipelined behind a JoinGroup or
 //! SyncGroup.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -591,7 +591,8 @@ impl GroupMachine {
 
     // ---- snapshot ----
 
-    /// The debug view (DESIGN section 5).
+    /// The debug view: an owned picture of the member's state, generation, assignment,
+    /// commits and counters.
     pub fn snapshot(&self, now: Instant) -> GroupSnapshot {
         let (protocol, leader) = match &self.state {
             State::Stable { protocol, leader, .. }
@@ -659,7 +660,7 @@ impl GroupMachine {
     /// own JoinGroup or SyncGroup is not in flight on its connection. Kafka serves a
     /// connection's requests one at a time and parks a JoinGroup or SyncGroup until the
     /// rebalance completes, so whatever queued behind it would be served only then: a commit
-    /// judged with a stale generation (DESIGN section 4), an OffsetFetch timing out and taking
+    /// judged with a stale generation, an OffsetFetch timing out and taking
     /// the join down with its connection, a LeaveGroup arriving once the group has moved on with
     /// this member in it. Every request but FindCoordinator waits for this gate.
     fn coordinator_ready(&self) -> bool {

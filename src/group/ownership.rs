@@ -1,5 +1,5 @@
 //! What the member owns: the partitions of its latest generation, each with the first
-//! generation of its uninterrupted ownership (DESIGN section 4), and how a new assignment
+//! generation of its uninterrupted ownership (a lease commits only within it), and how a new assignment
 //! continues or breaks those streaks.
 
 use std::collections::BTreeMap;

@@ -3,12 +3,12 @@
 //! Every handler of the machine asks [`reaction`] what a code means and carries it out for its
 //! API; what an answer carries besides its code (the member id of MEMBER_ID_REQUIRED, the
 //! leader's members, the assignment) stays with the handler. Answers about a request the member
-//! no longer waits for are set aside before the table is asked (T32: a Heartbeat or SyncGroup of
+//! no longer waits for are set aside before the table is asked (a Heartbeat or SyncGroup of
 //! an older generation, a JoinGroup given up with its connection); only OffsetCommit, whose
 //! answer is applied to commits that outlive generations, asks with the member's [`Standing`].
 //!
-//! Cases (Txx) are those of kafka36-group-semantics.md section 12. A test drives the machine
-//! through every row (src/group/tests/reactions.rs).
+//! The `Txx` in the rows name the cases of the project's conformance suite that check them on
+//! Kafka 3.6; a test drives the machine through every row.
 
 use kafka_protocol::messages::ApiKey;
 

@@ -1,4 +1,5 @@
-//! The debug API's owned view of a member (DESIGN section 5).
+//! The debug API's owned view of a member: state, generation, assignment with ownership
+//! streaks, commits in flight and deferred, lookups, and counters.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +42,7 @@ pub struct GroupCounters {
     pub partitions_failed: u64,
     /// Times a commit had to wait for a rebalance to finish.
     pub commits_deferred: u64,
-    /// Responses of an older generation that were not applied (T32).
+    /// Responses of an older generation that were not applied.
     pub stale_responses: u64,
     /// Offset lookup attempts that failed and were retried.
     pub offset_lookups_retried: u64,

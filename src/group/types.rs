@@ -66,7 +66,8 @@ impl fmt::Display for Generation {
 ///
 /// `generation` is the member's generation when the records were fetched; `owned_since` is the
 /// first generation of this member's uninterrupted ownership of the partition. A commit of
-/// the lease is sent only while that same ownership streak lasts (DESIGN section 4).
+/// the lease is sent only while that same ownership streak lasts: a member that lost the
+/// partition in between, even for one generation, may no longer commit what it read before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Lease {
