@@ -64,6 +64,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod producer;
+pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
