@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+pub use self::config::{ConfigWarning, ConfigWarningKind, ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
 pub use crate::driver::fetcher::ConsumerRecord;
 use crate::driver::fetcher::{FetchEvent, Fetcher, FetcherConfig};
