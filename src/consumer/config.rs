@@ -712,6 +712,9 @@ mod tests {
         );
     }
 
+    const JAVA_DEFAULT_ASSIGNORS: &str =
+        "org.apache.kafka.clients.consumer.RangeAssignor, org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
+
     /// A consumer configuration as the Kafka documentation and KafkaConsumer's javadoc write it.
     #[test]
     fn a_java_consumer_configuration_loads_with_warnings() {
@@ -722,10 +725,7 @@ mod tests {
             ("value.deserializer", "org.apache.kafka.common.serialization.StringDeserializer"),
             ("enable.auto.commit", "TRUE"),
             ("auto.commit.interval.ms", "1000"),
-            (
-                "partition.assignment.strategy",
-                "org.apache.kafka.clients.consumer.RangeAssignor, org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
-            ),
+            ("partition.assignment.strategy", JAVA_DEFAULT_ASSIGNORS),
             ("client.dns.lookup", "use_all_dns_ips"),
             ("interceptor.classes", ""),
             ("metric.reporters", ""),

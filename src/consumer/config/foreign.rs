@@ -22,6 +22,9 @@ use Handling::{Alias, Only, Rejected, Unused};
 const PEM_CA: &str = "kgroup reads CA certificates from a PEM file: set ssl.ca.location";
 const PEM_IDENTITY: &str =
     "kgroup reads the client certificate and key from PEM files: set ssl.certificate.location and ssl.key.location";
+const ENCRYPTED_KEY: &str = "encrypted private keys are not supported: give ssl.key.location an unencrypted PEM key";
+const ALWAYS_VERIFIED: &str = "kgroup always verifies broker certificates \
+     (ssl.endpoint.identification.algorithm=none skips only the host name check)";
 const NO_AUTO_CREATE: &str = "kgroup never asks brokers to create topics: create them beforehand";
 
 /// Keys ending in `.` stand for every key with that prefix (settings of SASL mechanisms kgroup
@@ -67,7 +70,7 @@ const KEYS: &[(&str, Handling)] = &[
     ("socket.connection.setup.timeout.max.ms", Unused),
     ("ssl.enabled.protocols", Unused),
     ("ssl.engine.factory.class", Unused),
-    ("ssl.key.password", Rejected("encrypted private keys are not supported: give ssl.key.location an unencrypted PEM key")),
+    ("ssl.key.password", Rejected(ENCRYPTED_KEY)),
     ("ssl.keymanager.algorithm", Unused),
     ("ssl.keystore.certificate.chain", Rejected(PEM_IDENTITY)),
     ("ssl.keystore.key", Rejected(PEM_IDENTITY)),
@@ -94,10 +97,7 @@ const KEYS: &[(&str, Handling)] = &[
     ("enable.partition.eof", Unused),
     ("enable.random.seed", Unused),
     ("enable.sasl.oauthbearer.unsecure.jwt", Unused),
-    (
-        "enable.ssl.certificate.verification",
-        Only(&["true"], "kgroup always verifies broker certificates (ssl.endpoint.identification.algorithm=none skips only the host name check)"),
-    ),
+    ("enable.ssl.certificate.verification", Only(&["true"], ALWAYS_VERIFIED)),
     ("enabled_events", Unused),
     ("fetch.error.backoff.ms", Unused),
     ("fetch.message.max.bytes", Alias("max.partition.fetch.bytes")),
