@@ -99,6 +99,33 @@ fn unescape(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// The key of `known` nearest to an unknown one, if it is near enough to be a typo of it.
+pub(crate) fn nearest_key(unknown: &str, known: impl IntoIterator<Item = &'static str>) -> Option<&'static str> {
+    let unknown = unknown.to_ascii_lowercase();
+    let limit = (unknown.len() / 4).clamp(1, 3);
+    known
+        .into_iter()
+        .map(|key| (edit_distance(&unknown, key), key))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, key)| key)
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.bytes().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

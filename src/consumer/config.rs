@@ -286,7 +286,9 @@ impl ConsumerConfig {
                         return Err(ConfigError::Unsupported { key: name, reason: (*reason).to_owned() })
                     }
                     None => {
-                        return Err(ConfigError::UnknownKey { key: given.to_owned(), suggestion: nearest_key(given) })
+                        let known = KNOWN_KEYS.iter().chain(SECURITY_KEYS).copied().chain(foreign::names());
+                        let suggestion = crate::properties::nearest_key(given, known);
+                        return Err(ConfigError::UnknownKey { key: given.to_owned(), suggestion });
                     }
                 },
             };
@@ -465,36 +467,6 @@ impl fmt::Display for ConfigWarning {
             ConfigWarningKind::MappedTo { key, value } => write!(f, "`{}` is taken as `{key}={value}`", self.key),
         }
     }
-}
-
-/// The known key nearest to an unknown one, if it is near enough to be a typo of it.
-fn nearest_key(unknown: &str) -> Option<&'static str> {
-    let unknown = unknown.to_ascii_lowercase();
-    let limit = (unknown.len() / 4).clamp(1, 3);
-    KNOWN_KEYS
-        .iter()
-        .chain(SECURITY_KEYS)
-        .copied()
-        .chain(foreign::names())
-        .map(|key| (edit_distance(&unknown, key), key))
-        .filter(|(distance, _)| *distance <= limit)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, key)| key)
-}
-
-/// Levenshtein distance over bytes (keys are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.bytes().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.bytes().enumerate() {
-            let substitution = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 fn split_list(value: &str) -> Vec<String> {
