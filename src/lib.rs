@@ -117,10 +117,11 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod producer;
+pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
-pub use consumer::{Batch, ConsumerConfig, GroupConsumer, RebalanceListener};
+pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
 pub use error::{ConfigError, Error, NetworkError, Result, SecurityError};

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+pub use self::config::{ConfigWarning, ConfigWarningKind, ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
 use crate::driver::fetcher::{look_up_offsets, FetchEvent, Fetcher, FetcherConfig, ListedOffset, StartPosition};
 pub use crate::driver::fetcher::{ConsumerRecord, TimestampType};
