@@ -342,3 +342,33 @@ impl Error {
 
 /// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{GroupError, OffsetLookupFailure};
+
+    #[test]
+    fn errors_say_what_happened_and_what_to_do() {
+        let fetch = Error::PartitionFetch {
+            partition: TopicPartition::new("t", 3),
+            cause: FetchFailure::Broker { api: ApiKey::Fetch, code: KafkaCode(29), offset: Some(7) },
+        };
+        assert_eq!(fetch.action(), ErrorAction::FailRequest);
+        let text = fetch.to_string();
+        assert!(text.contains("t-3") && text.contains("at offset 7") && text.contains("seek it"), "{text}");
+        let undecodable = FetchFailure::Undecodable("bad crc".into());
+        assert_eq!(undecodable.code(), None);
+
+        let fatal = GroupError::FencedInstanceId { instance_id: "i".into() };
+        let closed = Error::Closed { what: "group member", cause: ClosedCause::Fatal(fatal) };
+        assert_eq!(closed.action(), ErrorAction::Fatal);
+        assert!(closed.to_string().contains("fatal error: another process took over"), "{closed}");
+
+        let rejected = Error::OffsetLookup(OffsetLookupFailure::Rejected { code: KafkaCode(30), topic: None });
+        assert!(rejected.to_string().contains("asking again cannot help"), "{rejected}");
+        let timed_out = Error::OffsetLookup(OffsetLookupFailure::TimedOut { attempts: 3, last: "loading".into() });
+        assert_eq!(timed_out.action(), ErrorAction::Retry);
+        assert!(timed_out.to_string().contains("ask again"), "{timed_out}");
+    }
+}
