@@ -121,10 +121,10 @@ pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
-pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceListener};
+pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
-pub use error::{ConfigError, Error, NetworkError, Result, SecurityError};
+pub use error::{ClosedCause, ConfigError, Error, FetchFailure, NetworkError, Result, SecurityError};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

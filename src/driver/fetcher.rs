@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 pub use self::session::SessionMode;
 use super::cluster::Cluster;
-use crate::error::Error;
+use crate::error::{Error, FetchFailure};
 use crate::group::TopicPartition;
 use super::member_span::{MemberSpan, TaskRole};
 use crate::telemetry::{MemberMetrics, Metric};
@@ -577,16 +577,12 @@ impl State {
 
     /// Starts `auto.offset.reset` for the partition (or fails it under `none`). `cause` is the
     /// broker error that made it necessary, for the error report.
-    fn start_reset(&mut self, tp: &TopicPartition, reset: OffsetReset, cause: Option<Error>) {
+    fn start_reset(&mut self, tp: &TopicPartition, reset: OffsetReset, cause: Option<FetchFailure>) {
         let timestamp = match reset {
             OffsetReset::Earliest => -2,
             OffsetReset::Latest => -1,
             OffsetReset::None => {
-                let error = cause.unwrap_or_else(|| Error::PartitionFetch {
-                    partition: tp.to_string(),
-                    reason: "no valid offset and auto.offset.reset is none".to_owned(),
-                });
-                self.fail(tp, error);
+                self.fail(tp, cause.unwrap_or(FetchFailure::NoResetPolicy));
                 return;
             }
         };
@@ -607,8 +603,9 @@ impl State {
     }
 
     /// Queues a partition error and stops the partition.
-    fn fail(&mut self, tp: &TopicPartition, error: Error) {
+    fn fail(&mut self, tp: &TopicPartition, cause: FetchFailure) {
         let Some(part) = self.partitions.get_mut(tp) else { return };
+        let error = Error::PartitionFetch { partition: tp.clone(), cause };
         tracing::warn!(partition = %tp, %error, "partition stopped");
         part.phase = Phase::Failed;
         part.queued += 1;
@@ -722,7 +719,7 @@ impl State {
                     }
                 }
                 if let Some(reason) = decoded.error {
-                    self.fail(tp, Error::PartitionFetch { partition: tp.to_string(), reason });
+                    self.fail(tp, FetchFailure::Undecodable(reason));
                     queued = true;
                 }
                 Applied { queued }
@@ -741,7 +738,7 @@ impl State {
     ) -> Applied {
         use crate::protocol::error_code::codes::{OFFSET_OUT_OF_RANGE, UNKNOWN_SERVER_ERROR};
         use crate::protocol::error_code::{ErrorAction, KafkaCode};
-        let error = || Error::broker(ApiKey::Fetch, code, format!("{tp} at offset {fetch_offset}"));
+        let error = || FetchFailure::Broker { api: ApiKey::Fetch, code: KafkaCode(code), offset: Some(fetch_offset) };
         let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
         if code == OFFSET_OUT_OF_RANGE {
             tracing::info!(partition = %tp, fetch_offset, policy = ?reset, "offset out of range, resetting");
@@ -780,8 +777,7 @@ impl State {
             None | Some(ErrorAction::Retry) => part.retry_at = Some(retry_at),
             _ if code == -1 => part.retry_at = Some(retry_at),
             _ => {
-                let error = Error::broker(ApiKey::ListOffsets, code, format!("resetting {tp}"));
-                self.fail(tp, error);
+                self.fail(tp, FetchFailure::Broker { api: ApiKey::ListOffsets, code: KafkaCode(code), offset: None });
                 return Applied { queued: true };
             }
         }

@@ -394,3 +394,47 @@ fn a_seek_to_the_log_end_before_the_lookup_answers_starts_there() {
     h.answer_lookup(&[(0, Some(7))]);
     assert!(h.take_actions().is_empty(), "the lookup no longer starts the partition");
 }
+
+/// The listener calls in `actions`, in order.
+fn listener_calls(actions: &[SessionAction]) -> Vec<ListenerCall> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SessionAction::Listener { call, .. } => Some(call.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn eager_rebalance_revokes_everything_and_assigns_the_whole_new_assignment() {
+    let mut h = started(|c| c.listener = true);
+    h.session.listener_done(&ListenerCall::Assigned(vec![tp(0), tp(1)]), h.now);
+    h.revoke_requested(1, &[0, 1]);
+    h.session.listener_done(&ListenerCall::Revoked(vec![tp(0), tp(1)]), h.now);
+    // Partition 0 kept (its streak goes on), 1 gone, 2 new.
+    h.assigned(2, &[(0, 1), (2, 2)], &[1]);
+    assert_eq!(
+        listener_calls(&h.take_actions()),
+        vec![ListenerCall::Revoked(vec![tp(0), tp(1)]), ListenerCall::Assigned(vec![tp(0), tp(2)])]
+    );
+}
+
+#[test]
+fn cooperative_rebalance_revokes_and_assigns_only_what_moves() {
+    let mut h = started(|c| c.listener = true);
+    h.session.listener_done(&ListenerCall::Assigned(vec![tp(0), tp(1)]), h.now);
+    // First round: nothing revoked up front; the assignment takes 1 away and adds 2.
+    h.revoke_requested(1, &[]);
+    h.revoke_requested(2, &[1]);
+    h.assigned(2, &[(0, 1), (2, 2)], &[1]);
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Revoked(vec![tp(1)])]);
+    h.session.listener_done(&ListenerCall::Revoked(vec![tp(1)]), h.now);
+    h.pump();
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Assigned(vec![tp(2)])]);
+    assert_eq!(h.session.assignment(), vec![tp(0), tp(2)], "the whole assignment");
+    // A rebalance that changes nothing still calls `assigned`, with nothing.
+    h.revoke_requested(2, &[]);
+    h.assigned(3, &[(0, 1), (2, 2)], &[]);
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Assigned(vec![])]);
+}

@@ -20,7 +20,7 @@ use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequ
 use super::{BrokerSession, ConsumerRecord, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
 use crate::driver::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, FetchFailure, Result};
 use crate::group::TopicPartition;
 use crate::telemetry::{MemberMetrics, Metric};
 
@@ -275,11 +275,11 @@ impl Task {
             self.running.insert(handle.id(), JobKind::Connect { node });
             return None;
         };
-        let version = match conn.version(ApiKey::Fetch) {
+        let version = match conn.versions().get(ApiKey::Fetch) {
             Ok(v) => v,
             Err(e) => {
                 for t in &targets {
-                    state.fail(&t.partition, e.clone());
+                    state.fail(&t.partition, FetchFailure::Protocol(e.clone()));
                 }
                 self.shared.data.notify_waiters();
                 return None;

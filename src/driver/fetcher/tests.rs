@@ -164,7 +164,10 @@ fn a_decode_error_stops_only_its_partition_after_its_good_records() {
     apply_now(&mut state, 1, 0, data(1, 0, 4));
     assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1], 2));
     match state.pop() {
-        Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { reason, .. } }) => {
+        Some(FetchEvent::PartitionError {
+            partition,
+            error: Error::PartitionFetch { cause: FetchFailure::Undecodable(reason), .. },
+        }) => {
             assert_eq!(partition, tp(0));
             assert!(reason.contains("bad crc"));
         }
@@ -203,7 +206,9 @@ fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
     let applied = state.apply_fetch(&tp(0), e, 50, oor, OffsetReset::None, later);
     assert!(applied.queued);
     match state.pop() {
-        Some(FetchEvent::PartitionError { error: Error::Broker { code, .. }, .. }) => assert_eq!(code.0, 1),
+        Some(FetchEvent::PartitionError { error: Error::PartitionFetch { cause, .. }, .. }) => {
+            assert_eq!(cause.code().map(|c| c.0), Some(1));
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(state.partitions[&tp(0)].phase, Phase::Failed);
@@ -228,8 +233,9 @@ fn leadership_errors_refresh_metadata_transient_ones_retry_others_stop_the_parti
     assert_eq!(state.partitions[&tp(2)].phase, Phase::Failed, "TOPIC_AUTHORIZATION_FAILED");
     assert!(state.partitions[&tp(3)].stale, "FENCED_LEADER_EPOCH");
     match state.pop() {
-        Some(FetchEvent::PartitionError { partition, error: Error::Broker { code, .. } }) => {
-            assert_eq!((partition, code.0), (tp(2), 29));
+        Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { partition: stopped, cause } }) => {
+            assert_eq!(stopped, partition);
+            assert_eq!((partition, cause.code().map(|c| c.0)), (tp(2), Some(29)));
         }
         other => panic!("{other:?}"),
     }
