@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::driver::cluster::{Cluster, ClusterConfig, MetadataSnapshot};
 use crate::driver::connection::{check_code, Connection};
-use crate::driver::fetcher::{list_offsets, IsolationLevel, OffsetQuery};
+use crate::driver::fetcher::{look_up_offsets, IsolationLevel};
 use crate::error::{Error, Result};
 use crate::group::requests::offset_fetch_rows;
 use crate::group::TopicPartition;
@@ -343,10 +343,8 @@ impl Admin {
     /// The log end offset (high watermark) of each partition: ListOffsets for the latest
     /// offset, one request per leader.
     pub async fn log_end_offsets(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, i64>> {
+        // A partition without a leader is `Error::UnknownPartition`.
         let metadata = self.metadata_of(partitions).await?;
-        if let Some(tp) = partitions.iter().find(|tp| metadata.leader(&tp.topic, tp.partition).is_none()) {
-            return Err(Error::UnknownPartition { topic: tp.topic.to_string(), partition: Some(tp.partition) });
-        }
         self.log_ends(partitions, &metadata).await
     }
 
@@ -394,29 +392,9 @@ impl Admin {
         partitions: &[TopicPartition],
         metadata: &MetadataSnapshot,
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        let mut by_leader: BTreeMap<i32, Vec<OffsetQuery<'_>>> = BTreeMap::new();
-        for tp in partitions {
-            if let Some(leader) = metadata.leader(&tp.topic, tp.partition) {
-                by_leader.entry(leader).or_default().push(OffsetQuery {
-                    partition: tp,
-                    timestamp: -1,
-                    leader_epoch: -1,
-                });
-            }
-        }
-        let mut ends = BTreeMap::new();
-        for (leader, queries) in by_leader {
-            for (tp, code, offset) in
-                list_offsets(&self.cluster, leader, &queries, IsolationLevel::ReadUncommitted).await?
-            {
-                check_code(ApiKey::ListOffsets, code, || format!("partition {tp}"))?;
-                ends.insert(tp, offset);
-            }
-        }
-        match partitions.iter().find(|tp| !ends.contains_key(*tp)) {
-            Some(tp) => Err(Error::broker(ApiKey::ListOffsets, -1, format!("the answer has no entry for {tp}"))),
-            None => Ok(ends),
-        }
+        let queries: Vec<(TopicPartition, i64)> = partitions.iter().map(|tp| (tp.clone(), -1)).collect();
+        let listed = look_up_offsets(&self.cluster, metadata, &queries, IsolationLevel::ReadUncommitted).await?;
+        Ok(queries.into_iter().zip(listed).map(|((tp, _), answer)| (tp, answer.offset)).collect())
     }
 
     /// Runs `call` on a connection to the group's coordinator (and its broker id), again with

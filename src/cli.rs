@@ -13,7 +13,7 @@ mod member;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -172,7 +172,7 @@ where
 /// The cluster settings of `-F`, `-X` and `-b`, each later one overriding the earlier.
 fn cluster_config(args: &ConnectionArgs) -> Result<ClusterConfig, Failure> {
     let mut properties = match &args.config_file {
-        Some(path) => read_properties(path)?,
+        Some(path) => crate::properties::read_file(path).map_err(|e| Failure::Runtime(e.to_string()))?,
         None => Vec::new(),
     };
     for setting in &args.settings {
@@ -196,24 +196,6 @@ fn cluster_config(args: &ConnectionArgs) -> Result<ClusterConfig, Failure> {
     config.connection.request_timeout = config.connection.request_timeout.min(limit);
     config.connection.connect_timeout = config.connection.connect_timeout.min(limit);
     Ok(config)
-}
-
-/// `key=value` (or `key: value`) lines of a Java properties file; `#` and `!` start comments.
-fn read_properties(path: &Path) -> Result<Vec<(String, String)>, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Runtime(format!("cannot read properties file {}: {e}", path.display())))?;
-    let mut properties = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-            continue;
-        }
-        let (key, value) = line.split_once(['=', ':']).ok_or_else(|| {
-            Failure::Runtime(format!("{}:{}: expected key=value, got {line:?}", path.display(), number + 1))
-        })?;
-        properties.push((key.trim().to_owned(), value.trim().to_owned()));
-    }
-    Ok(properties)
 }
 
 async fn groups(admin: Admin, out: &mut dyn Write) -> Result<(), Failure> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 
 pub use crate::config_error::ConfigError;
+use crate::group::TopicPartition;
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 use crate::protocol::ProtocolError;
 
@@ -222,7 +223,7 @@ pub enum Error {
     #[error("group member stopped: {0}")]
     Group(#[from] crate::group::GroupError),
     /// Committed offsets could not be looked up: they are unknown, not absent.
-    #[error("committed offsets unknown: {0}")]
+    #[error("committed offsets unknown (not absent): {0}; {advice}", advice = .0.what_to_do())]
     OffsetLookup(#[from] crate::group::OffsetLookupFailure),
     /// The application did not poll within `max.poll.interval.ms`; the member left the group
     /// so its partitions could move, and rejoins on the next poll.
@@ -231,17 +232,87 @@ pub enum Error {
         /// `max.poll.interval.ms`.
         interval: Duration,
     },
-    /// One partition's records could not be fetched or decoded; other partitions go on.
-    #[error("fetching {partition} failed: {reason}")]
+    /// One partition's records cannot be fetched; other partitions go on. The partition is not
+    /// fetched again until it is sought (or assigned again).
+    #[error("fetching {partition} stopped: {cause}; seek it to fetch it again (other partitions go on)")]
     PartitionFetch {
+        /// The partition stopped.
+        partition: TopicPartition,
+        /// Why.
+        cause: FetchFailure,
+    },
+    /// A time to look offsets up at is negative (on the wire -1 and -2 name the log end and
+    /// start; [`GroupConsumer::watermarks`](crate::GroupConsumer::watermarks) asks those).
+    #[error("cannot look up offsets of {partition} at a negative time ({timestamp} ms)")]
+    NegativeTimestamp {
         /// The partition, as `topic-partition`.
         partition: String,
-        /// What went wrong.
-        reason: String,
+        /// The time asked.
+        timestamp: i64,
     },
-    /// The component was shut down.
-    #[error("{0} is closed")]
-    Closed(&'static str),
+    /// The component stopped; `cause` says why (and whether anything can still be done).
+    #[error("{what} is closed: {cause}")]
+    Closed {
+        /// What stopped: `consumer`, `group member` or `producer`.
+        what: &'static str,
+        /// Why it stopped.
+        cause: ClosedCause,
+    },
+}
+
+/// Why a partition's records cannot be fetched.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchFailure {
+    /// The broker answered with an error code that retrying cannot fix (an authorization error,
+    /// OFFSET_OUT_OF_RANGE under `auto.offset.reset=none`, ...).
+    #[error("{api:?} failed with {code}{}", .offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+    Broker {
+        /// Fetch, or ListOffsets while applying `auto.offset.reset`.
+        api: ApiKey,
+        /// The error code.
+        code: KafkaCode,
+        /// The offset fetched from, for a Fetch.
+        offset: Option<i64>,
+    },
+    /// The records do not decode (a bad CRC, a codec error, a malformed batch); the records
+    /// before them were delivered.
+    #[error("undecodable records: {0}")]
+    Undecodable(String),
+    /// The partition has no valid offset to start from and `auto.offset.reset` is `none`.
+    #[error("no valid offset to start from and auto.offset.reset is none")]
+    NoResetPolicy,
+    /// The partition's leader speaks no Fetch version this client can use.
+    #[error(transparent)]
+    Protocol(ProtocolError),
+}
+
+impl FetchFailure {
+    /// The Kafka error code, when the broker gave one.
+    pub fn code(&self) -> Option<KafkaCode> {
+        match self {
+            FetchFailure::Broker { code, .. } => Some(*code),
+            FetchFailure::Undecodable(_) | FetchFailure::NoResetPolicy | FetchFailure::Protocol(_) => None,
+        }
+    }
+}
+
+/// Why a consumer, a group member or a producer stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClosedCause {
+    /// The application closed it (`close`, `leave`).
+    #[error("closed by the application")]
+    Application,
+    /// The group member stopped on a fatal error; a new member (a new consumer) is needed.
+    #[error("the group member stopped on a fatal error: {0}")]
+    Fatal(crate::group::GroupError),
+    /// Every handle that kept it running was dropped without `close` or `leave`.
+    #[error("every handle on it was dropped")]
+    Dropped,
+    /// Its task ended otherwise (it panicked, or the tokio runtime is shutting down).
+    #[error("its task ended")]
+    TaskEnded,
 }
 
 fn context_suffix(context: &str) -> String {
@@ -265,11 +336,11 @@ impl Error {
             Error::UnknownPartition { .. } => ErrorAction::RefreshMetadata,
             Error::UnknownGroup { .. } => ErrorAction::FailRequest,
             Error::RetriesExhausted { .. } => ErrorAction::FailRequest,
-            Error::Closed(_) | Error::Group(_) => ErrorAction::Fatal,
+            Error::Closed { .. } | Error::Group(_) => ErrorAction::Fatal,
             Error::OffsetLookup(failure) if failure.is_retriable() => ErrorAction::Retry,
             Error::OffsetLookup(_) => ErrorAction::Fatal,
             Error::MaxPollIntervalExceeded { .. } => ErrorAction::Rejoin,
-            Error::PartitionFetch { .. } => ErrorAction::FailRequest,
+            Error::PartitionFetch { .. } | Error::NegativeTimestamp { .. } => ErrorAction::FailRequest,
         }
     }
 
@@ -280,3 +351,33 @@ impl Error {
 
 /// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{GroupError, OffsetLookupFailure};
+
+    #[test]
+    fn errors_say_what_happened_and_what_to_do() {
+        let fetch = Error::PartitionFetch {
+            partition: TopicPartition::new("t", 3),
+            cause: FetchFailure::Broker { api: ApiKey::Fetch, code: KafkaCode(29), offset: Some(7) },
+        };
+        assert_eq!(fetch.action(), ErrorAction::FailRequest);
+        let text = fetch.to_string();
+        assert!(text.contains("t-3") && text.contains("at offset 7") && text.contains("seek it"), "{text}");
+        let undecodable = FetchFailure::Undecodable("bad crc".into());
+        assert_eq!(undecodable.code(), None);
+
+        let fatal = GroupError::FencedInstanceId { instance_id: "i".into() };
+        let closed = Error::Closed { what: "group member", cause: ClosedCause::Fatal(fatal) };
+        assert_eq!(closed.action(), ErrorAction::Fatal);
+        assert!(closed.to_string().contains("fatal error: another process took over"), "{closed}");
+
+        let rejected = Error::OffsetLookup(OffsetLookupFailure::Rejected { code: KafkaCode(30), topic: None });
+        assert!(rejected.to_string().contains("asking again cannot help"), "{rejected}");
+        let timed_out = Error::OffsetLookup(OffsetLookupFailure::TimedOut { attempts: 3, last: "loading".into() });
+        assert_eq!(timed_out.action(), ErrorAction::Retry);
+        assert!(timed_out.to_string().contains("ask again"), "{timed_out}");
+    }
+}

@@ -84,7 +84,7 @@
 //! feature, `pub(crate)` with `#[allow(unreachable_pub)]` without it (its items are `pub` for
 //! the feature's sake); [`Cluster`]'s raw connections get `pub` wrappers under the feature.
 //! Public types defined in an internal module are re-exported where the API uses them
-//! ([`consumer::ConsumerRecord`], [`consumer::session::StartPosition`],
+//! ([`consumer::ConsumerRecord`], [`consumer::TimestampType`], [`consumer::session::StartPosition`],
 //! [`driver::cluster::ConnectionConfig`], [`protocol::NegotiatedVersions`]).
 
 #![warn(missing_docs, unreachable_pub)]
@@ -117,13 +117,14 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod producer;
+pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
-pub use consumer::{Batch, ConsumerConfig, GroupConsumer, RebalanceListener};
+pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
-pub use error::{ConfigError, Error, NetworkError, Result, SecurityError};
+pub use error::{ClosedCause, ConfigError, Error, FetchFailure, NetworkError, Result, SecurityError};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kgroup::driver::group::{GroupEventRecord, GroupHandle};
+use kgroup::driver::group::{GroupEventRecord, GroupObserver};
 use kgroup::group::StateKind;
 use kgroup::group::{CommitOutcome, GroupEvent, PartitionCommit};
 use kgroup::{ConsumerConfig, GroupConsumer};
@@ -62,7 +62,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running member; stopped (without LeaveGroup) when dropped, so a failing test leaves no task.
 pub struct RecordingMember {
     pub name: String,
-    handle: GroupHandle,
+    observer: GroupObserver,
     journal: Arc<Mutex<Journal>>,
     stop: Arc<AtomicBool>,
     consumer_task: Option<JoinHandle<GroupConsumer>>,
@@ -79,7 +79,7 @@ impl RecordingMember {
         let events = consumer.group_events();
         let journal = Arc::new(Mutex::new(Journal::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = consumer.group_handle();
+        let observer = consumer.observer();
         let (journal_in, stop_in) = (journal.clone(), stop.clone());
         let consumer_task = tokio::spawn(async move {
             while !stop_in.load(Ordering::Relaxed) {
@@ -106,7 +106,7 @@ impl RecordingMember {
         let events_task = tokio::spawn(record_events(events, stopped, journal.clone()));
         RecordingMember {
             name: name.to_owned(),
-            handle,
+            observer,
             journal,
             stop,
             consumer_task: Some(consumer_task),
@@ -114,8 +114,8 @@ impl RecordingMember {
         }
     }
 
-    pub fn handle(&self) -> &GroupHandle {
-        &self.handle
+    pub fn observer(&self) -> &GroupObserver {
+        &self.observer
     }
 
     pub fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -275,7 +275,7 @@ impl GroupView {
 pub async fn look(kgroup: &[&RecordingMember], others: Vec<(String, MemberView)>) -> GroupView {
     let mut view = GroupView { members: BTreeMap::new(), kgroup_leader: None, coordinators: BTreeSet::new() };
     for member in kgroup {
-        let snapshot = member.handle.group_state().await.unwrap_or_else(|e| panic!("{}: snapshot: {e}", member.name));
+        let snapshot = member.observer.group_state().await.unwrap_or_else(|e| panic!("{}: snapshot: {e}", member.name));
         let stable = snapshot.state == StateKind::Stable;
         let generation = snapshot.generation.as_ref().map(|g| g.id.0).filter(|_| stable);
         if snapshot.is_leader {

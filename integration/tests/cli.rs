@@ -96,9 +96,9 @@ async fn scenario(bootstrap: &str, details: Details) {
     let server = DebugServer::bind("127.0.0.1:0").await.expect("bind the debug server");
     let mut a = subscribe(bootstrap, &group, &topic, "cli-a").await;
     let mut events = a.group_events();
-    server.add_member("cli-a", &a.group_handle()).expect("label");
+    server.add_member("cli-a", &a.observer()).expect("label");
     let mut b = subscribe(bootstrap, &group, &topic, "cli-b").await;
-    server.add_member("cli-b", &b.group_handle()).expect("label");
+    server.add_member("cli-b", &b.observer()).expect("label");
     // The members split the empty topic first, so no batch is held across their rebalance.
     settle(&mut a, &mut b).await;
     let log_ends = produce(&cluster, &topic).await;

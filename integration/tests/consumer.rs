@@ -15,12 +15,13 @@ use bytes::Bytes;
 use futures_core::Stream;
 use kgroup::driver::fetcher::ConsumerRecord;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::error::ClosedCause;
 use kgroup::group::StateKind;
 use kgroup::group::{
     CommitOutcome, GenerationId, GroupConfig, GroupError, GroupEvent, Lease, PartitionCommit, TopicPartition,
 };
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
-use kgroup::{Batch, Cluster, ConfigError, ConsumerConfig, Error, GroupConsumer, RebalanceListener};
+use kgroup::{Batch, Cluster, ConfigError, ConsumerConfig, Error, GroupConsumer, RebalanceContext, RebalanceListener};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 use tokio::time::{timeout, Instant};
 
@@ -893,43 +894,76 @@ async fn a_second_member_takes_half_and_kept_partitions_keep_their_position() {
 
 // ---- 6. the rebalance listener ----
 
-/// Records the listener calls; commits the processed leases in `revoked`.
+/// Records the listener calls and the whole assignment its context shows in each; commits the
+/// processed leases in `revoked` and seeks new partitions in `assigned`, through the context.
 #[derive(Default)]
 struct Recorder {
     calls: Mutex<Vec<(&'static str, Vec<i32>)>>,
-    handle: Mutex<Option<GroupHandle>>,
+    assignments: Mutex<Vec<Vec<i32>>>,
     processed: Mutex<BTreeMap<TopicPartition, Lease>>,
     revoke_commits: Mutex<Vec<PartitionCommit>>,
+    /// `assigned` seeks each new partition to this offset, and records its position after.
+    seek_to: Option<i64>,
+    positions: Mutex<Vec<(i32, Option<i64>)>>,
 }
 
 impl Recorder {
     fn calls(&self) -> Vec<(&'static str, Vec<i32>)> {
         self.calls.lock().unwrap().clone()
     }
+
+    fn assignments(&self) -> Vec<Vec<i32>> {
+        self.assignments.lock().unwrap().clone()
+    }
+
+    async fn record(&self, call: &'static str, context: &RebalanceContext, partitions: &[TopicPartition]) {
+        self.calls.lock().unwrap().push((call, ids(partitions)));
+        let assignment = context.assignment().await.expect("the assignment from the context");
+        self.assignments.lock().unwrap().push(ids(&assignment));
+    }
 }
 
 impl RebalanceListener for Recorder {
-    fn assigned<'a>(&'a self, partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move { self.calls.lock().unwrap().push(("assigned", ids(partitions))) })
+    fn assigned<'a>(
+        &'a self,
+        context: &'a RebalanceContext,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            self.record("assigned", context, partitions).await;
+            let Some(offset) = self.seek_to else { return };
+            for tp in partitions {
+                context.seek(tp.clone(), offset).expect("seek from the context");
+                let position = context.position(tp.clone()).await.expect("position from the context");
+                self.positions.lock().unwrap().push((tp.partition, position));
+            }
+        })
     }
 
-    fn revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn revoked<'a>(
+        &'a self,
+        context: &'a RebalanceContext,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            self.calls.lock().unwrap().push(("revoked", ids(partitions)));
+            self.record("revoked", context, partitions).await;
             let leases: Vec<Lease> = std::mem::take(&mut *self.processed.lock().unwrap())
                 .into_values()
                 .filter(|lease| partitions.contains(&lease.partition))
                 .collect();
-            let handle = self.handle.lock().unwrap().clone();
-            if let (Some(handle), false) = (handle, leases.is_empty()) {
-                let results = handle.commit(leases).await.expect("commit in revoked");
+            if !leases.is_empty() {
+                let results = context.commit_leases(leases).await.expect("commit in revoked");
                 self.revoke_commits.lock().unwrap().extend(results);
             }
         })
     }
 
-    fn lost<'a>(&'a self, partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move { self.calls.lock().unwrap().push(("lost", ids(partitions))) })
+    fn lost<'a>(
+        &'a self,
+        context: &'a RebalanceContext,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { self.record("lost", context, partitions).await })
     }
 }
 
@@ -949,7 +983,6 @@ async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_
     )
     .await
     .expect("subscribe A");
-    *rec_a.handle.lock().unwrap() = Some(a.group_handle());
 
     // A alone reads everything and only records what it processed (no commits).
     let mut ledger = Ledger::default();
@@ -979,7 +1012,6 @@ async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_
     )
     .await
     .expect("subscribe B");
-    *rec_b.handle.lock().unwrap() = Some(b.group_handle());
     timeout(Duration::from_secs(60), async {
         loop {
             for consumer in [&mut a, &mut b] {
@@ -997,10 +1029,13 @@ async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_
     let (a_owned, b_owned) = (owned(&a).await, owned(&b).await);
     let union: BTreeSet<i32> = a_owned.iter().chain(&b_owned).copied().collect();
     assert_eq!(union, (0..PARTITIONS).collect(), "A {a_owned:?}, B {b_owned:?}");
+    // Eager: `revoked` gets everything owned, `assigned` the whole new assignment; the context
+    // shows what is owned at each call (still everything while revoking).
     assert_eq!(
         rec_a.calls(),
         vec![("assigned", vec![0, 1, 2, 3]), ("revoked", vec![0, 1, 2, 3]), ("assigned", a_owned.clone())]
     );
+    assert_eq!(rec_a.assignments(), vec![vec![0, 1, 2, 3], vec![0, 1, 2, 3], a_owned.clone()]);
     assert_eq!(rec_b.calls(), vec![("assigned", b_owned.clone())]);
 
     let mut revoke_commits = rec_a.revoke_commits.lock().unwrap().clone();
@@ -1044,6 +1079,111 @@ async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_
     a.close().await.expect("close A");
     assert_eq!(rec_a.calls().last(), Some(&("revoked", a_owned.clone())), "{:?}", rec_a.calls());
     b.close().await.expect("close B");
+}
+
+async fn subscribe_listening(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+    listener: &Arc<Recorder>,
+) -> GroupConsumer {
+    let listener = listener.clone() as Arc<dyn RebalanceListener>;
+    GroupConsumer::subscribe_with_listener(config(broker.bootstrap(), group, extra), &[topic], Some(listener))
+        .await
+        .expect("subscribe")
+}
+
+/// Polls both consumers (committing what they read) until A owns `a` partitions and B `b`.
+async fn poll_until_split(a: &mut GroupConsumer, b: &mut GroupConsumer, (in_a, in_b): (usize, usize)) {
+    timeout(Duration::from_secs(60), async {
+        loop {
+            for consumer in [&mut *a, &mut *b] {
+                if let Some(batch) = poll_ok(consumer, 50, Duration::from_millis(100)).await {
+                    consumer.commit(&batch).await.expect("commit");
+                }
+            }
+            if owned(a).await.len() == in_a && owned(b).await.len() == in_b {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the split in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_listener_gets_only_what_moves_while_its_context_shows_the_whole_assignment() {
+    const PARTITIONS: i32 = 4;
+    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    produce(&cluster, &topic, 0..40).await;
+    let group = unique_name("coop-listener");
+    let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
+    let (rec_a, rec_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let mut a = subscribe_listening(&broker, &group, &topic, &cooperative, &rec_a).await;
+    eventually!(Duration::from_secs(30), "A owns everything", {
+        let _ = poll_ok(&mut a, 50, Duration::from_millis(100)).await;
+        owned(&a).await.len() == PARTITIONS as usize
+    });
+    let mut b = subscribe_listening(&broker, &group, &topic, &cooperative, &rec_b).await;
+    poll_until_split(&mut a, &mut b, (2, 2)).await;
+    let (a_owned, b_owned) = (owned(&a).await, owned(&b).await);
+
+    // A: `revoked` only with what moved to B (not called for the first round, where nothing
+    // moves), then `assigned` with nothing added (Java calls it after every rebalance).
+    let a_calls = rec_a.calls();
+    let changes: Vec<_> = a_calls.iter().filter(|(_, p)| !p.is_empty()).cloned().collect();
+    assert_eq!(changes, vec![("assigned", vec![0, 1, 2, 3]), ("revoked", b_owned.clone())], "{a_calls:?}");
+    let revoked_at = a_calls.iter().position(|(call, _)| *call == "revoked").expect("revoked");
+    assert!(a_calls[revoked_at + 1..].iter().any(|(call, _)| *call == "assigned"), "{a_calls:?}");
+    // The context shows every partition owned: all four while revoking, A's two afterwards.
+    let assignments = rec_a.assignments();
+    assert_eq!(assignments[revoked_at], vec![0, 1, 2, 3]);
+    assert_eq!(assignments.last(), Some(&a_owned), "{assignments:?}");
+    // B: each of its partitions added once, nothing revoked.
+    let b_calls = rec_b.calls();
+    assert!(b_calls.iter().all(|(call, _)| *call == "assigned"), "{b_calls:?}");
+    let added: Vec<i32> = b_calls.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert_eq!(added, b_owned, "{b_calls:?}");
+
+    // The observer handed out shows the consumer's own snapshot, and says why it stopped once
+    // the consumer closed.
+    let observer = a.observer();
+    let (seen, own) = (observer.group_state().await.expect("observer"), a.group_state().await.expect("consumer"));
+    assert_eq!((&seen.member_id, &seen.generation), (&own.member_id, &own.generation));
+    a.close().await.expect("close A");
+    match observer.group_state().await {
+        Err(Error::Closed { what: "group member", cause: ClosedCause::Application }) => {}
+        other => panic!("expected Closed by the application, got {other:?}"),
+    }
+    assert_eq!(observer.stopped(), Some(ClosedCause::Application));
+    b.close().await.expect("close B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_in_assigned_through_the_context_decides_where_records_start() {
+    const PARTITIONS: i32 = 2;
+    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    produce_to(&cluster, &topic, 0, 0..30).await;
+    produce_to(&cluster, &topic, 1, 30..60).await;
+    let group = unique_name("seek-listener");
+    let rec = Arc::new(Recorder { seek_to: Some(10), ..Default::default() });
+    let mut a = subscribe_listening(&broker, &group, &topic, &[], &rec).await;
+    let mut ledger = Ledger::default();
+    timeout(Duration::from_secs(30), async {
+        while ledger.total() < 40 {
+            if let Some(batch) = poll_ok(&mut a, 50, Duration::from_millis(200)).await {
+                ledger.add(&batch, &topic, 50);
+            }
+        }
+    })
+    .await
+    .expect("the records after the seek in time");
+    for p in 0..PARTITIONS {
+        assert_eq!(ledger.offsets(p), (10..30).collect::<Vec<i64>>(), "partition {p} starts at the seek");
+    }
+    assert_eq!(rec.positions.lock().unwrap().clone(), vec![(0, Some(10)), (1, Some(10))]);
+    a.close().await.expect("close");
 }
 
 // ---- 7. max.poll.interval.ms ----
@@ -1333,9 +1473,12 @@ async fn configuration_errors_name_the_key_and_come_before_connecting() {
     let bootstrap = listener.local_addr().expect("addr").to_string();
     let base = [("bootstrap.servers", bootstrap.as_str()), ("group.id", "g")];
 
-    let unknown = ConsumerConfig::from_properties(base.iter().copied().chain([("enable.partition.eof", "true")]))
+    let unknown = ConsumerConfig::from_properties(base.iter().copied().chain([("enable.partition.eoff", "true")]))
         .expect_err("unknown key");
-    assert!(unknown.to_string().contains("enable.partition.eof"), "{unknown}");
+    assert_eq!(
+        unknown,
+        ConfigError::UnknownKey { key: "enable.partition.eoff".into(), suggestion: Some("enable.partition.eof") }
+    );
     for (key, value) in [
         ("max.poll.records", "0"),
         ("enable.auto.commit", "yes"),

@@ -207,8 +207,8 @@ async fn serves_snapshots_members_and_events_across_a_rebalance() {
     let mut live = EventStream::open(addr, "/events", None).await;
     assert_eq!(live.line().await, "HTTP/1.1 200 OK");
     let b = member(&cluster, &group, &topic).await;
-    server.add_member("b", &b).expect("a new label");
-    assert!(server.add_member("b", &b).is_err(), "labels are unique");
+    server.add_member("b", &b.observer()).expect("a new label");
+    assert!(server.add_member("b", &b.observer()).is_err(), "labels are unique");
     let snapshots = stable(&[&a, &b], 4).await;
     let current = generation(&snapshots[0]);
     assert!(current > generation(&own));
@@ -593,7 +593,7 @@ async fn the_page_shows_the_group_as_it_grows() {
     let mut members = Vec::new();
     for label in ["a", "b"] {
         let m = member(&cluster, &group, &topic).await;
-        server.add_member(label, &m).expect("label");
+        server.add_member(label, &m.observer()).expect("label");
         members.push(m);
     }
     let before = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
@@ -603,7 +603,7 @@ async fn the_page_shows_the_group_as_it_grows() {
 
     // A third member joins with the page open: it follows the rebalance live.
     let c = member(&cluster, &group, &topic).await;
-    server.add_member("c", &c).expect("label");
+    server.add_member("c", &c.observer()).expect("label");
     members.push(c);
     let snapshots = stable(&members.iter().collect::<Vec<_>>(), PARTITIONS).await;
     let current = generation(&snapshots[0]).to_string();

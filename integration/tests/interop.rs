@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kgroup::driver::group::GroupHandle;
+use kgroup::driver::group::GroupObserver;
 use kgroup::group::StateKind;
 use kgroup::group::TopicPartition;
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
@@ -97,7 +97,7 @@ impl Drop for RdMember {
 /// A kgroup member: a `GroupConsumer` polled on a task, committing every batch.
 struct KgMember {
     name: String,
-    handle: GroupHandle,
+    observer: GroupObserver,
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<GroupConsumer>>,
 }
@@ -113,7 +113,7 @@ impl KgMember {
         config.max_poll_records = 100;
         config.assignment_strategy = vec![strategy.to_owned()];
         let mut consumer = GroupConsumer::subscribe(config, &[topic]).await.expect("kgroup consumer");
-        let handle = consumer.group_handle();
+        let observer = consumer.observer();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_in = stop.clone();
         let task = tokio::spawn(async move {
@@ -128,7 +128,7 @@ impl KgMember {
             }
             consumer
         });
-        KgMember { name, handle, stop, task: Some(task) }
+        KgMember { name, observer, stop, task: Some(task) }
     }
 
     async fn close(mut self) {
@@ -168,7 +168,7 @@ async fn converge(kg: &[KgMember], rd: &[RdMember]) -> View {
         let mut all_stable = true;
         let mut kgroup_leader = None;
         for m in kg {
-            let s = m.handle.group_state().await.expect("snapshot");
+            let s = m.observer.group_state().await.expect("snapshot");
             all_stable &= s.state == StateKind::Stable;
             generations.insert(s.generation.as_ref().map(|g| g.id.0));
             if s.is_leader {
@@ -273,7 +273,7 @@ async fn mixed_group_converges(strategy: &str, leader: Leader) {
     let all: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(&topic, p)).collect();
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let committed = kg[0].handle.committed(all.clone()).await.expect("committed offsets");
+        let committed = kg[0].observer.committed(all.clone()).await.expect("committed offsets");
         let behind: Vec<_> =
             committed.iter().filter(|(tp, offset)| *offset != log_end.get(&tp.partition).copied()).collect();
         if behind.is_empty() {

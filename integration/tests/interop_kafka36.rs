@@ -210,7 +210,7 @@ async fn mixed_group(broker: &TestBroker, strategy: &'static str, leader: Leader
     let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(&topic, p)).collect();
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let committed = group.kgroup[0].handle().committed(partitions.clone()).await.expect("committed offsets");
+        let committed = group.kgroup[0].observer().committed(partitions.clone()).await.expect("committed offsets");
         let behind: Vec<_> =
             committed.iter().filter(|(tp, offset)| *offset != log_end.get(&tp.partition).copied()).collect();
         if behind.is_empty() {

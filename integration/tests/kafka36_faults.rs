@@ -153,7 +153,7 @@ async fn wait_until_rebalancing(members: &[RecordingMember]) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         for member in members {
-            if member.handle().group_state().await.is_ok_and(|s| s.state != StateKind::Stable) {
+            if member.observer().group_state().await.is_ok_and(|s| s.state != StateKind::Stable) {
                 return true;
             }
         }
@@ -211,7 +211,7 @@ async fn wait_until_committed(member: &RecordingMember, topic: &str, ends: &BTre
     let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(topic, p)).collect();
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let committed = member.handle().committed(partitions.clone()).await.expect("committed offsets");
+        let committed = member.observer().committed(partitions.clone()).await.expect("committed offsets");
         let behind: Vec<_> = committed
             .iter()
             .filter(|(tp, offset)| offset.unwrap_or(0) < ends.get(&tp.partition).copied().unwrap_or(0))

@@ -15,8 +15,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
 use kgroup::group::StateKind;
-use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, TopicPartition};
-use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, RebalanceListener};
+use kgroup::group::{CommitOutcome, GroupConfig, GroupEvent, Lease, TopicPartition};
+use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
 use kgroup_protocol_tests::coordinator::errors::{
     COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, REBALANCE_IN_PROGRESS,
 };
@@ -269,7 +269,11 @@ struct HeldListener {
 }
 
 impl RebalanceListener for HeldListener {
-    fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn assigned<'a>(
+        &'a self,
+        _context: &'a RebalanceContext,
+        _partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             if !self.held_once.swap(true, Ordering::SeqCst) {
                 let _ = self.entered.send(());
@@ -278,7 +282,11 @@ impl RebalanceListener for HeldListener {
         })
     }
 
-    fn revoked<'a>(&'a self, partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn revoked<'a>(
+        &'a self,
+        _context: &'a RebalanceContext,
+        partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         let _ = self.revoked.send(partitions.to_vec());
         Box::pin(async {})
     }
@@ -300,7 +308,8 @@ async fn control_events_reach_the_consumer_behind_a_flood_of_commit_outcomes() {
                 .await
                 .expect("consumer");
         tokio::time::timeout(WAIT, entered_rx.recv()).await.expect("first assignment").expect("listener");
-        let handle = consumer.group_handle();
+        let consumer = Arc::new(consumer);
+        let observer = consumer.observer();
         server
             .inject(
                 Fault::new(ApiKey::Heartbeat, FaultAction::Error(REBALANCE_IN_PROGRESS))
@@ -308,20 +317,27 @@ async fn control_events_reach_the_consumer_behind_a_flood_of_commit_outcomes() {
                     .once(),
             )
             .await;
-        let handle = &handle;
-        eventually("revoke window", || async move {
-            handle.group_state().await.ok().filter(|s| s.state == StateKind::Revoking).map(|_| ())
+        let observer = &observer;
+        let revoking = eventually("revoke window", || async move {
+            observer.group_state().await.ok().filter(|s| s.state == StateKind::Revoking)
         })
         .await;
-        // 5000 commit outcomes behind the RevokeRequested event (the observers' stream keeps 4096).
-        let lease = handle.lease(tp(0), 1).await.expect("lease").expect("owned");
-        let pending: Vec<_> = (1..=5000).map(|offset| handle.start_commit(vec![lease.at_offset(offset)])).collect();
-        for commit in pending {
-            commit.await.expect("commit outcome");
+        // 5000 commit outcomes behind the RevokeRequested event (the observers' stream keeps 4096),
+        // through the consumer, all at once.
+        let generation = revoking.generation.expect("a generation");
+        let owned = revoking.assignment.iter().find(|p| p.partition == tp(0)).expect("owned");
+        let lease = Lease { partition: tp(0), next_offset: 1, generation, owned_since: owned.owned_since };
+        let mut pending = tokio::task::JoinSet::new();
+        for offset in 1..=5000 {
+            let (consumer, lease) = (consumer.clone(), lease.at_offset(offset));
+            pending.spawn(async move { consumer.commit_leases(vec![lease]).await });
+        }
+        while let Some(commit) = pending.join_next().await {
+            commit.expect("no panic").expect("commit outcome");
         }
         // The observers' stream (the consumer's `group_events` receiver, never read) dropped
         // the oldest of them, and says so.
-        let dropped = handle.group_state().await.expect("snapshot").counters.observer_events_dropped;
+        let dropped = observer.group_state().await.expect("snapshot").counters.observer_events_dropped;
         assert!(dropped > 0, "observer_events_dropped = {dropped}");
         listener.release.add_permits(1);
         let partitions =

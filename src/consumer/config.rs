@@ -1,8 +1,13 @@
 //! Consumer configuration: a builder, or librdkafka / Java style properties.
 //!
-//! Every key is checked: an unknown key or a value that does not parse is an error that names
-//! the key, reported when the configuration is built, never later.
+//! Every key is checked when the configuration is built, never later: a value that does not
+//! parse is an error naming the key; a key of the Java client or librdkafka that kgroup does not
+//! need is a [`ConfigWarning`]; a key no client knows is an error (most likely a typo).
 
+mod foreign;
+
+use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +15,16 @@ use crate::driver::security::{SecurityConfig, SECURITY_KEYS};
 use crate::error::ConfigError;
 use crate::group::assignor::{assignor_by_name, Assignor};
 use crate::group::GroupConfig;
+use foreign::Handling;
 
 pub use crate::driver::fetcher::{IsolationLevel, OffsetReset};
 
 /// Settings of a [`super::GroupConsumer`]. Field docs name the property and its default.
+///
+/// Build it with [`ConsumerConfig::new`] and the setters, or from properties. It is
+/// `#[non_exhaustive]` so that new settings are not breaking changes: start from `new`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
     /// `bootstrap.servers` (required).
     pub bootstrap_servers: Vec<String>,
@@ -56,7 +66,8 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: i32,
     /// `isolation.level` (default read_uncommitted).
     pub isolation_level: IsolationLevel,
-    /// `queued.max.messages.kbytes`-like bound on prefetched bytes (default 64 MiB).
+    /// The most bytes of records fetched ahead of polls (default 64 MiB); librdkafka's
+    /// `queued.max.messages.kbytes` sets it in KiB.
     pub prefetch_bytes: usize,
     /// `request.timeout.ms` (default 30000).
     pub request_timeout: Duration,
@@ -76,7 +87,9 @@ pub struct ConsumerConfig {
     pub security: SecurityConfig,
 }
 
-/// The property keys `from_properties` understands, besides [`SECURITY_KEYS`].
+/// The property keys kgroup takes as its own, besides [`SECURITY_KEYS`]. Other keys of the Java
+/// client and librdkafka are accepted with a [`ConfigWarning`], or refused when kgroup cannot
+/// do what they ask.
 pub const KNOWN_KEYS: &[&str] = &[
     "bootstrap.servers",
     "group.id",
@@ -97,12 +110,25 @@ pub const KNOWN_KEYS: &[&str] = &[
     "fetch.wait.max.ms",
     "max.partition.fetch.bytes",
     "isolation.level",
+    "queued.max.messages.kbytes",
     "request.timeout.ms",
     "retry.backoff.ms",
     "retry.backoff.max.ms",
     "default.api.timeout.ms",
     "metadata.max.age.ms",
 ];
+
+/// Builder setters of fields that take their value as it is.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),+ $(,)?) => {$(
+        #[doc = concat!("Sets `", stringify!($field), "`.")]
+        #[must_use]
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.$field = $field;
+            self
+        }
+    )+};
+}
 
 impl ConsumerConfig {
     /// Defaults (the Java consumer's, where it has the setting) for `bootstrap.servers`
@@ -139,65 +165,134 @@ impl ConsumerConfig {
         }
     }
 
+    setters! {
+        session_timeout: Duration,
+        heartbeat_interval: Duration,
+        max_poll_records: usize,
+        enable_auto_commit: bool,
+        auto_commit_interval: Duration,
+        enable_auto_offset_store: bool,
+        auto_offset_reset: OffsetReset,
+        fetch_min_bytes: i32,
+        fetch_max_bytes: i32,
+        fetch_max_wait: Duration,
+        max_partition_fetch_bytes: i32,
+        isolation_level: IsolationLevel,
+        prefetch_bytes: usize,
+        request_timeout: Duration,
+        retry_backoff: Duration,
+        retry_backoff_max: Duration,
+        commit_timeout: Duration,
+        metadata_max_age: Duration,
+        rebalance_callback_timeout: Duration,
+        security: SecurityConfig,
+    }
+
+    /// Sets `client_id`.
+    #[must_use]
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Sets `group_instance_id`: the member becomes static.
+    #[must_use]
+    pub fn group_instance_id(mut self, group_instance_id: impl Into<String>) -> Self {
+        self.group_instance_id = Some(group_instance_id.into());
+        self
+    }
+
+    /// Sets `max_poll_interval`, and `rebalance_callback_timeout` to half of it as
+    /// `from_properties` does, so the listener's bound stays below the rebalance timeout (set
+    /// the callback timeout after this to choose it).
+    #[must_use]
+    pub fn max_poll_interval(mut self, max_poll_interval: Duration) -> Self {
+        self.max_poll_interval = max_poll_interval;
+        self.rebalance_callback_timeout = max_poll_interval / 2;
+        self
+    }
+
+    /// Sets `assignment_strategy`: assignor names in preference order.
+    #[must_use]
+    pub fn assignment_strategy(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.assignment_strategy = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds an assignor of the application's own, for `assignment_strategy` to name.
+    #[must_use]
+    pub fn custom_assignor(mut self, assignor: Arc<dyn Assignor>) -> Self {
+        self.custom_assignors.push(assignor);
+        self
+    }
+
     /// Builds a configuration from `key=value` properties, as librdkafka and the Java client
-    /// take them. `bootstrap.servers` and `group.id` are required.
+    /// take them; `bootstrap.servers` and `group.id` are required. Keys of those clients that
+    /// kgroup does not use, or takes under another name, are logged as warnings (see
+    /// [`Self::from_properties_with_warnings`] to get them instead).
     pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
         properties: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
+        let (config, warnings) = Self::from_properties_with_warnings(properties)?;
+        for warning in &warnings {
+            tracing::warn!(key = %warning.key, "{warning}");
+        }
+        Ok(config)
+    }
+
+    /// [`Self::from_properties`] for a Java properties file (syntax of
+    /// [`crate::properties::read_file`]), so a Java or librdkafka client's file loads as it is.
+    pub fn from_properties_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::from_properties(crate::properties::read_file(path)?)
+    }
+
+    /// Like [`Self::from_properties`], returning what the Java client would log as "supplied
+    /// but not used" and the settings translated, so that a migration can check or fail on
+    /// them. A key that no client knows is an error suggesting the nearest known key; a
+    /// setting of another client that kgroup cannot honour is [`ConfigError::Unsupported`].
+    pub fn from_properties_with_warnings<K: AsRef<str>, V: AsRef<str>>(
+        properties: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let mut config = ConsumerConfig::new("", "");
+        let mut warnings = Vec::new();
         let mut callback_timeout_set = false;
         let mut security = Vec::new();
         for (key, value) in properties {
-            let (key, value) = (key.as_ref().trim(), value.as_ref().trim());
-            if SECURITY_KEYS.contains(&key) {
-                security.push((key.to_owned(), value.to_owned()));
+            let (given, value) = (key.as_ref().trim(), value.as_ref().trim());
+            if SECURITY_KEYS.contains(&given) {
+                security.push((given.to_owned(), value.to_owned()));
                 continue;
             }
-            let key: &'static str =
-                KNOWN_KEYS.iter().copied().find(|k| *k == key).ok_or_else(|| ConfigError::InvalidValue {
-                    key: "(property name)",
-                    value: key.to_owned(),
-                    reason: "unknown property".into(),
-                })?;
-            match key {
-                "bootstrap.servers" => config.bootstrap_servers = split_list(value),
-                "group.id" => config.group_id = value.to_owned(),
-                "client.id" => config.client_id = value.to_owned(),
-                "group.instance.id" => config.group_instance_id = Some(value.to_owned()),
-                "session.timeout.ms" => config.session_timeout = millis(key, value)?,
-                "heartbeat.interval.ms" => config.heartbeat_interval = millis(key, value)?,
-                "max.poll.interval.ms" => config.max_poll_interval = millis(key, value)?,
-                "max.poll.records" => config.max_poll_records = int(key, value, 1)? as usize,
-                "enable.auto.commit" => config.enable_auto_commit = boolean(key, value)?,
-                "auto.commit.interval.ms" => config.auto_commit_interval = millis(key, value)?,
-                "enable.auto.offset.store" => config.enable_auto_offset_store = boolean(key, value)?,
-                "auto.offset.reset" => {
-                    config.auto_offset_reset = match value {
-                        "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
-                        "latest" | "largest" | "end" => OffsetReset::Latest,
-                        "none" | "error" => OffsetReset::None,
-                        _ => return Err(invalid(key, value, "expected earliest, latest or none")),
+            let (name, key) = match KNOWN_KEYS.iter().copied().find(|k| *k == given) {
+                Some(key) => (key, key),
+                None => match foreign::lookup(given) {
+                    Some((name, Handling::Alias(key))) => {
+                        warnings.push(ConfigWarning::mapped(given, key, value));
+                        (name, *key)
                     }
-                }
-                "partition.assignment.strategy" => config.assignment_strategy = split_list(value),
-                "fetch.min.bytes" => config.fetch_min_bytes = int(key, value, 1)?,
-                "fetch.max.bytes" => config.fetch_max_bytes = int(key, value, 1)?,
-                "fetch.max.wait.ms" | "fetch.wait.max.ms" => config.fetch_max_wait = millis(key, value)?,
-                "max.partition.fetch.bytes" => config.max_partition_fetch_bytes = int(key, value, 1)?,
-                "isolation.level" => {
-                    config.isolation_level = match value {
-                        "read_uncommitted" => IsolationLevel::ReadUncommitted,
-                        "read_committed" => IsolationLevel::ReadCommitted,
-                        _ => return Err(invalid(key, value, "expected read_committed or read_uncommitted")),
+                    Some((_, Handling::Unused)) => {
+                        warnings.push(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed });
+                        continue;
                     }
-                }
-                "request.timeout.ms" => config.request_timeout = millis(key, value)?,
-                "retry.backoff.ms" => config.retry_backoff = millis(key, value)?,
-                "retry.backoff.max.ms" => config.retry_backoff_max = millis(key, value)?,
-                "metadata.max.age.ms" => config.metadata_max_age = millis(key, value)?,
-                "default.api.timeout.ms" => config.commit_timeout = millis(key, value)?,
-                _ => unreachable!("every known key has an arm"),
-            }
+                    Some((name, Handling::Only(values, reason))) => {
+                        if !values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+                            let reason = format!("{value:?}: {reason}");
+                            return Err(ConfigError::Unsupported { key: name, reason });
+                        }
+                        warnings.push(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed });
+                        continue;
+                    }
+                    Some((name, Handling::Rejected(reason))) => {
+                        return Err(ConfigError::Unsupported { key: name, reason: (*reason).to_owned() })
+                    }
+                    None => {
+                        let known = KNOWN_KEYS.iter().chain(SECURITY_KEYS).copied().chain(foreign::names());
+                        let suggestion = crate::properties::nearest_key(given, known);
+                        return Err(ConfigError::UnknownKey { key: given.to_owned(), suggestion });
+                    }
+                },
+            };
+            config.apply(key, name, value, &mut warnings)?;
             callback_timeout_set |= key == "max.poll.interval.ms";
         }
         if callback_timeout_set {
@@ -205,7 +300,76 @@ impl ConsumerConfig {
         }
         config.security = SecurityConfig::from_properties(security)?;
         config.validate()?;
-        Ok(config)
+        Ok((config, warnings))
+    }
+
+    /// Sets the field of kgroup's `key` from `value`; errors name the key as given (`name`, the
+    /// other client's name for an alias).
+    fn apply(
+        &mut self,
+        key: &'static str,
+        name: &'static str,
+        value: &str,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<(), ConfigError> {
+        match key {
+            "bootstrap.servers" => self.bootstrap_servers = split_list(value),
+            "group.id" => self.group_id = value.to_owned(),
+            "client.id" => self.client_id = value.to_owned(),
+            "group.instance.id" => self.group_instance_id = Some(value.to_owned()),
+            "session.timeout.ms" => self.session_timeout = millis(name, value)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval = millis(name, value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = millis(name, value)?,
+            "max.poll.records" => self.max_poll_records = int(name, value, 1)? as usize,
+            "enable.auto.commit" => self.enable_auto_commit = boolean(name, value)?,
+            "auto.commit.interval.ms" => self.auto_commit_interval = millis(name, value)?,
+            "enable.auto.offset.store" => self.enable_auto_offset_store = boolean(name, value)?,
+            "auto.offset.reset" => {
+                self.auto_offset_reset = match value.to_ascii_lowercase().as_str() {
+                    "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
+                    "latest" | "largest" | "end" => OffsetReset::Latest,
+                    "none" | "error" => OffsetReset::None,
+                    other if other.starts_with("by_duration:") => {
+                        let reason = format!("{value:?}: resetting to a time is not supported; use earliest or latest");
+                        return Err(ConfigError::Unsupported { key: name, reason });
+                    }
+                    _ => return Err(invalid(name, value, "expected earliest, latest or none")),
+                }
+            }
+            "partition.assignment.strategy" => {
+                let given = split_list(value);
+                let mut names: Vec<String> = Vec::new();
+                for assignor in &given {
+                    let assignor = foreign::java_assignor(assignor).unwrap_or(assignor);
+                    if !names.iter().any(|n| n == assignor) {
+                        names.push(assignor.to_owned());
+                    }
+                }
+                if names != given {
+                    warnings.push(ConfigWarning::mapped(name, key, &names.join(",")));
+                }
+                self.assignment_strategy = names;
+            }
+            "fetch.min.bytes" => self.fetch_min_bytes = int(name, value, 1)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = int(name, value, 1)?,
+            "fetch.max.wait.ms" | "fetch.wait.max.ms" => self.fetch_max_wait = millis(name, value)?,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = int(name, value, 1)?,
+            "isolation.level" => {
+                self.isolation_level = match value.to_ascii_lowercase().as_str() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => return Err(invalid(name, value, "expected read_committed or read_uncommitted")),
+                }
+            }
+            "queued.max.messages.kbytes" => self.prefetch_bytes = (int(name, value, 1)? as usize).saturating_mul(1024),
+            "request.timeout.ms" => self.request_timeout = millis(name, value)?,
+            "retry.backoff.ms" => self.retry_backoff = millis(name, value)?,
+            "retry.backoff.max.ms" => self.retry_backoff_max = millis(name, value)?,
+            "metadata.max.age.ms" => self.metadata_max_age = millis(name, value)?,
+            "default.api.timeout.ms" => self.commit_timeout = millis(name, value)?,
+            _ => unreachable!("every known key has an arm"),
+        }
+        Ok(())
     }
 
     /// Checks the combination; [`super::GroupConsumer`] calls it before connecting.
@@ -261,6 +425,50 @@ impl ConsumerConfig {
     }
 }
 
+/// A property [`ConsumerConfig::from_properties_with_warnings`] accepted without taking it as
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigWarning {
+    /// The property, as given.
+    pub key: String,
+    /// What became of it.
+    pub kind: ConfigWarningKind,
+}
+
+/// What became of a property behind a [`ConfigWarning`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigWarningKind {
+    /// A setting of the Java client or librdkafka that kgroup has no use for (deserializers,
+    /// statistics, socket tuning, ...) or whose value is what kgroup does anyway: it changes
+    /// nothing.
+    NotUsed,
+    /// Applied as kgroup's own setting: another client's name for the key, or Java assignor
+    /// class names turned into kgroup's assignor names.
+    MappedTo {
+        /// kgroup's key.
+        key: &'static str,
+        /// The value it was given.
+        value: String,
+    },
+}
+
+impl ConfigWarning {
+    fn mapped(key: &str, to: &'static str, value: &str) -> Self {
+        ConfigWarning { key: key.to_owned(), kind: ConfigWarningKind::MappedTo { key: to, value: value.to_owned() } }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ConfigWarningKind::NotUsed => write!(f, "`{}` was supplied but is not used by kgroup", self.key),
+            ConfigWarningKind::MappedTo { key, value } => write!(f, "`{}` is taken as `{key}={value}`", self.key),
+        }
+    }
+}
+
 fn split_list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
@@ -279,7 +487,7 @@ fn millis(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 fn boolean(key: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value {
+    match value.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(invalid(key, value, "expected true or false")),
@@ -371,8 +579,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = ConsumerConfig::from_properties(props(&[("enable.partition.eof", "true")])).unwrap_err();
-        assert!(err.to_string().contains("enable.partition.eof"), "{err}");
+        let err = ConsumerConfig::from_properties(props(&[("enable.partition.eoff", "true")])).unwrap_err();
+        assert!(err.to_string().contains("enable.partition.eoff"), "{err}");
         for (key, value) in [
             ("session.timeout.ms", "ten"),
             ("enable.auto.commit", "yes"),
@@ -414,5 +622,219 @@ mod tests {
         .unwrap();
         let shown = format!("{cluster:?}");
         assert!(!shown.contains("pa55-w0rd-xyzzy") && shown.contains("SaslConfig"), "{shown}");
+    }
+
+    fn not_used(keys: &[&str]) -> Vec<ConfigWarning> {
+        keys.iter().map(|k| ConfigWarning { key: k.to_string(), kind: ConfigWarningKind::NotUsed }).collect()
+    }
+
+    /// The configuration of librdkafka's examples/consumer.c and rdkafka_complex_consumer_example
+    /// with the settings its docs suggest for at-least-once processing.
+    #[test]
+    fn a_librdkafka_consumer_configuration_loads_with_warnings() {
+        let (c, warnings) = ConsumerConfig::from_properties_with_warnings([
+            ("metadata.broker.list", "127.0.0.1:9092,127.0.0.1:9093"),
+            ("group.id", "rdkafka_consumer_example"),
+            ("client.id", "rdkafka"),
+            ("auto.offset.reset", "smallest"),
+            ("enable.partition.eof", "true"),
+            ("statistics.interval.ms", "5000"),
+            ("session.timeout.ms", "6000"),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("socket.keepalive.enable", "true"),
+            ("api.version.request", "true"),
+            ("queued.min.messages", "100000"),
+            ("queued.max.messages.kbytes", "1024"),
+            ("fetch.wait.max.ms", "100"),
+            ("fetch.message.max.bytes", "2097152"),
+            ("topic.metadata.refresh.interval.ms", "60000"),
+            ("debug", "cgrp,topic,fetch"),
+            ("linger.ms", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.bootstrap_servers, ["127.0.0.1:9092", "127.0.0.1:9093"]);
+        assert_eq!((c.group_id.as_str(), c.client_id.as_str()), ("rdkafka_consumer_example", "rdkafka"));
+        assert_eq!(c.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.session_timeout, Duration::from_secs(6));
+        assert!(c.enable_auto_commit && !c.enable_auto_offset_store);
+        assert_eq!(c.assignment_strategy, ["cooperative-sticky"]);
+        assert_eq!(c.prefetch_bytes, 1024 * 1024);
+        assert_eq!(c.fetch_max_wait, Duration::from_millis(100));
+        assert_eq!(c.max_partition_fetch_bytes, 2_097_152);
+        assert_eq!(c.metadata_max_age, Duration::from_secs(60));
+        let mut expected =
+            vec![ConfigWarning::mapped("metadata.broker.list", "bootstrap.servers", "127.0.0.1:9092,127.0.0.1:9093")];
+        expected.extend(not_used(&[
+            "enable.partition.eof",
+            "statistics.interval.ms",
+            "socket.keepalive.enable",
+            "api.version.request",
+            "queued.min.messages",
+        ]));
+        expected.push(ConfigWarning::mapped("fetch.message.max.bytes", "max.partition.fetch.bytes", "2097152"));
+        expected.push(ConfigWarning::mapped("topic.metadata.refresh.interval.ms", "metadata.max.age.ms", "60000"));
+        expected.extend(not_used(&["debug", "linger.ms"]));
+        assert_eq!(warnings, expected);
+        assert_eq!(warnings[1].to_string(), "`enable.partition.eof` was supplied but is not used by kgroup");
+        assert_eq!(
+            warnings[0].to_string(),
+            "`metadata.broker.list` is taken as `bootstrap.servers=127.0.0.1:9092,127.0.0.1:9093`"
+        );
+    }
+
+    const JAVA_DEFAULT_ASSIGNORS: &str =
+        "org.apache.kafka.clients.consumer.RangeAssignor, org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
+
+    /// A consumer configuration as the Kafka documentation and KafkaConsumer's javadoc write it.
+    #[test]
+    fn a_java_consumer_configuration_loads_with_warnings() {
+        let (c, warnings) = ConsumerConfig::from_properties_with_warnings([
+            ("bootstrap.servers", "127.0.0.1:9092"),
+            ("group.id", "test"),
+            ("key.deserializer", "org.apache.kafka.common.serialization.StringDeserializer"),
+            ("value.deserializer", "org.apache.kafka.common.serialization.StringDeserializer"),
+            ("enable.auto.commit", "TRUE"),
+            ("auto.commit.interval.ms", "1000"),
+            ("partition.assignment.strategy", JAVA_DEFAULT_ASSIGNORS),
+            ("client.dns.lookup", "use_all_dns_ips"),
+            ("interceptor.classes", ""),
+            ("metric.reporters", ""),
+            ("check.crcs", "true"),
+            ("isolation.level", "read_committed"),
+            ("max.poll.records", "100"),
+            ("allow.auto.create.topics", "false"),
+            ("group.protocol", "classic"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.bootstrap_servers.as_slice(), c.group_id.as_str()),
+            (&["127.0.0.1:9092".to_string()][..], "test")
+        );
+        assert!(c.enable_auto_commit);
+        assert_eq!(c.auto_commit_interval, Duration::from_secs(1));
+        assert_eq!(c.assignment_strategy, ["range", "cooperative-sticky"]);
+        assert_eq!(c.isolation_level, IsolationLevel::ReadCommitted);
+        assert_eq!(c.max_poll_records, 100);
+        let names: Vec<String> = c.group_config().assignors.iter().map(|a| a.name().to_owned()).collect();
+        assert_eq!(names, ["range", "cooperative-sticky"]);
+        let mut expected = not_used(&["key.deserializer", "value.deserializer"]);
+        expected.push(ConfigWarning::mapped(
+            "partition.assignment.strategy",
+            "partition.assignment.strategy",
+            "range,cooperative-sticky",
+        ));
+        expected.extend(not_used(&[
+            "client.dns.lookup",
+            "interceptor.classes",
+            "metric.reporters",
+            "check.crcs",
+            "allow.auto.create.topics",
+            "group.protocol",
+        ]));
+        assert_eq!(warnings, expected);
+    }
+
+    #[test]
+    fn settings_kgroup_cannot_honour_are_refused_with_what_to_do() {
+        for (key, value, hint) in [
+            ("group.protocol", "consumer", "classic group protocol"),
+            ("allow.auto.create.topics", "true", "create them beforehand"),
+            ("enable.ssl.certificate.verification", "false", "always verifies"),
+            ("offset.store.method", "file", "in Kafka only"),
+            ("ssl.truststore.location", "/etc/kafka/truststore.jks", "ssl.ca.location"),
+            ("ssl.keystore.location", "/etc/kafka/keystore.p12", "ssl.key.location"),
+            ("sasl.jaas.config", "PlainLoginModule required username=\"u\" password=\"secret-xyz\";", "sasl.username"),
+            ("auto.offset.reset", "by_duration:PT1H", "earliest or latest"),
+        ] {
+            let err = ConsumerConfig::from_properties(props(&[(key, value)])).unwrap_err();
+            match &err {
+                ConfigError::Unsupported { key: named, reason } => {
+                    assert_eq!(*named, key);
+                    assert!(reason.contains(hint), "{key}={value}: {reason}");
+                }
+                other => panic!("{key}={value}: {other:?}"),
+            }
+            assert!(!err.to_string().contains("secret-xyz"), "{err}");
+        }
+        // An unknown Java assignor class is named by validation.
+        let err =
+            ConsumerConfig::from_properties(props(&[("partition.assignment.strategy", "com.example.RackAssignor")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("com.example.RackAssignor"), "{err}");
+        // An alias's bad value is reported under the name given.
+        let err = ConsumerConfig::from_properties(props(&[("topic.metadata.refresh.interval.ms", "-1")])).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { key: "topic.metadata.refresh.interval.ms", .. }), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_known_one() {
+        for (typo, nearest) in [
+            ("sesion.timeout.ms", Some("session.timeout.ms")),
+            ("Session.Timeout.MS", Some("session.timeout.ms")),
+            ("enable.auto.comit", Some("enable.auto.commit")),
+            ("enable.partition.eoff", Some("enable.partition.eof")),
+            ("key.deserialiser", Some("key.deserializer")),
+            ("sasl.usename", Some("sasl.username")),
+            ("completely.different.thing", None),
+            ("grp", None),
+        ] {
+            let err = ConsumerConfig::from_properties(props(&[(typo, "1")])).unwrap_err();
+            assert_eq!(err, ConfigError::UnknownKey { key: typo.to_owned(), suggestion: nearest }, "{typo}");
+        }
+        let err = ConsumerConfig::from_properties(props(&[("sesion.timeout.ms", "1")])).unwrap_err();
+        assert_eq!(err.to_string(), "unknown property `sesion.timeout.ms` (did you mean `session.timeout.ms`?)");
+    }
+
+    #[test]
+    fn a_properties_file_loads_and_a_malformed_line_is_located() {
+        let dir = std::env::temp_dir().join(format!("kgroup-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("consumer.properties");
+        std::fs::write(
+            &good,
+            "# copied from a Java service\n\
+             bootstrap.servers=127.0.0.1:9092,\\\n    127.0.0.1:9093\n\
+             group.id = billing\n\
+             ! deserializers are the application's business\n\
+             key.deserializer: org.apache.kafka.common.serialization.ByteArrayDeserializer\n\
+             \n\
+             session.timeout.ms 10000\n",
+        )
+        .unwrap();
+        let c = ConsumerConfig::from_properties_file(&good).unwrap();
+        assert_eq!(c.bootstrap_servers, ["127.0.0.1:9092", "127.0.0.1:9093"]);
+        assert_eq!((c.group_id.as_str(), c.session_timeout), ("billing", Duration::from_secs(10)));
+        let bad = dir.join("bad.properties");
+        std::fs::write(&bad, "bootstrap.servers=127.0.0.1:9092\ngroup.id=g\n\nsession.timeout.ms\n").unwrap();
+        let err = ConsumerConfig::from_properties_file(&bad).unwrap_err();
+        assert!(matches!(&err, ConfigError::MalformedLine { path, line: 4, .. } if *path == bad), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("{}:4: ", bad.display())), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_builder_sets_what_properties_set() {
+        let built = ConsumerConfig::new("127.0.0.1:9092", "g")
+            .client_id("billing")
+            .session_timeout(Duration::from_secs(10))
+            .max_poll_interval(Duration::from_secs(60))
+            .enable_auto_commit(false)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .assignment_strategy(["cooperative-sticky"])
+            .group_instance_id("worker-1");
+        let loaded = ConsumerConfig::from_properties(props(&[
+            ("client.id", "billing"),
+            ("session.timeout.ms", "10000"),
+            ("max.poll.interval.ms", "60000"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("group.instance.id", "worker-1"),
+        ]))
+        .unwrap();
+        assert_eq!(format!("{built:?}"), format!("{loaded:?}"));
+        built.validate().unwrap();
     }
 }

@@ -20,17 +20,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use kafka_protocol::messages::ApiKey;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use self::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+pub use self::config::{ConfigWarning, ConfigWarningKind, ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
-pub use crate::driver::fetcher::ConsumerRecord;
-use crate::driver::fetcher::{FetchEvent, Fetcher, FetcherConfig};
+use crate::driver::fetcher::{look_up_offsets, FetchEvent, Fetcher, FetcherConfig, ListedOffset, StartPosition};
+pub use crate::driver::fetcher::{ConsumerRecord, TimestampType};
+use crate::driver::group::GroupObserver;
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::driver::member_span::TaskRole;
-use crate::error::{Error, Result};
+use crate::error::{ClosedCause, Error, Result};
 use crate::group::{GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
 use crate::telemetry::MemberMetrics;
 use session::{
@@ -64,23 +66,147 @@ impl Batch {
     }
 }
 
-/// Rebalance callbacks. Each runs under the consumer's rebalance callback timeout, while the
-/// consumer goes on serving the application (commits and stored offsets made inside a callback
-/// count). The member rejoins when `revoked` returns (or the timeout passes).
+/// Rebalance callbacks, as Java's `ConsumerRebalanceListener`. Each runs under the consumer's
+/// rebalance callback timeout, one at a time, while the consumer goes on serving the application;
+/// no batch is handed out until it returns. The [`RebalanceContext`] reaches the consumer from
+/// inside a callback (commits, seeks, positions, the whole assignment).
+///
+/// The partitions passed are what changed. Under a cooperative assignor (KIP-429) `revoked` gets
+/// only the partitions taken away (and is not called when none are) and `assigned` only those
+/// added; under an eager one `revoked` gets every owned partition and `assigned` the whole new
+/// assignment. `assigned` is called after every rebalance, even with nothing added.
 pub trait RebalanceListener: Send + Sync {
-    /// Partitions added to this member, before any of their records is handed out (it may
-    /// seek them).
-    fn assigned<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    /// Partitions added to this member, before any of their records is handed out: a
+    /// [`seek`](RebalanceContext::seek) here decides where they start.
+    fn assigned<'a>(
+        &'a self,
+        _context: &'a RebalanceContext,
+        _partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
-    /// Partitions taken away, while this member may still commit them.
-    fn revoked<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    /// Partitions taken away, while this member still owns them: the member rejoins only when
+    /// this returns (or the timeout passes), so a commit made here goes out in the generation
+    /// that owns them and is not fenced.
+    fn revoked<'a>(
+        &'a self,
+        _context: &'a RebalanceContext,
+        _partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
-    /// Partitions lost without a revoke window (the group moved on without this member).
-    fn lost<'a>(&'a self, _partitions: &'a [TopicPartition]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    /// Partitions lost without a revoke window (the group moved on without this member):
+    /// they may already be someone else's, so commits of them are fenced.
+    fn lost<'a>(
+        &'a self,
+        _context: &'a RebalanceContext,
+        _partitions: &'a [TopicPartition],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
+}
+
+/// The consumer as a rebalance callback reaches it. Its calls go through the consumer exactly
+/// as [`GroupConsumer`]'s do, so the revoke window counts a commit made here.
+pub struct RebalanceContext {
+    group: GroupHandle,
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for RebalanceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RebalanceContext").finish_non_exhaustive()
+    }
+}
+
+impl RebalanceContext {
+    /// Commits leases, as [`GroupConsumer::commit_leases`]. Inside `revoked` the commit goes out
+    /// in the generation that still owns the partitions. Cancel safety: handed to the member at
+    /// the first poll; dropping the future after that does not withdraw it.
+    pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        self.reach().commit_leases(leases).await
+    }
+
+    /// Commits the stored offsets, as [`GroupConsumer::commit_stored`]. Cancel safety: once
+    /// polled, the stored offsets are taken and committed whether or not the future is kept.
+    pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
+        self.reach().commit_stored().await
+    }
+
+    /// Moves an owned partition's position, as [`GroupConsumer::seek`]; in `assigned`, where a
+    /// new partition starts.
+    pub fn seek(&self, partition: TopicPartition, offset: i64) -> Result<()> {
+        self.reach().seek(partition, offset)
+    }
+
+    /// The next offset the consumer hands out for `partition`, as [`GroupConsumer::position`].
+    /// Cancel-safe.
+    pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        self.reach().position(partition).await
+    }
+
+    /// Every partition owned now, not only those of the call: during `revoked` it still holds
+    /// the revoked ones. Cancel-safe.
+    pub async fn assignment(&self) -> Result<Vec<TopicPartition>> {
+        self.reach().assignment().await
+    }
+
+    /// The membership snapshot (generation, assignment, commits in flight). Cancel-safe.
+    pub async fn group_state(&self) -> Result<GroupSnapshot> {
+        self.group.group_state().await
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach { group: &self.group, requests: &self.requests }
+    }
+}
+
+/// The consumer's task and member, as [`GroupConsumer`] and [`RebalanceContext`] both reach them.
+struct Reach<'a> {
+    group: &'a GroupHandle,
+    requests: &'a mpsc::UnboundedSender<Request>,
+}
+
+impl Reach<'_> {
+    async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        // The member has the commit before the task hears of it, so the window it may close
+        // (`revoke_done`) reaches the member after the commit.
+        let outcome = self.group.start_commit(leases.clone());
+        let _ = self.send(Request::Committing(leases));
+        outcome.await
+    }
+
+    async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::CommitStored(reply))?;
+        rx.await.map_err(|_| consumer_closed())?.await
+    }
+
+    async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Position(partition, reply))?;
+        rx.await.map_err(|_| consumer_closed())
+    }
+
+    fn seek(&self, partition: TopicPartition, offset: i64) -> Result<()> {
+        self.send(Request::Seek(vec![partition], StartPosition::Offset(offset)))
+    }
+
+    async fn assignment(&self) -> Result<Vec<TopicPartition>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Assignment(reply))?;
+        rx.await.map_err(|_| consumer_closed())
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        self.requests.send(request).map_err(|_| consumer_closed())
+    }
+}
+
+/// The consumer's task is gone while a handle on it is not: the task ended (the consumer's own
+/// `close` consumes it, so nobody can call it after that).
+fn consumer_closed() -> Error {
+    Error::Closed { what: "consumer", cause: ClosedCause::TaskEnded }
 }
 
 type NextReply = oneshot::Sender<Option<Result<Batch>>>;
@@ -93,7 +219,9 @@ enum Request {
         reply: NextReply,
     },
     Position(TopicPartition, oneshot::Sender<Option<i64>>),
-    Seek(TopicPartition, i64),
+    /// The lag by the high watermark of the latest fetch response.
+    CachedLag(TopicPartition, oneshot::Sender<Option<i64>>),
+    Seek(Vec<TopicPartition>, StartPosition),
     Pause(Vec<TopicPartition>),
     Resume(Vec<TopicPartition>),
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
@@ -110,10 +238,31 @@ enum Request {
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<Vec<PartitionCommit>>> + Send>>;
 
+/// The first offset whose record's timestamp is at or after a time
+/// ([`GroupConsumer::offsets_for_times`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (milliseconds since the epoch).
+    pub timestamp: i64,
+}
+
+/// A partition's log start and end, as its leader answers ([`GroupConsumer::watermarks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// The log start offset: the oldest record kept.
+    pub low: i64,
+    /// The high watermark: the offset after the last record every in-sync replica has.
+    pub high: i64,
+}
+
 /// A consumer-group member that fetches, hands out batches with leases, and commits them
 /// through the generation gate.
 pub struct GroupConsumer {
     config: ConsumerConfig,
+    /// For the offset queries, which go to partition leaders.
+    cluster: Cluster,
     group: GroupHandle,
     requests: mpsc::UnboundedSender<Request>,
     /// The stream's request for its next batch, outstanding across `poll_next` calls.
@@ -154,7 +303,7 @@ impl GroupConsumer {
         let (group, control, [first_events]) =
             GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
         let fetcher = Fetcher::start_observed(
-            cluster,
+            cluster.clone(),
             FetcherConfig {
                 max_wait: config.fetch_max_wait,
                 min_bytes: config.fetch_min_bytes,
@@ -178,6 +327,8 @@ impl GroupConsumer {
         };
         let task = ConsumerTask {
             session: ConsumerSession::new(session_config, Instant::now().into_std()),
+            requests: requests.downgrade(),
+            closing: None,
             group: group.clone(),
             control,
             fetcher,
@@ -191,6 +342,7 @@ impl GroupConsumer {
         group.record_poll();
         Ok(GroupConsumer {
             config,
+            cluster,
             group,
             requests,
             next: None,
@@ -221,7 +373,7 @@ impl GroupConsumer {
         let mut answer = AnswerOrKeep { rx, undelivered: &mut self.undelivered };
         match tokio::time::timeout(timeout, &mut answer.rx).await {
             Ok(Ok(Some(result))) => result.map(Some),
-            Ok(Ok(None)) | Ok(Err(_)) => Err(Error::Closed("consumer")),
+            Ok(Ok(None)) | Ok(Err(_)) => Err(consumer_closed()),
             Err(_) => {
                 // Nothing arrived in time: an answer sent just before the request was
                 // withdrawn is taken here, anything later stays with the task.
@@ -265,11 +417,7 @@ impl GroupConsumer {
     /// them within the rebalance callback timeout and they go out in the generation that owns
     /// them.
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
-        // The member has the commit before the task hears of it, so the window it may close
-        // (`revoke_done`) reaches the member after the commit.
-        let outcome = self.group.start_commit(leases.clone());
-        let _ = self.send(Request::Committing(leases));
-        outcome.await
+        self.reach().commit_leases(leases).await
     }
 
     /// Stores a processed batch's offset for the next auto-commit (or [`commit_stored`](Self::commit_stored)).
@@ -280,22 +428,119 @@ impl GroupConsumer {
     /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
     /// the stored offsets are taken and committed whether or not the future is kept.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::CommitStored(reply))?;
-        rx.await.map_err(|_| Error::Closed("consumer"))?.await
+        self.reach().commit_stored().await
     }
 
     /// The next offset this consumer will hand out for `partition`: `None` unless it is owned
     /// and its start is known (a new partition's committed offset may still be looked up).
     pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Position(partition, reply))?;
-        rx.await.map_err(|_| Error::Closed("consumer"))
+        self.reach().position(partition).await
     }
 
     /// Moves the position of an owned partition.
     pub fn seek(&self, partition: TopicPartition, offset: i64) -> Result<()> {
-        self.send(Request::Seek(partition, offset))
+        self.reach().seek(partition, offset)
+    }
+
+    /// Moves owned partitions to their log start offset, as Java's `seekToBeginning`: the
+    /// offset is looked up (ListOffsets, earliest) when the partition is next fetched, as an
+    /// `auto.offset.reset` is, whatever that setting says; [`position`](Self::position) is
+    /// `None` until then. Unlike Java, an empty list moves nothing (pass
+    /// [`assignment`](Self::assignment) for every partition).
+    ///
+    /// As [`seek`](Self::seek): records fetched and not yet handed out are dropped, and leases
+    /// already handed out on these partitions are released (a revoke window no longer waits
+    /// for them). Committing one of them afterwards still commits its offset: the seek moves
+    /// the position, not the committed offset. Partitions not owned are ignored. Not async:
+    /// it takes effect in order with the calls before and after it.
+    pub fn seek_to_beginning(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Seek(partitions, StartPosition::Earliest))
+    }
+
+    /// Moves owned partitions to their log end offset, as Java's `seekToEnd`: from there only
+    /// records written afterwards are handed out. Looked up (ListOffsets, latest; the last
+    /// stable offset under `read_committed`) when the partition is next fetched; otherwise as
+    /// [`seek_to_beginning`](Self::seek_to_beginning).
+    pub fn seek_to_end(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Seek(partitions, StartPosition::Latest))
+    }
+
+    /// For each `(partition, time)`, the first offset whose record's timestamp is at or after
+    /// `time` (milliseconds since the epoch), as Java's `offsetsForTimes`; `None` when no
+    /// record is that late. Any partition may be asked, owned or not.
+    ///
+    /// Each partition's leader answers (ListOffsets by time, under this consumer's
+    /// `isolation.level`); one attempt, on fresh metadata. When a leader cannot answer the
+    /// call is an error, never a `None`: [`Error::UnknownPartition`] for a partition without
+    /// a leader, [`Error::Broker`] with the leader's error code, [`Error::Network`] when it
+    /// cannot be reached; the error's [`action`](Error::action) says whether trying again
+    /// can help. A negative time is [`Error::NegativeTimestamp`].
+    ///
+    /// Cancel-safe: it reads and changes nothing of the consumer's positions, leases or commits.
+    pub async fn offsets_for_times(
+        &self,
+        times: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Option<OffsetAndTimestamp>)>> {
+        if let Some((tp, timestamp)) = times.iter().find(|(_, timestamp)| *timestamp < 0) {
+            return Err(Error::NegativeTimestamp { partition: tp.to_string(), timestamp: *timestamp });
+        }
+        let listed = self.list_offsets(times, self.config.isolation_level).await?;
+        Ok(times
+            .iter()
+            .zip(listed)
+            .map(|((tp, _), answer)| {
+                let found = (answer.offset >= 0)
+                    .then_some(OffsetAndTimestamp { offset: answer.offset, timestamp: answer.timestamp });
+                (tp.clone(), found)
+            })
+            .collect())
+    }
+
+    /// The partition's log start offset and high watermark, asked of its leader now
+    /// (ListOffsets earliest and latest, as librdkafka's `query_watermark_offsets`). Any
+    /// partition may be asked, owned or not. Errors and cancel safety as
+    /// [`offsets_for_times`](Self::offsets_for_times).
+    pub async fn watermarks(&self, partition: TopicPartition) -> Result<Watermarks> {
+        let queries = [(partition.clone(), -2), (partition.clone(), -1)];
+        let mut listed = self.list_offsets(&queries, IsolationLevel::ReadUncommitted).await?.into_iter();
+        match (listed.next(), listed.next()) {
+            (Some(low), Some(high)) => Ok(Watermarks { low: low.offset, high: high.offset }),
+            _ => Err(Error::broker(ApiKey::ListOffsets, -1, format!("no watermarks for {partition}"))),
+        }
+    }
+
+    /// How far the application is behind: the high watermark, asked of the leader now (see
+    /// [`watermarks`](Self::watermarks)), minus this consumer's [`position`](Self::position).
+    /// `None` when the position is unknown (the partition is not owned, or its start is still
+    /// looked up); no request is sent then. Under `read_committed` records of open
+    /// transactions count until they end. Errors and cancel safety as
+    /// [`offsets_for_times`](Self::offsets_for_times).
+    pub async fn lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let Some(position) = self.position(partition.clone()).await? else { return Ok(None) };
+        let high = self.watermarks(partition).await?.high;
+        Ok(Some((high - position).max(0)))
+    }
+
+    /// As [`lag`](Self::lag) without a request: by the high watermark of the latest fetch
+    /// response that carried the partition (each [`Batch`] carries the same number). `None`
+    /// also when nothing was fetched since the partition was assigned; stale while the
+    /// partition is paused or the prefetch buffer is full (nothing is fetched then).
+    pub async fn cached_lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::CachedLag(partition, reply))?;
+        rx.await.map_err(|_| consumer_closed())
+    }
+
+    async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, i64)],
+        isolation: IsolationLevel,
+    ) -> Result<Vec<ListedOffset>> {
+        let mut topics: Vec<&str> = queries.iter().map(|(tp, _)| &*tp.topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let metadata = self.cluster.refresh_metadata(Some(&topics)).await?;
+        look_up_offsets(&self.cluster, &metadata, queries, isolation).await
     }
 
     /// Stops fetching and handing out records of owned partitions until they are resumed.
@@ -310,9 +555,7 @@ impl GroupConsumer {
 
     /// The partitions owned now, as the application has seen them assigned.
     pub async fn assignment(&self) -> Result<Vec<TopicPartition>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Assignment(reply))?;
-        rx.await.map_err(|_| Error::Closed("consumer"))
+        self.reach().assignment().await
     }
 
     /// Committed offsets (`None`: nothing committed).
@@ -325,9 +568,11 @@ impl GroupConsumer {
         self.group.group_state().await
     }
 
-    /// The membership handle, for the debug API and raw lease commits.
-    pub fn group_handle(&self) -> GroupHandle {
-        self.group.clone()
+    /// A read-only view of the membership (snapshots, events, metrics, committed offsets) for
+    /// dashboards and the debug API: it cannot commit or leave behind the consumer's back, and
+    /// does not keep the member running after the consumer closes.
+    pub fn observer(&self) -> GroupObserver {
+        self.group.observer()
     }
 
     /// Serves this member on a [`DebugServer`](crate::debug_http::DebugServer) at `addr` (see
@@ -337,7 +582,7 @@ impl GroupConsumer {
         &self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> std::io::Result<crate::debug_http::DebugServer> {
-        crate::debug_http::DebugServer::serve(addr, &self.config.client_id, &self.group).await
+        crate::debug_http::DebugServer::serve(addr, &self.config.client_id, &self.group.observer()).await
     }
 
     /// `max.poll.records` of this consumer: the batch size of its stream.
@@ -382,7 +627,11 @@ impl GroupConsumer {
     }
 
     fn send(&self, request: Request) -> Result<()> {
-        self.requests.send(request).map_err(|_| Error::Closed("consumer"))
+        self.reach().send(request)
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach { group: &self.group, requests: &self.requests }
     }
 }
 
@@ -514,6 +763,11 @@ type ListenerRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// fetcher and the listener, and feeds it what they answer.
 struct ConsumerTask {
     session: ConsumerSession<FetchedRun>,
+    /// The task's own request channel, for the listener's [`RebalanceContext`]; weak, so the
+    /// task still ends when the consumer is dropped.
+    requests: mpsc::WeakUnboundedSender<Request>,
+    /// `close` was asked: the task stops once the listener calls still due have run.
+    closing: Option<oneshot::Sender<Vec<Lease>>>,
     group: GroupHandle,
     /// The member's assignments, revocations, losses, leaving and fatal errors, none ever
     /// dropped (the observers' stream may drop events behind a burst of commit outcomes).
@@ -552,14 +806,24 @@ impl ConsumerTask {
                     (call, run)
                 });
             }
+            if self.running_listener.is_none() && self.closing.is_some() {
+                // The listener's last calls ran (and could commit the stored offsets); what is
+                // still stored goes to `close`.
+                let stored = self.session.take_stored(now());
+                if let Some(reply) = self.closing.take() {
+                    let _ = reply.send(stored);
+                }
+                return;
+            }
             let timeout = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 request = requests.recv() => match request {
                     None => return,
                     Some(Request::Close(reply)) => {
-                        let stored = self.close().await;
-                        let _ = reply.send(stored);
-                        return;
+                        // The listener's `revoked` runs while the task goes on serving its
+                        // context's requests.
+                        self.session.close(now());
+                        self.closing = Some(reply);
                     }
                     Some(request) => self.request(request).await,
                 },
@@ -585,10 +849,7 @@ impl ConsumerTask {
                     }
                     Some(FetchEvent::PartitionError { partition, error }) => {
                         tracing::warn!(%partition, %error, "partition fetch failed; other partitions go on");
-                        self.session.report(Error::PartitionFetch {
-                            partition: partition.to_string(),
-                            reason: error.to_string(),
-                        });
+                        self.session.report(error);
                     }
                     None => return,
                 },
@@ -612,13 +873,18 @@ impl ConsumerTask {
                 self.waiting = Some((limit, reply));
             }
             Request::Position(tp, reply) => {
-                let position = match self.session.pending_position(&tp) {
-                    Some(offset) => Some(offset),
-                    None => self.fetcher.position(tp).await,
-                };
-                let _ = reply.send(position);
+                let _ = reply.send(self.position(tp).await);
             }
-            Request::Seek(tp, offset) => self.session.seek(&tp, offset, now()),
+            Request::CachedLag(tp, reply) => {
+                let high_watermark = self.fetcher.high_watermark(&tp);
+                let position = self.position(tp).await;
+                let _ = reply.send(high_watermark.zip(position).map(|(high, at)| (high - at).max(0)));
+            }
+            Request::Seek(partitions, to) => {
+                for tp in &partitions {
+                    self.session.seek(tp, to, now());
+                }
+            }
             Request::Pause(partitions) => self.session.pause(&partitions),
             Request::Resume(partitions) => self.session.resume(&partitions),
             Request::Unread(batch) => self.session.give_back(batch.into(), now()),
@@ -640,13 +906,21 @@ impl ConsumerTask {
         }
     }
 
+    /// The next offset the application gets: of the records buffered here, else the fetcher's.
+    async fn position(&mut self, tp: TopicPartition) -> Option<i64> {
+        match self.session.pending_position(&tp) {
+            Some(offset) => Some(offset),
+            None => self.fetcher.position(tp).await,
+        }
+    }
+
     fn carry_out_actions(&mut self) {
         while let Some(action) = self.session.poll_action() {
             match action {
                 SessionAction::Fetch(starts) => self.fetcher.assign(starts),
                 SessionAction::Pause(partitions) => self.fetcher.pause(partitions),
                 SessionAction::Resume(partitions) => self.fetcher.resume(partitions),
-                SessionAction::Seek(partition, offset) => self.fetcher.seek(partition, offset),
+                SessionAction::Seek(partition, to) => self.fetcher.seek_to(partition, to),
                 SessionAction::Forget(partitions) => self.fetcher.revoke(partitions),
                 SessionAction::LookUp { id, partitions } => {
                     let group = self.group.clone();
@@ -676,29 +950,17 @@ impl ConsumerTask {
         }
     }
 
-    /// Stores the batch the application holds (under `enable.auto.offset.store`), runs the
-    /// listener calls still due (a dynamic member's `revoked` last) and returns the stored
-    /// offsets.
-    async fn close(&mut self) -> Vec<Lease> {
-        let stored = self.session.close(now());
-        self.carry_out_actions();
-        if let Some((_, run)) = self.running_listener.take() {
-            run.await;
-        }
-        while let Some((call, deadline)) = self.listener_calls.pop_front() {
-            self.listener_run(call, deadline).await;
-        }
-        stored
-    }
-
     fn listener_run(&self, call: ListenerCall, deadline: Instant) -> ListenerRun {
         let Some(listener) = self.listener.clone() else { return Box::pin(async {}) };
+        // The consumer was dropped: nobody is left to call back for.
+        let Some(requests) = self.requests.upgrade() else { return Box::pin(async {}) };
+        let context = RebalanceContext { group: self.group.clone(), requests };
         Box::pin(async move {
             let run = async {
                 match &call {
-                    ListenerCall::Assigned(partitions) => listener.assigned(partitions).await,
-                    ListenerCall::Revoked(partitions) => listener.revoked(partitions).await,
-                    ListenerCall::Lost(partitions) => listener.lost(partitions).await,
+                    ListenerCall::Assigned(partitions) => listener.assigned(&context, partitions).await,
+                    ListenerCall::Revoked(partitions) => listener.revoked(&context, partitions).await,
+                    ListenerCall::Lost(partitions) => listener.lost(&context, partitions).await,
                 }
             };
             if tokio::time::timeout_at(deadline, run).await.is_err() {

@@ -8,7 +8,7 @@
 //! passed in. The tokio task behind [`super::GroupConsumer`] pumps it, and the simulator
 //! drives the same session, with record ranges instead of records.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use crate::driver::fetcher::StartPosition;
@@ -93,7 +93,7 @@ pub enum SessionAction {
     /// Fetch these paused partitions again.
     Resume(Vec<TopicPartition>),
     /// Move a partition's fetch position, dropping what is buffered.
-    Seek(TopicPartition, i64),
+    Seek(TopicPartition, StartPosition),
     /// Stop fetching these partitions and drop what is buffered.
     Forget(Vec<TopicPartition>),
     /// Look up committed offsets; answer with [`ConsumerSession::handle_lookup`].
@@ -233,6 +233,11 @@ pub struct ConsumerSession<R> {
     /// Listener calls asked for and not yet done: no batch is handed out meanwhile (Java calls
     /// them inside `poll()`, before it returns records; `assigned` may seek).
     listener_calls_due: usize,
+    /// Partitions the listener was told were revoked since the last assignment. An eager
+    /// rebalance revokes everything, so those the member keeps are announced again in
+    /// `assigned`; a cooperative one revokes only what moves, and `assigned` gets only what is
+    /// added (Java's and librdkafka's contract).
+    told_revoked: BTreeSet<TopicPartition>,
 }
 
 impl<R: RecordRun> ConsumerSession<R> {
@@ -254,6 +259,7 @@ impl<R: RecordRun> ConsumerSession<R> {
             next_incarnation: 0,
             cursor: None,
             listener_calls_due: 0,
+            told_revoked: BTreeSet::new(),
         }
     }
 
@@ -546,20 +552,19 @@ impl<R: RecordRun> ConsumerSession<R> {
         leases
     }
 
-    /// Moves the position of an owned partition. Leases on it are released: the application
-    /// says where it goes on.
-    pub fn seek(&mut self, partition: &TopicPartition, offset: i64, now: Instant) {
+    /// Moves the position of an owned partition (to an offset, or the log start or end, looked
+    /// up when it is next fetched). Records buffered for it are dropped and leases on it are
+    /// released: the application says where it goes on.
+    pub fn seek(&mut self, partition: &TopicPartition, to: StartPosition, now: Instant) {
         let incarnation = self.new_incarnation();
         let Some(part) = self.parts.get_mut(partition) else { return };
         part.pending = None;
         part.incarnation = incarnation;
         part.handed_out = part.settled;
         match part.start {
-            Start::Fetching => self.actions.push_back(SessionAction::Seek(partition.clone(), offset)),
+            Start::Fetching => self.actions.push_back(SessionAction::Seek(partition.clone(), to)),
             // The application says where it starts: its lookup no longer matters.
-            Start::LookingUp(_) | Start::Refused => {
-                self.start_fetching(vec![(partition.clone(), StartPosition::Offset(offset))]);
-            }
+            Start::LookingUp(_) | Start::Refused => self.start_fetching(vec![(partition.clone(), to)]),
         }
         self.try_run_window(now);
     }
@@ -597,8 +602,9 @@ impl<R: RecordRun> ConsumerSession<R> {
     /// The consumer closes: the batch the application holds counts as processed under
     /// `enable.auto.offset.store`, and a dynamic member's partitions are revoked (the
     /// listener's `revoked` before the LeaveGroup, as Java's `onLeavePrepare`; a static member
-    /// keeps them, KIP-345). Returns the stored offsets to commit before leaving.
-    pub fn close(&mut self, now: Instant) -> Vec<Lease> {
+    /// keeps them, KIP-345). Once the listener calls ran (they may commit the stored offsets),
+    /// [`take_stored`](Self::take_stored) gives what is left to commit before leaving.
+    pub fn close(&mut self, now: Instant) {
         if let Some(lease) = self.holding.take() {
             if self.config.auto_offset_store {
                 self.store(lease, now);
@@ -608,7 +614,6 @@ impl<R: RecordRun> ConsumerSession<R> {
             let owned = self.assignment();
             self.call_listener(ListenerCall::Revoked(owned), now);
         }
-        self.take_stored(now)
     }
 
     fn open_window(&mut self, partitions: Vec<TopicPartition>, now: Instant) {
@@ -651,6 +656,7 @@ impl<R: RecordRun> ConsumerSession<R> {
         }
         if listener {
             window.listening = true;
+            self.told_revoked.extend(window.partitions.iter().cloned());
             let call = ListenerCall::Revoked(window.partitions.clone());
             let deadline = window.deadline;
             self.listener_calls_due += 1;
@@ -685,12 +691,17 @@ impl<R: RecordRun> ConsumerSession<R> {
         self.forget(&dropped);
         let mut resumed = Vec::new();
         let mut added = Vec::new();
+        let mut announced = Vec::new();
+        let told_revoked = std::mem::take(&mut self.told_revoked);
         for (tp, owned_since) in partitions {
             let streak = Streak { generation: generation.clone(), owned_since };
             match self.parts.get_mut(&tp) {
                 // Kept: its position and buffered records stay, stamped with their fetch's streak.
                 Some(part) if part.streak.owned_since == owned_since => {
                     part.streak = streak;
+                    if told_revoked.contains(&tp) {
+                        announced.push(tp.clone());
+                    }
                     if std::mem::take(&mut part.revoking) && !part.paused && part.start == Start::Fetching {
                         resumed.push(tp);
                     }
@@ -713,6 +724,7 @@ impl<R: RecordRun> ConsumerSession<R> {
                             settled: None,
                         },
                     );
+                    announced.push(tp.clone());
                     added.push(tp);
                 }
             }
@@ -723,8 +735,8 @@ impl<R: RecordRun> ConsumerSession<R> {
         if !added.is_empty() {
             self.look_up(added);
         }
-        let all = self.assignment();
-        self.call_listener(ListenerCall::Assigned(all), now);
+        announced.sort();
+        self.call_listener(ListenerCall::Assigned(announced), now);
     }
 
     fn look_up(&mut self, partitions: Vec<TopicPartition>) {

@@ -49,7 +49,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use self::feed::{ClientBody, Feed};
-use crate::driver::group::GroupHandle;
+use crate::driver::group::{GroupHandle, GroupObserver};
 use crate::group::GroupSnapshot;
 use crate::telemetry::{render_prometheus, MemberMetrics};
 
@@ -83,7 +83,7 @@ pub struct LabelTaken(pub String);
 
 struct Member {
     label: String,
-    handle: GroupHandle,
+    observer: GroupObserver,
 }
 
 struct Shared {
@@ -112,7 +112,7 @@ impl DebugServer {
     }
 
     /// [`bind`](Self::bind) with one member. Cancel-safe.
-    pub async fn serve(addr: impl ToSocketAddrs, label: &str, member: &GroupHandle) -> io::Result<DebugServer> {
+    pub async fn serve(addr: impl ToSocketAddrs, label: &str, member: &GroupObserver) -> io::Result<DebugServer> {
         let server = Self::bind(addr).await?;
         // A fresh server has no label yet.
         let _ = server.add_member(label, member);
@@ -126,13 +126,14 @@ impl DebugServer {
 
     /// Serves one more member under `label` (its client id, its index in a group of the
     /// application's, ...; used in URLs, so keep it short). Its events are collected from now on.
-    pub fn add_member(&self, label: &str, member: &GroupHandle) -> Result<(), LabelTaken> {
+    /// The server only observes it: it does not keep the member running.
+    pub fn add_member(&self, label: &str, member: &GroupObserver) -> Result<(), LabelTaken> {
         let mut members = self.shared.members.write().unwrap_or_else(PoisonError::into_inner);
         if members.iter().any(|m| m.label == label) {
             return Err(LabelTaken(label.to_owned()));
         }
         let index = self.shared.feed.add_member();
-        members.push(Member { label: label.to_owned(), handle: member.clone() });
+        members.push(Member { label: label.to_owned(), observer: member.clone() });
         let collect =
             feed::collect(self.shared.feed.clone(), index, label.to_owned(), member.events(), self.stop.subscribe());
         self.runtime.spawn(collect);
@@ -217,14 +218,14 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
 fn metrics(shared: &Shared) -> Response<Body> {
     let metrics: Vec<(String, MemberMetrics)> = {
         let members = shared.members.read().unwrap_or_else(PoisonError::into_inner);
-        members.iter().map(|m| (m.label.clone(), m.handle.metrics().clone())).collect()
+        members.iter().map(|m| (m.label.clone(), m.observer.metrics().clone())).collect()
     };
     let text = render_prometheus(&metrics.iter().map(|(label, m)| (label.as_str(), m)).collect::<Vec<_>>());
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 async fn snapshot(shared: &Shared, query: Option<&str>) -> Response<Body> {
-    let handle = {
+    let observer = {
         let members = shared.members.read().unwrap_or_else(PoisonError::into_inner);
         let index = match selection(&members, query) {
             Ok(Some(index)) => index,
@@ -233,17 +234,17 @@ async fn snapshot(shared: &Shared, query: Option<&str>) -> Response<Body> {
             Ok(None) => return error(StatusCode::BAD_REQUEST, "several members are served: add ?member=LABEL"),
             Err(unknown) => return unknown.response(),
         };
-        members[index].handle.clone()
+        members[index].observer.clone()
     };
-    match snapshot_of(&handle).await {
+    match snapshot_of(&observer).await {
         Ok(snapshot) => json(&snapshot),
         Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
 }
 
 /// A member's snapshot, or why there is none.
-async fn snapshot_of(handle: &GroupHandle) -> Result<GroupSnapshot, String> {
-    match tokio::time::timeout(SNAPSHOT_TIMEOUT, handle.group_state()).await {
+async fn snapshot_of(observer: &GroupObserver) -> Result<GroupSnapshot, String> {
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, observer.group_state()).await {
         Ok(Ok(snapshot)) => Ok(snapshot),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("the member did not answer within {SNAPSHOT_TIMEOUT:?}")),
@@ -260,15 +261,15 @@ struct MemberView {
 }
 
 async fn members(shared: &Shared) -> Response<Body> {
-    let members: Vec<(String, GroupHandle)> = {
+    let members: Vec<(String, GroupObserver)> = {
         let members = shared.members.read().unwrap_or_else(PoisonError::into_inner);
-        members.iter().map(|m| (m.label.clone(), m.handle.clone())).collect()
+        members.iter().map(|m| (m.label.clone(), m.observer.clone())).collect()
     };
     // All at once: one member slow to answer does not add up over thirty.
     let mut asked = JoinSet::new();
-    for (index, (label, handle)) in members.into_iter().enumerate() {
+    for (index, (label, observer)) in members.into_iter().enumerate() {
         asked.spawn(async move {
-            let (snapshot, error) = match snapshot_of(&handle).await {
+            let (snapshot, error) = match snapshot_of(&observer).await {
                 Ok(snapshot) => (Some(snapshot), None),
                 Err(why) => (None, Some(why)),
             };
@@ -397,7 +398,7 @@ impl GroupHandle {
     /// Serves this member on a [`DebugServer`] at `addr` (see [`crate::debug_http`]), labelled
     /// `member`. Cancel-safe.
     pub async fn serve_debug(&self, addr: impl ToSocketAddrs) -> io::Result<DebugServer> {
-        DebugServer::serve(addr, "member", self).await
+        DebugServer::serve(addr, "member", &self.observer()).await
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
@@ -483,6 +483,18 @@ impl Cluster {
     /// Creates a topic (CreateTopics) and waits until metadata shows a leader for every
     /// partition. An existing topic with the same partition count is not an error.
     pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16) -> Result<()> {
+        self.create_topic_with_configs(name, partitions, replication_factor, &[]).await
+    }
+
+    /// As [`create_topic`](Self::create_topic), with topic configs (such as
+    /// `message.timestamp.type`). An existing topic keeps its own configs.
+    pub async fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
         validate_topic_name(name)?;
         if partitions < 1 {
             return Err(ConfigError::InvalidValue {
@@ -501,7 +513,17 @@ impl Cluster {
                     .with_topics(vec![CreatableTopic::default()
                         .with_name(TopicName(StrBytes::from_string(name.to_owned())))
                         .with_num_partitions(partitions)
-                        .with_replication_factor(replication_factor)]);
+                        .with_replication_factor(replication_factor)
+                        .with_configs(
+                            configs
+                                .iter()
+                                .map(|(key, value)| {
+                                    CreatableTopicConfig::default()
+                                        .with_name(StrBytes::from_string((*key).to_owned()))
+                                        .with_value(Some(StrBytes::from_string((*value).to_owned())))
+                                })
+                                .collect(),
+                        )]);
                 conn.send_at(&request, version, timeout).await
             })
             .await?;

@@ -19,8 +19,9 @@ mod decompress;
 pub mod session;
 mod task;
 
-/// ListOffsets for [`crate::admin`], which asks the log ends the same way.
-pub(crate) use self::task::{list_offsets, OffsetQuery};
+/// ListOffsets for [`crate::admin`] and the consumer's offset queries, which ask the log ends
+/// and offsets by time the same way.
+pub(crate) use self::task::{look_up_offsets, ListedOffset};
 
 #[cfg(test)]
 mod fixtures;
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 
 pub use self::session::SessionMode;
 use super::cluster::Cluster;
-use crate::error::Error;
+use crate::error::{Error, FetchFailure};
 use crate::group::TopicPartition;
 use super::member_span::{MemberSpan, TaskRole};
 use crate::telemetry::{MemberMetrics, Metric};
@@ -111,13 +112,29 @@ impl Default for FetcherConfig {
     }
 }
 
-/// Where a newly assigned partition starts.
+/// Where a partition starts, when assigned or sought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPosition {
     /// At this offset (a committed offset). A negative offset means "none" and resets.
     Offset(i64),
     /// Where `auto.offset.reset` says, looked up with ListOffsets.
     Reset,
+    /// The log start offset, looked up with ListOffsets whatever `auto.offset.reset` says.
+    Earliest,
+    /// The log end offset, looked up with ListOffsets whatever `auto.offset.reset` says.
+    Latest,
+}
+
+/// Where a record's timestamp comes from: the topic's `message.timestamp.type`, carried by
+/// each batch (attribute bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum TimestampType {
+    /// The producer's time, as it set it.
+    #[default]
+    CreateTime,
+    /// The broker's time when it appended the batch; every record of the batch has it.
+    LogAppendTime,
 }
 
 /// One record as the application sees it.
@@ -129,8 +146,11 @@ pub struct ConsumerRecord {
     pub partition: i32,
     /// The record's offset in its partition.
     pub offset: i64,
-    /// Milliseconds since the epoch: create time, or log append time when the topic says so.
+    /// Milliseconds since the epoch: create time, or log append time when the topic says so
+    /// (`timestamp_type`).
     pub timestamp: i64,
+    /// What `timestamp` is.
+    pub timestamp_type: TimestampType,
     /// The key (`None`: null).
     pub key: Option<Bytes>,
     /// The value (`None`: null, a tombstone).
@@ -285,12 +305,19 @@ impl Fetcher {
 
     /// Moves the partition's position to `offset`, dropping its buffered data (a negative
     /// offset applies `auto.offset.reset`). Restarts a partition stopped by an error.
+    #[cfg(feature = "test-support")]
     pub fn seek(&self, partition: TopicPartition, offset: i64) {
+        self.seek_to(partition, StartPosition::Offset(offset));
+    }
+
+    /// As [`seek`](Self::seek), to any start: the log start or end is looked up with
+    /// ListOffsets before the next fetch, as `auto.offset.reset` is.
+    pub fn seek_to(&self, partition: TopicPartition, to: StartPosition) {
         let mut state = self.shared.lock();
         if state.partitions.contains_key(&partition) {
-            state.seek(&partition, offset, self.shared.auto_offset_reset);
+            state.seek(&partition, to, self.shared.auto_offset_reset);
         } else {
-            tracing::debug!(%partition, offset, "seek on a partition that is not assigned, ignored");
+            tracing::debug!(%partition, ?to, "seek on a partition that is not assigned, ignored");
         }
         self.shared.changed(state);
     }
@@ -338,6 +365,12 @@ impl Fetcher {
     /// assigned or its position is being looked up (a reset in progress).
     pub async fn position(&self, partition: TopicPartition) -> Option<i64> {
         self.shared.lock().partitions.get(&partition).and_then(Part::position)
+    }
+
+    /// The partition's high watermark in the latest fetch response that carried it: `None`
+    /// when it is not assigned or nothing was fetched since.
+    pub fn high_watermark(&self, partition: &TopicPartition) -> Option<i64> {
+        self.shared.lock().partitions.get(partition).and_then(|p| p.high_watermark)
     }
 
     /// The assigned partitions, sorted.
@@ -438,6 +471,8 @@ struct Part {
     /// Bytes and entries of this partition in the queue.
     buffered: usize,
     queued: usize,
+    /// From the latest fetch response that carried the partition.
+    high_watermark: Option<i64>,
 }
 
 impl Part {
@@ -502,12 +537,10 @@ impl State {
             retry_at: None,
             buffered: 0,
             queued: 0,
+            high_watermark: None,
         };
         self.partitions.insert(tp.clone(), part);
-        match start {
-            StartPosition::Offset(offset) if offset >= 0 => self.set_position(&tp, offset),
-            _ => self.start_reset(&tp, reset, None),
-        }
+        self.start_at(&tp, start, reset);
     }
 
     fn revoke(&mut self, tp: &TopicPartition) {
@@ -515,17 +548,22 @@ impl State {
         self.partitions.remove(tp);
     }
 
-    fn seek(&mut self, tp: &TopicPartition, offset: i64, reset: OffsetReset) {
+    fn seek(&mut self, tp: &TopicPartition, to: StartPosition, reset: OffsetReset) {
         self.drop_queued(tp);
         let epoch = self.new_epoch();
         if let Some(part) = self.partitions.get_mut(tp) {
             part.epoch = epoch;
             part.retry_at = None;
         }
-        if offset >= 0 {
-            self.set_position(tp, offset);
-        } else {
-            self.start_reset(tp, reset, None);
+        self.start_at(tp, to, reset);
+    }
+
+    fn start_at(&mut self, tp: &TopicPartition, start: StartPosition, reset: OffsetReset) {
+        match start {
+            StartPosition::Offset(offset) if offset >= 0 => self.set_position(tp, offset),
+            StartPosition::Offset(_) | StartPosition::Reset => self.start_reset(tp, reset, None),
+            StartPosition::Earliest => self.look_up_position(tp, -2),
+            StartPosition::Latest => self.look_up_position(tp, -1),
         }
     }
 
@@ -539,19 +577,21 @@ impl State {
 
     /// Starts `auto.offset.reset` for the partition (or fails it under `none`). `cause` is the
     /// broker error that made it necessary, for the error report.
-    fn start_reset(&mut self, tp: &TopicPartition, reset: OffsetReset, cause: Option<Error>) {
+    fn start_reset(&mut self, tp: &TopicPartition, reset: OffsetReset, cause: Option<FetchFailure>) {
         let timestamp = match reset {
             OffsetReset::Earliest => -2,
             OffsetReset::Latest => -1,
             OffsetReset::None => {
-                let error = cause.unwrap_or_else(|| Error::PartitionFetch {
-                    partition: tp.to_string(),
-                    reason: "no valid offset and auto.offset.reset is none".to_owned(),
-                });
-                self.fail(tp, error);
+                self.fail(tp, cause.unwrap_or(FetchFailure::NoResetPolicy));
                 return;
             }
         };
+        self.look_up_position(tp, timestamp);
+    }
+
+    /// Drops the partition's buffered data and looks its position up with ListOffsets at
+    /// `timestamp` (-2 the log start, -1 the log end) before it is fetched again.
+    fn look_up_position(&mut self, tp: &TopicPartition, timestamp: i64) {
         self.drop_queued(tp);
         let epoch = self.new_epoch();
         if let Some(part) = self.partitions.get_mut(tp) {
@@ -563,8 +603,9 @@ impl State {
     }
 
     /// Queues a partition error and stops the partition.
-    fn fail(&mut self, tp: &TopicPartition, error: Error) {
+    fn fail(&mut self, tp: &TopicPartition, cause: FetchFailure) {
         let Some(part) = self.partitions.get_mut(tp) else { return };
+        let error = Error::PartitionFetch { partition: tp.clone(), cause };
         tracing::warn!(partition = %tp, %error, "partition stopped");
         part.phase = Phase::Failed;
         part.queued += 1;
@@ -645,6 +686,7 @@ impl State {
         }
         match result {
             PartitionResult::Data { decoded, high_watermark } => {
+                part.high_watermark = Some(high_watermark);
                 let next_offset = decoded.next_offset.max(fetch_offset);
                 let mut queued = false;
                 if !decoded.records.is_empty() {
@@ -677,7 +719,7 @@ impl State {
                     }
                 }
                 if let Some(reason) = decoded.error {
-                    self.fail(tp, Error::PartitionFetch { partition: tp.to_string(), reason });
+                    self.fail(tp, FetchFailure::Undecodable(reason));
                     queued = true;
                 }
                 Applied { queued }
@@ -696,7 +738,7 @@ impl State {
     ) -> Applied {
         use crate::protocol::error_code::codes::{OFFSET_OUT_OF_RANGE, UNKNOWN_SERVER_ERROR};
         use crate::protocol::error_code::{ErrorAction, KafkaCode};
-        let error = || Error::broker(ApiKey::Fetch, code, format!("{tp} at offset {fetch_offset}"));
+        let error = || FetchFailure::Broker { api: ApiKey::Fetch, code: KafkaCode(code), offset: Some(fetch_offset) };
         let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
         if code == OFFSET_OUT_OF_RANGE {
             tracing::info!(partition = %tp, fetch_offset, policy = ?reset, "offset out of range, resetting");
@@ -735,8 +777,7 @@ impl State {
             None | Some(ErrorAction::Retry) => part.retry_at = Some(retry_at),
             _ if code == -1 => part.retry_at = Some(retry_at),
             _ => {
-                let error = Error::broker(ApiKey::ListOffsets, code, format!("resetting {tp}"));
-                self.fail(tp, error);
+                self.fail(tp, FetchFailure::Broker { api: ApiKey::ListOffsets, code: KafkaCode(code), offset: None });
                 return Applied { queued: true };
             }
         }

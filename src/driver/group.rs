@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use kafka_protocol::ResponseError;
@@ -19,9 +19,9 @@ use tracing::Instrument;
 use super::cluster::Cluster;
 use super::connection::{BrokerLink, Connection};
 use super::member_span::{MemberSpan, MemberSpanWriter, TaskRole};
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{ClosedCause, ConfigError, Error, Result};
 use crate::group::events::{
-    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupEvent, OffsetFetchId, OffsetLookupFailure,
+    CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, OffsetFetchId, OffsetLookupFailure,
     PartitionCommit,
 };
 use crate::group::requests::{
@@ -94,13 +94,91 @@ impl ControlEvents {
 }
 
 /// A handle on a running group member. Dropping every handle stops the member without a
-/// LeaveGroup; call [`leave`](Self::leave) to leave properly.
+/// LeaveGroup; call [`leave`](Self::leave) to leave properly. [`observer`](Self::observer)
+/// gives a read-only view that does not keep the member running.
 #[derive(Clone)]
 pub struct GroupHandle {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<GroupEventRecord>,
     metrics: MemberMetrics,
     span: MemberSpan,
+    /// Set by the member's task as it stops: what a closed member's callers are told.
+    stopped: Arc<OnceLock<ClosedCause>>,
+}
+
+/// A read-only view of a group member: its snapshot, events, metrics, log span and committed
+/// offsets. It can neither commit nor leave, so it can be handed to dashboards and the debug
+/// server without letting them break the consumer's invariants; and it does not keep the member
+/// running (once every [`GroupHandle`] is dropped, or the member left or failed, its calls
+/// return [`Error::Closed`] with the reason).
+#[derive(Clone)]
+pub struct GroupObserver {
+    commands: mpsc::WeakUnboundedSender<Command>,
+    events: broadcast::WeakSender<GroupEventRecord>,
+    metrics: MemberMetrics,
+    span: MemberSpan,
+    stopped: Arc<OnceLock<ClosedCause>>,
+}
+
+impl std::fmt::Debug for GroupObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupObserver").finish_non_exhaustive()
+    }
+}
+
+impl GroupObserver {
+    /// The debug snapshot (DESIGN section 5). Cancel-safe.
+    pub async fn group_state(&self) -> Result<GroupSnapshot> {
+        self.member()?.group_state().await
+    }
+
+    /// The committed offsets of `partitions`, as [`GroupHandle::committed`]. Cancel-safe.
+    pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.member()?.committed(partitions).await
+    }
+
+    /// Subscribes to the member's events, as [`GroupHandle::events`]; once the member stopped,
+    /// the receiver reports `Closed` at once.
+    pub fn events(&self) -> broadcast::Receiver<GroupEventRecord> {
+        match self.events.upgrade() {
+            Some(events) => events.subscribe(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// The member's metrics: render them with [`MemberMetrics::render_prometheus`].
+    pub fn metrics(&self) -> &MemberMetrics {
+        &self.metrics
+    }
+
+    /// The member's log span (`group`, `client_id`, `member_id`, `generation`).
+    pub fn span(&self) -> &MemberSpan {
+        &self.span
+    }
+
+    /// Why the member stopped, once it has.
+    pub fn stopped(&self) -> Option<ClosedCause> {
+        self.stopped.get().cloned()
+    }
+
+    /// A handle for the length of one request (the member stays up until it is answered).
+    fn member(&self) -> Result<GroupHandle> {
+        let commands = self.commands.upgrade().ok_or_else(|| closed(&self.stopped))?;
+        let events = self.events.upgrade().ok_or_else(|| closed(&self.stopped))?;
+        let (metrics, span, stopped) = (self.metrics.clone(), self.span.clone(), self.stopped.clone());
+        Ok(GroupHandle { commands, events, metrics, span, stopped })
+    }
+}
+
+impl From<&GroupHandle> for GroupObserver {
+    fn from(handle: &GroupHandle) -> GroupObserver {
+        handle.observer()
+    }
+}
+
+/// The error of a call on a member that stopped.
+fn closed(stopped: &OnceLock<ClosedCause>) -> Error {
+    Error::Closed { what: "group member", cause: stopped.get().cloned().unwrap_or(ClosedCause::TaskEnded) }
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -167,6 +245,7 @@ impl GroupHandle {
         let (control, control_rx) = mpsc::unbounded_channel();
         let client_id = cluster.config().connection.client_id.clone();
         let metrics = MemberMetrics::new(&config.group_id, &client_id);
+        let stopped = Arc::new(OnceLock::new());
         let (span_writer, span) = MemberSpanWriter::new(&config.group_id, &client_id);
         let now = Instant::now();
         let mut machine = GroupMachine::new(config, topics, now);
@@ -190,9 +269,22 @@ impl GroupHandle {
             completed_seen: 0,
             deferred_seen: 0,
             span_writer,
+            fatal: None,
+            stopped: stopped.clone(),
         };
         tokio::spawn(span.follow(TaskRole::Driver, task.run(rx)));
-        Ok((GroupHandle { commands, events, metrics, span }, ControlEvents(control_rx), receivers))
+        Ok((GroupHandle { commands, events, metrics, span, stopped }, ControlEvents(control_rx), receivers))
+    }
+
+    /// A read-only view of the member (see [`GroupObserver`]).
+    pub fn observer(&self) -> GroupObserver {
+        GroupObserver {
+            commands: self.commands.downgrade(),
+            events: self.events.downgrade(),
+            metrics: self.metrics.clone(),
+            span: self.span.clone(),
+            stopped: self.stopped.clone(),
+        }
     }
 
     /// Subscribes to the member's events. Events before the call are not replayed, and a
@@ -228,9 +320,10 @@ impl GroupHandle {
     pub fn start_commit(&self, leases: Vec<Lease>) -> impl Future<Output = Result<Vec<PartitionCommit>>> + use<> {
         let (tx, rx) = oneshot::channel();
         let sent = self.commands.send(Command::Commit(leases, tx));
+        let stopped = self.stopped.clone();
         async move {
-            sent.map_err(|_| Error::Closed("group member"))?;
-            rx.await.map_err(|_| Error::Closed("group member"))
+            sent.map_err(|_| closed(&stopped))?;
+            rx.await.map_err(|_| closed(&stopped))
         }
     }
 
@@ -264,8 +357,8 @@ impl GroupHandle {
 
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(command(tx)).map_err(|_| Error::Closed("group member"))?;
-        rx.await.map_err(|_| Error::Closed("group member"))
+        self.commands.send(command(tx)).map_err(|_| closed(&self.stopped))?;
+        rx.await.map_err(|_| closed(&self.stopped))
     }
 }
 
@@ -292,6 +385,9 @@ struct Driver {
     completed_seen: u64,
     deferred_seen: u64,
     span_writer: MemberSpanWriter,
+    /// The fatal error the member stopped on, if any.
+    fatal: Option<GroupError>,
+    stopped: Arc<OnceLock<ClosedCause>>,
 }
 
 type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, OffsetLookupFailure>>;
@@ -301,6 +397,11 @@ impl Driver {
         loop {
             self.drain();
             if self.is_finished() {
+                let cause = match self.fatal.take() {
+                    Some(error) => ClosedCause::Fatal(error),
+                    None => ClosedCause::Application,
+                };
+                let _ = self.stopped.set(cause);
                 if let Some(reply) = self.leaving.take() {
                     let _ = reply.send(());
                 }
@@ -311,7 +412,10 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
                     // Every handle dropped: stop without LeaveGroup (the session expires).
-                    None => return,
+                    None => {
+                        let _ = self.stopped.set(ClosedCause::Dropped);
+                        return;
+                    }
                 },
                 Some(joined) = self.answers.join_next(), if !self.answers.is_empty() => {
                     if let Ok(answer) = joined {
@@ -443,6 +547,7 @@ impl Driver {
                     let _ = reply.send(Err(failure.clone()));
                 }
             }
+            GroupEvent::Fatal(error) => self.fatal = Some(error.clone()),
             GroupEvent::RevokeRequested { .. } if self.revoke == RevokeMode::Automatic => {
                 self.machine.revoke_done(Instant::now());
             }

@@ -308,11 +308,10 @@ impl SecurityConfig {
         let mut values: Vec<(&'static str, String)> = Vec::new();
         for (key, value) in properties {
             let key = key.as_ref().trim();
-            let key = SECURITY_KEYS
-                .iter()
-                .copied()
-                .find(|k| *k == key)
-                .ok_or_else(|| invalid("(property name)", key, "unknown property"))?;
+            let key = SECURITY_KEYS.iter().copied().find(|k| *k == key).ok_or_else(|| ConfigError::UnknownKey {
+                key: key.to_owned(),
+                suggestion: crate::properties::nearest_key(key, SECURITY_KEYS.iter().copied()),
+            })?;
             values.retain(|(k, _)| *k != key);
             values.push((key, value.as_ref().trim().to_owned()));
         }
@@ -435,12 +434,19 @@ mod tests {
                 &[("security.protocol", "SSL"), ("ssl.endpoint.identification.algorithm", "dns")],
                 "ssl.endpoint.identification.algorithm",
             ),
-            (&[("sasl.kerberos.principal", "x")], "(property name)"),
         ];
         for (props, key) in cases {
             let err = build(props).expect_err(&format!("{props:?} must fail"));
             assert!(err.to_string().contains(key), "{props:?}: {err}");
             assert_eq!(key_of(err), *key, "{props:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_security_key() {
+        for (key, suggestion) in [("sasl.kerberos.principal", None), ("sasl.usename", Some("sasl.username"))] {
+            let err = build(&[(key, "x")]).unwrap_err();
+            assert_eq!(err, ConfigError::UnknownKey { key: key.to_owned(), suggestion });
         }
     }
 

@@ -248,6 +248,17 @@ impl OffsetLookupFailure {
     pub fn is_retriable(&self) -> bool {
         matches!(self, OffsetLookupFailure::TimedOut { .. })
     }
+
+    /// What the application can do about it.
+    pub fn what_to_do(&self) -> &'static str {
+        match self {
+            OffsetLookupFailure::TimedOut { .. } => "ask again once the coordinator answers",
+            OffsetLookupFailure::Rejected { .. } => {
+                "asking again cannot help (for an authorization error, grant the principal READ on the group and DESCRIBE on the topic)"
+            }
+            OffsetLookupFailure::MemberStopped { .. } => "the member is gone: start a new consumer",
+        }
+    }
 }
 
 /// An owned partition and the first generation of the current ownership streak.

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::driver::backoff::Backoff;
 use crate::driver::cluster::{validate_topic_name, Cluster};
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{ClosedCause, ConfigError, Error, Result};
 use crate::protocol::error_code::ErrorAction;
 
 pub use kafka_protocol::records::Compression;
@@ -131,8 +131,14 @@ pub struct DeliveryFuture {
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::Closed("producer"))))
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(producer_closed())))
     }
+}
+
+/// The producer's task is gone while a handle on it is not (it panicked, or the runtime is
+/// shutting down): `close` consumes the producer, so nobody can call it after that.
+fn producer_closed() -> Error {
+    Error::Closed { what: "producer", cause: ClosedCause::TaskEnded }
 }
 
 enum Command {
@@ -197,7 +203,7 @@ impl Producer {
         self.outstanding.count.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::SendError(Command::Send(_, tx))) = self.commands.send(Command::Send(record, tx)) {
             self.outstanding.finish(1);
-            let _ = tx.send(Err(Error::Closed("producer")));
+            let _ = tx.send(Err(producer_closed()));
         }
         DeliveryFuture { rx }
     }

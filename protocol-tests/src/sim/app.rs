@@ -327,7 +327,8 @@ impl Sim {
             return;
         }
         if !app.closed {
-            let stored = self.members[i].app.session.close(self.now);
+            self.members[i].app.session.close(self.now);
+            let stored = self.members[i].app.session.take_stored(self.now);
             self.members[i].app.closed = true;
             if !stored.is_empty() && self.members[i].machine.current_generation().is_some() {
                 self.app_commit(i, CommitKind::Leave, stored);

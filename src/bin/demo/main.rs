@@ -21,7 +21,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use kgroup::debug_http::DebugServer;
-use kgroup::driver::group::GroupHandle;
+use kgroup::driver::group::GroupObserver;
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
 
@@ -161,7 +161,7 @@ async fn run() -> Result<(), scenario::BoxError> {
         }
         None => None,
     };
-    let on_member = |n: usize, member: &GroupHandle| {
+    let on_member = |n: usize, member: &GroupObserver| {
         if let Some(server) = &debug {
             // Numbers are unique, so the label is free.
             let _ = server.add_member(&format!("member-{n}"), member);

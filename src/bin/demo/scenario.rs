@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kgroup::driver::group::GroupHandle;
+use kgroup::driver::group::GroupObserver;
 use kgroup::group::StateKind;
 use kgroup::group::{CommitFailure, CommitOutcome, GenerationId, GroupSnapshot, MemberId, TopicPartition};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
@@ -164,7 +164,7 @@ pub type LogEnd = Arc<Mutex<BTreeMap<i32, i64>>>;
 pub async fn run(
     settings: Settings,
     progress: &(dyn Fn(&str) + Sync),
-    on_member: &(dyn Fn(usize, &GroupHandle) + Sync),
+    on_member: &(dyn Fn(usize, &GroupObserver) + Sync),
 ) -> Result<Report, BoxError> {
     let cluster = Cluster::connect(ClusterConfig::from_bootstrap_servers(&settings.bootstrap)?).await?;
     cluster.create_topic(&settings.topic, settings.partitions, 1).await?;
@@ -183,17 +183,17 @@ pub async fn run(
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut members = Vec::new();
-    let mut handles: Vec<GroupHandle> = Vec::new();
+    let mut observers: Vec<GroupObserver> = Vec::new();
     let mut report = Report::default();
     let mut owners = BTreeMap::new();
     for &size in &settings.members {
         let step_started = Instant::now();
-        while handles.len() < size {
+        while observers.len() < size {
             let consumer =
-                GroupConsumer::subscribe(consumer_config(&settings, handles.len()), &[&settings.topic]).await?;
-            let handle = consumer.group_handle();
-            on_member(handles.len() + 1, &handle);
-            handles.push(handle);
+                GroupConsumer::subscribe(consumer_config(&settings, observers.len()), &[&settings.topic]).await?;
+            let observer = consumer.observer();
+            on_member(observers.len() + 1, &observer);
+            observers.push(observer);
             members.push(tokio::spawn(member_loop(
                 consumer,
                 ledger.clone(),
@@ -202,7 +202,7 @@ pub async fn run(
             )));
         }
         let (generation, step_owners) =
-            converge(&handles, settings.partitions, settings.converge_timeout, progress).await?;
+            converge(&observers, settings.partitions, settings.converge_timeout, progress).await?;
         let moved = step_owners.iter().filter(|(p, owner)| owners.get(*p).is_some_and(|o| o != *owner)).count();
         owners = step_owners;
         let time_to_stable = step_started.elapsed();
@@ -239,7 +239,7 @@ pub async fn run(
             let ledger = lock(&ledger);
             ends.iter().all(|(p, end)| ledger.seen.get(p).is_some_and(|s| s.len() as i64 >= *end))
         };
-        let committed = handles[0].committed(all.clone()).await?;
+        let committed = observers[0].committed(all.clone()).await?;
         let mismatches: Vec<_> = committed
             .iter()
             .filter_map(|(tp, offset)| {
@@ -253,7 +253,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    report.final_snapshot = Some(handles[0].group_state().await?);
+    report.final_snapshot = Some(observers[0].group_state().await?);
     stop_tx.send(true)?;
     let mut consumers = Vec::new();
     for member in members {
@@ -356,7 +356,7 @@ async fn keep_producing(
 pub const CONVERGE_POLL: Duration = Duration::from_millis(10);
 
 async fn converge(
-    members: &[GroupHandle],
+    members: &[GroupObserver],
     partitions: i32,
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),

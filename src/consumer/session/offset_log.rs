@@ -9,8 +9,8 @@ use crate::group::TopicPartition;
 
 /// Every partition always has one more run of `batch` offsets from the position the session
 /// fetches it at; [`apply`](Self::apply) carries out the session's fetch actions, as the
-/// consumer's fetcher does. A partition with nothing committed starts at 0
-/// (`auto.offset.reset=earliest`).
+/// consumer's fetcher does. The log starts at 0 and has no end: a partition with nothing
+/// committed (`auto.offset.reset=earliest`), or sought to either end, is at 0.
 #[derive(Debug, Clone)]
 pub struct OffsetLog {
     batch: i64,
@@ -29,17 +29,13 @@ impl OffsetLog {
         match action {
             SessionAction::Fetch(starts) => {
                 for (tp, start) in starts {
-                    let at = match start {
-                        StartPosition::Offset(offset) if *offset >= 0 => *offset,
-                        _ => 0,
-                    };
-                    self.positions.insert(tp.clone(), at);
+                    self.positions.insert(tp.clone(), position(*start));
                 }
             }
             SessionAction::Pause(partitions) => self.paused.extend(partitions.iter().cloned()),
             SessionAction::Resume(partitions) => self.paused.retain(|tp| !partitions.contains(tp)),
-            SessionAction::Seek(tp, offset) => {
-                self.positions.insert(tp.clone(), *offset);
+            SessionAction::Seek(tp, to) => {
+                self.positions.insert(tp.clone(), position(*to));
             }
             SessionAction::Forget(partitions) => {
                 for tp in partitions {
@@ -49,6 +45,13 @@ impl OffsetLog {
             }
             _ => {}
         }
+    }
+}
+
+fn position(start: StartPosition) -> i64 {
+    match start {
+        StartPosition::Offset(offset) if offset >= 0 => offset,
+        _ => 0,
     }
 }
 

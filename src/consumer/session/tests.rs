@@ -286,7 +286,7 @@ fn a_batch_given_back_after_a_seek_is_dropped() {
     let mut h = started(|_| {});
     let batch = h.next_batch().expect("a batch");
     let partition = batch.partition.clone();
-    h.session.seek(&partition, 5000, h.now);
+    h.session.seek(&partition, StartPosition::Offset(5000), h.now);
     h.pump();
     h.session.give_back(batch, h.now);
     let next = std::iter::from_fn(|| h.next_batch()).find(|b| b.partition == partition).expect("a batch");
@@ -363,4 +363,78 @@ fn with_a_listener_revoked_runs_at_the_next_poll_to_commit_what_the_application_
     h.session.listener_done(&ListenerCall::Revoked(vec![tp(0), tp(1)]), h.now);
     h.pump();
     assert!(h.revoke_done_sent());
+}
+
+/// `seek_to_beginning` / `seek_to_end` go through `seek`: buffered records go, the lease is
+/// released (a revoke window does not wait for it), and the fetcher is told where to look up.
+#[test]
+fn a_seek_to_the_log_start_releases_the_lease_and_drops_what_is_buffered() {
+    let mut h = started(|_| {});
+    let batch = h.next_batch().expect("a batch");
+    let partition = batch.partition.clone();
+    assert!(h.session.has_outstanding_lease(&partition));
+    h.session.seek(&partition, StartPosition::Earliest, h.now);
+    h.pump();
+    assert!(!h.session.has_outstanding_lease(&partition));
+    assert_eq!(h.session.pending_position(&partition), None);
+    assert!(h.take_actions().contains(&SessionAction::Seek(partition.clone(), StartPosition::Earliest)));
+    h.revoke_requested(1, &[partition.partition]);
+    assert!(h.revoke_done_sent(), "nothing outstanding: the window runs at once");
+}
+
+/// A seek while the committed offset is still looked up starts the partition there.
+#[test]
+fn a_seek_to_the_log_end_before_the_lookup_answers_starts_there() {
+    let mut h = Harness::new(|_| {});
+    h.assigned(1, &[(0, 1)], &[]);
+    h.take_actions();
+    h.session.seek(&tp(0), StartPosition::Latest, h.now);
+    h.pump();
+    assert!(h.take_actions().contains(&SessionAction::Fetch(vec![(tp(0), StartPosition::Latest)])));
+    h.answer_lookup(&[(0, Some(7))]);
+    assert!(h.take_actions().is_empty(), "the lookup no longer starts the partition");
+}
+
+/// The listener calls in `actions`, in order.
+fn listener_calls(actions: &[SessionAction]) -> Vec<ListenerCall> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SessionAction::Listener { call, .. } => Some(call.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn eager_rebalance_revokes_everything_and_assigns_the_whole_new_assignment() {
+    let mut h = started(|c| c.listener = true);
+    h.session.listener_done(&ListenerCall::Assigned(vec![tp(0), tp(1)]), h.now);
+    h.revoke_requested(1, &[0, 1]);
+    h.session.listener_done(&ListenerCall::Revoked(vec![tp(0), tp(1)]), h.now);
+    // Partition 0 kept (its streak goes on), 1 gone, 2 new.
+    h.assigned(2, &[(0, 1), (2, 2)], &[1]);
+    assert_eq!(
+        listener_calls(&h.take_actions()),
+        vec![ListenerCall::Revoked(vec![tp(0), tp(1)]), ListenerCall::Assigned(vec![tp(0), tp(2)])]
+    );
+}
+
+#[test]
+fn cooperative_rebalance_revokes_and_assigns_only_what_moves() {
+    let mut h = started(|c| c.listener = true);
+    h.session.listener_done(&ListenerCall::Assigned(vec![tp(0), tp(1)]), h.now);
+    // First round: nothing revoked up front; the assignment takes 1 away and adds 2.
+    h.revoke_requested(1, &[]);
+    h.revoke_requested(2, &[1]);
+    h.assigned(2, &[(0, 1), (2, 2)], &[1]);
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Revoked(vec![tp(1)])]);
+    h.session.listener_done(&ListenerCall::Revoked(vec![tp(1)]), h.now);
+    h.pump();
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Assigned(vec![tp(2)])]);
+    assert_eq!(h.session.assignment(), vec![tp(0), tp(2)], "the whole assignment");
+    // A rebalance that changes nothing still calls `assigned`, with nothing.
+    h.revoke_requested(2, &[]);
+    h.assigned(3, &[(0, 1), (2, 2)], &[]);
+    assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Assigned(vec![])]);
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::decompress::{decompress, Inflate};
-use super::{ConsumerRecord, IsolationLevel};
+use super::{ConsumerRecord, IsolationLevel, TimestampType};
 
 /// Base offset and batch length, in front of every batch.
 const LOG_OVERHEAD: usize = 12;
@@ -155,6 +155,14 @@ impl BatchHeader {
     fn is_transactional(&self) -> bool {
         self.attributes & ATTR_TRANSACTIONAL != 0
     }
+
+    fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & ATTR_LOG_APPEND_TIME != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
 }
 
 /// Decodes one partition's record data. Never panics; garbage gives an error with whatever
@@ -248,7 +256,9 @@ pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
             out.next_offset = header.last_offset().saturating_add(1);
             continue;
         }
-        let log_append_time = header.attributes & ATTR_LOG_APPEND_TIME != 0;
+        // As Kafka's `DefaultRecordBatch`: under log append time every record reads the
+        // broker's time, which the broker wrote into the batch's max timestamp.
+        let timestamp_type = header.timestamp_type();
         let (from, before) = (out.next_offset, out.records.len());
         let decoded = decode_batch(batch, &header, fetch.decompression, |record| {
             if record.offset < from || stable_end.is_some_and(|lso| record.offset >= lso) {
@@ -258,7 +268,11 @@ pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
                 topic: fetch.topic.clone(),
                 partition: fetch.partition,
                 offset: record.offset,
-                timestamp: if log_append_time { header.max_timestamp } else { record.timestamp },
+                timestamp: match timestamp_type {
+                    TimestampType::LogAppendTime => header.max_timestamp,
+                    _ => record.timestamp,
+                },
+                timestamp_type,
                 key: record.key,
                 value: record.value,
                 headers: record.headers,
@@ -799,7 +813,20 @@ mod tests {
         b[22] |= ATTR_LOG_APPEND_TIME as u8;
         resign(&mut b);
         let d = decode_partition(Bytes::from(b), &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1));
-        assert_eq!(d.records.iter().map(|r| r.timestamp).collect::<Vec<_>>(), vec![1_001, 1_001]);
+        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp, r.timestamp_type)).collect();
+        assert_eq!(stamps, vec![(1_001, TimestampType::LogAppendTime); 2]);
+    }
+
+    #[test]
+    fn create_time_is_each_records_own() {
+        let topic: Arc<str> = Arc::from("t");
+        let second = Record { timestamp: 1_000_000, ..record(1, "b") };
+        let d = decode_partition(
+            batch(&[record(0, "a"), second], Compression::Zstd),
+            &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1),
+        );
+        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp, r.timestamp_type)).collect();
+        assert_eq!(stamps, vec![(1_000, TimestampType::CreateTime), (1_000_000, TimestampType::CreateTime)]);
     }
 
     /// The in-place parser against `kafka-protocol`'s own decoder: every field of every record,

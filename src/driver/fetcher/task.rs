@@ -19,8 +19,8 @@ use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
 use super::{BrokerSession, ConsumerRecord, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
-use crate::driver::connection::{BrokerLink, Connection, ConnectionConfig};
-use crate::error::{Error, Result};
+use crate::driver::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
+use crate::error::{Error, FetchFailure, Result};
 use crate::group::TopicPartition;
 use crate::telemetry::{MemberMetrics, Metric};
 
@@ -105,7 +105,7 @@ enum JobKind {
 enum JobOutput {
     Connected { node: i32, result: Result<Connection> },
     Fetched { node: i32, job: u64, sent: SentFetch, result: Result<FetchOutcome> },
-    Listed { job: u64, sent: Vec<ResetTarget>, result: Result<Vec<(TopicPartition, i16, i64)>> },
+    Listed { job: u64, sent: Vec<ResetTarget>, result: Result<Vec<(TopicPartition, ListedOffset)>> },
     Refreshed { flagged: Vec<TopicPartition>, result: Result<()> },
 }
 
@@ -275,11 +275,11 @@ impl Task {
             self.running.insert(handle.id(), JobKind::Connect { node });
             return None;
         };
-        let version = match conn.version(ApiKey::Fetch) {
+        let version = match conn.versions().get(ApiKey::Fetch) {
             Ok(v) => v,
             Err(e) => {
                 for t in &targets {
-                    state.fail(&t.partition, e.clone());
+                    state.fail(&t.partition, FetchFailure::Protocol(e.clone()));
                 }
                 self.shared.data.notify_waiters();
                 return None;
@@ -533,10 +533,10 @@ impl Task {
                         let epochs: HashMap<&TopicPartition, u64> =
                             sent.iter().map(|t| (&t.partition, t.epoch)).collect();
                         let mut answered = std::collections::HashSet::new();
-                        for (tp, code, offset) in &answers {
+                        for (tp, answer) in &answers {
                             if let Some(&epoch) = epochs.get(tp) {
                                 answered.insert(tp.clone());
-                                queued |= state.apply_reset(tp, epoch, *code, *offset, retry_at).queued;
+                                queued |= state.apply_reset(tp, epoch, answer.code, answer.offset, retry_at).queued;
                             }
                         }
                         for t in sent.iter().filter(|t| !answered.contains(&t.partition)) {
@@ -712,13 +712,23 @@ pub(crate) struct OffsetQuery<'a> {
     pub(crate) leader_epoch: i32,
 }
 
-/// ListOffsets to the leader: `(partition, error code, offset)` per partition answered.
+/// One partition's ListOffsets answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListedOffset {
+    pub(crate) code: i16,
+    /// `-1` when a lookup by time found no record at or after it.
+    pub(crate) offset: i64,
+    /// The found record's timestamp; `-1` for the log start and end.
+    pub(crate) timestamp: i64,
+}
+
+/// ListOffsets to the leader: the answer of each partition answered.
 pub(crate) async fn list_offsets(
     cluster: &Cluster,
     node: i32,
     targets: &[OffsetQuery<'_>],
     isolation: IsolationLevel,
-) -> Result<Vec<(TopicPartition, i16, i64)>> {
+) -> Result<Vec<(TopicPartition, ListedOffset)>> {
     let conn = cluster.connect_broker(node).await?;
     let version = conn.version(ApiKey::ListOffsets)?;
     let mut topics: Vec<ListOffsetsTopic> = Vec::new();
@@ -747,9 +757,54 @@ pub(crate) async fn list_offsets(
                 .map(|t| t.partition)
                 .find(|tp| &*tp.topic == topic.name.0.as_str() && tp.partition == p.partition_index);
             if let Some(tp) = tp {
-                answers.push((tp.clone(), p.error_code, p.offset));
+                answers.push((tp.clone(), ListedOffset { code: p.error_code, offset: p.offset, timestamp: p.timestamp }));
             }
         }
     }
     Ok(answers)
+}
+
+/// ListOffsets of each `(partition, timestamp)` at its leader in `metadata`, answered in the
+/// order asked. A partition asked twice goes out in two requests (a broker refuses a
+/// partition repeated in one). A partition without a leader, an error code, or a partition
+/// missing from the answer is an error: an offset that could not be looked up is never "none".
+pub(crate) async fn look_up_offsets(
+    cluster: &Cluster,
+    metadata: &MetadataSnapshot,
+    queries: &[(TopicPartition, i64)],
+    isolation: IsolationLevel,
+) -> Result<Vec<ListedOffset>> {
+    // Per leader, requests in which no partition repeats; each query keeps its index.
+    let mut requests: BTreeMap<i32, Vec<Vec<(usize, OffsetQuery<'_>)>>> = BTreeMap::new();
+    for (index, (tp, timestamp)) in queries.iter().enumerate() {
+        let Some(leader) = metadata.leader(&tp.topic, tp.partition) else {
+            return Err(Error::UnknownPartition { topic: tp.topic.to_string(), partition: Some(tp.partition) });
+        };
+        let rounds = requests.entry(leader).or_default();
+        let query = OffsetQuery { partition: tp, timestamp: *timestamp, leader_epoch: -1 };
+        match rounds.iter_mut().find(|round| round.iter().all(|(_, q)| q.partition != tp)) {
+            Some(round) => round.push((index, query)),
+            None => rounds.push(vec![(index, query)]),
+        }
+    }
+    let mut answers: Vec<Option<ListedOffset>> = vec![None; queries.len()];
+    for (leader, rounds) in requests {
+        for round in rounds {
+            let (indices, targets): (Vec<usize>, Vec<OffsetQuery<'_>>) = round.into_iter().unzip();
+            let listed = list_offsets(cluster, leader, &targets, isolation).await?;
+            for (index, target) in indices.into_iter().zip(&targets) {
+                let Some((_, answer)) = listed.iter().find(|(tp, _)| tp == target.partition) else { continue };
+                let tp = target.partition;
+                check_code(ApiKey::ListOffsets, answer.code, || format!("partition {tp}"))?;
+                answers[index] = Some(*answer);
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .zip(queries)
+        .map(|(answer, (tp, _))| {
+            answer.ok_or_else(|| Error::broker(ApiKey::ListOffsets, -1, format!("the answer has no entry for {tp}")))
+        })
+        .collect()
 }

@@ -26,6 +26,7 @@ fn record(p: i32, offset: i64) -> ConsumerRecord {
         partition: p,
         offset,
         timestamp: 0,
+        timestamp_type: TimestampType::CreateTime,
         key: Some(Bytes::from_static(b"kk")),
         value: Some(Bytes::from_static(b"vvvvvvvv")),
         headers: Vec::new(),
@@ -88,7 +89,7 @@ fn positions_follow_delivery_and_seek_drops_buffered_and_in_flight_data() {
     assert_eq!(state.partitions[&tp(0)].fetch_offset, 15);
 
     // A fetch from 15 is in flight when the application seeks.
-    state.seek(&tp(0), 100, OffsetReset::Earliest);
+    state.seek(&tp(0), StartPosition::Offset(100), OffsetReset::Earliest);
     assert_eq!((state.buffered, state.queue.len(), position(&state, 0)), (0, 0, Some(100)));
     assert!(!apply(&mut state, 0, e0, 15, data(0, 15, 20)).queued, "data of the old epoch is dropped");
     assert!(state.pop().is_none());
@@ -163,7 +164,10 @@ fn a_decode_error_stops_only_its_partition_after_its_good_records() {
     apply_now(&mut state, 1, 0, data(1, 0, 4));
     assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1], 2));
     match state.pop() {
-        Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { reason, .. } }) => {
+        Some(FetchEvent::PartitionError {
+            partition,
+            error: Error::PartitionFetch { cause: FetchFailure::Undecodable(reason), .. },
+        }) => {
             assert_eq!(partition, tp(0));
             assert!(reason.contains("bad crc"));
         }
@@ -174,7 +178,7 @@ fn a_decode_error_stops_only_its_partition_after_its_good_records() {
     assert_eq!(position(&state, 0), Some(2));
     assert_eq!(state.partitions[&tp(1)].phase, Phase::Fetch);
     // A seek restarts it.
-    state.seek(&tp(0), 5, OffsetReset::Earliest);
+    state.seek(&tp(0), StartPosition::Offset(5), OffsetReset::Earliest);
     assert_eq!((state.partitions[&tp(0)].phase, position(&state, 0)), (Phase::Fetch, Some(5)));
 }
 
@@ -202,7 +206,9 @@ fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
     let applied = state.apply_fetch(&tp(0), e, 50, oor, OffsetReset::None, later);
     assert!(applied.queued);
     match state.pop() {
-        Some(FetchEvent::PartitionError { error: Error::Broker { code, .. }, .. }) => assert_eq!(code.0, 1),
+        Some(FetchEvent::PartitionError { error: Error::PartitionFetch { cause, .. }, .. }) => {
+            assert_eq!(cause.code().map(|c| c.0), Some(1));
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(state.partitions[&tp(0)].phase, Phase::Failed);
@@ -227,8 +233,9 @@ fn leadership_errors_refresh_metadata_transient_ones_retry_others_stop_the_parti
     assert_eq!(state.partitions[&tp(2)].phase, Phase::Failed, "TOPIC_AUTHORIZATION_FAILED");
     assert!(state.partitions[&tp(3)].stale, "FENCED_LEADER_EPOCH");
     match state.pop() {
-        Some(FetchEvent::PartitionError { partition, error: Error::Broker { code, .. } }) => {
-            assert_eq!((partition, code.0), (tp(2), 29));
+        Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { partition: stopped, cause } }) => {
+            assert_eq!(stopped, partition);
+            assert_eq!((partition, cause.code().map(|c| c.0)), (tp(2), Some(29)));
         }
         other => panic!("{other:?}"),
     }
@@ -352,4 +359,21 @@ fn records_of_a_partition_stop_at_its_error() {
     apply(&mut state, 0, e, 0, failed);
     assert!(state.pop_records_of(&tp(0)).is_none(), "the error is left for `next`");
     assert!(matches!(state.pop(), Some(FetchEvent::PartitionError { .. })));
+}
+
+/// A seek to either end is looked up as a reset is, whatever `auto.offset.reset` says.
+#[test]
+fn a_seek_to_the_log_start_or_end_is_looked_up_under_any_reset_policy() {
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    apply_now(&mut state, 0, 0, data(0, 0, 5));
+    assert_eq!(state.partitions[&tp(0)].high_watermark, Some(1_000));
+    state.seek(&tp(0), StartPosition::Earliest, OffsetReset::None);
+    state.seek(&tp(1), StartPosition::Latest, OffsetReset::None);
+    assert_eq!((state.buffered, position(&state, 0)), (0, None), "buffered data goes");
+    assert_eq!(state.partitions[&tp(0)].phase, Phase::Reset { timestamp: -2 });
+    assert_eq!(state.partitions[&tp(1)].phase, Phase::Reset { timestamp: -1 });
+    assert!(state.pop().is_none(), "no error under `none`");
+    let e = epoch(&state, 0);
+    state.apply_reset(&tp(0), e, 0, 3, Instant::now());
+    assert_eq!(position(&state, 0), Some(3));
 }
