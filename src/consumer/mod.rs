@@ -563,7 +563,8 @@ impl GroupConsumer {
         self.group.committed(partitions).await
     }
 
-    /// The debug snapshot of the membership (DESIGN section 5).
+    /// The debug snapshot of the membership: state, generation, assignment with ownership
+    /// streaks, commits and counters.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.group.group_state().await
     }

@@ -1,5 +1,5 @@
-//! Feature `debug-http`: a read-only HTTP server that shows group members from outside
-//! (DESIGN section 5), for operators and for the demo.
+//! Feature `debug-http`: a read-only HTTP server that shows group members from outside (their
+//! snapshots, events and metrics, and a live page), for operators and for the demo.
 //!
 //! It binds where the application says; bind it to loopback (`127.0.0.1:0` picks a free port)
 //! unless something in front of it restricts access: it has no authentication, and snapshots

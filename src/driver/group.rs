@@ -127,7 +127,8 @@ impl std::fmt::Debug for GroupObserver {
 }
 
 impl GroupObserver {
-    /// The debug snapshot (DESIGN section 5). Cancel-safe.
+    /// The debug snapshot: state, generation, assignment with ownership streaks, commits and
+    /// counters. Cancel-safe.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.member()?.group_state().await
     }
@@ -345,7 +346,8 @@ impl GroupHandle {
         let _ = self.commands.send(Command::Poll);
     }
 
-    /// The debug snapshot (DESIGN section 5).
+    /// The debug snapshot: state, generation, assignment with ownership streaks, commits and
+    /// counters.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.ask(Command::Snapshot).await
     }
