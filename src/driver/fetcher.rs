@@ -430,6 +430,13 @@ impl Shared {
 
     /// After a change by the application: wake the task, and readers (a resumed partition, or
     /// an error queued by an assignment, may have made data deliverable).
+    /// Counts what a fetch brought a partition, and its lag after it.
+    fn record_fetched(&self, tp: &TopicPartition, fetched: &Fetched) {
+        self.metrics.increment(Metric::FetchRecords, &[], fetched.records as u64);
+        self.metrics.increment(Metric::FetchBytes, &[], fetched.bytes as u64);
+        self.metrics.set(Metric::PartitionLag, &[&*tp.topic, &tp.partition.to_string()], fetched.lag as f64);
+    }
+
     fn record_buffer(&self, state: &State) {
         self.metrics.set(Metric::PrefetchBufferBytes, &[], state.buffered as f64);
     }
@@ -514,6 +521,18 @@ enum PartitionResult {
 struct Applied {
     /// Records or an error were queued: wake readers.
     queued: bool,
+    /// What a fetch that was applied brought, for the metrics.
+    fetched: Option<Fetched>,
+}
+
+/// A partition's fetch result as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fetched {
+    records: usize,
+    /// As the prefetch buffer counts them.
+    bytes: usize,
+    /// The high watermark minus the new fetch position.
+    lag: i64,
 }
 
 impl State {
@@ -689,8 +708,10 @@ impl State {
                 part.high_watermark = Some(high_watermark);
                 let next_offset = decoded.next_offset.max(fetch_offset);
                 let mut queued = false;
+                let records = decoded.records.len();
+                let mut bytes = 0;
                 if !decoded.records.is_empty() {
-                    let bytes: usize = decoded.records.iter().map(ConsumerRecord::size).sum();
+                    bytes = decoded.records.iter().map(ConsumerRecord::size).sum();
                     part.buffered += bytes;
                     part.queued += 1;
                     part.fetch_offset = next_offset;
@@ -722,7 +743,8 @@ impl State {
                     self.fail(tp, FetchFailure::Undecodable(reason));
                     queued = true;
                 }
-                Applied { queued }
+                let lag = (high_watermark - next_offset).max(0);
+                Applied { queued, fetched: Some(Fetched { records, bytes, lag }) }
             }
             PartitionResult::Error { code } => self.apply_error(tp, code, fetch_offset, reset, retry_at),
         }
@@ -743,7 +765,7 @@ impl State {
         if code == OFFSET_OUT_OF_RANGE {
             tracing::info!(partition = %tp, fetch_offset, policy = ?reset, "offset out of range, resetting");
             self.start_reset(tp, reset, Some(error()));
-            return Applied { queued: reset == OffsetReset::None };
+            return Applied { queued: reset == OffsetReset::None, fetched: None };
         }
         match KafkaCode(code).action() {
             Some(ErrorAction::RefreshMetadata) => {
@@ -754,7 +776,7 @@ impl State {
             _ if code == UNKNOWN_SERVER_ERROR => part.retry_at = Some(retry_at),
             _ => {
                 self.fail(tp, error());
-                return Applied { queued: true };
+                return Applied { queued: true, fetched: None };
             }
         }
         Applied::default()
@@ -778,7 +800,7 @@ impl State {
             _ if code == -1 => part.retry_at = Some(retry_at),
             _ => {
                 self.fail(tp, FetchFailure::Broker { api: ApiKey::ListOffsets, code: KafkaCode(code), offset: None });
-                return Applied { queued: true };
+                return Applied { queued: true, fetched: None };
             }
         }
         Applied::default()

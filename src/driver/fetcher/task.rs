@@ -17,12 +17,11 @@ use tokio::time::Instant;
 
 use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
-use super::{BrokerSession, ConsumerRecord, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
+use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
 use crate::driver::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
 use crate::error::{Error, FetchFailure, Result};
 use crate::group::TopicPartition;
-use crate::telemetry::{MemberMetrics, Metric};
 
 pub(super) async fn run(shared: Arc<Shared>, cluster: Cluster, config: FetcherConfig) {
     let _closed = CloseOnExit(shared.clone());
@@ -501,12 +500,10 @@ impl Task {
                                         tracing::debug!(partition = %tp, "fetch answered a partition not asked for");
                                         continue;
                                     };
-                                    let lag = count_fetched(&self.shared.metrics, fetch_offset, &result);
-                                    queued |=
-                                        state.apply_fetch(&tp, epoch, fetch_offset, result, reset, retry_at).queued;
-                                    if let Some(lag) = lag.filter(|_| state.partitions.contains_key(&tp)) {
-                                        let labels = [&*tp.topic, &tp.partition.to_string()];
-                                        self.shared.metrics.set(Metric::PartitionLag, &labels, lag as f64);
+                                    let applied = state.apply_fetch(&tp, epoch, fetch_offset, result, reset, retry_at);
+                                    queued |= applied.queued;
+                                    if let Some(fetched) = &applied.fetched {
+                                        self.shared.record_fetched(&tp, fetched);
                                     }
                                 }
                                 self.shared.record_buffer(&state);
@@ -691,16 +688,6 @@ pub(super) fn decode_response(
         throttle_time_ms: response.throttle_time_ms,
         partitions,
     }
-}
-
-/// Counts a partition's fetched records and bytes; returns its lag behind the high watermark
-/// after this data (set once the data is applied, for a partition still assigned).
-fn count_fetched(metrics: &MemberMetrics, fetch_offset: i64, result: &PartitionResult) -> Option<i64> {
-    let PartitionResult::Data { decoded, high_watermark } = result else { return None };
-    let bytes: usize = decoded.records.iter().map(ConsumerRecord::size).sum();
-    metrics.increment(Metric::FetchRecords, &[], decoded.records.len() as u64);
-    metrics.increment(Metric::FetchBytes, &[], bytes as u64);
-    Some((high_watermark - decoded.next_offset.max(fetch_offset)).max(0))
 }
 
 /// What ListOffsets asks of one partition.
