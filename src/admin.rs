@@ -1,4 +1,4 @@
-//! Seeing a group from outside (issue 15): its listing, members, committed offsets and lag, as
+//! Seeing a group from outside: its listing, members, committed offsets and lag, as
 //! `kafka-consumer-groups.sh --describe` shows them, without joining it.
 //!
 //! Every answer goes through the connection layer, so its body passes the bounds check of every
