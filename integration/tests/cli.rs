@@ -104,8 +104,18 @@ async fn scenario(bootstrap: &str, details: Details) {
     let log_ends = produce(&cluster, &topic).await;
     let committed = consume_and_commit(&mut a, &mut b).await;
 
-    // `groups`: the group, Stable, its assignor and both members.
-    let out = kgroup(&["groups", "-b", bootstrap]).await;
+    // `groups`, configured by a consumer's own properties file (its consumer keys are not
+    // used): the group, Stable, its assignor and both members.
+    let dir = std::env::temp_dir().join(unique_name("kgroup-cli"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("consumer.properties");
+    let consumer_file = format!(
+        "bootstrap.servers={bootstrap}\ngroup.id={group}\nenable.auto.commit=false\n\
+         key.deserializer=org.apache.kafka.common.serialization.StringDeserializer\n"
+    );
+    std::fs::write(&file, consumer_file).expect("write properties");
+    let out = kgroup(&["groups", "-F", file.to_str().expect("UTF-8 path")]).await;
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
     let line = out.succeeds().lines().find(|l| l.split_whitespace().next() == Some(group.as_str())).map(str::to_owned);
     let line = line.unwrap_or_else(|| panic!("{group} in\n{}", out.out));
     let protocol = if details == Details::Full { "consumer/range" } else { "consumer" };

@@ -1,12 +1,14 @@
 //! A Java consumer's properties file, copied as it is, drives a `GroupConsumer` end to end on a
-//! real broker (nisshi by default, `KGROUP_BOOTSTRAP` for any cluster).
+//! real broker (nisshi by default, `KGROUP_BOOTSTRAP` for any cluster); one with the Java
+//! client's `sasl.jaas.config` authenticates with SCRAM on a nisshi that requires it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kgroup::embedded::{BrokerOptions, ScramUser};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
-use kgroup::{ConsumerConfig, GroupConsumer};
+use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, SaslMechanism};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 use tokio::time::{timeout, Instant};
 
@@ -16,20 +18,7 @@ const RECORDS: usize = 20;
 async fn a_java_properties_file_configures_a_consumer_that_consumes() {
     init_tracing();
     let broker = TestBroker::start().await;
-    let cluster = broker.cluster().await;
-    let topic = unique_name("config-migration");
-    cluster.create_topic(&topic, 2, 1).await.expect("create topic");
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).expect("producer");
-    let deliveries: Vec<_> = (0..RECORDS)
-        .map(|i| {
-            producer.send(ProducerRecord::new(&topic, Some(format!("key-{i}")), Bytes::from(format!("value-{i}"))))
-        })
-        .collect();
-    producer.flush().await;
-    for delivery in deliveries {
-        delivery.await.expect("delivered");
-    }
-    producer.close().await;
+    let topic = produce(&broker.cluster().await).await;
 
     let dir = std::env::temp_dir().join(unique_name("kgroup-config-migration"));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -62,7 +51,83 @@ async fn a_java_properties_file_configures_a_consumer_that_consumes() {
     let config = ConsumerConfig::from_properties_file(&file).expect("the Java file loads");
     assert_eq!(config.assignment_strategy, ["range", "cooperative-sticky"]);
     assert_eq!(config.client_id, "billing-consumer");
-    let mut consumer = GroupConsumer::subscribe(config, &[topic.as_str()]).await.expect("subscribe");
+    consume_all(config, &topic).await;
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_sasl_jaas_config_authenticates_with_scram() {
+    init_tracing();
+    let (user, password) = ("billing", "jaas-scram-secret");
+    let broker = TestBroker::start_embedded(BrokerOptions {
+        initial_rebalance_delay: Duration::ZERO,
+        scram_users: vec![ScramUser {
+            name: user.into(),
+            password: password.into(),
+            mechanism: SaslMechanism::ScramSha512,
+        }],
+        ..Default::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(unique_name("kgroup-config-migration"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("consumer.properties");
+    // As the Kafka documentation configures a SCRAM client.
+    std::fs::write(
+        &file,
+        format!(
+            "bootstrap.servers={bootstrap}\n\
+             group.id={group}\n\
+             auto.offset.reset=earliest\n\
+             enable.auto.commit=false\n\
+             security.protocol=SASL_PLAINTEXT\n\
+             sasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n    \
+                 username=\"{user}\" \\\n    \
+                 password=\"{password}\";\n",
+            bootstrap = broker.bootstrap(),
+            group = unique_name("jaas"),
+        ),
+    )
+    .expect("write properties");
+
+    // The same file configures the producer's cluster: its consumer keys are not used there.
+    let properties = kgroup::properties::read_file(&file).expect("read properties");
+    let (cluster_config, not_used) = ClusterConfig::from_properties_with_warnings(properties).expect("cluster config");
+    let not_used: Vec<&str> = not_used.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(not_used, ["group.id", "auto.offset.reset", "enable.auto.commit"]);
+    let cluster = Cluster::connect(cluster_config).await.expect("authenticated with the JAAS credentials");
+    let topic = produce(&cluster).await;
+
+    let config = ConsumerConfig::from_properties_file(&file).expect("the Java file loads");
+    let sasl = config.security.sasl.as_ref().expect("SASL from the JAAS entry");
+    assert_eq!((sasl.mechanism, sasl.username.as_str()), (SaslMechanism::ScramSha512, user));
+    assert!(!format!("{config:?}").contains(password), "the password stays out of Debug");
+    consume_all(config, &topic).await;
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
+/// Creates a topic of two partitions and writes `RECORDS` records to it.
+async fn produce(cluster: &Cluster) -> String {
+    let topic = unique_name("config-migration");
+    cluster.create_topic(&topic, 2, 1).await.expect("create topic");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).expect("producer");
+    let deliveries: Vec<_> = (0..RECORDS)
+        .map(|i| {
+            producer.send(ProducerRecord::new(&topic, Some(format!("key-{i}")), Bytes::from(format!("value-{i}"))))
+        })
+        .collect();
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.await.expect("delivered");
+    }
+    producer.close().await;
+    topic
+}
+
+/// Consumes and commits every record of `topic`, checking each value arrives.
+async fn consume_all(config: ConsumerConfig, topic: &str) {
+    let mut consumer = GroupConsumer::subscribe(config, &[topic]).await.expect("subscribe");
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < RECORDS {
@@ -82,5 +147,5 @@ async fn a_java_properties_file_configures_a_consumer_that_consumes() {
     let expected: BTreeSet<String> = (0..RECORDS).map(|i| format!("value-{i}")).collect();
     assert_eq!(seen, expected);
     consumer.close().await.expect("close");
-    std::fs::remove_dir_all(&dir).expect("remove temp dir");
 }
+

@@ -265,30 +265,14 @@ impl ConsumerConfig {
             }
             let (name, key) = match KNOWN_KEYS.iter().copied().find(|k| *k == given) {
                 Some(key) => (key, key),
-                None => match foreign::lookup(given) {
-                    Some((name, Handling::Alias(key))) => {
+                None => match foreign_key(given, value)? {
+                    ForeignKey::Alias { name, key } => {
                         warnings.push(ConfigWarning::mapped(given, key, value));
-                        (name, *key)
+                        (name, key)
                     }
-                    Some((_, Handling::Unused)) => {
+                    ForeignKey::NotUsed => {
                         warnings.push(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed });
                         continue;
-                    }
-                    Some((name, Handling::Only(values, reason))) => {
-                        if !values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
-                            let reason = format!("{value:?}: {reason}");
-                            return Err(ConfigError::Unsupported { key: name, reason });
-                        }
-                        warnings.push(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed });
-                        continue;
-                    }
-                    Some((name, Handling::Rejected(reason))) => {
-                        return Err(ConfigError::Unsupported { key: name, reason: (*reason).to_owned() })
-                    }
-                    None => {
-                        let known = KNOWN_KEYS.iter().chain(SECURITY_KEYS).copied().chain(foreign::names());
-                        let suggestion = crate::properties::nearest_key(given, known);
-                        return Err(ConfigError::UnknownKey { key: given.to_owned(), suggestion });
                     }
                 },
             };
@@ -436,6 +420,45 @@ pub struct ConfigWarning {
     pub kind: ConfigWarningKind,
 }
 
+/// A key of another client's configuration that kgroup accepts.
+enum ForeignKey {
+    /// Applied as kgroup's `key`; `name` is the other client's, as the table spells it.
+    Alias { name: &'static str, key: &'static str },
+    /// Changes nothing.
+    NotUsed,
+}
+
+/// What a key of the Java client or librdkafka that is not kgroup's own does: an error when no
+/// client knows it (suggesting the nearest known key) or when kgroup cannot honour `value`.
+fn foreign_key(given: &str, value: &str) -> Result<ForeignKey, ConfigError> {
+    match foreign::lookup(given) {
+        Some((name, Handling::Alias(key))) => Ok(ForeignKey::Alias { name, key }),
+        Some((_, Handling::Unused)) => Ok(ForeignKey::NotUsed),
+        Some((name, Handling::Only(values, reason))) => match values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+            true => Ok(ForeignKey::NotUsed),
+            false => Err(ConfigError::Unsupported { key: name, reason: format!("{value:?}: {reason}") }),
+        },
+        Some((name, Handling::Rejected(reason))) => {
+            Err(ConfigError::Unsupported { key: name, reason: (*reason).to_owned() })
+        }
+        None => {
+            let known = KNOWN_KEYS.iter().chain(SECURITY_KEYS).copied().chain(foreign::names());
+            let suggestion = crate::properties::nearest_key(given, known);
+            Err(ConfigError::UnknownKey { key: given.to_owned(), suggestion })
+        }
+    }
+}
+
+/// What a configuration of the cluster alone ([`ClusterConfig`](crate::ClusterConfig), for the
+/// admin and the command line) makes of a consumer's key, so that one `client.properties`
+/// serves both: a warning that it is not used, or the error a consumer would give.
+pub(crate) fn consumer_key_not_used(given: &str, value: &str) -> Result<ConfigWarning, ConfigError> {
+    if !KNOWN_KEYS.contains(&given) {
+        foreign_key(given, value)?;
+    }
+    Ok(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed })
+}
+
 /// What became of a property behind a [`ConfigWarning`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -455,7 +478,7 @@ pub enum ConfigWarningKind {
 }
 
 impl ConfigWarning {
-    fn mapped(key: &str, to: &'static str, value: &str) -> Self {
+    pub(crate) fn mapped(key: &str, to: &'static str, value: &str) -> Self {
         ConfigWarning { key: key.to_owned(), kind: ConfigWarningKind::MappedTo { key: to, value: value.to_owned() } }
     }
 }
@@ -745,7 +768,6 @@ mod tests {
             ("offset.store.method", "file", "in Kafka only"),
             ("ssl.truststore.location", "/etc/kafka/truststore.jks", "ssl.ca.location"),
             ("ssl.keystore.location", "/etc/kafka/keystore.p12", "ssl.key.location"),
-            ("sasl.jaas.config", "PlainLoginModule required username=\"u\" password=\"secret-xyz\";", "sasl.username"),
             ("auto.offset.reset", "by_duration:PT1H", "earliest or latest"),
         ] {
             let err = ConsumerConfig::from_properties(props(&[(key, value)])).unwrap_err();

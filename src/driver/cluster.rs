@@ -14,7 +14,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::backoff::Backoff;
 pub use super::connection::ConnectionConfig;
 use super::connection::{check_code, BrokerLink, Connection};
-use super::security::SecurityConfig;
+use super::security::{SecurityConfig, SECURITY_KEYS};
+use crate::consumer::config::consumer_key_not_used;
+use crate::consumer::ConfigWarning;
 use crate::error::{ConfigError, Error, NetworkError, Result};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 
@@ -178,18 +180,39 @@ impl ClusterConfig {
 
     /// Builds a configuration from librdkafka-style properties: `bootstrap.servers` (required),
     /// `client.id`, and the security keys of [`SECURITY_KEYS`](super::security::SECURITY_KEYS).
+    /// A consumer's other keys are accepted and logged as not used (see
+    /// [`Self::from_properties_with_warnings`]), so a consumer's file configures the cluster too.
     pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(
         properties: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
+        let (config, warnings) = Self::from_properties_with_warnings(properties)?;
+        for warning in &warnings {
+            tracing::warn!(key = %warning.key, "{warning}");
+        }
+        Ok(config)
+    }
+
+    /// Like [`Self::from_properties`], returning the keys that configure a consumer rather
+    /// than the cluster (kgroup's, the Java client's or librdkafka's) as warnings. A key no
+    /// client knows, or a setting kgroup cannot honour, is an error as for a consumer.
+    pub fn from_properties_with_warnings<K: AsRef<str>, V: AsRef<str>>(
+        properties: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let mut bootstrap = None;
         let mut client_id = None;
         let mut security = Vec::new();
+        let mut warnings = Vec::new();
         for (key, value) in properties {
             let (key, value) = (key.as_ref().trim(), value.as_ref().trim());
             match key {
                 "bootstrap.servers" => bootstrap = Some(value.to_owned()),
+                "metadata.broker.list" => {
+                    warnings.push(ConfigWarning::mapped(key, "bootstrap.servers", value));
+                    bootstrap = Some(value.to_owned());
+                }
                 "client.id" => client_id = Some(value.to_owned()),
-                _ => security.push((key.to_owned(), value.to_owned())),
+                _ if SECURITY_KEYS.contains(&key) => security.push((key.to_owned(), value.to_owned())),
+                _ => warnings.push(consumer_key_not_used(key, value)?),
             }
         }
         let mut config = Self::from_bootstrap_servers(bootstrap.as_deref().unwrap_or(""))?;
@@ -197,7 +220,7 @@ impl ClusterConfig {
             config.connection.client_id = client_id;
         }
         config.connection.security = SecurityConfig::from_properties(security)?;
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// Parses `bootstrap.servers` (`host:port[,host:port...]`).
@@ -614,5 +637,26 @@ mod tests {
             ClusterConfig::from_bootstrap_servers("localhost"),
             Err(ConfigError::InvalidValue { key: "bootstrap.servers", .. })
         ));
+    }
+
+    #[test]
+    fn a_consumers_file_configures_the_cluster_and_its_consumer_keys_are_reported() {
+        let (c, warnings) = ClusterConfig::from_properties_with_warnings([
+            ("metadata.broker.list", "127.0.0.1:9092"),
+            ("client.id", "ops"),
+            ("group.id", "billing"),
+            ("key.deserializer", "org.apache.kafka.common.serialization.StringDeserializer"),
+            ("enable.partition.eof", "true"),
+        ])
+        .unwrap();
+        assert_eq!((c.bootstrap.as_slice(), c.connection.client_id.as_str()), (&["127.0.0.1:9092".to_owned()][..], "ops"));
+        let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["metadata.broker.list", "group.id", "key.deserializer", "enable.partition.eof"]);
+
+        let base = [("bootstrap.servers", "127.0.0.1:9092")];
+        let typo = ClusterConfig::from_properties(base.into_iter().chain([("group.ld", "x")])).unwrap_err();
+        assert_eq!(typo, ConfigError::UnknownKey { key: "group.ld".into(), suggestion: Some("group.id") });
+        let trust = ClusterConfig::from_properties(base.into_iter().chain([("ssl.truststore.location", "/t.jks")]));
+        assert!(matches!(trust, Err(ConfigError::Unsupported { key: "ssl.truststore.location", .. })), "{trust:?}");
     }
 }

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod cluster;
 internal_modules!(connection, fetcher);
 pub mod group;
+mod jaas;
 pub mod member_span;
 mod sasl;
 pub(crate) mod scram;

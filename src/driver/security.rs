@@ -15,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::jaas::LoginModule;
 use crate::error::ConfigError;
 
 /// A credential. `Debug` prints `Secret(<redacted>)`; read it with [`Secret::expose`].
@@ -282,6 +283,7 @@ pub const SECURITY_KEYS: &[&str] = &[
     "sasl.mechanisms",
     "sasl.username",
     "sasl.password",
+    "sasl.jaas.config",
     "ssl.ca.location",
     "ssl.certificate.location",
     "ssl.key.location",
@@ -328,6 +330,7 @@ impl SecurityConfig {
         };
         let ignored = |prefix: &str| values.iter().find(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (*k, v));
         if let (false, Some((key, value))) = (sasl, ignored("sasl.")) {
+            let value = if SECRET_KEYS.contains(&key) { REDACTED } else { value };
             return Err(invalid(key, value, "set, but security.protocol is not SASL_PLAINTEXT or SASL_SSL"));
         }
         if let (false, Some((key, value))) = (tls, ignored("ssl.")) {
@@ -347,6 +350,9 @@ fn sasl_from(get: &Lookup<'_>) -> Result<SaslConfig, ConfigError> {
         .ok_or(ConfigError::Missing { key: "sasl.mechanism" })?;
     let mechanism = SaslMechanism::parse(name)
         .ok_or_else(|| invalid(key, name, "unsupported mechanism: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))?;
+    if let Some((key, text)) = get("sasl.jaas.config") {
+        return sasl_from_jaas(mechanism, key, text, get);
+    }
     let (_, username) = get("sasl.username").ok_or(ConfigError::Missing { key: "sasl.username" })?;
     let (_, password) = get("sasl.password").ok_or(ConfigError::Missing { key: "sasl.password" })?;
     if username.is_empty() {
@@ -354,6 +360,33 @@ fn sasl_from(get: &Lookup<'_>) -> Result<SaslConfig, ConfigError> {
     }
     Ok(SaslConfig { mechanism, username: username.to_owned(), password: Secret::new(password) })
 }
+
+/// The credentials of a Java client's `sasl.jaas.config`, whose login module must be the one of
+/// `sasl.mechanism` (Kafka's `PlainLoginModule` for PLAIN, `ScramLoginModule` for SCRAM).
+fn sasl_from_jaas(
+    mechanism: SaslMechanism,
+    key: &'static str,
+    text: &str,
+    get: &Lookup<'_>,
+) -> Result<SaslConfig, ConfigError> {
+    if let Some((other, _)) = get("sasl.username").or_else(|| get("sasl.password")) {
+        return Err(invalid(other, REDACTED, "set together with sasl.jaas.config: give the credentials once"));
+    }
+    let login = super::jaas::parse(text).map_err(|reason| invalid(key, REDACTED, &reason))?;
+    let expected = match mechanism {
+        SaslMechanism::Plain => LoginModule::Plain,
+        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => LoginModule::Scram,
+    };
+    if login.module != expected {
+        let reason = format!("its {:?} login module does not match sasl.mechanism={}", login.module, mechanism.name());
+        return Err(invalid(key, REDACTED, &reason));
+    }
+    Ok(SaslConfig { mechanism, username: login.username, password: login.password })
+}
+
+/// Keys whose values errors never show.
+const SECRET_KEYS: &[&str] = &["sasl.password", "sasl.jaas.config"];
+const REDACTED: &str = "<redacted>";
 
 fn tls_options_from(get: &Lookup<'_>) -> Result<TlsOptions, ConfigError> {
     let ca = match get("ssl.ca.location") {
@@ -439,6 +472,57 @@ mod tests {
             let err = build(props).expect_err(&format!("{props:?} must fail"));
             assert!(err.to_string().contains(key), "{props:?}: {err}");
             assert_eq!(key_of(err), *key, "{props:?}");
+        }
+    }
+
+    const JAAS_SCRAM: &str = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="hunter2-jaas";"#;
+
+    #[test]
+    fn a_java_jaas_entry_gives_the_credentials() {
+        let c = build(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.jaas.config", JAAS_SCRAM),
+        ])
+        .unwrap();
+        let sasl = c.sasl.as_ref().unwrap();
+        assert_eq!((sasl.mechanism, sasl.username.as_str()), (SaslMechanism::ScramSha512, "alice"));
+        assert_eq!(sasl.password.expose(), "hunter2-jaas");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_about_credentials_never_show_them() {
+        let sasl = [("security.protocol", "SASL_PLAINTEXT")];
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (&[("sasl.jaas.config", JAAS_SCRAM)], "sasl.jaas.config", "security.protocol"),
+            (&[("sasl.password", "hunter2-jaas")], "sasl.password", "security.protocol"),
+            (
+                &[sasl[0], ("sasl.mechanism", "PLAIN"), ("sasl.jaas.config", JAAS_SCRAM)],
+                "sasl.jaas.config",
+                "does not match sasl.mechanism=PLAIN",
+            ),
+            (
+                &[sasl[0], ("sasl.mechanism", "SCRAM-SHA-256"), ("sasl.jaas.config", JAAS_SCRAM), ("sasl.username", "bob")],
+                "sasl.username",
+                "give the credentials once",
+            ),
+            (
+                &[
+                    sasl[0],
+                    ("sasl.mechanism", "SCRAM-SHA-256"),
+                    ("sasl.jaas.config", "ScramLoginModule required username=alice password=\"hunter2-jaas"),
+                ],
+                "sasl.jaas.config",
+                "unclosed quote",
+            ),
+        ];
+        for (props, key, reason) in cases {
+            let err = build(props).expect_err(&format!("{props:?} must fail"));
+            let shown = err.to_string();
+            assert_eq!(key_of(err), *key, "{props:?}");
+            assert!(shown.contains(reason), "{props:?}: {shown}");
+            assert!(!shown.contains("hunter2"), "{props:?}: {shown}");
         }
     }
 

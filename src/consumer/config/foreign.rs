@@ -64,7 +64,6 @@ const KEYS: &[(&str, Handling)] = &[
     ("metrics.sample.window.ms", Unused),
     ("receive.buffer.bytes", Unused),
     ("sasl.client.callback.handler.class", Unused),
-    ("sasl.jaas.config", Rejected("kgroup takes SASL credentials as sasl.username and sasl.password")),
     ("security.providers", Unused),
     ("send.buffer.bytes", Unused),
     ("socket.connection.setup.timeout.max.ms", Unused),
