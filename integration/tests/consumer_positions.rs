@@ -1,11 +1,11 @@
-//! Issue 17 on a real broker (the embedded nisshi, or `KGROUP_BOOTSTRAP`): moving to the log
-//! start and end, offsets by time, watermarks and lag, and each record's timestamp type. nisshi
-//! answers ListOffsets by time and honours the topic config `message.timestamp.type` as Kafka
-//! does, so every case runs there.
+//! Moving to the log start and end, offsets by time, watermarks and lag, and each record's
+//! timestamp type, on the embedded nisshi (or `KGROUP_BOOTSTRAP`) and on Apache Kafka 3.6.2,
+//! the reference: every case runs on both (one Kafka cluster for all of them).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kgroup::consumer::{OffsetAndTimestamp, TimestampType, Watermarks};
+use kgroup::embedded::kafka36::Kafka36Options;
 use kgroup::group::TopicPartition;
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Batch, Cluster, ConsumerConfig, Error, GroupConsumer};
@@ -14,13 +14,47 @@ use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn setup(topic_prefix: &str) -> (TestBroker, Cluster, String) {
-    init_tracing();
-    let broker = TestBroker::start().await;
+async fn setup(broker: &TestBroker, topic_prefix: &str) -> (Cluster, String) {
     let cluster = broker.cluster().await;
     let topic = unique_name(topic_prefix);
     cluster.create_topic(&topic, 1, 1).await.expect("create topic");
-    (broker, cluster, topic)
+    (cluster, topic)
+}
+
+async fn nisshi() -> TestBroker {
+    init_tracing();
+    TestBroker::start().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_to_beginning_reads_again_and_seek_to_end_reads_only_new_records() {
+    seek_to_the_ends(&nisshi().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_for_times_before_between_and_after_the_records() {
+    offsets_for_times(&nisshi().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_and_lag_after_consuming_part_of_a_partition() {
+    watermarks_and_lag(&nisshi().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_carry_create_time_or_the_brokers_log_append_time() {
+    timestamp_types(&nisshi().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_on_kafka36() {
+    init_tracing();
+    let options = Kafka36Options { initial_rebalance_delay: Duration::ZERO, ..Default::default() };
+    let broker = TestBroker::start_kafka36(options).await;
+    seek_to_the_ends(&broker).await;
+    offsets_for_times(&broker).await;
+    watermarks_and_lag(&broker).await;
+    timestamp_types(&broker).await;
 }
 
 /// Produces one record per timestamp (`None`: the producer's clock) to partition 0, in one
@@ -95,12 +129,11 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seek_to_beginning_reads_again_and_seek_to_end_reads_only_new_records() {
-    let (broker, cluster, topic) = setup("seek-ends").await;
+async fn seek_to_the_ends(broker: &TestBroker) {
+    let (cluster, topic) = setup(broker, "seek-ends").await;
     let tp = TopicPartition::new(&topic, 0);
     assert_eq!(produce_n(&cluster, &topic, 20).await, (0..20).collect::<Vec<_>>());
-    let mut consumer = subscribe(&broker, &[&topic]).await;
+    let mut consumer = subscribe(broker, &[&topic]).await;
     let first = read_until(&mut consumer, 20).await;
     assert_eq!(offsets(&first), (0..20).collect::<Vec<_>>());
 
@@ -123,16 +156,15 @@ async fn seek_to_beginning_reads_again_and_seek_to_end_reads_only_new_records() 
     consumer.close().await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_for_times_before_between_and_after_the_records() {
-    let (broker, cluster, topic) = setup("offsets-for-times").await;
+async fn offsets_for_times(broker: &TestBroker) {
+    let (cluster, topic) = setup(broker, "offsets-for-times").await;
     let tp = TopicPartition::new(&topic, 0);
     // Ten minutes ago, a second apart: inside every broker's accepted window.
     let base = now_ms() - 600_000;
     let times: Vec<i64> = (0..5).map(|i| base + i * 1_000).collect();
     let written = produce(&cluster, &topic, &times.iter().copied().map(Some).collect::<Vec<_>>()).await;
     assert_eq!(written, (0..5).collect::<Vec<_>>());
-    let consumer = subscribe(&broker, &[&topic]).await;
+    let consumer = subscribe(broker, &[&topic]).await;
 
     let found = |offset: i64| Some(OffsetAndTimestamp { offset, timestamp: times[offset as usize] });
     let answers = consumer
@@ -161,12 +193,11 @@ async fn offsets_for_times_before_between_and_after_the_records() {
     consumer.close().await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watermarks_and_lag_after_consuming_part_of_a_partition() {
-    let (broker, cluster, topic) = setup("watermarks").await;
+async fn watermarks_and_lag(broker: &TestBroker) {
+    let (cluster, topic) = setup(broker, "watermarks").await;
     let tp = TopicPartition::new(&topic, 0);
     produce_n(&cluster, &topic, 30).await;
-    let mut consumer = subscribe(&broker, &[&topic]).await;
+    let mut consumer = subscribe(broker, &[&topic]).await;
     let deadline = Instant::now() + WAIT;
     let batch = loop {
         assert!(Instant::now() < deadline, "a batch in time");
@@ -194,9 +225,8 @@ async fn watermarks_and_lag_after_consuming_part_of_a_partition() {
     consumer.close().await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_carry_create_time_or_the_brokers_log_append_time() {
-    let (broker, cluster, create_time) = setup("create-time").await;
+async fn timestamp_types(broker: &TestBroker) {
+    let (cluster, create_time) = setup(broker, "create-time").await;
     let log_append_time = unique_name("log-append-time");
     cluster
         .create_topic_with_configs(&log_append_time, 1, 1, &[("message.timestamp.type", "LogAppendTime")])
@@ -208,7 +238,7 @@ async fn records_carry_create_time_or_the_brokers_log_append_time() {
     for topic in [&create_time, &log_append_time] {
         produce(&cluster, topic, &stamps).await;
     }
-    let mut consumer = subscribe(&broker, &[&create_time, &log_append_time]).await;
+    let mut consumer = subscribe(broker, &[&create_time, &log_append_time]).await;
     let mut records = Vec::new();
     let deadline = Instant::now() + WAIT;
     while records.len() < 6 {
