@@ -148,4 +148,3 @@ async fn consume_all(config: ConsumerConfig, topic: &str) {
     assert_eq!(seen, expected);
     consumer.close().await.expect("close");
 }
-

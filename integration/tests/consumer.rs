@@ -1,7 +1,7 @@
 //! The public consumer (`GroupConsumer`, `ConsumerConfig`) end to end on a real broker (nisshi by
 //! default, `KGROUP_BOOTSTRAP` for any cluster): the stream and `poll`, explicit commits,
 //! stored offsets and auto-commit, pause / resume / seek / position, two members splitting a
-//! topic, the rebalance listener, `max.poll.interval.ms`, `close` of dynamic and static
+//! topic, the rebalance listener (its cases on Apache Kafka 3.6.2 too), `max.poll.interval.ms`, `close` of dynamic and static
 //! members, and configuration errors.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use kgroup::driver::fetcher::ConsumerRecord;
 use kgroup::driver::group::{GroupHandle, RevokeMode};
+use kgroup::embedded::kafka36::Kafka36Options;
 use kgroup::error::ClosedCause;
 use kgroup::group::StateKind;
 use kgroup::group::{
@@ -100,10 +101,15 @@ fn ids(partitions: &[TopicPartition]) -> Vec<i32> {
 async fn setup(partitions: i32) -> (TestBroker, Cluster, String) {
     init_tracing();
     let broker = TestBroker::start().await;
+    let (cluster, topic) = topic_on(&broker, partitions).await;
+    (broker, cluster, topic)
+}
+
+async fn topic_on(broker: &TestBroker, partitions: i32) -> (Cluster, String) {
     let cluster = broker.cluster().await;
     let topic = unique_name("consumer");
     cluster.create_topic(&topic, partitions, 1).await.expect("create topic");
-    (broker, cluster, topic)
+    (cluster, topic)
 }
 
 /// Test defaults (earliest, explicit commits, short fetch waits and heartbeats); `extra`
@@ -969,8 +975,13 @@ impl RebalanceListener for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_listener_sees_the_partitions_and_commits_in_revoked_with_the_old_generation() {
+    init_tracing();
+    listener_commits_in_revoked(&TestBroker::start().await).await;
+}
+
+async fn listener_commits_in_revoked(broker: &TestBroker) {
     const PARTITIONS: i32 = 4;
-    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    let (cluster, topic) = topic_on(broker, PARTITIONS).await;
     let mut written = produce(&cluster, &topic, 0..400).await;
     let ends = ends(&written, PARTITIONS);
     let group = unique_name("listener");
@@ -1114,18 +1125,23 @@ async fn poll_until_split(a: &mut GroupConsumer, b: &mut GroupConsumer, (in_a, i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_listener_gets_only_what_moves_while_its_context_shows_the_whole_assignment() {
+    init_tracing();
+    cooperative_listener_gets_what_moves(&TestBroker::start().await).await;
+}
+
+async fn cooperative_listener_gets_what_moves(broker: &TestBroker) {
     const PARTITIONS: i32 = 4;
-    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    let (cluster, topic) = topic_on(broker, PARTITIONS).await;
     produce(&cluster, &topic, 0..40).await;
     let group = unique_name("coop-listener");
     let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
     let (rec_a, rec_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
-    let mut a = subscribe_listening(&broker, &group, &topic, &cooperative, &rec_a).await;
+    let mut a = subscribe_listening(broker, &group, &topic, &cooperative, &rec_a).await;
     eventually!(Duration::from_secs(30), "A owns everything", {
         let _ = poll_ok(&mut a, 50, Duration::from_millis(100)).await;
         owned(&a).await.len() == PARTITIONS as usize
     });
-    let mut b = subscribe_listening(&broker, &group, &topic, &cooperative, &rec_b).await;
+    let mut b = subscribe_listening(broker, &group, &topic, &cooperative, &rec_b).await;
     poll_until_split(&mut a, &mut b, (2, 2)).await;
     let (a_owned, b_owned) = (owned(&a).await, owned(&b).await);
 
@@ -1162,13 +1178,18 @@ async fn cooperative_listener_gets_only_what_moves_while_its_context_shows_the_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_in_assigned_through_the_context_decides_where_records_start() {
+    init_tracing();
+    seek_in_assigned(&TestBroker::start().await).await;
+}
+
+async fn seek_in_assigned(broker: &TestBroker) {
     const PARTITIONS: i32 = 2;
-    let (broker, cluster, topic) = setup(PARTITIONS).await;
+    let (cluster, topic) = topic_on(broker, PARTITIONS).await;
     produce_to(&cluster, &topic, 0, 0..30).await;
     produce_to(&cluster, &topic, 1, 30..60).await;
     let group = unique_name("seek-listener");
     let rec = Arc::new(Recorder { seek_to: Some(10), ..Default::default() });
-    let mut a = subscribe_listening(&broker, &group, &topic, &[], &rec).await;
+    let mut a = subscribe_listening(broker, &group, &topic, &[], &rec).await;
     let mut ledger = Ledger::default();
     timeout(Duration::from_secs(30), async {
         while ledger.total() < 40 {
@@ -1184,6 +1205,17 @@ async fn seek_in_assigned_through_the_context_decides_where_records_start() {
     }
     assert_eq!(rec.positions.lock().unwrap().clone(), vec![(0, Some(10)), (1, Some(10))]);
     a.close().await.expect("close");
+}
+
+/// The three listener cases on Apache Kafka 3.6.2 (one cluster for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_cases_on_kafka36() {
+    init_tracing();
+    let options = Kafka36Options { initial_rebalance_delay: Duration::ZERO, ..Default::default() };
+    let broker = TestBroker::start_kafka36(options).await;
+    listener_commits_in_revoked(&broker).await;
+    cooperative_listener_gets_what_moves(&broker).await;
+    seek_in_assigned(&broker).await;
 }
 
 // ---- 7. max.poll.interval.ms ----

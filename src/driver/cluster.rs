@@ -649,7 +649,10 @@ mod tests {
             ("enable.partition.eof", "true"),
         ])
         .unwrap();
-        assert_eq!((c.bootstrap.as_slice(), c.connection.client_id.as_str()), (&["127.0.0.1:9092".to_owned()][..], "ops"));
+        assert_eq!(
+            (c.bootstrap.as_slice(), c.connection.client_id.as_str()),
+            (&["127.0.0.1:9092".to_owned()][..], "ops")
+        );
         let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(keys, ["metadata.broker.list", "group.id", "key.deserializer", "enable.partition.eof"]);
 

@@ -102,7 +102,8 @@ impl Tokens<'_> {
     /// A bare word: anything up to white space, `=`, `;` or `"`.
     fn word(&mut self) -> Option<String> {
         self.skip_space();
-        let end = self.rest.find(|c: char| c.is_whitespace() || matches!(c, '=' | ';' | '"')).unwrap_or(self.rest.len());
+        let end =
+            self.rest.find(|c: char| c.is_whitespace() || matches!(c, '=' | ';' | '"')).unwrap_or(self.rest.len());
         if end == 0 {
             return None;
         }

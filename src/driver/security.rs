@@ -475,7 +475,8 @@ mod tests {
         }
     }
 
-    const JAAS_SCRAM: &str = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="hunter2-jaas";"#;
+    const JAAS_SCRAM: &str =
+        r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="hunter2-jaas";"#;
 
     #[test]
     fn a_java_jaas_entry_gives_the_credentials() {
@@ -503,7 +504,12 @@ mod tests {
                 "does not match sasl.mechanism=PLAIN",
             ),
             (
-                &[sasl[0], ("sasl.mechanism", "SCRAM-SHA-256"), ("sasl.jaas.config", JAAS_SCRAM), ("sasl.username", "bob")],
+                &[
+                    sasl[0],
+                    ("sasl.mechanism", "SCRAM-SHA-256"),
+                    ("sasl.jaas.config", JAAS_SCRAM),
+                    ("sasl.username", "bob"),
+                ],
                 "sasl.username",
                 "give the credentials once",
             ),
