@@ -1,8 +1,8 @@
 //! The public consumer (`GroupConsumer`, `ConsumerConfig`) end to end on a real broker (nisshi by
 //! default, `KGROUP_BOOTSTRAP` for any cluster): the stream and `poll`, explicit commits,
 //! stored offsets and auto-commit, pause / resume / seek / position, two members splitting a
-//! topic, the rebalance listener (its cases on Apache Kafka 3.6.2 too), `max.poll.interval.ms`, `close` of dynamic and static
-//! members, and configuration errors.
+//! topic, the rebalance listener (its cases on Apache Kafka 3.6.2 too), `max.poll.interval.ms`,
+//! `close` of dynamic and static members, and configuration errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
