@@ -15,6 +15,12 @@
 //!   (timer, request out, response in), the work the coordinator task does per commit and per
 //!   heartbeat interval.
 //!
+//! - `assign/*`: the leader's assignment for every built-in assignor, with M members on one
+//!   topic of P partitions, where M - 1 members own a balanced share from the previous
+//!   generation and one member is new (the rebalance of a scale-out step); `cooperative-sticky`
+//!   includes KIP-429's first-round adjustment. Sizes from 10 x 1 000 to 100 x 10 000 show how
+//!   the cost grows with members and with partitions.
+//!
 //! `benches/compare.rs` reads the estimates back (`target/criterion`) into `RESULTS.md`.
 
 use std::hint::black_box;
@@ -36,11 +42,13 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use kgroup::driver::fetcher::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use kgroup::driver::fetcher::IsolationLevel;
-use kgroup::group::assignor::encode_assignment;
-use kgroup::group::StateKind;
+use kgroup::group::assignor::{
+    assignor_by_name, cooperative_adjust, encode_assignment, GroupMember, RebalanceProtocol, Subscription,
+};
 use kgroup::group::{
     CoordinatorFound, GroupConfig, GroupMachine, GroupRequest, GroupResponse, OutgoingRequest, TopicPartition,
 };
+use kgroup::group::{GenerationId, StateKind};
 use kgroup::protocol::codec::encode_request;
 use kgroup::protocol::versions::NegotiatedVersions;
 
@@ -273,10 +281,55 @@ fn machine(c: &mut Criterion) {
     });
 }
 
+/// `members` on one topic of `partitions`: all but the last own a round-robin share from
+/// generation 7, the last has just joined.
+fn scale_out_members(members: usize, partitions: i32) -> Vec<GroupMember> {
+    let owners = members - 1;
+    (0..members)
+        .map(|m| GroupMember {
+            member_id: format!("member-{m:03}"),
+            group_instance_id: None,
+            subscription: Subscription {
+                topics: vec!["t".into()],
+                owned_partitions: (0..partitions)
+                    .filter(|p| m < owners && *p as usize % owners == m)
+                    .map(|p| TopicPartition::new("t", p))
+                    .collect(),
+                generation: GenerationId(7),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+fn assign(c: &mut Criterion) {
+    let mut group = c.benchmark_group("assign");
+    group.sample_size(10);
+    for (members, partitions) in [(10, 1_000), (100, 1_000), (10, 10_000), (100, 10_000)] {
+        let group_members = scale_out_members(members, partitions);
+        let counts = std::collections::BTreeMap::from([("t".to_string(), partitions)]);
+        for name in ["range", "roundrobin", "sticky", "cooperative-sticky"] {
+            let assignor = assignor_by_name(name).expect("a built-in assignor");
+            let cooperative = assignor.rebalance_protocol() == RebalanceProtocol::Cooperative;
+            group.bench_function(format!("{name}/{members} members x {partitions} partitions"), |b| {
+                b.iter(|| {
+                    let plan = assignor.assign(black_box(&group_members), &counts);
+                    if cooperative {
+                        cooperative_adjust(plan, &group_members)
+                    } else {
+                        plan
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 /// Short runs: the machine is shared and the figures are ratios, not fine-grained regressions.
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = decode, encode_offset_commit, machine }
+criterion_group! { name = benches; config = config(); targets = decode, encode_offset_commit, machine, assign }
 criterion_main!(benches);
