@@ -495,7 +495,9 @@ mod tests {
     #[test]
     fn errors_about_credentials_never_show_them() {
         let sasl = [("security.protocol", "SASL_PLAINTEXT")];
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        // Properties, the key the error names, and what it says.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (&[("sasl.jaas.config", JAAS_SCRAM)], "sasl.jaas.config", "security.protocol"),
             (&[("sasl.password", "hunter2-jaas")], "sasl.password", "security.protocol"),
             (
