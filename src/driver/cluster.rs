@@ -109,7 +109,12 @@ impl MetadataSnapshot {
                     })
                     .collect();
                 partitions.sort_by_key(|p| p.partition);
-                let info = TopicInfo { name: name.clone(), error: KafkaCode(t.error_code), partitions, internal: t.is_internal };
+                let info = TopicInfo {
+                    name: name.clone(),
+                    error: KafkaCode(t.error_code),
+                    partitions,
+                    internal: t.is_internal,
+                };
                 Some((name, info))
             })
             .collect();

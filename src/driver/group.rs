@@ -196,15 +196,9 @@ impl std::fmt::Debug for GroupHandle {
 }
 
 impl GroupHandle {
-    /// Validates the configuration, starts the member's task and begins joining `subscription`
-    /// (a `Vec<String>` of topics, or a [`TopicSubscription`]).
-    pub async fn start(
-        cluster: Cluster,
-        config: GroupConfig,
-        subscription: impl Into<TopicSubscription>,
-        revoke: RevokeMode,
-    ) -> Result<Self> {
-        Ok(Self::start_with_events(cluster, config, subscription, revoke).await?.0)
+    /// Validates the configuration, starts the member's task and begins joining.
+    pub async fn start(cluster: Cluster, config: GroupConfig, topics: Vec<String>, revoke: RevokeMode) -> Result<Self> {
+        Ok(Self::start_with_events(cluster, config, topics, revoke).await?.0)
     }
 
     /// [`start`](Self::start), with a receiver subscribed before the member's task runs: it
@@ -213,10 +207,10 @@ impl GroupHandle {
     pub async fn start_with_events(
         cluster: Cluster,
         config: GroupConfig,
-        subscription: impl Into<TopicSubscription>,
+        topics: Vec<String>,
         revoke: RevokeMode,
     ) -> Result<(Self, broadcast::Receiver<GroupEventRecord>)> {
-        let (handle, [events]) = Self::start_with_receivers(cluster, config, subscription, revoke).await?;
+        let (handle, [events]) = Self::start_with_receivers(cluster, config, topics, revoke).await?;
         Ok((handle, events))
     }
 
@@ -225,25 +219,25 @@ impl GroupHandle {
     pub async fn start_with_receivers<const N: usize>(
         cluster: Cluster,
         config: GroupConfig,
-        subscription: impl Into<TopicSubscription>,
+        topics: Vec<String>,
         revoke: RevokeMode,
     ) -> Result<(Self, [broadcast::Receiver<GroupEventRecord>; N])> {
+        let subscription = TopicSubscription::Topics(topics);
         let (handle, _, receivers) = Self::start_with_control(cluster, config, subscription, revoke).await?;
         Ok((handle, receivers))
     }
 
-    /// [`start_with_receivers`](Self::start_with_receivers), with the member's
-    /// [`ControlEvents`] too: a consumer acts on those, and must not miss one because an
-    /// observer's stream overflowed. Cancel-safe: dropped before it returns, it has started no
+    /// [`start_with_receivers`](Self::start_with_receivers) with any subscription (a pattern
+    /// too), and with the member's [`ControlEvents`]: a consumer acts on those, and must not
+    /// miss one because an observer's stream overflowed. Cancel-safe: dropped before it returns, it has started no
     /// member.
     pub async fn start_with_control<const N: usize>(
         cluster: Cluster,
         config: GroupConfig,
-        subscription: impl Into<TopicSubscription>,
+        subscription: TopicSubscription,
         revoke: RevokeMode,
     ) -> Result<(Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N])> {
         config.validate()?;
-        let subscription = subscription.into();
         validate_subscription(&subscription)?;
         let counts = match &subscription {
             TopicSubscription::Topics(topics) => initial_counts(&cluster, topics).await?,

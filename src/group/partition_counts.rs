@@ -50,9 +50,9 @@ impl PartitionCounts {
     /// Counts arrived; a topic asked for that is not in `counts` does not exist. Returns
     /// whether `id` was the request awaited.
     pub(super) fn answered(&mut self, id: RequestId, counts: &BTreeMap<String, i32>) -> bool {
-        let Some((_, Asked::Topics(topics))) = self.request.take_if(|(asked, what)| {
-            *asked == id && matches!(what, Asked::Topics(_))
-        }) else {
+        let Some((_, Asked::Topics(topics))) =
+            self.request.take_if(|(asked, what)| *asked == id && matches!(what, Asked::Topics(_)))
+        else {
             return false;
         };
         for topic in topics {

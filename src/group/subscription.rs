@@ -72,25 +72,16 @@ pub enum TopicSubscription {
     Pattern(TopicPattern),
 }
 
-impl From<Vec<String>> for TopicSubscription {
-    fn from(topics: Vec<String>) -> Self {
-        TopicSubscription::Topics(topics)
-    }
-}
-
-impl From<TopicPattern> for TopicSubscription {
-    fn from(pattern: TopicPattern) -> Self {
-        TopicSubscription::Pattern(pattern)
-    }
-}
-
 /// The subscription the machine holds, with the topics its JoinGroup names.
 #[derive(Debug, Clone)]
 pub(super) enum Subscribed {
     Topics(Vec<String>),
     /// `matched` is `None` until the cluster's topics were listed once: the member does not
     /// join before it knows what its pattern matches.
-    Pattern { pattern: TopicPattern, matched: Option<Vec<String>> },
+    Pattern {
+        pattern: TopicPattern,
+        matched: Option<Vec<String>>,
+    },
 }
 
 impl Subscribed {

@@ -111,12 +111,9 @@ impl GroupMachine {
                 let cooperative = self.ownership.as_ref().is_some_and(|o| o.cooperative);
                 let subscribed = self.subscription.topics();
                 let unsubscribed: Vec<TopicPartition> = match &self.ownership {
-                    Some(o) if cooperative => o
-                        .partitions
-                        .keys()
-                        .filter(|tp| !subscribed.iter().any(|t| **t == *tp.topic))
-                        .cloned()
-                        .collect(),
+                    Some(o) if cooperative => {
+                        o.partitions.keys().filter(|tp| !subscribed.iter().any(|t| **t == *tp.topic)).cloned().collect()
+                    }
                     _ => Vec::new(),
                 };
                 let partitions: Vec<TopicPartition> = match &self.ownership {

@@ -269,3 +269,12 @@ fn a_pattern_that_is_no_regular_expression_is_refused_with_its_reason() {
     assert!(matches!(&err, crate::config_error::ConfigError::InvalidPattern { pattern, .. } if pattern == "orders-("));
     assert!(TopicPattern::new("").is_err());
 }
+
+#[test]
+fn patterns_take_java_classes_and_flags_and_match_whole_names_only() {
+    let p = TopicPattern::new(r"(?i)orders-\d+").expect("valid pattern");
+    assert!(p.matches("ORDERS-12") && p.matches("orders-1"));
+    assert!(!p.matches("orders-1x") && !p.matches("xorders-1") && !p.matches("orders-"));
+    let p = TopicPattern::new("a|b").expect("valid pattern");
+    assert!(p.matches("a") && p.matches("b") && !p.matches("ab"), "alternatives are anchored as a whole");
+}
