@@ -31,6 +31,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A subscription pattern that is not a regular expression.
+    #[error("invalid topic pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern given.
+        pattern: String,
+        /// What the regular expression parser said.
+        reason: String,
+    },
     /// A property name that neither kgroup, the Java client nor librdkafka knows: most likely a
     /// typo, which would otherwise leave the intended setting at its default.
     #[error("unknown property `{key}`{}", suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]

@@ -116,6 +116,12 @@ pub(super) fn render(snapshot: &Value, events: Result<Vec<Value>, String>) -> St
     let _ = writeln!(out, "leader      {leader}");
     let _ = writeln!(out, "protocol    {}", text(&snapshot["protocol"]));
     let _ = writeln!(out, "coordinator {}", text(&snapshot["coordinator"]));
+    let topics = snapshot["subscription"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let topics: Vec<String> = topics.iter().map(text).collect();
+    let _ = writeln!(out, "subscribed  {}", if topics.is_empty() { "-".to_owned() } else { topics.join(", ") });
+    if let Some(pattern) = snapshot.get("pattern").filter(|v| !v.is_null()) {
+        let _ = writeln!(out, "pattern     {}", text(pattern));
+    }
     if let Some(rejoin) = snapshot.get("pending_rejoin").filter(|v| !v.is_null()) {
         let _ = writeln!(out, "rejoining   {}", text(rejoin));
     }
@@ -216,7 +222,7 @@ mod tests {
             "generation": {"id": 3, "member_id": "m-1"}, "protocol": "range", "coordinator": 1,
             "assignment": [{"partition": {"topic": "t", "partition": 0}, "owned_since": 2}],
             "in_flight_commits": [{"id": 7, "stamped_with": 3, "partitions": [[{"topic": "t", "partition": 0}, 42]]}],
-            "deferred_commits": [],
+            "deferred_commits": [], "subscription": ["t", "u"], "pattern": "[tu]",
         });
         let events = vec![json!({"at": {"secs_since_epoch": 3661, "nanos_since_epoch": 5_000_000},
             "event": {"Transition": {"from": "AwaitingSync", "to": "Stable", "reason": "assigned", "generation": 3}}})];
@@ -224,6 +230,8 @@ mod tests {
         for expected in [
             "member id   m-1",
             "generation  3",
+            "subscribed  t, u",
+            "pattern     [tu]",
             "t-0",
             "owned since generation 2",
             "commit 7 (generation 3): t-0@42",
@@ -233,6 +241,7 @@ mod tests {
         }
         let sparse = render(&json!({}), Err("GET x: 404".into()));
         assert!(sparse.contains("state       -") && sparse.contains("unavailable: GET x: 404"), "{sparse}");
+        assert!(sparse.contains("subscribed  -") && !sparse.contains("pattern"), "{sparse}");
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct ConsumerConfig {
     /// `metadata.max.age.ms` (default 300000): how often partition counts are refreshed, so
     /// that partitions and topics added later are assigned.
     pub metadata_max_age: Duration,
+    /// `exclude.internal.topics` (default true): a pattern subscription never matches internal
+    /// topics such as `__consumer_offsets`.
+    pub exclude_internal_topics: bool,
     /// How long the rebalance listener may take per callback (default: half of
     /// `max.poll.interval.ms`, below the rebalance timeout).
     pub rebalance_callback_timeout: Duration,
@@ -116,6 +119,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "retry.backoff.max.ms",
     "default.api.timeout.ms",
     "metadata.max.age.ms",
+    "exclude.internal.topics",
 ];
 
 /// Builder setters of fields that take their value as it is.
@@ -160,6 +164,7 @@ impl ConsumerConfig {
             retry_backoff_max: Duration::from_secs(1),
             commit_timeout: Duration::from_secs(60),
             metadata_max_age: Duration::from_secs(300),
+            exclude_internal_topics: true,
             rebalance_callback_timeout: Duration::from_secs(150),
             security: SecurityConfig::default(),
         }
@@ -184,6 +189,7 @@ impl ConsumerConfig {
         retry_backoff_max: Duration,
         commit_timeout: Duration,
         metadata_max_age: Duration,
+        exclude_internal_topics: bool,
         rebalance_callback_timeout: Duration,
         security: SecurityConfig,
     }
@@ -350,6 +356,7 @@ impl ConsumerConfig {
             "retry.backoff.ms" => self.retry_backoff = millis(name, value)?,
             "retry.backoff.max.ms" => self.retry_backoff_max = millis(name, value)?,
             "metadata.max.age.ms" => self.metadata_max_age = millis(name, value)?,
+            "exclude.internal.topics" => self.exclude_internal_topics = boolean(name, value)?,
             "default.api.timeout.ms" => self.commit_timeout = millis(name, value)?,
             _ => unreachable!("every known key has an arm"),
         }
@@ -397,6 +404,7 @@ impl ConsumerConfig {
         group.request_timeout = self.request_timeout;
         group.commit_timeout = self.commit_timeout;
         group.metadata_max_age = self.metadata_max_age;
+        group.exclude_internal_topics = self.exclude_internal_topics;
         group.revoke_timeout =
             self.rebalance_callback_timeout.min(self.max_poll_interval.saturating_sub(Duration::from_millis(1)));
         group.assignors = self.assignment_strategy.iter().filter_map(|n| self.assignor(n)).collect();

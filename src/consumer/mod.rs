@@ -33,7 +33,10 @@ use crate::driver::group::GroupObserver;
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::driver::member_span::TaskRole;
 use crate::error::{ClosedCause, Error, Result};
-use crate::group::{GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition};
+use crate::group::{
+    GroupEvent, GroupSnapshot, Lease, OffsetLookupFailure, PartitionCommit, TopicPartition, TopicPattern,
+    TopicSubscription,
+};
 use crate::telemetry::MemberMetrics;
 use session::{
     ConsumerSession, ListenerCall, LookupAnswer, LookupId, RecordRun, RecordSource, SessionAction, SessionBatch,
@@ -234,6 +237,8 @@ enum Request {
     CommitStored(oneshot::Sender<PendingCommit>),
     /// Stop, returning the stored offsets.
     Close(oneshot::Sender<Vec<Lease>>),
+    /// Hand the member a new subscription; answered once the revocation it starts is applied.
+    Subscribe(TopicSubscription, oneshot::Sender<Result<()>>),
 }
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<Vec<PartitionCommit>>> + Send>>;
@@ -293,15 +298,43 @@ impl GroupConsumer {
         topics: &[&str],
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<GroupConsumer> {
+        Self::start(config, TopicSubscription::Topics(topics.iter().map(|t| t.to_string()).collect()), listener).await
+    }
+
+    /// Connects, subscribes to every topic whose whole name matches the regular expression
+    /// `pattern` (Java's `subscribe(Pattern)`; internal topics left out under
+    /// `exclude.internal.topics`) and starts joining the group. The cluster's topics are listed
+    /// before the first join and every `metadata.max.age.ms` after; when the topics matched
+    /// change, the member rejoins with them. A pattern that matches nothing yet joins with no
+    /// topics and picks them up as they are created.
+    pub async fn subscribe_pattern(config: ConsumerConfig, pattern: &str) -> Result<GroupConsumer> {
+        Self::subscribe_pattern_with_listener(config, pattern, None).await
+    }
+
+    /// As [`subscribe_pattern`](Self::subscribe_pattern), with rebalance callbacks.
+    pub async fn subscribe_pattern_with_listener(
+        config: ConsumerConfig,
+        pattern: &str,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<GroupConsumer> {
+        let pattern = TopicPattern::new(pattern)?;
+        Self::start(config, TopicSubscription::Pattern(pattern), listener).await
+    }
+
+    async fn start(
+        config: ConsumerConfig,
+        subscription: TopicSubscription,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<GroupConsumer> {
         config.validate()?;
         let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
         cluster_config.connection.client_id = config.client_id.clone();
         cluster_config.connection.request_timeout = config.request_timeout;
         cluster_config.connection.security = config.security.clone();
         let cluster = Cluster::connect(cluster_config).await?;
-        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (group, control, [first_events]) =
-            GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
+            GroupHandle::start_with_control(cluster.clone(), config.group_config(), subscription, RevokeMode::Manual)
+                .await?;
         let fetcher = Fetcher::start_observed(
             cluster.clone(),
             FetcherConfig {
@@ -399,6 +432,29 @@ impl GroupConsumer {
             }
             item => Ok(item),
         }
+    }
+
+    /// Changes the subscription to `topics` (Java: `subscribe` called again), names checked as
+    /// at start. The member rejoins; under an eager assignor it revokes all its partitions
+    /// first, under a cooperative one (KIP-429) those of the topics dropped. Once this returns
+    /// no batch of a revoked partition is handed out any more (a batch a cancelled `poll` left
+    /// behind goes back first): the revoke window runs as in any rebalance (the listener's
+    /// `revoked`, commits of the leases held on them still go out in the generation that owns
+    /// them), and a commit of their leases after it is fenced locally. The new topics'
+    /// partitions arrive with the next assignment. The same topics again change nothing.
+    ///
+    /// Cancel safety: once polled, the change is handed over and is not withdrawn by dropping
+    /// the future.
+    pub async fn change_subscription(&mut self, topics: &[&str]) -> Result<()> {
+        let topics = TopicSubscription::Topics(topics.iter().map(|t| t.to_string()).collect());
+        match self.take_undelivered(usize::MAX)? {
+            Some(Ok(batch)) => self.send(Request::Unread(batch))?,
+            error @ Some(Err(_)) => self.undelivered = error,
+            None => {}
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Subscribe(topics, reply))?;
+        rx.await.map_err(|_| consumer_closed())?
     }
 
     /// Commits a processed batch; one outcome per partition.
@@ -830,19 +886,7 @@ impl ConsumerTask {
                 },
                 // None once the member stopped, after its last event (a fatal error) was
                 // handled: the task goes on serving the application, which gets that error.
-                Some(record) = self.control.recv() => {
-                    if let GroupEvent::Assigned { generation, partitions, added, revoked } = &record.event {
-                        // As the Java consumer logs its assignments: once per generation, at info.
-                        tracing::info!(
-                            generation = generation.id.0,
-                            owned = partitions.len(),
-                            added = added.len(),
-                            revoked = revoked.len(),
-                            "assignment received"
-                        );
-                    }
-                    self.session.handle_group_event(record.event, now())
-                }
+                Some(record) = self.control.recv() => self.group_event(record.event),
                 fetched = self.fetcher.next(), if self.waiting.is_some() => match fetched {
                     Some(FetchEvent::Records(batch)) => {
                         let run = FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark };
@@ -903,8 +947,31 @@ impl ConsumerTask {
                 };
                 let _ = reply.send(pending);
             }
+            Request::Subscribe(subscription, reply) => {
+                let changed = self.group.change_subscription(subscription).await;
+                // The member published what the change started (a revoke window) before it
+                // answered: apply it before serving another batch request.
+                while let Some(record) = self.control.try_recv() {
+                    self.group_event(record.event);
+                }
+                let _ = reply.send(changed);
+            }
             Request::Close(_) => {}
         }
+    }
+
+    fn group_event(&mut self, event: GroupEvent) {
+        if let GroupEvent::Assigned { generation, partitions, added, revoked } = &event {
+            // As the Java consumer logs its assignments: once per generation, at info.
+            tracing::info!(
+                generation = generation.id.0,
+                owned = partitions.len(),
+                added = added.len(),
+                revoked = revoked.len(),
+                "assignment received"
+            );
+        }
+        self.session.handle_group_event(event, now())
     }
 
     /// The next offset the application gets: of the records buffered here, else the fetcher's.

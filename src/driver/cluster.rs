@@ -62,6 +62,8 @@ pub struct TopicInfo {
     pub error: KafkaCode,
     /// Its partitions, sorted by number.
     pub partitions: Vec<PartitionInfo>,
+    /// An internal topic (`__consumer_offsets`, ...), as Metadata v1+ says.
+    pub internal: bool,
 }
 
 /// What the last Metadata response said.
@@ -109,7 +111,13 @@ impl MetadataSnapshot {
                     })
                     .collect();
                 partitions.sort_by_key(|p| p.partition);
-                Some((name.clone(), TopicInfo { name, error: KafkaCode(t.error_code), partitions }))
+                let info = TopicInfo {
+                    name: name.clone(),
+                    error: KafkaCode(t.error_code),
+                    partitions,
+                    internal: t.is_internal,
+                };
+                Some((name, info))
             })
             .collect();
         MetadataSnapshot {

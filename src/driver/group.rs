@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, TopicInfo};
 use super::connection::{BrokerLink, Connection};
 use super::member_span::{MemberSpan, MemberSpanWriter, TaskRole};
 use crate::error::{ClosedCause, ConfigError, Error, Result};
@@ -25,9 +25,9 @@ use crate::group::events::{
     PartitionCommit,
 };
 use crate::group::requests::{
-    CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId,
+    CoordinatorFound, GroupRequest, GroupResponse, ListedTopic, OutgoingRequest, RequestFailure, RequestId,
 };
-use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, StateKind, TopicPartition};
+use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, StateKind, TopicPartition, TopicSubscription};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 use crate::telemetry::{MemberMetrics, Metric};
 
@@ -59,6 +59,7 @@ enum Command {
     Poll,
     Snapshot(oneshot::Sender<GroupSnapshot>),
     Leave(String, oneshot::Sender<()>),
+    Subscribe(TopicSubscription, oneshot::Sender<()>),
 }
 
 /// A request's outcome, with the coordinator connection it went out on (none for
@@ -73,6 +74,7 @@ enum Answered {
     Response(GroupResponse),
     Coordinator(CoordinatorFound, Connection),
     PartitionCounts(BTreeMap<String, i32>),
+    Listing(Vec<ListedTopic>),
 }
 
 /// How many events the observers' stream holds for a receiver that lags; older ones are dropped
@@ -90,6 +92,11 @@ impl ControlEvents {
     /// dropped call loses no event.
     pub async fn recv(&mut self) -> Option<GroupEventRecord> {
         self.0.recv().await
+    }
+
+    /// The next control event already sent, without waiting.
+    pub fn try_recv(&mut self) -> Option<GroupEventRecord> {
+        self.0.try_recv().ok()
     }
 }
 
@@ -215,31 +222,28 @@ impl GroupHandle {
         topics: Vec<String>,
         revoke: RevokeMode,
     ) -> Result<(Self, [broadcast::Receiver<GroupEventRecord>; N])> {
-        let (handle, _, receivers) = Self::start_with_control(cluster, config, topics, revoke).await?;
+        let subscription = TopicSubscription::Topics(topics);
+        let (handle, _, receivers) = Self::start_with_control(cluster, config, subscription, revoke).await?;
         Ok((handle, receivers))
     }
 
-    /// [`start_with_receivers`](Self::start_with_receivers), with the member's
-    /// [`ControlEvents`] too: a consumer acts on those, and must not miss one because an
-    /// observer's stream overflowed. Cancel-safe: dropped before it returns, it has started no
+    /// [`start_with_receivers`](Self::start_with_receivers) with any subscription (a pattern
+    /// too), and with the member's [`ControlEvents`]: a consumer acts on those, and must not
+    /// miss one because an observer's stream overflowed. Cancel-safe: dropped before it returns, it has started no
     /// member.
     pub async fn start_with_control<const N: usize>(
         cluster: Cluster,
         config: GroupConfig,
-        topics: Vec<String>,
+        subscription: TopicSubscription,
         revoke: RevokeMode,
     ) -> Result<(Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N])> {
         config.validate()?;
-        for topic in &topics {
-            crate::driver::cluster::validate_topic_name(topic)?;
-        }
-        if topics.is_empty() {
-            return Err(ConfigError::Missing { key: "subscription (topics)" }.into());
-        }
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let metadata = cluster.refresh_metadata(Some(&names)).await?;
-        let counts: Vec<(String, i32)> =
-            topics.iter().filter_map(|t| metadata.partition_count(t).map(|n| (t.clone(), n as i32))).collect();
+        validate_subscription(&subscription)?;
+        let counts = match &subscription {
+            TopicSubscription::Topics(topics) => initial_counts(&cluster, topics).await?,
+            // The machine lists every topic before it joins.
+            _ => Vec::new(),
+        };
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(OBSERVER_EVENTS);
         let receivers = std::array::from_fn(|_| events.subscribe());
@@ -249,7 +253,7 @@ impl GroupHandle {
         let stopped = Arc::new(OnceLock::new());
         let (span_writer, span) = MemberSpanWriter::new(&config.group_id, &client_id);
         let now = Instant::now();
-        let mut machine = GroupMachine::new(config, topics, now);
+        let mut machine = GroupMachine::with_subscription(config, subscription, now);
         machine.set_partition_counts(counts);
         let task = Driver {
             machine,
@@ -350,6 +354,16 @@ impl GroupHandle {
     /// counters.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.ask(Command::Snapshot).await
+    }
+
+    /// Changes the subscription (Java: `subscribe` called again): the member rejoins, revoking
+    /// first what it no longer subscribes to (everything under an eager assignor); the same
+    /// subscription again changes nothing. Topic names are checked as at start. Returns once
+    /// the member has taken the change and published the events it caused. Cancel safety: once
+    /// polled, the change is handed over and is not withdrawn by dropping the future.
+    pub async fn change_subscription(&self, subscription: TopicSubscription) -> Result<()> {
+        validate_subscription(&subscription)?;
+        self.ask(|reply| Command::Subscribe(subscription, reply)).await
     }
 
     /// Leaves the group (dynamic members send LeaveGroup) and stops the task.
@@ -465,6 +479,13 @@ impl Driver {
                 self.leaving = Some(reply);
                 self.machine.leave(reason.as_str(), now);
             }
+            Command::Subscribe(subscription, reply) => {
+                self.machine.subscribe_to(subscription, now);
+                // The revocation it starts reaches the control channel before the caller
+                // hears back, so a consumer drains it before it hands out another batch.
+                self.drain();
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -488,6 +509,7 @@ impl Driver {
                 self.machine.handle_coordinator_found(now, id, found);
             }
             Ok(Answered::PartitionCounts(counts)) => self.machine.handle_metadata(now, id, counts),
+            Ok(Answered::Listing(listing)) => self.machine.handle_topic_listing(now, id, listing),
             Err(failure) => {
                 if let (RequestFailure::Network(_) | RequestFailure::TimedOut, Some(conn)) = (&failure, on) {
                     // As the Java client does: a request that timed out poisons its connection,
@@ -623,6 +645,11 @@ impl Driver {
             });
             return;
         }
+        if let GroupRequest::ListTopics = body {
+            let cluster = self.cluster.clone();
+            self.spawn_answer(async move { Answer { id, on: None, result: list_topics(cluster, timeout).await } });
+            return;
+        }
         let Some(conn) = self.coordinator.clone() else {
             let result = Err(RequestFailure::Network("no coordinator connection".into()));
             self.spawn_answer(async move { Answer { id, on: None, result } });
@@ -649,7 +676,7 @@ fn start(
         GroupRequest::LeaveGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::LeaveGroup),
         GroupRequest::OffsetCommit(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetCommit),
         GroupRequest::OffsetFetch(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetFetch),
-        GroupRequest::FindCoordinator { .. } | GroupRequest::Metadata { .. } => {
+        GroupRequest::FindCoordinator { .. } | GroupRequest::Metadata { .. } | GroupRequest::ListTopics => {
             Err(RequestFailure::Malformed(format!("{} goes to any broker, not the coordinator", body.api_name())))
         }
     }
@@ -692,6 +719,71 @@ async fn find_coordinator(
     tokio::time::timeout(timeout, lookup).await.unwrap_or(Err(RequestFailure::TimedOut))
 }
 
+/// Checks a subscription before the member takes it: every topic name as Kafka would accept it,
+/// and at least one topic (a pattern may match none yet).
+fn validate_subscription(subscription: &TopicSubscription) -> std::result::Result<(), ConfigError> {
+    match subscription {
+        TopicSubscription::Topics(topics) if topics.is_empty() => {
+            Err(ConfigError::Missing { key: "subscription (topics)" })
+        }
+        TopicSubscription::Topics(topics) => {
+            topics.iter().try_for_each(|topic| crate::driver::cluster::validate_topic_name(topic))
+        }
+        TopicSubscription::Pattern(_) => Ok(()),
+    }
+}
+
+/// The partition counts of `topics` known before the first join (a missing topic has none).
+async fn initial_counts(cluster: &Cluster, topics: &[String]) -> Result<Vec<(String, i32)>> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let metadata = cluster.refresh_metadata(Some(&names)).await?;
+    Ok(topics.iter().filter_map(|t| Some((t.clone(), i32::try_from(metadata.partition_count(t)?).ok()?))).collect())
+}
+
+/// Every topic of the cluster, from any broker, within `timeout`. A topic the broker reports
+/// with a transient error (being created) is listed without a count; one it may not describe
+/// is left out.
+async fn list_topics(cluster: Cluster, timeout: Duration) -> std::result::Result<Answered, RequestFailure> {
+    let metadata = tokio::time::timeout(timeout, cluster.refresh_metadata(None))
+        .await
+        .map_err(|_| RequestFailure::TimedOut)?
+        .map_err(|e| failure_of(&e))?;
+    let listing = metadata
+        .topics
+        .values()
+        .filter_map(|info| {
+            let partitions = match standing(info) {
+                TopicStanding::Absent => return None,
+                TopicStanding::Transient => None,
+                TopicStanding::Readable(count) => Some(count),
+            };
+            Some(ListedTopic { name: info.name.clone(), partitions, internal: info.internal })
+        })
+        .collect();
+    Ok(Answered::Listing(listing))
+}
+
+/// What a topic's metadata says of it.
+enum TopicStanding {
+    /// Unknown to the broker, or not to be described (authorization): no partitions to assign.
+    Absent,
+    /// A transient error (LEADER_NOT_AVAILABLE while it is being created, ...).
+    Transient,
+    /// This many partitions.
+    Readable(i32),
+}
+
+fn standing(info: &TopicInfo) -> TopicStanding {
+    let transient = matches!(info.error.action(), Some(ErrorAction::Retry | ErrorAction::RefreshMetadata));
+    let unknown = info.error.as_response_error() == Some(ResponseError::UnknownTopicOrPartition);
+    match i32::try_from(info.partitions.len()) {
+        _ if unknown || (info.error.is_error() && !transient) => TopicStanding::Absent,
+        _ if info.error.is_error() => TopicStanding::Transient,
+        Ok(count) => TopicStanding::Readable(count),
+        Err(_) => TopicStanding::Absent,
+    }
+}
+
 /// The partition counts of those of `topics` that exist, from any broker, within `timeout`.
 /// A topic the broker reports with a transient error (LEADER_NOT_AVAILABLE while it is being
 /// created, ...) fails the request, so the machine keeps the counts it knows and asks again;
@@ -709,16 +801,12 @@ async fn partition_counts(
     let mut counts = BTreeMap::new();
     for topic in &topics {
         let Some(info) = metadata.topics.get(topic) else { continue };
-        let transient = matches!(info.error.action(), Some(ErrorAction::Retry | ErrorAction::RefreshMetadata));
-        let unknown = info.error.as_response_error() == Some(ResponseError::UnknownTopicOrPartition);
-        if unknown || (info.error.is_error() && !transient) {
-            continue;
-        }
-        if info.error.is_error() {
-            return Err(RequestFailure::Broker(info.error));
-        }
-        if let Ok(count) = i32::try_from(info.partitions.len()) {
-            counts.insert(topic.clone(), count);
+        match standing(info) {
+            TopicStanding::Absent => {}
+            TopicStanding::Transient => return Err(RequestFailure::Broker(info.error)),
+            TopicStanding::Readable(count) => {
+                counts.insert(topic.clone(), count);
+            }
         }
     }
     Ok(Answered::PartitionCounts(counts))
@@ -729,7 +817,7 @@ async fn partition_counts(
 fn outcome_label(result: &std::result::Result<Answered, RequestFailure>) -> String {
     let code = match result {
         Ok(Answered::Response(response)) => response.error_code(),
-        Ok(Answered::Coordinator(..) | Answered::PartitionCounts(_)) => KafkaCode::NONE,
+        Ok(Answered::Coordinator(..) | Answered::PartitionCounts(_) | Answered::Listing(_)) => KafkaCode::NONE,
         Err(RequestFailure::Broker(code)) => *code,
         Err(RequestFailure::Network(_)) => return "network".into(),
         Err(RequestFailure::TimedOut) => return "timeout".into(),

@@ -40,6 +40,9 @@ pub struct GroupConfig {
     /// partition counts of the topics it assigns (the leader: every member's subscription), so
     /// that partitions and topics added later are assigned.
     pub metadata_max_age: Duration,
+    /// `exclude.internal.topics` (default true): a pattern subscription never matches internal
+    /// topics such as `__consumer_offsets`.
+    pub exclude_internal_topics: bool,
 }
 
 impl GroupConfig {
@@ -59,6 +62,7 @@ impl GroupConfig {
             revoke_timeout: Duration::from_secs(150),
             assignors: vec![Arc::new(RangeAssignor)],
             metadata_max_age: Duration::from_secs(300),
+            exclude_internal_topics: true,
         }
     }
 

@@ -40,6 +40,7 @@ use super::partition_counts::PartitionCounts;
 use super::reactions::{self, Reaction, Standing};
 use super::requests::*;
 use super::snapshot::{GroupCounters, GroupSnapshot, TransitionView};
+use super::subscription::{Subscribed, TopicSubscription};
 use super::timers::{TimerKind, Timers};
 use super::types::*;
 use crate::protocol::consumer_protocol::{decode_assignment, Subscription};
@@ -81,6 +82,10 @@ enum State {
         reason: RejoinReason,
         deadline: Instant,
         handler_done: bool,
+        /// Cooperative partitions of topics no longer subscribed, announced revoked: given up
+        /// when the window closes, so the JoinGroup no longer claims them (Java's
+        /// `onJoinPrepare` under the cooperative protocol).
+        unsubscribed: Vec<TopicPartition>,
     },
     /// LeaveGroup to send or in flight.
     Leaving {
@@ -181,7 +186,10 @@ struct Transition {
 #[derive(Debug)]
 pub struct GroupMachine {
     config: GroupConfig,
-    subscription: Vec<String>,
+    subscription: Subscribed,
+    /// The topics the last JoinGroup named: a generation joined with others than the
+    /// subscription names now rejoins (Java's `joinedSubscription` check).
+    joined_with: Vec<String>,
     partition_counts: PartitionCounts,
     /// A JoinGroup answer that made this member leader, held until the partition counts of the
     /// subscribed topics it did not know are answered (or cannot be).
@@ -210,12 +218,16 @@ impl GroupMachine {
     /// A member of `config.group_id` subscribed to `topics`. Call [`validate`](GroupConfig::validate)
     /// first; the machine trusts its configuration.
     pub fn new(config: GroupConfig, topics: impl IntoIterator<Item = impl Into<String>>, now: Instant) -> Self {
-        let mut subscription: Vec<String> = topics.into_iter().map(Into::into).collect();
-        subscription.sort();
-        subscription.dedup();
+        Self::with_subscription(config, TopicSubscription::Topics(topics.into_iter().map(Into::into).collect()), now)
+    }
+
+    /// A member of `config.group_id` with `subscription`. A pattern subscription lists the
+    /// cluster's topics ([`GroupRequest::ListTopics`]) before it joins.
+    pub fn with_subscription(config: GroupConfig, subscription: TopicSubscription, now: Instant) -> Self {
         let mut machine = GroupMachine {
             config,
-            subscription,
+            subscription: Subscribed::new(subscription),
+            joined_with: Vec::new(),
             partition_counts: PartitionCounts::default(),
             leader_join: None,
             state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
@@ -277,7 +289,7 @@ impl GroupMachine {
             timers.clear(TimerKind::Heartbeat);
             timers.clear(TimerKind::Session);
         }
-        if self.partition_counts.is_asking() || !matches!(self.state, State::Stable { .. }) {
+        if !self.metadata_refresh_armed() {
             timers.clear(TimerKind::MetadataRefresh);
         }
         timers
@@ -355,14 +367,25 @@ impl GroupMachine {
         self.partition_counts.extend(counts);
     }
 
-    /// Changes the subscription; a member of a generation rejoins.
+    /// Changes the subscription to `topics`, as [`subscribe_to`](Self::subscribe_to).
     pub fn subscribe(&mut self, topics: impl IntoIterator<Item = impl Into<String>>, now: Instant) {
-        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
-        topics.sort();
-        topics.dedup();
-        if topics != self.subscription {
-            self.subscription = topics;
-            self.request_rejoin(RejoinReason::SubscriptionChanged, now);
+        self.subscribe_to(TopicSubscription::Topics(topics.into_iter().map(Into::into).collect()), now);
+    }
+
+    /// Changes the subscription (Java: `subscribe` called again). A member of a generation
+    /// whose JoinGroup named other topics rejoins: under an eager assignor it revokes
+    /// everything first, under a cooperative one (KIP-429) the partitions of topics it no
+    /// longer subscribes to. A new pattern is matched against a fresh listing of the cluster's
+    /// topics first. The same subscription again changes nothing.
+    pub fn subscribe_to(&mut self, subscription: TopicSubscription, now: Instant) {
+        let next = Subscribed::new(subscription);
+        if self.subscription.differs(&next) {
+            self.subscription = next;
+            if self.subscription.awaits_listing() {
+                // Listed at once, not at the next refresh.
+                self.timers.clear(TimerKind::MetadataRefresh);
+            }
+            self.rejoin_if_subscription_outdated(now);
         }
         self.progress(now);
     }
@@ -483,10 +506,31 @@ impl GroupMachine {
         self.progress(now);
     }
 
+    /// The cluster's topics, answering the [`GroupRequest::ListTopics`] request `id`. A pattern
+    /// subscription is matched against them (internal topics left out under
+    /// `exclude.internal.topics`); a member whose matched topics changed rejoins with them. The
+    /// counts are the partition counts of every topic, as [`handle_metadata`](Self::handle_metadata)'s.
+    pub fn handle_topic_listing(&mut self, now: Instant, id: RequestId, listing: Vec<ListedTopic>) {
+        if !self.partition_counts.listed(id, &listing) {
+            return;
+        }
+        self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
+        if self.subscription.match_listing(&listing, self.config.exclude_internal_topics) {
+            tracing::info!(topics = ?self.subscription.topics(), "the topics the pattern matches changed");
+        }
+        self.rejoin_if_subscription_outdated(now);
+        if self.partition_counts.changed_since_led() {
+            tracing::info!("partition counts of the group's topics changed since this member assigned them");
+            self.request_rejoin(RejoinReason::PartitionCountsChanged, now);
+        }
+        self.progress(now);
+    }
+
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
         if self.partition_counts.failed(id) {
-            tracing::warn!(%failure, "partition counts unavailable; the counts known are used");
+            // Never "no topic matches": a pattern keeps the topics it matched.
+            tracing::warn!(%failure, "metadata unavailable; the partition counts and topics known are used");
             self.timers.set(TimerKind::MetadataRefresh, now + self.config.retry_backoff_max);
             self.resume_leader_join(now);
             return self.progress(now);
@@ -618,6 +662,8 @@ impl GroupMachine {
         };
         GroupSnapshot {
             group_id: self.config.group_id.clone(),
+            subscription: self.subscription.topics().to_vec(),
+            pattern: self.subscription.pattern().map(|p| p.as_str().to_owned()),
             group_instance_id: self.config.group_instance_id.clone(),
             state: self.state.kind(),
             generation: self.current_generation().cloned(),

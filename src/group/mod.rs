@@ -16,6 +16,7 @@ mod partition_counts;
 mod reactions;
 pub mod requests;
 pub mod snapshot;
+pub mod subscription;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -27,8 +28,11 @@ pub use events::{
     OwnedPartition, PartitionCommit, RejoinReason, StateKind,
 };
 pub use machine::GroupMachine;
-pub use requests::{CoordinatorFound, GroupRequest, GroupResponse, OutgoingRequest, RequestFailure, RequestId};
+pub use requests::{
+    CoordinatorFound, GroupRequest, GroupResponse, ListedTopic, OutgoingRequest, RequestFailure, RequestId,
+};
 pub use snapshot::{GroupCounters, GroupSnapshot, OffsetLookupView};
+pub use subscription::{TopicPattern, TopicSubscription};
 pub use types::{Generation, GenerationId, Lease, MemberId, TopicPartition};
 
 #[cfg(test)]

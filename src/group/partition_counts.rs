@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::assignor::{cooperative_adjust, encode_assignment, Assignor, GroupMember, RebalanceProtocol};
-use super::requests::RequestId;
+use super::requests::{ListedTopic, RequestId};
+
+/// What a Metadata request in flight asks about.
+#[derive(Debug)]
+enum Asked {
+    Topics(Vec<String>),
+    /// Every topic of the cluster (a pattern subscription).
+    All,
+}
 
 #[derive(Debug, Default)]
 pub(super) struct PartitionCounts {
@@ -17,7 +25,7 @@ pub(super) struct PartitionCounts {
     led_with: Option<BTreeMap<String, Option<i32>>>,
     /// The Metadata request in flight and its topics. It goes to any broker, so the
     /// coordinator connection's gate and losses do not apply to it.
-    request: Option<(RequestId, Vec<String>)>,
+    request: Option<(RequestId, Asked)>,
 }
 
 impl PartitionCounts {
@@ -31,13 +39,20 @@ impl PartitionCounts {
 
     /// The Metadata request `id` asks for `topics`.
     pub(super) fn ask(&mut self, id: RequestId, topics: Vec<String>) {
-        self.request = Some((id, topics));
+        self.request = Some((id, Asked::Topics(topics)));
+    }
+
+    /// The Metadata request `id` lists every topic.
+    pub(super) fn ask_all(&mut self, id: RequestId) {
+        self.request = Some((id, Asked::All));
     }
 
     /// Counts arrived; a topic asked for that is not in `counts` does not exist. Returns
     /// whether `id` was the request awaited.
     pub(super) fn answered(&mut self, id: RequestId, counts: &BTreeMap<String, i32>) -> bool {
-        let Some((_, topics)) = self.request.take_if(|(asked, _)| *asked == id) else {
+        let Some((_, Asked::Topics(topics))) =
+            self.request.take_if(|(asked, what)| *asked == id && matches!(what, Asked::Topics(_)))
+        else {
             return false;
         };
         for topic in topics {
@@ -46,6 +61,20 @@ impl PartitionCounts {
                 None => self.counts.remove(&topic),
             };
         }
+        true
+    }
+
+    /// Every topic was listed: one not in `listing` does not exist; one listed without a count
+    /// keeps the count known. Returns whether `id` was the listing awaited.
+    pub(super) fn listed(&mut self, id: RequestId, listing: &[ListedTopic]) -> bool {
+        if self.request.take_if(|(asked, what)| *asked == id && matches!(what, Asked::All)).is_none() {
+            return false;
+        }
+        let before = std::mem::take(&mut self.counts);
+        self.counts = listing
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.partitions.or_else(|| before.get(&t.name).copied())?)))
+            .collect();
         true
     }
 

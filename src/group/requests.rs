@@ -33,6 +33,10 @@ pub enum GroupRequest {
         /// The topics to count partitions of.
         topics: Vec<String>,
     },
+    /// Every topic of the cluster, from any broker's metadata, for a pattern subscription;
+    /// answer with [`super::GroupMachine::handle_topic_listing`]. Sent before the first join and
+    /// every `metadata.max.age.ms` after.
+    ListTopics,
     /// Join (or rejoin) the group.
     JoinGroup(JoinGroupRequest),
     /// Hand in the leader's assignment, or fetch this member's.
@@ -52,7 +56,7 @@ impl GroupRequest {
     pub fn api_name(&self) -> &'static str {
         match self {
             GroupRequest::FindCoordinator { .. } => "FindCoordinator",
-            GroupRequest::Metadata { .. } => "Metadata",
+            GroupRequest::Metadata { .. } | GroupRequest::ListTopics => "Metadata",
             GroupRequest::JoinGroup(_) => "JoinGroup",
             GroupRequest::SyncGroup(_) => "SyncGroup",
             GroupRequest::Heartbeat(_) => "Heartbeat",
@@ -61,6 +65,18 @@ impl GroupRequest {
             GroupRequest::OffsetFetch(_) => "OffsetFetch",
         }
     }
+}
+
+/// One topic of a [`GroupRequest::ListTopics`] answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTopic {
+    /// Its name.
+    pub name: String,
+    /// Its partition count; `None` while the broker answers a transient error for it (a topic
+    /// being created): it exists, and the count known before is kept.
+    pub partitions: Option<i32>,
+    /// An internal topic (`__consumer_offsets`, `__transaction_state`).
+    pub internal: bool,
 }
 
 /// One request to send. All but FindCoordinator and Metadata go to the current coordinator, in

@@ -103,6 +103,11 @@ pub struct GroupSnapshot {
     pub group_id: String,
     /// `group.instance.id`, for a static member.
     pub group_instance_id: Option<String>,
+    /// The topics the member's JoinGroup names: those subscribed, or those its pattern matched
+    /// in the latest listing of the cluster's topics (empty before the first one).
+    pub subscription: Vec<String>,
+    /// The pattern of a pattern subscription.
+    pub pattern: Option<String>,
     /// The member's state.
     pub state: StateKind,
     /// The generation the member belongs to, if any.

@@ -53,7 +53,6 @@ const KEYS: &[(&str, Handling)] = &[
     // The Java consumer.
     ("auto.include.jmx.reporter", Unused),
     ("bootstrap.resolve.timeout.ms", Unused),
-    ("exclude.internal.topics", Unused),
     ("interceptor.classes", Unused),
     ("internal.leave.group.on.close", Unused),
     ("internal.throw.on.fetch.stable.offset.unsupported", Unused),

@@ -14,8 +14,9 @@ impl GroupMachine {
         // Eager protocols revoked everything before joining; cooperative ones (KIP-429) tell the
         // leader what the member still owns, so its assignor can keep it in place.
         let owned_partitions = self.held().map(|o| o.partitions.keys().cloned().collect()).unwrap_or_default();
+        self.joined_with = self.subscription.topics().to_vec();
         let subscription = Subscription {
-            topics: self.subscription.clone(),
+            topics: self.joined_with.clone(),
             owned_partitions,
             generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
             rack: None,
@@ -269,9 +270,11 @@ impl GroupMachine {
             // commit (the batch in progress, the revoke handler's commit) instead of being fenced.
             let reason = RejoinReason::PartitionsRevoked;
             let text = format!("{assigned}; {reason}");
-            self.open_revoke_window((generation, leader, protocol), reason, false, &text, now);
+            self.open_revoke_window((generation, leader, protocol), reason, (false, Vec::new()), &text, now);
         } else {
             self.set_state(State::Stable { generation, leader, protocol }, &assigned, now);
+            // The subscription changed while this generation's JoinGroup was out.
+            self.rejoin_if_subscription_outdated(now);
         }
     }
 
@@ -287,19 +290,42 @@ impl GroupMachine {
 
     /// A member of a generation refreshes, every `metadata.max.age.ms`, the partition counts it
     /// assigns or would assign as leader: of every member's subscription when it led the last
-    /// assignment, else of its own.
+    /// assignment, else of its own. A pattern subscription lists every topic instead (Java
+    /// fetches metadata for all topics then), first before its first join, and
+    /// again whenever the pattern changes.
     pub(super) fn drive_metadata_refresh(&mut self, now: Instant) {
-        if self.partition_counts.is_asking() || !matches!(self.state, State::Stable { .. }) {
+        if !self.metadata_refresh_armed() {
             return;
         }
-        let Some(at) = self.timers.get(TimerKind::MetadataRefresh) else {
-            self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
-            return;
+        let due = match self.timers.get(TimerKind::MetadataRefresh) {
+            // A listing the member waits for goes at once (unless a failed one backs off).
+            None if self.subscription.awaits_listing() => true,
+            None => {
+                self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
+                false
+            }
+            Some(at) => at <= now,
         };
-        if at <= now {
-            let topics = self.partition_counts.refresh_topics(&self.subscription);
+        if !due {
+            return;
+        }
+        if self.subscription.pattern().is_some() {
+            let id = self.next_request_id();
+            self.partition_counts.ask_all(id);
+            let timeout = self.config.request_timeout;
+            self.outbox.push_back(OutgoingRequest { id, version: 0, timeout, body: GroupRequest::ListTopics });
+        } else {
+            let topics = self.partition_counts.refresh_topics(self.subscription.topics());
             self.request_metadata(topics, self.config.request_timeout);
         }
+    }
+
+    /// Whether the metadata refresh may run: nothing asked yet, and the member is in a
+    /// generation, or its pattern waits for a listing while it is still a member.
+    pub(super) fn metadata_refresh_armed(&self) -> bool {
+        let member = !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_));
+        !self.partition_counts.is_asking()
+            && (matches!(self.state, State::Stable { .. }) || (self.subscription.awaits_listing() && member))
     }
 
     fn request_metadata(&mut self, topics: Vec<String>, timeout: Duration) {

@@ -43,9 +43,11 @@ impl GroupMachine {
             }
         }
         if let State::AwaitingJoin { join: None, .. } = self.state {
+            // A pattern joins once it knows what it matches (Java's fresh metadata before a join).
             if self.coordinator_ready()
                 && !self.timers.is_running(TimerKind::Retry, now)
                 && self.commits.in_flight().is_none()
+                && !self.subscription.awaits_listing()
             {
                 self.send_join(now);
             }

@@ -92,17 +92,33 @@ impl GroupMachine {
         }
     }
 
+    /// Rejoins when the topics a JoinGroup would name now differ from those the last one named
+    /// (a pattern that was never listed names none yet: it waits for its listing).
+    pub(super) fn rejoin_if_subscription_outdated(&mut self, now: Instant) {
+        if !self.subscription.awaits_listing() && self.subscription.topics() != self.joined_with.as_slice() {
+            self.request_rejoin(RejoinReason::SubscriptionChanged, now);
+        }
+    }
+
     /// From Stable: open the revoke window. Elsewhere: rejoin when possible.
     pub(super) fn request_rejoin(&mut self, reason: RejoinReason, now: Instant) {
         match self.state.clone() {
             State::Stable { generation, leader, protocol } => {
-                // Cooperative (KIP-429): nothing is revoked up front; the member keeps its
-                // partitions, rejoins at once, and gives up only what the new assignment leaves
-                // out. The event still tells the application a rebalance started.
+                // Cooperative (KIP-429): the member keeps its partitions, rejoins at once, and
+                // gives up only what the new assignment leaves out; but the partitions of
+                // topics it no longer subscribes to are revoked now (Java's cooperative
+                // `onJoinPrepare`). The event tells the application a rebalance started.
                 let cooperative = self.ownership.as_ref().is_some_and(|o| o.cooperative);
+                let subscribed = self.subscription.topics();
+                let unsubscribed: Vec<TopicPartition> = match &self.ownership {
+                    Some(o) if cooperative => {
+                        o.partitions.keys().filter(|tp| !subscribed.iter().any(|t| **t == *tp.topic)).cloned().collect()
+                    }
+                    _ => Vec::new(),
+                };
                 let partitions: Vec<TopicPartition> = match &self.ownership {
                     Some(o) if !cooperative => o.partitions.keys().cloned().collect(),
-                    _ => Vec::new(),
+                    _ => unsubscribed.clone(),
                 };
                 let handler_done = partitions.is_empty();
                 self.events.push_back((
@@ -110,7 +126,8 @@ impl GroupMachine {
                     GroupEvent::RevokeRequested { generation: generation.id, partitions, reason: reason.clone() },
                 ));
                 let text = reason.to_string();
-                self.open_revoke_window((generation, leader, protocol), reason, handler_done, &text, now);
+                let revoking = (handler_done, unsubscribed);
+                self.open_revoke_window((generation, leader, protocol), reason, revoking, &text, now);
             }
             State::AwaitingSync { .. } => self.rejoin(reason, now),
             _ => {}
@@ -119,25 +136,32 @@ impl GroupMachine {
 
     /// A rebalance starts for the member of `stable`'s generation: commits still go out with it
     /// until the revoke handler is done (or the revoke timeout passes), then JoinGroup.
+    /// `unsubscribed`: cooperative partitions given up when the window closes.
     pub(super) fn open_revoke_window(
         &mut self,
         (generation, leader, protocol): (Generation, bool, String),
         reason: RejoinReason,
-        handler_done: bool,
+        (handler_done, unsubscribed): (bool, Vec<TopicPartition>),
         why: &str,
         now: Instant,
     ) {
         self.counters.rebalances += 1;
         self.rebalance_started = Some(now);
         let deadline = now + self.config.revoke_timeout;
-        self.set_state(State::Revoking { generation, leader, protocol, reason, deadline, handler_done }, why, now);
+        let state = State::Revoking { generation, leader, protocol, reason, deadline, handler_done, unsubscribed };
+        self.set_state(state, why, now);
     }
 
     pub(super) fn leave_revoking(&mut self, now: Instant) {
-        if let State::Revoking { reason, .. } = self.state.clone() {
+        if let State::Revoking { reason, unsubscribed, .. } = self.state.clone() {
             if let Some(ownership) = &mut self.ownership {
                 // From the second-round JoinGroup on, the new owner may take them over.
                 ownership.released.clear();
+                // Revoked: the JoinGroup does not claim them, so they can move at once, and
+                // commits of them are fenced from now on.
+                for tp in &unsubscribed {
+                    ownership.partitions.remove(tp);
+                }
             }
             self.set_state(State::AwaitingJoin { reason, join: None }, "revoke window done", now);
         }

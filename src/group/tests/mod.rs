@@ -562,5 +562,6 @@ mod offset_fetch;
 mod ownership_gaps;
 mod partition_counts;
 mod reactions;
+mod subscriptions;
 mod sync_group;
 mod timers;
