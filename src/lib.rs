@@ -121,7 +121,10 @@ pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
-pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
+pub use consumer::{
+    AssignedConsumer, Batch, ConfigWarning, Consumer, ConsumerConfig, GroupConsumer, RebalanceContext,
+    RebalanceListener,
+};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
 pub use error::{ClosedCause, ConfigError, Error, FetchFailure, NetworkError, Result, SecurityError};

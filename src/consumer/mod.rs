@@ -15,6 +15,7 @@ pub mod session;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -203,6 +204,15 @@ impl Reach<'_> {
     }
 }
 
+/// The cluster view a consumer of `config` works through.
+async fn connect(config: &ConsumerConfig) -> Result<Cluster> {
+    let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
+    cluster_config.connection.client_id = config.client_id.clone();
+    cluster_config.connection.request_timeout = config.request_timeout;
+    cluster_config.connection.security = config.security.clone();
+    Cluster::connect(cluster_config).await
+}
+
 /// The consumer's task is gone while a handle on it is not: the task ended (the consumer's own
 /// `close` consumes it, so nobody can call it after that).
 fn consumer_closed() -> Error {
@@ -224,6 +234,8 @@ enum Request {
     Seek(Vec<TopicPartition>, StartPosition),
     Pause(Vec<TopicPartition>),
     Resume(Vec<TopicPartition>),
+    /// Replace the assignment (manual assignment only).
+    Assign(Vec<TopicPartition>),
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
     /// A batch handed out but not returned to the application: its records go back in front.
     Unread(Batch),
@@ -257,9 +269,10 @@ pub struct Watermarks {
     pub high: i64,
 }
 
-/// A consumer-group member that fetches, hands out batches with leases, and commits them
-/// through the generation gate.
-pub struct GroupConsumer {
+/// A consumer that fetches, hands out batches with leases, and commits them: a
+/// [`GroupConsumer`] as a member of a consumer group, an [`AssignedConsumer`] on the partitions
+/// the application names. `M` says which; every call below is the same for both.
+pub struct Consumer<M> {
     config: ConsumerConfig,
     /// For the offset queries, which go to partition leaders.
     cluster: Cluster,
@@ -273,15 +286,59 @@ pub struct GroupConsumer {
     undelivered: Option<Result<Batch>>,
     /// Subscribed before the member's task ran, for the first [`group_events`](Self::group_events).
     first_events: Mutex<Option<broadcast::Receiver<GroupEventRecord>>>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl std::fmt::Debug for GroupConsumer {
+/// [`Consumer`]'s mode of a consumer-group member: the group's coordinator assigns its
+/// partitions, and its commits go through the generation gate.
+#[derive(Debug)]
+pub enum Subscribed {}
+
+/// [`Consumer`]'s mode of manual assignment (Java's `assign`): no group membership.
+#[derive(Debug)]
+pub enum ManuallyAssigned {}
+
+/// A consumer-group member that fetches, hands out batches with leases, and commits them
+/// through the generation gate.
+pub type GroupConsumer = Consumer<Subscribed>;
+
+/// A consumer of the partitions the application names (Java's `KafkaConsumer.assign`), with
+/// no group membership: no JoinGroup, SyncGroup, Heartbeat or LeaveGroup, and no rebalances.
+///
+/// `group.id` is optional. With one, a partition new to the consumer starts from the group's
+/// committed offset (else `auto.offset.reset`), and commits go out as Java's do for a manually
+/// assigned consumer: with generation -1 and no member id, which Kafka accepts only while no
+/// member has joined the group (a "simple" consumer group); a group with members refuses them
+/// (UNKNOWN_MEMBER_ID from Kafka), reported as a `Failed` outcome with the code. Without one,
+/// partitions start at `auto.offset.reset`, and commits and [`committed`](Self::committed) are
+/// [`Error::NoGroup`] (build the config with [`ConsumerConfig::without_group`]).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use kgroup::group::TopicPartition;
+/// use kgroup::{AssignedConsumer, ConsumerConfig};
+///
+/// # async fn run() -> Result<(), kgroup::Error> {
+/// let mut consumer = AssignedConsumer::connect(ConsumerConfig::without_group("127.0.0.1:9092")).await?;
+/// consumer.assign(vec![TopicPartition::new("orders", 0), TopicPartition::new("orders", 1)])?;
+/// if let Some(batch) = consumer.poll(500, Duration::from_secs(1)).await? {
+///     println!("{} records of {}", batch.records.len(), batch.partition);
+/// }
+/// consumer.close().await
+/// # }
+/// ```
+pub type AssignedConsumer = Consumer<ManuallyAssigned>;
+
+impl<M> std::fmt::Debug for Consumer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupConsumer").field("group_id", &self.config.group_id).finish_non_exhaustive()
+        f.debug_struct("Consumer")
+            .field("mode", &std::any::type_name::<M>())
+            .field("group_id", &self.config.group_id)
+            .finish_non_exhaustive()
     }
 }
 
-impl GroupConsumer {
+impl Consumer<Subscribed> {
     /// Connects, subscribes to `topics` and starts joining the group.
     pub async fn subscribe(config: ConsumerConfig, topics: &[&str]) -> Result<GroupConsumer> {
         Self::subscribe_with_listener(config, topics, None).await
@@ -294,14 +351,45 @@ impl GroupConsumer {
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<GroupConsumer> {
         config.validate()?;
-        let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
-        cluster_config.connection.client_id = config.client_id.clone();
-        cluster_config.connection.request_timeout = config.request_timeout;
-        cluster_config.connection.security = config.security.clone();
-        let cluster = Cluster::connect(cluster_config).await?;
+        let cluster = connect(&config).await?;
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let (group, control, [first_events]) =
+        let member =
             GroupHandle::start_with_control(cluster.clone(), config.group_config(), topics, RevokeMode::Manual).await?;
+        Ok(Self::run(config, cluster, member, listener))
+    }
+}
+
+impl Consumer<ManuallyAssigned> {
+    /// Connects; nothing is read until [`assign`](Self::assign) names partitions. Cancel-safe:
+    /// dropped before it returns, it has started nothing.
+    pub async fn connect(config: ConsumerConfig) -> Result<AssignedConsumer> {
+        config.validate_assigned()?;
+        let cluster = connect(&config).await?;
+        let member = GroupHandle::start_manual(cluster.clone(), config.group_config());
+        Ok(Self::run(config, cluster, member, None))
+    }
+
+    /// Replaces the assignment with `partitions`, as Java's `assign`: a partition kept keeps
+    /// its position and the records fetched for it; one no longer named is dropped, with its
+    /// stored offset; a new one starts from the group's committed offset, else (none committed,
+    /// or no `group.id`) from `auto.offset.reset`. A committed offset that cannot be looked up
+    /// is asked again (an authorization error reaches `poll`), never taken as "none
+    /// committed". An empty list stops reading everything. Not async: it takes effect in order
+    /// with the calls before and after it (a [`seek`](Self::seek) right after it applies to the
+    /// new partitions).
+    pub fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Assign(partitions))
+    }
+}
+
+impl<M> Consumer<M> {
+    /// Starts the consumer's task on a running member.
+    fn run(
+        config: ConsumerConfig,
+        cluster: Cluster,
+        (group, control, [first_events]): (GroupHandle, ControlEvents, [broadcast::Receiver<GroupEventRecord>; 1]),
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Self {
         let fetcher = Fetcher::start_observed(
             cluster.clone(),
             FetcherConfig {
@@ -324,6 +412,7 @@ impl GroupConsumer {
             auto_offset_store: config.enable_auto_offset_store,
             listener: listener.is_some(),
             static_member: config.group_instance_id.is_some(),
+            committed_offsets: config.has_group(),
         };
         let task = ConsumerTask {
             session: ConsumerSession::new(session_config, Instant::now().into_std()),
@@ -340,7 +429,7 @@ impl GroupConsumer {
         };
         tokio::spawn(group.span().follow(TaskRole::Consumer, task.run(rx)));
         group.record_poll();
-        Ok(GroupConsumer {
+        Consumer {
             config,
             cluster,
             group,
@@ -348,7 +437,18 @@ impl GroupConsumer {
             next: None,
             undelivered: None,
             first_events: Mutex::new(Some(first_events)),
-        })
+            mode: PhantomData,
+        }
+    }
+
+    /// Commits and committed offsets need a group: a consumer without `group.id` (an
+    /// [`AssignedConsumer`] may have none) has nowhere to keep them.
+    fn require_group(&self, call: &'static str) -> Result<()> {
+        if self.config.has_group() {
+            Ok(())
+        } else {
+            Err(Error::NoGroup { call })
+        }
     }
 
     /// The member's metrics (see [`crate::telemetry`]): [`MemberMetrics::render_prometheus`]
@@ -417,6 +517,7 @@ impl GroupConsumer {
     /// them within the rebalance callback timeout and they go out in the generation that owns
     /// them.
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        self.require_group("commit")?;
         self.reach().commit_leases(leases).await
     }
 
@@ -428,6 +529,7 @@ impl GroupConsumer {
     /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
     /// the stored offsets are taken and committed whether or not the future is kept.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
+        self.require_group("commit_stored")?;
         self.reach().commit_stored().await
     }
 
@@ -560,6 +662,7 @@ impl GroupConsumer {
 
     /// Committed offsets (`None`: nothing committed).
     pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.require_group("committed")?;
         self.group.committed(partitions).await
     }
 
@@ -636,7 +739,7 @@ impl GroupConsumer {
     }
 }
 
-impl futures_core::Stream for GroupConsumer {
+impl<M> futures_core::Stream for Consumer<M> {
     type Item = Result<Batch>;
 
     /// Cancel-safe: the request for the next batch stays with the consumer between calls, so
@@ -888,6 +991,7 @@ impl ConsumerTask {
             }
             Request::Pause(partitions) => self.session.pause(&partitions),
             Request::Resume(partitions) => self.session.resume(&partitions),
+            Request::Assign(partitions) => self.session.assign_manually(partitions, now()),
             Request::Unread(batch) => self.session.give_back(batch.into(), now()),
             Request::Assignment(reply) => {
                 let _ = reply.send(self.session.assignment());
