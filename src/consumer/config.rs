@@ -541,6 +541,23 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// A consumer without a group is valid for manual assignment only, and then auto-commit
+    /// (nowhere to commit) and a static member id (no membership) are refused.
+    #[test]
+    fn an_assigned_consumer_needs_no_group_but_auto_commit_does() {
+        let lone = ConsumerConfig::without_group("h:9092");
+        assert!(!lone.has_group() && !lone.enable_auto_commit);
+        assert!(lone.validate_assigned().is_ok());
+        assert!(matches!(lone.validate(), Err(ConfigError::Missing { key: "group.id" })));
+        let mut auto = ConsumerConfig::without_group("h:9092");
+        auto.enable_auto_commit = true;
+        assert!(matches!(auto.validate_assigned(), Err(ConfigError::InvalidValue { key: "enable.auto.commit", .. })));
+        let with_group = ConsumerConfig::new("h:9092", "g");
+        assert!(with_group.has_group() && with_group.validate_assigned().is_ok());
+        let member = with_group.group_instance_id("i");
+        assert!(matches!(member.validate_assigned(), Err(ConfigError::InvalidValue { key: "group.instance.id", .. })));
+    }
     use crate::group::assignor::GroupMember;
     use crate::group::TopicPartition;
 

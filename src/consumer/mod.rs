@@ -9,6 +9,10 @@
 //! rebalance listener, commits stored offsets when auto-commit is on, and lets the member
 //! rejoin. Partitions kept across a rebalance keep their position and their buffered records;
 //! a partition owned again after a gap starts again from its committed offset.
+//!
+//! [`AssignedConsumer`] is the same consumer without membership (Java's `assign`): the
+//! application's [`assign`](AssignedConsumer::assign) replaces what the group would assign,
+//! and its commits go out without a generation.
 
 pub mod config;
 pub mod session;
@@ -339,12 +343,13 @@ impl<M> std::fmt::Debug for Consumer<M> {
 }
 
 impl Consumer<Subscribed> {
-    /// Connects, subscribes to `topics` and starts joining the group.
+    /// Connects, subscribes to `topics` and starts joining the group. Cancel-safe: dropped
+    /// before it returns, it has started no member.
     pub async fn subscribe(config: ConsumerConfig, topics: &[&str]) -> Result<GroupConsumer> {
         Self::subscribe_with_listener(config, topics, None).await
     }
 
-    /// As [`subscribe`](Self::subscribe), with rebalance callbacks.
+    /// As [`subscribe`](Self::subscribe), with rebalance callbacks. Cancel-safe as `subscribe`.
     pub async fn subscribe_with_listener(
         config: ConsumerConfig,
         topics: &[&str],
@@ -535,6 +540,7 @@ impl<M> Consumer<M> {
 
     /// The next offset this consumer will hand out for `partition`: `None` unless it is owned
     /// and its start is known (a new partition's committed offset may still be looked up).
+    /// Cancel-safe: it changes nothing.
     pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
         self.reach().position(partition).await
     }
@@ -627,6 +633,7 @@ impl<M> Consumer<M> {
     /// response that carried the partition (each [`Batch`] carries the same number). `None`
     /// also when nothing was fetched since the partition was assigned; stale while the
     /// partition is paused or the prefetch buffer is full (nothing is fetched then).
+    /// Cancel-safe: it changes nothing.
     pub async fn cached_lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::CachedLag(partition, reply))?;
@@ -655,19 +662,26 @@ impl<M> Consumer<M> {
         self.send(Request::Resume(partitions))
     }
 
-    /// The partitions owned now, as the application has seen them assigned.
+    /// The partitions owned now, as the application has seen them assigned (for an
+    /// [`AssignedConsumer`], as its last [`assign`](AssignedConsumer::assign) named them).
+    /// Cancel-safe: it changes nothing.
     pub async fn assignment(&self) -> Result<Vec<TopicPartition>> {
         self.reach().assignment().await
     }
 
-    /// Committed offsets (`None`: nothing committed).
+    /// Committed offsets of the group (`None`: nothing committed). Failed lookups are retried
+    /// until `default.api.timeout.ms`; then it is [`Error::OffsetLookup`], never "nothing
+    /// committed". Without `group.id` it is [`Error::NoGroup`]. Cancel-safe: a dropped call's
+    /// lookup runs on and its answer is discarded.
     pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
         self.require_group("committed")?;
         self.group.committed(partitions).await
     }
 
     /// The debug snapshot of the membership: state, generation, assignment with ownership
-    /// streaks, commits and counters.
+    /// streaks, commits and counters. An [`AssignedConsumer`]'s shows the state `Manual`, no
+    /// generation and no assignment (it has no membership; see [`assignment`](Self::assignment)),
+    /// and its commits and lookups. Cancel-safe: it changes nothing.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.group.group_state().await
     }
@@ -704,7 +718,8 @@ impl<M> Consumer<M> {
 
     /// Runs the listener's `revoked` for a dynamic member's partitions, commits stored offsets
     /// if auto-commit is on, leaves the group (static members do not send LeaveGroup, KIP-345),
-    /// and stops every task.
+    /// and stops every task. An [`AssignedConsumer`] has no membership: it commits stored
+    /// offsets (auto-commit, with a `group.id`) and stops, sending no LeaveGroup.
     ///
     /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
     /// the Java client commits the position of everything `poll` returned); a batch handed
