@@ -232,6 +232,14 @@ pub enum Error {
         /// `max.poll.interval.ms`.
         interval: Duration,
     },
+    /// A call that needs committed offsets on a consumer without `group.id` (an
+    /// [`AssignedConsumer`](crate::AssignedConsumer) may have none): there is no group to keep
+    /// them in (Java's `InvalidGroupIdException`).
+    #[error("{call} needs a group.id: this consumer has none, so it has no committed offsets")]
+    NoGroup {
+        /// The call refused.
+        call: &'static str,
+    },
     /// One partition's records cannot be fetched; other partitions go on. The partition is not
     /// fetched again until it is sought (or assigned again).
     #[error("fetching {partition} stopped: {cause}; seek it to fetch it again (other partitions go on)")]
@@ -341,6 +349,7 @@ impl Error {
             Error::OffsetLookup(_) => ErrorAction::Fatal,
             Error::MaxPollIntervalExceeded { .. } => ErrorAction::Rejoin,
             Error::PartitionFetch { .. } | Error::NegativeTimestamp { .. } => ErrorAction::FailRequest,
+            Error::NoGroup { .. } => ErrorAction::Fatal,
         }
     }
 

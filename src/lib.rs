@@ -60,7 +60,7 @@
 //! | [`protocol`] | the wire layer over `kafka-protocol`: framing, headers, the bounds check of response bodies, version negotiation, the error-code table, the `consumer` protocol's bytes; no IO |
 //! | [`group`] | the sans-IO membership machine ([`group::GroupMachine`]): states, generations, leases and commit gating, assignors, request builders ([`group::build`]), events and snapshots |
 //! | [`driver`] | tokio tasks: broker connections, the cluster view ([`Cluster`]), the group driver ([`driver::group::GroupHandle`]), the fetcher, TLS and SASL |
-//! | [`consumer`] | [`GroupConsumer`], a stream of per-partition batches, with its sans-IO choreography ([`consumer::session`]) and configuration |
+//! | [`consumer`] | [`GroupConsumer`] (a group member) and [`AssignedConsumer`] (partitions the application names, no membership): streams of per-partition batches, with their sans-IO choreography ([`consumer::session`]) and configuration |
 //! | [`producer`] | a small producer for loading data and demos |
 //! | [`admin`] | groups seen from outside: listing, members, committed offsets, lag |
 //! | `cli` | feature `cli`: the `kgroup` command line's logic, run in-process by its tests |
@@ -121,7 +121,10 @@ pub mod properties;
 pub mod protocol;
 pub mod telemetry;
 
-pub use consumer::{Batch, ConfigWarning, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
+pub use consumer::{
+    AssignedConsumer, Batch, ConfigWarning, Consumer, ConsumerConfig, GroupConsumer, RebalanceContext,
+    RebalanceListener,
+};
 pub use driver::cluster::{Cluster, ClusterConfig};
 pub use driver::security::{SaslMechanism, Secret, SecurityConfig};
 pub use error::{ClosedCause, ConfigError, Error, FetchFailure, NetworkError, Result, SecurityError};

@@ -170,6 +170,15 @@ impl ConsumerConfig {
         }
     }
 
+    /// For an [`AssignedConsumer`](crate::AssignedConsumer) without a group: defaults as
+    /// [`new`](Self::new), no `group.id`, and `enable.auto.commit` off (as Java defaults it
+    /// without a group): partitions start at `auto.offset.reset`, nothing is committed.
+    pub fn without_group(bootstrap_servers: impl Into<String>) -> Self {
+        let mut config = ConsumerConfig::new(bootstrap_servers, "");
+        config.enable_auto_commit = false;
+        config
+    }
+
     setters! {
         session_timeout: Duration,
         heartbeat_interval: Duration,
@@ -365,6 +374,31 @@ impl ConsumerConfig {
 
     /// Checks the combination; [`super::GroupConsumer`] calls it before connecting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_consumer()?;
+        self.group_config().validate()
+    }
+
+    /// As [`validate`](Self::validate), for an [`AssignedConsumer`](crate::AssignedConsumer):
+    /// `group.id` is optional, but auto-commit needs one (as in Java), and a group membership
+    /// setting (`group.instance.id`) has nothing to apply to.
+    pub fn validate_assigned(&self) -> Result<(), ConfigError> {
+        self.validate_consumer()?;
+        if !self.has_group() && self.enable_auto_commit {
+            return Err(invalid("enable.auto.commit", "true", "needs a group.id to commit to"));
+        }
+        if let Some(instance) = &self.group_instance_id {
+            return Err(invalid("group.instance.id", instance, "manual assignment joins no group"));
+        }
+        Ok(())
+    }
+
+    /// Whether `group.id` is set: committed offsets are kept there.
+    pub fn has_group(&self) -> bool {
+        !self.group_id.is_empty()
+    }
+
+    /// What every consumer needs, member of a group or not.
+    fn validate_consumer(&self) -> Result<(), ConfigError> {
         if self.bootstrap_servers.is_empty() {
             return Err(ConfigError::Missing { key: "bootstrap.servers" });
         }
@@ -389,7 +423,7 @@ impl ConsumerConfig {
         if self.enable_auto_commit && self.auto_commit_interval.is_zero() {
             return Err(invalid("auto.commit.interval.ms", "0", "must be positive when enable.auto.commit is true"));
         }
-        self.group_config().validate()
+        Ok(())
     }
 
     /// The membership settings derived from this configuration.
@@ -538,6 +572,23 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// A consumer without a group is valid for manual assignment only, and then auto-commit
+    /// (nowhere to commit) and a static member id (no membership) are refused.
+    #[test]
+    fn an_assigned_consumer_needs_no_group_but_auto_commit_does() {
+        let lone = ConsumerConfig::without_group("h:9092");
+        assert!(!lone.has_group() && !lone.enable_auto_commit);
+        assert!(lone.validate_assigned().is_ok());
+        assert!(matches!(lone.validate(), Err(ConfigError::Missing { key: "group.id" })));
+        let mut auto = ConsumerConfig::without_group("h:9092");
+        auto.enable_auto_commit = true;
+        assert!(matches!(auto.validate_assigned(), Err(ConfigError::InvalidValue { key: "enable.auto.commit", .. })));
+        let with_group = ConsumerConfig::new("h:9092", "g");
+        assert!(with_group.has_group() && with_group.validate_assigned().is_ok());
+        let member = with_group.group_instance_id("i");
+        assert!(matches!(member.validate_assigned(), Err(ConfigError::InvalidValue { key: "group.instance.id", .. })));
+    }
     use crate::group::assignor::GroupMember;
     use crate::group::TopicPartition;
 

@@ -9,12 +9,17 @@
 //! rebalance listener, commits stored offsets when auto-commit is on, and lets the member
 //! rejoin. Partitions kept across a rebalance keep their position and their buffered records;
 //! a partition owned again after a gap starts again from its committed offset.
+//!
+//! [`AssignedConsumer`] is the same consumer without membership (Java's `assign`): the
+//! application's [`assign`](AssignedConsumer::assign) replaces what the group would assign,
+//! and its commits go out without a generation.
 
 pub mod config;
 pub mod session;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -206,6 +211,15 @@ impl Reach<'_> {
     }
 }
 
+/// The cluster view a consumer of `config` works through.
+async fn connect(config: &ConsumerConfig) -> Result<Cluster> {
+    let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
+    cluster_config.connection.client_id = config.client_id.clone();
+    cluster_config.connection.request_timeout = config.request_timeout;
+    cluster_config.connection.security = config.security.clone();
+    Cluster::connect(cluster_config).await
+}
+
 /// The consumer's task is gone while a handle on it is not: the task ended (the consumer's own
 /// `close` consumes it, so nobody can call it after that).
 fn consumer_closed() -> Error {
@@ -227,6 +241,8 @@ enum Request {
     Seek(Vec<TopicPartition>, StartPosition),
     Pause(Vec<TopicPartition>),
     Resume(Vec<TopicPartition>),
+    /// Replace the assignment (manual assignment only).
+    Assign(Vec<TopicPartition>),
     Assignment(oneshot::Sender<Vec<TopicPartition>>),
     /// A batch handed out but not returned to the application: its records go back in front.
     Unread(Batch),
@@ -262,9 +278,10 @@ pub struct Watermarks {
     pub high: i64,
 }
 
-/// A consumer-group member that fetches, hands out batches with leases, and commits them
-/// through the generation gate.
-pub struct GroupConsumer {
+/// A consumer that fetches, hands out batches with leases, and commits them: a
+/// [`GroupConsumer`] as a member of a consumer group, an [`AssignedConsumer`] on the partitions
+/// the application names. `M` says which; every call below is the same for both.
+pub struct Consumer<M> {
     config: ConsumerConfig,
     /// For the offset queries, which go to partition leaders.
     cluster: Cluster,
@@ -278,21 +295,66 @@ pub struct GroupConsumer {
     undelivered: Option<Result<Batch>>,
     /// Subscribed before the member's task ran, for the first [`group_events`](Self::group_events).
     first_events: Mutex<Option<broadcast::Receiver<GroupEventRecord>>>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl std::fmt::Debug for GroupConsumer {
+/// [`Consumer`]'s mode of a consumer-group member: the group's coordinator assigns its
+/// partitions, and its commits go through the generation gate.
+#[derive(Debug)]
+pub enum Subscribed {}
+
+/// [`Consumer`]'s mode of manual assignment (Java's `assign`): no group membership.
+#[derive(Debug)]
+pub enum ManuallyAssigned {}
+
+/// A consumer-group member that fetches, hands out batches with leases, and commits them
+/// through the generation gate.
+pub type GroupConsumer = Consumer<Subscribed>;
+
+/// A consumer of the partitions the application names (Java's `KafkaConsumer.assign`), with
+/// no group membership: no JoinGroup, SyncGroup, Heartbeat or LeaveGroup, and no rebalances.
+///
+/// `group.id` is optional. With one, a partition new to the consumer starts from the group's
+/// committed offset (else `auto.offset.reset`), and commits go out as Java's do for a manually
+/// assigned consumer: with generation -1 and no member id, which Kafka accepts only while no
+/// member has joined the group (a "simple" consumer group); a group with members refuses them
+/// (UNKNOWN_MEMBER_ID from Kafka), reported as a `Failed` outcome with the code. Without one,
+/// partitions start at `auto.offset.reset`, and commits and [`committed`](Self::committed) are
+/// [`Error::NoGroup`] (build the config with [`ConsumerConfig::without_group`]).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use kgroup::group::TopicPartition;
+/// use kgroup::{AssignedConsumer, ConsumerConfig};
+///
+/// # async fn run() -> Result<(), kgroup::Error> {
+/// let mut consumer = AssignedConsumer::connect(ConsumerConfig::without_group("127.0.0.1:9092")).await?;
+/// consumer.assign(vec![TopicPartition::new("orders", 0), TopicPartition::new("orders", 1)])?;
+/// if let Some(batch) = consumer.poll(500, Duration::from_secs(1)).await? {
+///     println!("{} records of {}", batch.records.len(), batch.partition);
+/// }
+/// consumer.close().await
+/// # }
+/// ```
+pub type AssignedConsumer = Consumer<ManuallyAssigned>;
+
+impl<M> std::fmt::Debug for Consumer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupConsumer").field("group_id", &self.config.group_id).finish_non_exhaustive()
+        f.debug_struct("Consumer")
+            .field("mode", &std::any::type_name::<M>())
+            .field("group_id", &self.config.group_id)
+            .finish_non_exhaustive()
     }
 }
 
-impl GroupConsumer {
-    /// Connects, subscribes to `topics` and starts joining the group.
+impl Consumer<Subscribed> {
+    /// Connects, subscribes to `topics` and starts joining the group. Cancel-safe: dropped
+    /// before it returns, it has started no member.
     pub async fn subscribe(config: ConsumerConfig, topics: &[&str]) -> Result<GroupConsumer> {
         Self::subscribe_with_listener(config, topics, None).await
     }
 
-    /// As [`subscribe`](Self::subscribe), with rebalance callbacks.
+    /// As [`subscribe`](Self::subscribe), with rebalance callbacks. Cancel-safe as `subscribe`.
     pub async fn subscribe_with_listener(
         config: ConsumerConfig,
         topics: &[&str],
@@ -327,14 +389,68 @@ impl GroupConsumer {
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<GroupConsumer> {
         config.validate()?;
-        let mut cluster_config = ClusterConfig::new(config.bootstrap_servers.clone());
-        cluster_config.connection.client_id = config.client_id.clone();
-        cluster_config.connection.request_timeout = config.request_timeout;
-        cluster_config.connection.security = config.security.clone();
-        let cluster = Cluster::connect(cluster_config).await?;
-        let (group, control, [first_events]) =
+        let cluster = connect(&config).await?;
+        let member =
             GroupHandle::start_with_control(cluster.clone(), config.group_config(), subscription, RevokeMode::Manual)
                 .await?;
+        Ok(Self::run(config, cluster, member, listener))
+    }
+
+    /// Changes the subscription to `topics` (Java: `subscribe` called again), names checked as
+    /// at start. The member rejoins; under an eager assignor it revokes all its partitions
+    /// first, under a cooperative one (KIP-429) those of the topics dropped. Once this returns
+    /// no batch of a revoked partition is handed out any more (a batch a cancelled `poll` left
+    /// behind goes back first): the revoke window runs as in any rebalance (the listener's
+    /// `revoked`, commits of the leases held on them still go out in the generation that owns
+    /// them), and a commit of their leases after it is fenced locally. The new topics'
+    /// partitions arrive with the next assignment. The same topics again change nothing.
+    ///
+    /// Cancel safety: once polled, the change is handed over and is not withdrawn by dropping
+    /// the future.
+    pub async fn change_subscription(&mut self, topics: &[&str]) -> Result<()> {
+        let topics = TopicSubscription::Topics(topics.iter().map(|t| t.to_string()).collect());
+        match self.take_undelivered(usize::MAX)? {
+            Some(Ok(batch)) => self.send(Request::Unread(batch))?,
+            error @ Some(Err(_)) => self.undelivered = error,
+            None => {}
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Subscribe(topics, reply))?;
+        rx.await.map_err(|_| consumer_closed())?
+    }
+}
+
+impl Consumer<ManuallyAssigned> {
+    /// Connects; nothing is read until [`assign`](Self::assign) names partitions. Cancel-safe:
+    /// dropped before it returns, it has started nothing.
+    pub async fn connect(config: ConsumerConfig) -> Result<AssignedConsumer> {
+        config.validate_assigned()?;
+        let cluster = connect(&config).await?;
+        let member = GroupHandle::start_manual(cluster.clone(), config.group_config());
+        Ok(Self::run(config, cluster, member, None))
+    }
+
+    /// Replaces the assignment with `partitions`, as Java's `assign`: a partition kept keeps
+    /// its position and the records fetched for it; one no longer named is dropped, with its
+    /// stored offset; a new one starts from the group's committed offset, else (none committed,
+    /// or no `group.id`) from `auto.offset.reset`. A committed offset that cannot be looked up
+    /// is asked again (an authorization error reaches `poll`), never taken as "none
+    /// committed". An empty list stops reading everything. Not async: it takes effect in order
+    /// with the calls before and after it (a [`seek`](Self::seek) right after it applies to the
+    /// new partitions).
+    pub fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.send(Request::Assign(partitions))
+    }
+}
+
+impl<M> Consumer<M> {
+    /// Starts the consumer's task on a running member.
+    fn run(
+        config: ConsumerConfig,
+        cluster: Cluster,
+        (group, control, [first_events]): (GroupHandle, ControlEvents, [broadcast::Receiver<GroupEventRecord>; 1]),
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Self {
         let fetcher = Fetcher::start_observed(
             cluster.clone(),
             FetcherConfig {
@@ -357,6 +473,7 @@ impl GroupConsumer {
             auto_offset_store: config.enable_auto_offset_store,
             listener: listener.is_some(),
             static_member: config.group_instance_id.is_some(),
+            committed_offsets: config.has_group(),
         };
         let task = ConsumerTask {
             session: ConsumerSession::new(session_config, Instant::now().into_std()),
@@ -373,7 +490,7 @@ impl GroupConsumer {
         };
         tokio::spawn(group.span().follow(TaskRole::Consumer, task.run(rx)));
         group.record_poll();
-        Ok(GroupConsumer {
+        Consumer {
             config,
             cluster,
             group,
@@ -381,7 +498,18 @@ impl GroupConsumer {
             next: None,
             undelivered: None,
             first_events: Mutex::new(Some(first_events)),
-        })
+            mode: PhantomData,
+        }
+    }
+
+    /// Commits and committed offsets need a group: a consumer without `group.id` (an
+    /// [`AssignedConsumer`] may have none) has nowhere to keep them.
+    fn require_group(&self, call: &'static str) -> Result<()> {
+        if self.config.has_group() {
+            Ok(())
+        } else {
+            Err(Error::NoGroup { call })
+        }
     }
 
     /// The member's metrics (see [`crate::telemetry`]): [`MemberMetrics::render_prometheus`]
@@ -434,29 +562,6 @@ impl GroupConsumer {
         }
     }
 
-    /// Changes the subscription to `topics` (Java: `subscribe` called again), names checked as
-    /// at start. The member rejoins; under an eager assignor it revokes all its partitions
-    /// first, under a cooperative one (KIP-429) those of the topics dropped. Once this returns
-    /// no batch of a revoked partition is handed out any more (a batch a cancelled `poll` left
-    /// behind goes back first): the revoke window runs as in any rebalance (the listener's
-    /// `revoked`, commits of the leases held on them still go out in the generation that owns
-    /// them), and a commit of their leases after it is fenced locally. The new topics'
-    /// partitions arrive with the next assignment. The same topics again change nothing.
-    ///
-    /// Cancel safety: once polled, the change is handed over and is not withdrawn by dropping
-    /// the future.
-    pub async fn change_subscription(&mut self, topics: &[&str]) -> Result<()> {
-        let topics = TopicSubscription::Topics(topics.iter().map(|t| t.to_string()).collect());
-        match self.take_undelivered(usize::MAX)? {
-            Some(Ok(batch)) => self.send(Request::Unread(batch))?,
-            error @ Some(Err(_)) => self.undelivered = error,
-            None => {}
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Subscribe(topics, reply))?;
-        rx.await.map_err(|_| consumer_closed())?
-    }
-
     /// Commits a processed batch; one outcome per partition.
     ///
     /// Cancel safety: the commit is handed to the member when the future is first polled;
@@ -473,6 +578,7 @@ impl GroupConsumer {
     /// them within the rebalance callback timeout and they go out in the generation that owns
     /// them.
     pub async fn commit_leases(&self, leases: Vec<Lease>) -> Result<Vec<PartitionCommit>> {
+        self.require_group("commit")?;
         self.reach().commit_leases(leases).await
     }
 
@@ -484,11 +590,13 @@ impl GroupConsumer {
     /// Commits the stored offsets now. Cancel safety as [`commit`](Self::commit): once polled,
     /// the stored offsets are taken and committed whether or not the future is kept.
     pub async fn commit_stored(&self) -> Result<Vec<PartitionCommit>> {
+        self.require_group("commit_stored")?;
         self.reach().commit_stored().await
     }
 
     /// The next offset this consumer will hand out for `partition`: `None` unless it is owned
     /// and its start is known (a new partition's committed offset may still be looked up).
+    /// Cancel-safe: it changes nothing.
     pub async fn position(&self, partition: TopicPartition) -> Result<Option<i64>> {
         self.reach().position(partition).await
     }
@@ -581,6 +689,7 @@ impl GroupConsumer {
     /// response that carried the partition (each [`Batch`] carries the same number). `None`
     /// also when nothing was fetched since the partition was assigned; stale while the
     /// partition is paused or the prefetch buffer is full (nothing is fetched then).
+    /// Cancel-safe: it changes nothing.
     pub async fn cached_lag(&self, partition: TopicPartition) -> Result<Option<i64>> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::CachedLag(partition, reply))?;
@@ -609,18 +718,26 @@ impl GroupConsumer {
         self.send(Request::Resume(partitions))
     }
 
-    /// The partitions owned now, as the application has seen them assigned.
+    /// The partitions owned now, as the application has seen them assigned (for an
+    /// [`AssignedConsumer`], as its last [`assign`](AssignedConsumer::assign) named them).
+    /// Cancel-safe: it changes nothing.
     pub async fn assignment(&self) -> Result<Vec<TopicPartition>> {
         self.reach().assignment().await
     }
 
-    /// Committed offsets (`None`: nothing committed).
+    /// Committed offsets of the group (`None`: nothing committed). Failed lookups are retried
+    /// until `default.api.timeout.ms`; then it is [`Error::OffsetLookup`], never "nothing
+    /// committed". Without `group.id` it is [`Error::NoGroup`]. Cancel-safe: a dropped call's
+    /// lookup runs on and its answer is discarded.
     pub async fn committed(&self, partitions: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.require_group("committed")?;
         self.group.committed(partitions).await
     }
 
     /// The debug snapshot of the membership: state, generation, assignment with ownership
-    /// streaks, commits and counters.
+    /// streaks, commits and counters. An [`AssignedConsumer`]'s shows the state `Manual`, no
+    /// generation and no assignment (it has no membership; see [`assignment`](Self::assignment)),
+    /// and its commits and lookups. Cancel-safe: it changes nothing.
     pub async fn group_state(&self) -> Result<GroupSnapshot> {
         self.group.group_state().await
     }
@@ -657,7 +774,8 @@ impl GroupConsumer {
 
     /// Runs the listener's `revoked` for a dynamic member's partitions, commits stored offsets
     /// if auto-commit is on, leaves the group (static members do not send LeaveGroup, KIP-345),
-    /// and stops every task.
+    /// and stops every task. An [`AssignedConsumer`] has no membership: it commits stored
+    /// offsets (auto-commit, with a `group.id`) and stops, sending no LeaveGroup.
     ///
     /// With `enable.auto.offset.store`, the last batch handed out counts as processed (as
     /// the Java client commits the position of everything `poll` returned); a batch handed
@@ -692,7 +810,7 @@ impl GroupConsumer {
     }
 }
 
-impl futures_core::Stream for GroupConsumer {
+impl<M> futures_core::Stream for Consumer<M> {
     type Item = Result<Batch>;
 
     /// Cancel-safe: the request for the next batch stays with the consumer between calls, so
@@ -932,6 +1050,7 @@ impl ConsumerTask {
             }
             Request::Pause(partitions) => self.session.pause(&partitions),
             Request::Resume(partitions) => self.session.resume(&partitions),
+            Request::Assign(partitions) => self.session.assign_manually(partitions, now()),
             Request::Unread(batch) => self.session.give_back(batch.into(), now()),
             Request::Assignment(reply) => {
                 let _ = reply.send(self.session.assignment());

@@ -62,6 +62,9 @@ pub struct SessionConfig {
     pub listener: bool,
     /// A static member (KIP-345) keeps its partitions when it closes: no `revoked` call.
     pub static_member: bool,
+    /// A partition new to the consumer starts from its committed offset (looked up), else from
+    /// `auto.offset.reset`. Off for a consumer without `group.id`: it has no committed offsets.
+    pub committed_offsets: bool,
 }
 
 /// A rebalance listener call the pump runs (one at a time, in order) and reports back with
@@ -353,6 +356,16 @@ impl<R: RecordRun> ConsumerSession<R> {
             GroupEvent::Fatal(error) => self.errors.push_back(Error::Group(error)),
             _ => {}
         }
+    }
+
+    /// The application assigns these partitions itself (Java's `assign`), replacing what it
+    /// owned: a partition kept keeps its position and buffered records, one no longer named is
+    /// forgotten, a new one starts from its committed offset (else `auto.offset.reset`). There
+    /// is no generation: leases carry [`Generation::none`].
+    pub fn assign_manually(&mut self, partitions: Vec<TopicPartition>, now: Instant) {
+        let partitions: BTreeSet<TopicPartition> = partitions.into_iter().collect();
+        let partitions = partitions.into_iter().map(|tp| (tp, GenerationId::NONE)).collect();
+        self.assign(Assignment { generation: Generation::none(), partitions, revoked: Vec::new() }, now);
     }
 
     /// Records fetched for `partition`; dropped unless it is owned and fetched.
@@ -733,7 +746,11 @@ impl<R: RecordRun> ConsumerSession<R> {
             self.actions.push_back(SessionAction::Resume(resumed));
         }
         if !added.is_empty() {
-            self.look_up(added);
+            if self.config.committed_offsets {
+                self.look_up(added);
+            } else {
+                self.start_fetching(added.into_iter().map(|tp| (tp, StartPosition::Reset)).collect());
+            }
         }
         announced.sort();
         self.call_listener(ListenerCall::Assigned(announced), now);

@@ -244,18 +244,38 @@ impl GroupHandle {
             // The machine lists every topic before it joins.
             _ => Vec::new(),
         };
+        let mut machine = GroupMachine::with_subscription(config, subscription, Instant::now());
+        machine.set_partition_counts(counts);
+        Ok(Self::spawn(cluster, machine, revoke))
+    }
+
+    /// A consumer's handle on partitions the application assigns, without membership
+    /// ([`GroupMachine::manual`]): nothing is sent until it commits or looks offsets up, which
+    /// need `config.group_id`. Its control events are its leaving and fatal errors.
+    pub(crate) fn start_manual<const N: usize>(
+        cluster: Cluster,
+        config: GroupConfig,
+    ) -> (Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N]) {
+        Self::spawn(cluster, GroupMachine::manual(config), RevokeMode::Automatic)
+    }
+
+    fn spawn<const N: usize>(
+        cluster: Cluster,
+        machine: GroupMachine,
+        revoke: RevokeMode,
+    ) -> (Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N]) {
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(OBSERVER_EVENTS);
         let receivers = std::array::from_fn(|_| events.subscribe());
         let (control, control_rx) = mpsc::unbounded_channel();
         let client_id = cluster.config().connection.client_id.clone();
-        let metrics = MemberMetrics::new(&config.group_id, &client_id);
+        let group_id = machine.group_id().to_owned();
+        let metrics = MemberMetrics::new(&group_id, &client_id);
         let stopped = Arc::new(OnceLock::new());
-        let (span_writer, span) = MemberSpanWriter::new(&config.group_id, &client_id);
+        let (span_writer, span) = MemberSpanWriter::new(&group_id, &client_id);
         let now = Instant::now();
-        let mut machine = GroupMachine::with_subscription(config, subscription, now);
-        machine.set_partition_counts(counts);
         let task = Driver {
+            state_since: (machine.state(), now),
             machine,
             cluster,
             coordinator: None,
@@ -269,7 +289,6 @@ impl GroupHandle {
             leaving: None,
             metrics: metrics.clone(),
             sent: HashMap::new(),
-            state_since: (StateKind::AwaitingJoin, now),
             rebalances_seen: 0,
             completed_seen: 0,
             deferred_seen: 0,
@@ -278,7 +297,7 @@ impl GroupHandle {
             stopped: stopped.clone(),
         };
         tokio::spawn(span.follow(TaskRole::Driver, task.run(rx)));
-        Ok((GroupHandle { commands, events, metrics, span, stopped }, ControlEvents(control_rx), receivers))
+        (GroupHandle { commands, events, metrics, span, stopped }, ControlEvents(control_rx), receivers)
     }
 
     /// A read-only view of the member (see [`GroupObserver`]).
@@ -865,6 +884,7 @@ fn state_label(state: StateKind) -> &'static str {
         StateKind::Leaving => "leaving",
         StateKind::Left => "left",
         StateKind::Failed => "failed",
+        StateKind::Manual => "manual",
     }
 }
 

@@ -32,12 +32,16 @@ pub(super) enum Gate<'a> {
         owned: Option<&'a BTreeMap<TopicPartition, GenerationId>>,
         released: Option<&'a BTreeMap<TopicPartition, GenerationId>>,
     },
+    /// No membership (manual assignment): every lease goes out stamped with `generation`
+    /// ([`Generation::none`]); there is no ownership streak to fence it by, and the application
+    /// may commit any offset, lower ones too (it seeks where it likes).
+    Unmanaged { generation: &'a Generation },
 }
 
 impl Gate<'_> {
     fn generation(&self) -> Option<&Generation> {
         match self {
-            Gate::Open { generation, .. } => Some(generation),
+            Gate::Open { generation, .. } | Gate::Unmanaged { generation } => Some(generation),
             Gate::Closed | Gate::Shut(_) => None,
         }
     }
@@ -183,6 +187,7 @@ impl CommitQueue {
         let (generation, owned, released) = match gate {
             Gate::Closed => return Judgement::Defer,
             Gate::Shut(failure) => return Judgement::Fail(failure.clone()),
+            Gate::Unmanaged { generation } => return Judgement::Send((*generation).clone()),
             Gate::Open { generation, owned, released } => (*generation, owned, released),
         };
         let fence = |reason| Judgement::Fence(reason, generation.id);

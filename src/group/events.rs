@@ -26,6 +26,9 @@ pub enum StateKind {
     Left,
     /// Stopped by a fatal [`GroupError`].
     Failed,
+    /// No membership: the application assigns the partitions (Java's `assign`). Nothing is
+    /// sent but commits, stamped with no generation and no member id, and offset lookups.
+    Manual,
 }
 
 impl fmt::Display for StateKind {

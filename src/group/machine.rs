@@ -96,6 +96,11 @@ enum State {
         reason: LeaveReason,
     },
     Failed(GroupError),
+    /// No membership (the application assigns partitions): commits go out stamped with
+    /// `generation`, which is [`Generation::none`].
+    Manual {
+        generation: Generation,
+    },
 }
 
 impl State {
@@ -108,6 +113,7 @@ impl State {
             State::Leaving { .. } => StateKind::Leaving,
             State::Left { .. } => StateKind::Left,
             State::Failed(_) => StateKind::Failed,
+            State::Manual { .. } => StateKind::Manual,
         }
     }
 
@@ -125,6 +131,7 @@ impl State {
             State::AwaitingJoin { .. } | State::AwaitingSync { .. } => Gate::Closed,
             State::Leaving { .. } | State::Left { .. } => Gate::Shut(CommitFailure::MemberGone),
             State::Failed(e) => Gate::Shut(CommitFailure::Fatal(e.to_string())),
+            State::Manual { generation } => Gate::Unmanaged { generation },
             State::Stable { generation, .. } | State::Revoking { generation, .. } => {
                 let ownership = ownership.filter(|o| &o.generation == generation);
                 let revoking = matches!(self, State::Revoking { .. });
@@ -224,13 +231,25 @@ impl GroupMachine {
     /// A member of `config.group_id` with `subscription`. A pattern subscription lists the
     /// cluster's topics ([`GroupRequest::ListTopics`]) before it joins.
     pub fn with_subscription(config: GroupConfig, subscription: TopicSubscription, now: Instant) -> Self {
-        let mut machine = GroupMachine {
+        let joining = State::AwaitingJoin { reason: RejoinReason::Initial, join: None };
+        let mut machine = Self::in_state(config, subscription, joining, Some(now));
+        machine.progress(now);
+        machine
+    }
+
+    fn in_state(
+        config: GroupConfig,
+        subscription: TopicSubscription,
+        state: State,
+        rebalance_started: Option<Instant>,
+    ) -> Self {
+        GroupMachine {
             config,
             subscription: Subscribed::new(subscription),
             joined_with: Vec::new(),
             partition_counts: PartitionCounts::default(),
             leader_join: None,
-            state: State::AwaitingJoin { reason: RejoinReason::Initial, join: None },
+            state,
             coordinator: CoordinatorState::Unknown,
             coordinator_attempts: 0,
             member_id: MemberId::unknown(),
@@ -245,11 +264,22 @@ impl GroupMachine {
             lookups: LookupQueue::default(),
             counters: GroupCounters::default(),
             last_transition: None,
-            rebalance_started: Some(now),
+            rebalance_started,
             rejoin_after_poll: false,
-        };
-        machine.progress(now);
-        machine
+        }
+    }
+
+    /// A consumer of partitions the application assigns, without membership (Java's
+    /// `assign`): no JoinGroup, Heartbeat or LeaveGroup; the coordinator is looked up only for
+    /// commits and offset lookups. Commits go out stamped with no generation and no member id,
+    /// which Kafka accepts only while the group has no members; what it answers otherwise is
+    /// reported per partition, never acted on. The leases committed are not judged against
+    /// an assignment: the application owns the partitions it names.
+    pub fn manual(mut config: GroupConfig) -> Self {
+        // Java's simple consumer sends no instance id: with one, Kafka would look for a member.
+        config.group_instance_id = None;
+        let nothing = TopicSubscription::Topics(Vec::new());
+        Self::in_state(config, nothing, State::Manual { generation: Generation::none() }, None)
     }
 
     // ---- outputs ----
@@ -300,6 +330,11 @@ impl GroupMachine {
     /// The generation the member holds now (Stable or Revoking), if any.
     pub fn current_generation(&self) -> Option<&Generation> {
         self.state.member_generation()
+    }
+
+    /// `group.id` (empty for a manually assigned consumer without one).
+    pub fn group_id(&self) -> &str {
+        &self.config.group_id
     }
 
     /// The member id the coordinator gave (empty before the first join).
@@ -430,6 +465,10 @@ impl GroupMachine {
     /// The application polled: resets the `max.poll.interval.ms` timer, and rejoins if that
     /// timer had made the member leave.
     pub fn record_poll(&mut self, now: Instant) {
+        if matches!(self.state, State::Manual { .. }) {
+            // No membership to give up: a slow application holds no one's partitions.
+            return;
+        }
         self.timers.set(TimerKind::MaxPollInterval, now + self.config.rebalance_timeout);
         if self.rejoin_after_poll {
             if let State::Left { .. } = self.state {
@@ -724,7 +763,7 @@ impl GroupMachine {
     }
 
     fn needs_coordinator(&self) -> bool {
-        !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_))
+        !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_) | State::Manual { .. })
     }
 
     fn stale(&mut self, now: Instant, api: &'static str, sent: Generation) {

@@ -54,6 +54,9 @@ pub(super) enum Reaction {
 pub(super) enum Standing {
     Current,
     MovedOn,
+    /// No membership at all (manual assignment): an answer about membership is a refusal of
+    /// the request, with nothing to rejoin or reset.
+    Unmanaged,
 }
 
 /// The answers a row is for: `code` (`None`: every code no other row of the API names), when
@@ -199,7 +202,12 @@ pub(super) fn reaction_if(api: ApiKey, code: i16, standing: Standing) -> Reactio
         return Reaction::Fatal;
     };
     tracing::trace!(api = ?api, code = %KafkaCode(code), ?reaction, cases, ?standing, "reaction");
-    *reaction
+    match (standing, *reaction) {
+        // Kafka refuses a commit without generation while the group has members
+        // (UNKNOWN_MEMBER_ID; T44a): the application is told, no membership changes.
+        (Standing::Unmanaged, Rejoin | ResetGeneration | ResetMemberId | Ignore) => Report,
+        (_, reaction) => reaction,
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ pub struct Generation {
     pub member_id: MemberId,
 }
 
+impl Generation {
+    /// Kafka's `NO_GENERATION` (-1, no member id): what a consumer outside any generation
+    /// commits with, as a manually assigned one does (a "simple" consumer group).
+    pub fn none() -> Generation {
+        Generation { id: GenerationId::NONE, member_id: MemberId::unknown() }
+    }
+}
+
 impl fmt::Display for Generation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.member_id, self.id)

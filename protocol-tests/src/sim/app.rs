@@ -92,6 +92,7 @@ impl App {
             auto_offset_store: cfg.auto_commit.is_some(),
             listener: false,
             static_member: false,
+            committed_offsets: true,
         };
         App {
             session: ConsumerSession::new(config, now),

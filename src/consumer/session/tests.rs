@@ -34,6 +34,7 @@ impl Harness {
             auto_offset_store: false,
             listener: false,
             static_member: false,
+            committed_offsets: true,
         };
         configure(&mut config);
         let now = Instant::now();
@@ -437,4 +438,51 @@ fn cooperative_rebalance_revokes_and_assigns_only_what_moves() {
     h.revoke_requested(2, &[]);
     h.assigned(3, &[(0, 1), (2, 2)], &[]);
     assert_eq!(listener_calls(&h.take_actions()), vec![ListenerCall::Assigned(vec![])]);
+}
+
+/// Java's `assign`: a partition kept keeps its position (and buffered records), one dropped is
+/// forgotten, one added starts from its committed offset; leases carry no generation.
+#[test]
+fn a_manual_assignment_keeps_the_positions_of_the_partitions_it_keeps() {
+    let mut h = Harness::new(|_| {});
+    h.session.assign_manually(vec![tp(1), tp(0), tp(0)], h.now);
+    h.pump();
+    assert_eq!(h.session.assignment(), vec![tp(0), tp(1)]);
+    assert!(h.next_batch().is_none(), "nothing before the committed offsets are known");
+    h.answer_lookup(&[(0, Some(300)), (1, None)]);
+    let first = h.next_batch().expect("a batch");
+    let second = h.next_batch().expect("a batch");
+    let mut read = [(first.partition.clone(), first.records.clone()), (second.partition.clone(), second.records)];
+    read.sort_by_key(|(tp, _)| tp.partition);
+    assert_eq!(read, [(tp(0), 300..400), (tp(1), 0..100)], "committed offset, else auto.offset.reset");
+    assert_eq!((first.lease.generation, first.lease.owned_since), (Generation::none(), GenerationId::NONE));
+    h.session.handle_records(&tp(0), 400..450);
+    h.take_actions();
+
+    h.session.assign_manually(vec![tp(0), tp(2)], h.now);
+    h.pump();
+    let actions = h.take_actions();
+    assert!(actions.contains(&SessionAction::Forget(vec![tp(1)])), "{actions:?}");
+    let looked_up: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            SessionAction::LookUp { partitions, .. } => Some(partitions.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(looked_up, vec![vec![tp(2)]], "only the new partition is looked up");
+    assert_eq!(h.session.pending_position(&tp(0)), Some(400), "partition 0 goes on where it was");
+    assert!(h.session.has_outstanding_lease(&tp(0)), "its lease still counts");
+}
+
+/// Without `group.id` there is nothing committed to look up: new partitions start at
+/// `auto.offset.reset` at once.
+#[test]
+fn without_committed_offsets_a_manual_assignment_starts_at_the_reset_policy() {
+    let mut h = Harness::new(|c| c.committed_offsets = false);
+    h.session.assign_manually(vec![tp(0)], h.now);
+    h.pump();
+    let actions = h.take_actions();
+    assert_eq!(actions, vec![SessionAction::Fetch(vec![(tp(0), StartPosition::Reset)])]);
+    assert_eq!(h.next_batch().expect("a batch").records, 0..100);
 }

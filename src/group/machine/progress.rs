@@ -208,7 +208,11 @@ impl GroupMachine {
     }
 
     pub(super) fn on_commit(&mut self, now: Instant, commit: SentCommit, r: OffsetCommitResponse) {
-        let standing = if self.is_current(&commit.generation) { Standing::Current } else { Standing::MovedOn };
+        let standing = match &self.state {
+            State::Manual { .. } => Standing::Unmanaged,
+            _ if self.is_current(&commit.generation) => Standing::Current,
+            _ => Standing::MovedOn,
+        };
         let reactions = self.commits.on_response(now, commit, &r, standing, &self.config, &mut self.counters);
         for reaction in reactions {
             match reaction {

@@ -556,6 +556,7 @@ mod find_coordinator;
 mod heartbeat;
 mod join_group;
 mod leave_group;
+mod manual;
 mod max_poll_interval;
 mod offset_commit;
 mod offset_fetch;
