@@ -40,6 +40,10 @@ pub struct GroupConfig {
     /// partition counts of the topics it assigns (the leader: every member's subscription), so
     /// that partitions and topics added later are assigned.
     pub metadata_max_age: Duration,
+    /// `client.rack` (default none): sent in the subscription (version 3) so that rack-aware
+    /// assignors on the leader can give the member partitions with a replica in its rack
+    /// (KIP-881).
+    pub rack: Option<String>,
 }
 
 impl GroupConfig {
@@ -59,6 +63,7 @@ impl GroupConfig {
             revoke_timeout: Duration::from_secs(150),
             assignors: vec![Arc::new(RangeAssignor)],
             metadata_max_age: Duration::from_secs(300),
+            rack: None,
         }
     }
 

@@ -18,7 +18,7 @@ impl GroupMachine {
             topics: self.subscription.clone(),
             owned_partitions,
             generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
-            rack: None,
+            rack: self.config.rack.clone(),
             user_data: None,
         }
         .encode();
