@@ -1,20 +1,21 @@
 //! The consumer's fetch path: one tokio task that keeps a bounded buffer of records for the
 //! assigned partitions, which [`Fetcher::next`] hands out in order per partition.
 //!
-//! Per leader broker the task keeps a connection of its own (a long poll must not hold up the
-//! cluster's other traffic), at most one Fetch in flight, and an incremental fetch session
-//! (KIP-227) where the broker keeps one ([`session`]). Each response is decoded by the job that
-//! received it, off the main task ([`decode`]); a partition whose data does not decode gets a
-//! [`FetchEvent::PartitionError`] and stops until it is sought or assigned again, the others go
-//! on. Leadership errors and lost connections refresh metadata and follow the new leader;
-//! OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply `auto.offset.reset` through
-//! ListOffsets (always at the leader).
+//! Per broker fetched from (a leader, or a read replica) the task keeps a connection of its own
+//! (a long poll must not hold up the cluster's other traffic), at most one Fetch in flight, and
+//! an incremental fetch session (KIP-227) where the broker keeps one ([`session`]). Each
+//! response is decoded by the job that received it, off the main task ([`decode`]); a partition
+//! whose data does not decode gets a [`FetchEvent::PartitionError`] and stops until it is sought
+//! or assigned again, the others go on. Leadership errors and lost connections refresh metadata
+//! and follow the new leader; OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply
+//! `auto.offset.reset` through ListOffsets (always at the leader).
 //!
 //! With `client.rack` set, a leader may answer a fetch with a preferred read replica (KIP-392):
-//! the partition is then fetched from that replica, in that broker's session, until
-//! `metadata.max.age.ms` passes (then the leader is asked again), the replica answers the
-//! partition with an error or its connection fails, or metadata no longer knows it; each of these
-//! sends the partition back to its leader, as the Java client does.
+//! the partition is then fetched from that replica, in that broker's session (the leader's
+//! session forgets it with the next request there), until `metadata.max.age.ms` passes (then the
+//! leader is asked again), the replica answers the partition with an error or its connection
+//! fails, or metadata no longer knows it; each of these sends the partition back to its leader,
+//! as the Java client does.
 //!
 //! Every partition has an epoch, renewed by `assign`, `seek`, `revoke` and resets; data that
 //! arrives for an older epoch (a fetch that was in flight when the application moved the
