@@ -53,6 +53,9 @@ pub enum Metric {
     DeferredCommits,
     /// Records between the partition's fetch position and its high watermark.
     PartitionLag,
+    /// The broker node a partition is fetched from: its leader, or the replica the leader named
+    /// for the consumer's `client.rack` (KIP-392).
+    PartitionReadReplica,
     /// Bytes of fetched records as the prefetch buffer counts them (keys, values, headers and
     /// the record itself).
     FetchBytes,
@@ -64,7 +67,7 @@ pub enum Metric {
 
 impl Metric {
     /// All metrics, in the order they are rendered.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Rebalances,
         Metric::RebalanceDuration,
         Metric::StateDuration,
@@ -75,6 +78,7 @@ impl Metric {
         Metric::PartitionCommits,
         Metric::DeferredCommits,
         Metric::PartitionLag,
+        Metric::PartitionReadReplica,
         Metric::FetchBytes,
         Metric::FetchRecords,
         Metric::PrefetchBufferBytes,
@@ -93,6 +97,7 @@ impl Metric {
             Metric::PartitionCommits => "kgroup_partition_commits_total",
             Metric::DeferredCommits => "kgroup_deferred_commits_total",
             Metric::PartitionLag => "kgroup_partition_lag_records",
+            Metric::PartitionReadReplica => "kgroup_partition_read_replica",
             Metric::FetchBytes => "kgroup_fetch_bytes_total",
             Metric::FetchRecords => "kgroup_fetch_records_total",
             Metric::PrefetchBufferBytes => "kgroup_prefetch_buffer_bytes",
@@ -108,7 +113,9 @@ impl Metric {
             | Metric::DeferredCommits
             | Metric::FetchBytes
             | Metric::FetchRecords => MetricKind::Counter,
-            Metric::State | Metric::PartitionLag | Metric::PrefetchBufferBytes => MetricKind::Gauge,
+            Metric::State | Metric::PartitionLag | Metric::PartitionReadReplica | Metric::PrefetchBufferBytes => {
+                MetricKind::Gauge
+            }
             Metric::RebalanceDuration | Metric::StateDuration | Metric::HeartbeatLatency | Metric::CommitLatency => {
                 MetricKind::Histogram
             }
@@ -121,7 +128,7 @@ impl Metric {
             Metric::StateDuration | Metric::State => &["state"],
             Metric::GroupRequests => &["api", "outcome"],
             Metric::PartitionCommits => &["outcome", "reason"],
-            Metric::PartitionLag => &["topic", "partition"],
+            Metric::PartitionLag | Metric::PartitionReadReplica => &["topic", "partition"],
             _ => &[],
         }
     }
@@ -139,6 +146,9 @@ impl Metric {
             Metric::PartitionCommits => "Partition commits by outcome and reason",
             Metric::DeferredCommits => "Commits that waited for a rebalance to finish",
             Metric::PartitionLag => "Records between the fetch position and the high watermark",
+            Metric::PartitionReadReplica => {
+                "Broker node the partition is fetched from: its leader or a replica in client.rack"
+            }
             Metric::FetchBytes => "Bytes of fetched records as the prefetch buffer counts them",
             Metric::FetchRecords => "Records fetched",
             Metric::PrefetchBufferBytes => "Bytes of fetched records waiting to be handed out",
@@ -213,10 +223,13 @@ impl MemberMetrics {
     }
 
     /// Drops a gauge's series (a partition the member no longer fetches). The facade has no
-    /// removal: its gauge is set to 0.
+    /// removal: its gauge is set to 0, or to -1 for a node id (0 is a node).
     pub(crate) fn remove(&self, metric: Metric, labels: &[&str]) {
         #[cfg(feature = "metrics")]
-        ::metrics::gauge!(metric.name(), self.facade_labels(metric, labels)).set(0.0);
+        {
+            let gone = if metric == Metric::PartitionReadReplica { -1.0 } else { 0.0 };
+            ::metrics::gauge!(metric.name(), self.facade_labels(metric, labels)).set(gone);
+        }
         self.series().remove(&key(metric, labels));
     }
 

@@ -4,7 +4,8 @@
 //! (the leader of a classic group is its first member). Whichever client leads, the other must
 //! understand its assignment (ConsumerProtocol formats, KIP-429's owned partitions and second
 //! round). After members of both kinds join, after a member of the other kind leaves and after
-//! the leader leaves:
+//! the leader leaves (every member sets `client.rack`, so each leader decodes the other
+//! client's version 3 subscriptions with a rack in them, KIP-881):
 //!
 //! - every member is in one generation and every partition is owned by exactly one member, as
 //!   each client reports it (kgroup's snapshot, the Java member's rebalance callbacks);
@@ -33,6 +34,9 @@ const CONVERGE: Duration = Duration::from_secs(90);
 const SCENARIO: Duration = Duration::from_secs(180);
 /// A Java member leaving closes its consumer (LeaveGroup) within its own 10 s bound.
 const JAVA_STOP: Duration = Duration::from_secs(30);
+/// Every member's `client.rack` (the broker sets no `broker.rack`, so Java's assignors stay
+/// rack-unaware and assign as without it).
+const RACK: &str = "rack-a";
 
 /// Which client leads: the first member to join, which stays leader while it stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,7 @@ impl Group {
             ("max.poll.interval.ms", "30000"),
             ("max.poll.records", "100"),
             ("fetch.max.wait.ms", "100"),
+            ("client.rack", RACK),
         ])
         .expect("kgroup member configuration");
         config.assignment_strategy = vec![self.strategy.to_owned()];
@@ -87,6 +92,7 @@ impl Group {
             ("partition.assignment.strategy", java_assignor(self.strategy)),
             ("max.poll.interval.ms", "30000"),
             ("max.poll.records", "100"),
+            ("client.rack", RACK),
         ];
         self.java.push(JavaMember::start(&format!("java-{n}"), &self.bootstrap, &self.group, &self.topic, &properties));
     }

@@ -34,6 +34,11 @@ pub struct ConsumerConfig {
     pub client_id: String,
     /// `group.instance.id` (default none: a dynamic member).
     pub group_instance_id: Option<String>,
+    /// `client.rack` (default none): the rack (or availability zone) the consumer runs in. Sent
+    /// with every fetch, so that a leader whose brokers set `replica.selector.class` can name a
+    /// replica in the same rack to fetch from instead (KIP-392), and in the subscription, for
+    /// rack-aware assignors (KIP-881). An empty value means none, as in the Java client.
+    pub client_rack: Option<String>,
     /// `session.timeout.ms` (default 45000).
     pub session_timeout: Duration,
     /// `heartbeat.interval.ms` (default 3000).
@@ -98,6 +103,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.id",
     "client.id",
     "group.instance.id",
+    "client.rack",
     "session.timeout.ms",
     "heartbeat.interval.ms",
     "max.poll.interval.ms",
@@ -143,6 +149,7 @@ impl ConsumerConfig {
             group_id: group_id.into(),
             client_id: "kgroup".into(),
             group_instance_id: None,
+            client_rack: None,
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
             max_poll_interval: Duration::from_secs(300),
@@ -214,6 +221,13 @@ impl ConsumerConfig {
     #[must_use]
     pub fn group_instance_id(mut self, group_instance_id: impl Into<String>) -> Self {
         self.group_instance_id = Some(group_instance_id.into());
+        self
+    }
+
+    /// Sets `client_rack` (`client.rack`); an empty rack means none.
+    #[must_use]
+    pub fn client_rack(mut self, rack: impl Into<String>) -> Self {
+        self.client_rack = Some(rack.into()).filter(|r| !r.is_empty());
         self
     }
 
@@ -316,6 +330,7 @@ impl ConsumerConfig {
             "group.id" => self.group_id = value.to_owned(),
             "client.id" => self.client_id = value.to_owned(),
             "group.instance.id" => self.group_instance_id = Some(value.to_owned()),
+            "client.rack" => self.client_rack = Some(value.to_owned()).filter(|r| !r.is_empty()),
             "session.timeout.ms" => self.session_timeout = millis(name, value)?,
             "heartbeat.interval.ms" => self.heartbeat_interval = millis(name, value)?,
             "max.poll.interval.ms" => self.max_poll_interval = millis(name, value)?,
@@ -420,6 +435,9 @@ impl ConsumerConfig {
                 "must not exceed fetch.max.bytes",
             ));
         }
+        if self.client_rack.as_deref() == Some("") {
+            return Err(invalid("client.rack", "", "must not be empty when set (None means no rack)"));
+        }
         if self.enable_auto_commit && self.auto_commit_interval.is_zero() {
             return Err(invalid("auto.commit.interval.ms", "0", "must be positive when enable.auto.commit is true"));
         }
@@ -430,6 +448,7 @@ impl ConsumerConfig {
     pub fn group_config(&self) -> GroupConfig {
         let mut group = GroupConfig::new(self.group_id.clone());
         group.group_instance_id = self.group_instance_id.clone();
+        group.rack = self.client_rack.clone();
         group.session_timeout = self.session_timeout;
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.max_poll_interval;
@@ -904,7 +923,8 @@ mod tests {
             .enable_auto_commit(false)
             .auto_offset_reset(OffsetReset::Earliest)
             .assignment_strategy(["cooperative-sticky"])
-            .group_instance_id("worker-1");
+            .group_instance_id("worker-1")
+            .client_rack("eu-west-1a");
         let loaded = ConsumerConfig::from_properties(props(&[
             ("client.id", "billing"),
             ("session.timeout.ms", "10000"),
@@ -913,9 +933,27 @@ mod tests {
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("group.instance.id", "worker-1"),
+            ("client.rack", "eu-west-1a"),
         ]))
         .unwrap();
         assert_eq!(format!("{built:?}"), format!("{loaded:?}"));
         built.validate().unwrap();
+    }
+
+    /// `client.rack` is kgroup's own key now (both other clients name it so): the fetcher and
+    /// the subscription get it; empty means none, as in the Java client.
+    #[test]
+    fn client_rack_reaches_the_group_and_empty_means_none() {
+        let (c, warnings) =
+            ConsumerConfig::from_properties_with_warnings(props(&[("client.rack", "eu-west-1a")])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.client_rack.as_deref(), Some("eu-west-1a"));
+        assert_eq!(c.group_config().rack.as_deref(), Some("eu-west-1a"));
+        let c = ConsumerConfig::from_properties(props(&[("client.rack", "")])).unwrap();
+        assert_eq!((c.client_rack.clone(), c.group_config().rack), (None, None));
+        assert_eq!(ConsumerConfig::new("127.0.0.1:9092", "g").client_rack("").client_rack, None);
+        let mut c = ConsumerConfig::new("127.0.0.1:9092", "g");
+        c.client_rack = Some(String::new());
+        assert!(c.validate().unwrap_err().to_string().contains("client.rack"));
     }
 }

@@ -461,6 +461,8 @@ impl<M> Consumer<M> {
                 isolation: config.isolation_level,
                 buffer_bytes: config.prefetch_bytes,
                 auto_offset_reset: config.auto_offset_reset,
+                rack: config.client_rack.clone(),
+                replica_max_age: config.metadata_max_age,
             },
             group.metrics().clone(),
             group.span().clone(),

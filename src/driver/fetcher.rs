@@ -1,14 +1,21 @@
 //! The consumer's fetch path: one tokio task that keeps a bounded buffer of records for the
 //! assigned partitions, which [`Fetcher::next`] hands out in order per partition.
 //!
-//! Per leader broker the task keeps a connection of its own (a long poll must not hold up the
-//! cluster's other traffic), at most one Fetch in flight, and an incremental fetch session
-//! (KIP-227) where the broker keeps one ([`session`]). Each response is decoded by the job that
-//! received it, off the main task ([`decode`]); a partition whose data does not decode gets a
-//! [`FetchEvent::PartitionError`] and stops until it is sought or assigned again, the others go
-//! on. Leadership errors and lost connections refresh metadata and follow the new leader;
-//! OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply `auto.offset.reset` through
-//! ListOffsets.
+//! Per broker fetched from (a leader, or a read replica) the task keeps a connection of its own
+//! (a long poll must not hold up the cluster's other traffic), at most one Fetch in flight, and
+//! an incremental fetch session (KIP-227) where the broker keeps one ([`session`]). Each
+//! response is decoded by the job that received it, off the main task ([`decode`]); a partition
+//! whose data does not decode gets a [`FetchEvent::PartitionError`] and stops until it is sought
+//! or assigned again, the others go on. Leadership errors and lost connections refresh metadata
+//! and follow the new leader; OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply
+//! `auto.offset.reset` through ListOffsets (always at the leader).
+//!
+//! With `client.rack` set, a leader may answer a fetch with a preferred read replica (KIP-392):
+//! the partition is then fetched from that replica, in that broker's session (the leader's
+//! session forgets it with the next request there), until `metadata.max.age.ms` passes (then the
+//! leader is asked again), the replica answers the partition with an error or its connection
+//! fails, or metadata no longer knows it; each of these sends the partition back to its leader,
+//! as the Java client does.
 //!
 //! Every partition has an epoch, renewed by `assign`, `seek`, `revoke` and resets; data that
 //! arrives for an older epoch (a fetch that was in flight when the application moved the
@@ -96,6 +103,12 @@ pub struct FetcherConfig {
     pub buffer_bytes: usize,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,
+    /// `client.rack` (default none), sent with every fetch (v11+): a leader whose brokers set
+    /// `replica.selector.class` may name a replica in this rack to fetch from (KIP-392).
+    pub rack: Option<String>,
+    /// How long a partition is fetched from the replica its leader named before the leader is
+    /// asked again (default 5 min: `metadata.max.age.ms`, as in the Java client).
+    pub replica_max_age: Duration,
 }
 
 impl Default for FetcherConfig {
@@ -108,6 +121,8 @@ impl Default for FetcherConfig {
             isolation: IsolationLevel::ReadUncommitted,
             buffer_bytes: 64 * 1024 * 1024,
             auto_offset_reset: OffsetReset::Latest,
+            rack: None,
+            replica_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -275,7 +290,9 @@ impl Fetcher {
         let mut state = self.shared.lock();
         for tp in &partitions {
             state.revoke(tp);
-            self.shared.metrics.remove(Metric::PartitionLag, &[&*tp.topic, &tp.partition.to_string()]);
+            let labels = [&*tp.topic, &tp.partition.to_string()];
+            self.shared.metrics.remove(Metric::PartitionLag, &labels);
+            self.shared.metrics.remove(Metric::PartitionReadReplica, &labels);
         }
         self.shared.record_buffer(&state);
         self.shared.changed(state);
@@ -480,6 +497,19 @@ struct Part {
     queued: usize,
     /// From the latest fetch response that carried the partition.
     high_watermark: Option<i64>,
+    /// The replica its leader named to fetch it from (KIP-392), while it holds.
+    read_replica: Option<ReadReplica>,
+    /// The node its latest fetch went to, as the metric shows it.
+    fetched_from: Option<i32>,
+}
+
+/// A replica a partition's leader named in a fetch answer (`preferred_read_replica`, KIP-392).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadReplica {
+    node: i32,
+    /// Then the leader is asked again, so that a better replica (or the leader itself, once the
+    /// replica falls behind) is found.
+    until: Instant,
 }
 
 impl Part {
@@ -488,6 +518,26 @@ impl Part {
             Phase::Reset { .. } => None,
             Phase::Fetch | Phase::Failed => self.position,
         }
+    }
+
+    /// The node to fetch from now: the replica the leader named while it holds, else `leader`.
+    /// `None` when metadata does not know the replica's broker: the replica is forgotten and
+    /// metadata refreshed first (the broker may be new), so that a leader naming it again does
+    /// not make a loop of instant answers.
+    fn fetch_node(&mut self, leader: i32, known: impl Fn(i32) -> bool, now: Instant) -> Option<i32> {
+        let Some(replica) = self.read_replica else { return Some(leader) };
+        if !known(replica.node) {
+            tracing::debug!(node = replica.node, leader, "read replica unknown to metadata, back to the leader");
+            self.read_replica = None;
+            self.stale = true;
+            return None;
+        }
+        if replica.until <= now {
+            tracing::debug!(node = replica.node, leader, "read replica expired, asking the leader again");
+            self.read_replica = None;
+            return Some(leader);
+        }
+        Some(replica.node)
     }
 }
 
@@ -512,8 +562,20 @@ struct State {
 /// What a fetch returned for one partition, decoded.
 #[derive(Debug, Clone)]
 enum PartitionResult {
-    Data { decoded: decode::Decoded, high_watermark: i64 },
+    /// `preferred_replica`: the replica the leader names to fetch from instead (KIP-392).
+    Data { decoded: decode::Decoded, high_watermark: i64, preferred_replica: Option<i32> },
     Error { code: i16 },
+}
+
+/// What applying a fetch result reacts with, besides the result.
+#[derive(Debug, Clone, Copy)]
+struct Reactions {
+    /// `auto.offset.reset`, for OFFSET_OUT_OF_RANGE from the leader.
+    reset: OffsetReset,
+    /// When a partition with a transient error is fetched again.
+    retry_at: Instant,
+    /// How long a replica the leader names is fetched from.
+    replica_until: Instant,
 }
 
 /// What the task must do after applying a result.
@@ -557,6 +619,8 @@ impl State {
             buffered: 0,
             queued: 0,
             high_watermark: None,
+            read_replica: None,
+            fetched_from: None,
         };
         self.partitions.insert(tp.clone(), part);
         self.start_at(&tp, start, reset);
@@ -695,8 +759,7 @@ impl State {
         epoch: u64,
         fetch_offset: i64,
         result: PartitionResult,
-        reset: OffsetReset,
-        retry_at: Instant,
+        reactions: Reactions,
     ) -> Applied {
         let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
         if part.epoch != epoch || part.phase != Phase::Fetch || part.fetch_offset != fetch_offset {
@@ -704,8 +767,14 @@ impl State {
             return Applied::default();
         }
         match result {
-            PartitionResult::Data { decoded, high_watermark } => {
+            PartitionResult::Data { decoded, high_watermark, preferred_replica } => {
                 part.high_watermark = Some(high_watermark);
+                if let Some(node) = preferred_replica {
+                    if part.read_replica.is_none_or(|r| r.node != node) {
+                        tracing::debug!(partition = %tp, node, "the leader names a replica to fetch from");
+                    }
+                    part.read_replica = Some(ReadReplica { node, until: reactions.replica_until });
+                }
                 let next_offset = decoded.next_offset.max(fetch_offset);
                 let mut queued = false;
                 let records = decoded.records.len();
@@ -746,22 +815,29 @@ impl State {
                 let lag = (high_watermark - next_offset).max(0);
                 Applied { queued, fetched: Some(Fetched { records, bytes, lag }) }
             }
-            PartitionResult::Error { code } => self.apply_error(tp, code, fetch_offset, reset, retry_at),
+            PartitionResult::Error { code } => self.apply_error(tp, code, fetch_offset, reactions),
         }
     }
 
-    fn apply_error(
-        &mut self,
-        tp: &TopicPartition,
-        code: i16,
-        fetch_offset: i64,
-        reset: OffsetReset,
-        retry_at: Instant,
-    ) -> Applied {
+    /// An error for the partition. From a read replica, any error sends the partition back to
+    /// its leader, which names a replica again if it still prefers one: a follower answers
+    /// NOT_LEADER_OR_FOLLOWER, REPLICA_NOT_AVAILABLE or OFFSET_NOT_AVAILABLE when it cannot serve
+    /// the partition (yet), and OFFSET_OUT_OF_RANGE when it lags behind the position, which is
+    /// not a reason to reset it (KIP-392).
+    fn apply_error(&mut self, tp: &TopicPartition, code: i16, fetch_offset: i64, reactions: Reactions) -> Applied {
         use crate::protocol::error_code::codes::{OFFSET_OUT_OF_RANGE, UNKNOWN_SERVER_ERROR};
         use crate::protocol::error_code::{ErrorAction, KafkaCode};
+        let Reactions { reset, retry_at, .. } = reactions;
         let error = || FetchFailure::Broker { api: ApiKey::Fetch, code: KafkaCode(code), offset: Some(fetch_offset) };
         let Some(part) = self.partitions.get_mut(tp) else { return Applied::default() };
+        if let Some(replica) = part.read_replica.take() {
+            tracing::debug!(partition = %tp, node = replica.node, code = %KafkaCode(code), "read replica failed, back to the leader");
+            if code == OFFSET_OUT_OF_RANGE {
+                // Backing off bounds a loop of a leader naming a replica that keeps refusing.
+                part.retry_at = Some(retry_at);
+                return Applied::default();
+            }
+        }
         if code == OFFSET_OUT_OF_RANGE {
             tracing::info!(partition = %tp, fetch_offset, policy = ?reset, "offset out of range, resetting");
             self.start_reset(tp, reset, Some(error()));
@@ -804,6 +880,16 @@ impl State {
             }
         }
         Applied::default()
+    }
+
+    /// The fetch of these partitions failed as a whole (connection lost, timeout): those fetched
+    /// from a read replica go back to their leader.
+    fn forget_read_replicas<'a>(&mut self, partitions: impl IntoIterator<Item = &'a TopicPartition>) {
+        for tp in partitions {
+            if let Some(part) = self.partitions.get_mut(tp) {
+                part.read_replica = None;
+            }
+        }
     }
 
     /// A job that had these partitions in flight is over.

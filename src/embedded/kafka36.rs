@@ -19,6 +19,7 @@
 //! `group.coordinator.new.enable`, never set here), which logs every group transition at INFO:
 //! [`Kafka36Cluster::log`] is the broker-side ground truth for tests.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -149,8 +150,11 @@ pub struct Kafka36Options {
     pub heap_mib: u32,
     /// Bound on the whole start-up (format, JVM start, coordinator).
     pub ready_timeout: Duration,
-    /// Further `server.properties` lines, applied last.
+    /// Further `server.properties` lines, applied after the defaults.
     pub properties: Vec<(String, String)>,
+    /// Further `server.properties` lines of one node (by node id, 1..=n), applied last: a
+    /// node's own `broker.rack`, for instance.
+    pub node_properties: BTreeMap<i32, Vec<(String, String)>>,
 }
 
 impl Default for Kafka36Options {
@@ -164,6 +168,7 @@ impl Default for Kafka36Options {
             heap_mib: 512,
             ready_timeout: Duration::from_secs(120),
             properties: Vec::new(),
+            node_properties: BTreeMap::new(),
         }
     }
 }
@@ -410,6 +415,7 @@ impl Kafka36Cluster {
             props.push(("replica.lag.time.max.ms".into(), "5000".into()));
         }
         props.extend(o.properties.iter().cloned());
+        props.extend(o.node_properties.get(&node.id).into_iter().flatten().cloned());
         let mut text = String::new();
         for (key, value) in props {
             let _ = writeln!(text, "{key}={value}");
@@ -773,7 +779,10 @@ mod tests {
 
     #[test]
     fn properties_follow_the_options() {
-        let options = Kafka36Options { max_group_size: Some(2), ..Kafka36Options::three_nodes() };
+        let mut options = Kafka36Options { max_group_size: Some(2), ..Kafka36Options::three_nodes() };
+        for id in 1..=3 {
+            options.node_properties.insert(id, vec![("broker.rack".into(), format!("rack-{id}"))]);
+        }
         let cluster = Kafka36Cluster {
             nodes: (1..=3)
                 .map(|id| Node {
@@ -804,10 +813,12 @@ mod tests {
             "group.min.session.timeout.ms=6000",
             "group.max.size=2",
             "log.dirs=/tmp/k/data-2",
+            "broker.rack=rack-2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
         assert!(!text.contains("group.coordinator.new.enable"), "Kafka 3.6's classic coordinator only");
+        assert!(!text.contains("rack-1") && !text.contains("rack-3"), "only node 2's own lines");
     }
 
     #[test]

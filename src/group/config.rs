@@ -43,6 +43,10 @@ pub struct GroupConfig {
     /// `exclude.internal.topics` (default true): a pattern subscription never matches internal
     /// topics such as `__consumer_offsets`.
     pub exclude_internal_topics: bool,
+    /// `client.rack` (default none): sent in the subscription (version 3) so that rack-aware
+    /// assignors on the leader can give the member partitions with a replica in its rack
+    /// (KIP-881).
+    pub rack: Option<String>,
 }
 
 impl GroupConfig {
@@ -63,6 +67,7 @@ impl GroupConfig {
             assignors: vec![Arc::new(RangeAssignor)],
             metadata_max_age: Duration::from_secs(300),
             exclude_internal_topics: true,
+            rack: None,
         }
     }
 

@@ -34,7 +34,6 @@ const KEYS: &[(&str, Handling)] = &[
     ("allow.auto.create.topics", Only(&["false"], NO_AUTO_CREATE)),
     ("check.crcs", Unused),
     ("client.dns.lookup", Unused),
-    ("client.rack", Unused),
     ("connections.max.idle.ms", Unused),
     ("enable.metrics.push", Unused),
     ("group.protocol", Only(&["classic"], "kgroup implements the classic group protocol (JoinGroup/SyncGroup) only")),

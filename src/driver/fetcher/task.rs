@@ -17,11 +17,12 @@ use tokio::time::Instant;
 
 use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
-use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Shared, State};
+use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Reactions, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
 use crate::driver::connection::{check_code, BrokerLink, Connection, ConnectionConfig};
 use crate::error::{Error, FetchFailure, Result};
 use crate::group::TopicPartition;
+use crate::telemetry::Metric;
 
 pub(super) async fn run(shared: Arc<Shared>, cluster: Cluster, config: FetcherConfig) {
     let _closed = CloseOnExit(shared.clone());
@@ -204,12 +205,19 @@ impl Task {
                 continue;
             };
             match part.phase {
-                Phase::Fetch => fetches.entry(leader).or_default().push(FetchTarget {
-                    partition: tp.clone(),
-                    epoch: part.epoch,
-                    fetch_offset: part.fetch_offset,
-                    leader_epoch,
-                }),
+                Phase::Fetch => {
+                    let Some(node) = part.fetch_node(leader, |node| metadata.brokers.contains_key(&node), now) else {
+                        stale.push(tp.clone());
+                        continue;
+                    };
+                    fetches.entry(node).or_default().push(FetchTarget {
+                        partition: tp.clone(),
+                        epoch: part.epoch,
+                        fetch_offset: part.fetch_offset,
+                        leader_epoch,
+                    })
+                }
+                // Offsets are looked up at the leader only: a follower's log end may lag.
                 Phase::Reset { timestamp } => resets.entry(leader).or_default().push(ResetTarget {
                     partition: tp.clone(),
                     epoch: part.epoch,
@@ -318,6 +326,11 @@ impl Task {
         for tp in partitions.keys() {
             if let Some(part) = state.partitions.get_mut(tp) {
                 part.job = Some(job);
+                if part.fetched_from != Some(node) {
+                    part.fetched_from = Some(node);
+                    let labels = [&*tp.topic, &tp.partition.to_string()];
+                    self.shared.metrics.set(Metric::PartitionReadReplica, &labels, f64::from(node));
+                }
             }
         }
         broker.fetching = true;
@@ -418,6 +431,7 @@ impl Task {
                     b.session = FetchSession::default();
                     b.retry_at = Some(retry_at);
                 }
+                state.forget_read_replicas(&partitions);
                 state.finish_job(job, partitions);
             }
             JobKind::ListOffsets { job, partitions } => {
@@ -452,10 +466,13 @@ impl Task {
                     Err(e) => {
                         tracing::warn!(node, error = %e, "fetch connection failed");
                         broker.failures += 1;
-                        // The leader may have moved: let metadata say where.
+                        // The leader may have moved: let metadata say where. Partitions read
+                        // from this node as a replica go back to their leader.
                         let metadata = self.cluster.metadata();
                         for (tp, part) in state.partitions.iter_mut() {
-                            if leader_of(&metadata, tp).is_some_and(|(leader, _)| leader == node) {
+                            if part.read_replica.is_some_and(|r| r.node == node) {
+                                part.read_replica = None;
+                            } else if leader_of(&metadata, tp).is_some_and(|(leader, _)| leader == node) {
                                 part.stale = true;
                             }
                         }
@@ -465,7 +482,11 @@ impl Task {
             JobOutput::Fetched { node, job, sent, result } => {
                 state.finish_job(job, sent.partitions.keys().cloned());
                 let retry_at = now + self.retry_backoff(0);
-                let reset = self.config.auto_offset_reset;
+                let reactions = Reactions {
+                    reset: self.config.auto_offset_reset,
+                    retry_at,
+                    replica_until: now + self.config.replica_max_age,
+                };
                 let broker_backoff = self.brokers.get(&node).map_or(0, |b| b.failures);
                 let failure_backoff = self.retry_backoff(broker_backoff);
                 let Some(broker) = self.brokers.get_mut(&node) else { return };
@@ -474,6 +495,7 @@ impl Task {
                     Err(e) => {
                         tracing::debug!(node, error = %e, "fetch failed");
                         broker.session.on_failure(&sent.session);
+                        state.forget_read_replicas(sent.partitions.keys());
                         broker.failures += 1;
                         broker.retry_at = Some(now + failure_backoff);
                         if broker.conn.as_ref().is_some_and(Connection::is_broken) {
@@ -500,7 +522,7 @@ impl Task {
                                         tracing::debug!(partition = %tp, "fetch answered a partition not asked for");
                                         continue;
                                     };
-                                    let applied = state.apply_fetch(&tp, epoch, fetch_offset, result, reset, retry_at);
+                                    let applied = state.apply_fetch(&tp, epoch, fetch_offset, result, reactions);
                                     queued |= applied.queued;
                                     if let Some(fetched) = &applied.fetched {
                                         self.shared.record_fetched(&tp, fetched);
@@ -637,6 +659,11 @@ pub(super) fn fetch_request(
         .with_max_bytes(max_bytes)
         .with_isolation_level(config.isolation.wire())
         .with_topics(topics);
+    if version >= 11 {
+        if let Some(rack) = &config.rack {
+            request = request.with_rack_id(StrBytes::from_string(rack.clone()));
+        }
+    }
     if version >= 7 {
         request = request
             .with_session_id(session.session_id)
@@ -679,7 +706,10 @@ pub(super) fn decode_response(
                 decompression: &decompression,
             };
             let decoded = decode_partition(p.records.unwrap_or_default(), &fetch);
-            partitions.push((tp.clone(), PartitionResult::Data { decoded, high_watermark: p.high_watermark }));
+            // -1 (any negative id): no replica named.
+            let preferred_replica = Some(p.preferred_read_replica.0).filter(|&node| node >= 0);
+            let result = PartitionResult::Data { decoded, high_watermark: p.high_watermark, preferred_replica };
+            partitions.push((tp.clone(), result));
         }
     }
     FetchOutcome {

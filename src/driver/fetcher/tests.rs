@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::Decodable;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use tokio::time::Instant;
@@ -41,6 +42,7 @@ fn data(p: i32, from: i64, to: i64) -> PartitionResult {
     PartitionResult::Data {
         decoded: Decoded { records: (from..to).map(|o| record(p, o)).collect(), next_offset: to, error: None },
         high_watermark: 1_000,
+        preferred_replica: None,
     }
 }
 
@@ -56,8 +58,13 @@ fn epoch(state: &State, p: i32) -> u64 {
     state.partitions[&tp(p)].epoch
 }
 
+/// Reactions at `now`: reset to earliest, retry at once, keep a read replica for a minute.
+fn reactions(now: Instant) -> Reactions {
+    Reactions { reset: OffsetReset::Earliest, retry_at: now, replica_until: now + Duration::from_secs(60) }
+}
+
 fn apply(state: &mut State, p: i32, fetched_under: u64, from: i64, result: PartitionResult) -> Applied {
-    state.apply_fetch(&tp(p), fetched_under, from, result, OffsetReset::Earliest, Instant::now())
+    state.apply_fetch(&tp(p), fetched_under, from, result, reactions(Instant::now()))
 }
 
 /// Applies a result of a fetch sent under the partition's current epoch.
@@ -142,6 +149,7 @@ fn control_only_results_move_the_position() {
     let skipped = |next| PartitionResult::Data {
         decoded: Decoded { records: Vec::new(), next_offset: next, error: None },
         high_watermark: 40,
+        preferred_replica: None,
     };
     apply(&mut state, 0, e, 15, skipped(20));
     assert_eq!(position(&state, 0), Some(20), "nothing buffered: the position moves at once");
@@ -159,6 +167,7 @@ fn a_decode_error_stops_only_its_partition_after_its_good_records() {
     let bad = PartitionResult::Data {
         decoded: Decoded { records: vec![record(0, 0), record(0, 1)], next_offset: 2, error: Some("bad crc".into()) },
         high_watermark: 9,
+        preferred_replica: None,
     };
     apply_now(&mut state, 0, 0, bad);
     apply_now(&mut state, 1, 0, data(1, 0, 4));
@@ -203,7 +212,7 @@ fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
 
     let mut state = assigned(&[(0, 50)]);
     let e = epoch(&state, 0);
-    let applied = state.apply_fetch(&tp(0), e, 50, oor, OffsetReset::None, later);
+    let applied = state.apply_fetch(&tp(0), e, 50, oor, Reactions { reset: OffsetReset::None, ..reactions(later) });
     assert!(applied.queued);
     match state.pop() {
         Some(FetchEvent::PartitionError { error: Error::PartitionFetch { cause, .. }, .. }) => {
@@ -284,7 +293,7 @@ fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
     assert_eq!(outcome.partitions.len(), 4);
     for (tp, result) in outcome.partitions {
         if let Some(&(e, from)) = sent.partitions.get(&tp) {
-            state.apply_fetch(&tp, e, from, result, OffsetReset::Earliest, Instant::now());
+            state.apply_fetch(&tp, e, from, result, reactions(Instant::now()));
         }
     }
     let mut seen: HashMap<i32, Vec<i64>> = HashMap::new();
@@ -355,6 +364,7 @@ fn records_of_a_partition_stop_at_its_error() {
     let failed = PartitionResult::Data {
         decoded: Decoded { records: Vec::new(), next_offset: 0, error: Some("bad crc".into()) },
         high_watermark: 9,
+        preferred_replica: None,
     };
     apply(&mut state, 0, e, 0, failed);
     assert!(state.pop_records_of(&tp(0)).is_none(), "the error is left for `next`");
@@ -376,4 +386,143 @@ fn a_seek_to_the_log_start_or_end_is_looked_up_under_any_reset_policy() {
     let e = epoch(&state, 0);
     state.apply_reset(&tp(0), e, 0, 3, Instant::now());
     assert_eq!(position(&state, 0), Some(3));
+}
+
+/// A fetch answer from the leader that names `node` to fetch from instead, with no records.
+fn redirected(to: i64, node: i32) -> PartitionResult {
+    PartitionResult::Data {
+        decoded: Decoded { records: Vec::new(), next_offset: to, error: None },
+        high_watermark: 1_000,
+        preferred_replica: Some(node),
+    }
+}
+
+fn read_replica(state: &State, p: i32) -> Option<i32> {
+    state.partitions[&tp(p)].read_replica.map(|r| r.node)
+}
+
+/// The node `plan` would fetch partition `p` from at `now`, with leader 1 and `known` brokers.
+fn route(state: &mut State, p: i32, known: &[i32], now: Instant) -> Option<i32> {
+    state.partitions.get_mut(&tp(p)).unwrap().fetch_node(1, |node| known.contains(&node), now)
+}
+
+#[test]
+fn a_named_replica_serves_the_partition_until_it_expires_or_metadata_loses_it() {
+    let mut state = assigned(&[(0, 10), (1, 10)]);
+    let now = Instant::now();
+    assert_eq!(route(&mut state, 0, &[1, 2, 3], now), Some(1), "the leader until it names a replica");
+    assert!(!apply_now(&mut state, 0, 10, redirected(10, 3)).queued);
+    assert_eq!((read_replica(&state, 0), position(&state, 0)), (Some(3), Some(10)));
+    assert_eq!(route(&mut state, 0, &[1, 2, 3], now), Some(3));
+    assert_eq!(route(&mut state, 1, &[1, 2, 3], now), Some(1), "only the partition it was named for");
+    // Records from the replica keep it.
+    apply_now(&mut state, 0, 10, data(0, 10, 12));
+    assert_eq!((read_replica(&state, 0), route(&mut state, 0, &[1, 2, 3], now)), (Some(3), Some(3)));
+
+    // metadata.max.age.ms later the leader is asked again.
+    let expiry = Instant::now() + Duration::from_secs(61);
+    assert_eq!(route(&mut state, 0, &[1, 2, 3], expiry), Some(1));
+    assert_eq!(read_replica(&state, 0), None);
+    assert!(!state.partitions[&tp(0)].stale);
+
+    // A replica metadata does not know (its broker left the cluster, or is too new) is not
+    // fetched from: metadata is refreshed, then the leader is asked again.
+    apply_now(&mut state, 0, 12, redirected(12, 2));
+    assert_eq!(route(&mut state, 0, &[1, 3], now), None);
+    assert_eq!((read_replica(&state, 0), state.partitions[&tp(0)].stale), (None, true));
+    state.partitions.get_mut(&tp(0)).unwrap().stale = false;
+    assert_eq!(route(&mut state, 0, &[1, 2, 3], now), Some(1), "forgotten, not only skipped");
+}
+
+#[test]
+fn errors_from_a_read_replica_send_the_partition_back_to_its_leader() {
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const REPLICA_NOT_AVAILABLE: i16 = 9;
+    const OFFSET_NOT_AVAILABLE: i16 = 78;
+    // A lagging follower's OFFSET_OUT_OF_RANGE: back to the leader, no reset, nothing lost.
+    let mut state = assigned(&[(0, 10)]);
+    apply_now(&mut state, 0, 10, redirected(10, 2));
+    apply_now(&mut state, 0, 10, data(0, 10, 20));
+    let applied = apply_now(&mut state, 0, 20, PartitionResult::Error { code: OFFSET_OUT_OF_RANGE });
+    assert!(!applied.queued);
+    let part = &state.partitions[&tp(0)];
+    assert_eq!((part.phase, part.fetch_offset, part.read_replica), (Phase::Fetch, 20, None));
+    assert!(part.retry_at.is_some(), "after a backoff");
+    assert_eq!(batch_offsets(state.pop()), (0, (10..20).collect(), 20), "the replica's records are kept");
+    // The same error from the leader resets as always.
+    apply_now(&mut state, 0, 20, PartitionResult::Error { code: OFFSET_OUT_OF_RANGE });
+    assert_eq!(state.partitions[&tp(0)].phase, Phase::Reset { timestamp: -2 });
+
+    // Errors a follower answers when it cannot serve the partition (yet): back to the leader,
+    // with the reaction the code has anyway (a metadata refresh, a backoff).
+    for (code, stale, retry) in
+        [(NOT_LEADER_OR_FOLLOWER, true, false), (REPLICA_NOT_AVAILABLE, true, false), (OFFSET_NOT_AVAILABLE, false, true)]
+    {
+        let mut state = assigned(&[(0, 10)]);
+        apply_now(&mut state, 0, 10, redirected(10, 2));
+        apply_now(&mut state, 0, 10, PartitionResult::Error { code });
+        let part = &state.partitions[&tp(0)];
+        assert_eq!((part.read_replica, part.stale, part.retry_at.is_some()), (None, stale, retry), "code {code}");
+        assert_eq!((part.phase, position(&state, 0)), (Phase::Fetch, Some(10)), "code {code}");
+    }
+}
+
+#[test]
+fn a_failed_fetch_sends_its_partitions_back_to_their_leaders() {
+    let mut state = assigned(&[(0, 0), (1, 0), (2, 0)]);
+    for p in 0..3 {
+        apply_now(&mut state, p, 0, redirected(0, 2));
+    }
+    state.forget_read_replicas(&[tp(0), tp(1)]);
+    assert_eq!((read_replica(&state, 0), read_replica(&state, 1), read_replica(&state, 2)), (None, None, Some(2)));
+    // A seek keeps the replica: where the partition is read from does not depend on where.
+    state.seek(&tp(2), StartPosition::Offset(5), OffsetReset::Earliest);
+    assert_eq!(read_replica(&state, 2), Some(2));
+    // A new assignment starts at the leader.
+    state.assign(tp(2), StartPosition::Offset(0), OffsetReset::Earliest);
+    assert_eq!(read_replica(&state, 2), None);
+}
+
+#[test]
+fn fetch_requests_carry_the_rack_from_v11_and_answers_their_preferred_replica() {
+    let session = FetchSession::default().build([(tp(0), SessionPartition { fetch_offset: 0, leader_epoch: 3, max_bytes: 1024 })].into_iter().collect(), true);
+    let racked = FetcherConfig { rack: Some("eu-1a".into()), ..Default::default() };
+    for version in 4..=12 {
+        let request = fetch_request(&racked, version, &session, &session.send, 4096);
+        let bytes = crate::protocol::codec::encode_request(&request, version, 1, "kgroup")
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        let expected = if version >= 11 { "eu-1a" } else { "" };
+        assert_eq!(request.rack_id.as_str(), expected, "v{version}");
+        let mut body = bytes.slice(4..);
+        let header = kafka_protocol::messages::RequestHeader::decode(&mut body, ApiKey::Fetch.request_header_version(version)).unwrap();
+        assert_eq!(header.request_api_version, version);
+        let decoded = FetchRequest::decode(&mut body, version).unwrap();
+        assert_eq!(decoded.rack_id.as_str(), expected, "v{version} on the wire");
+    }
+    let plain = fetch_request(&FetcherConfig::default(), 12, &session, &session.send, 4096);
+    assert_eq!(plain.rack_id.as_str(), "", "no rack, none sent");
+
+    let mut state = assigned(&[(0, 0), (1, 0)]);
+    let partition = |p: i32, replica: i32| {
+        PartitionData::default()
+            .with_partition_index(p)
+            .with_high_watermark(10)
+            .with_last_stable_offset(10)
+            .with_preferred_read_replica(BrokerId(replica))
+            .with_records(Some(Bytes::new()))
+    };
+    let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(TopicName(StrBytes::from_static_str("t")))
+        .with_partitions(vec![partition(0, 3), partition(1, -1)])]);
+    let sent = SentFetch {
+        session: FetchSession::default().build(BTreeMap::new(), true),
+        partitions: [0, 1].into_iter().map(|p| (tp(p), (epoch(&state, p), 0))).collect(),
+    };
+    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted, 1 << 20);
+    for (tp, result) in outcome.partitions {
+        let (e, from) = sent.partitions[&tp];
+        state.apply_fetch(&tp, e, from, result, reactions(Instant::now()));
+    }
+    assert_eq!((read_replica(&state, 0), read_replica(&state, 1)), (Some(3), None), "-1: fetch from the leader");
 }

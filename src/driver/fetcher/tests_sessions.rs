@@ -1,7 +1,9 @@
 //! The incremental session path end to end, against a small in-process broker that keeps
 //! KIP-227 sessions (nisshi does not: it answers every fetch with session id 0). The fake
 //! checks epochs like Kafka, answers incremental fetches with only the partitions that have
-//! new data, and can fail one fetch with FETCH_SESSION_ID_NOT_FOUND.
+//! new data, and can fail one fetch with FETCH_SESSION_ID_NOT_FOUND. Two of them make a
+//! cluster in which the leader (node 1) names node 2 as the read replica (KIP-392), and node 2
+//! can fail a partition.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,7 @@ struct SeenFetch {
     sent: Vec<(i32, i64)>,
     forgotten: Vec<i32>,
     answered: i16,
+    rack: String,
 }
 
 #[derive(Default)]
@@ -47,6 +50,11 @@ struct Fake {
     last_session: i32,
     seen: Vec<SeenFetch>,
     fail_next_incremental: Option<i16>,
+    /// As a leader with a replica selector: every partition is answered with this preferred
+    /// read replica and no records.
+    names_replica: Option<i32>,
+    /// This partition is answered with this error code.
+    fail_partition: Option<(i32, i16)>,
 }
 
 impl Fake {
@@ -60,6 +68,7 @@ impl Fake {
             sent: sent.clone(),
             forgotten: forgotten.clone(),
             answered: 0,
+            rack: request.rack_id.to_string(),
         };
         let (session_id, full, partitions) = match request.session_epoch {
             -1 => (0, true, sent.iter().copied().collect::<BTreeMap<_, _>>()),
@@ -97,15 +106,20 @@ impl Fake {
         let answers: Vec<PartitionData> = partitions
             .iter()
             .filter_map(|(&p, &offset)| {
+                if let Some((_, code)) = self.fail_partition.filter(|&(failed, _)| failed == p) {
+                    any_data = true;
+                    return Some(PartitionData::default().with_partition_index(p).with_error_code(code));
+                }
                 let hw = self.high_watermarks[p as usize];
-                let data = offset < hw;
-                any_data |= data;
-                (full || data).then(|| {
+                let data = offset < hw && self.names_replica.is_none();
+                any_data |= data || self.names_replica.is_some();
+                (full || data || self.names_replica.is_some()).then(|| {
                     PartitionData::default()
                         .with_partition_index(p)
                         .with_high_watermark(hw)
                         .with_last_stable_offset(hw)
                         .with_log_start_offset(0)
+                        .with_preferred_read_replica(BrokerId(self.names_replica.unwrap_or(-1)))
                         .with_records(data.then(|| batch_of(offset, hw.min(offset + 10), Compression::None)))
                 })
             })
@@ -131,7 +145,9 @@ fn respond<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &
     buf.freeze()
 }
 
-async fn serve(mut stream: TcpStream, fake: Arc<Mutex<Fake>>, port: u16) {
+/// Serves one connection; metadata lists `brokers` (node id, port), the first leading every
+/// partition.
+async fn serve(mut stream: TcpStream, fake: Arc<Mutex<Fake>>, brokers: Arc<[(i32, u16)]>) {
     loop {
         let mut size = [0u8; 4];
         if stream.read_exact(&mut size).await.is_err() {
@@ -161,21 +177,29 @@ async fn serve(mut stream: TcpStream, fake: Arc<Mutex<Fake>>, port: u16) {
             }
             ApiKey::Metadata => {
                 MetadataRequest::decode(&mut body, version).unwrap();
+                let replicas: Vec<BrokerId> = brokers.iter().map(|&(id, _)| BrokerId(id)).collect();
                 let partitions = (0..PARTITIONS)
                     .map(|p| {
                         MetadataResponsePartition::default()
                             .with_partition_index(p)
-                            .with_leader_id(BrokerId(1))
-                            .with_replica_nodes(vec![BrokerId(1)])
-                            .with_isr_nodes(vec![BrokerId(1)])
+                            .with_leader_id(replicas[0])
+                            .with_replica_nodes(replicas.clone())
+                            .with_isr_nodes(replicas.clone())
                     })
                     .collect();
                 let response = MetadataResponse::default()
-                    .with_brokers(vec![MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(1))
-                        .with_host(StrBytes::from_static_str("127.0.0.1"))
-                        .with_port(i32::from(port))])
-                    .with_controller_id(BrokerId(1))
+                    .with_brokers(
+                        brokers
+                            .iter()
+                            .map(|&(id, port)| {
+                                MetadataResponseBroker::default()
+                                    .with_node_id(BrokerId(id))
+                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                    .with_port(i32::from(port))
+                            })
+                            .collect(),
+                    )
+                    .with_controller_id(replicas[0])
                     .with_topics(vec![MetadataResponseTopic::default()
                         .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))
                         .with_partitions(partitions)]);
@@ -199,18 +223,39 @@ async fn serve(mut stream: TcpStream, fake: Arc<Mutex<Fake>>, port: u16) {
     }
 }
 
+/// `nodes` fake brokers (ids 1..=nodes, node 1 the leader), each with every partition up to
+/// `high_watermark`; returns them, node 1's address, and the servers to abort.
+async fn start_fakes(
+    nodes: i32,
+    high_watermark: i64,
+) -> (Vec<Arc<Mutex<Fake>>>, String, Vec<tokio::task::JoinHandle<()>>) {
+    let mut listeners = Vec::new();
+    for id in 1..=nodes {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.push((id, listener.local_addr().unwrap().port(), listener));
+    }
+    let brokers: Arc<[(i32, u16)]> = listeners.iter().map(|&(id, port, _)| (id, port)).collect();
+    let mut fakes = Vec::new();
+    let mut servers = Vec::new();
+    for (_, _, listener) in listeners {
+        let fake = Arc::new(Mutex::new(Fake {
+            high_watermarks: vec![high_watermark; PARTITIONS as usize],
+            ..Default::default()
+        }));
+        let (shared, brokers) = (fake.clone(), brokers.clone());
+        servers.push(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, shared.clone(), brokers.clone()));
+            }
+        }));
+        fakes.push(fake);
+    }
+    (fakes, format!("127.0.0.1:{}", brokers[0].1), servers)
+}
+
 async fn start_fake(high_watermark: i64) -> (Arc<Mutex<Fake>>, String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake =
-        Arc::new(Mutex::new(Fake { high_watermarks: vec![high_watermark; PARTITIONS as usize], ..Default::default() }));
-    let shared = fake.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, shared.clone(), port));
-        }
-    });
-    (fake, format!("127.0.0.1:{port}"), server)
+    let (mut fakes, addr, mut servers) = start_fakes(1, high_watermark).await;
+    (fakes.remove(0), addr, servers.remove(0))
 }
 
 /// Reads until every partition reached `end`, checking order; returns the records read.
@@ -296,4 +341,79 @@ async fn incremental_sessions_end_to_end() {
     }
     drop(fetcher);
     server.abort();
+}
+
+/// The node each partition is fetched from, as the fetcher's gauge shows it.
+fn read_replicas(fetcher: &Fetcher) -> BTreeMap<i32, i32> {
+    let text = fetcher.shared.metrics.render_prometheus();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("kgroup_partition_read_replica{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            let partition = labels.split_once("partition=\"")?.1.split_once('"')?.0.parse().ok()?;
+            Some((partition, value.trim().parse::<f64>().ok()? as i32))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `done` holds for what the fake saw.
+async fn wait_until_seen(fake: &Mutex<Fake>, what: &str, done: impl Fn(&[SeenFetch]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done(&fake.lock().unwrap().seen) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {:?}", fake.lock().unwrap().seen);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn partitions_follow_the_read_replica_the_leader_names_and_move_sessions() {
+    let (fakes, addr, servers) = start_fakes(2, 40).await;
+    let (leader, replica) = (&fakes[0], &fakes[1]);
+    leader.lock().unwrap().names_replica = Some(2);
+    let cluster = Cluster::connect(ClusterConfig::new([addr])).await.expect("connect to the fake");
+    let config = FetcherConfig { max_wait: Duration::from_millis(50), rack: Some("r2".into()), ..Default::default() };
+    let fetcher = Fetcher::start(cluster, config);
+    let tp = |p| TopicPartition::new(TOPIC, p);
+    fetcher.assign((0..PARTITIONS).map(|p| (tp(p), StartPosition::Offset(0))).collect());
+    let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    assert_eq!(read_to(&fetcher, &mut next, 40).await, 120);
+    {
+        let seen = &leader.lock().unwrap().seen;
+        assert_eq!(seen.len(), 1, "one fetch at the leader names the replica of all three: {seen:?}");
+        assert_eq!((seen[0].epoch, seen[0].sent.len(), seen[0].rack.as_str()), (0, 3, "r2"));
+        let seen = &replica.lock().unwrap().seen;
+        assert_eq!((seen[0].epoch, seen[0].sent.len()), (0, 3), "the replica's own session: {seen:?}");
+        assert!(seen.iter().all(|s| s.rack == "r2" && s.answered == 0));
+    }
+    assert_eq!(read_replicas(&fetcher), (0..PARTITIONS).map(|p| (p, 2)).collect());
+
+    // The replica loses partition 0 (NOT_LEADER_OR_FOLLOWER), and the leader now serves it
+    // itself: partition 0 leaves the replica's session and rejoins the leader's, the others
+    // leave the leader's.
+    {
+        let mut leader = leader.lock().unwrap();
+        leader.names_replica = None;
+        leader.high_watermarks = vec![60; PARTITIONS as usize];
+        let mut replica = replica.lock().unwrap();
+        replica.fail_partition = Some((0, 6));
+        replica.high_watermarks = vec![60; PARTITIONS as usize];
+    }
+    assert_eq!(read_to(&fetcher, &mut next, 60).await, 60);
+    wait_until_seen(replica, "partition 0 forgotten at the replica", |seen| {
+        seen.iter().any(|s| s.forgotten == vec![0] && s.answered == 0)
+    })
+    .await;
+    {
+        let seen = &leader.lock().unwrap().seen;
+        let back = &seen[1];
+        assert_eq!((back.session_id, back.epoch), (1, 1), "the leader's session goes on: {seen:?}");
+        assert_eq!((back.sent.clone(), back.forgotten.clone()), (vec![(0, 40)], vec![1, 2]));
+    }
+    let mut expected: BTreeMap<i32, i32> = (0..PARTITIONS).map(|p| (p, 2)).collect();
+    expected.insert(0, 1);
+    assert_eq!(read_replicas(&fetcher), expected);
+    drop(fetcher);
+    for server in servers {
+        server.abort();
+    }
 }

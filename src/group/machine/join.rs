@@ -19,7 +19,7 @@ impl GroupMachine {
             topics: self.joined_with.clone(),
             owned_partitions,
             generation: self.ownership.as_ref().map(|o| o.generation.id).unwrap_or(GenerationId::NONE),
-            rack: None,
+            rack: self.config.rack.clone(),
             user_data: None,
         }
         .encode();

@@ -135,3 +135,19 @@ fn join_failure_without_answer_rediscovers_and_rejoins_with_the_same_id() {
     h.found();
     assert_eq!(h.take_join().2.member_id.as_str(), "m-1");
 }
+
+#[test]
+fn the_subscription_carries_the_rack_for_rack_aware_assignors() {
+    // KIP-881: version 3 of the subscription, which Java 3.5+ members decode (older ones read
+    // the fields they know and skip the rest).
+    let mut racked = config();
+    racked.rack = Some("eu-1a".into());
+    for (config, rack) in [(racked, Some("eu-1a")), (config(), None)] {
+        let mut h = Harness::with_config(config);
+        h.found();
+        let (_, _, join) = h.take_join();
+        let metadata = &join.protocols[0].metadata;
+        assert_eq!(&metadata[..2], &3i16.to_be_bytes(), "subscription version 3");
+        assert_eq!(join_subscription(&join).rack.as_deref(), rack);
+    }
+}
