@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use kgroup::group::{CommitOutcome, PartitionCommit, TopicPartition};
 use kgroup::{Batch, ConfigError, ConsumerConfig, GroupConsumer, RebalanceContext, RebalanceListener};
+use tokio::time::Instant;
 
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -117,7 +118,8 @@ pub async fn run(
     let callbacks: Arc<dyn RebalanceListener> = listener.clone();
     let mut consumer = GroupConsumer::subscribe_with_listener(config, &[topic], Some(callbacks)).await?;
     let mut report = Report::default();
-    let mut commit_timer = tokio::time::interval(commit_interval);
+    // The first commit after one interval: at the start nothing is stored.
+    let mut commit_timer = tokio::time::interval_at(Instant::now() + commit_interval, commit_interval);
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -1,6 +1,6 @@
 //! A consumer over SASL_SSL: TLS with the cluster's CA file, and SCRAM-SHA-512 credentials,
-//! all read from a Java-style properties file (the one a Java or librdkafka client uses loads as
-//! it is, keys kgroup does not need are logged and ignored):
+//! all read from a Java-style properties file. A Java or librdkafka client's file loads as it
+//! is: the keys kgroup does not need are logged and ignored.
 //!
 //! ```properties
 //! bootstrap.servers=broker1.example.com:9093
@@ -22,6 +22,8 @@
 //! ```sh
 //! cargo run --example tls_scram -- client.properties orders     # or KGROUP_CONFIG=client.properties
 //! ```
+//!
+//! `KGROUP_BOOTSTRAP`, when set, replaces the file's `bootstrap.servers`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,7 +44,12 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("cannot wait for ctrl-c ({e}); stopping");
         }
     };
-    let report = run(config(&file)?, &topic, stop).await?;
+    let mut config = config(&file)?;
+    // The same file against another cluster (its CA and credentials must fit it).
+    if let Ok(bootstrap) = std::env::var("KGROUP_BOOTSTRAP") {
+        config.bootstrap_servers = bootstrap.split(',').map(|server| server.trim().to_owned()).collect();
+    }
+    let report = run(config, &topic, stop).await?;
     println!("{report:#?}");
     Ok(())
 }

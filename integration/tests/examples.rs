@@ -121,6 +121,21 @@ impl Scenario {
         assert!(reached.is_ok(), "no commit within {SETTLE:?}");
     }
 
+    /// Waits until the group is Stable with `count` members.
+    async fn wait_members(&self, count: usize) {
+        let reached = timeout(SETTLE, async {
+            loop {
+                let group = self.admin.describe_group(&self.group).await.expect("describe group");
+                if group.state == GroupState::Stable && group.members.len() == count {
+                    return;
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "no Stable group of {count} within {SETTLE:?}");
+    }
+
     /// The member left: nobody is in the group any more.
     async fn assert_left(&self) {
         let group = self.admin.describe_group(&self.group).await.expect("describe group");
@@ -205,8 +220,9 @@ async fn at_least_once_on_kafka36() {
 
 // ---- two members: a revoke while records keep coming ----
 
-/// Runs member `a` on 200 records; once `b_may_start`, starts member `b` while 400 more
-/// records come in 10 waves; once `all_done`, stops both. Returns both results and the log ends.
+/// Runs member `a` on 200 records; once `b_may_start`, starts member `b` while 200 more
+/// records come in 5 waves, and 200 more once both are in the group; once `all_done`, stops
+/// both. Returns both results and the log ends.
 async fn two_members<R, A, B>(
     s: &Scenario,
     run_a: impl FnOnce(Stop) -> A,
@@ -229,9 +245,15 @@ where
     let driver = async {
         timeout(SETTLE, b_may_start).await.expect("the first member made progress");
         let _ = start_b.send(());
-        for _ in 0..10 {
+        // Half while the second member joins, half once it owns its partitions, so it has
+        // records to process whenever the rebalance ends.
+        for _ in 0..5 {
             s.produce(40).await;
             sleep(Duration::from_millis(150)).await;
+        }
+        s.wait_members(2).await;
+        for _ in 0..5 {
+            s.produce(40).await;
         }
         timeout(SETTLE, all_done).await.expect("every record processed");
         let _ = stop_a.send(());
@@ -269,8 +291,8 @@ async fn commit_on_revoke_commits_what_the_revoked_member_processed() {
     timeout(SCENARIO, async {
         let s = Scenario::new(broker.bootstrap(), &[]).await;
         let config = || quick(commit_on_revoke::config(&s.bootstrap, &s.group).expect("config"));
-        // No periodic commit within the test: every offset lands through `revoked`, when the
-        // second member joins and when each member closes.
+        // No periodic commit within the test (the first would come after an hour): every
+        // offset lands through `revoked`, when the second member joins and when each closes.
         let every = Duration::from_secs(3600);
         let processed = Processed::default();
         let (in_a, in_b) = (processed.clone(), processed.clone());
