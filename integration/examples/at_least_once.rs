@@ -85,6 +85,9 @@ pub fn config(bootstrap: &str, group: &str) -> Result<ConsumerConfig, ConfigErro
 }
 
 /// Consumes `topic` until `stop` completes, then leaves the group.
+///
+/// Not cancel-safe: dropped, it stops without `close`, so the group waits out the session
+/// timeout before its partitions move. Complete `stop` instead.
 pub async fn run(config: ConsumerConfig, topic: &str, stop: impl Future<Output = ()>) -> Result<Report, RunError> {
     let mut consumer = GroupConsumer::subscribe(config, &[topic]).await?;
     let mut report = Report::default();

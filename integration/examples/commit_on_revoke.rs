@@ -107,6 +107,9 @@ fn count_committed(results: &[PartitionCommit]) -> u64 {
 /// Consumes `topic`, handing each batch to `process`, until `stop` completes; commits the stored
 /// offsets every `commit_interval` and on every revoke, then leaves the group (which commits
 /// what is stored, through `revoked`).
+///
+/// Not cancel-safe: dropped, it stops without `close`, so the group waits out the session
+/// timeout before its partitions move. Complete `stop` instead.
 pub async fn run(
     config: ConsumerConfig,
     topic: &str,

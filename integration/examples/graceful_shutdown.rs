@@ -97,6 +97,9 @@ pub fn config(bootstrap: &str, group: &str) -> Result<ConsumerConfig, ConfigErro
 
 /// Consumes `topic`, handing each batch to `process` and committing it once processed, until
 /// `stop` completes; then finishes the batch in hand and leaves the group within `deadline`.
+///
+/// Not cancel-safe: dropped, it stops where it is (the batch in hand uncommitted, the group
+/// waiting out the session timeout); completing `stop` is how to end it.
 pub async fn run<P, Done>(
     config: ConsumerConfig,
     topic: &str,
@@ -150,7 +153,8 @@ where
             break give_up_at;
         }
     };
-    // LeaveGroup, so the partitions move now rather than after the session timeout.
+    // LeaveGroup, so the partitions move now rather than after the session timeout (a static
+    // member, with `group.instance.id`, sends none and keeps them until then: KIP-345).
     timeout_at(give_up_at, consumer.close()).await.map_err(|_| RunError::DeadlinePassed(deadline))??;
     Ok(report)
 }

@@ -58,6 +58,9 @@ pub fn config(bootstrap: &str, group: &str) -> Result<ConsumerConfig, ConfigErro
 
 /// Consumes `topic` (committing each batch) until `stop` completes, writing the member's
 /// snapshot to `out` every `every` and once more before it leaves the group.
+///
+/// Not cancel-safe: dropped, it stops without `close`, so the group waits out the session
+/// timeout before its partitions move. Complete `stop` instead.
 pub async fn run(
     config: ConsumerConfig,
     topic: &str,

@@ -207,6 +207,9 @@ async fn commit_waiting(
 
 /// Consumes `topic` with one task per assigned partition until `stop` completes, then stops
 /// the tasks (committing what they hold) and leaves the group.
+///
+/// Not cancel-safe: dropped, it stops without `close`, so the group waits out the session
+/// timeout before its partitions move. Complete `stop` instead.
 pub async fn run(config: ConsumerConfig, topic: &str, stop: impl Future<Output = ()>) -> Result<Report, kgroup::Error> {
     let (commit_requests, mut commits) = mpsc::unbounded_channel();
     let tasks = Arc::new(Tasks { running: Mutex::default(), commits: commit_requests, report: Mutex::default() });

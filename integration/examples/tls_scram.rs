@@ -80,6 +80,9 @@ pub fn config(file: impl AsRef<Path>) -> Result<ConsumerConfig, ConfigError> {
 }
 
 /// Consumes `topic`, committing each batch, until `stop` completes; then leaves the group.
+///
+/// Not cancel-safe: dropped, it stops without `close`, so the group waits out the session
+/// timeout before its partitions move. Complete `stop` instead.
 pub async fn run(config: ConsumerConfig, topic: &str, stop: impl Future<Output = ()>) -> Result<Report, kgroup::Error> {
     // Connecting authenticates: a wrong password or CA fails here, not at the first poll.
     let mut consumer = GroupConsumer::subscribe(config, &[topic]).await?;
