@@ -4,6 +4,7 @@
 
 pub mod java_member;
 pub mod mock;
+pub mod pki;
 pub mod recording_member;
 pub mod transaction;
 

@@ -6,9 +6,8 @@
 //! mismatch each fail fast with their own [`SecurityError`], through a counting proxy that shows
 //! the client does not retry them. Against a scripted SASL peer (nisshi has no PLAIN, and no
 //! session lifetime): PLAIN, its wrong password, and KIP-368 re-authentication on one
-//! connection. Certificates are made by the test with rcgen.
+//! connection. Certificates are made by the test with rcgen (`kgroup_integration::pki`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,71 +26,12 @@ use kgroup::{
     Cluster, ClusterConfig, ConsumerConfig, Error, GroupConsumer, NetworkError, SaslMechanism, SecurityConfig,
     SecurityError,
 };
+use kgroup_integration::pki::Pki;
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
-
-// ---- certificates ----
-
-/// A CA, a server certificate it signed for `localhost` / 127.0.0.1, one for another host
-/// name, a client certificate, and a second CA that signed nothing the broker shows. Files
-/// live in a directory removed on drop.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(unique_name("kgroup-pki"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pki = Pki { dir };
-        let ca = pki.authority("ca", "kgroup test CA");
-        pki.authority("other-ca", "kgroup untrusted CA");
-        pki.leaf("server", &["localhost", "127.0.0.1"], &ca);
-        pki.leaf("wrong-host", &["broker.elsewhere.invalid"], &ca);
-        pki.leaf("client", &["kgroup-client"], &ca);
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn path_str(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn authority(&self, name: &str, common_name: &str) -> CertifiedIssuer<'static, KeyPair> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), ca.pem()).unwrap();
-        ca
-    }
-
-    fn leaf(&self, name: &str, names: &[&str], ca: &CertifiedIssuer<'static, KeyPair>) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        let cert = params.signed_by(&key, ca).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-
-    fn broker_tls(&self, name: &str) -> BrokerTls {
-        BrokerTls { cert: self.path(&format!("{name}.pem")), key: self.path(&format!("{name}.key")) }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 // ---- brokers ----
 
