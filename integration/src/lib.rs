@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options};
-use kgroup::embedded::{BrokerOptions, EmbeddedBroker};
-use kgroup::{Cluster, ClusterConfig};
+use kgroup::embedded::{BrokerOptions, BrokerTls, EmbeddedBroker, ScramUser};
+use kgroup::{Cluster, ClusterConfig, SaslMechanism};
 
 /// The broker a test talks to. An embedded broker is killed when this drops, also when the
 /// test panics.
@@ -43,6 +43,19 @@ impl TestBroker {
     pub async fn start_embedded(options: BrokerOptions) -> TestBroker {
         let broker = EmbeddedBroker::start(options).await.unwrap_or_else(|e| panic!("embedded broker: {e}"));
         TestBroker { bootstrap: broker.bootstrap(), embedded: Some(broker), kafka36: None }
+    }
+
+    /// An embedded nisshi that requires SCRAM-SHA-512 from one user (no rebalance delay),
+    /// serving TLS with `tls` when given.
+    pub async fn start_scram_512(tls: Option<BrokerTls>, user: &str, password: &str) -> TestBroker {
+        let user = ScramUser { name: user.into(), password: password.into(), mechanism: SaslMechanism::ScramSha512 };
+        let options = BrokerOptions {
+            initial_rebalance_delay: Duration::ZERO,
+            tls,
+            scram_users: vec![user],
+            ..Default::default()
+        };
+        Self::start_embedded(options).await
     }
 
     /// Always Apache Kafka 3.6 from its Maven jars (see `kgroup::embedded::kafka36`), stopped

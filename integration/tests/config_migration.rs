@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kgroup::embedded::{BrokerOptions, ScramUser};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer, SaslMechanism};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
@@ -59,16 +58,7 @@ async fn a_java_properties_file_configures_a_consumer_that_consumes() {
 async fn a_java_sasl_jaas_config_authenticates_with_scram() {
     init_tracing();
     let (user, password) = ("billing", "jaas-scram-secret");
-    let broker = TestBroker::start_embedded(BrokerOptions {
-        initial_rebalance_delay: Duration::ZERO,
-        scram_users: vec![ScramUser {
-            name: user.into(),
-            password: password.into(),
-            mechanism: SaslMechanism::ScramSha512,
-        }],
-        ..Default::default()
-    })
-    .await;
+    let broker = TestBroker::start_scram_512(None, user, password).await;
     let dir = std::env::temp_dir().join(unique_name("kgroup-config-migration"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("consumer.properties");

@@ -32,10 +32,9 @@ use std::time::Duration;
 
 use kgroup::admin::{Admin, GroupState};
 use kgroup::embedded::kafka36::Kafka36Options;
-use kgroup::embedded::{BrokerOptions, ScramUser};
 use kgroup::group::TopicPartition;
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
-use kgroup::{Batch, Cluster, ClusterConfig, ConfigError, ConsumerConfig, SaslMechanism};
+use kgroup::{Batch, Cluster, ClusterConfig, ConfigError, ConsumerConfig};
 use kgroup_integration::pki::Pki;
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
 use serde_json::Value;
@@ -462,17 +461,7 @@ async fn tls_scram_consumes_over_sasl_ssl_configured_from_a_properties_file() {
     init_tracing();
     let pki = Pki::new();
     let (user, password) = ("orders-consumer", "orders-secret-512");
-    let broker = TestBroker::start_embedded(BrokerOptions {
-        initial_rebalance_delay: Duration::ZERO,
-        tls: Some(pki.broker_tls("server")),
-        scram_users: vec![ScramUser {
-            name: user.into(),
-            password: password.into(),
-            mechanism: SaslMechanism::ScramSha512,
-        }],
-        ..Default::default()
-    })
-    .await;
+    let broker = TestBroker::start_scram_512(Some(pki.broker_tls("server")), user, password).await;
     timeout(SCENARIO, async {
         let ca = pki.path_str("ca.pem");
         let security = [
