@@ -179,7 +179,7 @@ impl ClusterConfig {
     }
 
     /// Builds a configuration from librdkafka-style properties: `bootstrap.servers` (required),
-    /// `client.id`, and the security keys of [`SECURITY_KEYS`](super::security::SECURITY_KEYS).
+    /// `client.id`, and the security keys of [`SECURITY_KEYS`].
     /// A consumer's other keys are accepted and logged as not used (see
     /// [`Self::from_properties_with_warnings`]), so a consumer's file configures the cluster too.
     pub fn from_properties<K: AsRef<str>, V: AsRef<str>>(

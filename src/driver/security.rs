@@ -495,7 +495,9 @@ mod tests {
     #[test]
     fn errors_about_credentials_never_show_them() {
         let sasl = [("security.protocol", "SASL_PLAINTEXT")];
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        // Extra properties, the property the error names, and the one it asks for.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
             (&[("sasl.jaas.config", JAAS_SCRAM)], "sasl.jaas.config", "security.protocol"),
             (&[("sasl.password", "hunter2-jaas")], "sasl.password", "security.protocol"),
             (
