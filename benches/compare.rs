@@ -1,35 +1,54 @@
-//! The whole side-by-side comparison, kgroup against librdkafka (`rdkafka` 0.39), on one embedded
-//! nisshi broker with the same data, written to `benches/RESULTS.md`: `sh benches/compare.sh`
+//! The whole side-by-side comparison, kgroup against librdkafka (`rdkafka` 0.39) and the Java
+//! reference client (kafka-clients 3.6.2), on an embedded nisshi broker and on Apache Kafka 3.6.2
+//! (one KRaft node), with the same data, written to `benches/RESULTS.md`: `sh benches/compare.sh`
 //! (which runs `benches/micro.rs` first, whose criterion estimates this harness reads back).
+//!
+//! On each broker:
 //!
 //! 1. Consume: `KGROUP_BENCH_MESSAGES` (default 1 000 000) keyed 100-byte messages on 72
 //!    partitions, consumed in full by one group member of each client. Every client runs in a
-//!    child process of its own (this binary re-executed with `role ...`), so its CPU time (`wait4`
-//!    on its pid) and peak RSS (its own `VmHWM`) are that one process's, without the broker, the
-//!    producer or the other client.
+//!    child process of its own (this binary re-executed with `role ...`, or a JVM running
+//!    `integration/kafka36/java/BenchConsumer.java`), so its CPU time (`wait4` on its pid) and
+//!    peak RSS (its own `VmHWM`) are that one process's, without the broker, the producer or the
+//!    other clients.
 //! 2. Synchronous commit latency: one member per client commits after every batch of up to 100
 //!    messages, `KGROUP_BENCH_COMMITS` (default 1000) timed commits after 50 untimed ones.
-//! 3. Scale-out: `shared/scaleout.rs`, 2 to `KGROUP_BENCH_MEMBERS` (default 30) members, one run.
-//! 4. Micro: criterion's estimates of `benches/micro.rs`.
 //!
-//! Both clients get the same properties where both have them (`COMMON`); the rest are listed per
+//! On nisshi only, but for 4:
+//!
+//! 3. Scale-out: `shared/scaleout.rs`, 2 to `KGROUP_BENCH_MEMBERS` (default 30) members, one run.
+//! 4. How cost grows: `shared/scaling.rs`, kgroup groups of 1 to 100 members on topics of 72 to
+//!    10 000 partitions, on both brokers (`KGROUP_BENCH_SCALING_BROKERS`, `nisshi,kafka36`).
+//! 5. Micro: criterion's estimates of `benches/micro.rs`.
+//!
+//! The clients get the same properties where they have them (`COMMON`); the rest are listed per
 //! client. The load average is recorded around every measured part, since a busy machine moves
 //! every figure. This measures and reports the targets of issue 7; it asserts nothing.
 
+#[path = "shared/child.rs"]
+mod child;
+#[path = "shared/criterion.rs"]
+mod criterion;
+#[path = "shared/java.rs"]
+mod java;
 #[path = "shared/machine.rs"]
 mod machine;
 #[path = "shared/scaleout.rs"]
 mod scaleout;
+#[path = "shared/scaling.rs"]
+mod scaling;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use child::{process_cpu, role_command, run_as_child, run_child, ChildRun, Measured};
+use criterion::{criterion_results, Micro};
+use java::{java_binary, java_version};
+use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::NISSHI_VERSION;
 use kgroup::group::GroupEvent;
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
@@ -45,8 +64,6 @@ const VALUE_SIZE: usize = 100;
 /// Records a commit-latency batch holds at most.
 const COMMIT_BATCH: usize = 100;
 const COMMIT_WARMUP: usize = 50;
-/// Upper bound on any one child; a child past it is killed and the run fails.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a consumer may see nothing before the child gives up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -78,54 +95,67 @@ const LIBRDKAFKA_ONLY: &[(&str, &str)] = &[
 const KGROUP_ONLY: &str = "`prefetch_bytes` 64 MiB (default; the bound on fetched, not yet \
     polled bytes, as `queued.max.messages.kbytes` = 65536), `poll(500, 1 s)` (`max.poll.records` default)";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The JVM of the Java client: a fixed heap bound, the JVM's other defaults.
+const JVM_FLAGS: &[&str] = &["-Xmx512m"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Client {
     Kgroup,
     Librdkafka,
+    Java,
 }
 
 impl Client {
-    const BOTH: [Client; 2] = [Client::Kgroup, Client::Librdkafka];
+    const ALL: [Client; 3] = [Client::Kgroup, Client::Librdkafka, Client::Java];
 
     fn name(self) -> &'static str {
         match self {
             Client::Kgroup => "kgroup",
             Client::Librdkafka => "librdkafka",
+            Client::Java => "Java",
         }
     }
 
     fn parse(name: &str) -> Result<Client, BoxError> {
-        Client::BOTH.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown client {name}").into())
+        Client::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown client {name}").into())
     }
 }
 
-/// What a child measures itself, as `key=value` on its one line of stdout.
-type Measured = BTreeMap<String, f64>;
+/// `COMMON` in the Java client's names: it calls `fetch.wait.max.ms` `fetch.max.wait.ms` and
+/// takes assignors by class name; `max.poll.records` is the batch bound of each role
+/// (`BenchConsumer` itself sets byte-array deserializers: no parsing, as for the others).
+fn java_properties(max_poll_records: usize) -> Vec<(String, String)> {
+    COMMON
+        .iter()
+        .map(|&(k, v)| match k {
+            "fetch.wait.max.ms" => ("fetch.max.wait.ms", v),
+            "partition.assignment.strategy" => (k, "org.apache.kafka.clients.consumer.RangeAssignor"),
+            _ => (k, v),
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("max.poll.records".to_string(), max_poll_records.to_string())])
+        .collect()
+}
 
 fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo bench` passes `--bench`; the harness's own children get `role`.
-    if args.get(1).map(String::as_str) == Some("role") {
-        let mut measured = run_role(&args[2..])?;
-        measured.insert("vm_hwm_kib".into(), vm_hwm_kib()?);
-        let line: Vec<String> = measured.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("RESULT {}", line.join(" "));
+    if run_as_child(run_role)? {
         return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(compare())
 }
 
 // ---------------------------------------------------------------------------------------------
-// The parent: broker, data, children, scale-out, the results file.
+// The parent: brokers, data, children, scale-out, scaling, the results file.
 
-/// One measured child run: what it measured itself and what the kernel accounted for it.
+/// The sizes of one run.
 #[derive(Debug, Clone)]
-struct ChildRun {
-    measured: Measured,
-    cpu: Duration,
-    user: Duration,
-    sys: Duration,
-    load: (String, String),
+struct Sizes {
+    messages: usize,
+    commits: usize,
+    members: usize,
+    scaling: scaling::Sizes,
+    /// The brokers the scaling part runs on.
+    scaling_brokers: Vec<String>,
 }
 
 async fn compare() -> Result<(), BoxError> {
@@ -134,13 +164,37 @@ async fn compare() -> Result<(), BoxError> {
     let commits = env_usize("KGROUP_BENCH_COMMITS", 1000)
         .clamp(1, (messages / COMMIT_BATCH).saturating_sub(COMMIT_WARMUP).max(1));
     let members = env_usize("KGROUP_BENCH_MEMBERS", 30).clamp(2, 72);
-    let mut broker = scaleout::start_broker().await?;
-    let bootstrap = broker.bootstrap();
-    eprintln!("nisshi {NISSHI_VERSION} at {bootstrap}: {messages} messages, {commits} commits, 2..={members} members");
-    let result = measure_all(&bootstrap, messages, commits, members).await;
-    broker.kill();
-    let results = result?;
-    let text = results_markdown(&results, messages, commits, members);
+    let scaling_brokers = std::env::var("KGROUP_BENCH_SCALING_BROKERS")
+        .unwrap_or_else(|_| "nisshi,kafka36".into())
+        .split(',')
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    let sizes = Sizes { messages, commits, members, scaling: scaling::Sizes::from_env()?, scaling_brokers };
+    // The Java client's classpath (compiled once); without a JDK its columns say why.
+    let java = tokio::task::spawn_blocking(java_peer_classpath).await?.map_err(|e| e.to_string());
+    let mut results = Results { brokers: Vec::new(), scaleout: None, scaling: Vec::new() };
+
+    let mut nisshi = scaleout::start_broker().await?;
+    let bootstrap = nisshi.bootstrap();
+    eprintln!("nisshi {NISSHI_VERSION} at {bootstrap}: {sizes:?}");
+    let measured = measure_nisshi(&bootstrap, &sizes, &java, &mut results).await;
+    nisshi.kill();
+    measured?;
+
+    let options = Kafka36Options { initial_rebalance_delay: Duration::from_millis(500), ..Default::default() };
+    let kafka = Kafka36Cluster::start(options).await?;
+    let bootstrap = kafka.bootstrap();
+    eprintln!("Kafka {KAFKA_VERSION} at {bootstrap}");
+    results.brokers.push(measure_clients(&kafka_label(), &bootstrap, &sizes, &java).await?);
+    if sizes.scaling_brokers.iter().any(|b| b == "kafka36") {
+        let load = loadavg();
+        let points = scaling::run(&bootstrap, &sizes.scaling).await?;
+        results.scaling.push((kafka_label(), points, (load, loadavg())));
+    }
+    drop(kafka);
+
+    let text = results_markdown(&results, &sizes);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS.md");
     std::fs::write(&path, &text)?;
     println!("{text}");
@@ -148,38 +202,105 @@ async fn compare() -> Result<(), BoxError> {
     Ok(())
 }
 
-struct Results {
-    consume: BTreeMap<&'static str, ChildRun>,
-    commit: BTreeMap<&'static str, ChildRun>,
-    produce: (Duration, (String, String)),
-    scaleout: (Vec<scaleout::Figures>, Vec<scaleout::Figures>, (String, String)),
+fn nisshi_label() -> String {
+    format!("nisshi {NISSHI_VERSION}")
 }
 
-async fn measure_all(bootstrap: &str, messages: usize, commits: usize, members: usize) -> Result<Results, BoxError> {
+fn kafka_label() -> String {
+    format!("Kafka {KAFKA_VERSION}")
+}
+
+/// What the clients measured on one broker.
+struct BrokerRun {
+    broker: String,
+    produce: (Duration, (String, String)),
+    consume: BTreeMap<Client, ChildRun>,
+    commit: BTreeMap<Client, ChildRun>,
+    /// Runs of the Java client that failed, with why (the Rust clients' failures end the run).
+    java_failures: Vec<String>,
+}
+
+/// The scale-out run of kgroup and of librdkafka, and the load average around it.
+type ScaleoutRun = (Vec<scaleout::Figures>, Vec<scaleout::Figures>, (String, String));
+
+struct Results {
+    brokers: Vec<BrokerRun>,
+    scaleout: Option<ScaleoutRun>,
+    /// Per broker: the points and the load average around them.
+    scaling: Vec<(String, Vec<scaling::Point>, (String, String))>,
+}
+
+async fn measure_nisshi(
+    bootstrap: &str,
+    sizes: &Sizes,
+    java: &Result<String, String>,
+    results: &mut Results,
+) -> Result<(), BoxError> {
+    results.brokers.push(measure_clients(&nisshi_label(), bootstrap, sizes, java).await?);
+    let load = loadavg();
+    let (kgroup, librdkafka) = scaleout::run_all(bootstrap, sizes.members, 1).await?;
+    results.scaleout = Some((kgroup, librdkafka, (load, loadavg())));
+    if sizes.scaling_brokers.iter().any(|b| b == "nisshi") {
+        let load = loadavg();
+        let points = scaling::run(bootstrap, &sizes.scaling).await?;
+        results.scaling.push((nisshi_label(), points, (load, loadavg())));
+    }
+    Ok(())
+}
+
+/// Produces the data, then runs every client's consume and commit children, one after another.
+async fn measure_clients(
+    broker: &str,
+    bootstrap: &str,
+    sizes: &Sizes,
+    java: &Result<String, String>,
+) -> Result<BrokerRun, BoxError> {
     let id = std::process::id();
     let topic = format!("compare-{id}");
     let load = loadavg();
     let started = Instant::now();
-    produce(bootstrap, &topic, messages).await?;
+    produce(bootstrap, &topic, sizes.messages).await?;
     let produce = (started.elapsed(), (load, loadavg()));
-    eprintln!("produced {messages} in {:?}", produce.0);
+    eprintln!("{broker}: produced {} in {:?}", sizes.messages, produce.0);
+    let mut run = BrokerRun {
+        broker: broker.to_string(),
+        produce,
+        consume: BTreeMap::new(),
+        commit: BTreeMap::new(),
+        java_failures: Vec::new(),
+    };
+    for (role, count, batch) in [("consume", sizes.messages, 500), ("commit", sizes.commits, COMMIT_BATCH)] {
+        for client in Client::ALL {
+            let group = format!("{role}-{}-{id}", client.name());
+            let args = [role, client.name(), bootstrap, &topic, &group, &count.to_string()];
+            let outcome = match client {
+                Client::Java => match java {
+                    Ok(classpath) => run_child(java_command(classpath, &args, batch)).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
+                },
+                _ => Ok(run_child(role_command(&args)?).await?),
+            };
+            eprintln!("{broker}: {role} {}: {outcome:?}", client.name());
+            match outcome {
+                Ok(measured) => {
+                    let runs = if role == "consume" { &mut run.consume } else { &mut run.commit };
+                    runs.insert(client, measured);
+                }
+                Err(e) => run.java_failures.push(format!("{role}: {e}")),
+            }
+        }
+    }
+    Ok(run)
+}
 
-    let (mut consume, mut commit) = (BTreeMap::new(), BTreeMap::new());
-    for client in Client::BOTH {
-        let group = format!("consume-{}-{id}", client.name());
-        let run = run_child(&["consume", client.name(), bootstrap, &topic, &group, &messages.to_string()]).await?;
-        eprintln!("consume {}: {run:?}", client.name());
-        consume.insert(client.name(), run);
-    }
-    for client in Client::BOTH {
-        let group = format!("commit-{}-{id}", client.name());
-        let run = run_child(&["commit", client.name(), bootstrap, &topic, &group, &commits.to_string()]).await?;
-        eprintln!("commit {}: {run:?}", client.name());
-        commit.insert(client.name(), run);
-    }
-    let load = loadavg();
-    let (kgroup, librdkafka) = scaleout::run_all(bootstrap, members, 1).await?;
-    Ok(Results { consume, commit, produce, scaleout: (kgroup, librdkafka, (load, loadavg())) })
+/// `java BenchConsumer ROLE BOOTSTRAP TOPIC GROUP COUNT properties...` (`args` as for a Rust
+/// role, with the client's name second).
+fn java_command(classpath: &str, args: &[&str; 6], max_poll_records: usize) -> Command {
+    let [role, _, bootstrap, topic, group, count] = args;
+    let mut command = Command::new(java_binary());
+    command.args(JVM_FLAGS).args(["-cp", classpath, "BenchConsumer", role, bootstrap, topic, group, count]);
+    command.args(java_properties(max_poll_records).into_iter().map(|(k, v)| format!("{k}={v}")));
+    command
 }
 
 /// Writes `messages` keyed 100-byte records, uncompressed, acks=all, in slices that bound the
@@ -209,97 +330,17 @@ async fn produce(bootstrap: &str, topic: &str, messages: usize) -> Result<(), Bo
     Ok(())
 }
 
-/// Kills and reaps the child unless it was reaped already, so no failure path leaves one behind.
-struct ChildGuard {
-    child: Child,
-    reaped: bool,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs this binary as `role args...` and waits for it (bounded), reading its CPU time from
-/// `wait4` (that process alone: the broker and other children are not counted).
-async fn run_child(args: &[&str]) -> Result<ChildRun, BoxError> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg("role").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when this process dies, so a
-    // crashed harness leaves no consumer running.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let load_before = loadavg();
-    let mut guard = ChildGuard { child: command.spawn()?, reaped: false };
-    let pid = guard.child.id() as libc::pid_t;
-    let (status, usage) = tokio::task::spawn_blocking(move || wait_bounded(pid, CHILD_TIMEOUT)).await??;
-    guard.reaped = true;
-    let load = (load_before, loadavg());
-    let mut stdout = String::new();
-    if let Some(mut out) = guard.child.stdout.take() {
-        out.read_to_string(&mut stdout)?;
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("child {args:?} failed (wait status {status})").into());
-    }
-    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).ok_or("child printed no RESULT line")?;
-    let measured = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| Ok((k.to_string(), v.parse::<f64>()?)))
-        .collect::<Result<Measured, BoxError>>()?;
-    let time = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    let (user, sys) = (time(usage.ru_utime), time(usage.ru_stime));
-    Ok(ChildRun { measured, cpu: user + sys, user, sys, load })
-}
-
-/// `wait4` on one pid, polled so the wait is bounded: past `timeout` the child is killed.
-fn wait_bounded(pid: libc::pid_t, timeout: Duration) -> Result<(i32, libc::rusage), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data, fully written by wait4 when it reaps the child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointers to locals; WNOHANG returns at once.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            return Ok((status, usage));
-        }
-        if reaped < 0 {
-            return Err(format!("wait4({pid}): {}", std::io::Error::last_os_error()));
-        }
-        if Instant::now() > deadline {
-            // SAFETY: the pid is our unreaped child, so it cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return Err(format!("child {pid} still running after {timeout:?}; killed"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// This process's peak RSS (`VmHWM`). Read by the child itself: the peak `wait4` reports
-/// includes the forked copy of the parent before `exec`, the harness's size rather than the
-/// client's.
-fn vm_hwm_kib() -> Result<f64, BoxError> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).ok_or("no VmHWM in /proc/self/status")?;
-    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The children.
 
 fn run_role(args: &[String]) -> Result<Measured, BoxError> {
+    if let Some(("scaling", args)) = args.split_first().map(|(role, rest)| (role.as_str(), rest)) {
+        return scaling::role(args);
+    }
     let [role, client, bootstrap, topic, group, count] = args else {
-        return Err(format!("expected: role consume|commit CLIENT BOOTSTRAP TOPIC GROUP COUNT, got {args:?}").into());
+        return Err(
+            format!("expected: role consume|commit|scaling CLIENT BOOTSTRAP TOPIC GROUP COUNT, got {args:?}").into()
+        );
     };
     let client = Client::parse(client)?;
     let count: usize = count.parse()?;
@@ -323,8 +364,9 @@ fn kgroup_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// When the member got its partitions: librdkafka's rebalance callback, kgroup's `Assigned`
 /// group event (both as the assignment arrives, before offsets are fetched), so the consume rate
-/// covers fetching from the start and leaves out the join, whose length the broker sets.
-type AssignedAt = Arc<Mutex<Option<SystemTime>>>;
+/// covers fetching from the start and leaves out the join, whose length the broker sets; with
+/// the process's CPU time then, so start-up (a JVM's above all) can be told apart.
+type AssignedAt = Arc<Mutex<Option<(SystemTime, Duration)>>>;
 
 struct AssignClock(AssignedAt);
 
@@ -333,7 +375,10 @@ impl ClientContext for AssignClock {}
 impl ConsumerContext for AssignClock {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(SystemTime::now);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| (SystemTime::now(), process_cpu()));
         }
     }
 }
@@ -362,7 +407,7 @@ async fn kgroup_consumer(properties: &[(&str, &str)], topic: &str) -> Result<(Gr
     tokio::spawn(async move {
         while let Ok(record) = events.recv().await {
             if let GroupEvent::Assigned { .. } = record.event {
-                *first.lock().unwrap_or_else(PoisonError::into_inner) = Some(record.at);
+                *first.lock().unwrap_or_else(PoisonError::into_inner) = Some((record.at, process_cpu()));
                 break;
             }
         }
@@ -399,7 +444,7 @@ impl Meter {
 
     /// Messages per second from the assignment to the last message.
     fn measured(&self, assigned: &AssignedAt) -> Result<Measured, BoxError> {
-        let assigned = (*assigned.lock().unwrap_or_else(PoisonError::into_inner)).ok_or("no assignment seen")?;
+        let (assigned, cpu) = (*assigned.lock().unwrap_or_else(PoisonError::into_inner)).ok_or("no assignment seen")?;
         let seconds = self.last_message.and_then(|l| l.duration_since(assigned).ok()).unwrap_or_default().as_secs_f64();
         let rate = if seconds > 0.0 { self.count as f64 / seconds } else { 0.0 };
         Ok(Measured::from([
@@ -407,6 +452,7 @@ impl Meter {
             ("bytes".into(), self.bytes as f64),
             ("seconds".into(), seconds),
             ("rate".into(), rate),
+            ("cpu_at_assign_s".into(), cpu.as_secs_f64()),
         ]))
     }
 }
@@ -546,52 +592,18 @@ fn commit_librdkafka(properties: &[(&str, &str)], topic: &str, commits: usize) -
 // ---------------------------------------------------------------------------------------------
 // The results file.
 
-/// One criterion benchmark read back from `target/criterion`.
-struct Micro {
-    id: String,
-    /// Median time per iteration, nanoseconds.
-    nanos: f64,
-    bytes: Option<f64>,
-}
-
-/// Every benchmark of `benches/micro.rs` that criterion has estimates for.
-fn criterion_results() -> Vec<Micro> {
-    let root = std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion"));
-    let mut found = Vec::new();
-    let mut dirs = vec![root];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.file_name().is_some_and(|n| n == "new") {
-                found.extend(read_micro(&path));
-            } else if path.is_dir() && path.file_name().is_some_and(|n| n != "base" && n != "change") {
-                dirs.push(path);
-            }
-        }
-    }
-    found.sort_by(|a, b| a.id.cmp(&b.id));
-    found
-}
-
-fn read_micro(dir: &Path) -> Option<Micro> {
-    let read = |name: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
-    };
-    let benchmark = read("benchmark.json")?;
-    let estimates = read("estimates.json")?;
-    Some(Micro {
-        id: benchmark["full_id"].as_str()?.to_string(),
-        nanos: estimates["median"]["point_estimate"].as_f64()?,
-        bytes: benchmark["throughput"]["Bytes"].as_f64(),
-    })
-}
-
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+/// A value with `decimals`, or a dash when the client has none (a failed Java run).
+fn value(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
     } else {
         "—".into()
     }
@@ -623,6 +635,9 @@ fn ratio_row(out: &mut String, label: &str, k: f64, l: f64, decimals: usize, tar
     let _ = writeln!(out, "| {label} | {k:.decimals$} | {l:.decimals$} | {} | {bound} | {result} |", ratio(k, l));
 }
 
+/// A figure of one child run.
+type Figure = fn(&ChildRun) -> f64;
+
 fn rate(c: &ChildRun) -> f64 {
     c.measured.get("rate").copied().unwrap_or(0.0)
 }
@@ -631,8 +646,24 @@ fn cpu_per_million(c: &ChildRun) -> f64 {
     c.cpu.as_secs_f64() * 1e6 / c.measured["messages"].max(1.0)
 }
 
+/// CPU from the first assignment to exit: without the process's start-up and join.
+fn cpu_per_million_after_assignment(c: &ChildRun) -> f64 {
+    let after = c.cpu.as_secs_f64() - c.measured.get("cpu_at_assign_s").copied().unwrap_or(f64::NAN);
+    after * 1e6 / c.measured["messages"].max(1.0)
+}
+
 fn rss_mib(c: &ChildRun) -> f64 {
     c.measured["vm_hwm_kib"] / 1024.0
+}
+
+/// A figure of `client`'s run, NaN when it has none.
+fn of(runs: &BTreeMap<Client, ChildRun>, client: Client, figure: impl Fn(&ChildRun) -> f64) -> f64 {
+    runs.get(&client).map_or(f64::NAN, figure)
+}
+
+/// A measured key of `client`'s run, NaN when it has none.
+fn key(runs: &BTreeMap<Client, ChildRun>, client: Client, key: &str) -> f64 {
+    of(runs, client, |c| c.measured.get(key).copied().unwrap_or(f64::NAN))
 }
 
 /// GB/s of a criterion benchmark with a byte throughput.
@@ -640,10 +671,9 @@ fn gbps(micro: &[Micro], id: &str) -> Option<f64> {
     micro.iter().find(|m| m.id == id).and_then(|m| m.bytes.map(|b| b / m.nanos))
 }
 
-/// The figures issue 7 sets targets for, one row each (the README shows this table).
-fn summary(r: &Results, micro: &[Micro]) -> String {
-    let (ck, cl) = (&r.consume["kgroup"], &r.consume["librdkafka"]);
-    let (mk, ml) = (&r.commit["kgroup"], &r.commit["librdkafka"]);
+/// The figures issue 7 sets targets for, on nisshi, one row each (the README shows this table).
+fn summary(nisshi: &BrokerRun, scaleout: &ScaleoutRun, micro: &[Micro]) -> String {
+    let (c, m) = (&nisshi.consume, &nisshi.commit);
     let stable = |f: &[scaleout::Figures], max: bool| -> f64 {
         let steps: Vec<f64> = f.iter().flat_map(|f| &f.steps).map(|s| s.stable.as_secs_f64() * 1e3).collect();
         if max {
@@ -653,14 +683,21 @@ fn summary(r: &Results, micro: &[Micro]) -> String {
         }
     };
     let failed = |f: &[scaleout::Figures]| f.iter().flat_map(|f| &f.steps).map(|s| s.failed as f64).sum::<f64>();
-    let (kg, rd, _) = &r.scaleout;
+    let (kg, rd, _) = scaleout;
     let sum = |f: &[scaleout::Figures], get: fn(&scaleout::Figures) -> u64| f.iter().map(get).sum::<u64>() as f64;
+    let (k, l) = (Client::Kgroup, Client::Librdkafka);
     let rows: [(&str, f64, f64, usize, Target); 10] = [
-        ("consume, messages/s", rate(ck), rate(cl), 0, Some((1.0, false))),
-        ("consume, CPU-seconds per million messages", cpu_per_million(ck), cpu_per_million(cl), 3, Some((0.5, true))),
-        ("consume, peak RSS (MiB)", rss_mib(ck), rss_mib(cl), 1, Some((0.25, true))),
-        ("sync commit p50 (ms)", mk.measured["p50_ms"], ml.measured["p50_ms"], 3, None),
-        ("sync commit p99 (ms)", mk.measured["p99_ms"], ml.measured["p99_ms"], 3, None),
+        ("consume, messages/s", of(c, k, rate), of(c, l, rate), 0, Some((1.0, false))),
+        (
+            "consume, CPU-seconds per million messages",
+            of(c, k, cpu_per_million),
+            of(c, l, cpu_per_million),
+            3,
+            Some((0.5, true)),
+        ),
+        ("consume, peak RSS (MiB)", of(c, k, rss_mib), of(c, l, rss_mib), 1, Some((0.25, true))),
+        ("sync commit p50 (ms)", key(m, k, "p50_ms"), key(m, l, "p50_ms"), 3, None),
+        ("sync commit p99 (ms)", key(m, k, "p99_ms"), key(m, l, "p99_ms"), 3, None),
         ("scale-out, average time to stable per step (ms)", stable(kg, false), stable(rd, false), 0, Some((1.0, true))),
         ("scale-out, worst time to stable per step (ms)", stable(kg, true), stable(rd, true), 0, Some((1.0, true))),
         ("scale-out, partition commits fenced or failed", failed(kg), failed(rd), 0, None),
@@ -687,72 +724,102 @@ fn summary(r: &Results, micro: &[Micro]) -> String {
     out
 }
 
-fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize) -> String {
-    let mut out = String::from("# kgroup vs librdkafka: results\n\n");
-    let _ = writeln!(
-        out,
-        "Written by `sh benches/compare.sh` (see `benches/README.md`). Sizes: {messages} messages, {commits} \
-         timed commits, scale-out 2 -> {members} members. One run per client; the load average \
-         (1, 5, 15 min) is recorded at the start and end of each measured part: on a busy machine \
-         every figure moves, the ratios less than the absolute numbers.\n"
-    );
-    out.push_str("| machine | |\n|---|---|\n");
-    let broker = format!("nisshi {NISSHI_VERSION}, in memory, 127.0.0.1, group.initial.rebalance.delay.ms = 500");
-    for (k, v) in machine(vec![("broker", broker)]) {
-        let _ = writeln!(out, "| {k} | {v} |");
+/// The consume and commit figures of every client on every broker, one column each.
+fn clients_table(brokers: &[BrokerRun]) -> String {
+    let mut out = String::from("| figure |");
+    for b in brokers {
+        for client in Client::ALL {
+            let _ = write!(out, " {}, {} |", client.name(), b.broker);
+        }
     }
-
-    let micro = criterion_results();
-    out.push_str("\n## Summary: issue 7's targets\n\n");
-    out.push_str(&summary(r, &micro));
-
-    let (k, l) = (&r.consume["kgroup"], &r.consume["librdkafka"]);
-    let _ = writeln!(
-        out,
-        "\n## Consume: {messages} keyed 100-byte messages, 72 partitions, one consumer per client\n\n\
-         Produced with kgroup's producer (uncompressed, acks=all) in {:.1} s before the clients run (load {} -> {}). \
-         Each client runs in a child process of its own; CPU is that process's \
-         (`wait4`), peak RSS its `VmHWM` read by itself after closing the consumer. \
-         Messages/s counts from the assignment (librdkafka's rebalance callback, kgroup's \
-         `Assigned` event) to the last message.\n",
-        r.produce.0.as_secs_f64(),
-        r.produce.1 .0,
-        r.produce.1 .1
-    );
-    out.push_str(TARGET_TABLE_HEAD);
-    type Figure = fn(&ChildRun) -> f64;
-    let rows: [(&str, Figure, usize, Target); 4] = [
-        ("messages/s", rate, 0, Some((1.0, false))),
-        ("CPU-seconds per million messages (user + sys)", cpu_per_million, 2, Some((0.5, true))),
-        ("peak RSS (MiB)", rss_mib, 1, Some((0.25, true))),
-        ("seconds from assignment to last message", |c| c.measured["seconds"], 2, None),
+    let _ = writeln!(out, "\n|---|{}", "---|".repeat(brokers.len() * Client::ALL.len()));
+    type Row = (&'static str, bool, Figure, usize);
+    let rows: [Row; 6] = [
+        ("consume, messages/s", true, rate, 0),
+        ("consume, CPU-seconds per million messages, whole process", true, cpu_per_million, 3),
+        ("consume, CPU-seconds per million messages, from the assignment", true, cpu_per_million_after_assignment, 3),
+        ("consume, peak RSS (MiB)", true, rss_mib, 1),
+        ("sync commit p50 (ms)", false, |c| c.measured["p50_ms"], 3),
+        ("sync commit p99 (ms)", false, |c| c.measured["p99_ms"], 3),
     ];
-    for (label, get, decimals, target) in rows {
-        ratio_row(&mut out, label, get(k), get(l), decimals, target);
+    for (label, consume, figure, decimals) in rows {
+        let _ = write!(out, "| {label} |");
+        for b in brokers {
+            for client in Client::ALL {
+                let runs = if consume { &b.consume } else { &b.commit };
+                let _ = write!(out, " {} |", value(of(runs, client, figure), decimals));
+            }
+        }
+        out.push('\n');
     }
-    let _ = writeln!(
-        out,
-        "| CPU user / sys (s) | {:.2} / {:.2} | {:.2} / {:.2} | | | |",
-        k.user.as_secs_f64(),
-        k.sys.as_secs_f64(),
-        l.user.as_secs_f64(),
-        l.sys.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "| messages consumed | {:.0} | {:.0} | | | |\n| load average start -> end | {} -> {} | {} -> {} | | | |",
-        k.measured["messages"], l.measured["messages"], k.load.0, k.load.1, l.load.0, l.load.1
-    );
+    out
+}
 
-    let (k, l) = (&r.commit["kgroup"], &r.commit["librdkafka"]);
+/// One broker's consume and commit sections, three clients side by side.
+fn broker_sections(out: &mut String, b: &BrokerRun, sizes: &Sizes) {
+    let (k, l, j) = (Client::Kgroup, Client::Librdkafka, Client::Java);
+    let head =
+        "| figure | kgroup | librdkafka | Java | kgroup / librdkafka | kgroup / Java |\n|---|---|---|---|---|---|\n";
+    let row = |out: &mut String,
+               label: &str,
+               runs: &BTreeMap<Client, ChildRun>,
+               figure: &dyn Fn(&ChildRun) -> f64,
+               d: usize| {
+        let (kv, lv, jv) = (of(runs, k, figure), of(runs, l, figure), of(runs, j, figure));
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} |",
+            value(kv, d),
+            value(lv, d),
+            value(jv, d),
+            ratio(kv, lv),
+            ratio(kv, jv)
+        );
+    };
+    let load = |runs: &BTreeMap<Client, ChildRun>, client| {
+        runs.get(&client).map_or("—".into(), |c: &ChildRun| format!("{} -> {}", c.load.0, c.load.1))
+    };
     let _ = writeln!(
         out,
-        "\n## Synchronous commit latency, steady state\n\n\
-         One member per client alone in its group on the same topic; a batch of up to {COMMIT_BATCH} \
-         messages, then a synchronous commit of its partitions' next offsets; the first {COMMIT_WARMUP} \
-         commits are not timed.\n\n\
-         | figure | kgroup | librdkafka | kgroup / librdkafka |\n|---|---|---|---|"
+        "\n## Consume on {}: {} keyed 100-byte messages, 72 partitions, one consumer per client\n\n\
+         Produced with kgroup's producer (uncompressed, acks=all) in {:.1} s before the clients run (load {} -> {}). \
+         Each client runs in a child process of its own (Java: one JVM, `{}`); CPU is that process's \
+         (`wait4`), peak RSS its `VmHWM` read by itself after closing the consumer. \
+         Messages/s counts from the first assignment (librdkafka's rebalance callback, kgroup's \
+         `Assigned` event, Java's `onPartitionsAssigned`) to the last message, so no client's start-up \
+         is in it; \"whole process\" CPU includes start-up (the JVM's class loading and JIT above all), \
+         \"from the assignment\" subtracts the process's CPU time at its first assignment.\n",
+        b.broker,
+        sizes.messages,
+        b.produce.0.as_secs_f64(),
+        b.produce.1 .0,
+        b.produce.1 .1,
+        JVM_FLAGS.join(" "),
     );
+    out.push_str(head);
+    let c = &b.consume;
+    row(out, "messages/s", c, &rate, 0);
+    row(out, "CPU-seconds per million messages, whole process (user + sys)", c, &cpu_per_million, 3);
+    row(out, "CPU-seconds per million messages, from the assignment", c, &cpu_per_million_after_assignment, 3);
+    row(out, "peak RSS (MiB)", c, &rss_mib, 1);
+    row(out, "seconds from assignment to last message", c, &|c| c.measured["seconds"], 2);
+    row(out, "CPU user (s)", c, &|c| c.user.as_secs_f64(), 2);
+    row(out, "CPU sys (s)", c, &|c| c.sys.as_secs_f64(), 2);
+    row(out, "messages consumed", c, &|c| c.measured["messages"], 0);
+    let _ = writeln!(out, "| load average start -> end | {} | {} | {} | | |", load(c, k), load(c, l), load(c, j));
+
+    let _ = writeln!(
+        out,
+        "\n## Synchronous commit latency on {}, steady state\n\n\
+         One member per client alone in its group on the same topic; a batch of up to {COMMIT_BATCH} \
+         messages (kgroup: one `poll`; librdkafka: what its queue holds; Java: one `poll` with \
+         `max.poll.records` = {COMMIT_BATCH}), then a synchronous commit of its partitions' next offsets \
+         (`commit(&batch)`, `commit(&tpl, CommitMode::Sync)`, `commitSync(offsets)`); the first {COMMIT_WARMUP} \
+         commits are not timed.\n",
+        b.broker
+    );
+    out.push_str(head);
+    let m = &b.commit;
     for (label, key, decimals) in [
         ("p50 (ms)", "p50_ms", 3),
         ("p99 (ms)", "p99_ms", 3),
@@ -760,34 +827,98 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
         ("partitions per commit", "partitions_per_commit", 2),
         ("commits timed", "commits", 0),
     ] {
-        let (kv, lv) = (k.measured[key], l.measured[key]);
-        let _ = writeln!(out, "| {label} | {kv:.decimals$} | {lv:.decimals$} | {} |", ratio(kv, lv));
+        row(out, label, m, &|c| c.measured[key], decimals);
     }
-    let _ =
-        writeln!(out, "| load average start -> end | {} -> {} | {} -> {} | |", k.load.0, k.load.1, l.load.0, l.load.1);
+    let _ = writeln!(out, "| load average start -> end | {} | {} | {} | | |", load(m, k), load(m, l), load(m, j));
+    for failure in &b.java_failures {
+        let _ = writeln!(out, "\nThe Java client failed on {} ({failure}).", b.broker);
+    }
+}
 
-    let (kgroup, librdkafka, load) = &r.scaleout;
+fn results_markdown(r: &Results, sizes: &Sizes) -> String {
+    let mut out = String::from("# kgroup vs librdkafka vs the Java client: results\n\n");
     let _ = writeln!(
         out,
-        "\n## Group scale-out\n\n`shared/scaleout.rs`: the seed scenario (72 partitions, 2 -> {members} \
-         members one at a time, batches of 1000, 20 ms of work, synchronous commits, 10 000 msg/s \
-         produced meanwhile), both clients with session.timeout.ms 10000 and heartbeat.interval.ms \
-         500 (see `benches/README.md`). Load {} -> {}. Target: time to stable per step at most 1x.\n",
-        load.0, load.1
+        "Written by `sh benches/compare.sh` (see `benches/README.md`). Sizes: {} messages, {} \
+         timed commits, scale-out 2 -> {} members; scaling: {:?} members x {:?} partitions, {:.0} s idle \
+         windows. One run per client; the load average (1, 5, 15 min) is recorded at the start and end \
+         of each measured part: on a busy machine every figure moves, the ratios less than the absolute \
+         numbers.\n",
+        sizes.messages,
+        sizes.commits,
+        sizes.members,
+        sizes.scaling.members,
+        sizes.scaling.partitions,
+        sizes.scaling.idle.as_secs_f64(),
     );
-    out.push_str(&scaleout::table(members, 1, kgroup, librdkafka));
-    out.push('\n');
-    out.push_str(&scaleout::step_table(kgroup, librdkafka));
-    let steps_met = kgroup
-        .first()
-        .zip(librdkafka.first())
-        .map(|(k, l)| k.steps.iter().zip(&l.steps).filter(|(k, l)| k.stable <= l.stable).count());
-    let _ = writeln!(
-        out,
-        "\nSteps where kgroup reached stable no later than librdkafka: {} of {}.",
-        steps_met.unwrap_or(0),
-        kgroup.first().map_or(0, |k| k.steps.len())
+    out.push_str("| machine | |\n|---|---|\n");
+    let brokers = format!(
+        "{}, in memory; {} (KRaft, one node, from Maven Central); both on 127.0.0.1 with \
+         group.initial.rebalance.delay.ms = 500",
+        nisshi_label(),
+        kafka_label()
     );
+    let java = format!("{} (kafka-clients {KAFKA_VERSION}), `{}`", java_version(), JVM_FLAGS.join(" "));
+    for (k, v) in machine(vec![("brokers", brokers), ("Java", java)]) {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+
+    let micro = criterion_results();
+    let nisshi = r.brokers.first();
+    if let (Some(nisshi), Some(scaleout)) = (nisshi, &r.scaleout) {
+        let _ = writeln!(out, "\n## Summary: issue 7's targets ({})\n", nisshi.broker);
+        out.push_str(&summary(nisshi, scaleout, &micro));
+    }
+    out.push_str(
+        "\n## Three clients on two brokers\n\nThe consume and commit-latency figures of the sections \
+         below, side by side.\n\n",
+    );
+    out.push_str(&clients_table(&r.brokers));
+    for b in &r.brokers {
+        broker_sections(&mut out, b, sizes);
+    }
+
+    if let Some((kgroup, librdkafka, load)) = &r.scaleout {
+        let members = sizes.members;
+        let _ = writeln!(
+            out,
+            "\n## Group scale-out ({})\n\n`shared/scaleout.rs`: the seed scenario (72 partitions, 2 -> {members} \
+             members one at a time, batches of 1000, 20 ms of work, synchronous commits, 10 000 msg/s \
+             produced meanwhile), kgroup and librdkafka with session.timeout.ms 10000 and heartbeat.interval.ms \
+             500 (see `benches/README.md`). Load {} -> {}. Target: time to stable per step at most 1x.\n",
+            nisshi_label(),
+            load.0,
+            load.1
+        );
+        out.push_str(&scaleout::table(members, 1, kgroup, librdkafka));
+        out.push('\n');
+        out.push_str(&scaleout::step_table(kgroup, librdkafka));
+        let steps_met = kgroup
+            .first()
+            .zip(librdkafka.first())
+            .map(|(k, l)| k.steps.iter().zip(&l.steps).filter(|(k, l)| k.stable <= l.stable).count());
+        let _ = writeln!(
+            out,
+            "\nSteps where kgroup reached stable no later than librdkafka: {} of {}.",
+            steps_met.unwrap_or(0),
+            kgroup.first().map_or(0, |k| k.steps.len())
+        );
+    }
+
+    out.push_str(
+        "\n## How cost grows (kgroup)\n\n`shared/scaling.rs`: one group of M kgroup members in one process \
+         (a child of its own per size), each polling in a task, on an empty topic of P partitions; \
+         once the group is stable and has settled, the process's CPU over the idle window (heartbeats \
+         and the empty fetches' long polls, `fetch.wait.max.ms` 500) and its resident set, per member \
+         (RSS: minus the process before the first member); then one more member joins and the time \
+         until every member is stable in one generation covering the partitions exactly once \
+         (checked every 20 ms).\n",
+    );
+    for (broker, points, load) in &r.scaling {
+        let _ = writeln!(out, "\n### {broker} (load {} -> {})\n", load.0, load.1);
+        out.push_str(&scaling::table(points));
+    }
+    out.push_str(&scaling::assignor_table(&micro));
 
     out.push_str(
         "\n## Micro (criterion, `benches/micro.rs`)\n\nMedian per iteration. Decode rows: one \
@@ -817,7 +948,7 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
         let _ = writeln!(out, "| {} | {time} | {gbps} | {share} | {target} |", m.id);
     }
 
-    out.push_str("\n## Settings\n\nBoth clients (consume and commit latency):\n\n");
+    out.push_str("\n## Settings\n\nEvery client (consume and commit latency):\n\n");
     for (k, v) in COMMON {
         let _ = writeln!(out, "- `{k}` = `{v}`");
     }
@@ -825,6 +956,14 @@ fn results_markdown(r: &Results, messages: usize, commits: usize, members: usize
     for (k, v) in LIBRDKAFKA_ONLY {
         let _ = writeln!(out, "- `{k}` = `{v}`");
     }
+    let _ = writeln!(
+        out,
+        "\nJava: the same in its names (`fetch.max.wait.ms`, `partition.assignment.strategy` = \
+         `org.apache.kafka.clients.consumer.RangeAssignor`), byte-array deserializers, \
+         `max.poll.records` 500 (consume, its default) and {COMMIT_BATCH} (commit latency); JVM `{}`, \
+         its other defaults.",
+        JVM_FLAGS.join(" ")
+    );
     let _ = writeln!(
         out,
         "\nkgroup only: {KGROUP_ONLY}. kgroup runs on tokio's default multi-thread runtime; librdkafka's \

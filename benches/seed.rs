@@ -23,6 +23,8 @@
 //! its first read, see `RdPace`), `KGROUP_SEED_OUT` (the results file). This measures; it asserts nothing (`integration/tests/seed_kafka36.rs` does,
 //! for kgroup at CI size).
 
+#[path = "shared/java.rs"]
+mod java;
 #[path = "shared/machine.rs"]
 mod machine;
 #[path = "shared/seed_run.rs"]
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use java::{java_binary, java_version};
 use kgroup::embedded::die_with_parent;
 use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use machine::{loadavg, machine};
@@ -556,23 +559,6 @@ impl JavaSetup {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// `$JAVA_HOME/bin/java`, else `java` from `PATH`.
-fn java_binary() -> PathBuf {
-    std::env::var_os("JAVA_HOME")
-        .map(|home| PathBuf::from(home).join("bin").join("java"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("java"))
-}
-
-fn java_version() -> String {
-    std::process::Command::new(java_binary())
-        .arg("-version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stderr).lines().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 struct JavaClient<'a> {

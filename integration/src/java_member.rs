@@ -253,7 +253,7 @@ impl JavaMember {
 }
 
 /// `$JAVA_HOME/bin/java` when it exists, else `java` from `PATH` (as the broker launcher does).
-fn java() -> std::path::PathBuf {
+pub fn java() -> std::path::PathBuf {
     std::env::var_os("JAVA_HOME")
         .map(|home| std::path::PathBuf::from(home).join("bin").join("java"))
         .filter(|p| p.exists())

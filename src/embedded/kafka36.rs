@@ -45,9 +45,12 @@ pub const KAFKA_VERSION: &str = "3.6.2";
 /// the release tarball adds); it also brings `kafka-clients`, the Java reference client.
 const POM: &str = include_str!("../../integration/kafka36/pom.xml");
 
-/// The Java group member the harnesses and interop tests run (`integration/kafka36/java`).
-const JAVA_PEER: &[(&str, &str)] =
-    &[("GroupMember.java", include_str!("../../integration/kafka36/java/GroupMember.java"))];
+/// The Java programs of `integration/kafka36/java`: the group member the harnesses and interop
+/// tests run, and the consumer `benches/compare.rs` measures.
+const JAVA_PEER: &[(&str, &str)] = &[
+    ("GroupMember.java", include_str!("../../integration/kafka36/java/GroupMember.java")),
+    ("BenchConsumer.java", include_str!("../../integration/kafka36/java/BenchConsumer.java")),
+];
 
 /// Any valid KRaft cluster id (22 characters of base64url for 16 bytes): every node of a cluster
 /// is formatted with the same one.
@@ -706,7 +709,7 @@ pub fn kafka_libs() -> Result<PathBuf, Kafka36Error> {
 }
 
 /// The Java classpath of the reference client: Kafka's jars (they include `kafka-clients`
-/// 3.6.2) and the compiled group member of `integration/kafka36/java`, compiled with `javac`
+/// 3.6.2) and the compiled programs of `integration/kafka36/java`, compiled with `javac`
 /// once per version of its source into the cache.
 pub fn java_peer_classpath() -> Result<String, Kafka36Error> {
     let libs = kafka_libs()?;
