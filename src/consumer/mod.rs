@@ -368,12 +368,13 @@ impl Consumer<Subscribed> {
     /// `exclude.internal.topics`) and starts joining the group. The cluster's topics are listed
     /// before the first join and every `metadata.max.age.ms` after; when the topics matched
     /// change, the member rejoins with them. A pattern that matches nothing yet joins with no
-    /// topics and picks them up as they are created.
+    /// topics and picks them up as they are created. Cancel-safe as `subscribe`.
     pub async fn subscribe_pattern(config: ConsumerConfig, pattern: &str) -> Result<GroupConsumer> {
         Self::subscribe_pattern_with_listener(config, pattern, None).await
     }
 
-    /// As [`subscribe_pattern`](Self::subscribe_pattern), with rebalance callbacks.
+    /// As [`subscribe_pattern`](Self::subscribe_pattern), with rebalance callbacks. Cancel-safe
+    /// as `subscribe`.
     pub async fn subscribe_pattern_with_listener(
         config: ConsumerConfig,
         pattern: &str,

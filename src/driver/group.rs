@@ -271,6 +271,8 @@ impl GroupHandle {
         let client_id = cluster.config().connection.client_id.clone();
         let group_id = machine.group_id().to_owned();
         let metrics = MemberMetrics::new(&group_id, &client_id);
+        // The state the member starts in (later ones are set as it moves).
+        metrics.set(Metric::State, &[state_label(machine.state())], 1.0);
         let stopped = Arc::new(OnceLock::new());
         let (span_writer, span) = MemberSpanWriter::new(&group_id, &client_id);
         let now = Instant::now();

@@ -536,7 +536,12 @@ impl GroupMachine {
         if !self.partition_counts.answered(id, &counts) {
             return;
         }
-        self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
+        if self.subscription.awaits_listing() {
+            // An answer for topics, asked before a pattern was set: the listing goes now.
+            self.timers.clear(TimerKind::MetadataRefresh);
+        } else {
+            self.timers.set(TimerKind::MetadataRefresh, now + self.config.metadata_max_age);
+        }
         self.resume_leader_join(now);
         if self.partition_counts.changed_since_led() {
             tracing::info!("partition counts of the group's topics changed since this member assigned them");

@@ -103,8 +103,9 @@ pub struct GroupSnapshot {
     pub group_id: String,
     /// `group.instance.id`, for a static member.
     pub group_instance_id: Option<String>,
-    /// The topics the member's JoinGroup names: those subscribed, or those its pattern matched
-    /// in the latest listing of the cluster's topics (empty before the first one).
+    /// The topics subscribed to now: those named, or those the pattern matched in the latest
+    /// listing of the cluster's topics (empty before the first one). After a change, the
+    /// member's next JoinGroup names them.
     pub subscription: Vec<String>,
     /// The pattern of a pattern subscription.
     pub pattern: Option<String>,

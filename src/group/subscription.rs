@@ -26,6 +26,8 @@ impl TopicPattern {
         if pattern.is_empty() {
             return Err(invalid("empty".into()));
         }
+        // Compiled alone first: wrapped at once, `a)|(b` would compile and escape the anchors.
+        Regex::new(pattern).map_err(|e| invalid(e.to_string()))?;
         let anchored = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| invalid(e.to_string()))?;
         Ok(TopicPattern { source: pattern.to_owned(), anchored })
     }

@@ -264,10 +264,25 @@ fn switching_to_a_pattern_waits_for_its_listing_before_rejoining() {
 }
 
 #[test]
+fn a_pattern_set_while_a_topics_refresh_is_out_is_listed_when_that_answer_comes() {
+    let mut h = Harness::stable();
+    h.refresh_due();
+    let refresh = h.take("Metadata");
+    assert!(matches!(refresh.body, GroupRequest::Metadata { .. }), "{:?}", refresh.body);
+    h.m.subscribe_to(pattern("t|u"), h.now);
+    h.pump();
+    h.m.handle_metadata(h.now, refresh.id, std::collections::BTreeMap::from([("t".to_string(), 2)]));
+    h.pump();
+    h.list_topics(&[listed("t", 2), listed("u", 2)]);
+    assert_eq!(revokes(&h), vec![(tps(&[0, 1]), RejoinReason::SubscriptionChanged)]);
+}
+
+#[test]
 fn a_pattern_that_is_no_regular_expression_is_refused_with_its_reason() {
     let err = TopicPattern::new("orders-(").unwrap_err();
     assert!(matches!(&err, crate::config_error::ConfigError::InvalidPattern { pattern, .. } if pattern == "orders-("));
     assert!(TopicPattern::new("").is_err());
+    assert!(TopicPattern::new("a)|(b").is_err(), "unbalanced groups cannot escape the anchors");
 }
 
 #[test]
