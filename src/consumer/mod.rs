@@ -404,7 +404,9 @@ impl Consumer<Subscribed> {
     /// behind goes back first): the revoke window runs as in any rebalance (the listener's
     /// `revoked`, commits of the leases held on them still go out in the generation that owns
     /// them), and a commit of their leases after it is fenced locally. The new topics'
-    /// partitions arrive with the next assignment. The same topics again change nothing.
+    /// partitions arrive with the next assignment. The same topics again change nothing. A
+    /// cooperative member called while a rebalance is already under way keeps the dropped
+    /// topics' partitions until the assignment that follows takes them away.
     ///
     /// Cancel safety: once polled, the change is handed over and is not withdrawn by dropping
     /// the future.

@@ -110,8 +110,11 @@ impl GroupMachine {
                 // `onJoinPrepare`). The event tells the application a rebalance started.
                 let cooperative = self.ownership.as_ref().is_some_and(|o| o.cooperative);
                 let subscribed = self.subscription.topics();
+                // A new pattern not listed yet matches nothing known: nothing is given up
+                // until its listing says which topics it keeps.
+                let listed = !self.subscription.awaits_listing();
                 let unsubscribed: Vec<TopicPartition> = match &self.ownership {
-                    Some(o) if cooperative => {
+                    Some(o) if cooperative && listed => {
                         o.partitions.keys().filter(|tp| !subscribed.iter().any(|t| **t == *tp.topic)).cloned().collect()
                     }
                     _ => Vec::new(),

@@ -124,6 +124,17 @@ fn cooperative_member_revokes_only_the_topics_dropped_and_no_longer_claims_them(
 }
 
 #[test]
+fn a_cooperative_rebalance_before_a_new_patterns_listing_gives_up_nothing() {
+    let mut h = Harness::coop_stable();
+    h.m.subscribe_to(pattern("t|u"), h.now);
+    h.pump();
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    assert!(revokes(&h).iter().all(|(partitions, _)| partitions.is_empty()), "{:?}", revokes(&h));
+    let owned: Vec<TopicPartition> = h.m.assignment().into_iter().map(|o| o.partition).collect();
+    assert_eq!(owned, tps(&[0, 1]));
+}
+
+#[test]
 fn cooperative_member_adding_a_topic_keeps_its_partitions_and_rejoins_at_once() {
     let mut h = Harness::coop_stable();
     h.m.subscribe(["t", "u"], h.now);
