@@ -510,14 +510,18 @@ fn foreign_key(given: &str, value: &str) -> Result<ForeignKey, ConfigError> {
     }
 }
 
-/// What a configuration of the cluster alone ([`ClusterConfig`](crate::ClusterConfig), for the
-/// admin and the command line) makes of a consumer's key, so that one `client.properties`
-/// serves both: a warning that it is not used, or the error a consumer would give.
-pub(crate) fn consumer_key_not_used(given: &str, value: &str) -> Result<ConfigWarning, ConfigError> {
-    if !KNOWN_KEYS.contains(&given) {
-        foreign_key(given, value)?;
+/// For a configuration of the cluster alone ([`ClusterConfig`](crate::ClusterConfig), for the
+/// admin and the command line), so that one `client.properties` serves it and a consumer: the
+/// kgroup key another client's name `given` stands for, `None` for a consumer's own keys and
+/// the keys kgroup does not use, or the error a consumer would give.
+pub(crate) fn consumer_key_alias(given: &str, value: &str) -> Result<Option<&'static str>, ConfigError> {
+    if KNOWN_KEYS.contains(&given) {
+        return Ok(None);
     }
-    Ok(ConfigWarning { key: given.to_owned(), kind: ConfigWarningKind::NotUsed })
+    Ok(match foreign_key(given, value)? {
+        ForeignKey::Alias { key, .. } => Some(key),
+        ForeignKey::NotUsed => None,
+    })
 }
 
 /// What became of a property behind a [`ConfigWarning`].

@@ -15,7 +15,7 @@ use super::backoff::Backoff;
 pub use super::connection::ConnectionConfig;
 use super::connection::{check_code, BrokerLink, Connection};
 use super::security::{SecurityConfig, SECURITY_KEYS};
-use crate::consumer::config::consumer_key_not_used;
+use crate::consumer::config::{consumer_key_alias, ConfigWarningKind};
 use crate::consumer::ConfigWarning;
 use crate::error::{ConfigError, Error, NetworkError, Result};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
@@ -214,13 +214,15 @@ impl ClusterConfig {
             let (key, value) = (key.as_ref().trim(), value.as_ref().trim());
             match key {
                 "bootstrap.servers" => bootstrap = Some(value.to_owned()),
-                "metadata.broker.list" => {
-                    warnings.push(ConfigWarning::mapped(key, "bootstrap.servers", value));
-                    bootstrap = Some(value.to_owned());
-                }
                 "client.id" => client_id = Some(value.to_owned()),
                 _ if SECURITY_KEYS.contains(&key) => security.push((key.to_owned(), value.to_owned())),
-                _ => warnings.push(consumer_key_not_used(key, value)?),
+                _ => match consumer_key_alias(key, value)? {
+                    Some(servers @ "bootstrap.servers") => {
+                        warnings.push(ConfigWarning::mapped(key, servers, value));
+                        bootstrap = Some(value.to_owned());
+                    }
+                    _ => warnings.push(ConfigWarning { key: key.to_owned(), kind: ConfigWarningKind::NotUsed }),
+                },
             }
         }
         let mut config = Self::from_bootstrap_servers(bootstrap.as_deref().unwrap_or(""))?;
