@@ -347,8 +347,35 @@ pub fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 pub fn die_with_parent(_command: &mut Command) {}
 
+/// Where [`free_port`] starts looking when the kernel's ephemeral range cannot be read.
+const FIRST_LISTEN_PORT: u16 = 10_000;
+
+/// A loopback port nothing listens on, chosen below the kernel's ephemeral range: a port from
+/// that range can become the source port of an outgoing connection (three Kafka nodes and their
+/// clients open many) between this check and the broker's bind, seconds later for a JVM. Ports
+/// rotate from a per-process offset, so parallel tests and processes rarely try the same one;
+/// a start that still finds its port taken is retried by the caller.
 fn free_port() -> io::Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let below = ephemeral_range_start().unwrap_or(0);
+    if below > FIRST_LISTEN_PORT + 1_000 {
+        let span = u32::from(below - FIRST_LISTEN_PORT);
+        let offset = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span.min(1_000) {
+            let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = FIRST_LISTEN_PORT + ((offset + step) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The first port of the kernel's ephemeral range (Linux `ip_local_port_range`).
+fn ephemeral_range_start() -> Option<u16> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// The cache directory for the broker binary.
@@ -418,5 +445,20 @@ impl<'a> FileLock<'a> {
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
         let _ = self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        if let Some(start) = ephemeral_range_start().filter(|&start| start > FIRST_LISTEN_PORT + 1_000) {
+            assert!(ports.iter().all(|&p| (FIRST_LISTEN_PORT..start).contains(&p)), "{ports:?} vs {start}");
+        }
     }
 }

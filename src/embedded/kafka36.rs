@@ -58,6 +58,8 @@ const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qg";
 
 /// The log line `KafkaRaftServer` writes once the broker is fully started and unfenced.
 const STARTED: &str = "Kafka Server started";
+/// What a node logs when a listener's port is taken (`java.net.BindException`).
+const PORT_TAKEN: &str = "Address already in use";
 
 /// Why a Kafka 3.6 cluster (or the Java group member) could not be started or changed.
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +98,13 @@ pub enum Kafka36Error {
         detail: String,
     },
     /// A node exited before it was ready.
-    #[error("Kafka node {node} exited during start-up ({status}); its log ends with:\n{log_tail}")]
+    #[error("Kafka node {node} exited during start-up ({status}); its log:\n{log_tail}")]
     Exited {
         /// The node id.
         node: i32,
         /// Its exit status.
         status: String,
-        /// The last lines of its log.
+        /// Its log's error lines and last lines.
         log_tail: String,
     },
     /// A node did not log that it started in time.
@@ -216,7 +218,27 @@ pub struct Kafka36Cluster {
 impl Kafka36Cluster {
     /// Resolves the jars (once), formats and starts every node, and waits until the cluster has
     /// a group coordinator.
+    ///
+    /// A node that finds one of its ports taken (by another process between the check and the
+    /// JVM's bind) fails the attempt; the cluster is then started again on other ports, up to
+    /// three times.
     pub async fn start(options: Kafka36Options) -> Result<Kafka36Cluster, Kafka36Error> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options.clone()).await {
+                Err(Kafka36Error::Exited { node, log_tail, .. })
+                    if attempt < ATTEMPTS && log_tail.contains(PORT_TAKEN) =>
+                {
+                    tracing::warn!(node, attempt, "a Kafka node's port was taken; starting on other ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: Kafka36Options) -> Result<Kafka36Cluster, Kafka36Error> {
         let java = java_binary()?;
         let libs = kafka_libs()?;
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -495,7 +517,7 @@ impl Kafka36Cluster {
             let node = &mut self.nodes[index];
             if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 node.child = None;
-                let log_tail = tail(&node.log, node.log_start, 40);
+                let log_tail = errors_and_tail(&node.log, node.log_start, 40);
                 return Err(Kafka36Error::Exited { node: node.id, status: status.to_string(), log_tail });
             }
             if log_contains(&node.log, node.log_start, STARTED)
@@ -504,7 +526,7 @@ impl Kafka36Cluster {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                let (id, addr, log_tail) = (node.id, node.bootstrap(), tail(&node.log, node.log_start, 40));
+                let (id, addr, log_tail) = (node.id, node.bootstrap(), errors_and_tail(&node.log, node.log_start, 40));
                 self.kill(id)?;
                 return Err(Kafka36Error::NotReady { node: id, addr, after: self.options.ready_timeout, log_tail });
             }
@@ -627,6 +649,22 @@ fn read_from(path: &Path, from: u64) -> Option<String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The log's ERROR and FATAL lines and their exceptions' causes (which a shutdown's many INFO
+/// lines push out of the tail), then its last `lines` lines.
+fn errors_and_tail(path: &Path, from: u64, lines: usize) -> String {
+    let text = read_from(path, from).unwrap_or_default();
+    let is_error = |line: &&str| {
+        line.contains("] ERROR ") || line.contains("] FATAL ") || line.trim_start().starts_with("Caused by: ")
+    };
+    let errors: Vec<&str> = text.lines().filter(is_error).take(20).collect();
+    let tail = tail(path, from, lines);
+    if errors.is_empty() {
+        tail
+    } else {
+        format!("{}\n...\n{tail}", errors.join("\n"))
+    }
 }
 
 fn tail(path: &Path, from: u64, lines: usize) -> String {
@@ -833,6 +871,29 @@ mod tests {
         partitions.sort_unstable();
         assert_eq!(partitions, vec![0, 1, 2, 3, 4, 5], "{groups:?}");
         assert_eq!(probe_groups(1).len(), 1);
+    }
+
+    /// Lines from a node that found its client port taken: the cause is far above the tail.
+    #[test]
+    fn a_start_up_failure_names_its_cause_above_the_shutdown_lines() {
+        let path = std::env::temp_dir().join(format!("kgroup-errors-and-tail-{}.log", std::process::id()));
+        let mut log = String::from(
+            "[2026-12-05 07:44:59,416] INFO [BrokerServer id=1] Starting (kafka.server.BrokerServer)\n\
+             [2026-12-05 07:44:59,416] ERROR Unable to start acceptor for ListenerName(PLAINTEXT) (kafka.network.DataPlaneAcceptor)\n\
+             org.apache.kafka.common.KafkaException: Socket server failed to bind to 127.0.0.1:33779: Address already in use.\n\
+             \tat kafka.network.Acceptor.openServerSocket(SocketServer.scala:751)\n\
+             Caused by: java.net.BindException: Address already in use\n",
+        );
+        for n in 0..100 {
+            log.push_str(&format!("[2026-12-05 07:44:59,5{n:02}] INFO [SocketServer nodeId=1] Stopped ({n})\n"));
+        }
+        fs::write(&path, &log).unwrap();
+        let excerpt = errors_and_tail(&path, 0, 5);
+        fs::remove_file(&path).unwrap();
+        assert!(excerpt.contains("ERROR Unable to start acceptor"), "{excerpt}");
+        assert!(excerpt.contains(PORT_TAKEN), "the retry recognises it: {excerpt}");
+        assert!(excerpt.ends_with("Stopped (99)"), "{excerpt}");
+        assert!(!excerpt.contains("Stopped (94)") && !excerpt.contains("Starting"), "{excerpt}");
     }
 
     #[test]
