@@ -466,7 +466,7 @@ async fn consume_kgroup(properties: &[(&str, &str)], topic: &str, count: usize) 
     let mut meter = Meter::new();
     while meter.count < count {
         if let Some(batch) = consumer.poll(500, Duration::from_secs(1)).await? {
-            let bytes = batch.records.iter().map(|r| record_bytes(r.key.as_deref(), r.value.as_deref())).sum();
+            let bytes = batch.records.iter().map(|r| record_bytes(r.key(), r.value())).sum();
             meter.add(batch.records.len(), bytes);
         }
         meter.check_idle()?;

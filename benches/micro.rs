@@ -105,7 +105,6 @@ fn decode(c: &mut Criterion) {
         isolation: IsolationLevel::ReadUncommitted,
         aborted_transactions: &[],
         last_stable_offset: -1,
-        decompression: &budget,
     };
     let plain = partition_data(Compression::None);
     let mut group = c.benchmark_group("decode");
@@ -126,7 +125,7 @@ fn decode(c: &mut Criterion) {
     ] {
         let data = partition_data(compression);
         let expected = (BATCHES * RECORDS_PER_BATCH) as usize;
-        let check = decode_partition(data.clone(), &fetch);
+        let check = decode_partition(&data, &fetch, &budget);
         assert_eq!((check.records.len(), check.error), (expected, None), "{name} data decodes");
         // Decoding only: the records are dropped outside the timing, as the application drops
         // them later, one batch at a time. `none+drop` below times both together.
@@ -135,7 +134,7 @@ fn decode(c: &mut Criterion) {
                 let mut decoding = Duration::ZERO;
                 for _ in 0..iterations {
                     let started = Instant::now();
-                    let decoded = decode_partition(black_box(data.clone()), &fetch);
+                    let decoded = decode_partition(black_box(&data), &fetch, &budget);
                     decoding += started.elapsed();
                     drop(black_box(decoded));
                 }
@@ -143,7 +142,7 @@ fn decode(c: &mut Criterion) {
             })
         });
     }
-    group.bench_function("none+drop", |b| b.iter(|| decode_partition(black_box(plain.clone()), &fetch)));
+    group.bench_function("none+drop", |b| b.iter(|| decode_partition(black_box(&plain), &fetch, &budget)));
     group.finish();
 }
 

@@ -37,7 +37,7 @@
 //!     // `None`: nothing arrived within the second.
 //!     let Some(batch) = consumer.poll(1000, Duration::from_secs(1)).await? else { continue };
 //!     for record in &batch.records {
-//!         println!("{}-{}@{}", record.topic, record.partition, record.offset);
+//!         println!("{}-{}@{}", record.topic(), record.partition(), record.offset());
 //!     }
 //!     for result in consumer.commit(&batch).await? {
 //!         if let CommitOutcome::Fenced { .. } = result.outcome {

@@ -56,10 +56,10 @@ pub enum Metric {
     /// The broker node a partition is fetched from: its leader, or the replica the leader named
     /// for the consumer's `client.rack` (KIP-392).
     PartitionReadReplica,
-    /// Bytes of fetched records as the prefetch buffer counts them (keys, values, headers and
-    /// the record itself).
+    /// Bytes of fetched record batches, as they came on the wire (the prefetch buffer holds
+    /// them so).
     FetchBytes,
-    /// Records fetched.
+    /// Records fetched, as their batches count them.
     FetchRecords,
     /// Bytes of fetched records waiting to be handed out (bounded by `prefetch.bytes`).
     PrefetchBufferBytes,
@@ -149,8 +149,8 @@ impl Metric {
             Metric::PartitionReadReplica => {
                 "Broker node the partition is fetched from: its leader or a replica in client.rack"
             }
-            Metric::FetchBytes => "Bytes of fetched records as the prefetch buffer counts them",
-            Metric::FetchRecords => "Records fetched",
+            Metric::FetchBytes => "Bytes of fetched record batches, as they came on the wire",
+            Metric::FetchRecords => "Records fetched, as their batches count them",
             Metric::PrefetchBufferBytes => "Bytes of fetched records waiting to be handed out",
         }
     }

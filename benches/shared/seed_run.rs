@@ -580,7 +580,7 @@ async fn kgroup_member(
             member,
             now_ms(),
             lease_generation,
-            ranges(batches.iter().flat_map(|b| b.records.iter().map(|r| (r.partition, r.offset)))),
+            ranges(batches.iter().flat_map(|b| b.records.iter().map(|r| (r.partition(), r.offset())))),
         );
         if !pace.processing.is_zero() {
             tokio::time::sleep(pace.processing).await;

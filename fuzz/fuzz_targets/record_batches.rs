@@ -1,4 +1,6 @@
-//! The fetcher's record-batch decoder with every codec. The first byte picks what the rest is:
+//! The fetcher's record-batch decoder with every codec, scanning as a fetch response arrives and
+//! decoding a few records per hand-out, every record's key, value and headers read. The first
+//! byte picks what the rest is:
 //! - raw partition data, decoded as it came;
 //! - a compressed payload under a batch header the target writes (a valid CRC, so the bytes
 //!   reach the decompressor: gzip, snappy, LZ4, zstd);
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-use kgroup::driver::fetcher::decode::{decode_partition, DecompressionBudget, PartitionFetch};
+use kgroup::driver::fetcher::decode::{DecompressionBudget, PartitionFetch, WireRecords};
 use kgroup::driver::fetcher::IsolationLevel;
 use libfuzzer_sys::fuzz_target;
 
@@ -69,7 +71,6 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     let topic: Arc<str> = Arc::from("t");
-    let budget = DecompressionBudget::new(BUDGET);
     let isolation = if mode & 0x80 == 0 { IsolationLevel::ReadUncommitted } else { IsolationLevel::ReadCommitted };
     let fetch = PartitionFetch {
         topic: &topic,
@@ -78,7 +79,14 @@ fuzz_target!(|data: &[u8]| {
         isolation,
         aborted_transactions: &[(-1, 0)],
         last_stable_offset: -1,
-        decompression: &budget,
     };
-    decode_partition(data, &fetch);
+    // Hand-outs of a few records at a time, as the consumer decodes them, every field read.
+    let (mut wire, _) = WireRecords::scan(&data, &fetch);
+    let max_records = usize::from(*count_lo % 8) + 1;
+    while !wire.is_empty() {
+        let decoded = wire.decode(max_records, &DecompressionBudget::new(BUDGET));
+        for record in &decoded.records {
+            std::hint::black_box((record.key(), record.value(), record.headers().count()));
+        }
+    }
 });

@@ -123,7 +123,7 @@ async fn consume(
 
 /// Stands in for the application's work: here, the size of the record's value.
 fn process(record: &ConsumerRecord) -> u64 {
-    record.value.as_ref().map_or(0, |value| value.len() as u64)
+    record.value().map_or(0, |value| value.len() as u64)
 }
 
 /// Commits one processed batch by its lease, trying again after a timeout.

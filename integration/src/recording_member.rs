@@ -87,7 +87,7 @@ impl RecordingMember {
                     Ok(Some(batch)) => {
                         lock(&journal_in)
                             .processed
-                            .extend(batch.records.iter().map(|r| (r.partition, r.offset, r.value.clone())));
+                            .extend(batch.records.iter().map(|r| (r.partition(), r.offset(), r.value_bytes())));
                         match consumer.commit(&batch).await {
                             Ok(results) => lock(&journal_in).commits.extend(results),
                             Err(e) => lock(&journal_in).errors.push(format!("commit of {}: {e}", batch.partition)),

@@ -127,7 +127,7 @@ async fn consume_all(config: ConsumerConfig, topic: &str) {
             .unwrap_or_else(|_| panic!("only {} of {RECORDS} records within 60 s", seen.len()))
             .expect("poll");
         for record in batch.iter().flat_map(|b| &b.records) {
-            let value = record.value.as_deref().map(|v| String::from_utf8_lossy(v).into_owned());
+            let value = record.value().map(|v| String::from_utf8_lossy(v).into_owned());
             seen.insert(value.expect("a value"));
         }
         if let Some(batch) = batch {

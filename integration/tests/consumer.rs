@@ -214,10 +214,10 @@ impl Ledger {
         assert_eq!(&*batch.partition.topic, topic);
         assert!(!batch.records.is_empty(), "no empty batches");
         assert!(batch.records.len() <= limit, "{} records in a batch limited to {limit}", batch.records.len());
-        let first = batch.records[0].offset;
+        let first = batch.records[0].offset();
         for (k, record) in batch.records.iter().enumerate() {
-            assert_eq!((&*record.topic, record.partition), (topic, p));
-            assert_eq!(record.offset, first + k as i64, "consecutive offsets within a batch");
+            assert_eq!((record.topic(), record.partition()), (topic, p));
+            assert_eq!(record.offset(), first + k as i64, "consecutive offsets within a batch");
         }
         assert_eq!(batch.next_offset(), first + batch.records.len() as i64);
         assert_eq!(batch.lease().partition, batch.partition);
@@ -226,11 +226,11 @@ impl Ledger {
 
     /// The offset after the last delivered record of `p` (0 when none).
     fn next(&self, p: i32) -> i64 {
-        self.records.get(&p).and_then(|r| r.last()).map_or(0, |r| r.offset + 1)
+        self.records.get(&p).and_then(|r| r.last()).map_or(0, |r| r.offset() + 1)
     }
 
     fn offsets(&self, p: i32) -> Vec<i64> {
-        self.records.get(&p).map(|r| r.iter().map(|r| r.offset).collect()).unwrap_or_default()
+        self.records.get(&p).map(|r| r.iter().map(|r| r.offset()).collect()).unwrap_or_default()
     }
 
     fn total(&self) -> usize {
@@ -246,9 +246,9 @@ impl Ledger {
             let want: Vec<i64> = offsets.keys().copied().collect();
             assert_eq!(self.offsets(*p), want, "partition {p}: every record once, in order");
             for record in &self.records[p] {
-                let i = offsets[&record.offset];
-                assert_eq!(record.key.as_deref(), Some(key_for(i).as_bytes()), "{p}@{}", record.offset);
-                assert_eq!(record.value.as_ref(), Some(&value_for(i)), "{p}@{}", record.offset);
+                let i = offsets[&record.offset()];
+                assert_eq!(record.key(), Some(key_for(i).as_bytes()), "{p}@{}", record.offset());
+                assert_eq!(record.value(), Some(&value_for(i)[..]), "{p}@{}", record.offset());
             }
         }
     }
@@ -303,10 +303,10 @@ async fn stream_delivers_every_record_once_in_order_and_commits_reach_the_log_en
         .expect("the stream goes on")
         .expect("a batch");
     let delivered: Vec<(i32, i64)> =
-        first.records.iter().chain(&rest.records).map(|r| (r.partition, r.offset)).collect();
+        first.records.iter().chain(&rest.records).map(|r| (r.partition(), r.offset())).collect();
     let expected: Vec<(i32, i64)> = more[&3].keys().map(|o| (3, *o)).collect();
     assert_eq!(delivered, expected, "each new record once, in order");
-    assert_eq!(first.records[0].key.as_deref(), Some(&b"key-20000"[..]));
+    assert_eq!(first.records[0].key(), Some(&b"key-20000"[..]));
     consumer.close().await.expect("close");
 }
 
@@ -419,7 +419,7 @@ async fn poll_dropped_by_select_loses_no_batch_and_commits_only_what_was_handed_
                 polled = consumer.poll(10, Duration::from_secs(10)) => {
                     let batch = polled.unwrap_or_else(|e| panic!("poll failed: {e}")).expect("a batch within 10 s");
                     let p = batch.partition.partition;
-                    assert_eq!(batch.records[0].offset, ledger.next(p), "partition {p}: a batch went missing");
+                    assert_eq!(batch.records[0].offset(), ledger.next(p), "partition {p}: a batch went missing");
                     ledger.add(&batch, &topic, 10);
                 }
                 _ = timer => timer_won += 1,
@@ -477,7 +477,7 @@ async fn close_commits_no_batch_that_a_dropped_poll_never_returned() {
     })
     .await
     .expect("a batch for the next member");
-    assert_eq!(batch.records[0].offset, received.next_offset(), "the next member resumes after the received batch");
+    assert_eq!(batch.records[0].offset(), received.next_offset(), "the next member resumes after the received batch");
     next.close().await.expect("close");
 }
 
@@ -535,7 +535,7 @@ async fn auto_offset_store_stores_a_delivered_batch_on_the_next_poll() {
         while ledger.total() < 250 {
             let batch = poll_ok(&mut consumer, 100, Duration::from_secs(10)).await.expect("a batch");
             ledger.add(&batch, &topic, 100);
-            last_first = batch.records[0].offset;
+            last_first = batch.records[0].offset();
         }
     })
     .await
@@ -690,11 +690,11 @@ async fn pause_resume_seek_and_position() {
     // Seek while records of the partition are fetched and not yet handed out.
     consumer.seek(tp(&topic, q), 0).expect("seek");
     let batch = poll_ok(&mut consumer, limit, Duration::from_secs(10)).await.expect("a batch");
-    assert_eq!((batch.partition.partition, batch.records[0].offset), (q, 0));
+    assert_eq!((batch.partition.partition, batch.records[0].offset()), (q, 0));
     consumer.seek(tp(&topic, q), 195).expect("seek");
     assert_eq!(consumer.position(tp(&topic, q)).await.expect("position"), Some(195));
     let batch = poll_ok(&mut consumer, limit, Duration::from_secs(10)).await.expect("a batch");
-    let offsets: Vec<i64> = batch.records.iter().map(|r| r.offset).collect();
+    let offsets: Vec<i64> = batch.records.iter().map(|r| r.offset()).collect();
     assert_eq!((batch.partition.partition, offsets), (q, (195..200).collect()));
     assert!(poll_ok(&mut consumer, limit, Duration::from_millis(300)).await.is_none());
     consumer.close().await.expect("close");
@@ -816,7 +816,7 @@ async fn a_second_member_takes_half_and_kept_partitions_keep_their_position() {
         a.resume(vec![tp(&topic, p)]).expect("resume");
         let batch = poll_ok(&mut a, limit, Duration::from_secs(10)).await.expect("a batch");
         assert_eq!(batch.partition.partition, p, "only the resumed partition");
-        assert_eq!(batch.records[0].offset, committed_at_join[&p]);
+        assert_eq!(batch.records[0].offset(), committed_at_join[&p]);
         a_ledger.add(&batch, &topic, limit);
         a.pause(vec![tp(&topic, p)]).expect("pause");
     }

@@ -113,7 +113,7 @@ async fn read_until(consumer: &mut GroupConsumer, end: i64) -> Vec<Batch> {
 }
 
 fn offsets(batches: &[Batch]) -> Vec<i64> {
-    batches.iter().flat_map(|b| b.records.iter().map(|r| r.offset)).collect()
+    batches.iter().flat_map(|b| b.records.iter().map(|r| r.offset())).collect()
 }
 
 /// Waits (bounded) until the consumer's position of `partition` is `expected`.
@@ -248,7 +248,7 @@ async fn timestamp_types(broker: &TestBroker) {
         }
     }
     let of = |topic: &str| -> Vec<(i64, TimestampType)> {
-        records.iter().filter(|r| &*r.topic == topic).map(|r| (r.timestamp, r.timestamp_type)).collect()
+        records.iter().filter(|r| r.topic() == topic).map(|r| (r.timestamp(), r.timestamp_type())).collect()
     };
     let expected: Vec<(i64, TimestampType)> =
         stamps.iter().map(|t| (t.expect("set"), TimestampType::CreateTime)).collect();

@@ -74,7 +74,7 @@ async fn a_partition_whose_committed_offset_a_transaction_holds_starts_there_onc
             }
         };
         assert_eq!(batch.partition, partition);
-        assert_eq!(batch.records.first().map(|r| r.offset), Some(COMMITTED), "starts at the committed offset");
+        assert_eq!(batch.records.first().map(|r| r.offset()), Some(COMMITTED), "starts at the committed offset");
         consumer.close().await.expect("close");
     };
     timeout(Duration::from_secs(180), scenario).await.expect("the scenario ends within 3 minutes");

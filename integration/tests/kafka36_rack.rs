@@ -103,9 +103,9 @@ impl Reader {
                         Ok(Some(batch)) => {
                             let mut read = journal.lock().unwrap();
                             for record in &batch.records {
-                                let value = record.value.clone().expect("every record has a value");
-                                if let Some(earlier) = read.insert(record.offset, value.clone()) {
-                                    assert_eq!(earlier, value, "offset {} read with two values", record.offset);
+                                let value = record.value_bytes().expect("every record has a value");
+                                if let Some(earlier) = read.insert(record.offset(), value.clone()) {
+                                    assert_eq!(earlier, value, "offset {} read with two values", record.offset());
                                 }
                             }
                         }

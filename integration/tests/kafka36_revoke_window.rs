@@ -62,7 +62,7 @@ struct Reads(BTreeMap<(i32, i64), u32>);
 impl Reads {
     fn add(&mut self, batch: &Batch) {
         for record in &batch.records {
-            *self.0.entry((record.partition, record.offset)).or_default() += 1;
+            *self.0.entry((record.partition(), record.offset())).or_default() += 1;
         }
     }
 
@@ -218,7 +218,7 @@ async fn leases_held_past_the_callback_timeout_are_fenced_and_read_again() {
     let mut expected: Vec<(i32, i64)> = held
         .iter()
         .filter(|b| moved.contains(&b.partition.partition))
-        .flat_map(|b| b.records.iter().map(|r| (r.partition, r.offset)))
+        .flat_map(|b| b.records.iter().map(|r| (r.partition(), r.offset())))
         .collect();
     expected.sort();
     assert_eq!(reads.read_twice(), expected);

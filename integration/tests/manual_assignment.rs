@@ -189,7 +189,7 @@ async fn read_until(consumer: &mut AssignedConsumer, done: impl Fn(&Read) -> boo
     let mut read = Read::default();
     let keep = |read: &mut Read, batch: Batch| {
         let offsets = read.offsets.entry(batch.partition.clone()).or_default();
-        offsets.extend(batch.records.iter().map(|r| r.offset));
+        offsets.extend(batch.records.iter().map(|r| r.offset()));
         read.last_lease = Some(batch.lease().clone());
     };
     let complete = async {

@@ -114,7 +114,7 @@ async fn commit(consumer: &GroupConsumer, batch: &Batch) {
 
 /// The (partition, offset) pairs of a batch.
 fn offsets(batch: &Batch) -> impl Iterator<Item = (i32, i64)> + '_ {
-    batch.records.iter().map(|r| (batch.partition.partition, r.offset))
+    batch.records.iter().map(|r| (batch.partition.partition, r.offset()))
 }
 
 /// Polls both members (topics still empty) until both are Stable in one generation, each with

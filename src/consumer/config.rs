@@ -71,8 +71,9 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: i32,
     /// `isolation.level` (default read_uncommitted).
     pub isolation_level: IsolationLevel,
-    /// The most bytes of records fetched ahead of polls (default 64 MiB); librdkafka's
-    /// `queued.max.messages.kbytes` sets it in KiB.
+    /// The most bytes of records fetched ahead of polls (default 64 MiB), as record batches
+    /// came on the wire: records are decoded only when handed out, so this bounds the buffer's
+    /// memory. librdkafka's `queued.max.messages.kbytes` sets it in KiB.
     pub prefetch_bytes: usize,
     /// `request.timeout.ms` (default 30000).
     pub request_timeout: Duration,

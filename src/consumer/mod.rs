@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub use self::config::{ConfigWarning, ConfigWarningKind, ConsumerConfig, IsolationLevel, OffsetReset};
 use crate::driver::cluster::{Cluster, ClusterConfig};
 use crate::driver::fetcher::{look_up_offsets, FetchEvent, Fetcher, FetcherConfig, ListedOffset, StartPosition};
-pub use crate::driver::fetcher::{ConsumerRecord, TimestampType};
+pub use crate::driver::fetcher::{ConsumerRecord, Headers, TimestampType};
 use crate::driver::group::GroupObserver;
 use crate::driver::group::{ControlEvents, GroupEventRecord, GroupHandle, RevokeMode};
 use crate::driver::member_span::TaskRole;
@@ -882,11 +882,11 @@ impl RecordRun for FetchedRun {
     }
 
     fn first_offset(&self) -> Option<i64> {
-        self.records.front().map(|r| r.offset)
+        self.records.front().map(ConsumerRecord::offset)
     }
 
     fn end_offset(&self) -> Option<i64> {
-        self.records.back().map(|r| r.offset + 1)
+        self.records.back().map(|r| r.offset() + 1)
     }
 
     fn split_front(&mut self, n: usize) -> Self {
@@ -908,8 +908,8 @@ impl RecordRun for FetchedRun {
 struct FetcherSource<'a>(&'a Fetcher);
 
 impl RecordSource<FetchedRun> for FetcherSource<'_> {
-    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<FetchedRun> {
-        let batch = self.0.try_next_records(partition)?;
+    fn try_next_records(&mut self, partition: &TopicPartition, max_records: usize) -> Option<FetchedRun> {
+        let batch = self.0.try_next_records(partition, max_records)?;
         Some(FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark })
     }
 }
@@ -1010,7 +1010,7 @@ impl ConsumerTask {
                 // None once the member stopped, after its last event (a fatal error) was
                 // handled: the task goes on serving the application, which gets that error.
                 Some(record) = self.control.recv() => self.group_event(record.event),
-                fetched = self.fetcher.next(), if self.waiting.is_some() => match fetched {
+                fetched = self.fetcher.next(self.waiting.as_ref().map_or(1, |(limit, _)| *limit)), if self.waiting.is_some() => match fetched {
                     Some(FetchEvent::Records(batch)) => {
                         let run = FetchedRun { records: batch.records.into(), high_watermark: batch.high_watermark };
                         self.session.handle_records(&batch.partition, run);

@@ -42,8 +42,9 @@ pub trait RecordRun: Sized {
 /// Records fetched and ready, taken without waiting: lets a batch hold everything fetched for
 /// its partition, up to the caller's limit, instead of one fetch response's worth.
 pub trait RecordSource<R> {
-    /// The next records buffered for `partition`, if any.
-    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<R>;
+    /// The next records buffered for `partition`, if any: about `max_records` (a source that
+    /// decodes whole batches may give a few more, or fewer).
+    fn try_next_records(&mut self, partition: &TopicPartition, max_records: usize) -> Option<R>;
 }
 
 /// What the session needs to know of the consumer's configuration.
@@ -471,14 +472,14 @@ impl<R: RecordRun> ConsumerSession<R> {
         };
         let buffered = order.iter().find(|tp| self.parts[*tp].pending.is_some()).cloned();
         let tp = buffered.or_else(|| {
-            order.into_iter().find(|tp| match source.try_next_records(tp) {
+            order.into_iter().find(|tp| match source.try_next_records(tp, limit) {
                 Some(records) => self.parts.get_mut(tp).map(|part| push_pending(part, records)).is_some(),
                 None => false,
             })
         })?;
         let part = self.parts.get_mut(&tp)?;
-        while part.pending.as_ref().is_some_and(|(_, r)| r.len() < limit) {
-            let Some(more) = source.try_next_records(&tp) else { break };
+        while let Some(wanted) = part.pending.as_ref().map(|(_, r)| limit.saturating_sub(r.len())).filter(|&n| n > 0) {
+            let Some(more) = source.try_next_records(&tp, wanted) else { break };
             push_pending(part, more);
         }
         let (streak, pending) = part.pending.as_mut()?;

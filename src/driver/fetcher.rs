@@ -4,9 +4,11 @@
 //! Per broker fetched from (a leader, or a read replica) the task keeps a connection of its own
 //! (a long poll must not hold up the cluster's other traffic), at most one Fetch in flight, and
 //! an incremental fetch session (KIP-227) where the broker keeps one ([`session`]). Each
-//! response is decoded by the job that received it, off the main task ([`decode`]); a partition
-//! whose data does not decode gets a [`FetchEvent::PartitionError`] and stops until it is sought
-//! or assigned again, the others go on. Leadership errors and lost connections refresh metadata
+//! response's batch headers are read by the job that received it, off the main task, and each
+//! partition's complete batches are buffered as they came on the wire; records are made of them
+//! when they are handed out ([`decode`]). A partition whose data does not decode gets a
+//! [`FetchEvent::PartitionError`] after its good records and stops until it is sought or
+//! assigned again, the others go on. Leadership errors and lost connections refresh metadata
 //! and follow the new leader; OFFSET_OUT_OF_RANGE and [`StartPosition::Reset`] apply
 //! `auto.offset.reset` through ListOffsets (always at the leader).
 //!
@@ -23,8 +25,11 @@
 
 pub mod decode;
 mod decompress;
+mod record;
 pub mod session;
 mod task;
+
+pub use self::record::{ConsumerRecord, Headers};
 
 /// ListOffsets for [`crate::admin`] and the consumer's offset queries, which ask the log ends
 /// and offsets by time the same way.
@@ -37,7 +42,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -45,6 +49,7 @@ use tokio::time::Instant;
 
 pub use self::session::SessionMode;
 use super::cluster::Cluster;
+use self::decode::{DecompressionBudget, WireRecords};
 use crate::error::{Error, FetchFailure};
 use crate::group::TopicPartition;
 use super::member_span::{MemberSpan, TaskRole};
@@ -89,17 +94,20 @@ pub struct FetcherConfig {
     pub max_wait: Duration,
     /// `fetch.min.bytes` (default 1).
     pub min_bytes: i32,
-    /// `fetch.max.bytes` (default 50 MiB). Also what one response's compressed batches may
-    /// decompress to, together; a batch that alone decompresses to more is a partition error.
+    /// `fetch.max.bytes` (default 50 MiB). Also what the compressed batches decoded for one
+    /// hand-out may decompress to, together; a batch that alone decompresses to more is a
+    /// partition error.
     pub max_bytes: i32,
     /// `max.partition.fetch.bytes` (default 1 MiB).
     pub max_partition_bytes: i32,
     /// `isolation.level` (default read uncommitted).
     pub isolation: IsolationLevel,
-    /// Bound on buffered record bytes (keys plus values) of partitions that are not paused,
-    /// default 64 MiB. Nothing is fetched while it is reached, and a fetch asks for no more
-    /// than the room left (`max_bytes`, in bytes on the wire), so the buffer passes the bound
-    /// by at most about one response: the room left, decompressed, plus one batch.
+    /// Bound on the buffered bytes of partitions that are not paused, default 64 MiB. The
+    /// buffer holds record batches as they came on the wire (compressed ones compressed), each
+    /// partition's in an allocation of its own, and records are made only when handed out, so
+    /// this bounds the buffer's memory. Nothing is fetched while it is reached, and a fetch asks
+    /// for no more than the room left (`max_bytes`), so the buffer passes the bound by at most
+    /// one batch.
     pub buffer_bytes: usize,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,
@@ -152,53 +160,13 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
-/// One record as the application sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The partition.
-    pub partition: i32,
-    /// The record's offset in its partition.
-    pub offset: i64,
-    /// Milliseconds since the epoch: create time, or log append time when the topic says so
-    /// (`timestamp_type`).
-    pub timestamp: i64,
-    /// What `timestamp` is.
-    pub timestamp_type: TimestampType,
-    /// The key (`None`: null).
-    pub key: Option<Bytes>,
-    /// The value (`None`: null, a tombstone).
-    pub value: Option<Bytes>,
-    /// The headers, in order; a header value may be null.
-    pub headers: Vec<(String, Option<Bytes>)>,
-}
-
-impl ConsumerRecord {
-    /// The memory this record holds in the prefetch buffer: the record itself, its key, value
-    /// and headers. Counting the record (as large as a small message) makes the prefetch bound a
-    /// real memory bound.
-    pub fn size(&self) -> usize {
-        let payload = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| std::mem::size_of::<(String, Option<Bytes>)>() + k.len() + payload(v))
-            .sum();
-        std::mem::size_of::<ConsumerRecord>() + payload(&self.key) + payload(&self.value) + headers
-    }
-}
-
-/// Consecutive records of one partition.
+/// Consecutive records of one partition, decoded as they are handed out.
 #[derive(Debug, Clone)]
 pub struct FetchedBatch {
     /// The partition.
     pub partition: TopicPartition,
     /// The records, in offset order.
     pub records: Vec<ConsumerRecord>,
-    /// The partition's position once these records are consumed: the last offset plus one, or
-    /// further when control records or aborted transactions follow them.
-    pub next_offset: i64,
     /// The partition's high watermark when the records were fetched.
     pub high_watermark: i64,
 }
@@ -271,6 +239,7 @@ impl Fetcher {
             wake: Notify::new(),
             auto_offset_reset: config.auto_offset_reset,
             buffer_bytes: config.buffer_bytes,
+            max_decompressed: usize::try_from(config.max_bytes).unwrap_or(0),
         });
         let task = tokio::spawn(span.follow(TaskRole::Fetcher, task::run(shared.clone(), cluster, config)));
         Fetcher { shared, task }
@@ -339,29 +308,32 @@ impl Fetcher {
         self.shared.changed(state);
     }
 
-    /// The next batch (or partition error), waiting for one. `None` once the fetcher is closed.
-    /// Cancel-safe: a call abandoned before it returns loses nothing.
-    pub async fn next(&self) -> Option<FetchEvent> {
+    /// The next batch (or partition error), waiting for one: the records of whole batches,
+    /// decoded now, about `max_records` of them (the batch that reaches it is finished). `None`
+    /// once the fetcher is closed. Cancel-safe: a call abandoned before it returns loses nothing.
+    pub async fn next(&self, max_records: usize) -> Option<FetchEvent> {
         loop {
             let notified = self.shared.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(event) = self.take(State::pop) {
+            if let Some(event) = self.take(|state, budget| state.pop(max_records, budget)) {
                 return event;
             }
             notified.await;
         }
     }
 
-    /// The next buffered records of `partition`, if its next buffered event is records. Lets a
-    /// slow application take everything fetched for one partition in one batch, instead of one
-    /// fetch response's worth per batch while the rest waits behind other partitions.
-    pub fn try_next_records(&self, partition: &TopicPartition) -> Option<FetchedBatch> {
-        self.take(|state| state.pop_records_of(partition)).flatten()
+    /// The next buffered records of `partition`, about `max_records` of them, if its next
+    /// buffered event is records. Lets a slow application take everything fetched for one
+    /// partition in one batch, instead of one fetch response's worth per batch while the rest
+    /// waits behind other partitions.
+    pub fn try_next_records(&self, partition: &TopicPartition, max_records: usize) -> Option<FetchedBatch> {
+        self.take(|state, budget| state.pop_records_of(partition, max_records, budget)).flatten()
     }
 
-    /// `Some(None)` when closed, `None` when `pop` finds nothing deliverable.
-    fn take<T>(&self, pop: impl FnOnce(&mut State) -> Option<T>) -> Option<Option<T>> {
+    /// `Some(None)` when closed, `None` when `pop` finds nothing deliverable. Records are
+    /// decoded under the lock: the fetch task takes it only to plan fetches and buffer answers.
+    fn take<T>(&self, pop: impl FnOnce(&mut State, &DecompressionBudget) -> Option<T>) -> Option<Option<T>> {
         let mut state = self.shared.lock();
         if state.closed {
             return Some(None);
@@ -369,7 +341,7 @@ impl Fetcher {
         // Only a buffer that was full holds partitions back: wake the task when it may no
         // longer be (not on every record handed out).
         let was_full = state.buffered >= self.shared.buffer_bytes;
-        let event = pop(&mut state)?;
+        let event = pop(&mut state, &DecompressionBudget::new(self.shared.max_decompressed))?;
         self.shared.record_buffer(&state);
         drop(state);
         if was_full {
@@ -398,7 +370,7 @@ impl Fetcher {
         partitions
     }
 
-    /// Record bytes (keys plus values) buffered and not yet handed out.
+    /// Bytes buffered (record batches as fetched) and not yet handed out.
     #[cfg(feature = "test-support")]
     pub fn buffered_bytes(&self) -> usize {
         self.shared.lock().buffered
@@ -438,6 +410,8 @@ struct Shared {
     wake: Notify,
     auto_offset_reset: OffsetReset,
     buffer_bytes: usize,
+    /// `fetch.max.bytes`: what one hand-out's compressed batches may decompress to.
+    max_decompressed: usize,
 }
 
 impl Shared {
@@ -543,8 +517,17 @@ impl Part {
 
 struct Entry {
     partition: TopicPartition,
+    /// What `item` holds: its batches' wire bytes not yet decoded.
     bytes: usize,
-    event: FetchEvent,
+    item: Buffered,
+}
+
+/// What the buffer holds for a partition, in order.
+enum Buffered {
+    /// Batches of one response, decoded when handed out.
+    Records { wire: WireRecords, high_watermark: i64 },
+    /// The partition stopped ([`FetchEvent::PartitionError`]).
+    Error(Error),
 }
 
 #[derive(Default)]
@@ -552,18 +535,19 @@ struct State {
     partitions: HashMap<TopicPartition, Part>,
     /// Buffered events, in arrival order (so in offset order per partition).
     queue: VecDeque<Entry>,
-    /// Record bytes in `queue`.
+    /// Bytes in `queue`.
     buffered: usize,
     last_epoch: u64,
     closed: bool,
     sessions: BTreeMap<i32, BrokerSession>,
 }
 
-/// What a fetch returned for one partition, decoded.
+/// What a fetch returned for one partition, its batch headers read.
 #[derive(Debug, Clone)]
 enum PartitionResult {
+    /// `scan_error`: broken framing after the complete batches in `wire`.
     /// `preferred_replica`: the replica the leader names to fetch from instead (KIP-392).
-    Data { decoded: decode::Decoded, high_watermark: i64, preferred_replica: Option<i32> },
+    Data { wire: WireRecords, scan_error: Option<String>, high_watermark: i64, preferred_replica: Option<i32> },
     Error { code: i16 },
 }
 
@@ -590,6 +574,7 @@ struct Applied {
 /// A partition's fetch result as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fetched {
+    /// As the batch headers count them.
     records: usize,
     /// As the prefetch buffer counts them.
     bytes: usize,
@@ -687,16 +672,18 @@ impl State {
 
     /// Queues a partition error and stops the partition.
     fn fail(&mut self, tp: &TopicPartition, cause: FetchFailure) {
+        self.fail_at(self.queue.len(), tp, cause);
+    }
+
+    /// Stops the partition with an error queued at `index` (where its records were).
+    fn fail_at(&mut self, index: usize, tp: &TopicPartition, cause: FetchFailure) {
         let Some(part) = self.partitions.get_mut(tp) else { return };
         let error = Error::PartitionFetch { partition: tp.clone(), cause };
         tracing::warn!(partition = %tp, %error, "partition stopped");
         part.phase = Phase::Failed;
         part.queued += 1;
-        self.queue.push_back(Entry {
-            partition: tp.clone(),
-            bytes: 0,
-            event: FetchEvent::PartitionError { partition: tp.clone(), error },
-        });
+        let entry = Entry { partition: tp.clone(), bytes: 0, item: Buffered::Error(error) };
+        self.queue.insert(index.min(self.queue.len()), entry);
     }
 
     fn drop_queued(&mut self, tp: &TopicPartition) {
@@ -709,39 +696,84 @@ impl State {
         }
     }
 
-    /// Takes the first deliverable event (of a partition that is not paused).
-    fn pop(&mut self) -> Option<FetchEvent> {
-        let partitions = &self.partitions;
-        let index = self.queue.iter().position(|e| partitions.get(&e.partition).is_some_and(|p| !p.paused))?;
-        self.pop_at(index)
+    /// Takes the first deliverable event (of a partition that is not paused), decoding about
+    /// `max_records` records.
+    fn pop(&mut self, max_records: usize, budget: &DecompressionBudget) -> Option<FetchEvent> {
+        loop {
+            let partitions = &self.partitions;
+            let index = self.queue.iter().position(|e| partitions.get(&e.partition).is_some_and(|p| !p.paused))?;
+            if matches!(self.queue[index].item, Buffered::Error(_)) {
+                let entry = self.remove_at(index)?;
+                let Buffered::Error(error) = entry.item else { return None };
+                return Some(FetchEvent::PartitionError { partition: entry.partition, error });
+            }
+            if let Some(batch) = self.decode_at(index, max_records, budget) {
+                return Some(FetchEvent::Records(batch));
+            }
+        }
     }
 
-    /// The first queued event of `tp` if it is records and `tp` is not paused.
-    fn pop_records_of(&mut self, tp: &TopicPartition) -> Option<FetchedBatch> {
+    /// About `max_records` of the first queued records of `tp`, if `tp` is not paused and its
+    /// next event is records.
+    fn pop_records_of(
+        &mut self,
+        tp: &TopicPartition,
+        max_records: usize,
+        budget: &DecompressionBudget,
+    ) -> Option<FetchedBatch> {
         if self.partitions.get(tp).is_none_or(|p| p.paused) {
             return None;
         }
-        let index = self.queue.iter().position(|e| &e.partition == tp)?;
-        if !matches!(self.queue[index].event, FetchEvent::Records(_)) {
-            return None;
-        }
-        match self.pop_at(index)? {
-            FetchEvent::Records(batch) => Some(batch),
-            FetchEvent::PartitionError { .. } => None,
+        loop {
+            let index = self.queue.iter().position(|e| &e.partition == tp)?;
+            if matches!(self.queue[index].item, Buffered::Error(_)) {
+                return None;
+            }
+            if let Some(batch) = self.decode_at(index, max_records, budget) {
+                return Some(batch);
+            }
         }
     }
 
-    fn pop_at(&mut self, index: usize) -> Option<FetchEvent> {
+    fn remove_at(&mut self, index: usize) -> Option<Entry> {
         let entry = self.queue.remove(index)?;
         self.buffered -= entry.bytes;
         if let Some(part) = self.partitions.get_mut(&entry.partition) {
             part.buffered -= entry.bytes;
             part.queued -= 1;
-            if let FetchEvent::Records(batch) = &entry.event {
-                part.position = Some(batch.next_offset);
-            }
         }
-        Some(entry.event)
+        Some(entry)
+    }
+
+    /// Decodes whole batches of the records entry at `index`, about `max_records` records, and
+    /// moves the partition's position past them; the entry goes once it is all decoded. `None`
+    /// when they were control records or aborted transactions only (the entry gave up at least
+    /// one batch). A batch that does not decode stops the partition after the records before
+    /// it: nothing buffered after it is delivered.
+    fn decode_at(&mut self, index: usize, max_records: usize, budget: &DecompressionBudget) -> Option<FetchedBatch> {
+        let entry = self.queue.get_mut(index)?;
+        let Buffered::Records { wire, high_watermark } = &mut entry.item else { return None };
+        let high_watermark = *high_watermark;
+        let before = wire.wire_len();
+        let decoded = wire.decode(max_records.max(1), budget);
+        let consumed = before - wire.wire_len();
+        let finished = wire.is_empty();
+        entry.bytes -= consumed;
+        let tp = entry.partition.clone();
+        self.buffered -= consumed;
+        if let Some(part) = self.partitions.get_mut(&tp) {
+            part.buffered -= consumed;
+            part.position = Some(decoded.next_offset);
+        }
+        if finished {
+            self.remove_at(index);
+        }
+        if let Some(reason) = decoded.error {
+            self.drop_queued(&tp);
+            self.fail_at(index, &tp, FetchFailure::Undecodable(reason));
+        }
+        let records = decoded.records;
+        (!records.is_empty()).then_some(FetchedBatch { partition: tp, records, high_watermark })
     }
 
     /// Buffered bytes of partitions that are not paused: what the bound applies to (a paused
@@ -767,7 +799,7 @@ impl State {
             return Applied::default();
         }
         match result {
-            PartitionResult::Data { decoded, high_watermark, preferred_replica } => {
+            PartitionResult::Data { wire, scan_error, high_watermark, preferred_replica } => {
                 part.high_watermark = Some(high_watermark);
                 if let Some(node) = preferred_replica {
                     if part.read_replica.is_none_or(|r| r.node != node) {
@@ -775,40 +807,19 @@ impl State {
                     }
                     part.read_replica = Some(ReadReplica { node, until: reactions.replica_until });
                 }
-                let next_offset = decoded.next_offset.max(fetch_offset);
+                let next_offset = wire.end().max(fetch_offset);
+                let (records, bytes) = (wire.record_count(), wire.wire_len());
                 let mut queued = false;
-                let records = decoded.records.len();
-                let mut bytes = 0;
-                if !decoded.records.is_empty() {
-                    bytes = decoded.records.iter().map(ConsumerRecord::size).sum();
+                if !wire.is_empty() {
                     part.buffered += bytes;
                     part.queued += 1;
                     part.fetch_offset = next_offset;
                     self.buffered += bytes;
-                    self.queue.push_back(Entry {
-                        partition: tp.clone(),
-                        bytes,
-                        event: FetchEvent::Records(FetchedBatch {
-                            partition: tp.clone(),
-                            records: decoded.records,
-                            next_offset,
-                            high_watermark,
-                        }),
-                    });
+                    let item = Buffered::Records { wire, high_watermark };
+                    self.queue.push_back(Entry { partition: tp.clone(), bytes, item });
                     queued = true;
-                } else if next_offset > fetch_offset {
-                    // Only control records or aborted transactions: move the position along.
-                    part.fetch_offset = next_offset;
-                    if part.queued == 0 {
-                        part.position = Some(next_offset);
-                    } else if let Some(FetchEvent::Records(last)) =
-                        self.queue.iter_mut().rev().find(|e| &e.partition == tp).map(|e| &mut e.event)
-                    {
-                        last.next_offset = next_offset;
-                        last.high_watermark = high_watermark;
-                    }
                 }
-                if let Some(reason) = decoded.error {
+                if let Some(reason) = scan_error {
                     self.fail(tp, FetchFailure::Undecodable(reason));
                     queued = true;
                 }

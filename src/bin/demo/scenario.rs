@@ -425,11 +425,11 @@ async fn member_loop(
                 continue;
             }
         };
-        let first = batch.records.first().map_or(batch.next_offset(), |r| r.offset);
+        let first = batch.records.first().map_or(batch.next_offset(), |r| r.offset());
         {
             let mut ledger = lock(&ledger);
             for record in &batch.records {
-                ledger.processed(record.partition, record.offset, batch.lease().owned_since);
+                ledger.processed(record.partition(), record.offset(), batch.lease().owned_since);
             }
         }
         tokio::time::sleep(processing_time).await;

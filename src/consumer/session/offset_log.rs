@@ -56,7 +56,7 @@ fn position(start: StartPosition) -> i64 {
 }
 
 impl RecordSource<Range<i64>> for OffsetLog {
-    fn try_next_records(&mut self, partition: &TopicPartition) -> Option<Range<i64>> {
+    fn try_next_records(&mut self, partition: &TopicPartition, _max_records: usize) -> Option<Range<i64>> {
         if self.paused.contains(partition) {
             return None;
         }

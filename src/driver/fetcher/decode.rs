@@ -1,24 +1,27 @@
-//! Turning one partition's `records` bytes into consumer records, without IO.
+//! Turning one partition's `records` bytes into consumer records, without IO, in two steps:
+//! [`WireRecords::scan`] when a fetch response arrives (batch headers only: where the next fetch
+//! starts) and [`WireRecords::decode`] when records are handed out.
 //!
-//! Batches are walked and their records parsed here, in place: keys and values are slices of the
-//! fetched (or decompressed) bytes, each record goes straight into its `ConsumerRecord`, and the
-//! record count and every record's header count are checked against the bytes before anything is
-//! reserved for them. `kafka-protocol` 0.18's `RecordBatchDecoder` did the same work at about half
-//! the speed (a `Bytes` split and refcount per field, an intermediate `Record` with an `IndexMap`,
-//! a second pass to check the counts it reserves straight from the wire). Compressed records are
-//! expanded within a [`DecompressionBudget`] (see `decompress`), and a panic inside a
-//! codec becomes an error. Control batches are skipped; under `ReadCommitted` batches of aborted transactions are skipped
-//! (Java's `CompletedFetch` algorithm: aborted transactions start at their first offset and end
-//! at their producer's abort marker) and nothing at or past the last stable offset is read.
+//! Records are parsed in place: a [`ConsumerRecord`] points at its key, value and headers in its
+//! batch's bytes, and the record count and every record's header count are checked against the
+//! bytes before anything is reserved for them. `kafka-protocol` 0.18's `RecordBatchDecoder` did
+//! the same work at about half the speed (a `Bytes` split and refcount per field, an intermediate
+//! `Record` with an `IndexMap`, a second pass to check the counts it reserves straight from the
+//! wire). Compressed records are expanded within a [`DecompressionBudget`] (see `decompress`),
+//! and a panic inside a codec becomes an error. Control batches are skipped; under
+//! `ReadCommitted` batches of aborted transactions are skipped (Java's `CompletedFetch`
+//! algorithm: aborted transactions start at their first offset and end at their producer's abort
+//! marker) and nothing at or past the last stable offset is read.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::decompress::{decompress, Inflate};
+use super::record::{BatchData, RecordParts, Span};
 use super::{ConsumerRecord, IsolationLevel, TimestampType};
 
 /// Base offset and batch length, in front of every batch.
@@ -52,17 +55,15 @@ pub struct PartitionFetch<'a> {
     pub aborted_transactions: &'a [(i64, i64)],
     /// The response's last stable offset (`-1` when unknown).
     pub last_stable_offset: i64,
-    /// What the response's compressed records may expand to, shared by its partitions.
-    pub decompression: &'a DecompressionBudget,
 }
 
-/// The bytes the compressed batches of one fetch response may decompress to, together. Kafka
+/// The bytes the compressed batches decoded in one hand-out may decompress to, together. Kafka
 /// bounds a response's wire size (`fetch.max.bytes`), not what its batches expand to; one legal,
 /// highly compressible batch would otherwise grow without limit in every consumer.
 ///
 /// A batch that alone would pass the limit is refused with an error. A batch that would pass
-/// only what the partitions before it left ends its partition's records for this response,
-/// as a batch cut off by the fetch size does: the next fetch starts there with a fresh budget.
+/// only what the batches before it left waits in the buffer for the next hand-out, which starts
+/// with a fresh budget.
 #[derive(Debug)]
 pub struct DecompressionBudget {
     limit: usize,
@@ -102,13 +103,14 @@ enum BatchRefusal {
     OverBudget,
 }
 
-/// The records of one partition, the offset to fetch next, and the error that stopped
-/// decoding early, if any (the records before it are good).
+/// Records decoded for the application, the partition's position after them, and the error
+/// that stopped decoding early, if any (the records before it are good).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
     /// The records, in offset order.
     pub records: Vec<ConsumerRecord>,
-    /// Where the next fetch starts.
+    /// The offset after these records (and after control records or aborted transactions
+    /// that follow them).
     pub next_offset: i64,
     /// Why decoding stopped early, if it did.
     pub error: Option<String>,
@@ -165,139 +167,290 @@ impl BatchHeader {
     }
 }
 
-/// Decodes one partition's record data. Never panics; garbage gives an error with whatever
-/// complete batches came before it.
-pub fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
-    let read_committed = fetch.isolation == IsolationLevel::ReadCommitted;
-    let stable_end = (read_committed && fetch.last_stable_offset >= 0).then_some(fetch.last_stable_offset);
-    let mut aborted: Vec<(i64, i64)> = if read_committed { fetch.aborted_transactions.to_vec() } else { Vec::new() };
-    aborted.sort_by_key(|&(_, first)| first);
-    let mut aborted = aborted.into_iter().peekable();
-    let mut aborted_producers: HashSet<i64> = HashSet::new();
+/// One partition's records from one fetch response, as they came on the wire: the complete
+/// batches from the first one the fetch asked for, in an allocation of their own (not the
+/// response's, which would live as long as its longest-kept partition). The prefetch buffer
+/// holds these, and [`decode`](Self::decode) makes records of them when they are handed out,
+/// so buffered data costs its wire size and a record lives only while the application holds it.
+///
+/// [`scan`](Self::scan) reads the batch headers only (where the next fetch starts, and framing
+/// errors); CRCs, decompression and the records themselves are checked by `decode`.
+#[derive(Debug, Clone)]
+pub struct WireRecords {
+    topic: Arc<str>,
+    partition: i32,
+    /// Complete v2 batches not decoded yet.
+    rest: Bytes,
+    /// Records below it are not delivered: the fetch offset, then past each batch decoded.
+    position: i64,
+    /// Past the last batch kept: where the next fetch starts.
+    end: i64,
+    /// Under read committed only.
+    transactions: Option<Box<Transactions>>,
+    /// What the batch headers say the kept batches hold.
+    record_count: usize,
+}
 
-    // One allocation for the whole fetch instead of a doubling per batch: the record vector is
-    // about as large as the data (a 1 MiB fetch of 100-byte records makes 1 MiB of records).
-    let mut out =
-        Decoded { records: Vec::with_capacity(record_estimate(&data)), next_offset: fetch.fetch_offset, error: None };
-    let mut rest = data;
-    let mut complete_batches = 0usize;
-    while !rest.is_empty() {
-        let fail = |out: &mut Decoded, reason: String| {
-            out.error = Some(format!("record batch at offset {}: {reason}", out.next_offset));
-        };
-        if rest.len() < LOG_OVERHEAD {
-            if complete_batches == 0 {
-                fail(&mut out, format!("truncated: {} bytes, less than a batch header", rest.len()));
+/// What read committed needs to skip aborted transactions, carried from one hand-out to the
+/// next.
+#[derive(Debug, Clone)]
+struct Transactions {
+    /// The response's last stable offset, when it gave one.
+    stable_end: Option<i64>,
+    /// Aborted transactions not reached yet, by first offset.
+    aborted: VecDeque<(i64, i64)>,
+    /// Producers whose aborted transaction is open at the position.
+    aborted_producers: HashSet<i64>,
+}
+
+impl WireRecords {
+    fn stable_end(&self) -> Option<i64> {
+        self.transactions.as_ref().and_then(|t| t.stable_end)
+    }
+}
+
+impl WireRecords {
+    /// Reads the batch headers of `data`, one partition's records in a fetch response, and
+    /// keeps the complete batches the fetch asked for. Never panics; broken framing gives an
+    /// error after the complete batches before it.
+    pub fn scan(data: &[u8], fetch: &PartitionFetch<'_>) -> (WireRecords, Option<String>) {
+        let read_committed = fetch.isolation == IsolationLevel::ReadCommitted;
+        let stable_end = (read_committed && fetch.last_stable_offset >= 0).then_some(fetch.last_stable_offset);
+        let mut aborted: Vec<(i64, i64)> = if read_committed { fetch.aborted_transactions.to_vec() } else { Vec::new() };
+        aborted.sort_by_key(|&(_, first)| first);
+        let (mut next, mut record_count, mut error) = (fetch.fetch_offset, 0usize, None);
+        let (mut kept_from, mut kept_to) = (None, 0);
+        let mut at = 0;
+        let mut complete_batches = 0usize;
+        while at < data.len() {
+            let rest = &data[at..];
+            let mut fail = |reason: String| error = Some(format!("record batch at offset {next}: {reason}"));
+            if rest.len() < LOG_OVERHEAD {
+                if complete_batches == 0 {
+                    fail(format!("truncated: {} bytes, less than a batch header", rest.len()));
+                }
+                break;
             }
-            break;
-        }
-        let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        let Ok(length) = usize::try_from(length) else {
-            fail(&mut out, format!("negative batch length {length}"));
-            break;
-        };
-        let total = LOG_OVERHEAD + length;
-        if rest.len() < total {
-            // A fetch may end in the middle of a batch (it stops at max bytes); the next one
-            // starts there. A first batch that is cut short is broken data.
-            if complete_batches == 0 {
-                fail(&mut out, format!("truncated: {} of {total} bytes", rest.len()));
-            }
-            break;
-        }
-        if total < BATCH_HEADER {
-            let magic = rest.get(16).map_or(-1, |&m| m as i8);
-            let reason = if (0..2).contains(&magic) {
-                format!("message format v{magic} is not supported (record batch v2 only)")
-            } else {
-                format!("batch of {total} bytes is shorter than its header")
+            let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            let Ok(length) = usize::try_from(length) else {
+                fail(format!("negative batch length {length}"));
+                break;
             };
-            fail(&mut out, reason);
-            break;
-        }
-        let batch = rest.split_to(total);
-        complete_batches += 1;
-        let header = BatchHeader::parse(&batch);
-        if header.magic != 2 {
-            fail(&mut out, format!("message format v{} is not supported (record batch v2 only)", header.magic));
-            break;
-        }
-        if header.last_offset() < out.next_offset {
-            continue; // entirely below the fetch offset
-        }
-        if stable_end.is_some_and(|lso| header.base_offset >= lso) {
-            break; // never past the last stable offset
-        }
-        if read_committed && header.producer_id >= 0 {
-            while let Some((producer, _)) = aborted.next_if(|&(_, first)| first <= header.last_offset()) {
-                aborted_producers.insert(producer);
+            let total = LOG_OVERHEAD.saturating_add(length);
+            if rest.len() < total {
+                // A fetch may end in the middle of a batch (it stops at max bytes); the next one
+                // starts there. A first batch that is cut short is broken data.
+                if complete_batches == 0 {
+                    fail(format!("truncated: {} of {total} bytes", rest.len()));
+                }
+                break;
             }
-            if header.is_control() {
-                let mut first_key = None;
-                match decode_batch(batch.clone(), &header, fetch.decompression, |r| {
-                    first_key.get_or_insert(r.key);
-                }) {
-                    Ok(()) => {}
-                    Err(BatchRefusal::Invalid(reason)) => {
-                        fail(&mut out, reason);
-                        break;
-                    }
-                    Err(BatchRefusal::OverBudget) => break,
+            if total < BATCH_HEADER {
+                let magic = rest.get(16).map_or(-1, |&m| m as i8);
+                fail(if (0..2).contains(&magic) {
+                    format!("message format v{magic} is not supported (record batch v2 only)")
+                } else {
+                    format!("batch of {total} bytes is shorter than its header")
+                });
+                break;
+            }
+            complete_batches += 1;
+            let header = BatchHeader::parse(&rest[..total]);
+            if header.magic != 2 {
+                fail(format!("message format v{} is not supported (record batch v2 only)", header.magic));
+                break;
+            }
+            let batch_at = at;
+            at += total;
+            if header.last_offset() < next {
+                continue; // entirely below the fetch offset
+            }
+            if stable_end.is_some_and(|lso| header.base_offset >= lso) {
+                break; // never past the last stable offset
+            }
+            kept_from.get_or_insert(batch_at);
+            kept_to = at;
+            record_count = record_count.saturating_add(header.record_count.max(0) as usize);
+            // The batch's last offset survives compaction of its last records; moving past it
+            // keeps the next fetch from returning the same batch.
+            let end = header.last_offset().saturating_add(1);
+            next = match stable_end {
+                Some(lso) if end > lso => lso.max(next),
+                _ => end,
+            };
+        }
+        let rest = kept_from.map_or_else(Bytes::new, |from| Bytes::copy_from_slice(&data[from..kept_to]));
+        let transactions = read_committed.then(|| {
+            Box::new(Transactions { stable_end, aborted: aborted.into(), aborted_producers: HashSet::new() })
+        });
+        let records = WireRecords {
+            topic: fetch.topic.clone(),
+            partition: fetch.partition,
+            rest,
+            position: fetch.fetch_offset,
+            end: next,
+            transactions,
+            record_count,
+        };
+        (records, error)
+    }
+
+    /// Nothing is left to decode.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// The bytes held.
+    pub fn wire_len(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Where the next fetch starts: past every batch kept.
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+
+    /// How many records the kept batches say they hold (control records and records below the
+    /// fetch offset included).
+    pub fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    /// Decodes whole batches, in order, until about `max_records` records are made (the batch
+    /// that reaches it is finished), nothing is left, or the next compressed batch would pass
+    /// `budget` (it stays for the next call). A batch that fails (CRC, record framing, a codec)
+    /// gives an error after the records before it, and nothing after it is kept.
+    pub fn decode(&mut self, max_records: usize, budget: &DecompressionBudget) -> Decoded {
+        let mut out = Decoded {
+            records: Vec::with_capacity(record_estimate(&self.rest).min(max_records.saturating_add(1))),
+            next_offset: self.position,
+            error: None,
+        };
+        while !self.rest.is_empty() && out.records.len() < max_records {
+            let length = self.rest.get(8..12).map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let total = usize::try_from(length).map_or(usize::MAX, |l| l.saturating_add(LOG_OVERHEAD));
+            if total < BATCH_HEADER || total > self.rest.len() {
+                // `scan` kept complete batches only.
+                out.error = Some(format!("record batch at offset {}: broken framing", self.position));
+                self.rest.clear();
+                break;
+            }
+            let batch = self.rest.slice(..total);
+            let header = BatchHeader::parse(&batch);
+            match self.decode_batch(&batch, &header, budget, &mut out.records) {
+                Ok(()) => {}
+                Err(BatchRefusal::OverBudget) => break,
+                Err(BatchRefusal::Invalid(reason)) => {
+                    out.error = Some(format!("record batch at offset {}: {reason}", self.position));
+                    self.rest.clear();
+                    break;
                 }
-                if first_key.flatten().is_some_and(|key| is_abort_marker(&key)) {
-                    aborted_producers.remove(&header.producer_id);
-                }
-            } else if header.is_transactional() && aborted_producers.contains(&header.producer_id) {
-                out.next_offset = header.last_offset().saturating_add(1);
-                continue;
+            }
+            self.rest.advance(total);
+            let end = header.last_offset().saturating_add(1);
+            self.position = match self.stable_end() {
+                Some(lso) if end > lso => lso.max(self.position),
+                _ => end.max(self.position),
+            };
+        }
+        if self.rest.is_empty() && out.error.is_none() {
+            self.position = self.position.max(self.end);
+        }
+        if let Some(last) = out.records.last() {
+            self.position = self.position.max(last.offset().saturating_add(1));
+        }
+        out.next_offset = self.position;
+        out
+    }
+
+    /// The records of one batch the application gets, appended to `records`; a batch that
+    /// fails adds none.
+    fn decode_batch(
+        &mut self,
+        batch: &Bytes,
+        header: &BatchHeader,
+        budget: &DecompressionBudget,
+        records: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), BatchRefusal> {
+        let stable_end = self.stable_end();
+        if header.last_offset() < self.position || stable_end.is_some_and(|lso| header.base_offset >= lso) {
+            return Ok(());
+        }
+        if let Some(transactions) = self.transactions.as_mut().filter(|_| header.producer_id >= 0) {
+            if transactions.skips(batch, header, budget)? {
+                return Ok(());
             }
         }
         if header.is_control() {
-            out.next_offset = header.last_offset().saturating_add(1);
-            continue;
+            return Ok(());
         }
+        let data = batch_records(batch, header, budget)?;
+        let shared = Arc::new(BatchData {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            timestamp_type: header.timestamp_type(),
+            bytes: data,
+        });
+        let (from, before) = (self.position, records.len());
         // As Kafka's `DefaultRecordBatch`: under log append time every record reads the
         // broker's time, which the broker wrote into the batch's max timestamp.
-        let timestamp_type = header.timestamp_type();
-        let (from, before) = (out.next_offset, out.records.len());
-        let decoded = decode_batch(batch, &header, fetch.decompression, |record| {
-            if record.offset < from || stable_end.is_some_and(|lso| record.offset >= lso) {
-                return;
-            }
-            out.records.push(ConsumerRecord {
-                topic: fetch.topic.clone(),
-                partition: fetch.partition,
-                offset: record.offset,
-                timestamp: match timestamp_type {
-                    TimestampType::LogAppendTime => header.max_timestamp,
-                    _ => record.timestamp,
-                },
-                timestamp_type,
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
+        let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+        let parsed =
+            parse_records(&shared.bytes, header.record_count, header.base_offset, header.base_timestamp, |mut record| {
+                if record.offset < from || stable_end.is_some_and(|lso| record.offset >= lso) {
+                    return;
+                }
+                if log_append_time {
+                    record.timestamp = header.max_timestamp;
+                }
+                records.push(ConsumerRecord::decoded(&shared, record));
             });
-        });
-        if let Err(refusal) = decoded {
+        if let Err(reason) = parsed {
             // Records of a batch that fails are not handed out: the batch is refused whole.
-            out.records.truncate(before);
-            if let BatchRefusal::Invalid(reason) = refusal {
-                fail(&mut out, reason);
-            }
-            break;
+            records.truncate(before);
+            return Err(BatchRefusal::Invalid(reason));
         }
-        // The batch's last offset survives compaction of its last records; moving past it keeps
-        // the next fetch from returning the same batch.
-        let end = header.last_offset().saturating_add(1);
-        out.next_offset = match stable_end {
-            Some(lso) if end > lso => lso.max(out.next_offset),
-            _ => end,
-        };
+        Ok(())
     }
-    if let Some(last) = out.records.last() {
-        out.next_offset = out.next_offset.max(last.offset.saturating_add(1));
+}
+
+impl Transactions {
+    /// Whether a batch of a transactional producer is skipped: a control batch (an abort
+    /// marker closes its producer's aborted transaction), or a batch of an aborted transaction.
+    fn skips(&mut self, batch: &Bytes, header: &BatchHeader, budget: &DecompressionBudget) -> Result<bool, BatchRefusal> {
+        while let Some(&(producer, first)) = self.aborted.front() {
+            if first > header.last_offset() {
+                break;
+            }
+            self.aborted.pop_front();
+            self.aborted_producers.insert(producer);
+        }
+        if header.is_control() {
+            let data = batch_records(batch, header, budget)?;
+            let mut first_key = None;
+            parse_records(&data, header.record_count, header.base_offset, header.base_timestamp, |r| {
+                first_key.get_or_insert(r.key);
+            })
+            .map_err(BatchRefusal::Invalid)?;
+            if first_key.and_then(|span| span.get(&data)).is_some_and(is_abort_marker) {
+                self.aborted_producers.remove(&header.producer_id);
+            }
+            return Ok(true);
+        }
+        Ok(header.is_transactional() && self.aborted_producers.contains(&header.producer_id))
     }
-    out
+}
+
+/// Scans and decodes one partition's record data whole, within one decompression `budget`
+/// (the fuzz target and the decode benchmark; the consumer decodes a hand-out at a time).
+#[cfg(any(test, feature = "test-support"))]
+pub fn decode_partition(data: &[u8], fetch: &PartitionFetch<'_>, budget: &DecompressionBudget) -> Decoded {
+    let (mut wire, scan_error) = WireRecords::scan(data, fetch);
+    let mut decoded = wire.decode(usize::MAX, budget);
+    if decoded.error.is_none() && wire.is_empty() {
+        decoded.error = scan_error;
+    }
+    decoded
 }
 
 /// The records the batches in `data` say they hold, but no more than the bytes can hold
@@ -320,30 +473,10 @@ fn is_abort_marker(key: &[u8]) -> bool {
     key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 0
 }
 
-/// One record as it sits in its batch: key and value are slices of the batch's bytes.
-#[derive(Debug)]
-pub struct RawRecord {
-    /// The record's offset.
-    pub offset: i64,
-    /// Create time (base timestamp plus delta); the caller applies log append time.
-    pub timestamp: i64,
-    /// The key (`None`: null).
-    pub key: Option<Bytes>,
-    /// The value (`None`: null).
-    pub value: Option<Bytes>,
-    /// The headers, in order.
-    pub headers: Vec<(String, Option<Bytes>)>,
-}
-
-/// Decodes one complete batch (base offset and length included): checks its CRC and record
-/// count, decompresses its records within `budget` and hands each to `each`, in order. A panic
-/// inside a codec becomes an error.
-fn decode_batch(
-    batch: Bytes,
-    header: &BatchHeader,
-    budget: &DecompressionBudget,
-    each: impl FnMut(RawRecord),
-) -> Result<(), BatchRefusal> {
+/// One complete batch's record bytes (base offset and length included in `batch`), after
+/// checking its CRC and record count, decompressed within `budget`. A panic inside a codec
+/// becomes an error.
+fn batch_records(batch: &Bytes, header: &BatchHeader, budget: &DecompressionBudget) -> Result<Bytes, BatchRefusal> {
     let invalid = BatchRefusal::Invalid;
     let record_count = header.record_count;
     if record_count < 0 {
@@ -364,24 +497,23 @@ fn decode_batch(
         return Err(invalid(format!("CRC mismatch: the batch says {stored:#010x}, its bytes give {computed:#010x}")));
     }
     let records = batch.slice(BATCH_HEADER..);
-    let decompressed = match compression {
-        0 => records,
+    match compression {
+        0 => Ok(records),
         codec => catch_unwind(AssertUnwindSafe(|| budget.decompress(codec, &records)))
-            .unwrap_or_else(|_| Err(invalid("the decompressor panicked on malformed bytes".to_owned())))?,
-    };
-    parse_records(&decompressed, record_count, header.base_offset, header.base_timestamp, each).map_err(invalid)
+            .unwrap_or_else(|_| Err(invalid("the decompressor panicked on malformed bytes".to_owned()))),
+    }
 }
 
 /// Parses `count` records of (decompressed) record data, checking that each record fits in the
-/// data, each field in its record, and its header count in its bytes before anything is
-/// reserved for the headers, so allocations stay proportional to the data. Bytes after a
-/// record's last header, and after the last record, are ignored, as Kafka's decoder ignores them.
-pub fn parse_records(
-    data: &Bytes,
+/// data, each field in its record, and its header count in its bytes, header names UTF-8, so
+/// the record's accessors never fail; nothing is allocated per record. Bytes after a record's
+/// last header, and after the last record, are ignored, as Kafka's decoder ignores them.
+fn parse_records(
+    data: &[u8],
     count: i32,
     base_offset: i64,
     base_timestamp: i64,
-    mut each: impl FnMut(RawRecord),
+    mut each: impl FnMut(RecordParts),
 ) -> Result<(), String> {
     let count = usize::try_from(count).map_err(|_| format!("negative record count {count}"))?;
     if count.saturating_mul(MIN_RECORD_SIZE) > data.len() {
@@ -402,51 +534,55 @@ pub fn parse_records(
         let offset_delta = read_varint(&mut record)
             .and_then(|d| i32::try_from(d).ok())
             .ok_or_else(|| bad("unreadable offset delta"))?;
-        let key = slice_field(data, &mut record).map_err(|e| bad(&format!("key {e}")))?;
-        let value = slice_field(data, &mut record).map_err(|e| bad(&format!("value {e}")))?;
+        let key = span_field(data, &mut record).map_err(|e| bad(&format!("key {e}")))?;
+        let value = span_field(data, &mut record).map_err(|e| bad(&format!("value {e}")))?;
         let header_count = read_varint(&mut record).ok_or_else(|| bad("unreadable header count"))?;
         // Each header takes at least two bytes (key length, value length).
         if header_count < 0 || header_count as u64 > record.len() as u64 / 2 {
             return Err(bad(&format!("header count {header_count} does not fit in {} bytes", record.len())));
         }
-        let mut headers = Vec::with_capacity(header_count as usize);
+        let headers_from = record;
         for _ in 0..header_count {
-            let name = slice_field(data, &mut record)
-                .map_err(|e| bad(&format!("header key {e}")))?
-                .ok_or_else(|| bad("null header key"))?;
-            let name = String::from_utf8(name.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
-            let value = slice_field(data, &mut record).map_err(|e| bad(&format!("header value {e}")))?;
-            headers.push((name, value));
+            let name = span_field(data, &mut record).map_err(|e| bad(&format!("header key {e}")))?;
+            let name = name.get(data).ok_or_else(|| bad("null header key"))?;
+            std::str::from_utf8(name).map_err(|_| bad("header key is not UTF-8"))?;
+            span_field(data, &mut record).map_err(|e| bad(&format!("header value {e}")))?;
         }
-        each(RawRecord {
+        let headers = if header_count == 0 {
+            Span::EMPTY
+        } else {
+            Span::of(data, &headers_from[..headers_from.len() - record.len()])
+        };
+        each(RecordParts {
             offset: base_offset.wrapping_add(i64::from(offset_delta)),
             timestamp: base_timestamp.wrapping_add(timestamp_delta),
             key,
             value,
             headers,
+            header_count: header_count as u32,
         });
     }
     Ok(())
 }
 
-/// A length-prefixed nullable field of `field`, a sub-slice of `data`: a slice of `data` (no
-/// copy), `None` for length -1.
-fn slice_field(data: &Bytes, field: &mut &[u8]) -> Result<Option<Bytes>, String> {
+/// A length-prefixed nullable field of `field`, a sub-slice of `data`: where it sits in
+/// `data`, [`Span::NULL`] for length -1.
+fn span_field(data: &[u8], field: &mut &[u8]) -> Result<Span, String> {
     let length = read_varint(field).ok_or("length unreadable")?;
     if length == -1 {
-        return Ok(None);
+        return Ok(Span::NULL);
     }
     let length = usize::try_from(length).map_err(|_| format!("length {length}"))?;
     if length > field.len() {
         return Err("longer than the record".into());
     }
-    let start = field.as_ptr() as usize - data.as_ptr() as usize;
+    let span = Span::of(data, &field[..length]);
     *field = &field[length..];
-    Ok(Some(data.slice(start..start + length)))
+    Ok(span)
 }
 
 /// A zig-zag varint of up to 10 bytes.
-fn read_varint(buf: &mut &[u8]) -> Option<i64> {
+pub(super) fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let (&byte, rest) = buf.split_first()?;
@@ -462,32 +598,10 @@ fn read_varint(buf: &mut &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::fetcher::fixtures::{batch, record};
+    use crate::driver::fetcher::fixtures::{batch, concat, marker, record, txn};
     use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{Compression, Record};
-
-    fn txn(offset: i64, producer_id: i64, value: &str) -> Record {
-        Record { transactional: true, producer_id, producer_epoch: 0, ..record(offset, value) }
-    }
-
-    /// A transaction marker: key (version 0, type 0 abort / 1 commit), value (version, epoch).
-    fn marker(offset: i64, producer_id: i64, commit: bool) -> Record {
-        Record {
-            control: true,
-            key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
-            value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
-            ..txn(offset, producer_id, "")
-        }
-    }
-
-    fn concat(parts: &[Bytes]) -> Bytes {
-        let mut buf = BytesMut::new();
-        for p in parts {
-            buf.extend_from_slice(p);
-        }
-        buf.freeze()
-    }
 
     fn fetch<'a>(
         topic: &'a Arc<str>,
@@ -503,18 +617,22 @@ mod tests {
             isolation,
             aborted_transactions: aborted,
             last_stable_offset: lso,
-            decompression: &UNLIMITED,
         }
     }
 
     static UNLIMITED: DecompressionBudget = DecompressionBudget::new(usize::MAX);
 
+    /// Scans and decodes `data` whole.
+    fn decode_partition(data: Bytes, fetch: &PartitionFetch<'_>) -> Decoded {
+        super::decode_partition(&data, fetch, &UNLIMITED)
+    }
+
     fn offsets(d: &Decoded) -> Vec<i64> {
-        d.records.iter().map(|r| r.offset).collect()
+        d.records.iter().map(ConsumerRecord::offset).collect()
     }
 
     fn values(d: &Decoded) -> Vec<String> {
-        d.records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect()
+        d.records.iter().map(|r| String::from_utf8(r.value().unwrap().to_vec()).unwrap()).collect()
     }
 
     /// crc32c (Castagnoli), to re-sign batches after tampering with their header.
@@ -552,10 +670,11 @@ mod tests {
             assert_eq!(offsets(&d), (0..50).collect::<Vec<_>>());
             assert_eq!(d.next_offset, 50);
             let r = &d.records[7];
-            assert_eq!((r.partition, &*r.topic, r.timestamp), (3, "t", 1_007));
-            assert_eq!(r.headers, vec![("h".to_owned(), Some(Bytes::from_static(b"x")))]);
-            assert_eq!(d.records[8].key, None);
-            assert_eq!(d.records[9].value, None);
+            assert_eq!((r.partition(), r.topic(), r.timestamp()), (3, "t", 1_007));
+            assert_eq!(r.headers().collect::<Vec<_>>(), vec![("h", Some(&b"x"[..]))]);
+            assert_eq!((r.key(), r.value()), (Some(&b"k7"[..]), Some(&b"v7"[..])));
+            assert_eq!(d.records[8].key(), None);
+            assert_eq!(d.records[9].value(), None);
         }
     }
 
@@ -580,12 +699,12 @@ mod tests {
         concat(&[
             batch(&[record(0, "plain-0"), record(1, "plain-1")], Compression::None),
             batch(&[txn(2, 7, "aborted-2"), txn(3, 7, "aborted-3")], Compression::Gzip),
-            batch(&[marker(4, 7, false)], Compression::None),
+            marker(4, 7, false),
             batch(&[txn(5, 8, "committed-5"), txn(6, 8, "committed-6")], Compression::None),
-            batch(&[marker(7, 8, true)], Compression::None),
+            marker(7, 8, true),
             batch(&[record(8, "plain-8")], Compression::Snappy),
             batch(&[txn(9, 7, "committed-9")], Compression::None),
-            batch(&[marker(10, 7, true)], Compression::None),
+            marker(10, 7, true),
             batch(&[txn(11, 9, "open-11"), txn(12, 9, "open-12")], Compression::None),
         ])
     }
@@ -598,6 +717,26 @@ mod tests {
         assert_eq!(d.error, None);
         assert_eq!(values(&d), vec!["plain-0", "plain-1", "committed-5", "committed-6", "plain-8", "committed-9"]);
         assert_eq!(d.next_offset, 11, "up to the last stable offset, past the commit marker");
+    }
+
+    /// A hand-out decodes a few batches; the aborted-transaction state goes on with the next.
+    #[test]
+    fn read_committed_state_carries_across_hand_outs() {
+        let topic: Arc<str> = Arc::from("t");
+        let aborted = [(7, 2)];
+        let (mut wire, error) =
+            WireRecords::scan(&transactional_log(), &fetch(&topic, 0, IsolationLevel::ReadCommitted, &aborted, 11));
+        assert_eq!((error, wire.end()), (None, 11));
+        let mut values = Vec::new();
+        let mut positions = Vec::new();
+        while !wire.is_empty() {
+            let d = wire.decode(1, &UNLIMITED);
+            assert_eq!(d.error, None);
+            values.extend(d.records.iter().map(|r| String::from_utf8_lossy(r.value().unwrap()).into_owned()));
+            positions.push(d.next_offset);
+        }
+        assert_eq!(values, vec!["plain-0", "plain-1", "committed-5", "committed-6", "plain-8", "committed-9"]);
+        assert_eq!(positions, vec![2, 7, 9, 10, 11], "each hand-out ends with the batch that reaches the limit");
     }
 
     #[test]
@@ -627,13 +766,13 @@ mod tests {
         // Producer 7 aborts twice; its committed transaction in between is kept.
         let data = concat(&[
             batch(&[txn(0, 7, "a0")], Compression::None),
-            batch(&[marker(1, 7, false)], Compression::None),
+            marker(1, 7, false),
             batch(&[txn(2, 7, "c2")], Compression::None),
-            batch(&[marker(3, 7, true)], Compression::None),
+            marker(3, 7, true),
             batch(&[txn(4, 7, "a4")], Compression::Zstd),
             batch(&[txn(5, 5, "c5")], Compression::None),
-            batch(&[marker(6, 7, false)], Compression::None),
-            batch(&[marker(7, 5, true)], Compression::None),
+            marker(6, 7, false),
+            marker(7, 5, true),
         ]);
         let aborted = [(7, 4), (7, 0)];
         let d = decode_partition(data, &fetch(&topic, 0, IsolationLevel::ReadCommitted, &aborted, 8));
@@ -644,7 +783,7 @@ mod tests {
     #[test]
     fn only_control_batches_still_move_the_position() {
         let topic: Arc<str> = Arc::from("t");
-        let data = concat(&[batch(&[marker(4, 7, true)], Compression::None)]);
+        let data = concat(&[marker(4, 7, true)]);
         for isolation in [IsolationLevel::ReadCommitted, IsolationLevel::ReadUncommitted] {
             let d = decode_partition(data.clone(), &fetch(&topic, 4, isolation, &[], 5));
             assert!(d.records.is_empty());
@@ -765,45 +904,31 @@ mod tests {
             let data = batch(&[record(0, "a"), bomb.clone()], compression);
             assert!(data.len() < 1 << 20, "{compression:?}: {} bytes", data.len());
             let budget = DecompressionBudget::new(1 << 20);
-            let d = decode_partition(
-                data,
-                &PartitionFetch {
-                    decompression: &budget,
-                    ..fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1)
-                },
-            );
+            let d = super::decode_partition(&data, &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1), &budget);
             assert!(d.records.is_empty(), "{compression:?}");
             let error = d.error.unwrap_or_else(|| panic!("{compression:?}: decoded"));
             assert!(error.contains("decompress to more than 1048576 bytes"), "{compression:?}: {error}");
         }
     }
 
-    /// The partitions of one response share the budget: one that would pass what the others left
-    /// stops at that batch without an error, and the next fetch (a fresh budget) reads it.
+    /// The batches of one hand-out share the budget: one that would pass what the others left
+    /// stays, without an error, for the next hand-out (a fresh budget).
     #[test]
-    fn partitions_share_one_decompression_budget() {
+    fn a_hand_out_shares_one_decompression_budget() {
         let topic: Arc<str> = Arc::from("t");
         let big = |offset| Record { value: Some(Bytes::from(vec![7u8; 600 << 10])), ..record(offset, "") };
-        let data = concat(&[batch(&[record(0, "a")], Compression::None), batch(&[big(1)], Compression::Zstd)]);
-        let budget = DecompressionBudget::new(1 << 20);
-        let partition = |budget| PartitionFetch {
-            decompression: budget,
-            ..fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1)
-        };
-        let first = decode_partition(data.clone(), &partition(&budget));
+        let data = concat(&[
+            batch(&[record(0, "a")], Compression::None),
+            batch(&[big(1)], Compression::Zstd),
+            batch(&[big(2)], Compression::Zstd),
+        ]);
+        let (mut wire, _) = WireRecords::scan(&data, &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1));
+        let first = wire.decode(usize::MAX, &DecompressionBudget::new(1 << 20));
         assert_eq!((offsets(&first), first.next_offset, first.error), (vec![0, 1], 2, None));
-        let second = decode_partition(data.clone(), &partition(&budget));
-        assert_eq!((offsets(&second), second.next_offset, second.error), (vec![0], 1, None));
-        let next_response = DecompressionBudget::new(1 << 20);
-        let third = decode_partition(
-            data.slice(second_batch_start(&data)..),
-            &PartitionFetch { fetch_offset: 1, ..partition(&next_response) },
-        );
-        assert_eq!((offsets(&third), third.error), (vec![1], None));
-    }
-
-    fn second_batch_start(data: &[u8]) -> usize {
-        LOG_OVERHEAD + i32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize
+        assert!(!wire.is_empty());
+        let second = wire.decode(usize::MAX, &DecompressionBudget::new(1 << 20));
+        assert_eq!((offsets(&second), second.next_offset, second.error), (vec![2], 3, None));
+        assert!(wire.is_empty());
     }
 
     #[test]
@@ -813,7 +938,7 @@ mod tests {
         b[22] |= ATTR_LOG_APPEND_TIME as u8;
         resign(&mut b);
         let d = decode_partition(Bytes::from(b), &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1));
-        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp, r.timestamp_type)).collect();
+        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp(), r.timestamp_type())).collect();
         assert_eq!(stamps, vec![(1_001, TimestampType::LogAppendTime); 2]);
     }
 
@@ -825,7 +950,7 @@ mod tests {
             batch(&[record(0, "a"), second], Compression::Zstd),
             &fetch(&topic, 0, IsolationLevel::ReadUncommitted, &[], -1),
         );
-        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp, r.timestamp_type)).collect();
+        let stamps: Vec<(i64, TimestampType)> = d.records.iter().map(|r| (r.timestamp(), r.timestamp_type())).collect();
         assert_eq!(stamps, vec![(1_000, TimestampType::CreateTime), (1_000_000, TimestampType::CreateTime)]);
     }
 
@@ -865,11 +990,11 @@ mod tests {
             prop_assert_eq!(&d.error, &None);
             prop_assert_eq!(d.records.len(), expected.len());
             for (got, want) in d.records.iter().zip(&expected) {
-                prop_assert_eq!((got.offset, got.timestamp), (want.offset, want.timestamp));
-                prop_assert_eq!((&got.key, &got.value), (&want.key, &want.value));
-                let headers: Vec<(String, Option<Bytes>)> =
-                    want.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-                prop_assert_eq!(&got.headers, &headers);
+                prop_assert_eq!((got.offset(), got.timestamp()), (want.offset, want.timestamp));
+                prop_assert_eq!((got.key(), got.value()), (want.key.as_deref(), want.value.as_deref()));
+                let headers: Vec<(&str, Option<&[u8]>)> =
+                    want.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+                prop_assert_eq!(got.headers().collect::<Vec<_>>(), headers);
             }
         });
     }
@@ -881,13 +1006,17 @@ mod tests {
         let body: &[u8] = &[0, 0, 0, 1, 1, 4, 2, b'h', 2, b'a', 2, b'h', 2, b'b'];
         records.put_u8((body.len() * 2) as u8);
         records.extend_from_slice(body);
+        let records = records.freeze();
+        let batch = Arc::new(BatchData {
+            topic: Arc::from("t"),
+            partition: 0,
+            timestamp_type: TimestampType::CreateTime,
+            bytes: records.clone(),
+        });
         let mut got = Vec::new();
-        parse_records(&records.freeze(), 1, 10, 0, |r| got.push(r)).unwrap();
-        assert_eq!(got[0].offset, 10);
-        assert_eq!(
-            got[0].headers,
-            vec![("h".to_owned(), Some(Bytes::from_static(b"a"))), ("h".to_owned(), Some(Bytes::from_static(b"b")))]
-        );
+        parse_records(&records, 1, 10, 0, |r| got.push(ConsumerRecord::decoded(&batch, r))).unwrap();
+        assert_eq!(got[0].offset(), 10);
+        assert_eq!(got[0].headers().collect::<Vec<_>>(), vec![("h", Some(&b"a"[..])), ("h", Some(&b"b"[..]))]);
     }
 
     #[test]

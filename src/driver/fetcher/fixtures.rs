@@ -35,3 +35,38 @@ pub(crate) fn batch(records: &[Record], compression: Compression) -> Bytes {
 pub(crate) fn batch_of(from: i64, to: i64, compression: Compression) -> Bytes {
     batch(&(from..to).map(|o| record(o, &format!("v{o}"))).collect::<Vec<_>>(), compression)
 }
+
+/// A transactional record of `producer_id`.
+pub(crate) fn txn(offset: i64, producer_id: i64, value: &str) -> Record {
+    Record { transactional: true, producer_id, producer_epoch: 0, ..record(offset, value) }
+}
+
+/// A transaction marker: key (version 0, type 0 abort / 1 commit), value (version, epoch).
+pub(crate) fn marker_record(offset: i64, producer_id: i64, commit: bool) -> Record {
+    Record {
+        control: true,
+        key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
+        value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+        ..txn(offset, producer_id, "")
+    }
+}
+
+/// A transaction marker alone in its (control) batch.
+pub(crate) fn marker(offset: i64, producer_id: i64, commit: bool) -> Bytes {
+    batch(&[marker_record(offset, producer_id, commit)], Compression::None)
+}
+
+pub(crate) fn concat(parts: &[Bytes]) -> Bytes {
+    let mut buf = BytesMut::new();
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    buf.freeze()
+}
+
+/// `batch` with its byte `at` flipped and its CRC left as it was.
+pub(crate) fn tampered(batch: Bytes, at: usize) -> Bytes {
+    let mut bytes = batch.to_vec();
+    bytes[at] ^= 0xff;
+    Bytes::from(bytes)
+}

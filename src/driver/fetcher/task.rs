@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::decode::{decode_partition, DecompressionBudget, PartitionFetch};
+use super::decode::{PartitionFetch, WireRecords};
 use super::session::{FetchSession, SessionOutcome, SessionPartition, SessionRequest};
 use super::{BrokerSession, FetcherConfig, IsolationLevel, PartitionResult, Phase, Reactions, Shared, State};
 use crate::driver::cluster::{Cluster, MetadataSnapshot};
@@ -348,12 +348,8 @@ impl Task {
         let sent = SentFetch { session, partitions };
         let timeout = self.cluster.config().connection.request_timeout + self.config.max_wait;
         let isolation = self.config.isolation;
-        let max_decompressed = usize::try_from(self.config.max_bytes).unwrap_or(0);
         let handle = self.spawn_job(async move {
-            let result = conn
-                .send_at(&request, version, timeout)
-                .await
-                .map(|r| decode_response(r, &sent, isolation, max_decompressed));
+            let result = conn.send_at(&request, version, timeout).await.map(|r| scan_response(r, &sent, isolation));
             JobOutput::Fetched { node, job, sent, result }
         });
         self.running.insert(handle.id(), kind);
@@ -673,15 +669,9 @@ pub(super) fn fetch_request(
     request
 }
 
-/// Decodes every partition of a response (in the job, off the task); its compressed records
-/// expand to at most `max_decompressed` bytes together.
-pub(super) fn decode_response(
-    response: FetchResponse,
-    sent: &SentFetch,
-    isolation: IsolationLevel,
-    max_decompressed: usize,
-) -> FetchOutcome {
-    let decompression = DecompressionBudget::new(max_decompressed);
+/// Reads the batch headers of every partition of a response (in the job, off the task) and
+/// copies each partition's batches out of the response.
+pub(super) fn scan_response(response: FetchResponse, sent: &SentFetch, isolation: IsolationLevel) -> FetchOutcome {
     let mut partitions = Vec::new();
     for topic in response.responses {
         for p in topic.partitions {
@@ -703,12 +693,11 @@ pub(super) fn decode_response(
                 isolation,
                 aborted_transactions: &aborted,
                 last_stable_offset: p.last_stable_offset,
-                decompression: &decompression,
             };
-            let decoded = decode_partition(p.records.unwrap_or_default(), &fetch);
+            let (wire, scan_error) = WireRecords::scan(p.records.as_deref().unwrap_or_default(), &fetch);
             // -1 (any negative id): no replica named.
             let preferred_replica = Some(p.preferred_read_replica.0).filter(|&node| node >= 0);
-            let result = PartitionResult::Data { decoded, high_watermark: p.high_watermark, preferred_replica };
+            let result = PartitionResult::Data { wire, scan_error, high_watermark: p.high_watermark, preferred_replica };
             partitions.push((tp.clone(), result));
         }
     }

@@ -11,39 +11,50 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use tokio::time::Instant;
 
-use super::decode::Decoded;
-use super::fixtures::batch_of;
+use super::decode::{DecompressionBudget, PartitionFetch, WireRecords};
+use super::fixtures::{batch_of, concat, marker, tampered};
 use super::session::{FetchSession, SessionPartition};
-use super::task::{decode_response, fetch_request, SentFetch};
+use super::task::{fetch_request, scan_response, SentFetch};
 use super::*;
 
 fn tp(p: i32) -> TopicPartition {
     TopicPartition::new("t", p)
 }
 
-fn record(p: i32, offset: i64) -> ConsumerRecord {
-    ConsumerRecord {
-        topic: Arc::from("t"),
-        partition: p,
-        offset,
-        timestamp: 0,
-        timestamp_type: TimestampType::CreateTime,
-        key: Some(Bytes::from_static(b"kk")),
-        value: Some(Bytes::from_static(b"vvvvvvvv")),
-        headers: Vec::new(),
-    }
+static UNLIMITED: DecompressionBudget = DecompressionBudget::new(usize::MAX);
+
+/// What the buffer holds for offsets `from..to` as one batch: its wire bytes.
+fn wire_len(from: i64, to: i64) -> usize {
+    batch_of(from, to, Compression::None).len()
 }
 
-/// What one test record holds in the buffer: the record plus its 10 bytes of key and value.
-const R: usize = std::mem::size_of::<ConsumerRecord>() + 10;
+/// `bytes` as fetched from `from` for partition `p` (read uncommitted).
+fn fetched(p: i32, from: i64, bytes: &[u8], high_watermark: i64) -> PartitionResult {
+    let topic: Arc<str> = Arc::from("t");
+    let fetch = PartitionFetch {
+        topic: &topic,
+        partition: p,
+        fetch_offset: from,
+        isolation: IsolationLevel::ReadUncommitted,
+        aborted_transactions: &[],
+        last_stable_offset: -1,
+    };
+    let (wire, scan_error) = WireRecords::scan(bytes, &fetch);
+    PartitionResult::Data { wire, scan_error, high_watermark, preferred_replica: None }
+}
 
-/// Records `from..to` of partition `p`, each [`R`] bytes in the buffer.
+/// Records `from..to` of partition `p`, as one batch.
 fn data(p: i32, from: i64, to: i64) -> PartitionResult {
-    PartitionResult::Data {
-        decoded: Decoded { records: (from..to).map(|o| record(p, o)).collect(), next_offset: to, error: None },
-        high_watermark: 1_000,
-        preferred_replica: None,
-    }
+    fetched(p, from, &batch_of(from, to, Compression::None), 1_000)
+}
+
+/// The next event, decoded whole.
+fn pop(state: &mut State) -> Option<FetchEvent> {
+    state.pop(usize::MAX, &UNLIMITED)
+}
+
+fn pop_records_of(state: &mut State, p: i32) -> Option<FetchedBatch> {
+    state.pop_records_of(&tp(p), usize::MAX, &UNLIMITED)
 }
 
 fn assigned(parts: &[(i32, i64)]) -> State {
@@ -73,11 +84,9 @@ fn apply_now(state: &mut State, p: i32, from: i64, result: PartitionResult) -> A
     apply(state, p, e, from, result)
 }
 
-fn batch_offsets(event: Option<FetchEvent>) -> (i32, Vec<i64>, i64) {
+fn batch_offsets(event: Option<FetchEvent>) -> (i32, Vec<i64>) {
     match event {
-        Some(FetchEvent::Records(b)) => {
-            (b.partition.partition, b.records.iter().map(|r| r.offset).collect(), b.next_offset)
-        }
+        Some(FetchEvent::Records(b)) => (b.partition.partition, b.records.iter().map(ConsumerRecord::offset).collect()),
         other => panic!("expected records, got {other:?}"),
     }
 }
@@ -92,20 +101,20 @@ fn positions_follow_delivery_and_seek_drops_buffered_and_in_flight_data() {
     assert_eq!(position(&state, 0), Some(10));
     let e0 = epoch(&state, 0);
     assert!(apply(&mut state, 0, e0, 10, data(0, 10, 15)).queued);
-    assert_eq!((state.buffered, position(&state, 0)), (5 * R, Some(10)), "position moves on delivery only");
+    assert_eq!((state.buffered, position(&state, 0)), (wire_len(10, 15), Some(10)), "position moves on delivery only");
     assert_eq!(state.partitions[&tp(0)].fetch_offset, 15);
 
     // A fetch from 15 is in flight when the application seeks.
     state.seek(&tp(0), StartPosition::Offset(100), OffsetReset::Earliest);
     assert_eq!((state.buffered, state.queue.len(), position(&state, 0)), (0, 0, Some(100)));
     assert!(!apply(&mut state, 0, e0, 15, data(0, 15, 20)).queued, "data of the old epoch is dropped");
-    assert!(state.pop().is_none());
+    assert!(pop(&mut state).is_none());
     assert_eq!(position(&state, 0), Some(100));
 
     let e1 = epoch(&state, 0);
     assert_ne!(e0, e1);
     apply(&mut state, 0, e1, 100, data(0, 100, 103));
-    assert_eq!(batch_offsets(state.pop()), (0, vec![100, 101, 102], 103));
+    assert_eq!(batch_offsets(pop(&mut state)), (0, vec![100, 101, 102]));
     assert_eq!((position(&state, 0), state.buffered), (Some(103), 0));
     // A fetch answer for an offset the partition is no longer at is dropped too.
     assert!(!apply(&mut state, 0, e1, 100, data(0, 100, 103)).queued);
@@ -118,13 +127,13 @@ fn revoke_forgets_and_a_reassigned_partition_ignores_old_fetches() {
     apply(&mut state, 0, e0, 0, data(0, 0, 5));
     apply_now(&mut state, 1, 0, data(1, 0, 5));
     state.revoke(&tp(0));
-    assert_eq!(state.buffered, 5 * R);
+    assert_eq!(state.buffered, wire_len(0, 5));
     assert_eq!(position(&state, 0), None);
     assert!(!apply(&mut state, 0, e0, 5, data(0, 5, 9)).queued, "revoked partitions take no data");
     state.assign(tp(0), StartPosition::Offset(0), OffsetReset::Earliest);
     assert!(!apply(&mut state, 0, e0, 0, data(0, 0, 5)).queued, "nor does the next assignment from the old fetch");
-    assert_eq!(batch_offsets(state.pop()).0, 1);
-    assert!(state.pop().is_none());
+    assert_eq!(batch_offsets(pop(&mut state)).0, 1);
+    assert!(pop(&mut state).is_none());
 }
 
 #[test]
@@ -133,62 +142,96 @@ fn paused_partitions_keep_their_data_but_deliver_nothing_and_do_not_fill_the_buf
     apply_now(&mut state, 0, 0, data(0, 0, 3));
     apply_now(&mut state, 1, 0, data(1, 0, 2));
     state.partitions.get_mut(&tp(0)).unwrap().paused = true;
-    assert_eq!((state.buffered, state.deliverable_bytes()), (5 * R, 2 * R));
-    assert_eq!(batch_offsets(state.pop()).0, 1);
-    assert!(state.pop().is_none());
+    assert_eq!((state.buffered, state.deliverable_bytes()), (wire_len(0, 3) + wire_len(0, 2), wire_len(0, 2)));
+    assert_eq!(batch_offsets(pop(&mut state)).0, 1);
+    assert!(pop(&mut state).is_none());
     assert_eq!(state.deliverable_bytes(), 0);
     state.partitions.get_mut(&tp(0)).unwrap().paused = false;
-    assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1, 2], 3));
+    assert_eq!(batch_offsets(pop(&mut state)), (0, vec![0, 1, 2]));
     assert_eq!(state.buffered, 0);
 }
 
 #[test]
-fn control_only_results_move_the_position() {
+fn control_records_move_the_position_when_handed_out() {
     let mut state = assigned(&[(0, 15)]);
     let e = epoch(&state, 0);
-    let skipped = |next| PartitionResult::Data {
-        decoded: Decoded { records: Vec::new(), next_offset: next, error: None },
-        high_watermark: 40,
-        preferred_replica: None,
+    let markers = |from: i64, to: i64| {
+        let batches: Vec<Bytes> = (from..to).map(|o| marker(o, 7, true)).collect();
+        fetched(0, from, &concat(&batches), 40)
     };
-    apply(&mut state, 0, e, 15, skipped(20));
-    assert_eq!(position(&state, 0), Some(20), "nothing buffered: the position moves at once");
+    apply(&mut state, 0, e, 15, markers(15, 20));
+    assert_eq!(state.partitions[&tp(0)].fetch_offset, 20, "the next fetch starts past them");
+    assert!(pop(&mut state).is_none(), "no records");
+    assert_eq!((position(&state, 0), state.buffered, state.queue.len()), (Some(20), 0, 0));
     apply(&mut state, 0, e, 20, data(0, 20, 25));
-    apply(&mut state, 0, e, 25, skipped(30));
-    assert_eq!(state.queue.len(), 1);
-    let (_, offsets, next) = batch_offsets(state.pop());
-    assert_eq!((offsets.len(), next), (5, 30), "the buffered batch carries the position past the markers");
-    assert_eq!(position(&state, 0), Some(30));
+    apply(&mut state, 0, e, 25, markers(25, 30));
+    assert_eq!(state.queue.len(), 2);
+    assert_eq!(batch_offsets(pop(&mut state)).1.len(), 5);
+    assert_eq!(position(&state, 0), Some(25));
+    assert!(pop(&mut state).is_none());
+    assert_eq!(position(&state, 0), Some(30), "past the markers once they are taken");
 }
 
 #[test]
 fn a_decode_error_stops_only_its_partition_after_its_good_records() {
     let mut state = assigned(&[(0, 0), (1, 0)]);
-    let bad = PartitionResult::Data {
-        decoded: Decoded { records: vec![record(0, 0), record(0, 1)], next_offset: 2, error: Some("bad crc".into()) },
-        high_watermark: 9,
-        preferred_replica: None,
-    };
+    let corrupt = tampered(batch_of(2, 4, Compression::None), 70);
+    let bad = fetched(0, 0, &concat(&[batch_of(0, 2, Compression::None), corrupt]), 9);
     apply_now(&mut state, 0, 0, bad);
+    apply_now(&mut state, 0, 4, data(0, 4, 6));
     apply_now(&mut state, 1, 0, data(1, 0, 4));
-    assert_eq!(batch_offsets(state.pop()), (0, vec![0, 1], 2));
-    match state.pop() {
+    assert_eq!(batch_offsets(pop(&mut state)), (0, vec![0, 1]));
+    match pop(&mut state) {
         Some(FetchEvent::PartitionError {
             partition,
             error: Error::PartitionFetch { cause: FetchFailure::Undecodable(reason), .. },
         }) => {
             assert_eq!(partition, tp(0));
-            assert!(reason.contains("bad crc"));
+            assert!(reason.contains("CRC"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(batch_offsets(state.pop()).0, 1);
+    assert_eq!(batch_offsets(pop(&mut state)).0, 1, "nothing of t-0 after the bad batch");
+    assert!(pop(&mut state).is_none());
     assert_eq!(state.partitions[&tp(0)].phase, Phase::Failed);
-    assert_eq!(position(&state, 0), Some(2));
+    assert_eq!((position(&state, 0), state.buffered), (Some(2), 0));
     assert_eq!(state.partitions[&tp(1)].phase, Phase::Fetch);
     // A seek restarts it.
     state.seek(&tp(0), StartPosition::Offset(5), OffsetReset::Earliest);
     assert_eq!((state.partitions[&tp(0)].phase, position(&state, 0)), (Phase::Fetch, Some(5)));
+}
+
+/// The buffer holds what came on the wire; records are made a hand-out at a time.
+#[test]
+fn records_are_made_when_handed_out_a_few_batches_at_a_time() {
+    let mut state = assigned(&[(0, 0)]);
+    let batches: Vec<Bytes> = (0..10).map(|b| batch_of(b * 10, b * 10 + 10, Compression::None)).collect();
+    let all = concat(&batches);
+    apply_now(&mut state, 0, 0, fetched(0, 0, &all, 100));
+    assert_eq!((state.buffered, state.partitions[&tp(0)].fetch_offset), (all.len(), 100));
+    let first = state.pop(15, &UNLIMITED);
+    assert_eq!(batch_offsets(first).1, (0..20).collect::<Vec<_>>(), "whole batches, up to the one reaching 15");
+    assert_eq!((position(&state, 0), state.buffered), (Some(20), all.len() - batches[0].len() - batches[1].len()));
+    let rest = pop_records_of(&mut state, 0).expect("the rest");
+    assert_eq!(rest.records.len(), 80);
+    assert_eq!((position(&state, 0), state.buffered, state.queue.len()), (Some(100), 0, 0));
+}
+
+/// Compressed batches of one hand-out expand within `fetch.max.bytes`; the batch that would
+/// pass it waits for the next hand-out.
+#[test]
+fn a_hand_out_decompresses_within_its_budget_and_leaves_the_rest_buffered() {
+    let mut state = assigned(&[(0, 0)]);
+    let batches: Vec<Bytes> = (0..3).map(|b| batch_of(b * 100, b * 100 + 100, Compression::Lz4)).collect();
+    apply_now(&mut state, 0, 0, fetched(0, 0, &concat(&batches), 300));
+    let one_batch = 100 * 16; // roughly what 100 small records take decompressed
+    let budget = || DecompressionBudget::new(one_batch * 3 / 2);
+    let mut handed = Vec::new();
+    while let Some(event) = state.pop(usize::MAX, &budget()) {
+        handed.push(batch_offsets(Some(event)).1.len());
+    }
+    assert_eq!(handed, vec![100, 100, 100], "one batch per hand-out");
+    assert_eq!(position(&state, 0), Some(300));
 }
 
 #[test]
@@ -214,7 +257,7 @@ fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
     let e = epoch(&state, 0);
     let applied = state.apply_fetch(&tp(0), e, 50, oor, Reactions { reset: OffsetReset::None, ..reactions(later) });
     assert!(applied.queued);
-    match state.pop() {
+    match pop(&mut state) {
         Some(FetchEvent::PartitionError { error: Error::PartitionFetch { cause, .. }, .. }) => {
             assert_eq!(cause.code().map(|c| c.0), Some(1));
         }
@@ -226,7 +269,7 @@ fn offset_out_of_range_resets_through_list_offsets_or_fails_under_none() {
     let mut state = State::default();
     state.assign(tp(3), StartPosition::Reset, OffsetReset::None);
     state.assign(tp(4), StartPosition::Offset(-1), OffsetReset::Latest);
-    assert!(matches!(state.pop(), Some(FetchEvent::PartitionError { .. })));
+    assert!(matches!(pop(&mut state), Some(FetchEvent::PartitionError { .. })));
     assert_eq!(state.partitions[&tp(4)].phase, Phase::Reset { timestamp: -1 });
 }
 
@@ -241,14 +284,14 @@ fn leadership_errors_refresh_metadata_transient_ones_retry_others_stop_the_parti
     assert!(state.partitions[&tp(1)].retry_at.is_some(), "REQUEST_TIMED_OUT");
     assert_eq!(state.partitions[&tp(2)].phase, Phase::Failed, "TOPIC_AUTHORIZATION_FAILED");
     assert!(state.partitions[&tp(3)].stale, "FENCED_LEADER_EPOCH");
-    match state.pop() {
+    match pop(&mut state) {
         Some(FetchEvent::PartitionError { partition, error: Error::PartitionFetch { partition: stopped, cause } }) => {
             assert_eq!(stopped, partition);
             assert_eq!((partition, cause.code().map(|c| c.0)), (tp(2), Some(29)));
         }
         other => panic!("{other:?}"),
     }
-    assert!(state.pop().is_none());
+    assert!(pop(&mut state).is_none());
 }
 
 #[test]
@@ -288,8 +331,7 @@ fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
             .map(|p| (tp(p), (epoch(&state, p), state.partitions[&tp(p)].fetch_offset)))
             .collect(),
     };
-    let max_decompressed = FetcherConfig::default().max_bytes as usize;
-    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted, max_decompressed);
+    let outcome = scan_response(response, &sent, IsolationLevel::ReadUncommitted);
     assert_eq!(outcome.partitions.len(), 4);
     for (tp, result) in outcome.partitions {
         if let Some(&(e, from)) = sent.partitions.get(&tp) {
@@ -298,10 +340,10 @@ fn a_garbage_partition_in_a_response_does_not_affect_the_others() {
     }
     let mut seen: HashMap<i32, Vec<i64>> = HashMap::new();
     let mut errors = Vec::new();
-    while let Some(event) = state.pop() {
+    while let Some(event) = pop(&mut state) {
         match event {
             FetchEvent::Records(b) => {
-                seen.entry(b.partition.partition).or_default().extend(b.records.iter().map(|r| r.offset))
+                seen.entry(b.partition.partition).or_default().extend(b.records.iter().map(ConsumerRecord::offset))
             }
             FetchEvent::PartitionError { partition, .. } => errors.push(partition.partition),
         }
@@ -346,29 +388,24 @@ fn records_of_one_partition_are_taken_past_other_partitions_in_fetch_order() {
     apply_now(&mut state, 0, 0, data(0, 0, 2));
     apply_now(&mut state, 1, 0, data(1, 0, 3));
     apply_now(&mut state, 0, 2, data(0, 2, 5));
-    let first = state.pop_records_of(&tp(0)).expect("first batch of t-0");
-    let second = state.pop_records_of(&tp(0)).expect("second batch of t-0, behind t-1's");
-    let offsets = |b: &FetchedBatch| b.records.iter().map(|r| r.offset).collect::<Vec<_>>();
+    let first = pop_records_of(&mut state, 0).expect("first batch of t-0");
+    let second = pop_records_of(&mut state, 0).expect("second batch of t-0, behind t-1's");
+    let offsets = |b: &FetchedBatch| b.records.iter().map(ConsumerRecord::offset).collect::<Vec<_>>();
     assert_eq!((offsets(&first), offsets(&second)), (vec![0, 1], vec![2, 3, 4]));
     assert_eq!(position(&state, 0), Some(5));
-    assert!(state.pop_records_of(&tp(0)).is_none());
-    assert_eq!(state.buffered, 3 * R, "only t-1's records left");
+    assert!(pop_records_of(&mut state, 0).is_none());
+    assert_eq!(state.buffered, wire_len(0, 3), "only t-1's records left");
     state.partitions.get_mut(&tp(1)).unwrap().paused = true;
-    assert!(state.pop_records_of(&tp(1)).is_none(), "a paused partition gives nothing");
+    assert!(pop_records_of(&mut state, 1).is_none(), "a paused partition gives nothing");
 }
 
 #[test]
 fn records_of_a_partition_stop_at_its_error() {
     let mut state = assigned(&[(0, 0)]);
     let e = epoch(&state, 0);
-    let failed = PartitionResult::Data {
-        decoded: Decoded { records: Vec::new(), next_offset: 0, error: Some("bad crc".into()) },
-        high_watermark: 9,
-        preferred_replica: None,
-    };
-    apply(&mut state, 0, e, 0, failed);
-    assert!(state.pop_records_of(&tp(0)).is_none(), "the error is left for `next`");
-    assert!(matches!(state.pop(), Some(FetchEvent::PartitionError { .. })));
+    apply(&mut state, 0, e, 0, fetched(0, 0, &tampered(batch_of(0, 3, Compression::None), 70), 9));
+    assert!(pop_records_of(&mut state, 0).is_none(), "the error is left for `next`");
+    assert!(matches!(pop(&mut state), Some(FetchEvent::PartitionError { .. })));
 }
 
 /// A seek to either end is looked up as a reset is, whatever `auto.offset.reset` says.
@@ -382,7 +419,7 @@ fn a_seek_to_the_log_start_or_end_is_looked_up_under_any_reset_policy() {
     assert_eq!((state.buffered, position(&state, 0)), (0, None), "buffered data goes");
     assert_eq!(state.partitions[&tp(0)].phase, Phase::Reset { timestamp: -2 });
     assert_eq!(state.partitions[&tp(1)].phase, Phase::Reset { timestamp: -1 });
-    assert!(state.pop().is_none(), "no error under `none`");
+    assert!(pop(&mut state).is_none(), "no error under `none`");
     let e = epoch(&state, 0);
     state.apply_reset(&tp(0), e, 0, 3, Instant::now());
     assert_eq!(position(&state, 0), Some(3));
@@ -390,10 +427,11 @@ fn a_seek_to_the_log_start_or_end_is_looked_up_under_any_reset_policy() {
 
 /// A fetch answer from the leader that names `node` to fetch from instead, with no records.
 fn redirected(to: i64, node: i32) -> PartitionResult {
-    PartitionResult::Data {
-        decoded: Decoded { records: Vec::new(), next_offset: to, error: None },
-        high_watermark: 1_000,
-        preferred_replica: Some(node),
+    match fetched(0, to, &[], 1_000) {
+        PartitionResult::Data { wire, scan_error, high_watermark, .. } => {
+            PartitionResult::Data { wire, scan_error, high_watermark, preferred_replica: Some(node) }
+        }
+        error => error,
     }
 }
 
@@ -449,7 +487,7 @@ fn errors_from_a_read_replica_send_the_partition_back_to_its_leader() {
     let part = &state.partitions[&tp(0)];
     assert_eq!((part.phase, part.fetch_offset, part.read_replica), (Phase::Fetch, 20, None));
     assert!(part.retry_at.is_some(), "after a backoff");
-    assert_eq!(batch_offsets(state.pop()), (0, (10..20).collect(), 20), "the replica's records are kept");
+    assert_eq!(batch_offsets(pop(&mut state)), (0, (10..20).collect()), "the replica's records are kept");
     // The same error from the leader resets as always.
     apply_now(&mut state, 0, 20, PartitionResult::Error { code: OFFSET_OUT_OF_RANGE });
     assert_eq!(state.partitions[&tp(0)].phase, Phase::Reset { timestamp: -2 });
@@ -519,7 +557,7 @@ fn fetch_requests_carry_the_rack_from_v11_and_answers_their_preferred_replica() 
         session: FetchSession::default().build(BTreeMap::new(), true),
         partitions: [0, 1].into_iter().map(|p| (tp(p), (epoch(&state, p), 0))).collect(),
     };
-    let outcome = decode_response(response, &sent, IsolationLevel::ReadUncommitted, 1 << 20);
+    let outcome = scan_response(response, &sent, IsolationLevel::ReadUncommitted);
     for (tp, result) in outcome.partitions {
         let (e, from) = sent.partitions[&tp];
         state.apply_fetch(&tp, e, from, result, reactions(Instant::now()));

@@ -262,12 +262,12 @@ async fn start_fake(high_watermark: i64) -> (Arc<Mutex<Fake>>, String, tokio::ta
 async fn read_to(fetcher: &Fetcher, next: &mut BTreeMap<i32, i64>, end: i64) -> usize {
     let mut count = 0;
     while next.values().any(|&o| o < end) {
-        let event = tokio::time::timeout(Duration::from_secs(10), fetcher.next()).await.expect("in time").unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), fetcher.next(usize::MAX)).await.expect("in time").unwrap();
         let FetchEvent::Records(batch) = event else { panic!("{event:?}") };
         for r in &batch.records {
             let expected = next.get_mut(&batch.partition.partition).unwrap();
-            assert_eq!(r.offset, *expected);
-            assert_eq!(r.value.as_deref(), Some(format!("v{}", r.offset).as_bytes()));
+            assert_eq!(r.offset(), *expected);
+            assert_eq!(r.value(), Some(format!("v{}", r.offset()).as_bytes()));
             *expected += 1;
             count += 1;
         }
