@@ -105,9 +105,9 @@ pub struct FetcherConfig {
     /// Bound on the buffered bytes of partitions that are not paused, default 64 MiB. The
     /// buffer holds record batches as they came on the wire (compressed ones compressed), each
     /// partition's in an allocation of its own, and records are made only when handed out, so
-    /// this bounds the buffer's memory. Nothing is fetched while it is reached, and a fetch asks
-    /// for no more than the room left (`max_bytes`), so the buffer passes the bound by at most
-    /// one batch.
+    /// this bounds the buffer's memory. Once it is reached nothing is fetched until half of it
+    /// has been handed out, and a fetch asks for no more than the room left (`max_bytes`), so
+    /// the buffer passes the bound by at most one batch.
     pub buffer_bytes: usize,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,
@@ -338,13 +338,13 @@ impl Fetcher {
         if state.closed {
             return Some(None);
         }
-        // Only a buffer that was full holds partitions back: wake the task when it may no
-        // longer be (not on every record handed out).
-        let was_full = state.buffered >= self.shared.buffer_bytes;
         let event = pop(&mut state, &DecompressionBudget::new(self.shared.max_decompressed))?;
         self.shared.record_buffer(&state);
+        // Only a buffer that filled holds partitions back: wake the task once it drained enough
+        // to fetch again (not on every record handed out).
+        let refill = state.holding && state.deliverable_bytes() <= self.shared.buffer_bytes / 2;
         drop(state);
-        if was_full {
+        if refill {
             self.shared.wake.notify_one();
         }
         Some(Some(event))
@@ -540,6 +540,11 @@ struct State {
     last_epoch: u64,
     closed: bool,
     sessions: BTreeMap<i32, BrokerSession>,
+    /// The buffer reached its bound and has not drained to half of it since: nothing is
+    /// fetched meanwhile. Refilling from half, not whenever a poll frees a little room, keeps a
+    /// slow application from drawing a fetch per poll (each one a round trip beside its
+    /// commits).
+    holding: bool,
 }
 
 /// What a fetch returned for one partition, its batch headers read.
@@ -774,6 +779,22 @@ impl State {
         }
         let records = decoded.records;
         (!records.is_empty()).then_some(FetchedBatch { partition: tp, records, high_watermark })
+    }
+
+    /// How many bytes a fetch may bring now, of `bound`: none from when the deliverable bytes
+    /// reach it until they drain to half of it ([`State::holding`]).
+    fn room(&mut self, bound: usize) -> usize {
+        let deliverable = self.deliverable_bytes();
+        if deliverable >= bound {
+            self.holding = true;
+        } else if deliverable <= bound / 2 {
+            self.holding = false;
+        }
+        if self.holding {
+            0
+        } else {
+            bound - deliverable
+        }
     }
 
     /// Buffered bytes of partitions that are not paused: what the bound applies to (a paused

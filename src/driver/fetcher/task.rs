@@ -175,7 +175,7 @@ impl Task {
         let shared = self.shared.clone();
         let mut state = shared.lock();
         let mut wake_at = None;
-        let room = self.config.buffer_bytes.saturating_sub(state.deliverable_bytes());
+        let room = state.room(self.config.buffer_bytes);
         let mut fetches: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
         let mut resets: BTreeMap<i32, Vec<ResetTarget>> = BTreeMap::new();
         let mut stale = Vec::new();
@@ -316,8 +316,11 @@ impl Task {
         let mut send = session.send.clone();
         send.sort_by_key(|(tp, _)| order.get(tp).copied().unwrap_or(usize::MAX));
         // The response may pass `max_bytes` by one batch; asking for no more than the room left
-        // keeps the buffer near its bound.
-        let request_max = i32::try_from(room).unwrap_or(i32::MAX).clamp(1, self.config.max_bytes.max(1));
+        // keeps the buffer near its bound. Each partition's batches are copied out of the
+        // response before it is dropped, so a response briefly takes twice its size: no more
+        // than an eighth of the bound keeps that beside the buffer small.
+        let request_max = room.min(self.config.buffer_bytes / 8).max(1);
+        let request_max = i32::try_from(request_max).unwrap_or(i32::MAX).clamp(1, self.config.max_bytes.max(1));
         let request = fetch_request(&self.config, version, &session, &send, request_max);
         self.last_job += 1;
         let job = self.last_job;

@@ -564,3 +564,26 @@ fn fetch_requests_carry_the_rack_from_v11_and_answers_their_preferred_replica() 
     }
     assert_eq!((read_replica(&state, 0), read_replica(&state, 1)), (Some(3), None), "-1: fetch from the leader");
 }
+
+/// A full buffer is fetched into again only once half of it has been handed out, not after
+/// every poll that frees a little room.
+#[test]
+fn a_full_buffer_refills_from_half() {
+    let mut state = assigned(&[(0, 0)]);
+    let batches: Vec<Bytes> = (0..4).map(|b| batch_of(b * 10, b * 10 + 10, Compression::None)).collect();
+    let bound: usize = batches.iter().map(Bytes::len).sum();
+    assert_eq!(state.room(bound), bound, "empty");
+    for (b, batch) in batches.iter().enumerate() {
+        let from = b as i64 * 10;
+        apply_now(&mut state, 0, from, fetched(0, from, batch, 40));
+    }
+    assert_eq!(state.room(bound), 0, "full");
+    state.pop(1, &UNLIMITED).expect("one batch");
+    assert_eq!(state.room(bound), 0, "a quarter handed out: still holding");
+    state.pop(1, &UNLIMITED).expect("a second batch");
+    assert!(state.buffered > bound / 2, "the later batches are a little larger");
+    assert_eq!(state.room(bound), 0, "still above half: still holding");
+    state.pop(1, &UNLIMITED).expect("a third batch");
+    assert!(state.buffered <= bound / 2);
+    assert_eq!(state.room(bound), bound - state.buffered, "half handed out: fetching again");
+}
