@@ -106,8 +106,9 @@ pub struct FetcherConfig {
     /// buffer holds record batches as they came on the wire (compressed ones compressed), each
     /// partition's in an allocation of its own, and records are made only when handed out, so
     /// this bounds the buffer's memory. Once it is reached nothing is fetched until half of it
-    /// has been handed out, and a fetch asks for no more than the room left (`max_bytes`), so
-    /// the buffer passes the bound by at most one batch.
+    /// has been handed out, and a fetch asks for no more than the room left (and a sixteenth of
+    /// the bound: a response takes twice its size while it is copied out), so the buffer passes
+    /// the bound by at most one batch.
     pub buffer_bytes: usize,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,

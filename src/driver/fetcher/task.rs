@@ -318,8 +318,8 @@ impl Task {
         // The response may pass `max_bytes` by one batch; asking for no more than the room left
         // keeps the buffer near its bound. Each partition's batches are copied out of the
         // response before it is dropped, so a response briefly takes twice its size: no more
-        // than an eighth of the bound keeps that beside the buffer small.
-        let request_max = room.min(self.config.buffer_bytes / 8).max(1);
+        // than a sixteenth of the bound keeps that beside the buffer small.
+        let request_max = room.min(self.config.buffer_bytes / 16).max(1);
         let request_max = i32::try_from(request_max).unwrap_or(i32::MAX).clamp(1, self.config.max_bytes.max(1));
         let request = fetch_request(&self.config, version, &session, &send, request_max);
         self.last_job += 1;
