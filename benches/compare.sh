@@ -13,4 +13,4 @@ CRITERION_HOME="$(pwd)/target/criterion-compare"
 export CRITERION_HOME
 rm -rf "$CRITERION_HOME"
 cargo bench --bench micro --features test-support
-cargo bench --bench compare --features embedded-broker
+cargo bench --bench compare --features embedded-broker,test-support

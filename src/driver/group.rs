@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kafka_protocol::ResponseError;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::cluster::{Cluster, TopicInfo};
@@ -281,7 +280,7 @@ impl GroupHandle {
             machine,
             cluster,
             coordinator: None,
-            answers: JoinSet::new(),
+            answers: Answers::default(),
             commits: HashMap::new(),
             fetches: HashMap::new(),
             events: events.clone(),
@@ -403,7 +402,7 @@ struct Driver {
     machine: GroupMachine,
     cluster: Cluster,
     coordinator: Option<Connection>,
-    answers: JoinSet<Answer>,
+    answers: Answers,
     /// Each commit's reply, and when the application handed it over (commit latency).
     commits: HashMap<CommitId, (oneshot::Sender<Vec<PartitionCommit>>, Instant)>,
     fetches: HashMap<OffsetFetchId, FetchReply>,
@@ -425,6 +424,38 @@ struct Driver {
     /// The fatal error the member stopped on, if any.
     fatal: Option<GroupError>,
     stopped: Arc<OnceLock<ClosedCause>>,
+}
+
+/// The requests in flight, polled inside the member's task: an answer reaches the machine
+/// without first waking a task of its own (one thread hand-off less on every commit's way back).
+#[derive(Default)]
+struct Answers(Vec<Pin<Box<dyn Future<Output = Answer> + Send>>>);
+
+impl Answers {
+    fn push(&mut self, answer: impl Future<Output = Answer> + Send + 'static) {
+        self.0.push(Box::pin(answer));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The next answer to arrive. Cancel-safe: requests not answered stay in flight.
+    fn next(&mut self) -> impl Future<Output = Answer> + '_ {
+        std::future::poll_fn(move |cx| {
+            let ready = self.0.iter_mut().enumerate().find_map(|(i, answer)| match answer.as_mut().poll(cx) {
+                std::task::Poll::Ready(answer) => Some((i, answer)),
+                std::task::Poll::Pending => None,
+            });
+            match ready {
+                Some((i, answer)) => {
+                    drop(self.0.swap_remove(i));
+                    std::task::Poll::Ready(answer)
+                }
+                None => std::task::Poll::Pending,
+            }
+        })
+    }
 }
 
 type FetchReply = oneshot::Sender<Result<Vec<(TopicPartition, Option<i64>)>, OffsetLookupFailure>>;
@@ -454,11 +485,7 @@ impl Driver {
                         return;
                     }
                 },
-                Some(joined) = self.answers.join_next(), if !self.answers.is_empty() => {
-                    if let Ok(answer) = joined {
-                        self.answer(answer);
-                    }
-                }
+                answer = self.answers.next(), if !self.answers.is_empty() => self.answer(answer),
                 _ = sleep_until(deadline) => self.machine.handle_timeout(Instant::now()),
             }
         }
@@ -639,7 +666,7 @@ impl Driver {
 
     /// Runs a request's future in the member's span of the moment (the generation it was sent in).
     fn spawn_answer(&mut self, answer: impl Future<Output = Answer> + Send + 'static) {
-        self.answers.spawn(answer.instrument(tracing::Span::current()));
+        self.answers.push(answer.instrument(tracing::Span::current()));
     }
 
     fn dispatch(&mut self, request: OutgoingRequest) {
