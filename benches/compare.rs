@@ -48,13 +48,12 @@ use std::time::{Duration, Instant, SystemTime};
 use child::{process_cpu, role_command, run_as_child, run_child, ChildRun, Measured};
 use criterion::{criterion_results, Micro};
 use java::{java_binary, java_version};
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::{ApiKey, GroupId, OffsetCommitRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use kgroup::driver::connection::{Connection, ConnectionConfig};
 use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
 use kgroup::embedded::NISSHI_VERSION;
-use kgroup::group::{GroupEvent, Lease};
+use kgroup::group::build::offset_commit;
+use kgroup::group::{GroupConfig, GroupEvent, Lease};
 use kgroup::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
 use machine::{loadavg, machine};
@@ -547,7 +546,7 @@ fn check_idle(since: Instant) -> Result<(), BoxError> {
 struct BareCommitter {
     conn: Connection,
     version: i16,
-    group: String,
+    group: GroupConfig,
 }
 
 impl BareCommitter {
@@ -558,22 +557,13 @@ impl BareCommitter {
         let coordinator = cluster.find_coordinator(group).await?;
         let conn = Connection::open(&coordinator.addr(), Arc::new(ConnectionConfig::default())).await?;
         let version = conn.version(ApiKey::OffsetCommit)?.min(8);
-        Ok(BareCommitter { conn, version, group: group.to_owned() })
+        Ok(BareCommitter { conn, version, group: GroupConfig::new(group) })
     }
 
-    /// Commits `lease` as the member does; `false` when the broker refused it.
+    /// Commits `lease` with the member's own request builder; `false` when the broker refused it.
     async fn commit(&self, lease: &Lease) -> Result<bool, BoxError> {
-        let partition = OffsetCommitRequestPartition::default()
-            .with_partition_index(lease.partition.partition)
-            .with_committed_offset(lease.next_offset);
-        let topic = OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(lease.partition.topic.to_string())))
-            .with_partitions(vec![partition]);
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group.clone())))
-            .with_generation_id_or_member_epoch(lease.generation.id.0)
-            .with_member_id(StrBytes::from_string(lease.generation.member_id.as_str().to_owned()))
-            .with_topics(vec![topic]);
+        let offsets = [(&lease.partition, lease.next_offset)];
+        let request = offset_commit(&self.group, &lease.generation, offsets, self.version);
         let response = self.conn.send_at(&request, self.version, Duration::from_secs(10)).await?;
         Ok(response.topics.iter().flat_map(|t| &t.partitions).all(|p| p.error_code == 0))
     }
