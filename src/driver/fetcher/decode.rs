@@ -322,7 +322,7 @@ impl WireRecords {
     /// gives an error after the records before it, and nothing after it is kept.
     pub fn decode(&mut self, max_records: usize, budget: &DecompressionBudget) -> Decoded {
         let mut out = Decoded {
-            records: Vec::with_capacity(record_estimate(&self.rest).min(max_records.saturating_add(1))),
+            records: Vec::with_capacity(record_estimate(&self.rest, max_records.saturating_add(1))),
             next_offset: self.position,
             error: None,
         };
@@ -453,11 +453,12 @@ pub fn decode_partition(data: &[u8], fetch: &PartitionFetch<'_>, budget: &Decomp
     decoded
 }
 
-/// The records the batches in `data` say they hold, but no more than the bytes can hold
+/// The records the batches in `data` say they hold, up to `limit` (the walk stops there, so a
+/// hand-out reads only the headers it decodes), but no more than the bytes can hold
 /// uncompressed, so a hostile count reserves nothing beyond the data's size.
-fn record_estimate(data: &[u8]) -> usize {
+fn record_estimate(data: &[u8], limit: usize) -> usize {
     let (mut rest, mut count) = (data, 0usize);
-    while rest.len() >= BATCH_HEADER {
+    while rest.len() >= BATCH_HEADER && count < limit {
         let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
         count = count.saturating_add(i32::from_be_bytes([rest[57], rest[58], rest[59], rest[60]]).max(0) as usize);
         match usize::try_from(length).ok().and_then(|l| rest.get(LOG_OVERHEAD.saturating_add(l)..)) {
@@ -465,7 +466,7 @@ fn record_estimate(data: &[u8]) -> usize {
             None => break,
         }
     }
-    count.min(data.len() / MIN_RECORD_SIZE)
+    count.min(limit).min(data.len() / MIN_RECORD_SIZE)
 }
 
 /// A control record's key is `(version: i16, type: i16)`; type 0 ends a transaction by abort.
@@ -1022,17 +1023,8 @@ mod tests {
     #[test]
     fn varints_round_trip() {
         for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
-            let mut buf = Vec::new();
-            let mut z = ((v << 1) ^ (v >> 63)) as u64;
-            loop {
-                let byte = (z & 0x7f) as u8;
-                z >>= 7;
-                if z == 0 {
-                    buf.push(byte);
-                    break;
-                }
-                buf.push(byte | 0x80);
-            }
+            let mut buf = bytes::BytesMut::new();
+            super::super::record::put_varint(&mut buf, v);
             let mut s = &buf[..];
             assert_eq!(read_varint(&mut s), Some(v));
             assert!(s.is_empty());

@@ -292,7 +292,8 @@ fn read_field<'a>(rest: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
     Some(Some(field))
 }
 
-fn put_varint(buf: &mut BytesMut, value: i64) {
+/// A zig-zag varint, as Kafka's record fields are written.
+pub(super) fn put_varint(buf: &mut BytesMut, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
         buf.put_u8((zigzag as u8 & 0x7f) | 0x80);
