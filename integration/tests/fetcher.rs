@@ -314,6 +314,13 @@ async fn pause_resume_seek_and_revoke() {
     assert_eq!(batch.partition, p1);
     assert_eq!(batch.records[0].offset(), 200);
     nothing_for(&fetcher, Duration::from_millis(500)).await;
+
+    // Pausing a partition that is not fetched does nothing: assigned afterwards, it delivers
+    // (the session's model of the fetcher, `OffsetLog`, follows the same rule).
+    fetcher.pause(vec![p0.clone()]);
+    fetcher.assign(vec![(p0.clone(), StartPosition::Offset(205))]);
+    let batch = records(next(&fetcher).await);
+    assert_eq!((batch.partition.clone(), batch.records[0].offset()), (p0.clone(), 205));
     fetcher.close();
     assert!(fetcher.next(1).await.is_none(), "closed");
 }

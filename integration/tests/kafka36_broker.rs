@@ -1,10 +1,11 @@
 //! The Kafka 3.6 launcher itself (`kgroup::embedded::kafka36`): a single node serves a kgroup
 //! group whose generations the broker's own log confirms, and a node stopped gracefully and
-//! started again keeps the group's committed offsets.
+//! started again keeps the group's committed offsets. The same launcher starts Kafka 4, whose
+//! group coordinator still serves kgroup's classic members.
 
 use std::time::Duration;
 
-use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
+use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KafkaRelease, KAFKA_VERSION};
 use kgroup::group::{CommitOutcome, TopicPartition};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
@@ -73,6 +74,24 @@ async fn a_single_node_serves_a_group_and_its_log_records_the_generation() {
     let stabilized = format!("Stabilized group {group} generation {generation} ");
     assert!(log.contains(&stabilized), "the broker logged `{stabilized}`");
     assert!(log.contains(&format!("has left group {group} through explicit `LeaveGroup`")), "close sent LeaveGroup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_4_serves_a_classic_group_of_kgroup_members() {
+    init_tracing();
+    let release = KafkaRelease::Kafka44;
+    let kafka = Kafka36Cluster::start(Kafka36Options { release, ..options() }).await.unwrap_or_else(|e| panic!("{e}"));
+    let (topic, group) = (unique_name("k4-topic"), unique_name("k4-group"));
+    produce(&kafka.bootstrap(), &topic).await;
+    let generation = consume_all(&kafka.bootstrap(), &group, &topic).await;
+    let log = kafka.log(1).expect("broker log");
+    assert!(
+        log.contains(&format!("Kafka version: {}", release.version())),
+        "the broker is Kafka {}",
+        release.version()
+    );
+    let stabilized = format!("Stabilized group {group} generation {generation} ");
+    assert!(log.contains(&stabilized), "the broker logged `{stabilized}`");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,10 +291,9 @@ fn run_case(case: &Case) -> CaseResult {
             Action::Fault(spec) => {
                 let action = match spec.kind {
                     FaultKind::Error(code) => FaultAction::Error(code),
-                    // The coordinator model stores a delayed commit when its answer leaves, even
-                    // after later commits of the partition (Kafka completes appends in log order),
-                    // so commits are only delayed less than the request timeout: a client that
-                    // gave up cannot have committed past them.
+                    // Kafka completes (or fails) a commit's append within
+                    // `offsets.commit.timeout.ms` (5 s): a commit never becomes visible later,
+                    // after a lookup has read the partition's offset without it.
                     FaultKind::Delay(d) if spec.api == ApiKey::OffsetCommit => FaultAction::Delay(ms(d.min(3000))),
                     FaultKind::Delay(d) => FaultAction::Delay(ms(d)),
                     FaultKind::Drop => FaultAction::Drop,

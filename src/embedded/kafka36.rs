@@ -18,6 +18,10 @@
 //! Kafka 3.6's group coordinator is the classic one (the KIP-848 one needs the internal flag
 //! `group.coordinator.new.enable`, never set here), which logs every group transition at INFO:
 //! [`Kafka36Cluster::log`] is the broker-side ground truth for tests.
+//!
+//! [`Kafka36Options::release`] starts a Kafka 4 release the same way instead (resolved from
+//! `integration/kafka4/pom.xml`): the brokers of KIP-848's consumer group protocol
+//! (`ConsumerGroupHeartbeat`), which Kafka 4.0 made generally available.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +49,65 @@ pub const KAFKA_VERSION: &str = "3.6.2";
 /// the release tarball adds); it also brings `kafka-clients`, the Java reference client.
 const POM: &str = include_str!("../../integration/kafka36/pom.xml");
 
+/// The same for a Kafka 4 release, named by the `kafka.version` property (log4j 2 binding).
+const POM4: &str = include_str!("../../integration/kafka4/pom.xml");
+
+/// Which Apache Kafka release a cluster runs, every one from its Maven Central jars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KafkaRelease {
+    /// 3.6.2, whose classic group coordinator the conformance suite describes case by case.
+    #[default]
+    Kafka36,
+    /// 4.0.2: KIP-848's consumer group protocol generally available; an OffsetCommit v9 is
+    /// fenced unless it carries the member's current epoch.
+    Kafka40,
+    /// 4.4.0, the newest 4.x: commits are checked against per-partition assignment epochs
+    /// (KIP-1251: assignment epoch <= client epoch <= member epoch).
+    Kafka44,
+}
+
+impl KafkaRelease {
+    /// The release's version.
+    pub fn version(self) -> &'static str {
+        match self {
+            KafkaRelease::Kafka36 => KAFKA_VERSION,
+            KafkaRelease::Kafka40 => "4.0.2",
+            KafkaRelease::Kafka44 => "4.4.0",
+        }
+    }
+
+    fn pom(self) -> &'static str {
+        match self {
+            KafkaRelease::Kafka36 => POM,
+            KafkaRelease::Kafka40 | KafkaRelease::Kafka44 => POM4,
+        }
+    }
+
+    /// The logging configuration of a broker (or, with `tools`, of `StorageTool`) and the JVM
+    /// option naming its file: Kafka 4 logs with log4j 2.
+    fn logging(self, tools: bool) -> Logging {
+        match (self, tools) {
+            (KafkaRelease::Kafka36, false) => Logging { file: "log4j.properties", text: LOG4J, option: LOG4J_OPTION },
+            (KafkaRelease::Kafka36, true) => {
+                Logging { file: "tools-log4j.properties", text: TOOLS_LOG4J, option: LOG4J_OPTION }
+            }
+            (_, false) => Logging { file: "log4j2.properties", text: LOG4J2, option: LOG4J2_OPTION },
+            (_, true) => Logging { file: "tools-log4j2.properties", text: TOOLS_LOG4J2, option: LOG4J2_OPTION },
+        }
+    }
+}
+
+/// One logging configuration file and the JVM option that points at it.
+struct Logging {
+    file: &'static str,
+    text: &'static str,
+    option: &'static str,
+}
+
+const LOG4J_OPTION: &str = "-Dlog4j.configuration=file:";
+const LOG4J2_OPTION: &str = "-Dlog4j2.configurationFile=";
+
 /// The Java programs of `integration/kafka36/java`: the group member the harnesses and interop
 /// tests run, and the consumer `benches/compare.rs` measures.
 const JAVA_PEER: &[(&str, &str)] = &[
@@ -66,9 +129,7 @@ const PORT_TAKEN: &str = "Address already in use";
 #[non_exhaustive]
 pub enum Kafka36Error {
     /// `java`, `javac` or `mvn` is missing.
-    #[error(
-        "`{tool}` is not installed or not on PATH ({source}); Kafka {KAFKA_VERSION} needs OpenJDK 17 and Maven 3.8"
-    )]
+    #[error("`{tool}` is not installed or not on PATH ({source}); Kafka needs OpenJDK 17 and Maven 3.8")]
     MissingTool {
         /// The tool.
         tool: &'static str,
@@ -76,8 +137,10 @@ pub enum Kafka36Error {
         source: io::Error,
     },
     /// Maven could not fetch Kafka's jars.
-    #[error("resolving Kafka {KAFKA_VERSION}'s jars with `{command}` failed:\n{detail}")]
+    #[error("resolving Kafka {version}'s jars with `{command}` failed:\n{detail}")]
     Resolve {
+        /// The release.
+        version: &'static str,
         /// The command run.
         command: String,
         /// Its output.
@@ -160,6 +223,8 @@ pub struct Kafka36Options {
     /// Further `server.properties` lines of one node (by node id, 1..=n), applied last: a
     /// node's own `broker.rack`, for instance.
     pub node_properties: BTreeMap<i32, Vec<(String, String)>>,
+    /// The Kafka release to run.
+    pub release: KafkaRelease,
 }
 
 impl Default for Kafka36Options {
@@ -174,6 +239,7 @@ impl Default for Kafka36Options {
             ready_timeout: Duration::from_secs(120),
             properties: Vec::new(),
             node_properties: BTreeMap::new(),
+            release: KafkaRelease::default(),
         }
     }
 }
@@ -205,7 +271,8 @@ impl Node {
     }
 }
 
-/// A running Kafka 3.6 cluster; every node is killed on drop.
+/// A running Kafka cluster (3.6 unless [`Kafka36Options::release`] says otherwise); every node
+/// is killed on drop.
 #[derive(Debug)]
 pub struct Kafka36Cluster {
     nodes: Vec<Node>,
@@ -240,7 +307,8 @@ impl Kafka36Cluster {
 
     async fn start_once(options: Kafka36Options) -> Result<Kafka36Cluster, Kafka36Error> {
         let java = java_binary()?;
-        let libs = kafka_libs()?;
+        let release = options.release;
+        let libs = kafka_libs(release)?;
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join("kgroup-kafka36").join(format!(
             "{}-{}",
@@ -251,8 +319,9 @@ impl Kafka36Cluster {
             fs::remove_dir_all(&dir)?;
         }
         fs::create_dir_all(&dir)?;
-        fs::write(dir.join("log4j.properties"), LOG4J)?;
-        fs::write(dir.join("tools-log4j.properties"), TOOLS_LOG4J)?;
+        for logging in [release.logging(false), release.logging(true)] {
+            fs::write(dir.join(logging.file), logging.text)?;
+        }
         let mut nodes = Vec::new();
         for id in 1..=options.nodes.max(1) as i32 {
             nodes.push(Node {
@@ -284,7 +353,8 @@ impl Kafka36Cluster {
             bootstrap = %cluster.bootstrap(),
             nodes = cluster.nodes.len(),
             after = ?started.elapsed(),
-            "Kafka {KAFKA_VERSION} ready"
+            "Kafka {} ready",
+            release.version()
         );
         Ok(cluster)
     }
@@ -452,7 +522,7 @@ impl Kafka36Cluster {
     fn format_all(&self) -> Result<(), Kafka36Error> {
         let mut running = Vec::new();
         for node in &self.nodes {
-            let mut command = self.java_command(&format!("-Xmx128m -Dlog4j.configuration=file:{}", self.tools_log4j()));
+            let mut command = self.java_command(&format!("-Xmx128m {}", self.logging_option(true)));
             command
                 .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
                 .arg(&node.config)
@@ -475,8 +545,10 @@ impl Kafka36Cluster {
         Ok(())
     }
 
-    fn tools_log4j(&self) -> String {
-        self.dir.join("tools-log4j.properties").display().to_string()
+    /// The JVM option naming the broker's (or the tools') logging configuration.
+    fn logging_option(&self, tools: bool) -> String {
+        let logging = self.options.release.logging(tools);
+        format!("{}{}", logging.option, self.dir.join(logging.file).display())
     }
 
     fn java_command(&self, jvm_options: &str) -> Command {
@@ -488,9 +560,9 @@ impl Kafka36Cluster {
     fn spawn(&mut self, index: usize) -> Result<(), Kafka36Error> {
         let heap = self.options.heap_mib;
         let jvm = format!(
-            "-Xms{}m -Xmx{heap}m -XX:+UseSerialGC -Djava.awt.headless=true -Dlog4j.configuration=file:{} -Dkafka.logs.dir={}",
+            "-Xms{}m -Xmx{heap}m -XX:+UseSerialGC -Djava.awt.headless=true {} -Dkafka.logs.dir={}",
             (heap / 2).max(64),
-            self.dir.join("log4j.properties").display(),
+            self.logging_option(false),
             self.dir.display()
         );
         let mut command = self.java_command(&jvm);
@@ -579,7 +651,8 @@ impl Drop for Kafka36Cluster {
         if std::thread::panicking() {
             for node in &self.nodes {
                 eprintln!(
-                    "---- Kafka {KAFKA_VERSION} node {} ({}), last lines of {}:\n{}",
+                    "---- Kafka {} node {} ({}), last lines of {}:\n{}",
+                    self.options.release.version(),
                     node.id,
                     node.bootstrap(),
                     node.log.display(),
@@ -691,13 +764,14 @@ fn java_binary() -> Result<PathBuf, Kafka36Error> {
     Ok(java)
 }
 
-/// The directory of Kafka's jars: `KGROUP_KAFKA36_LIBS`, else the cache, resolved with Maven
-/// when missing (one resolver at a time; a partial download is never used).
-pub fn kafka_libs() -> Result<PathBuf, Kafka36Error> {
-    if let Some(dir) = std::env::var_os("KGROUP_KAFKA36_LIBS") {
+/// The directory of a release's jars: the cache, resolved with Maven when missing (one resolver
+/// at a time; a partial download is never used); for Kafka 3.6, `KGROUP_KAFKA36_LIBS` if set.
+pub fn kafka_libs(release: KafkaRelease) -> Result<PathBuf, Kafka36Error> {
+    if let Some(dir) = std::env::var_os("KGROUP_KAFKA36_LIBS").filter(|_| release == KafkaRelease::Kafka36) {
         return Ok(PathBuf::from(dir));
     }
-    let root = cache_dir().join(format!("kafka-{KAFKA_VERSION}"));
+    let version = release.version();
+    let root = cache_dir().join(format!("kafka-{version}"));
     let libs = root.join("libs");
     let complete = root.join("libs.complete");
     if complete.exists() {
@@ -710,7 +784,7 @@ pub fn kafka_libs() -> Result<PathBuf, Kafka36Error> {
         return Ok(libs);
     }
     let pom = root.join("pom.xml");
-    fs::write(&pom, POM)?;
+    fs::write(&pom, release.pom())?;
     let staging = root.join("libs.partial");
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
@@ -722,27 +796,29 @@ pub fn kafka_libs() -> Result<PathBuf, Kafka36Error> {
         "-f".to_owned(),
         pom.display().to_string(),
         goal.to_owned(),
+        format!("-Dkafka.version={version}"),
         "-DincludeScope=runtime".to_owned(),
         format!("-DoutputDirectory={}", staging.display()),
     ];
     let command = format!("mvn {}", args.join(" "));
-    eprintln!("kgroup: resolving Kafka {KAFKA_VERSION} from Maven Central (once): {command}");
+    eprintln!("kgroup: resolving Kafka {version} from Maven Central (once): {command}");
     let output = Command::new("mvn")
         .args(&args)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Kafka36Error::MissingTool { tool: "mvn", source })?;
-    let has_broker = staging.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists();
+    let has_broker = staging.join(format!("kafka_2.13-{version}.jar")).exists();
     if !output.status.success() || !has_broker {
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         let lines: Vec<&str> = text.lines().collect();
-        return Err(Kafka36Error::Resolve { command, detail: lines[lines.len().saturating_sub(20)..].join("\n") });
+        let detail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(Kafka36Error::Resolve { version, command, detail });
     }
     if libs.exists() {
         fs::remove_dir_all(&libs)?;
     }
     fs::rename(&staging, &libs)?;
-    fs::write(&complete, KAFKA_VERSION)?;
+    fs::write(&complete, version)?;
     Ok(libs)
 }
 
@@ -750,7 +826,7 @@ pub fn kafka_libs() -> Result<PathBuf, Kafka36Error> {
 /// 3.6.2) and the compiled programs of `integration/kafka36/java`, compiled with `javac`
 /// once per version of its source into the cache.
 pub fn java_peer_classpath() -> Result<String, Kafka36Error> {
-    let libs = kafka_libs()?;
+    let libs = kafka_libs(KafkaRelease::Kafka36)?;
     let hash = JAVA_PEER.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, (name, text)| {
         name.bytes().chain(text.bytes()).fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     });
@@ -812,6 +888,34 @@ log4j.appender.stderr=org.apache.log4j.ConsoleAppender
 log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
 log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.appender.stderr.Target=System.err
+";
+
+/// Kafka 4's broker logging (log4j 2): as [`LOG4J`], with the group coordinator's own logger.
+const LOG4J2: &str = "\
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=INFO
+rootLogger.appenderRef.stdout.ref=STDOUT
+logger.request.name=kafka.request.logger
+logger.request.level=WARN
+logger.channel.name=kafka.network.RequestChannel$
+logger.channel.level=WARN
+logger.state.name=state.change.logger
+logger.state.level=WARN
+logger.group.name=org.apache.kafka.coordinator.group
+logger.group.level=INFO
+";
+
+const TOOLS_LOG4J2: &str = "\
+appender.stderr.type=Console
+appender.stderr.name=STDERR
+appender.stderr.target=SYSTEM_ERR
+appender.stderr.layout.type=PatternLayout
+appender.stderr.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.stderr.ref=STDERR
 ";
 
 #[cfg(test)]
@@ -899,5 +1003,8 @@ mod tests {
     #[test]
     fn the_pom_asks_for_this_version() {
         assert!(POM.contains(&format!("<artifactId>kafka_2.13</artifactId>\n      <version>{KAFKA_VERSION}</version>")));
+        // Kafka 4's pom takes the version from the command line (`-Dkafka.version`).
+        assert!(POM4.contains("<artifactId>kafka_2.13</artifactId>\n      <version>${kafka.version}</version>"));
+        assert!(POM4.contains(&format!("<kafka.version>{}</kafka.version>", KafkaRelease::Kafka44.version())));
     }
 }

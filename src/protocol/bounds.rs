@@ -103,6 +103,11 @@ impl Walk {
                 Ok(())
             }
             Type::Struct(fields) => self.fields(fields, at),
+            // The decoder reads the struct only after a marker of 1, anything else as null.
+            Type::NullableStruct(fields) => match at.take(1)?[0] {
+                1 => self.fields(fields, at),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -134,6 +139,8 @@ impl Walk {
                     .sum();
                 untagged + usize::from(self.flexible)
             }
+            // The null marker alone.
+            Type::NullableStruct(_) => 1,
         }
     }
 }
@@ -274,6 +281,10 @@ mod tests {
                     self.value(element);
                 }
                 Type::Struct(fields) => self.fields(fields),
+                Type::NullableStruct(fields) => {
+                    self.bytes.put_u8(1);
+                    self.fields(fields);
+                }
             }
         }
 
@@ -369,6 +380,7 @@ mod tests {
                 ApiKey::AddOffsetsToTxn => typed::<AddOffsetsToTxnRequest>(),
                 ApiKey::TxnOffsetCommit => typed::<TxnOffsetCommitRequest>(),
                 ApiKey::EndTxn => typed::<EndTxnRequest>(),
+                ApiKey::ConsumerGroupHeartbeat => typed::<ConsumerGroupHeartbeatRequest>(),
                 other => panic!("{other:?} has a schema but no types here"),
             };
             each(message, &*api);
@@ -411,7 +423,7 @@ mod tests {
                     assert!(walk.min_size(element) > 0, "{path} v{}", walk.version);
                     ty = element;
                 }
-                if let Type::Struct(inner) = ty {
+                if let Type::Struct(inner) | Type::NullableStruct(inner) = ty {
                     visit(inner, walk, &path);
                 }
             }

@@ -24,6 +24,8 @@ pub(crate) enum Type {
     Array(&'static Type),
     /// The fields in order, then (in flexible versions) the tagged fields.
     Struct(&'static [Field]),
+    /// An int8 marker, then the struct if the marker is 1 (-1 is null): a nullable struct field.
+    NullableStruct(&'static [Field]),
 }
 
 /// One field of a struct or message.
@@ -89,6 +91,8 @@ pub(crate) const RESPONSES: &[&Message] = &[
     &ADD_OFFSETS_TO_TXN,
     &TXN_OFFSET_COMMIT,
     &END_TXN,
+    // KIP-848's consumer group protocol, read by the Kafka 4 conformance cases.
+    &CONSUMER_GROUP_HEARTBEAT,
 ];
 
 const LATEST: i16 = i16::MAX;
@@ -527,6 +531,34 @@ const OFFSET_COMMIT: Message = Message {
                     ])),
                 ),
             ])),
+        ),
+    ],
+};
+
+/// ConsumerGroupHeartbeatResponse v0-1 (KIP-848).
+const CONSUMER_GROUP_HEARTBEAT: Message = Message {
+    api: ApiKey::ConsumerGroupHeartbeat,
+    flexible_from: 0,
+    fields: &[
+        Field::new("throttle_time_ms", 0, LATEST, I32),
+        Field::new("error_code", 0, LATEST, I16),
+        Field::new("error_message", 0, LATEST, STRING),
+        Field::new("member_id", 0, LATEST, STRING),
+        Field::new("member_epoch", 0, LATEST, I32),
+        Field::new("heartbeat_interval_ms", 0, LATEST, I32),
+        Field::new(
+            "assignment",
+            0,
+            LATEST,
+            Type::NullableStruct(&[Field::new(
+                "topic_partitions",
+                0,
+                LATEST,
+                array(&Type::Struct(&[
+                    Field::new("topic_id", 0, LATEST, UUID),
+                    Field::new("partitions", 0, LATEST, array(&I32)),
+                ])),
+            )]),
         ),
     ],
 };

@@ -53,7 +53,7 @@ pub use offsets::{decode_assignment, CommitRecord};
 
 use faults::ActiveFault;
 use group::{Group, StoredGroup};
-use offsets::{OffsetEntry, PendingCommit};
+use offsets::{PendingCommit, StoredOffset};
 use transactions::Transaction;
 
 /// Kafka error codes, by name: the client's own vocabulary (spec §2.2).
@@ -269,14 +269,16 @@ pub struct ScriptedCoordinator {
     /// Group records as last written to the log (§4.1), for reloads.
     log: BTreeMap<String, StoredGroup>,
     /// Materialized offsets per group (the log and the cache; they survive unloads).
-    offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetEntry>>,
+    offsets: BTreeMap<String, BTreeMap<(String, i32), StoredOffset>>,
+    /// The offsets log's end: commits are appended in the order they are handled.
+    offsets_log_end: u64,
     /// Commits still "being appended" (a delayed OffsetCommit), per group and partition.
     pending_offsets: BTreeMap<(String, String, i32), u32>,
     commits: Vec<CommitRecord>,
     /// Transactions by transactional id.
     transactions: BTreeMap<String, Transaction>,
     /// Transactional offsets awaiting their transaction's end, per (group, producer id).
-    txn_offsets: BTreeMap<(String, i64), BTreeMap<(String, i32), OffsetEntry>>,
+    txn_offsets: BTreeMap<(String, i64), BTreeMap<(String, i32), StoredOffset>>,
     next_producer_id: i64,
     history: BTreeMap<String, Vec<(i32, Assignment)>>,
     conns: HashMap<ConnId, Conn>,
@@ -302,6 +304,7 @@ impl ScriptedCoordinator {
             groups: BTreeMap::new(),
             log: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            offsets_log_end: 0,
             pending_offsets: BTreeMap::new(),
             commits: Vec::new(),
             transactions: BTreeMap::new(),
@@ -464,7 +467,7 @@ impl ScriptedCoordinator {
 
     /// The materialized committed offset.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.offsets.get(group)?.get(&(topic.to_string(), partition)).map(|e| e.offset)
+        self.offsets.get(group)?.get(&(topic.to_string(), partition)).map(|s| s.entry.offset)
     }
 
     /// Every commit the coordinator accepted, with the partition's owner in that generation.

@@ -57,11 +57,22 @@ pub(crate) struct OffsetEntry {
     pub metadata: String,
 }
 
-/// Offsets validated but not yet "appended" (a delayed OffsetCommit response).
+/// Offsets validated and appended to the offsets log, whose append may not have completed yet
+/// (a delayed OffsetCommit response).
 #[derive(Debug)]
 pub(crate) struct PendingCommit {
     pub group: String,
     pub entries: OffsetEntries,
+    /// Where the commit sits in the offsets log: the cache keeps, per partition, the commit
+    /// appended last, whichever append completes last (`onOffsetCommitAppend`'s `olderThan`).
+    pub appended: u64,
+}
+
+/// A materialized offset and the log position of the commit that wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredOffset {
+    pub entry: OffsetEntry,
+    pub appended: u64,
 }
 
 /// Offsets by (topic, partition), in request order.
@@ -292,7 +303,7 @@ impl ScriptedCoordinator {
         for (key, e) in &entries {
             self.record_commit(now, g, &member_id, generation, key, e.offset);
         }
-        let commit = PendingCommit { group: g.id.clone(), entries };
+        let commit = PendingCommit { group: g.id.clone(), entries, appended: self.append_position() };
         if reply.is_delayed() {
             // A slow append: pending until the response goes out (GM 746-751).
             for (key, _) in &commit.entries {
@@ -300,7 +311,7 @@ impl ScriptedCoordinator {
             }
             (outcome, Some(commit))
         } else {
-            self.store_offsets(commit);
+            self.store_commit(commit);
             (outcome, None)
         }
     }
@@ -335,11 +346,34 @@ impl ScriptedCoordinator {
         });
     }
 
-    pub(crate) fn store_offsets(&mut self, commit: PendingCommit) {
-        let offsets = self.offsets.entry(commit.group).or_default();
-        for (key, entry) in commit.entries {
-            offsets.insert(key, entry);
+    /// The next position in the offsets log.
+    pub(crate) fn append_position(&mut self) -> u64 {
+        self.offsets_log_end += 1;
+        self.offsets_log_end
+    }
+
+    /// A commit's append completed: its offsets replace those of commits appended before it,
+    /// never those of a later one (a slow append completing after a later commit's).
+    pub(crate) fn store_offsets(
+        &mut self,
+        group: String,
+        entries: impl IntoIterator<Item = ((String, i32), StoredOffset)>,
+    ) {
+        let offsets = self.offsets.entry(group).or_default();
+        for (key, stored) in entries {
+            match offsets.get(&key) {
+                Some(newer) if newer.appended > stored.appended => {}
+                _ => {
+                    offsets.insert(key, stored);
+                }
+            }
         }
+    }
+
+    fn store_commit(&mut self, commit: PendingCommit) {
+        let appended = commit.appended;
+        let entries = commit.entries.into_iter().map(|(key, entry)| (key, StoredOffset { entry, appended }));
+        self.store_offsets(commit.group, entries);
     }
 
     /// A delayed commit's response goes out: its offsets become visible.
@@ -353,7 +387,7 @@ impl ScriptedCoordinator {
                 }
             }
         }
-        self.store_offsets(commit);
+        self.store_commit(commit);
     }
 
     // ----------------------------------------------------------------------------------
@@ -477,7 +511,7 @@ impl ScriptedCoordinator {
                         if live && require_stable && pending {
                             return Fetched::unknown(partition, UNSTABLE_OFFSET_COMMIT);
                         }
-                        match stored.and_then(|s| s.get(&key)) {
+                        match stored.and_then(|s| s.get(&key)).map(|s| &s.entry) {
                             Some(e) => Fetched {
                                 partition,
                                 offset: e.offset,

@@ -1225,6 +1225,29 @@ fn fault_delay_on_commit_keeps_the_offset_pending() {
 }
 
 #[test]
+fn a_slow_commit_completing_last_does_not_undo_a_later_commit() {
+    // The cache keeps each partition's commit appended last (GroupMetadata.onOffsetCommitAppend's
+    // olderThan check), even when an earlier append completes after it: a commit the client gave
+    // up on (its connection closed) cannot move the offset back behind its retry.
+    let mut h = H::new();
+    let a = stable_single(&mut h, SESSION, RT);
+    h.c.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Delay(Duration::from_secs(2))).once());
+    h.send(1, 8, commit(1, &a, &[("t", 0, 1000)]));
+    h.c.handle_disconnect(h.now, ConnId(1));
+    let c = h.send(2, 8, commit(1, &a, &[("t", 0, 2000)]));
+    assert_eq!(h.commit_codes(2, c).expect("answered at once"), vec![("t".into(), 0, NONE)]);
+    assert_eq!(h.c.committed(G, "t", 0), Some(2000));
+    h.at(5_000);
+    assert_eq!(h.c.committed(G, "t", 0), Some(2000), "the earlier append completed last");
+    // An earlier append that completes before a later one is simply overwritten.
+    h.c.inject(Fault::new(ApiKey::OffsetCommit, FaultAction::Delay(Duration::from_secs(1))).once());
+    let slow = h.send(2, 8, commit(1, &a, &[("t", 0, 3000)]));
+    h.at(6_500);
+    assert_eq!(h.commit_codes(2, slow).expect("delayed"), vec![("t".into(), 0, NONE)]);
+    assert_eq!(h.c.committed(G, "t", 0), Some(3000));
+}
+
+#[test]
 fn fault_error_when_next_answers_once_the_connection_sends_again() {
     let mut h = H::new();
     let a = stable_single(&mut h, SESSION, RT);

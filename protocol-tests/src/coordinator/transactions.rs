@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 
 use super::errors::*;
 use super::group::Group;
-use super::offsets::{commit_answer_topics, commit_topics, validate_offset_commit, PendingCommit};
+use super::offsets::{commit_answer_topics, commit_topics, validate_offset_commit, StoredOffset};
 use super::{GroupApi, ReplyTo, ScriptedCoordinator};
 
 /// One transactional id's state.
@@ -108,8 +108,12 @@ impl ScriptedCoordinator {
                         Some(error) => vec![error; valid.len()],
                         None => {
                             let (outcome, entries) = self.sized_entries(&topics, &valid);
+                            // Appended now; visible once the transaction commits.
+                            let appended = self.append_position();
                             let pending = self.txn_offsets.entry((group_id.clone(), r.producer_id.0)).or_default();
-                            pending.extend(entries);
+                            pending.extend(
+                                entries.into_iter().map(|(key, entry)| (key, StoredOffset { entry, appended })),
+                            );
                             outcome
                         }
                     }
@@ -153,7 +157,7 @@ impl ScriptedCoordinator {
         for key in keys {
             let Some(offsets) = self.txn_offsets.remove(&key) else { continue };
             if commit {
-                self.store_offsets(PendingCommit { group: key.0, entries: offsets.into_iter().collect() });
+                self.store_offsets(key.0, offsets);
             }
         }
     }

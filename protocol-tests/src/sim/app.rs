@@ -181,6 +181,8 @@ impl Sim {
     /// Carries out what the session asks of the member and the log.
     fn app_carry_out(&mut self, i: usize) {
         while let Some(action) = self.members[i].app.session.poll_action() {
+            let name = self.members[i].name.clone();
+            self.log(|| format!("{name} session {action:?}"));
             let m = &mut self.members[i];
             m.app.log.apply(&action);
             match action {

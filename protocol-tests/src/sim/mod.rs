@@ -520,7 +520,7 @@ impl Sim {
         )
     }
 
-    fn log(&self, what: impl FnOnce() -> String) {
+    pub(super) fn log(&self, what: impl FnOnce() -> String) {
         if self.cfg.log {
             eprintln!("{:>10.3?} {}", self.elapsed(), what());
         }
@@ -815,7 +815,18 @@ impl Sim {
                 }
                 let name = self.members[member].name.clone();
                 self.log(|| {
-                    format!("{name} -> coordinator conn {} #{corr} {:?} v{version}", conn.0, api_key(&request))
+                    let detail = match &request {
+                        RequestKind::OffsetCommit(r) => format!(
+                            " generation {} {:?}",
+                            r.generation_id_or_member_epoch,
+                            r.topics
+                                .iter()
+                                .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset)))
+                                .collect::<Vec<_>>()
+                        ),
+                        _ => String::new(),
+                    };
+                    format!("{name} -> coordinator conn {} #{corr} {:?} v{version}{detail}", conn.0, api_key(&request))
                 });
                 self.coord.handle_request_with_client_id(self.now, conn, &name, corr, version, request);
                 self.drain_coordinator();

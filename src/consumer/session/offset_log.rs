@@ -24,15 +24,20 @@ impl OffsetLog {
         OffsetLog { batch, positions: BTreeMap::new(), paused: Vec::new() }
     }
 
-    /// Applies a fetch action (start, pause, resume, seek, forget); ignores the others.
+    /// Applies a fetch action (start, pause, resume, seek, forget); ignores the others. As in
+    /// the fetcher, pausing concerns only partitions being fetched, and a start is unpaused.
     pub fn apply(&mut self, action: &SessionAction) {
         match action {
             SessionAction::Fetch(starts) => {
                 for (tp, start) in starts {
                     self.positions.insert(tp.clone(), position(*start));
+                    self.paused.retain(|paused| paused != tp);
                 }
             }
-            SessionAction::Pause(partitions) => self.paused.extend(partitions.iter().cloned()),
+            SessionAction::Pause(partitions) => {
+                let fetched = partitions.iter().filter(|tp| self.positions.contains_key(*tp));
+                self.paused.extend(fetched.cloned());
+            }
             SessionAction::Resume(partitions) => self.paused.retain(|tp| !partitions.contains(tp)),
             SessionAction::Seek(tp, to) => {
                 self.positions.insert(tp.clone(), position(*to));

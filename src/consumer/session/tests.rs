@@ -150,6 +150,27 @@ fn a_partition_starts_only_from_an_answered_lookup() {
 }
 
 #[test]
+fn a_partition_kept_through_a_revoke_window_its_lookup_outlasted_starts_unpaused() {
+    // Eager rebalance while the committed offsets are still being looked up (the coordinator
+    // moved): the window pauses partitions nothing fetches yet, and they come back in the same
+    // streak. The lookup's answer must start them as any other.
+    let mut h = Harness::new(|_| {});
+    h.assigned(2, &[(0, 2), (1, 2)], &[]);
+    let lookup = h.last_lookup();
+    h.revoke_requested(2, &[0, 1]);
+    assert!(h.revoke_done_sent(), "no lease is held: the window closes at once");
+    h.assigned(3, &[(0, 2), (1, 2)], &[]);
+    assert_eq!(h.last_lookup(), lookup, "same streak: the lookup in flight still counts");
+    assert!(h.next_batch().is_none(), "nothing before the committed offset is known");
+    h.answer_lookup(&[(0, Some(300)), (1, None)]);
+    let first = h.next_batch().expect("a batch after the answer");
+    let second = h.next_batch().expect("the other partition");
+    let mut got = vec![(first.partition, first.records), (second.partition, second.records)];
+    got.sort_by_key(|(tp, _)| tp.partition);
+    assert_eq!(got, vec![(tp(0), 300..400), (tp(1), 0..100)]);
+}
+
+#[test]
 fn an_ownership_gap_drops_buffered_records_and_starts_again_from_the_committed_offset() {
     let mut h = started(|_| {});
     let first = h.next_batch().expect("a batch");
