@@ -3,6 +3,12 @@
 //! (`kafka-clients` 3.6.2) side by side in one run, on one broker, each on every schedule and
 //! processing time; writes `benches/SEED-KAFKA36.md` and prints its summary table.
 //!
+//! `KGROUP_SEED_BROKER=kafka40|kafka44` runs it on Kafka 4.0.2 or 4.4.0 instead, and
+//! `KGROUP_SEED_GROUP_PROTOCOL=consumer` makes librdkafka's members use KIP-848's consumer
+//! protocol (`group.protocol=consumer`; kgroup's members and the Java peer speak the classic
+//! protocol only, so that run is librdkafka's alone); the results go to
+//! `benches/SEED-KAFKA44-CONSUMER.md` and the like.
+//!
 //! ```sh
 //! cargo bench --bench seed --features embedded-broker
 //! ```
@@ -20,7 +26,8 @@
 //! `KGROUP_SEED_EVERY_S` (8: schedule (b)'s interval), `KGROUP_SEED_INITIAL` (72000 messages up
 //! front), `KGROUP_SEED_RATE` (10000 messages/s while the members run),
 //! `KGROUP_SEED_BATCH_WAIT_MS` (1000: how long a kgroup or librdkafka batch keeps reading after
-//! its first read, see `RdPace`), `KGROUP_SEED_OUT` (the results file). This measures; it asserts nothing (`integration/tests/seed_kafka36.rs` does,
+//! its first read, see `RdPace`), `KGROUP_SEED_BROKER` (`kafka36`), `KGROUP_SEED_GROUP_PROTOCOL`
+//! (`classic`), `KGROUP_SEED_OUT` (the results file). This measures; it asserts nothing (`integration/tests/seed_kafka36.rs` does,
 //! for kgroup at CI size).
 
 #[path = "shared/java.rs"]
@@ -41,10 +48,10 @@ use std::time::{Duration, Instant};
 
 use java::{java_binary, java_version};
 use kgroup::embedded::die_with_parent;
-use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KAFKA_VERSION};
+use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KafkaRelease};
 use machine::{loadavg, machine};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -89,9 +96,19 @@ impl ClientKind {
     }
 }
 
+/// The group protocol librdkafka's members use (`group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupProtocol {
+    Classic,
+    /// KIP-848's consumer protocol.
+    Consumer,
+}
+
 /// The run's sizes, from the environment.
 #[derive(Debug, Clone)]
 struct Sizes {
+    release: KafkaRelease,
+    group_protocol: GroupProtocol,
     members: usize,
     schedules: Vec<Schedule>,
     clients: Vec<ClientKind>,
@@ -149,9 +166,36 @@ fn sizes() -> Result<Sizes, BoxError> {
     if schedules.is_empty() || clients.is_empty() || processing.is_empty() {
         return Err("nothing to run: KGROUP_SEED_SCHEDULES, _CLIENTS and _PROCESSING_MS need a value each".into());
     }
+    let release = match env_or("KGROUP_SEED_BROKER", "kafka36").as_str() {
+        "kafka36" => KafkaRelease::Kafka36,
+        "kafka40" => KafkaRelease::Kafka40,
+        "kafka44" => KafkaRelease::Kafka44,
+        other => return Err(format!("KGROUP_SEED_BROKER: unknown broker {other:?} (kafka36, kafka40, kafka44)").into()),
+    };
+    let group_protocol = match env_or("KGROUP_SEED_GROUP_PROTOCOL", "classic").as_str() {
+        "classic" => GroupProtocol::Classic,
+        "consumer" if release == KafkaRelease::Kafka36 => {
+            return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer needs a Kafka 4 broker (KGROUP_SEED_BROKER)".into())
+        }
+        "consumer" if clients != [ClientKind::Librdkafka] => {
+            return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer: only librdkafka's members speak it here \
+                        (KGROUP_SEED_CLIENTS=librdkafka)"
+                .into())
+        }
+        "consumer" => GroupProtocol::Consumer,
+        other => return Err(format!("KGROUP_SEED_GROUP_PROTOCOL: {other:?} (classic, consumer)").into()),
+    };
+    let file = match (release, group_protocol) {
+        (KafkaRelease::Kafka36, _) => "SEED-KAFKA36.md".to_owned(),
+        (release, protocol) => format!(
+            "SEED-KAFKA{}-{}.md",
+            release.version().split('.').take(2).collect::<String>(),
+            if protocol == GroupProtocol::Consumer { "CONSUMER" } else { "CLASSIC" }
+        ),
+    };
     let out = std::env::var_os("KGROUP_SEED_OUT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/SEED-KAFKA36.md"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches").join(file));
     let knobs = [
         "KGROUP_SEED_MEMBERS",
         "KGROUP_SEED_SCHEDULES",
@@ -162,6 +206,8 @@ fn sizes() -> Result<Sizes, BoxError> {
         "KGROUP_SEED_INITIAL",
         "KGROUP_SEED_RATE",
         "KGROUP_SEED_BATCH_WAIT_MS",
+        "KGROUP_SEED_BROKER",
+        "KGROUP_SEED_GROUP_PROTOCOL",
     ];
     let set: Vec<String> = knobs.iter().filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))).collect();
     let command = format!(
@@ -169,6 +215,8 @@ fn sizes() -> Result<Sizes, BoxError> {
         set.iter().map(|s| format!("{s} ")).collect::<String>()
     );
     Ok(Sizes {
+        release,
+        group_protocol,
         members,
         schedules,
         clients,
@@ -199,12 +247,18 @@ struct RunResult {
 
 async fn seed() -> Result<(), BoxError> {
     let sizes = sizes()?;
-    eprintln!("seed on Kafka {KAFKA_VERSION}: {sizes:?}");
+    let version = sizes.release.version();
+    eprintln!("seed on Kafka {version}: {sizes:?}");
     let java = if sizes.clients.contains(&ClientKind::Java) { Some(JavaSetup::new()?) } else { None };
-    let kafka = Kafka36Cluster::start(Kafka36Options::default()).await?;
+    let kafka = Kafka36Cluster::start(Kafka36Options { release: sizes.release, ..Default::default() }).await?;
+    let consumer_groups = match sizes.release {
+        KafkaRelease::Kafka36 => "",
+        _ => ", group.consumer.heartbeat.interval.ms = 5000, group.consumer.session.timeout.ms = 45000",
+    };
     let broker = format!(
-        "Apache Kafka {KAFKA_VERSION} (KRaft, one node, 127.0.0.1, from Maven Central), \
-         group.initial.rebalance.delay.ms = 3000, group.min.session.timeout.ms = 6000 (Kafka's defaults)"
+        "Apache Kafka {version} (KRaft, one node, 127.0.0.1, from Maven Central), \
+         group.initial.rebalance.delay.ms = 3000, group.min.session.timeout.ms = 6000{consumer_groups} \
+         (Kafka's defaults)"
     );
     let facts = machine(vec![("broker", broker), ("Java", java_version())]);
     let started = Instant::now();
@@ -258,6 +312,7 @@ async fn one_run(
         tail: sizes.tail,
         stable_timeout: STABLE_TIMEOUT,
         drain_timeout: DRAIN_TIMEOUT,
+        member_epochs: sizes.group_protocol == GroupProtocol::Consumer,
     };
     let began = Instant::now();
     let progress = |what: &str| eprintln!("[{id} +{:.1}s] {what}", began.elapsed().as_secs_f64());
@@ -270,7 +325,8 @@ async fn one_run(
                 run(&spec, &mut client, &recorder, &progress).await
             }
             ClientKind::Librdkafka => {
-                let mut client = RdClient::new(&spec, processing, sizes.batch_wait, recorder.clone());
+                let mut client =
+                    RdClient::new(&spec, sizes.group_protocol, processing, sizes.batch_wait, recorder.clone());
                 run(&spec, &mut client, &recorder, &progress).await
             }
             ClientKind::Java => match java {
@@ -288,16 +344,26 @@ async fn one_run(
     let outcome = match record {
         Err(_) => Err(format!("did not finish within {RUN_TIMEOUT:?}")),
         Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(record)) => judge(kafka, &spec, record),
+        Ok(Ok(record)) => judge(kafka, &spec, sizes.group_protocol, record),
     };
     RunResult { client, schedule, processing, wall, load, outcome }
 }
 
-fn judge(kafka: &Kafka36Cluster, spec: &RunSpec, record: RunRecord) -> Result<(RunRecord, Analysis), String> {
+fn judge(
+    kafka: &Kafka36Cluster,
+    spec: &RunSpec,
+    group_protocol: GroupProtocol,
+    record: RunRecord,
+) -> Result<(RunRecord, Analysis), String> {
     let log = kafka.log(1).map_err(|e| e.to_string())?;
     let timeline = broker_timeline(&log, &spec.group, &spec.topic, record.topic_created_ms)
         .ok_or("the broker's log has no CreateTopics line for the topic")?;
-    let analysis = analyze(&record.events, &record.log_end, &timeline, Protocol::Eager, record.end_ms);
+    // KIP-848 groups log no `Stabilized` lines: their commits are judged by time.
+    let protocol = match group_protocol {
+        GroupProtocol::Classic => Protocol::Eager,
+        GroupProtocol::Consumer => Protocol::Consumer,
+    };
+    let analysis = analyze(&record.events, &record.log_end, &timeline, protocol, record.end_ms);
     Ok((record, analysis))
 }
 
@@ -344,8 +410,10 @@ impl ConsumerContext for RdContext {
         }
         let partitions = |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect();
         let generation = rd_generation(consumer);
+        // KIP-848 (and cooperative assignors) name only the partitions added.
+        let incremental = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let what = match rebalance {
-            Rebalance::Assign(tpl) => What::Assigned { generation, partitions: partitions(tpl), incremental: false },
+            Rebalance::Assign(tpl) => What::Assigned { generation, partitions: partitions(tpl), incremental },
             Rebalance::Revoke(tpl) if consumer.assignment_lost() => What::Lost { partitions: partitions(tpl) },
             Rebalance::Revoke(tpl) => What::Revoked { generation, partitions: partitions(tpl) },
             Rebalance::Error(e) => {
@@ -360,6 +428,7 @@ impl ConsumerContext for RdContext {
 struct RdClient {
     bootstrap: String,
     group: String,
+    protocol: GroupProtocol,
     topic: String,
     processing: Duration,
     batch_wait: Duration,
@@ -369,10 +438,17 @@ struct RdClient {
 }
 
 impl RdClient {
-    fn new(spec: &RunSpec, processing: Duration, batch_wait: Duration, recorder: Arc<Recorder>) -> RdClient {
+    fn new(
+        spec: &RunSpec,
+        protocol: GroupProtocol,
+        processing: Duration,
+        batch_wait: Duration,
+        recorder: Arc<Recorder>,
+    ) -> RdClient {
         RdClient {
             bootstrap: spec.bootstrap.clone(),
             group: spec.group.clone(),
+            protocol,
             topic: spec.topic.clone(),
             processing,
             batch_wait,
@@ -383,16 +459,26 @@ impl RdClient {
     }
 }
 
-/// librdkafka's properties: the common ones it has (not `max.poll.records`), the range assignor.
-fn rd_config(bootstrap: &str, group: &str, member: Member) -> ClientConfig {
+/// Settings the broker owns under KIP-848: librdkafka refuses them with `group.protocol=consumer`.
+const BROKER_SIDE_UNDER_KIP848: &[&str] = &["session.timeout.ms", "heartbeat.interval.ms"];
+
+/// librdkafka's properties: the common ones it has (not `max.poll.records`), the range assignor;
+/// under KIP-848 the broker's assignor and session instead.
+fn rd_config(bootstrap: &str, group: &str, member: Member, protocol: GroupProtocol) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("group.id", group)
-        .set("client.id", format!("seed-librdkafka-{member}"))
-        .set("partition.assignment.strategy", "range");
-    for (key, value) in CONSUMER_SETTINGS.iter().filter(|(k, _)| *k != "max.poll.records") {
+        .set("client.id", format!("seed-librdkafka-{member}"));
+    match protocol {
+        GroupProtocol::Classic => config.set("partition.assignment.strategy", "range"),
+        GroupProtocol::Consumer => config.set("group.protocol", "consumer"),
+    };
+    let skipped = |key: &str| {
+        key == "max.poll.records" || (protocol == GroupProtocol::Consumer && BROKER_SIDE_UNDER_KIP848.contains(&key))
+    };
+    for (key, value) in CONSUMER_SETTINGS.iter().filter(|(k, _)| !skipped(k)) {
         config.set(*key, *value);
     }
     config
@@ -400,7 +486,7 @@ fn rd_config(bootstrap: &str, group: &str, member: Member) -> ClientConfig {
 
 impl Client for RdClient {
     async fn add_member(&mut self, member: Member) -> Result<(), BoxError> {
-        let consumer: BaseConsumer<RdContext> = rd_config(&self.bootstrap, &self.group, member)
+        let consumer: BaseConsumer<RdContext> = rd_config(&self.bootstrap, &self.group, member, self.protocol)
             .create_with_context(RdContext { member, recorder: self.recorder.clone(), stop: self.stop.clone() })?;
         consumer.subscribe(&[&self.topic])?;
         let pace = RdPace { processing: self.processing, batch_wait: self.batch_wait };
@@ -921,7 +1007,21 @@ fn results_markdown(
     total: Duration,
     load: (&str, &str),
 ) -> String {
-    let mut out = String::from("# The seed scenario on Kafka 3.6: kgroup, librdkafka and the Java client\n\n");
+    let mut out = match sizes.group_protocol {
+        GroupProtocol::Classic => format!(
+            "# The seed scenario on Kafka {}: kgroup, librdkafka and the Java client\n\n",
+            sizes.release.version()
+        ),
+        GroupProtocol::Consumer => format!(
+            "# The seed scenario on Kafka {}: librdkafka on KIP-848's consumer protocol\n\n\
+             librdkafka's members use `group.protocol=consumer` (the broker assigns, `uniform`; session and \
+             heartbeat interval are the broker's). Member epochs take the place of generations, and the \
+             broker logs no `Stabilized` line for such a group: a commit counts as the owner's when the \
+             committing member's own callbacks say it held the partition when the commit was sent, and as \
+             a not-owner commit when another member's did (time to final stable: —).\n\n",
+            sizes.release.version()
+        ),
+    };
     let _ = writeln!(
         out,
         "Written by `{}` (see `benches/seed.rs`), {:.0} s in all; load average {} at the start, {} at the end. \

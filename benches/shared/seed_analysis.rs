@@ -186,6 +186,11 @@ pub enum Protocol {
     Eager,
     /// KIP-429: a partition that moves is unassigned for one generation.
     Cooperative,
+    /// KIP-848's consumer protocol: each member moves through member epochs on its own, and its
+    /// callbacks name only the partitions added and revoked (an epoch that changes nothing has
+    /// none). A commit is judged by time instead of generation: the partition's owner is the
+    /// member whose callbacks say it held the partition when the commit was sent.
+    Consumer,
 }
 
 /// A partition offset committed for a partition that another member owned in that generation.
@@ -266,6 +271,8 @@ struct Ownership {
     /// Per member, each generation it was assigned and what it held then, in order.
     history: BTreeMap<Member, Vec<(i32, BTreeSet<Partition>)>>,
     reporting: BTreeMap<i32, BTreeSet<Member>>,
+    /// Per partition, each member's holding periods `[from_ms, to_ms)` (`u64::MAX`: to the end).
+    periods: BTreeMap<Partition, Vec<(Member, u64, u64)>>,
 }
 
 impl Ownership {
@@ -274,6 +281,7 @@ impl Ownership {
         let mut holding: BTreeMap<Member, BTreeSet<Partition>> = BTreeMap::new();
         for event in events {
             let held = holding.entry(event.member).or_default();
+            let before = held.clone();
             match &event.what {
                 What::Assigned { generation, partitions, incremental } => {
                     if !incremental {
@@ -293,8 +301,23 @@ impl Ownership {
                 }
                 What::Batch { .. } | What::Commit { .. } => {}
             }
+            for &p in held.difference(&before) {
+                ownership.periods.entry(p).or_default().push((event.member, event.at_ms, u64::MAX));
+            }
+            for p in before.difference(held) {
+                let periods = ownership.periods.entry(*p).or_default();
+                if let Some(open) = periods.iter_mut().rev().find(|(m, _, to)| *m == event.member && *to == u64::MAX) {
+                    open.2 = event.at_ms;
+                }
+            }
         }
         ownership
+    }
+
+    /// The members whose callbacks say they held `partition` at `at_ms`.
+    fn holders_at(&self, partition: Partition, at_ms: u64) -> BTreeSet<Member> {
+        let periods = self.periods.get(&partition).map(Vec::as_slice).unwrap_or_default();
+        periods.iter().filter(|(_, from, to)| *from <= at_ms && at_ms < *to).map(|(m, _, _)| *m).collect()
     }
 
     /// What `member` held in the last generation before `generation` it was assigned.
@@ -444,6 +467,27 @@ fn judge(
     sent_ms: u64,
     commit: &PartitionCommit,
 ) {
+    if protocol == Protocol::Consumer {
+        let holders = ownership.holders_at(commit.partition, sent_ms);
+        if holders.contains(&event.member) {
+            analysis.owner_commits += 1;
+        } else if holders.is_empty() {
+            analysis.unattributed_commits += 1;
+        } else {
+            let generation = match commit.stamp {
+                Stamp::Exact(g) | Stamp::Between(g, _) => g,
+            };
+            analysis.not_owner.push(NotOwnerCommit {
+                member: event.member,
+                partition: commit.partition,
+                generation,
+                offset: commit.offset,
+                owners: holders.into_iter().collect(),
+                at_ms: event.at_ms,
+            });
+        }
+        return;
+    }
     let (generation, contradicted) = resolve(commit.stamp, sent_ms, event.at_ms, timeline);
     if let Some(contradicted) = contradicted {
         analysis.stamps_checked += 1;

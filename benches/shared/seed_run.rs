@@ -87,6 +87,9 @@ pub struct RunSpec {
     pub stable_timeout: Duration,
     /// Bound on processing what was produced, once the producer stops.
     pub drain_timeout: Duration,
+    /// KIP-848: members move through member epochs on their own, so a stable group is one
+    /// whose members each hold some partitions, every partition once, whatever their epochs.
+    pub member_epochs: bool,
 }
 
 /// A client whose members the run starts and stops.
@@ -201,19 +204,24 @@ impl Recorder {
     }
 
     /// The generation members `0..members` were all last assigned, if their holdings cover the
-    /// partitions exactly once.
-    pub fn stable_generation(&self, members: usize, partitions: i32) -> Option<i32> {
+    /// partitions exactly once. With `member_epochs` (KIP-848) the members' epochs may differ
+    /// (the highest is returned) but each must hold some partition.
+    pub fn stable_generation(&self, members: usize, partitions: i32, member_epochs: bool) -> Option<i32> {
         let state = self.lock();
         let mut generations = BTreeSet::new();
         let mut owned = Vec::new();
         for member in 0..members as Member {
             let (generation, held) = state.holding.get(&member)?;
+            if member_epochs && held.is_empty() {
+                return None;
+            }
             generations.insert(*generation);
             owned.extend(held.iter().copied());
         }
         owned.sort_unstable();
-        if generations.len() == 1 && owned == (0..partitions).collect::<Vec<_>>() {
-            generations.pop_first()
+        let agreed = generations.len() == 1 || member_epochs;
+        if agreed && owned == (0..partitions).collect::<Vec<_>>() {
+            generations.pop_last()
         } else {
             None
         }
@@ -382,7 +390,7 @@ async fn wait_stable<C: Client>(
 ) -> Result<Option<i32>, BoxError> {
     let deadline = Instant::now() + spec.stable_timeout;
     loop {
-        if let Some(generation) = recorder.stable_generation(members, spec.partitions) {
+        if let Some(generation) = recorder.stable_generation(members, spec.partitions, spec.member_epochs) {
             return Ok(Some(generation));
         }
         client.check()?;

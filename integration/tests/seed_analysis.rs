@@ -225,3 +225,34 @@ fn records_become_ranges_of_consecutive_offsets_per_partition() {
     let records = [(3, 10), (3, 11), (5, 0), (3, 12), (5, 1), (3, 20)];
     assert_eq!(ranges(records), vec![(3, 10, 12), (5, 0, 1), (3, 20, 20)]);
 }
+
+#[test]
+fn under_the_consumer_protocol_a_commit_is_judged_by_who_held_the_partition_when_it_was_sent() {
+    let events = vec![
+        added(10, 0, 1, &[0, 1]),
+        batch(20, 0, 1, 1, 0, 9),
+        // Epoch 2 moves partition 1 to member 1, which gets it once member 0 revoked it; no
+        // callback marks member 0's epoch change for partition 0.
+        revoked(30, 0, 1, &[1]),
+        added(35, 1, 2, &[1]),
+        // Member 0 commits partition 1 after revoking it (member 1 holds it), and partition 0,
+        // which it still holds, stamped with an epoch no callback named.
+        commit(40, 0, 1, 1, 10, Stamp::Between(2, 2), Outcome::Committed),
+        commit(41, 0, 1, 0, 5, Stamp::Between(2, 2), Outcome::Committed),
+        batch(50, 1, 2, 1, 0, 9),
+        commit(60, 1, 2, 1, 10, Stamp::Between(2, 2), Outcome::Committed),
+        // Between the revocation and the new owner's assignment nobody holds partition 1.
+        commit(33, 0, 1, 1, 10, Stamp::Between(2, 2), Outcome::Committed),
+    ];
+    let a = analyze(&events, &ends(&[(1, 10)]), &[], Protocol::Consumer, 100);
+    assert_eq!(a.partitions_committed, 4);
+    assert_eq!(a.owner_commits, 2, "{a:?}");
+    assert_eq!(a.unattributed_commits, 1, "{a:?}");
+    assert_eq!(a.not_owner.len(), 1, "{a:?}");
+    let n = &a.not_owner[0];
+    assert_eq!((n.member, n.partition, n.owners.as_slice()), (0, 1, &[1][..]));
+    // Under the generation-based judgement the same log has no owner in epoch 2 for member 0's
+    // partition 0: it would be unattributed, not an owner commit.
+    let by_generation = analyze(&events, &ends(&[(1, 10)]), &[], Protocol::Cooperative, 100);
+    assert!(by_generation.owner_commits < a.owner_commits, "{by_generation:?}");
+}

@@ -35,6 +35,7 @@ fn spec(bootstrap: &str) -> RunSpec {
         tail: Duration::from_secs(3),
         stable_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(90),
+        member_epochs: false,
     }
 }
 
