@@ -876,7 +876,7 @@ fn summary_table(results: &[RunResult]) -> String {
     out
 }
 
-fn details(r: &RunResult) -> String {
+fn details(r: &RunResult, protocol: GroupProtocol) -> String {
     let mut out = format!(
         "### {}, {}, {} ms per batch\n\nWall time {:.1} s, load average {} -> {}.\n\n",
         r.client.name(),
@@ -936,18 +936,34 @@ fn details(r: &RunResult) -> String {
             a.not_sent_calls.iter().map(|(why, n)| format!("{why} {n}")).collect::<Vec<_>>().join(", ")
         }
     );
-    let _ = writeln!(
-        out,
-        "- {} partition offsets committed: {} by the partition's owner in the commit's generation, {} by another \
-         member than the owner, {} in a revoke window, {} in a generation without a known owner, {} whose \
-         generation neither the client nor the broker's log pins down",
-        a.partitions_committed,
-        a.owner_commits,
-        a.not_owner.len(),
-        a.revoke_window_commits,
-        a.unattributed_commits,
-        a.unresolved_commits
-    );
+    match protocol {
+        GroupProtocol::Classic => {
+            let _ = writeln!(
+                out,
+                "- {} partition offsets committed: {} by the partition's owner in the commit's generation, {} by \
+                 another member than the owner, {} in a revoke window, {} in a generation without a known owner, {} \
+                 whose generation neither the client nor the broker's log pins down",
+                a.partitions_committed,
+                a.owner_commits,
+                a.not_owner.len(),
+                a.revoke_window_commits,
+                a.unattributed_commits,
+                a.unresolved_commits
+            );
+        }
+        GroupProtocol::Consumer => {
+            let _ = writeln!(
+                out,
+                "- {} partition offsets committed: {} by a member that held the partition when it sent the commit, \
+                 {} while another member held it, {} after the committing member had given it up and before \
+                 another was given it",
+                a.partitions_committed,
+                a.owner_commits,
+                a.not_owner.len(),
+                a.unattributed_commits
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "- generations the client reported, checked against the broker's log: {} (contradicted: {})",
@@ -1109,7 +1125,7 @@ fn results_markdown(
     );
     out.push_str("## Per run\n\n");
     for r in results {
-        out.push_str(&details(r));
+        out.push_str(&details(r, sizes.group_protocol));
     }
     out
 }

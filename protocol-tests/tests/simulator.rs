@@ -353,6 +353,82 @@ fn run_case(case: &Case) -> CaseResult {
     }
 }
 
+/// Cases the property test found, kept by name (the persisted seeds replay them only while the
+/// strategies stay the same).
+#[test]
+fn cases_the_property_test_found_stay_fixed() {
+    let fault = |api, kind, times, member| Action::Fault(FaultSpec { api, kind, nth: None, times, member });
+    let cases = [
+        // A commit abandoned with its connection (coordinator moved) completes after its retry
+        // and a later commit: Kafka keeps the commit appended last (the scripted coordinator
+        // once let the slow one win and move the offset back).
+        Case {
+            seed: 0,
+            members: 5,
+            partitions: 18,
+            heartbeat_ms: 1000,
+            batch_ms: 804,
+            initial_delay_ms: 0,
+            immediate_revoke: true,
+            old_versions: false,
+            reads_per_commit: None,
+            cooperative: false,
+            schedule: vec![
+                (1110, fault(ApiKey::Heartbeat, FaultKind::Error(15), 1, Some(172))),
+                (0, fault(ApiKey::OffsetCommit, FaultKind::Delay(1997), 2, Some(17))),
+                (3881, Action::Crash(10)),
+                (113, Action::Join),
+            ],
+        },
+        // An eager rebalance while the committed offsets are still looked up, the partitions
+        // kept: they must be fetched once the lookup answers.
+        Case {
+            seed: 125491694453927629,
+            members: 2,
+            partitions: 6,
+            heartbeat_ms: 1000,
+            batch_ms: 300,
+            initial_delay_ms: 500,
+            immediate_revoke: false,
+            old_versions: false,
+            reads_per_commit: Some(1),
+            cooperative: false,
+            schedule: vec![
+                (40, Action::Crash(30)),
+                (618, fault(ApiKey::Heartbeat, FaultKind::Error(27), 1, None)),
+                (4207, fault(ApiKey::OffsetFetch, FaultKind::Error(15), 2, None)),
+                (3585, Action::Leave(0)),
+                (1145, fault(ApiKey::Heartbeat, FaultKind::Error(14), 1, None)),
+                (1678, Action::Leave(0)),
+            ],
+        },
+        // A member loses its partitions to a refused generation, gets the same generation back,
+        // and a cooperative rebalance releases a partition while it still holds a batch read
+        // before the loss: the batch's lower offset must not be committed over the higher one.
+        Case {
+            seed: 6113128041859707066,
+            members: 4,
+            partitions: 12,
+            heartbeat_ms: 1000,
+            batch_ms: 576,
+            initial_delay_ms: 0,
+            immediate_revoke: false,
+            old_versions: false,
+            reads_per_commit: Some(4),
+            cooperative: true,
+            schedule: vec![
+                (4513, fault(ApiKey::SyncGroup, FaultKind::Error(15), 1, None)),
+                (585, fault(ApiKey::Heartbeat, FaultKind::Error(22), 1, None)),
+                (3938, Action::Join),
+            ],
+        },
+    ];
+    for case in &cases {
+        let result = run_case(case);
+        assert!(result.committed > 0, "seed {}", case.seed);
+    }
+}
+
 #[test]
 fn random_interleavings_with_faults_keep_invariants_and_converge() {
     // 10 000 cases unless PROPTEST_CASES says otherwise (about a minute in a debug build).

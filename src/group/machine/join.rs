@@ -227,9 +227,13 @@ impl GroupMachine {
         let cooperative = self.is_cooperative(Some(&protocol));
         let (ownership, change) =
             Ownership::assign(self.ownership.take(), generation.clone(), &partitions, cooperative);
-        self.commits.end_streaks(&change.revoked);
-        // A streak that broke drops its commit floor too.
-        self.commits.keep_streaks(&ownership.partitions);
+        // A streak that broke drops its commit floor too; one a cooperative assignment released
+        // keeps it through the revoke window, where its leases may still commit.
+        let released = |tp: &&TopicPartition| ownership.released.contains_key(*tp);
+        self.commits.end_streaks(change.revoked.iter().filter(|tp| !released(tp)));
+        let continuing: BTreeMap<TopicPartition, GenerationId> =
+            ownership.partitions.iter().chain(&ownership.released).map(|(tp, since)| (tp.clone(), *since)).collect();
+        self.commits.keep_streaks(&continuing);
         let second_round = cooperative && !change.given_up.is_empty();
         let owned = ownership.owned_partitions();
         let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);

@@ -171,6 +171,27 @@ fn cooperative_revoked_partitions_commit_in_the_revoke_window_and_are_fenced_aft
     assert_eq!(h.count("OffsetCommit"), 0);
 }
 
+/// A partition the cooperative assignment releases keeps its commit floor through the revoke
+/// window: a lease behind what its streak already committed cannot move the offset back there.
+#[test]
+fn cooperative_revoke_window_keeps_the_commit_floor_of_released_partitions() {
+    let mut h = Harness::coop_stable();
+    let behind = h.lease(0, 10);
+    let ahead = h.commit(vec![h.lease(0, 20)]);
+    let (id, _, _) = h.take_commit();
+    h.respond(id, commit_response(&[(0, NONE)]));
+    assert_eq!(h.completed(ahead), Some(vec![result(0, 20, committed(1, None))]));
+    h.heartbeat_answered(REBALANCE_IN_PROGRESS);
+    h.join_and_sync_with(COOP, 2, &[1]);
+    assert_eq!(h.m.state(), StateKind::Revoking);
+    let late = h.commit(vec![behind]);
+    assert_eq!(
+        h.completed(late),
+        Some(vec![result(0, 10, failed(CommitFailure::WouldMoveBackwards { committed: 20 }))])
+    );
+    assert_eq!(h.count("OffsetCommit"), 0);
+}
+
 /// A lease of a revoked partition from an earlier, interrupted ownership streak stays fenced
 /// in the window: only the streak the generation revoked may finish its work.
 #[test]
