@@ -422,6 +422,28 @@ fn cases_the_property_test_found_stay_fixed() {
                 (3938, Action::Join),
             ],
         },
+        // A failover while generation 3 completes reloads generation 2 from the log: a member
+        // of 3 is told its generation is stale and rejoins 2, where its leases from before look
+        // like the new ones (invariant (g) is not checked after that).
+        Case {
+            seed: 1436050715821524287,
+            members: 2,
+            partitions: 6,
+            heartbeat_ms: 1000,
+            batch_ms: 954,
+            initial_delay_ms: 0,
+            immediate_revoke: false,
+            old_versions: false,
+            reads_per_commit: None,
+            cooperative: true,
+            schedule: vec![
+                (113, fault(ApiKey::OffsetCommit, FaultKind::Delay(10000), 2, None)),
+                (30, Action::Leave(31)),
+                (2251, fault(ApiKey::JoinGroup, FaultKind::Delay(10000), 1, None)),
+                (2687, fault(ApiKey::Heartbeat, FaultKind::Error(14), 1, None)),
+                (10, Action::Failover(0, 92)),
+            ],
+        },
     ];
     for case in &cases {
         let result = run_case(case);

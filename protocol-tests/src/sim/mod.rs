@@ -277,8 +277,14 @@ pub struct Sim {
     /// An injected ILLEGAL_GENERATION may contradict the coordinator's own generation (Kafka
     /// never refuses the generation it is in): a member can then lose its partitions and rejoin
     /// the very generation it was told was stale, and its leases from before the loss are
-    /// indistinguishable from the new ones. Invariant (g) is not checked after that.
+    /// indistinguishable from the new ones. A failover that reloads an older generation than
+    /// the coordinator had (one that never reached the log: it ended in CompletingRebalance)
+    /// does the same to the members that had joined the newer one. Invariant (g) is not
+    /// checked after either.
     generation_contradicted: bool,
+    /// The coordinator's generation when a failover unloaded the group, until it is loaded
+    /// again.
+    generation_before_failover: Option<i32>,
     outcomes: Vec<OutcomeRecord>,
     arrivals: Vec<CommitArrival>,
     events_at_instant: (Instant, u64),
@@ -324,6 +330,7 @@ impl Sim {
             last_accepted: BTreeMap::new(),
             landed: BTreeMap::new(),
             generation_contradicted: false,
+            generation_before_failover: None,
             outcomes: Vec::new(),
             arrivals: Vec::new(),
             events_at_instant: (base, 0),
@@ -593,6 +600,9 @@ impl Sim {
     /// `unowned` (loading: COORDINATOR_LOAD_IN_PROGRESS), and has loaded the groups from its log
     /// after `loading` more.
     pub fn coordinator_failover(&mut self, unowned: Duration, loading: Duration) {
+        let generation = self.coordinator_generation();
+        self.generation_before_failover =
+            Some(self.generation_before_failover.map_or(generation, |g| g.max(generation)));
         self.coord.unload(self.now);
         self.drain_coordinator();
         self.schedule(self.now + unowned, Ev::Loading(true));
@@ -880,6 +890,12 @@ impl Sim {
             }
             Ev::Loading(loading) => {
                 self.coord.set_loading(self.now, loading);
+                if !loading {
+                    let reloaded = self.coordinator_generation();
+                    if self.generation_before_failover.take().is_some_and(|before| reloaded < before) {
+                        self.generation_contradicted = true;
+                    }
+                }
                 self.drain_coordinator();
             }
             Ev::App { member, token } => {
