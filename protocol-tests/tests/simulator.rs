@@ -11,7 +11,7 @@ use kgroup::group::{CommitFailure, CommitOutcome, FenceReason, GenerationId};
 use kgroup_protocol_tests::coordinator::{Fault, FaultAction, Match};
 use kgroup_protocol_tests::sim::{CommitKind, RevokeStyle, Sim, SimConfig, Status, GROUP};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, TestRunner};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngSeed, TestRunner};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -453,10 +453,18 @@ fn cases_the_property_test_found_stay_fixed() {
 
 #[test]
 fn random_interleavings_with_faults_keep_invariants_and_converge() {
-    // 10 000 cases unless PROPTEST_CASES says otherwise (about a minute in a debug build).
+    // 10 000 cases unless PROPTEST_CASES says otherwise (about a minute in a debug build). The
+    // same ones on every run, so a CI run is reproducible; PROPTEST_RNG_SEED picks others
+    // (a number), or fresh ones every run (`random`): an exploration, whose findings are kept
+    // in `cases_the_property_test_found_stay_fixed`.
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let rng_seed = match std::env::var("PROPTEST_RNG_SEED") {
+        Err(_) => RngSeed::Fixed(0x6b67_726f_7570),
+        Ok(seed) => seed.parse().map_or(RngSeed::Random, RngSeed::Fixed),
+    };
     let config = ProptestConfig {
         cases,
+        rng_seed,
         source_file: Some(file!()),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/simulator.txt"))),
         ..ProptestConfig::default()
