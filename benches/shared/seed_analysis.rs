@@ -280,6 +280,10 @@ impl Ownership {
         let mut ownership = Ownership::default();
         let mut holding: BTreeMap<Member, BTreeSet<Partition>> = BTreeMap::new();
         for event in events {
+            // Batches and commits, most of a run's events, change no holding.
+            if matches!(event.what, What::Batch { .. } | What::Commit { .. }) {
+                continue;
+            }
             let held = holding.entry(event.member).or_default();
             let before = held.clone();
             match &event.what {
@@ -299,7 +303,7 @@ impl Ownership {
                         held.remove(p);
                     }
                 }
-                What::Batch { .. } | What::Commit { .. } => {}
+                What::Batch { .. } | What::Commit { .. } => continue,
             }
             for &p in held.difference(&before) {
                 ownership.periods.entry(p).or_default().push((event.member, event.at_ms, u64::MAX));
