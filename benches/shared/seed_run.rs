@@ -456,6 +456,8 @@ pub struct KgroupClient {
     processing: Duration,
     /// After a batch's first read, how long to keep reading for up to 1000 messages.
     batch_wait: Duration,
+    /// KIP-848's consumer protocol (the spec's `member_epochs`), else the classic one.
+    consumer_protocol: bool,
     recorder: Arc<Recorder>,
     stop: watch::Sender<bool>,
     members: Vec<KgroupMember>,
@@ -474,6 +476,7 @@ impl KgroupClient {
             topic: spec.topic.clone(),
             processing,
             batch_wait,
+            consumer_protocol: spec.member_epochs,
             recorder,
             stop: watch::channel(false).0,
             members: Vec::new(),
@@ -483,14 +486,22 @@ impl KgroupClient {
 
 impl Client for KgroupClient {
     async fn add_member(&mut self, member: Member) -> Result<(), BoxError> {
-        let properties = [
-            ("bootstrap.servers", self.bootstrap.as_str()),
-            ("group.id", self.group.as_str()),
-            ("partition.assignment.strategy", "range"),
-        ];
-        let config = ConsumerConfig::from_properties(properties.into_iter().chain(CONSUMER_SETTINGS.iter().copied()))?;
+        // Under KIP-848 the broker assigns and sets the session timeout and heartbeat interval.
+        let assignment = match self.consumer_protocol {
+            true => ("group.protocol", "consumer"),
+            false => ("partition.assignment.strategy", "range"),
+        };
+        let properties =
+            [("bootstrap.servers", self.bootstrap.as_str()), ("group.id", self.group.as_str()), assignment];
+        let broker_side = |(key, _): &&(&str, &str)| {
+            self.consumer_protocol && matches!(*key, "session.timeout.ms" | "heartbeat.interval.ms")
+        };
+        let settings = CONSUMER_SETTINGS.iter().filter(|s| !broker_side(s)).copied();
+        let config = ConsumerConfig::from_properties(properties.into_iter().chain(settings))?;
         let consumer = GroupConsumer::subscribe(config, &[&self.topic]).await?;
-        let events = tokio::spawn(record_group_events(member, consumer.group_events(), self.recorder.clone()));
+        let recorder = self.recorder.clone();
+        let events =
+            tokio::spawn(record_group_events(member, consumer.group_events(), recorder, self.consumer_protocol));
         let pace = KgroupPace { processing: self.processing, batch_wait: self.batch_wait };
         let work = tokio::spawn(kgroup_member(member, consumer, self.recorder.clone(), pace, self.stop.subscribe()));
         self.members.push(KgroupMember { work, events });
@@ -647,10 +658,14 @@ fn kgroup_outcome(outcome: &CommitOutcome) -> (Outcome, Option<i32>) {
 }
 
 /// The member's assignments, revoke windows and losses, from its group events.
+/// Under KIP-848 (`consumer_protocol`) a partition the broker takes away stays the member's
+/// until it reports it released, after its revoke window: the `Assigned` event that ends the
+/// window says so, so `RevokeRequested` ends no holding.
 async fn record_group_events(
     member: Member,
     mut events: broadcast::Receiver<GroupEventRecord>,
     recorder: Arc<Recorder>,
+    consumer_protocol: bool,
 ) {
     loop {
         let record = match events.recv().await {
@@ -669,7 +684,7 @@ async fn record_group_events(
                 partitions: partitions.iter().map(|p| p.partition.partition).collect(),
                 incremental: false,
             },
-            GroupEvent::RevokeRequested { generation, partitions, .. } => {
+            GroupEvent::RevokeRequested { generation, partitions, .. } if !consumer_protocol => {
                 What::Revoked { generation: generation.0, partitions: numbers(&partitions) }
             }
             GroupEvent::Lost { partitions, .. } => What::Lost { partitions: numbers(&partitions) },

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::driver::security::{SecurityConfig, SECURITY_KEYS};
 use crate::error::ConfigError;
 use crate::group::assignor::{assignor_by_name, Assignor};
-use crate::group::GroupConfig;
+use crate::group::{GroupConfig, GroupProtocol};
 use foreign::Handling;
 
 pub use crate::driver::fetcher::{IsolationLevel, OffsetReset};
@@ -94,6 +94,11 @@ pub struct ConsumerConfig {
     pub rebalance_callback_timeout: Duration,
     /// `security.protocol` with its `ssl.*` and `sasl.*` settings (default PLAINTEXT).
     pub security: SecurityConfig,
+    /// `group.protocol` (default `classic`), with `group.remote.assignor` for `consumer`
+    /// (KIP-848, Kafka 4.0+). Under `consumer` the broker assigns and sets the session timeout
+    /// and heartbeat interval: `partition.assignment.strategy`, `session.timeout.ms` and
+    /// `heartbeat.interval.ms` are not used (given as properties they are refused, as by Java).
+    pub group_protocol: GroupProtocol,
 }
 
 /// The property keys kgroup takes as its own, besides [`SECURITY_KEYS`]. Other keys of the Java
@@ -127,6 +132,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "default.api.timeout.ms",
     "metadata.max.age.ms",
     "exclude.internal.topics",
+    "group.protocol",
+    "group.remote.assignor",
+];
+
+/// Settings the broker owns under KIP-848's consumer protocol (Java refuses them with it).
+const BROKER_SIDE_UNDER_KIP848: &[(&str, &str)] = &[
+    ("partition.assignment.strategy", "the broker assigns: name its assignor with group.remote.assignor"),
+    ("session.timeout.ms", "the broker's group.consumer.session.timeout.ms applies"),
+    ("heartbeat.interval.ms", "the broker's group.consumer.heartbeat.interval.ms applies"),
 ];
 
 /// Builder setters of fields that take their value as it is.
@@ -175,6 +189,7 @@ impl ConsumerConfig {
             exclude_internal_topics: true,
             rebalance_callback_timeout: Duration::from_secs(150),
             security: SecurityConfig::default(),
+            group_protocol: GroupProtocol::Classic,
         }
     }
 
@@ -249,6 +264,15 @@ impl ConsumerConfig {
         self
     }
 
+    /// `group.protocol=consumer` (KIP-848, Kafka 4.0+) with `group.remote.assignor`
+    /// (`None`: the broker's default assignor).
+    #[must_use]
+    pub fn consumer_protocol(mut self, remote_assignor: Option<&str>) -> Self {
+        self.group_protocol =
+            GroupProtocol::Consumer { remote_assignor: remote_assignor.map(str::to_owned), member_id: None };
+        self
+    }
+
     /// Adds an assignor of the application's own, for `assignment_strategy` to name.
     #[must_use]
     pub fn custom_assignor(mut self, assignor: Arc<dyn Assignor>) -> Self {
@@ -287,6 +311,8 @@ impl ConsumerConfig {
         let mut warnings = Vec::new();
         let mut callback_timeout_set = false;
         let mut security = Vec::new();
+        let mut given_keys = Vec::new();
+        let mut remote_assignor = None;
         for (key, value) in properties {
             let (given, value) = (key.as_ref().trim(), value.as_ref().trim());
             if SECURITY_KEYS.contains(&given) {
@@ -306,8 +332,27 @@ impl ConsumerConfig {
                     }
                 },
             };
+            given_keys.push(name);
+            if key == "group.remote.assignor" {
+                remote_assignor = Some(value.to_owned());
+                continue;
+            }
             config.apply(key, name, value, &mut warnings)?;
             callback_timeout_set |= key == "max.poll.interval.ms";
+        }
+        match (&mut config.group_protocol, remote_assignor) {
+            (GroupProtocol::Consumer { remote_assignor: assignor, .. }, Some(name)) => *assignor = Some(name),
+            (GroupProtocol::Classic, Some(_)) => {
+                let reason = "applies to group.protocol=consumer only; set partition.assignment.strategy";
+                return Err(ConfigError::Unsupported { key: "group.remote.assignor", reason: reason.into() });
+            }
+            _ => {}
+        }
+        if config.group_protocol != GroupProtocol::Classic {
+            if let Some((key, why)) = BROKER_SIDE_UNDER_KIP848.iter().find(|(k, _)| given_keys.contains(k)) {
+                let reason = format!("not used with group.protocol=consumer: {why}");
+                return Err(ConfigError::Unsupported { key, reason });
+            }
         }
         if callback_timeout_set {
             config.rebalance_callback_timeout = config.max_poll_interval / 2;
@@ -383,6 +428,13 @@ impl ConsumerConfig {
             "metadata.max.age.ms" => self.metadata_max_age = millis(name, value)?,
             "exclude.internal.topics" => self.exclude_internal_topics = boolean(name, value)?,
             "default.api.timeout.ms" => self.commit_timeout = millis(name, value)?,
+            "group.protocol" => {
+                self.group_protocol = match value.to_ascii_lowercase().as_str() {
+                    "classic" => GroupProtocol::Classic,
+                    "consumer" => GroupProtocol::Consumer { remote_assignor: None, member_id: None },
+                    _ => return Err(invalid(name, value, "expected classic or consumer")),
+                }
+            }
             _ => unreachable!("every known key has an arm"),
         }
         Ok(())
@@ -462,6 +514,7 @@ impl ConsumerConfig {
         group.revoke_timeout =
             self.rebalance_callback_timeout.min(self.max_poll_interval.saturating_sub(Duration::from_millis(1)));
         group.assignors = self.assignment_strategy.iter().filter_map(|n| self.assignor(n)).collect();
+        group.protocol = self.group_protocol.clone();
         group
     }
 
@@ -811,7 +864,7 @@ mod tests {
             ("isolation.level", "read_committed"),
             ("max.poll.records", "100"),
             ("allow.auto.create.topics", "false"),
-            ("group.protocol", "classic"),
+            ("group.protocol", "CLASSIC"),
         ])
         .unwrap();
         assert_eq!(
@@ -837,15 +890,42 @@ mod tests {
             "metric.reporters",
             "check.crcs",
             "allow.auto.create.topics",
-            "group.protocol",
         ]));
         assert_eq!(warnings, expected);
     }
 
     #[test]
+    fn group_protocol_consumer_takes_the_remote_assignor_and_refuses_broker_side_settings() {
+        let c = ConsumerConfig::from_properties(props(&[
+            ("group.protocol", "consumer"),
+            ("group.remote.assignor", "uniform"),
+        ]))
+        .unwrap();
+        let expected = GroupProtocol::Consumer { remote_assignor: Some("uniform".into()), member_id: None };
+        assert_eq!((&c.group_protocol, &c.group_config().protocol), (&expected, &expected));
+        for (key, value, hint) in [
+            ("partition.assignment.strategy", "range", "group.remote.assignor"),
+            ("session.timeout.ms", "10000", "group.consumer.session.timeout.ms"),
+            ("heartbeat.interval.ms", "1000", "group.consumer.heartbeat.interval.ms"),
+        ] {
+            let err = ConsumerConfig::from_properties(props(&[("group.protocol", "consumer"), (key, value)]));
+            match err {
+                Err(ConfigError::Unsupported { key: named, reason }) => {
+                    assert_eq!(named, key);
+                    assert!(reason.contains(hint), "{key}: {reason}");
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        let classic = ConsumerConfig::from_properties(props(&[("group.remote.assignor", "uniform")])).unwrap_err();
+        assert!(classic.to_string().contains("group.protocol=consumer only"), "{classic}");
+        let unknown = ConsumerConfig::from_properties(props(&[("group.protocol", "next")])).unwrap_err();
+        assert!(unknown.to_string().contains("classic or consumer"), "{unknown}");
+    }
+
+    #[test]
     fn settings_kgroup_cannot_honour_are_refused_with_what_to_do() {
         for (key, value, hint) in [
-            ("group.protocol", "consumer", "classic group protocol"),
             ("allow.auto.create.topics", "true", "create them beforehand"),
             ("enable.ssl.certificate.verification", "false", "always verifies"),
             ("offset.store.method", "file", "in Kafka only"),

@@ -64,6 +64,8 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// An internal topic (`__consumer_offsets`, ...), as Metadata v1+ says.
     pub internal: bool,
+    /// Its topic id (KIP-516), from Metadata v10+; `None` before, or while the broker has none.
+    pub id: Option<uuid::Uuid>,
 }
 
 /// What the last Metadata response said.
@@ -116,6 +118,7 @@ impl MetadataSnapshot {
                     error: KafkaCode(t.error_code),
                     partitions,
                     internal: t.is_internal,
+                    id: Some(t.topic_id).filter(|id| !id.is_nil()),
                 };
                 Some((name, info))
             })

@@ -26,7 +26,9 @@ use crate::group::events::{
 use crate::group::requests::{
     CoordinatorFound, GroupRequest, GroupResponse, ListedTopic, OutgoingRequest, RequestFailure, RequestId,
 };
-use crate::group::{GroupConfig, GroupMachine, GroupSnapshot, Lease, StateKind, TopicPartition, TopicSubscription};
+use crate::group::{
+    GroupConfig, GroupMachine, GroupProtocol, GroupSnapshot, Lease, StateKind, TopicPartition, TopicSubscription,
+};
 use crate::protocol::error_code::{ErrorAction, KafkaCode};
 use crate::telemetry::{MemberMetrics, Metric};
 
@@ -74,6 +76,7 @@ enum Answered {
     Coordinator(CoordinatorFound, Connection),
     PartitionCounts(BTreeMap<String, i32>),
     Listing(Vec<ListedTopic>),
+    TopicIds(BTreeMap<uuid::Uuid, String>),
 }
 
 /// How many events the observers' stream holds for a receiver that lags; older ones are dropped
@@ -236,6 +239,10 @@ impl GroupHandle {
         subscription: TopicSubscription,
         revoke: RevokeMode,
     ) -> Result<(Self, ControlEvents, [broadcast::Receiver<GroupEventRecord>; N])> {
+        let mut config = config;
+        if let GroupProtocol::Consumer { member_id: member_id @ None, .. } = &mut config.protocol {
+            *member_id = Some(random_member_id());
+        }
         config.validate()?;
         validate_subscription(&subscription)?;
         let counts = match &subscription {
@@ -558,6 +565,7 @@ impl Driver {
             }
             Ok(Answered::PartitionCounts(counts)) => self.machine.handle_metadata(now, id, counts),
             Ok(Answered::Listing(listing)) => self.machine.handle_topic_listing(now, id, listing),
+            Ok(Answered::TopicIds(ids)) => self.machine.handle_topic_ids(now, id, ids),
             Err(failure) => {
                 if let (RequestFailure::Network(_) | RequestFailure::TimedOut, Some(conn)) = (&failure, on) {
                     // As the Java client does: a request that timed out poisons its connection,
@@ -693,6 +701,13 @@ impl Driver {
             });
             return;
         }
+        if let GroupRequest::TopicIds { topics } = body {
+            let cluster = self.cluster.clone();
+            self.spawn_answer(
+                async move { Answer { id, on: None, result: topic_ids(cluster, topics, timeout).await } },
+            );
+            return;
+        }
         if let GroupRequest::ListTopics = body {
             let cluster = self.cluster.clone();
             self.spawn_answer(async move { Answer { id, on: None, result: list_topics(cluster, timeout).await } });
@@ -724,7 +739,13 @@ fn start(
         GroupRequest::LeaveGroup(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::LeaveGroup),
         GroupRequest::OffsetCommit(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetCommit),
         GroupRequest::OffsetFetch(r) => wrap(conn.start_request(&r, version, timeout), GroupResponse::OffsetFetch),
-        GroupRequest::FindCoordinator { .. } | GroupRequest::Metadata { .. } | GroupRequest::ListTopics => {
+        GroupRequest::ConsumerGroupHeartbeat(r) => {
+            wrap(conn.start_request(&r, version, timeout), GroupResponse::ConsumerGroupHeartbeat)
+        }
+        GroupRequest::FindCoordinator { .. }
+        | GroupRequest::Metadata { .. }
+        | GroupRequest::ListTopics
+        | GroupRequest::TopicIds { .. } => {
             Err(RequestFailure::Malformed(format!("{} goes to any broker, not the coordinator", body.api_name())))
         }
     }
@@ -765,6 +786,17 @@ async fn find_coordinator(
         Ok(Answered::Coordinator(CoordinatorFound { node_id: info.node_id, versions }, conn))
     };
     tokio::time::timeout(timeout, lookup).await.unwrap_or(Err(RequestFailure::TimedOut))
+}
+
+/// A KIP-848 member id: a random UUID, drawn once per member (KIP-1082), as Java's. Unique,
+/// not secret: the bits come from std's per-process random hash keys.
+fn random_member_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let (high, low) = (RandomState::new().hash_one(SystemTime::now()), RandomState::new().hash_one(std::process::id()));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&high.to_be_bytes());
+    bytes[8..].copy_from_slice(&low.to_be_bytes());
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// Checks a subscription before the member takes it: every topic name as Kafka would accept it,
@@ -809,6 +841,22 @@ async fn list_topics(cluster: Cluster, timeout: Duration) -> std::result::Result
         })
         .collect();
     Ok(Answered::Listing(listing))
+}
+
+/// The ids of `topics` (every topic's when `None`) that have one, from any broker, within
+/// `timeout`.
+async fn topic_ids(
+    cluster: Cluster,
+    topics: Option<Vec<String>>,
+    timeout: Duration,
+) -> std::result::Result<Answered, RequestFailure> {
+    let names: Option<Vec<&str>> = topics.as_ref().map(|t| t.iter().map(String::as_str).collect());
+    let metadata = tokio::time::timeout(timeout, cluster.refresh_metadata(names.as_deref()))
+        .await
+        .map_err(|_| RequestFailure::TimedOut)?
+        .map_err(|e| failure_of(&e))?;
+    let ids = metadata.topics.values().filter_map(|t| Some((t.id?, t.name.clone()))).collect();
+    Ok(Answered::TopicIds(ids))
 }
 
 /// What a topic's metadata says of it.
@@ -865,7 +913,9 @@ async fn partition_counts(
 fn outcome_label(result: &std::result::Result<Answered, RequestFailure>) -> String {
     let code = match result {
         Ok(Answered::Response(response)) => response.error_code(),
-        Ok(Answered::Coordinator(..) | Answered::PartitionCounts(_) | Answered::Listing(_)) => KafkaCode::NONE,
+        Ok(Answered::Coordinator(..) | Answered::PartitionCounts(_) | Answered::Listing(_) | Answered::TopicIds(_)) => {
+            KafkaCode::NONE
+        }
         Err(RequestFailure::Broker(code)) => *code,
         Err(RequestFailure::Network(_)) => return "network".into(),
         Err(RequestFailure::TimedOut) => return "timeout".into(),

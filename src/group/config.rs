@@ -47,6 +47,39 @@ pub struct GroupConfig {
     /// assignors on the leader can give the member partitions with a replica in its rack
     /// (KIP-881).
     pub rack: Option<String>,
+    /// `group.protocol`: the classic protocol (JoinGroup/SyncGroup, the client assigns) or
+    /// KIP-848's consumer protocol (ConsumerGroupHeartbeat, the broker assigns).
+    pub protocol: GroupProtocol,
+}
+
+/// How the member takes part in the group (`group.protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// JoinGroup and SyncGroup with a client-side assignor: every broker.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.0+): the member heartbeats its subscription and what it owns, the broker
+    /// assigns, and each member moves through member epochs at its own pace, without a join
+    /// barrier.
+    Consumer {
+        /// `group.remote.assignor`: the broker's assignor to use (`uniform`, `range`); `None`
+        /// leaves the choice to the broker (`group.consumer.assignors`, first one).
+        remote_assignor: Option<String>,
+        /// The member id (KIP-1082: the member chooses it, once for its lifetime, and keeps it
+        /// through fencing and rejoining). The driver draws a random one; `None` lets a broker
+        /// that only speaks ConsumerGroupHeartbeat v0 choose.
+        member_id: Option<String>,
+    },
+}
+
+impl GroupProtocol {
+    /// `group.protocol`'s value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer { .. } => "consumer",
+        }
+    }
 }
 
 impl GroupConfig {
@@ -68,6 +101,7 @@ impl GroupConfig {
             metadata_max_age: Duration::from_secs(300),
             exclude_internal_topics: true,
             rack: None,
+            protocol: GroupProtocol::Classic,
         }
     }
 
@@ -100,6 +134,14 @@ impl GroupConfig {
         }
         if self.assignors.is_empty() {
             return Err(ConfigError::Missing { key: "partition.assignment.strategy" });
+        }
+        if let GroupProtocol::Consumer { remote_assignor, member_id } = &self.protocol {
+            if remote_assignor.as_deref() == Some("") {
+                return Err(invalid("group.remote.assignor", String::new(), "must not be empty when set"));
+            }
+            if member_id.as_deref() == Some("") {
+                return Err(invalid("member id", String::new(), "must not be empty when set"));
+            }
         }
         if self.commit_attempts == 0 {
             return Err(invalid("commit attempts", "0".into(), "must be at least 1"));

@@ -91,6 +91,9 @@ pub enum RejoinReason {
     PartitionCountsChanged,
     /// A retriable failure during join or sync.
     Retry(String),
+    /// The broker fenced the member's epoch (KIP-848's FENCED_MEMBER_EPOCH): it rejoins with
+    /// epoch 0 and its partitions are lost.
+    MemberEpochFenced,
 }
 
 impl fmt::Display for RejoinReason {
@@ -105,6 +108,7 @@ impl fmt::Display for RejoinReason {
             RejoinReason::PartitionsRevoked => write!(f, "partitions revoked, second round (KIP-429)"),
             RejoinReason::PartitionCountsChanged => write!(f, "partition counts of the group's topics changed"),
             RejoinReason::Retry(why) => write!(f, "retry after {why}"),
+            RejoinReason::MemberEpochFenced => write!(f, "member epoch fenced by the broker (KIP-848)"),
         }
     }
 }

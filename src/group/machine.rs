@@ -1,4 +1,5 @@
-//! The membership state machine for the classic group protocol, without IO or clock.
+//! The membership state machine, without IO or clock: the classic group protocol drawn below,
+//! and KIP-848's consumer protocol (consumer.rs) on the same states, commit gate and queues.
 //!
 //! ```text
 //!                    coordinator known
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, JoinGroupResponse, OffsetCommitResponse, OffsetFetchResponse, SyncGroupResponse,
+    ApiKey, ConsumerGroupHeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, OffsetCommitResponse,
+    OffsetFetchResponse, SyncGroupResponse,
 };
 
 use super::assignor::{Assignor, GroupMember, RebalanceProtocol};
@@ -48,6 +50,7 @@ use crate::protocol::error_code::codes::*;
 use crate::protocol::error_code::KafkaCode;
 use crate::protocol::versions::NegotiatedVersions;
 
+mod consumer;
 mod join;
 mod progress;
 mod transitions;
@@ -161,6 +164,7 @@ enum InFlight {
     Leave,
     Commit(SentCommit),
     Fetch,
+    ConsumerHeartbeat(consumer::SentHeartbeat),
 }
 
 impl InFlight {
@@ -173,6 +177,7 @@ impl InFlight {
             InFlight::Leave => "LeaveGroup",
             InFlight::Commit(_) => "OffsetCommit",
             InFlight::Fetch => "OffsetFetch",
+            InFlight::ConsumerHeartbeat(_) => "ConsumerGroupHeartbeat",
         }
     }
 }
@@ -219,6 +224,8 @@ pub struct GroupMachine {
     last_transition: Option<Transition>,
     rebalance_started: Option<Instant>,
     rejoin_after_poll: bool,
+    /// KIP-848's consumer protocol: what its member keeps (`None`: the classic protocol).
+    consumer: Option<consumer::ConsumerMembership>,
 }
 
 impl GroupMachine {
@@ -243,6 +250,11 @@ impl GroupMachine {
         state: State,
         rebalance_started: Option<Instant>,
     ) -> Self {
+        let consumer = consumer::ConsumerMembership::new(&config);
+        let member_id = match &config.protocol {
+            crate::group::config::GroupProtocol::Consumer { member_id: Some(id), .. } => MemberId::new(id),
+            _ => MemberId::unknown(),
+        };
         GroupMachine {
             config,
             subscription: Subscribed::new(subscription),
@@ -252,7 +264,7 @@ impl GroupMachine {
             state,
             coordinator: CoordinatorState::Unknown,
             coordinator_attempts: 0,
-            member_id: MemberId::unknown(),
+            member_id,
             ownership: None,
             in_flight: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -266,6 +278,7 @@ impl GroupMachine {
             last_transition: None,
             rebalance_started,
             rejoin_after_poll: false,
+            consumer,
         }
     }
 
@@ -311,7 +324,8 @@ impl GroupMachine {
         if self.is_heartbeating() {
             // Only while one can be sent: a due heartbeat waiting for an answer or for the
             // coordinator would keep this timer in the past (the driver would spin).
-            let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }));
+            let heartbeat_in_flight = self.in_flight.values().any(|f| matches!(f, InFlight::Heartbeat { .. }))
+                || self.consumer_heartbeat_in_flight();
             if !self.coordinator_ready() || heartbeat_in_flight {
                 timers.clear(TimerKind::Heartbeat);
             }
@@ -321,6 +335,9 @@ impl GroupMachine {
         }
         if !self.metadata_refresh_armed() {
             timers.clear(TimerKind::MetadataRefresh);
+        }
+        if let Some(at) = self.topic_id_lookup_timer() {
+            timers.set(TimerKind::MetadataRefresh, at);
         }
         timers
     }
@@ -414,7 +431,11 @@ impl GroupMachine {
     /// topics first. The same subscription again changes nothing.
     pub fn subscribe_to(&mut self, subscription: TopicSubscription, now: Instant) {
         let next = Subscribed::new(subscription);
-        if self.subscription.differs(&next) {
+        if self.subscription.differs(&next) && self.is_consumer_protocol() {
+            // The broker matches a pattern itself (KIP-848); the next heartbeat carries it.
+            self.subscription = next;
+            self.request_rejoin(RejoinReason::SubscriptionChanged, now);
+        } else if self.subscription.differs(&next) {
             self.subscription = next;
             if self.subscription.awaits_listing() {
                 // Listed at once, not at the next refresh.
@@ -491,7 +512,11 @@ impl GroupMachine {
         }
         let reason = reason.into();
         let text = reason.to_string();
-        let sends_leave = self.config.group_instance_id.is_none() && !self.member_id.is_unknown();
+        // KIP-848 members leave with a heartbeat, static ones too (epoch -2 keeps their place).
+        let sends_leave = match self.consumer {
+            Some(_) => self.current_generation().is_some(),
+            None => self.config.group_instance_id.is_none() && !self.member_id.is_unknown(),
+        };
         let next = if sends_leave { State::Leaving { reason, request: None } } else { State::Left { reason } };
         self.set_state(next, &text, now);
         let completed = self.commits.fail_waiting(CommitFailure::MemberGone, &mut self.counters);
@@ -572,6 +597,11 @@ impl GroupMachine {
 
     /// A request got no usable answer.
     pub fn handle_request_failed(&mut self, now: Instant, id: RequestId, failure: RequestFailure) {
+        if self.topic_id_lookup_failed(now, id) {
+            // Never "the topic does not exist": the partitions wait for their names.
+            tracing::warn!(%failure, "topic id lookup failed; retrying");
+            return self.progress(now);
+        }
         if self.partition_counts.failed(id) {
             // Never "no topic matches": a pattern keeps the topics it matched.
             tracing::warn!(%failure, "metadata unavailable; the partition counts and topics known are used");
@@ -615,6 +645,11 @@ impl GroupMachine {
             (InFlight::Heartbeat { sent }, RequestFailure::Broker(code)) if code.is_error() => {
                 self.on_heartbeat(now, sent, code.0)
             }
+            (InFlight::ConsumerHeartbeat(sent), RequestFailure::Broker(code)) if code.is_error() => {
+                let answer =
+                    kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default().with_error_code(code.0);
+                self.on_consumer_heartbeat(now, id, sent, answer);
+            }
             (kind, failure) => {
                 let why = format!("{} {failure}", kind.api_name());
                 self.coordinator_lost(&why, now);
@@ -634,11 +669,18 @@ impl GroupMachine {
             (InFlight::Join, GroupResponse::JoinGroup(r)) => self.on_join(now, id, r),
             (InFlight::Sync { sent }, GroupResponse::SyncGroup(r)) => self.on_sync(now, id, sent, r),
             (InFlight::Heartbeat { sent }, GroupResponse::Heartbeat(r)) => self.on_heartbeat(now, sent, r.error_code),
-            (InFlight::Leave, GroupResponse::LeaveGroup(r)) => {
+            (InFlight::ConsumerHeartbeat(sent), GroupResponse::ConsumerGroupHeartbeat(r)) => {
+                self.on_consumer_heartbeat(now, id, sent, r)
+            }
+            (InFlight::Leave, GroupResponse::LeaveGroup(LeaveGroupResponse { error_code, .. }))
+            | (
+                InFlight::Leave,
+                GroupResponse::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse { error_code, .. }),
+            ) => {
                 // Best effort: whatever the code, the leave is over (the table has Apply and
                 // Ignore rows only).
-                if reactions::reaction(ApiKey::LeaveGroup, r.error_code) != Reaction::Apply {
-                    tracing::info!(code = %KafkaCode(r.error_code), "LeaveGroup answered with an error (best effort)");
+                if reactions::reaction(ApiKey::LeaveGroup, error_code) != Reaction::Apply {
+                    tracing::info!(code = %KafkaCode(error_code), "leave answered with an error (best effort)");
                 }
                 self.finish_leaving(now);
             }
@@ -709,6 +751,7 @@ impl GroupMachine {
             subscription: self.subscription.topics().to_vec(),
             pattern: self.subscription.pattern().map(|p| p.as_str().to_owned()),
             group_instance_id: self.config.group_instance_id.clone(),
+            group_protocol: self.config.protocol.name(),
             state: self.state.kind(),
             generation: self.current_generation().cloned(),
             member_id: self.member_id.clone(),

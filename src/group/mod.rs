@@ -22,7 +22,7 @@ mod tests;
 mod timers;
 pub mod types;
 
-pub use config::GroupConfig;
+pub use config::{GroupConfig, GroupProtocol};
 pub use events::{
     CommitFailure, CommitId, CommitOutcome, FenceReason, GroupError, GroupEvent, LeaveReason, OffsetLookupFailure,
     OwnedPartition, PartitionCommit, RejoinReason, StateKind,

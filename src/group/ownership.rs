@@ -75,6 +75,28 @@ impl Ownership {
         (ownership, Reassignment { added, revoked, given_up })
     }
 
+    /// The ownership `partitions` give the member at member epoch `generation` (KIP-848):
+    /// epochs jump, so a streak goes on whenever the same member id held the partition at an
+    /// epoch not after this one; a fenced member has no ownership left to continue.
+    pub(super) fn assign_epoch(
+        previous: Option<Ownership>,
+        generation: Generation,
+        partitions: &[TopicPartition],
+    ) -> (Ownership, Reassignment) {
+        let continuous = previous
+            .as_ref()
+            .filter(|p| p.generation.member_id == generation.member_id && p.generation.id <= generation.id);
+        let since = |tp: &TopicPartition| continuous.and_then(|p| p.partitions.get(tp).copied());
+        let owned: BTreeMap<TopicPartition, GenerationId> =
+            partitions.iter().map(|tp| (tp.clone(), since(tp).unwrap_or(generation.id))).collect();
+        let added = owned.keys().filter(|tp| since(tp).is_none()).cloned().collect();
+        let held = previous.iter().flat_map(|p| p.partitions.keys());
+        let revoked: Vec<TopicPartition> =
+            held.filter(|tp| since(tp).is_none() || !owned.contains_key(*tp)).cloned().collect();
+        let ownership = Ownership { generation, partitions: owned, cooperative: false, released: BTreeMap::new() };
+        (ownership, Reassignment { added, given_up: revoked.clone(), revoked })
+    }
+
     pub(super) fn owned_partitions(&self) -> Vec<OwnedPartition> {
         self.partitions
             .iter()

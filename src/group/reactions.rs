@@ -96,6 +96,7 @@ pub(super) const HEARTBEAT: ApiKey = ApiKey::Heartbeat;
 pub(super) const LEAVE: ApiKey = ApiKey::LeaveGroup;
 pub(super) const COMMIT: ApiKey = ApiKey::OffsetCommit;
 pub(super) const FETCH: ApiKey = ApiKey::OffsetFetch;
+pub(super) const CONSUMER_HEARTBEAT: ApiKey = ApiKey::ConsumerGroupHeartbeat;
 
 use Reaction::*;
 use Standing::*;
@@ -168,6 +169,10 @@ pub(super) const TABLE: &[Row] = &[
     on_if(COMMIT, UNKNOWN_MEMBER_ID, MovedOn, Ignore, "the member moved on already; judged against its new generation"),
     on_if(COMMIT, FENCED_INSTANCE_ID, Current, Fatal, "T46, T54"),
     on_if(COMMIT, FENCED_INSTANCE_ID, MovedOn, Backoff, "about a generation the member left: judged again after the backoff"),
+    on_if(COMMIT, STALE_MEMBER_EPOCH, Current, Rejoin, "K04, K05 (4.0): the broker's member epoch moved on; a heartbeat at once learns it, then judged again"),
+    on_if(COMMIT, STALE_MEMBER_EPOCH, MovedOn, Ignore, "K05: the member moved on already; judged against its new epoch"),
+    on_if(COMMIT, FENCED_MEMBER_EPOCH, Current, ResetGeneration, "fenced by the broker (KIP-848), member id kept"),
+    on_if(COMMIT, FENCED_MEMBER_EPOCH, MovedOn, Ignore, "the member moved on already; judged against its new epoch"),
     on(COMMIT, GROUP_AUTHORIZATION_FAILED, Fatal, ""),
     on(COMMIT, OFFSET_METADATA_TOO_LARGE, Report, "T47: that partition only, not retried"),
     on(COMMIT, INVALID_COMMIT_OFFSET_SIZE, Report, "not retried"),
@@ -183,6 +188,25 @@ pub(super) const TABLE: &[Row] = &[
     on(FETCH, GROUP_AUTHORIZATION_FAILED, Fatal, "the lookup is reported rejected too (Java throws it from poll)"),
     on(FETCH, TOPIC_AUTHORIZATION_FAILED, Report, "the lookup ends rejected"),
     otherwise(FETCH, Backoff, "a failed lookup is never nothing committed: retried until default.api.timeout.ms"),
+
+    // ConsumerGroupHeartbeat (KIP-848): join (epoch 0), heartbeat, acknowledge. Its leave
+    // (epoch -1, -2) is best effort, read with LeaveGroup's rows.
+    on(CONSUMER_HEARTBEAT, NONE, Apply, "K01, K03: the epoch and assignment are taken, the interval is the broker's"),
+    on(CONSUMER_HEARTBEAT, FENCED_MEMBER_EPOCH, ResetGeneration, "K02: partitions lost, rejoin with epoch 0 and the same member id"),
+    on(CONSUMER_HEARTBEAT, UNKNOWN_MEMBER_ID, ResetGeneration, "K02, K06: as fenced; the member keeps the id it chose (KIP-1082)"),
+    on(CONSUMER_HEARTBEAT, COORDINATOR_NOT_AVAILABLE, Rediscover, "member id and epoch kept"),
+    on(CONSUMER_HEARTBEAT, NOT_COORDINATOR, Rediscover, "member id and epoch kept"),
+    on(CONSUMER_HEARTBEAT, COORDINATOR_LOAD_IN_PROGRESS, Backoff, "the same coordinator"),
+    on(CONSUMER_HEARTBEAT, UNRELEASED_INSTANCE_ID, Fatal, "K07: another process holds the instance id"),
+    on(CONSUMER_HEARTBEAT, FENCED_INSTANCE_ID, Fatal, "another process took the instance id"),
+    on(CONSUMER_HEARTBEAT, UNSUPPORTED_ASSIGNOR, Fatal, "group.remote.assignor names no assignor of the broker"),
+    on(CONSUMER_HEARTBEAT, INVALID_REQUEST, Fatal, "K01: a request the broker cannot take will not improve"),
+    on(CONSUMER_HEARTBEAT, UNSUPPORTED_VERSION, Fatal, "the broker does not run the consumer protocol"),
+    on(CONSUMER_HEARTBEAT, GROUP_MAX_SIZE_REACHED, Fatal, ""),
+    on(CONSUMER_HEARTBEAT, GROUP_AUTHORIZATION_FAILED, Fatal, ""),
+    on(CONSUMER_HEARTBEAT, TOPIC_AUTHORIZATION_FAILED, Fatal, "a subscribed topic the member may not read"),
+    on(CONSUMER_HEARTBEAT, INCONSISTENT_GROUP_PROTOCOL, Fatal, "a classic group the broker will not convert"),
+    otherwise(CONSUMER_HEARTBEAT, Backoff, "retriable: the same request again after the backoff"),
 ];
 
 /// What the member does about `code` answered to `api` (see [`reaction_if`]).
@@ -229,7 +253,7 @@ mod tests {
                 );
             }
         }
-        for api in [FIND, JOIN, SYNC, HEARTBEAT, LEAVE, COMMIT, FETCH] {
+        for api in [FIND, JOIN, SYNC, HEARTBEAT, LEAVE, COMMIT, FETCH, CONSUMER_HEARTBEAT] {
             let otherwise = TABLE.iter().filter(|r| r.key == Key { api, code: None, standing: None }).count();
             assert_eq!(otherwise, 1, "{api:?}");
         }

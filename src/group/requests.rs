@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
 use crate::protocol::error_code::KafkaCode;
@@ -37,6 +37,16 @@ pub enum GroupRequest {
     /// answer with [`super::GroupMachine::handle_topic_listing`]. Sent before the first join and
     /// every `metadata.max.age.ms` after.
     ListTopics,
+    /// The ids of `topics` (every topic's when `None`), from any broker's metadata, to name the
+    /// topics of a consumer-protocol assignment (KIP-848 assigns by topic id); answer with
+    /// [`super::GroupMachine::handle_topic_ids`].
+    TopicIds {
+        /// The topics to look up; `None`: all (a pattern subscription).
+        topics: Option<Vec<String>>,
+    },
+    /// KIP-848's one membership request: join (member epoch 0), heartbeat and acknowledge an
+    /// assignment (the partitions owned), leave (epoch -1, or -2 for a static member).
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     /// Join (or rejoin) the group.
     JoinGroup(JoinGroupRequest),
     /// Hand in the leader's assignment, or fetch this member's.
@@ -56,7 +66,8 @@ impl GroupRequest {
     pub fn api_name(&self) -> &'static str {
         match self {
             GroupRequest::FindCoordinator { .. } => "FindCoordinator",
-            GroupRequest::Metadata { .. } | GroupRequest::ListTopics => "Metadata",
+            GroupRequest::Metadata { .. } | GroupRequest::ListTopics | GroupRequest::TopicIds { .. } => "Metadata",
+            GroupRequest::ConsumerGroupHeartbeat(_) => "ConsumerGroupHeartbeat",
             GroupRequest::JoinGroup(_) => "JoinGroup",
             GroupRequest::SyncGroup(_) => "SyncGroup",
             GroupRequest::Heartbeat(_) => "Heartbeat",
@@ -79,7 +90,7 @@ pub struct ListedTopic {
     pub internal: bool,
 }
 
-/// One request to send. All but FindCoordinator and Metadata go to the current coordinator, in
+/// One request to send. All but FindCoordinator and the metadata requests go to the current coordinator, in
 /// the order they are polled, on one connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutgoingRequest {
@@ -109,6 +120,8 @@ pub enum GroupResponse {
     OffsetCommit(OffsetCommitResponse),
     /// Answers [`GroupRequest::OffsetFetch`].
     OffsetFetch(OffsetFetchResponse),
+    /// Answers [`GroupRequest::ConsumerGroupHeartbeat`].
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
 }
 
 impl GroupResponse {
@@ -120,6 +133,7 @@ impl GroupResponse {
             GroupResponse::SyncGroup(r) => r.error_code,
             GroupResponse::Heartbeat(r) => r.error_code,
             GroupResponse::LeaveGroup(r) => r.error_code,
+            GroupResponse::ConsumerGroupHeartbeat(r) => r.error_code,
             GroupResponse::OffsetCommit(r) => {
                 r.topics.iter().flat_map(|t| &t.partitions).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0)
             }

@@ -109,9 +109,12 @@ pub struct GroupSnapshot {
     pub subscription: Vec<String>,
     /// The pattern of a pattern subscription.
     pub pattern: Option<String>,
+    /// `group.protocol`: `classic`, or `consumer` (KIP-848).
+    pub group_protocol: &'static str,
     /// The member's state.
     pub state: StateKind,
-    /// The generation the member belongs to, if any.
+    /// The generation the member belongs to, if any; under the consumer protocol its member
+    /// epoch.
     pub generation: Option<Generation>,
     /// The member id the coordinator gave (empty before the first join).
     pub member_id: MemberId,
@@ -121,7 +124,8 @@ pub struct GroupSnapshot {
     pub protocol: Option<String>,
     /// The coordinator's broker id, when known.
     pub coordinator: Option<i32>,
-    /// The partitions owned, with the start of each ownership streak.
+    /// The partitions owned, with the start of each ownership streak (under the consumer
+    /// protocol the member epoch it was assigned in: its assignment epoch, KIP-1251).
     pub assignment: Vec<OwnedPartition>,
     /// The commit in flight, if any.
     pub in_flight_commits: Vec<CommitView>,

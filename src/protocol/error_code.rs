@@ -75,6 +75,10 @@ pub mod codes {
         FENCED_INSTANCE_ID = 82;
         UNSTABLE_OFFSET_COMMIT = 88;
         PRODUCER_FENCED = 90;
+        FENCED_MEMBER_EPOCH = 110;
+        UNRELEASED_INSTANCE_ID = 111;
+        UNSUPPORTED_ASSIGNOR = 112;
+        STALE_MEMBER_EPOCH = 113;
     }
 }
 

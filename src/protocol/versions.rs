@@ -11,8 +11,10 @@ use super::ProtocolError;
 ///
 /// Floors follow what `kafka-protocol` can encode (OffsetCommit >= 2, OffsetFetch >= 1,
 /// Fetch >= 4, Produce >= 3). Ceilings stop where the next version changes semantics we do not
-/// implement: Fetch 13 and Produce 13 switch to topic ids (KIP-516), FindCoordinator 5 and
-/// OffsetCommit 9 belong to newer group protocols (OffsetCommit 9 is unstable in Kafka 3.6).
+/// implement: Fetch 13 and Produce 13 switch to topic ids (KIP-516), FindCoordinator 5 adds a
+/// transaction error (KIP-890), OffsetCommit 10 names topics by id. OffsetCommit 9 carries the member
+/// epoch of KIP-848's consumer protocol (a classic generation means the same in it; it is
+/// unstable in Kafka 3.6, which does not offer it).
 pub const CLIENT_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::Metadata, 1, 12),
@@ -25,9 +27,11 @@ pub const CLIENT_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::DescribeGroups, 0, 5),
+    // KIP-848's consumer group protocol; v1 lets the member choose its id (KIP-1082).
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     // `kgroup::admin`; v4 adds group states (KIP-518), v5 group types of the new protocol.
     (ApiKey::ListGroups, 0, 4),
     // v0 sent the SASL tokens as raw frames (before KIP-152); only the framed exchange is done.
@@ -109,13 +113,13 @@ mod tests {
     fn picks_the_lower_maximum_and_respects_floors() {
         let v = NegotiatedVersions::negotiate(&broker(&[
             (ApiKey::JoinGroup, 0, 9),
-            (ApiKey::OffsetCommit, 0, 9), // Kafka 3.6 with unstable versions enabled
+            (ApiKey::OffsetCommit, 0, 10), // Kafka 4.1+: v10 names topics by id
             (ApiKey::Fetch, 0, 16),
             (ApiKey::LeaveGroup, 0, 2),
             (ApiKey::OffsetFetch, 0, 0), // only ZooKeeper storage: below our floor
         ]));
         assert_eq!(v.get(ApiKey::JoinGroup), Ok(9));
-        assert_eq!(v.get(ApiKey::OffsetCommit), Ok(8));
+        assert_eq!(v.get(ApiKey::OffsetCommit), Ok(9));
         assert_eq!(v.get(ApiKey::Fetch), Ok(12));
         assert_eq!(v.get(ApiKey::LeaveGroup), Ok(2));
         assert_eq!(v.get(ApiKey::OffsetFetch), Err(ProtocolError::UnsupportedApi { api: ApiKey::OffsetFetch }));

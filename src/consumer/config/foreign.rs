@@ -36,8 +36,6 @@ const KEYS: &[(&str, Handling)] = &[
     ("client.dns.lookup", Unused),
     ("connections.max.idle.ms", Unused),
     ("enable.metrics.push", Unused),
-    ("group.protocol", Only(&["classic"], "kgroup implements the classic group protocol (JoinGroup/SyncGroup) only")),
-    ("group.remote.assignor", Unused),
     ("metadata.recovery.rebootstrap.trigger.ms", Unused),
     ("metadata.recovery.strategy", Unused),
     ("reconnect.backoff.max.ms", Unused),

@@ -238,13 +238,7 @@ impl GroupMachine {
         let owned = ownership.owned_partitions();
         let assigned = format!("assigned {} partitions in generation {}", owned.len(), generation.id);
         self.ownership = Some(ownership);
-        if let Some(started) = self.rebalance_started.take() {
-            let ms = now.saturating_duration_since(started).as_millis() as u64;
-            self.counters.last_rebalance_ms = Some(ms);
-            self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
-            self.counters.total_rebalance_ms += ms;
-            self.counters.rebalances_completed += 1;
-        }
+        self.finish_rebalance(now);
         if second_round {
             // Revoke handlers run before the new assignment is announced (Java's order).
             self.events.push_back((
@@ -279,6 +273,17 @@ impl GroupMachine {
             self.set_state(State::Stable { generation, leader, protocol }, &assigned, now);
             // The subscription changed while this generation's JoinGroup was out.
             self.rejoin_if_subscription_outdated(now);
+        }
+    }
+
+    /// A rebalance under way ended with an assignment: its duration goes to the counters.
+    pub(super) fn finish_rebalance(&mut self, now: Instant) {
+        if let Some(started) = self.rebalance_started.take() {
+            let ms = now.saturating_duration_since(started).as_millis() as u64;
+            self.counters.last_rebalance_ms = Some(ms);
+            self.counters.max_rebalance_ms = self.counters.max_rebalance_ms.max(ms);
+            self.counters.total_rebalance_ms += ms;
+            self.counters.rebalances_completed += 1;
         }
     }
 
@@ -328,7 +333,9 @@ impl GroupMachine {
     /// generation, or its pattern waits for a listing while it is still a member.
     pub(super) fn metadata_refresh_armed(&self) -> bool {
         let member = !matches!(self.state, State::Leaving { .. } | State::Left { .. } | State::Failed(_));
-        !self.partition_counts.is_asking()
+        // Under KIP-848 the broker assigns and matches patterns: nothing to count or list.
+        !self.is_consumer_protocol()
+            && !self.partition_counts.is_asking()
             && (matches!(self.state, State::Stable { .. }) || (self.subscription.awaits_listing() && member))
     }
 

@@ -43,13 +43,19 @@ impl GroupMachine {
             }
         }
         if let State::AwaitingJoin { join: None, .. } = self.state {
-            // A pattern joins once it knows what it matches (Java's fresh metadata before a join).
+            // A pattern joins once it knows what it matches (Java's fresh metadata before a
+            // join); under KIP-848 the broker matches it.
             if self.coordinator_ready()
                 && !self.timers.is_running(TimerKind::Retry, now)
                 && self.commits.in_flight().is_none()
-                && !self.subscription.awaits_listing()
             {
-                self.send_join(now);
+                if self.is_consumer_protocol() {
+                    if !self.consumer_heartbeat_in_flight() {
+                        self.send_consumer_join(now);
+                    }
+                } else if !self.subscription.awaits_listing() {
+                    self.send_join(now);
+                }
             }
         }
         if let State::Leaving { request: None, .. } = self.state {
@@ -60,12 +66,21 @@ impl GroupMachine {
                 CoordinatorState::Finding(_) => {}
                 CoordinatorState::Known { .. } => {
                     if self.coordinator_ready() && self.commits.in_flight().is_none() {
-                        self.send_leave(now);
+                        if self.is_consumer_protocol() {
+                            self.send_consumer_leave(now);
+                        } else {
+                            self.send_leave(now);
+                        }
                     }
                 }
             }
         }
-        self.drive_heartbeat(now);
+        self.drive_topic_id_lookup(now);
+        if self.is_consumer_protocol() {
+            self.drive_consumer_heartbeat(now);
+        } else {
+            self.drive_heartbeat(now);
+        }
         self.drive_metadata_refresh(now);
         self.drive_commits(now);
         self.drive_lookups(now);
@@ -100,6 +115,7 @@ impl GroupMachine {
                     ApiKey::Heartbeat => "Heartbeat",
                     ApiKey::LeaveGroup => "LeaveGroup",
                     ApiKey::OffsetCommit => "OffsetCommit",
+                    ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat (KIP-848: Kafka 4.0 or later)",
                     _ => "OffsetFetch",
                 };
                 self.fail(GroupError::UnsupportedApi { api: name }, now);
@@ -181,7 +197,8 @@ impl GroupMachine {
     }
 
     fn drive_commits(&mut self, now: Instant) {
-        let ready = self.coordinator_ready();
+        // Under KIP-848 a heartbeat's answer may move the member epoch: a commit waits for it.
+        let ready = self.coordinator_ready() && !self.consumer_heartbeat_in_flight();
         let gate = self.state.commit_gate(self.ownership.as_ref());
         let (completed, send) = self.commits.drive(now, &gate, ready, &self.config, &mut self.counters);
         self.report(completed, now);
@@ -194,6 +211,10 @@ impl GroupMachine {
         let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
             return;
         };
+        if self.is_consumer_protocol() && version < 9 {
+            // Before v9 a consumer-protocol member's commit is refused (UNSUPPORTED_VERSION).
+            return self.fail(GroupError::UnsupportedApi { api: "OffsetCommit v9 (member epochs, KIP-848)" }, now);
+        }
         let offsets = commit.leases.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
         let request = build::offset_commit(&self.config, &commit.generation, offsets, version);
         self.counters.commits_sent += 1;

@@ -37,7 +37,7 @@ impl GroupMachine {
     /// another process took over (KIP-345).
     pub(super) fn rejected(&self, api: &'static str, code: i16) -> GroupError {
         match code {
-            FENCED_INSTANCE_ID => {
+            FENCED_INSTANCE_ID | UNRELEASED_INSTANCE_ID => {
                 GroupError::FencedInstanceId { instance_id: self.config.group_instance_id.clone().unwrap_or_default() }
             }
             _ => GroupError::Rejected { api, code: KafkaCode(code), context: self.config.group_id.clone() },
@@ -55,6 +55,7 @@ impl GroupMachine {
             tracing::info!(node = node_id, reason, "coordinator lost; member id and generation kept");
             self.events.push_back((now, GroupEvent::Coordinator { node_id: None, reason: reason.to_owned() }));
             self.coordinator = CoordinatorState::Unknown;
+            self.forget_acknowledged();
             self.timers.set(TimerKind::Retry, now + self.config.retry_backoff);
             let why = format!("given up with the coordinator connection ({reason})");
             for (id, kind) in std::mem::take(&mut self.in_flight) {
@@ -83,6 +84,14 @@ impl GroupMachine {
                 }
             }
             InFlight::Heartbeat { .. } => {}
+            InFlight::ConsumerHeartbeat(_) => {
+                self.forget_acknowledged();
+                if let State::AwaitingJoin { join, .. } = &mut self.state {
+                    if *join == Some(id) {
+                        *join = None;
+                    }
+                }
+            }
             InFlight::Leave => self.finish_leaving(now),
             InFlight::Commit(commit) => self.commits.on_lost(now, commit, why, &self.config),
             InFlight::Fetch => {
@@ -102,6 +111,16 @@ impl GroupMachine {
 
     /// From Stable: open the revoke window. Elsewhere: rejoin when possible.
     pub(super) fn request_rejoin(&mut self, reason: RejoinReason, now: Instant) {
+        if self.is_consumer_protocol() {
+            // KIP-848 has no join barrier: the next heartbeat, at once, tells the broker (a new
+            // subscription) or learns the member's new epoch (a commit answered stale).
+            tracing::debug!(%reason, "heartbeat at once");
+            self.joined_with = self.subscription.topics().to_vec();
+            if self.is_heartbeating() {
+                self.timers.set(TimerKind::Heartbeat, now);
+            }
+            return;
+        }
         match self.state.clone() {
             State::Stable { generation, leader, protocol } => {
                 // Cooperative (KIP-429): the member keeps its partitions, rejoins at once, and
@@ -156,6 +175,9 @@ impl GroupMachine {
     }
 
     pub(super) fn leave_revoking(&mut self, now: Instant) {
+        if self.is_consumer_protocol() {
+            return self.close_consumer_revoke_window(now);
+        }
         if let State::Revoking { reason, unsubscribed, .. } = self.state.clone() {
             if let Some(ownership) = &mut self.ownership {
                 // From the second-round JoinGroup on, the new owner may take them over.
@@ -187,7 +209,9 @@ impl GroupMachine {
     /// UNKNOWN_MEMBER_ID) the member id too.
     pub(super) fn reset(&mut self, reason: RejoinReason, now: Instant) {
         self.lose_ownership(&reason, now);
-        if reason == RejoinReason::UnknownMember {
+        self.forget_acknowledged();
+        // A KIP-848 member keeps the id it chose (KIP-1082) and rejoins with epoch 0.
+        if reason == RejoinReason::UnknownMember && !self.is_consumer_protocol() {
             self.member_id = MemberId::unknown();
         }
         self.rejoin(reason, now);
@@ -218,8 +242,8 @@ impl GroupMachine {
         };
         self.ownership = None;
         self.commits.clear_streaks();
-        self.member_id =
-            if self.config.group_instance_id.is_some() { self.member_id.clone() } else { MemberId::unknown() };
+        let keeps_id = self.config.group_instance_id.is_some() || self.is_consumer_protocol();
+        self.member_id = if keeps_id { self.member_id.clone() } else { MemberId::unknown() };
         if !matches!(self.state, State::Left { .. }) {
             self.set_state(State::Left { reason: reason.clone() }, "left the group", now);
         }

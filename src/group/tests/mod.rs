@@ -550,6 +550,7 @@ impl Harness {
 }
 
 mod commit_queue;
+mod consumer_protocol;
 mod cooperative;
 mod coordinator_connection;
 mod find_coordinator;

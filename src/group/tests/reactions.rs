@@ -8,9 +8,11 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::consumer_protocol::{answer, consumer_config, kafka40_versions, owned, refused};
 use super::*;
 use crate::group::reactions::{
-    self, Key, Reaction, Standing, COMMIT, FETCH, FIND, HEARTBEAT as HB, JOIN, LEAVE, SYNC, TABLE,
+    self, Key, Reaction, Standing, COMMIT, CONSUMER_HEARTBEAT as CGH, FETCH, FIND, HEARTBEAT as HB, JOIN, LEAVE, SYNC,
+    TABLE,
 };
 
 fn on(api: ApiKey, code: i16) -> Key {
@@ -84,6 +86,10 @@ fn expected() -> Vec<(Key, Reaction)> {
         (on_if(COMMIT, UNKNOWN_MEMBER_ID, MovedOn), Ignore),
         (on_if(COMMIT, FENCED_INSTANCE_ID, Current), Fatal),
         (on_if(COMMIT, FENCED_INSTANCE_ID, MovedOn), Backoff),
+        (on_if(COMMIT, STALE_MEMBER_EPOCH, Current), Rejoin),
+        (on_if(COMMIT, STALE_MEMBER_EPOCH, MovedOn), Ignore),
+        (on_if(COMMIT, FENCED_MEMBER_EPOCH, Current), ResetGeneration),
+        (on_if(COMMIT, FENCED_MEMBER_EPOCH, MovedOn), Ignore),
         (on(COMMIT, GROUP_AUTHORIZATION_FAILED), Fatal),
         (on(COMMIT, OFFSET_METADATA_TOO_LARGE), Report),
         (on(COMMIT, INVALID_COMMIT_OFFSET_SIZE), Report),
@@ -97,6 +103,22 @@ fn expected() -> Vec<(Key, Reaction)> {
         (on(FETCH, GROUP_AUTHORIZATION_FAILED), Fatal),
         (on(FETCH, TOPIC_AUTHORIZATION_FAILED), Report),
         (other(FETCH), Backoff),
+        (on(CGH, NONE), Apply),
+        (on(CGH, FENCED_MEMBER_EPOCH), ResetGeneration),
+        (on(CGH, UNKNOWN_MEMBER_ID), ResetGeneration),
+        (on(CGH, COORDINATOR_NOT_AVAILABLE), Rediscover),
+        (on(CGH, NOT_COORDINATOR), Rediscover),
+        (on(CGH, COORDINATOR_LOAD_IN_PROGRESS), Backoff),
+        (on(CGH, UNRELEASED_INSTANCE_ID), Fatal),
+        (on(CGH, FENCED_INSTANCE_ID), Fatal),
+        (on(CGH, UNSUPPORTED_ASSIGNOR), Fatal),
+        (on(CGH, INVALID_REQUEST), Fatal),
+        (on(CGH, UNSUPPORTED_VERSION), Fatal),
+        (on(CGH, GROUP_MAX_SIZE_REACHED), Fatal),
+        (on(CGH, GROUP_AUTHORIZATION_FAILED), Fatal),
+        (on(CGH, TOPIC_AUTHORIZATION_FAILED), Fatal),
+        (on(CGH, INCONSISTENT_GROUP_PROTOCOL), Fatal),
+        (other(CGH), Backoff),
     ]
 }
 
@@ -116,6 +138,7 @@ fn api_name(api: ApiKey) -> &'static str {
         HB => "Heartbeat",
         LEAVE => "LeaveGroup",
         COMMIT => "OffsetCommit",
+        CGH => "ConsumerGroupHeartbeat",
         _ => "OffsetFetch",
     }
 }
@@ -165,16 +188,46 @@ struct Case {
     fetch: Option<OffsetFetchId>,
 }
 
+/// The codes only KIP-848's consumer protocol answers: their rows are driven on a member of it.
+fn consumer_code(code: i16) -> bool {
+    matches!(code, STALE_MEMBER_EPOCH | FENCED_MEMBER_EPOCH)
+}
+
 /// Drives a member until its request of `api` is in flight, and answers it with `code`: from
 /// Stable in generation 1 as `m-1` owning t-0 and t-1, except FindCoordinator (the first
 /// lookup). The JoinGroup and SyncGroup are those of an eager rebalance to generation 2; the
 /// OffsetCommit (t-0 at 10) is of generation 1, `MovedOn` with the member reset by a heartbeat's
-/// ILLEGAL_GENERATION meanwhile; the OffsetFetch asks for t-0.
+/// ILLEGAL_GENERATION meanwhile; the OffsetFetch asks for t-0. ConsumerGroupHeartbeat, and the
+/// OffsetCommit codes of KIP-848, are those of a consumer-protocol member `m-a` at epoch 1
+/// owning t-0 and t-1 (`MovedOn`: fenced by a heartbeat meanwhile).
 fn answered(api: ApiKey, code: i16, standing: Standing, level: Level) -> Case {
-    // The instance id another process took is that of a static member.
-    let config = if code == FENCED_INSTANCE_ID { static_config() } else { config() };
+    // The instance id another process took (or holds) is that of a static member.
+    let instance_code = matches!(code, FENCED_INSTANCE_ID | UNRELEASED_INSTANCE_ID);
+    let config = if instance_code { static_config() } else { config() };
     let (mut commit, mut fetch) = (None, None);
+    let mut kip848 = consumer_config();
+    kip848.group_instance_id = config.group_instance_id.clone();
     let h = match api {
+        CGH => {
+            let mut h = Harness::consumer_stable_with(kip848, 1);
+            let sent = h.beat(if code == NONE { answer(1, None) } else { refused(code) });
+            assert_eq!(sent.instance_id.is_some(), instance_code, "a static member names its instance");
+            h
+        }
+        COMMIT if consumer_code(code) => {
+            let mut h = Harness::consumer_stable_with(kip848, 1);
+            let lease = h.lease(0, 10);
+            commit = Some(h.commit(vec![lease]));
+            let (id, _, _) = h.take_commit();
+            if standing == Standing::MovedOn {
+                h.beat(refused(FENCED_MEMBER_EPOCH));
+                assert_eq!(h.m.state(), StateKind::AwaitingJoin);
+                assert_eq!(h.count("ConsumerGroupHeartbeat"), 0, "the join waits for the OffsetCommit");
+            }
+            h.events.clear();
+            h.respond(id, commit_response(&[(0, code)]));
+            h
+        }
         FIND => {
             let mut h = Harness::with_config(config);
             h.find_failed(RequestFailure::Broker(KafkaCode(code)));
@@ -300,7 +353,8 @@ fn rediscovers(h: &mut Harness, api: &str) -> OutgoingRequest {
 /// The member stopped with the error of `api` answered `code`, and sends nothing more.
 fn stops(h: &mut Harness, api: &'static str, code: i16) {
     assert_eq!(h.m.state(), StateKind::Failed);
-    let error = if code == FENCED_INSTANCE_ID { fenced_instance() } else { rejected(api, code) };
+    let instance = matches!(code, FENCED_INSTANCE_ID | UNRELEASED_INSTANCE_ID);
+    let error = if instance { fenced_instance() } else { rejected(api, code) };
     assert_eq!(h.fatal(), Some(&error));
     h.advance(Duration::from_secs(30));
     assert!(h.outbox.is_empty(), "nothing after a fatal error: {:?}", h.apis());
@@ -323,6 +377,34 @@ fn check(case: Case, reaction: Reaction) {
     let name = api_name(api);
     let (m1, gen1) = ("m-1".to_owned(), GenerationId(1));
     match (api, standing, reaction) {
+        (COMMIT, _, _) if consumer_code(code) => {
+            check_consumer_commit(h, commit.expect("a commit"), code, standing, reaction)
+        }
+        (CGH, _, Apply) => {
+            assert_eq!((h.m.state(), h.m.current_generation()), (StateKind::Stable, Some(&gen(1, "m-a"))));
+            assert_eq!(h.m.poll_timeout(), Some(h.now + Duration::from_secs(5)), "the broker's interval");
+            assert!(h.outbox.is_empty() && h.coordinator_events().is_empty());
+        }
+        (CGH, _, ResetGeneration) => consumer_rejoins(h),
+        (CGH, _, Rediscover) => {
+            assert_eq!((h.m.state(), h.m.assignment().len()), (StateKind::Stable, 2));
+            assert_eq!(h.coordinator_events(), vec![None]);
+            h.advance(BACKOFF);
+            h.found_with(kafka40_versions());
+            let (_, beat) = h.take_consumer_heartbeat();
+            assert_eq!(
+                (beat.member_epoch, owned(&beat).map(|o| o.len())),
+                (1, Some(1)),
+                "a full heartbeat, epoch kept"
+            );
+            assert!(h.lost().is_empty());
+        }
+        (CGH, _, Backoff) => {
+            assert_eq!(h.m.state(), StateKind::Stable);
+            after_backoff(h, "ConsumerGroupHeartbeat");
+            let (_, beat) = h.take_consumer_heartbeat();
+            assert!(beat.subscribed_topic_names.is_some(), "a full heartbeat after an error");
+        }
         (FIND, _, Backoff) => {
             assert_eq!((h.m.state(), h.fatal()), (StateKind::AwaitingJoin, None));
             after_backoff(h, "FindCoordinator");
@@ -430,6 +512,51 @@ fn check(case: Case, reaction: Reaction) {
         (FETCH, _, _) => check_fetch(h, fetch.expect("a lookup"), code, level, reaction),
         (_, _, Fatal) => stops(h, name, code),
         (api, standing, reaction) => panic!("no check for {api:?} {standing:?} {reaction:?}"),
+    }
+}
+
+/// A consumer-protocol member lost t-0 and t-1 and rejoins at once with epoch 0 and its id.
+fn consumer_rejoins(h: &mut Harness) {
+    assert_eq!(h.lost(), vec![tps(&[0, 1])]);
+    assert_eq!((h.m.current_generation(), h.m.lease(&tp(0), 1), h.fatal()), (None, None, None));
+    let (_, join) = h.take_consumer_heartbeat();
+    assert_eq!((join.member_id.as_str(), join.member_epoch), ("m-a", 0));
+}
+
+fn check_consumer_commit(h: &mut Harness, commit: CommitId, code: i16, standing: Standing, reaction: Reaction) {
+    use Reaction::*;
+    match (standing, reaction) {
+        (Standing::Current, Rejoin) => {
+            assert_eq!((h.completed(commit), h.m.state()), (None, StateKind::Stable));
+            assert_eq!(h.count("OffsetCommit"), 0, "not again with epoch 1");
+            let (beat, _) = h.take_consumer_heartbeat();
+            h.respond(beat, GroupResponse::ConsumerGroupHeartbeat(answer(2, None)));
+            let (id, _, request) = h.take_commit();
+            assert_eq!(request.generation_id_or_member_epoch, 2);
+            h.respond(id, commit_response(&[(0, NONE)]));
+            assert_eq!(h.completed(commit), Some(vec![result(0, 10, committed(2, Some(1)))]));
+        }
+        (Standing::Current, ResetGeneration) => {
+            let fenced = CommitOutcome::Fenced {
+                lease_generation: GenerationId(1),
+                current_generation: Some(GenerationId(1)),
+                reason: FenceReason::RejectedByBroker(KafkaCode(code)),
+            };
+            assert_eq!(h.completed(commit), Some(vec![result(0, 10, fenced)]));
+            consumer_rejoins(h);
+        }
+        (Standing::MovedOn, Ignore) => {
+            assert_eq!((h.completed(commit), h.fatal()), (None, None));
+            let (join, _) = h.take_consumer_heartbeat();
+            h.respond(join, GroupResponse::ConsumerGroupHeartbeat(answer(2, Some(&[0]))));
+            let fenced = CommitOutcome::Fenced {
+                lease_generation: GenerationId(1),
+                current_generation: Some(GenerationId(2)),
+                reason: FenceReason::OwnershipInterrupted { owned_since: GenerationId(2) },
+            };
+            assert_eq!(h.completed(commit), Some(vec![result(0, 10, fenced)]));
+        }
+        other => panic!("no check for a consumer-protocol OffsetCommit {other:?}"),
     }
 }
 
