@@ -177,9 +177,9 @@ fn sizes() -> Result<Sizes, BoxError> {
         "consumer" if release == KafkaRelease::Kafka36 => {
             return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer needs a Kafka 4 broker (KGROUP_SEED_BROKER)".into())
         }
-        "consumer" if clients != [ClientKind::Librdkafka] => {
-            return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer: only librdkafka's members speak it here \
-                        (KGROUP_SEED_CLIENTS=librdkafka)"
+        "consumer" if clients.contains(&ClientKind::Java) => {
+            return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer: the Java peer speaks the classic protocol only \
+                        (KGROUP_SEED_CLIENTS=kgroup,librdkafka)"
                 .into())
         }
         "consumer" => GroupProtocol::Consumer,
