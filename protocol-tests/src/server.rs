@@ -454,6 +454,7 @@ fn response_api_key(response: &ResponseKind) -> Option<ApiKey> {
         ResponseKind::InitProducerId(_) => ApiKey::InitProducerId,
         ResponseKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
         ResponseKind::EndTxn(_) => ApiKey::EndTxn,
+        ResponseKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
         _ => return None,
     })
 }

@@ -9,6 +9,9 @@
 //! `group.consumer.assignment.interval.ms`), so a case heartbeats its members until they settle
 //! (bounded) and renders epochs by how they relate, never by value.
 //!
+//! The same cases run on the scripted coordinator's KIP-848 model (`Kip848::kafka40`,
+//! `Kip848::kafka44`, served on TCP): the simulator's peer answers as the brokers do.
+//!
 //! Every broker is started here from its Maven Central jars (`KafkaRelease`), on 127.0.0.1.
 
 use std::future::Future;
@@ -29,6 +32,8 @@ use kafka_protocol::ResponseError;
 use kgroup::driver::connection::{Connection, ConnectionConfig};
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KafkaRelease};
 use kgroup::{Cluster, ClusterConfig};
+use kgroup_protocol_tests::coordinator::{topic_id, CoordinatorConfig, Kip848};
+use kgroup_protocol_tests::server::CoordinatorServer;
 use uuid::Uuid;
 
 const TOPIC: &str = "t";
@@ -39,9 +44,32 @@ const HEARTBEAT_V: i16 = 1;
 /// OffsetCommit v9: the generation field carries the member epoch (KIP-848).
 const COMMIT_V: i16 = 9;
 
-/// A started broker, its connection, and the case topic's id.
+/// What the cases run on: a real Kafka 4 release, or the scripted coordinator's model of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Kafka(KafkaRelease),
+    Model(KafkaRelease),
+}
+
+impl Target {
+    fn name(self) -> String {
+        match self {
+            Target::Kafka(release) => format!("Kafka {}", release.version()),
+            Target::Model(release) => format!("the model of Kafka {}", release.version()),
+        }
+    }
+
+    fn release(self) -> KafkaRelease {
+        match self {
+            Target::Kafka(release) | Target::Model(release) => release,
+        }
+    }
+}
+
+/// A started broker (one of the two kinds), its connection, and the case topic's id.
 struct Broker {
-    _kafka: Kafka36Cluster,
+    _kafka: Option<Kafka36Cluster>,
+    _model: Option<CoordinatorServer>,
     conn: Connection,
     topic_id: Uuid,
 }
@@ -53,7 +81,19 @@ fn code(error: i16) -> String {
     }
 }
 
-async fn start(release: KafkaRelease) -> Result<Broker, String> {
+async fn start(target: Target) -> Result<Broker, String> {
+    let release = match target {
+        Target::Kafka(release) => release,
+        Target::Model(release) => {
+            let kip848 = if release == KafkaRelease::Kafka40 { Kip848::kafka40() } else { Kip848::kafka44() };
+            let mut config = CoordinatorConfig { consumer_protocol: Some(kip848), ..Default::default() };
+            config.topics.insert(TOPIC.into(), PARTITIONS);
+            let server = CoordinatorServer::start(config).await.map_err(|e| e.to_string())?;
+            let config = Arc::new(ConnectionConfig { request_timeout: TIMEOUT, ..Default::default() });
+            let conn = Connection::open(&server.bootstrap(), config).await.map_err(|e| e.to_string())?;
+            return Ok(Broker { _kafka: None, _model: Some(server), conn, topic_id: topic_id(TOPIC) });
+        }
+    };
     let options = Kafka36Options { release, initial_rebalance_delay: Duration::ZERO, ..Default::default() };
     let kafka = Kafka36Cluster::start(options).await.map_err(|e| format!("Kafka {}: {e}", release.version()))?;
     let cluster = Cluster::connect(ClusterConfig::new([kafka.bootstrap()])).await.map_err(|e| e.to_string())?;
@@ -65,7 +105,7 @@ async fn start(release: KafkaRelease) -> Result<Broker, String> {
         .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(TOPIC)))]));
     let metadata = conn.send_at(&request, 12, TIMEOUT).await.map_err(|e| e.to_string())?;
     let topic_id = metadata.topics.first().ok_or("no topic in Metadata")?.topic_id;
-    Ok(Broker { _kafka: kafka, conn, topic_id })
+    Ok(Broker { _kafka: Some(kafka), _model: None, conn, topic_id })
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -431,27 +471,37 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-async fn run_release(release: KafkaRelease) {
-    let broker = start(release).await.unwrap_or_else(|e| panic!("{e}"));
+async fn run_target(target: Target) {
+    let broker = start(target).await.unwrap_or_else(|e| panic!("{e}"));
     let mut failures = Vec::new();
     for case in cases() {
-        let group = format!("kgroup-{}-{}", case.id, release.version());
+        let group = format!("kgroup-{}-{}", case.id, target.release().version());
         let observed = (case.run)(&broker, &group).await.unwrap_or_else(|e| format!("error: {e}"));
-        let expected = if release == KafkaRelease::Kafka40 { case.expect_40 } else { case.expect_44 };
-        println!("{} on Kafka {}: {observed}", case.id, release.version());
+        let expected = if target.release() == KafkaRelease::Kafka40 { case.expect_40 } else { case.expect_44 };
+        println!("{} on {}: {observed}", case.id, target.name());
         if observed != expected {
             failures.push(format!("{}: expected `{expected}`, observed `{observed}`", case.id));
         }
     }
-    assert!(failures.is_empty(), "Kafka {}:\n{}", release.version(), failures.join("\n"));
+    assert!(failures.is_empty(), "{}:\n{}", target.name(), failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_4_0_answers_the_consumer_protocol_as_the_cases_say() {
-    run_release(KafkaRelease::Kafka40).await;
+    run_target(Target::Kafka(KafkaRelease::Kafka40)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_4_4_answers_the_consumer_protocol_as_the_cases_say() {
-    run_release(KafkaRelease::Kafka44).await;
+    run_target(Target::Kafka(KafkaRelease::Kafka44)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripted_model_of_kafka_4_0_answers_as_the_broker_does() {
+    run_target(Target::Model(KafkaRelease::Kafka40)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripted_model_of_kafka_4_4_answers_as_the_broker_does() {
+    run_target(Target::Model(KafkaRelease::Kafka44)).await;
 }

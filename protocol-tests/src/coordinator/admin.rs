@@ -16,11 +16,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::*;
 use super::group::GroupState;
-use super::{CoordinatorConfig, GroupApi, Node, ScriptedCoordinator, ADVERTISED};
+use super::{advertised, CoordinatorConfig, GroupApi, Node, ScriptedCoordinator};
 
-pub(crate) fn api_versions(error: i16) -> ApiVersionsResponse {
+pub(crate) fn api_versions(config: &CoordinatorConfig, error: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error).with_api_keys(
-        ADVERTISED
+        advertised(config)
             .iter()
             .map(|(key, min, max)| {
                 ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
@@ -45,6 +45,10 @@ pub(crate) fn metadata(config: &CoordinatorConfig, version: i16, r: &MetadataReq
         .map(|name| {
             let topic =
                 MetadataResponseTopic::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+            let topic = match (&name, version >= 10) {
+                (Some(n), true) if config.topics.contains_key(n) => topic.with_topic_id(super::topic_id(n)),
+                _ => topic,
+            };
             match name.as_ref().and_then(|n| config.topics.get(n)) {
                 Some(count) => topic.with_partitions(
                     (0..*count)

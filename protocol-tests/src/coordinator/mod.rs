@@ -32,6 +32,7 @@
 //! project targets cp-kafka 7.6.x, built from Kafka's 3.6 branch after 3.6.1.
 
 mod admin;
+mod consumer_group;
 mod faults;
 mod group;
 mod membership;
@@ -48,9 +49,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
+pub use consumer_group::{topic_id, ConsumerGroupView, ConsumerMemberView, Kip848};
 pub use faults::{Fault, FaultAction, Match};
 pub use offsets::{decode_assignment, CommitRecord};
 
+use consumer_group::ConsumerGroup;
 use faults::ActiveFault;
 use group::{Group, StoredGroup};
 use offsets::{PendingCommit, StoredOffset};
@@ -105,6 +108,9 @@ pub struct CoordinatorConfig {
     /// group requests with NOT_COORDINATOR and FindCoordinator names that node (until
     /// [`ScriptedCoordinator::set_loading`] elects this one). `None`: this node coordinates.
     pub coordinator: Option<Node>,
+    /// KIP-848's consumer protocol (Kafka 4): ConsumerGroupHeartbeat and OffsetCommit v9 are
+    /// advertised and served. `None`: Kafka 3.6, classic groups only.
+    pub consumer_protocol: Option<Kip848>,
 }
 
 /// A broker as FindCoordinator and Metadata name it.
@@ -129,6 +135,7 @@ impl Default for CoordinatorConfig {
             host: "127.0.0.1".to_string(),
             port: 9092,
             coordinator: None,
+            consumer_protocol: None,
         }
     }
 }
@@ -247,6 +254,8 @@ enum TimerRef {
     Pending(String, String),
     Sync(String),
     Join(String),
+    /// A consumer-protocol member's session or revocation deadline.
+    ConsumerMember(String, String),
 }
 
 /// Which API a `validateGroupStatus` call is for (GC 1111-1137).
@@ -266,6 +275,8 @@ pub(crate) enum GroupApi {
 pub struct ScriptedCoordinator {
     config: CoordinatorConfig,
     groups: BTreeMap<String, Group>,
+    /// Consumer-protocol groups (KIP-848).
+    consumer_groups: BTreeMap<String, ConsumerGroup>,
     /// Group records as last written to the log (§4.1), for reloads.
     log: BTreeMap<String, StoredGroup>,
     /// Materialized offsets per group (the log and the cache; they survive unloads).
@@ -302,6 +313,7 @@ impl ScriptedCoordinator {
         ScriptedCoordinator {
             config,
             groups: BTreeMap::new(),
+            consumer_groups: BTreeMap::new(),
             log: BTreeMap::new(),
             offsets: BTreeMap::new(),
             offsets_log_end: 0,
@@ -520,11 +532,11 @@ impl ScriptedCoordinator {
         if api == ApiKey::ApiVersions && api_version > 3 {
             // KafkaApis answers an unsupported ApiVersions version with a v0 response.
             reply.api_version = 0;
-            let response = admin::api_versions(errors::UNSUPPORTED_VERSION);
+            let response = admin::api_versions(&self.config, errors::UNSUPPORTED_VERSION);
             self.emit(now, reply, ResponseKind::ApiVersions(response), None);
             return;
         }
-        match advertised_range(api) {
+        match advertised_range(&self.config, api) {
             Some((min, max)) if (min..=max).contains(&api_version) => {}
             // A version the broker does not advertise: the socket server closes the
             // connection (§2.1).
@@ -574,7 +586,7 @@ impl ScriptedCoordinator {
         let (conn, api_version) = (reply.conn, reply.api_version);
         match request {
             RequestKind::ApiVersions(_) => {
-                let response = admin::api_versions(errors::NONE);
+                let response = admin::api_versions(&self.config, errors::NONE);
                 self.emit(now, reply, ResponseKind::ApiVersions(response), None);
             }
             RequestKind::Metadata(r) => {
@@ -597,7 +609,11 @@ impl ScriptedCoordinator {
             RequestKind::SyncGroup(r) => self.handle_sync_group(now, reply, r),
             RequestKind::Heartbeat(r) => self.handle_heartbeat(now, reply, r),
             RequestKind::LeaveGroup(r) => self.handle_leave_group(now, reply, r),
+            RequestKind::OffsetCommit(r) if self.is_consumer_group(r.group_id.as_str()) => {
+                self.handle_consumer_offset_commit(now, reply, r)
+            }
             RequestKind::OffsetCommit(r) => self.handle_offset_commit(now, reply, r),
+            RequestKind::ConsumerGroupHeartbeat(r) => self.handle_consumer_heartbeat(now, reply, r),
             RequestKind::OffsetFetch(r) => self.handle_offset_fetch(now, reply, r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(now, reply, r),
             RequestKind::AddOffsetsToTxn(r) => self.handle_add_offsets_to_txn(now, reply, r),
@@ -722,6 +738,9 @@ impl ScriptedCoordinator {
         for d in &self.delayed {
             consider(d.at, TimerRef::Delayed(d.seq));
         }
+        if let Some((at, group, member)) = self.next_consumer_deadline() {
+            consider(at, TimerRef::ConsumerMember(group, member));
+        }
         for g in self.groups.values() {
             for m in &g.members {
                 if let Some(at) = m.heartbeat_deadline {
@@ -767,6 +786,7 @@ impl ScriptedCoordinator {
                     c.on_expire_heartbeat(at, g, &member);
                 });
             }
+            TimerRef::ConsumerMember(group, member) => self.expire_consumer_member(&group, &member),
             TimerRef::Pending(group, member) => {
                 self.with_group(&group, |c, g| c.on_expire_pending(at, g, &member));
             }
@@ -831,6 +851,8 @@ impl ScriptedCoordinator {
     }
 
     fn load_groups(&mut self, now: Instant) {
+        // Consumer-protocol groups come back as they were, every session armed anew.
+        self.rearm_consumer_sessions(now);
         self.groups.clear();
         let mut ids: Vec<String> = self.log.keys().cloned().collect();
         ids.extend(self.offsets.keys().cloned());
@@ -904,6 +926,7 @@ fn api_key(request: &RequestKind) -> Option<ApiKey> {
         RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
         RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
         RequestKind::EndTxn(_) => ApiKey::EndTxn,
+        RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
         _ => return None,
     })
 }
@@ -933,8 +956,23 @@ pub(crate) const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
-fn advertised_range(api: ApiKey) -> Option<(i16, i16)> {
-    ADVERTISED.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
+/// What Kafka 4 adds for KIP-848's consumer protocol: ConsumerGroupHeartbeat, and OffsetCommit
+/// v9 (the member epoch).
+const ADVERTISED_KIP848: &[(ApiKey, i16, i16)] =
+    &[(ApiKey::ConsumerGroupHeartbeat, 0, 1), (ApiKey::OffsetCommit, 0, 9)];
+
+/// The ranges this broker advertises: [`ADVERTISED`], with [`ADVERTISED_KIP848`]'s in place of
+/// its own when the consumer protocol is served.
+pub(crate) fn advertised(config: &CoordinatorConfig) -> Vec<(ApiKey, i16, i16)> {
+    let kip848 = if config.consumer_protocol.is_some() { ADVERTISED_KIP848 } else { &[] };
+    let mut ranges: Vec<(ApiKey, i16, i16)> =
+        ADVERTISED.iter().filter(|(api, _, _)| !kip848.iter().any(|(k, _, _)| k == api)).copied().collect();
+    ranges.extend_from_slice(kip848);
+    ranges
+}
+
+fn advertised_range(config: &CoordinatorConfig, api: ApiKey) -> Option<(i16, i16)> {
+    advertised(config).into_iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (min, max))
 }
 
 /// Milliseconds from the wire as a duration (negative values count as zero).

@@ -370,7 +370,7 @@ impl ScriptedCoordinator {
         }
     }
 
-    fn store_commit(&mut self, commit: PendingCommit) {
+    pub(crate) fn store_commit(&mut self, commit: PendingCommit) {
         let appended = commit.appended;
         let entries = commit.entries.into_iter().map(|(key, entry)| (key, StoredOffset { entry, appended }));
         self.store_offsets(commit.group, entries);
