@@ -100,6 +100,7 @@ pub(crate) fn request_identity(request: &RequestKind) -> (Option<String>, Vec<St
         RequestKind::SyncGroup(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::Heartbeat(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::OffsetCommit(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
+        RequestKind::ConsumerGroupHeartbeat(r) => (Some(r.group_id.to_string()), vec![r.member_id.to_string()]),
         RequestKind::LeaveGroup(r) => {
             let mut ids = vec![r.member_id.to_string()];
             ids.extend(r.members.iter().map(|m| m.member_id.to_string()));
@@ -140,6 +141,11 @@ pub(crate) fn error_response(request: &RequestKind, api_version: i16, code: i16)
         RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
         RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
         RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),
+        RequestKind::ConsumerGroupHeartbeat(_) => ResponseKind::ConsumerGroupHeartbeat(
+            kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_member_epoch(-1),
+        ),
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(
                 r.topics

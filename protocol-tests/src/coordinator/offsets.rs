@@ -484,7 +484,8 @@ impl ScriptedCoordinator {
 
     /// `getOffsets` (GMM 495-534): offsets regardless of group state; -1 for unknown.
     fn fetch_offsets(&self, group_id: &str, require_stable: bool, topics: Option<TopicList>) -> Vec<FetchedTopic> {
-        let live = self.groups.get(group_id).is_some_and(|g| !g.is(GroupState::Dead));
+        let live =
+            self.groups.get(group_id).is_some_and(|g| !g.is(GroupState::Dead)) || self.is_consumer_group(group_id);
         let stored = self.offsets.get(group_id).filter(|_| live);
         let requested: Vec<(TopicName, Vec<i32>)> = match topics {
             Some(topics) => topics,

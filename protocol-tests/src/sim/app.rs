@@ -213,11 +213,12 @@ impl Sim {
         let o = self.members[i].app.outstanding.remove(idx);
         for r in results {
             if let CommitOutcome::Failed { reason: CommitFailure::Rejected(code) } = &r.outcome {
-                if code.0 == 22 || code.0 == 27 {
+                if matches!(code.0, 22 | 27 | 110 | 113) {
                     let name = self.members[i].name.clone();
                     self.violation(format!(
-                        "{name}: commit of {}@{} reached the application as Failed({code}): ILLEGAL_GENERATION and \
-                         REBALANCE_IN_PROGRESS must be classified (fenced or retried)",
+                        "{name}: commit of {}@{} reached the application as Failed({code}): ILLEGAL_GENERATION, \
+                         REBALANCE_IN_PROGRESS, FENCED_MEMBER_EPOCH and STALE_MEMBER_EPOCH must be classified \
+                         (fenced or retried)",
                         r.partition, r.offset
                     ));
                 }

@@ -26,7 +26,7 @@
 //!   coordinator's stored assignments, in every generation from its lease's to the one stamped;
 //!   (b) commits the coordinator accepts never move a partition backwards, and come from its
 //!   owner in the generation they carry;
-//!   (c) no `Failed(Rejected(22 | 27))` outcome reaches an application;
+//!   (c) no `Failed(Rejected(22 | 27 | 110 | 113))` outcome reaches an application;
 //!   (d) a response the machine reports stale leaves its state and generation unchanged (T32);
 //!   also: no machine fails fatally, and `poll_timeout` is never in the past right after
 //!   `handle_timeout` (a driver would spin).
@@ -38,6 +38,11 @@
 //!   group that does not know it yet): no stale position after an ownership gap. Not checked
 //!   once an injected ILLEGAL_GENERATION contradicted the coordinator's own generation.
 //!   Duplicates and losses are counted per message in a [`Ledger`].
+//!
+//! With [`SimConfig::consumer_protocol`] the members speak KIP-848's consumer protocol to the
+//! coordinator's model of it: (a) is judged by (b) at the coordinator (an accepted commit comes
+//! from the member holding the partition then, assigned or revoking), and convergence is every
+//! member at the target epoch holding its target.
 
 mod app;
 mod ledger;
@@ -49,13 +54,14 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, OffsetCommitRequest, RequestKind, ResponseKind};
 use kgroup::group::{
-    CoordinatorFound, Generation, GroupConfig, GroupEvent, GroupMachine, GroupRequest, GroupResponse, OutgoingRequest,
-    RequestFailure, RequestId, TopicPartition,
+    CoordinatorFound, Generation, GroupConfig, GroupEvent, GroupMachine, GroupProtocol, GroupRequest, GroupResponse,
+    OutgoingRequest, RequestFailure, RequestId, TopicPartition,
 };
 use kgroup::protocol::versions::NegotiatedVersions;
 
 use crate::coordinator::{
-    decode_assignment, errors, ConnId, CoordinatorConfig, Fault, FaultAction, Outgoing, ScriptedCoordinator,
+    decode_assignment, errors, topic_id, ConnId, CoordinatorConfig, Fault, FaultAction, Kip848, Outgoing,
+    ScriptedCoordinator,
 };
 use kgroup::group::StateKind;
 
@@ -121,6 +127,8 @@ pub struct SimConfig {
     pub log: bool,
     /// `partition.assignment.strategy`: built-in assignor names, in preference order.
     pub assignors: Vec<&'static str>,
+    /// KIP-848's consumer protocol, served as Kafka 4.0 or 4.4 would (`None`: classic).
+    pub consumer_protocol: Option<Kip848>,
 }
 
 impl SimConfig {
@@ -149,7 +157,22 @@ impl SimConfig {
             trace: false,
             log: false,
             assignors: vec!["range"],
+            consumer_protocol: None,
         }
+    }
+
+    /// [`Self::realistic`] on KIP-848's consumer protocol, served as `kip848` says.
+    pub fn consumer_protocol(seed: u64, partitions: i32, kip848: Kip848) -> Self {
+        SimConfig { consumer_protocol: Some(kip848), ..Self::realistic(seed, partitions) }
+    }
+
+    /// Member `i`'s settings: under KIP-848 it chooses its member id.
+    fn group_config_of(&self, i: usize) -> GroupConfig {
+        let mut c = self.group_config();
+        if self.consumer_protocol.is_some() {
+            c.protocol = GroupProtocol::Consumer { remote_assignor: None, member_id: Some(format!("m{i:02}-id")) };
+        }
+        c
     }
 
     fn group_config(&self) -> GroupConfig {
@@ -293,7 +316,11 @@ pub struct Sim {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let base = Instant::now();
-        let mut cc = CoordinatorConfig { initial_rebalance_delay: cfg.initial_rebalance_delay, ..Default::default() };
+        let mut cc = CoordinatorConfig {
+            initial_rebalance_delay: cfg.initial_rebalance_delay,
+            consumer_protocol: cfg.consumer_protocol.clone(),
+            ..Default::default()
+        };
         cc.topics.insert(TOPIC.to_string(), cfg.partitions);
         let mut coord = ScriptedCoordinator::new(cc, base);
         // Negotiate like the driver does: ask the broker for its ranges.
@@ -419,6 +446,9 @@ impl Sim {
     /// cover every partition exactly once and equal what the coordinator stored. Otherwise why
     /// not.
     pub fn convergence_problem(&self) -> Option<String> {
+        if self.cfg.consumer_protocol.is_some() {
+            return self.consumer_convergence_problem();
+        }
         let Some(view) = self.coord.describe(GROUP) else {
             return Some("the coordinator has no group yet".into());
         };
@@ -486,6 +516,59 @@ impl Sim {
         None
     }
 
+    /// [`Self::convergence_problem`] under KIP-848: every live member Stable at the epoch the
+    /// coordinator holds for it, at the target epoch, owning what the coordinator assigned it,
+    /// every partition once, nothing revoking, nothing in flight for long.
+    fn consumer_convergence_problem(&self) -> Option<String> {
+        let Some(view) = self.coord.describe_consumer_group(GROUP) else {
+            return Some("the coordinator has no group yet".into());
+        };
+        if !view.is_reconciled() {
+            return Some(format!("the coordinator's group is reconciling towards epoch {}", view.target_epoch));
+        }
+        let live = self.live_members();
+        if view.members.len() != live.len() {
+            return Some(format!("coordinator has {} members, {} are live", view.members.len(), live.len()));
+        }
+        let mut cover = vec![0u32; self.cfg.partitions.max(0) as usize];
+        for &i in &live {
+            let m = &self.members[i];
+            if m.app.leaving {
+                return Some(format!("{} is leaving", m.name));
+            }
+            if let Some(p) = m.pending.values().find(|p| self.now - p.sent > STUCK) {
+                return Some(format!("{} has had a {:?} unanswered for {:?}", m.name, p.api, self.now - p.sent));
+            }
+            let machine = &m.machine;
+            let Some(stored) = view.members.iter().find(|v| v.member_id == machine.member_id().as_str()) else {
+                return Some(format!("{} is not a member of the coordinator's group", m.name));
+            };
+            let epoch = machine.current_generation().map(|g| g.id.0);
+            if machine.state() != StateKind::Stable || epoch != Some(stored.epoch) {
+                return Some(format!(
+                    "{} is {} at epoch {epoch:?}, coordinator at {}",
+                    m.name,
+                    machine.state(),
+                    stored.epoch
+                ));
+            }
+            let owned: BTreeSet<i32> = machine.assignment().iter().map(|o| o.partition.partition).collect();
+            let expected: BTreeSet<i32> = stored.assigned.keys().map(|(_, p)| *p).collect();
+            if owned != expected {
+                return Some(format!("{} owns {owned:?}, coordinator assigned {expected:?}", m.name));
+            }
+            for p in owned {
+                if let Some(c) = usize::try_from(p).ok().and_then(|p| cover.get_mut(p)) {
+                    *c += 1;
+                }
+            }
+        }
+        if let Some(p) = cover.iter().position(|&c| c != 1) {
+            return Some(format!("partition {p} is owned by {} members", cover[p]));
+        }
+        None
+    }
+
     pub fn converged(&self) -> bool {
         self.convergence_problem().is_none()
     }
@@ -511,6 +594,19 @@ impl Sim {
                 v.generation,
                 v.members.len()
             ));
+        }
+        if let Some(v) = self.coord.describe_consumer_group(GROUP) {
+            out.push_str(&format!("  coordinator: group epoch {}, target epoch {}\n", v.epoch, v.target_epoch));
+            for m in &v.members {
+                let assigned: Vec<i32> = m.assigned.keys().map(|(_, p)| *p).collect();
+                let revoking: Vec<i32> = m.revoking.iter().map(|(_, p)| *p).collect();
+                out.push_str(&format!(
+                    "    {} epoch {} assigned {assigned:?} revoking {revoking:?} target {}\n",
+                    m.member_id,
+                    m.epoch,
+                    m.target.len()
+                ));
+            }
         }
         out
     }
@@ -538,7 +634,7 @@ impl Sim {
     /// Adds a member; it looks for the coordinator at once. Returns its index.
     pub fn add_member(&mut self) -> usize {
         let i = self.members.len();
-        let mut machine = GroupMachine::new(self.cfg.group_config(), [TOPIC], self.now);
+        let mut machine = GroupMachine::new(self.cfg.group_config_of(i), [TOPIC], self.now);
         machine.set_partition_counts([(TOPIC.to_string(), self.cfg.partitions)]);
         self.members.push(Member {
             name: format!("m{i:02}"),
@@ -1004,6 +1100,13 @@ impl Sim {
                 self.members[i].machine.handle_metadata(self.now, id, counts);
                 return;
             }
+            GroupRequest::TopicIds { .. } => {
+                // One topic, whose id never changes: answered at once.
+                let ids = [(topic_id(TOPIC), TOPIC.to_string())].into();
+                self.members[i].machine.handle_topic_ids(self.now, id, ids);
+                return;
+            }
+            GroupRequest::ConsumerGroupHeartbeat(r) => RequestKind::ConsumerGroupHeartbeat(r),
             GroupRequest::JoinGroup(r) => RequestKind::JoinGroup(r),
             GroupRequest::SyncGroup(r) => RequestKind::SyncGroup(r),
             GroupRequest::Heartbeat(r) => RequestKind::Heartbeat(r),
@@ -1096,6 +1199,10 @@ impl Sim {
     /// may have revoked it cooperatively (KIP-429: then nobody owns it in that generation).
     fn check_commit_request(&mut self, i: usize, r: &OffsetCommitRequest) {
         self.stats.offset_commit_requests += 1;
+        if self.cfg.consumer_protocol.is_some() {
+            // Judged where it lands, by (b): the coordinator knows who holds what then.
+            return;
+        }
         let stamped = r.generation_id_or_member_epoch;
         let member_id = r.member_id.to_string();
         for t in &r.topics {
@@ -1193,6 +1300,7 @@ fn api_key(request: &RequestKind) -> ApiKey {
         RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
         RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
         RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
         _ => ApiKey::ApiVersions,
     }
 }
@@ -1208,6 +1316,12 @@ fn response_summary(response: &ResponseKind) -> String {
             format!("errors {codes:?}")
         }
         ResponseKind::OffsetFetch(r) => format!("error {}", r.error_code),
+        ResponseKind::ConsumerGroupHeartbeat(r) => format!(
+            "error {} epoch {} assignment {:?}",
+            r.error_code,
+            r.member_epoch,
+            r.assignment.as_ref().map(|a| a.topic_partitions.iter().map(|t| t.partitions.clone()).collect::<Vec<_>>())
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -1236,6 +1350,7 @@ fn to_group_response(response: ResponseKind) -> Result<GroupResponse, String> {
         ResponseKind::LeaveGroup(r) => GroupResponse::LeaveGroup(r),
         ResponseKind::OffsetCommit(r) => GroupResponse::OffsetCommit(r),
         ResponseKind::OffsetFetch(r) => GroupResponse::OffsetFetch(r),
+        ResponseKind::ConsumerGroupHeartbeat(r) => GroupResponse::ConsumerGroupHeartbeat(r),
         other => return Err(format!("{other:?}")),
     })
 }

@@ -263,6 +263,12 @@ impl GroupMachine {
             self.counters.stale_responses += 1;
             return;
         }
+        if joining {
+            // Answered: whatever it says, this join is no longer in flight.
+            if let State::AwaitingJoin { join, .. } = &mut self.state {
+                *join = None;
+            }
+        }
         let code = r.error_code;
         let reaction = reactions::reaction(ApiKey::ConsumerGroupHeartbeat, code);
         if reaction != Reaction::Apply {
@@ -292,9 +298,6 @@ impl GroupMachine {
                 tracing::warn!(code = %KafkaCode(code), "ConsumerGroupHeartbeat error; retrying");
                 if joining {
                     self.timers.set(TimerKind::Retry, now + self.config.backoff(self.join_attempts));
-                    if let State::AwaitingJoin { join, .. } = &mut self.state {
-                        *join = None;
-                    }
                 } else {
                     self.timers.set(TimerKind::Heartbeat, now + self.config.retry_backoff);
                 }
@@ -363,7 +366,8 @@ impl GroupMachine {
                 None => unnamed.push(*id),
             }
         }
-        if !unnamed.is_empty() && matches!(consumer.lookup, NameLookup::Idle) {
+        let naming = !unnamed.is_empty();
+        if naming && matches!(consumer.lookup, NameLookup::Idle) {
             let topics = match &self.subscription {
                 Subscribed::Topics(topics) => Some(topics.clone()),
                 Subscribed::Pattern { .. } => None,
@@ -399,17 +403,20 @@ impl GroupMachine {
         }
         let next = Generation { id: target.epoch.max(generation.id), member_id: self.member_id.clone() };
         let wanted: Vec<TopicPartition> = wanted.into_iter().collect();
-        self.install_epoch(now, next, protocol, wanted);
+        self.install_epoch(now, next, protocol, wanted, naming);
     }
 
     /// Takes `partitions` at member epoch `generation`: streaks of partitions kept go on (their
     /// leases are re-stamped with the new epoch, which KIP-1251 brokers and older ones accept).
+    /// `naming`: topics of the target wait for their names (the first assignment is announced
+    /// once they have them).
     fn install_epoch(
         &mut self,
         now: Instant,
         generation: Generation,
         protocol: String,
         partitions: Vec<TopicPartition>,
+        naming: bool,
     ) {
         let first = self.ownership.is_none();
         let (ownership, change) = Ownership::assign_epoch(self.ownership.take(), generation.clone(), &partitions);
@@ -421,7 +428,7 @@ impl GroupMachine {
             // Report what the member owns now, so the broker can move on.
             self.timers.set(TimerKind::Heartbeat, now);
         }
-        if changed || first {
+        if changed || (first && !naming) {
             self.finish_rebalance(now);
             self.events.push_back((
                 now,

@@ -322,3 +322,15 @@ fn a_broker_without_the_consumer_protocol_stops_the_member_with_a_clear_error() 
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_join_answered_not_coordinator_goes_again_to_the_coordinator_found_next() {
+    let mut h = Harness::consumer();
+    let (id, _) = h.take_consumer_heartbeat();
+    h.respond(id, GroupResponse::ConsumerGroupHeartbeat(refused(NOT_COORDINATOR)));
+    assert_eq!((h.m.state(), h.coordinator_events()), (StateKind::AwaitingJoin, vec![Some(1), None]));
+    h.advance(BACKOFF);
+    h.found_with(kafka40_versions());
+    let (_, join) = h.take_consumer_heartbeat();
+    assert_eq!((join.member_id.as_str(), join.member_epoch), ("m-a", 0));
+}
