@@ -3,11 +3,11 @@
 //! (`kafka-clients` 3.6.2) side by side in one run, on one broker, each on every schedule and
 //! processing time; writes `benches/SEED-KAFKA36.md` and prints its summary table.
 //!
-//! `KGROUP_SEED_BROKER=kafka40|kafka44` runs it on Kafka 4.0.2 or 4.4.0 instead, and
-//! `KGROUP_SEED_GROUP_PROTOCOL=consumer` makes librdkafka's members use KIP-848's consumer
-//! protocol (`group.protocol=consumer`; kgroup's members and the Java peer speak the classic
-//! protocol only, so that run is librdkafka's alone); the results go to
-//! `benches/SEED-KAFKA44-CONSUMER.md` and the like.
+//! `KGROUP_SEED_BROKER=kafka40|kafka44` runs it on Kafka 4.0.2 or 4.4.0 instead, the Java
+//! members then on that release's own `kafka-clients` (`integration/kafka4/java/GroupMember.java`),
+//! and `KGROUP_SEED_GROUP_PROTOCOL=consumer` makes every client's members use KIP-848's consumer
+//! protocol (`group.protocol=consumer`); the results go to `benches/SEED-KAFKA44-CONSUMER.md` and
+//! the like.
 //!
 //! ```sh
 //! cargo bench --bench seed --features embedded-broker
@@ -18,7 +18,8 @@
 //! committing each synchronously (`benches/shared/seed_run.rs`); then what the members reported
 //! is judged against each other and the broker's log (`benches/shared/seed_analysis.rs`).
 //! kgroup members are tasks of this process, librdkafka members `BaseConsumer` threads, Java
-//! members one JVM each (`integration/kafka36/java/GroupMember.java`, compiled with `javac`).
+//! members one JVM each (`integration/kafka36/java/GroupMember.java`, or on Kafka 4
+//! `integration/kafka4/java/GroupMember.java`, compiled with `javac`).
 //!
 //! Sizes (defaults are the issue's): `KGROUP_SEED_MEMBERS` (30), `KGROUP_SEED_SCHEDULES` (`a,b,c`),
 //! `KGROUP_SEED_CLIENTS` (`kgroup,librdkafka,java`), `KGROUP_SEED_PROCESSING_MS` (`0,200`),
@@ -37,7 +38,7 @@ mod machine;
 #[path = "shared/seed_run.rs"]
 mod seed_run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -48,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use java::{java_binary, java_version};
 use kgroup::embedded::die_with_parent;
-use kgroup::embedded::kafka36::{java_peer_classpath, Kafka36Cluster, Kafka36Options, KafkaRelease};
+use kgroup::embedded::kafka36::{java_peer_classpath_of, Kafka36Cluster, Kafka36Options, KafkaRelease};
 use machine::{loadavg, machine};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
@@ -56,7 +57,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use seed_run::analysis::{
-    analyze, broker_timeline, ranges, Analysis, CommitError, Member, Outcome, PartitionCommit, Protocol, Stamp, What,
+    analyze, broker_timeline, ranges, Analysis, CommitError, Member, Outcome, Partition, PartitionCommit, Protocol,
+    Stabilized, Stamp, What,
 };
 use seed_run::{
     now_ms, run, BoxError, Client, KgroupClient, Recorder, RunRecord, RunSpec, Schedule, BATCH_SIZE, CONSUMER_SETTINGS,
@@ -96,7 +98,7 @@ impl ClientKind {
     }
 }
 
-/// The group protocol librdkafka's members use (`group.protocol`).
+/// The group protocol librdkafka's and the Java client's members use (`group.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GroupProtocol {
     Classic,
@@ -177,11 +179,6 @@ fn sizes() -> Result<Sizes, BoxError> {
         "consumer" if release == KafkaRelease::Kafka36 => {
             return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer needs a Kafka 4 broker (KGROUP_SEED_BROKER)".into())
         }
-        "consumer" if clients.contains(&ClientKind::Java) => {
-            return Err("KGROUP_SEED_GROUP_PROTOCOL=consumer: the Java peer speaks the classic protocol only \
-                        (KGROUP_SEED_CLIENTS=kgroup,librdkafka)"
-                .into())
-        }
         "consumer" => GroupProtocol::Consumer,
         other => return Err(format!("KGROUP_SEED_GROUP_PROTOCOL: {other:?} (classic, consumer)").into()),
     };
@@ -249,7 +246,7 @@ async fn seed() -> Result<(), BoxError> {
     let sizes = sizes()?;
     let version = sizes.release.version();
     eprintln!("seed on Kafka {version}: {sizes:?}");
-    let java = if sizes.clients.contains(&ClientKind::Java) { Some(JavaSetup::new()?) } else { None };
+    let java = if sizes.clients.contains(&ClientKind::Java) { Some(JavaSetup::new(sizes.release)?) } else { None };
     let kafka = Kafka36Cluster::start(Kafka36Options { release: sizes.release, ..Default::default() }).await?;
     let consumer_groups = match sizes.release {
         KafkaRelease::Kafka36 => "",
@@ -331,8 +328,8 @@ async fn one_run(
             }
             ClientKind::Java => match java {
                 Some(setup) => {
-                    run(&spec, &mut JavaClient::new(setup, &spec, processing, recorder.clone()), &recorder, &progress)
-                        .await
+                    let mut client = JavaClient::new(setup, &spec, sizes.group_protocol, processing, recorder.clone());
+                    run(&spec, &mut client, &recorder, &progress).await
                 }
                 None => Err("the Java client is not set up".into()),
             },
@@ -363,8 +360,48 @@ fn judge(
         GroupProtocol::Classic => Protocol::Eager,
         GroupProtocol::Consumer => Protocol::Consumer,
     };
-    let analysis = analyze(&record.events, &record.log_end, &timeline, protocol, record.end_ms);
+    let mut analysis = analyze(&record.events, &record.log_end, &timeline, protocol, record.end_ms);
+    if group_protocol == GroupProtocol::Consumer {
+        analysis.final_generation = stable_by_callbacks(&record, spec.members, spec.partitions);
+    }
     Ok((record, analysis))
+}
+
+/// KIP-848 groups log no `Stabilized` line: when the group last became stable by the members'
+/// own callbacks before processing ended (every member holding some partitions, every partition
+/// held once), with the highest member epoch then and the member count.
+fn stable_by_callbacks(record: &RunRecord, members: usize, partitions: i32) -> Option<Stabilized> {
+    let mut holding: BTreeMap<Member, (i32, BTreeSet<Partition>)> = BTreeMap::new();
+    let mut stable = None;
+    for event in record.events.iter().filter(|e| e.at_ms <= record.end_ms) {
+        match &event.what {
+            What::Assigned { generation, partitions, incremental } => {
+                let (epoch, held) = holding.entry(event.member).or_default();
+                *epoch = *generation;
+                if !incremental {
+                    held.clear();
+                }
+                held.extend(partitions.iter().copied());
+            }
+            What::Revoked { partitions, .. } | What::Lost { partitions } => {
+                let (_, held) = holding.entry(event.member).or_default();
+                for p in partitions {
+                    held.remove(p);
+                }
+            }
+            What::Batch { .. } | What::Commit { .. } => continue,
+        }
+        let held = holding.values().map(|(_, held)| held.len()).sum::<usize>();
+        let covered: BTreeSet<Partition> = holding.values().flat_map(|(_, held)| held.iter().copied()).collect();
+        let every_member = holding.len() == members && holding.values().all(|(_, held)| !held.is_empty());
+        if every_member && held == partitions as usize && covered.len() == held {
+            let generation = holding.values().map(|(epoch, _)| *epoch).max().unwrap_or(-1);
+            stable.get_or_insert(Stabilized { at_ms: event.at_ms, generation, members });
+        } else {
+            stable = None;
+        }
+    }
+    stable
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,7 +496,8 @@ impl RdClient {
     }
 }
 
-/// Settings the broker owns under KIP-848: librdkafka refuses them with `group.protocol=consumer`.
+/// Settings the broker owns under KIP-848: librdkafka and the Java client refuse them with
+/// `group.protocol=consumer` (so does Java `partition.assignment.strategy`: the broker assigns).
 const BROKER_SIDE_UNDER_KIP848: &[&str] = &["session.timeout.ms", "heartbeat.interval.ms"];
 
 /// librdkafka's properties: the common ones it has (not `max.poll.records`), the range assignor;
@@ -618,24 +656,42 @@ struct JavaSetup {
     java: PathBuf,
     classpath: String,
     dir: PathBuf,
-    log4j: PathBuf,
+    /// The JVM option that points the client's logging at its file (warnings to stderr).
+    logging: String,
 }
 
 impl JavaSetup {
-    fn new() -> Result<JavaSetup, BoxError> {
-        let classpath = java_peer_classpath()?;
+    /// The member for `release`'s own `kafka-clients`: 3.6.2 logs with log4j 1 (reload4j),
+    /// Kafka 4's with log4j 2, whose default would print errors to stdout, the member's lines.
+    fn new(release: KafkaRelease) -> Result<JavaSetup, BoxError> {
+        let classpath = java_peer_classpath_of(release)?;
         let dir = std::env::temp_dir().join(format!("kgroup-seed-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let log4j = dir.join("log4j.properties");
-        std::fs::write(
-            &log4j,
-            "log4j.rootLogger=WARN, stderr\n\
-             log4j.appender.stderr=org.apache.log4j.ConsoleAppender\n\
-             log4j.appender.stderr.layout=org.apache.log4j.PatternLayout\n\
-             log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n\n\
-             log4j.appender.stderr.Target=System.err\n",
-        )?;
-        Ok(JavaSetup { java: java_binary(), classpath, dir, log4j })
+        let (file, text, option) = match release {
+            KafkaRelease::Kafka36 => (
+                "log4j.properties",
+                "log4j.rootLogger=WARN, stderr\n\
+                 log4j.appender.stderr=org.apache.log4j.ConsoleAppender\n\
+                 log4j.appender.stderr.layout=org.apache.log4j.PatternLayout\n\
+                 log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n\n\
+                 log4j.appender.stderr.Target=System.err\n",
+                "-Dlog4j.configuration=file:",
+            ),
+            _ => (
+                "log4j2.properties",
+                "appender.stderr.type=Console\n\
+                 appender.stderr.name=STDERR\n\
+                 appender.stderr.target=SYSTEM_ERR\n\
+                 appender.stderr.layout.type=PatternLayout\n\
+                 appender.stderr.layout.pattern=[%d] %p %m (%c)%n\n\
+                 rootLogger.level=WARN\n\
+                 rootLogger.appenderRef.stderr.ref=STDERR\n",
+                "-Dlog4j2.configurationFile=",
+            ),
+        };
+        let path = dir.join(file);
+        std::fs::write(&path, text)?;
+        Ok(JavaSetup { java: java_binary(), classpath, dir, logging: format!("{option}{}", path.display()) })
     }
 
     fn remove_logs_unless(self, keep: bool) {
@@ -650,6 +706,7 @@ impl JavaSetup {
 struct JavaClient<'a> {
     setup: &'a JavaSetup,
     spec: RunSpec,
+    protocol: GroupProtocol,
     processing: Duration,
     recorder: Arc<Recorder>,
     members: Vec<JavaProcess>,
@@ -663,8 +720,27 @@ struct JavaProcess {
 }
 
 impl<'a> JavaClient<'a> {
-    fn new(setup: &'a JavaSetup, spec: &RunSpec, processing: Duration, recorder: Arc<Recorder>) -> JavaClient<'a> {
-        JavaClient { setup, spec: spec.clone(), processing, recorder, members: Vec::new() }
+    fn new(
+        setup: &'a JavaSetup,
+        spec: &RunSpec,
+        protocol: GroupProtocol,
+        processing: Duration,
+        recorder: Arc<Recorder>,
+    ) -> JavaClient<'a> {
+        JavaClient { setup, spec: spec.clone(), protocol, processing, recorder, members: Vec::new() }
+    }
+
+    /// `GroupMember`'s properties: the common ones and the range assignor; under KIP-848 the
+    /// group protocol instead, and the broker's assignor and session.
+    fn properties(&self, member: Member) -> Vec<String> {
+        let mut properties = vec![format!("client.id=seed-java-{member}")];
+        properties.push(match self.protocol {
+            GroupProtocol::Classic => format!("partition.assignment.strategy={JAVA_RANGE}"),
+            GroupProtocol::Consumer => "group.protocol=consumer".to_owned(),
+        });
+        let skipped = |key: &str| self.protocol == GroupProtocol::Consumer && BROKER_SIDE_UNDER_KIP848.contains(&key);
+        properties.extend(CONSUMER_SETTINGS.iter().filter(|(k, _)| !skipped(k)).map(|(k, v)| format!("{k}={v}")));
+        properties
     }
 }
 
@@ -674,16 +750,14 @@ impl Client for JavaClient<'_> {
         let mut command = std::process::Command::new(&self.setup.java);
         command
             .args(JVM_FLAGS)
-            .arg(format!("-Dlog4j.configuration=file:{}", self.setup.log4j.display()))
+            .arg(&self.setup.logging)
             .arg("-cp")
             .arg(&self.setup.classpath)
             .arg("GroupMember")
             .args([&self.spec.bootstrap, &self.spec.group, &self.spec.topic])
             .arg(self.processing.as_millis().to_string())
             .arg(JAVA_MAX_SECONDS)
-            .arg(format!("client.id=seed-java-{member}"))
-            .arg(format!("partition.assignment.strategy={JAVA_RANGE}"))
-            .args(CONSUMER_SETTINGS.iter().map(|(k, v)| format!("{k}={v}")))
+            .args(self.properties(member))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
@@ -693,7 +767,9 @@ impl Client for JavaClient<'_> {
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().ok_or("the Java member has no stdout")?;
         let stdin = child.stdin.take();
-        let reader = tokio::spawn(read_java_member(member, stdout, self.recorder.clone()));
+        // Under KIP-848 `onPartitionsAssigned` names only the partitions added.
+        let incremental = self.protocol == GroupProtocol::Consumer;
+        let reader = tokio::spawn(read_java_member(member, incremental, stdout, self.recorder.clone()));
         self.members.push(JavaProcess { child, stdin, reader, log });
         Ok(())
     }
@@ -734,9 +810,14 @@ impl Client for JavaClient<'_> {
     }
 }
 
-async fn read_java_member(member: Member, stdout: tokio::process::ChildStdout, recorder: Arc<Recorder>) {
+async fn read_java_member(
+    member: Member,
+    incremental: bool,
+    stdout: tokio::process::ChildStdout,
+    recorder: Arc<Recorder>,
+) {
     let mut lines = BufReader::new(stdout).lines();
-    let mut reader = JavaLines { member, batch: None, sent_ms: 0 };
+    let mut reader = JavaLines { member, incremental, batch: None, sent_ms: 0 };
     while let Ok(Some(line)) = lines.next_line().await {
         if let Err(why) = reader.line(&line, &recorder) {
             recorder.problem(format!("Java member {member}: {why}: {line}"));
@@ -747,6 +828,8 @@ async fn read_java_member(member: Member, stdout: tokio::process::ChildStdout, r
 /// Reads `GroupMember`'s lines into the recorder (their format is in `GroupMember.java`).
 struct JavaLines {
     member: Member,
+    /// Whether `ASSIGNED` names the partitions added (KIP-848) rather than all of them.
+    incremental: bool,
     /// The batch handed out last, which the next commit line is about.
     batch: Option<u64>,
     /// When the last `COMMIT_SENT` was printed.
@@ -771,9 +854,8 @@ impl JavaLines {
                 } else {
                     list.split(',').map(|p| p.parse().map_err(|_| "bad partition")).collect::<Result<_, _>>()?
                 };
-                // Under the range assignor `onPartitionsAssigned` names every partition.
                 let what = match kind {
-                    "ASSIGNED" => What::Assigned { generation, partitions, incremental: false },
+                    "ASSIGNED" => What::Assigned { generation, partitions, incremental: self.incremental },
                     "REVOKED" => What::Revoked { generation, partitions },
                     _ => What::Lost { partitions },
                 };
@@ -808,7 +890,8 @@ impl JavaLines {
                     .collect::<Option<Vec<(i32, i64)>>>()
                     .ok_or("bad offset")?;
                 let batch = self.batch.take().ok_or("a commit without a batch")?;
-                // The request carries the generation read before commitSync (GroupMember.java).
+                // The request carries the generation read before commitSync (classic; under KIP-848 the
+                // epoch then, not checked: see GroupMember.java).
                 let partitions = offsets
                     .into_iter()
                     .map(|(partition, offset)| PartitionCommit {
@@ -829,7 +912,8 @@ impl JavaLines {
 // ---------------------------------------------------------------------------------------------
 // The results.
 
-/// Seconds from the last member's start to the group's last `Stabilized` line of the run.
+/// Seconds from the last member's start to the group's last `Stabilized` line of the run (KIP-848:
+/// to when the members' callbacks last made it stable, `stable_by_callbacks`).
 fn time_to_final_stable(record: &RunRecord, analysis: &Analysis) -> Option<f64> {
     analysis.final_generation.map(|g| (g.at_ms as f64 - record.last_member_ms as f64) / 1000.0)
 }
@@ -1029,13 +1113,21 @@ fn results_markdown(
             sizes.release.version()
         ),
         GroupProtocol::Consumer => format!(
-            "# The seed scenario on Kafka {}: librdkafka on KIP-848's consumer protocol\n\n\
-             librdkafka's members use `group.protocol=consumer` (the broker assigns, `uniform`; session and \
-             heartbeat interval are the broker's). Member epochs take the place of generations, and the \
-             broker logs no `Stabilized` line for such a group: a commit counts as the owner's when the \
-             committing member's own callbacks say it held the partition when the commit was sent, and as \
-             a not-owner commit when another member's did (time to final stable: —).\n\n",
-            sizes.release.version()
+            "# The seed scenario on Kafka {}: {} on KIP-848's consumer protocol\n\n\
+             The members use `group.protocol=consumer` (the broker assigns, `uniform`; session and heartbeat \
+             interval are the broker's). Member epochs take the place of generations (the generation columns \
+             show the member epoch the client reports), and the broker logs no `Stabilized` line for such a \
+             group: a commit counts as the owner's when the committing member's own callbacks say it held the \
+             partition when the commit was sent, and as a not-owner commit when another member's did; the time \
+             to final stable is when the members' callbacks last made the group stable (every member holding \
+             some partitions, every partition held once), with the highest member epoch then.\n\n",
+            sizes.release.version(),
+            sizes
+                .clients
+                .iter()
+                .map(|c| if *c == ClientKind::Java { "the Java client" } else { c.name() })
+                .collect::<Vec<_>>()
+                .join(" and ")
         ),
     };
     let _ = writeln!(
@@ -1075,16 +1167,32 @@ fn results_markdown(
          produced offsets nobody processed.\n\
          - **time to final stable**: from starting the last member to the group's last `Stabilized group G \
          generation N` line in the broker's log before processing ended (client-neutral; includes a JVM's \
-         start for Java); the final generation and its member count from the same line.\n",
+         start for Java); the final generation and its member count from the same line. Under KIP-848 \
+         (no such line) to the members' callback that last made the group stable, and the highest member \
+         epoch then.\n",
     );
     out.push_str("\n## Settings\n\n");
     out.push_str("| property | kgroup | librdkafka | Java |\n|---|---|---|---|\n");
+    let consumer = sizes.group_protocol == GroupProtocol::Consumer;
     for (key, value) in CONSUMER_SETTINGS {
-        let librdkafka =
-            if *key == "max.poll.records" { "— (the member loop stops a batch at 1000 messages)" } else { value };
-        let _ = writeln!(out, "| `{key}` | {value} | {librdkafka} | {value} |");
+        let (kgroup, librdkafka, java) = match *key {
+            "max.poll.records" => (*value, "— (the member loop stops a batch at 1000 messages)", *value),
+            key if consumer && BROKER_SIDE_UNDER_KIP848.contains(&key) => {
+                ("— (the broker's)", "— (the broker's)", "— (the broker's)")
+            }
+            _ => (*value, *value, *value),
+        };
+        let _ = writeln!(out, "| `{key}` | {kgroup} | {librdkafka} | {java} |");
     }
-    let _ = writeln!(out, "| `partition.assignment.strategy` | range | range | {JAVA_RANGE} (eager) |");
+    if consumer {
+        out.push_str("| `group.protocol` | consumer | consumer | consumer |\n");
+        out.push_str(
+            "| `partition.assignment.strategy` | — (the broker's, `uniform`) | — (the broker's, `uniform`) | — \
+             (the broker's, `uniform`) |\n",
+        );
+    } else {
+        let _ = writeln!(out, "| `partition.assignment.strategy` | range | range | {JAVA_RANGE} (eager) |");
+    }
     let _ = writeln!(
         out,
         "| a batch | up to 1000 messages over several `poll`s, until {0} ms after the first \
@@ -1094,7 +1202,7 @@ fn results_markdown(
     );
     let _ = writeln!(
         out,
-        "\nJava members run `java {} -cp <kafka-clients 3.6.2 and its dependencies> GroupMember`, one JVM each. \
+        "\nJava members run `java {} -cp <kafka-clients {} and its dependencies> GroupMember`, one JVM each. \
          Each run has a fresh topic and group on the same broker; the clients run one after the other. kgroup \
          members are tasks of this process (several `poll`s gathered into one batch, then \
          `commit_leases` of them all), librdkafka members `BaseConsumer` threads (`commit(&tpl, \
@@ -1103,7 +1211,8 @@ fn results_markdown(
          `consume(num_messages, timeout)`): up to 1000 messages or a timeout after the first, the shape of \
          the seed's batches of 1000, held across reads until they are committed; Java's `poll` hands out \
          what is there.\n",
-        JVM_FLAGS.join(" ")
+        JVM_FLAGS.join(" "),
+        sizes.release.version()
     );
     out.push_str(
         "## How generations and ownership are measured\n\n\
@@ -1121,8 +1230,20 @@ fn results_markdown(
          line, so a successful commit sent and answered between two such lines carried the first one's \
          generation (the log's local time is set against the topic's `CreateTopics` line). The details \
          count the client-reported generations the log contradicts (a check of the method) and the commits \
-         nothing pins down.\n\n",
+         nothing pins down.\n",
     );
+    if consumer {
+        out.push_str(
+            "- Under KIP-848 the generation is the member epoch (Java 4.x's `groupMetadata().generationId()`, \
+             librdkafka's group metadata), and a commit is judged by when it was sent, against every \
+             member's callbacks (which name only the partitions added and revoked); its reported epoch is \
+             not checked (Java's background thread stamps the request with the epoch it holds when it \
+             builds it). A failed commit's error is the broker's: Java's `commitSync` throws a \
+             `CommitFailedException` ending in the error's message for STALE_MEMBER_EPOCH and \
+             UNKNOWN_MEMBER_ID.\n",
+        );
+    }
+    out.push('\n');
     out.push_str("## Per run\n\n");
     for r in results {
         out.push_str(&details(r, sizes.group_protocol));

@@ -84,6 +84,14 @@ impl KafkaRelease {
         }
     }
 
+    /// The Java programs compiled against the release's `kafka-clients`.
+    fn java_peer(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            KafkaRelease::Kafka36 => JAVA_PEER,
+            KafkaRelease::Kafka40 | KafkaRelease::Kafka44 => JAVA_PEER4,
+        }
+    }
+
     /// The logging configuration of a broker (or, with `tools`, of `StorageTool`) and the JVM
     /// option naming its file: Kafka 4 logs with log4j 2.
     fn logging(self, tools: bool) -> Logging {
@@ -114,6 +122,11 @@ const JAVA_PEER: &[(&str, &str)] = &[
     ("GroupMember.java", include_str!("../../integration/kafka36/java/GroupMember.java")),
     ("BenchConsumer.java", include_str!("../../integration/kafka36/java/BenchConsumer.java")),
 ];
+
+/// The group member of `integration/kafka4/java`, for a Kafka 4 release's own `kafka-clients`
+/// (log4j 2; either group protocol).
+const JAVA_PEER4: &[(&str, &str)] =
+    &[("GroupMember.java", include_str!("../../integration/kafka4/java/GroupMember.java"))];
 
 /// Any valid KRaft cluster id (22 characters of base64url for 16 bytes): every node of a cluster
 /// is formatted with the same one.
@@ -826,11 +839,18 @@ pub fn kafka_libs(release: KafkaRelease) -> Result<PathBuf, Kafka36Error> {
 /// 3.6.2) and the compiled programs of `integration/kafka36/java`, compiled with `javac`
 /// once per version of its source into the cache.
 pub fn java_peer_classpath() -> Result<String, Kafka36Error> {
-    let libs = kafka_libs(KafkaRelease::Kafka36)?;
-    let hash = JAVA_PEER.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, (name, text)| {
+    java_peer_classpath_of(KafkaRelease::Kafka36)
+}
+
+/// [`java_peer_classpath`] for a release's own `kafka-clients`: for Kafka 4, its jars and the
+/// group member of `integration/kafka4/java`.
+pub fn java_peer_classpath_of(release: KafkaRelease) -> Result<String, Kafka36Error> {
+    let libs = kafka_libs(release)?;
+    let peer = release.java_peer();
+    let hash = peer.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, (name, text)| {
         name.bytes().chain(text.bytes()).fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     });
-    let root = cache_dir().join(format!("kafka-{KAFKA_VERSION}"));
+    let root = cache_dir().join(format!("kafka-{}", release.version()));
     let classes = root.join(format!("peer-{hash:016x}"));
     let classpath = format!("{}:{}", libs.join("*").display(), classes.display());
     if classes.join(".complete").exists() {
@@ -845,7 +865,7 @@ pub fn java_peer_classpath() -> Result<String, Kafka36Error> {
     let sources = root.join(format!("peer-src-{hash:016x}"));
     fs::create_dir_all(&sources)?;
     let mut files = Vec::new();
-    for (name, text) in JAVA_PEER {
+    for (name, text) in peer {
         let path = sources.join(name);
         fs::write(&path, text)?;
         files.push(path);
