@@ -1,6 +1,8 @@
 //! The Java reference client (kafka-clients 3.6.2) as a group member: the process of
 //! `integration/kafka36/java/GroupMember.java` (compiled by
-//! `kgroup::embedded::kafka36::java_peer_classpath`), its stdout lines read as they come.
+//! `kgroup::embedded::kafka36::java_peer_classpath`), its stdout lines read as they come; or,
+//! for a Kafka 4 release, that release's own kafka-clients running
+//! `integration/kafka4/java/GroupMember.java` (same arguments and lines, either group protocol).
 //!
 //! The member stops when its standard input closes, so it also stops when the test process
 //! dies; it is killed when the handle drops, and a handle dropped by a failing test prints the
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kgroup::embedded::kafka36::java_peer_classpath;
+use kgroup::embedded::kafka36::{java_peer_classpath_of, KafkaRelease};
 use tokio::time::Instant;
 
 use crate::recording_member::MemberView;
@@ -169,7 +171,20 @@ impl JavaMember {
     /// Starts `GroupMember BOOTSTRAP GROUP TOPIC 0 MAX_SECONDS client.id=NAME properties...`
     /// (no simulated processing time).
     pub fn start(name: &str, bootstrap: &str, group: &str, topic: &str, properties: &[(&str, &str)]) -> JavaMember {
-        let classpath = java_peer_classpath().unwrap_or_else(|e| panic!("Java group member: {e}"));
+        Self::start_on(KafkaRelease::Kafka36, name, bootstrap, group, topic, properties)
+    }
+
+    /// [`start`](Self::start) with `release`'s kafka-clients (for Kafka 4, its member speaks
+    /// the group protocol `group.protocol` names).
+    pub fn start_on(
+        release: KafkaRelease,
+        name: &str,
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        properties: &[(&str, &str)],
+    ) -> JavaMember {
+        let classpath = java_peer_classpath_of(release).unwrap_or_else(|e| panic!("Java group member: {e}"));
         let mut command = Command::new(java());
         // A small client JVM: C1 only and a serial collector start quickest on 2 cores.
         command

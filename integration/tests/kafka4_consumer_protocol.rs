@@ -1,8 +1,10 @@
 //! kgroup's KIP-848 member (`group.protocol=consumer`) on real Kafka 4 brokers, beyond the seed
 //! scenario (`seed_kafka4.rs`): the broker matches a regex subscription (KIP-848's server-side
-//! regex), a static member restarts into its place (epoch -2), and a classic group of kgroup
+//! regex), a static member restarts into its place (epoch -2), a classic group of kgroup
 //! members is upgraded in place, member by member, to the consumer protocol (Kafka's online
-//! migration) while a producer writes, without losing a record or a commit.
+//! migration) while a producer writes, without losing a record or a commit, and kgroup members
+//! share a consumer-protocol group with members of the Java client (the release's own
+//! kafka-clients).
 //!
 //! Every member polls batches and commits each synchronously; what every member processed is
 //! gathered per partition and offset. Loops and waits are bounded; brokers are started here
@@ -13,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kgroup::admin::Admin;
+use kgroup::driver::group::GroupObserver;
 use kgroup::embedded::kafka36::{Kafka36Cluster, Kafka36Options, KafkaRelease};
 use kgroup::group::{CommitOutcome, StateKind, TopicPartition};
 use kgroup::producer::{Producer, ProducerConfig, ProducerRecord};
 use kgroup::{Cluster, ClusterConfig, ConsumerConfig, GroupConsumer};
+use kgroup_integration::java_member::{JavaEvent, JavaMember};
 use kgroup_integration::{init_tracing, unique_name};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -68,14 +72,16 @@ struct Seen {
 struct Members {
     seen: Arc<Mutex<Seen>>,
     running: Vec<(watch::Sender<bool>, JoinHandle<GroupConsumer>)>,
+    observers: Vec<GroupObserver>,
 }
 
 impl Members {
     fn new() -> Self {
-        Members { seen: Arc::new(Mutex::new(Seen::default())), running: Vec::new() }
+        Members { seen: Arc::new(Mutex::new(Seen::default())), running: Vec::new(), observers: Vec::new() }
     }
 
     fn add(&mut self, mut consumer: GroupConsumer) {
+        self.observers.push(consumer.observer());
         let (stop, mut stopped) = watch::channel(false);
         let seen = self.seen.clone();
         let work = tokio::spawn(async move {
@@ -113,6 +119,7 @@ impl Members {
 
     /// Stops member `i` and closes it (it leaves the group).
     async fn close(&mut self, i: usize) {
+        self.observers.remove(i);
         let (stop, work) = self.running.remove(i);
         stop.send_replace(true);
         let consumer = timeout(WAIT, work).await.expect("the member stops in time").expect("the member's task");
@@ -123,6 +130,17 @@ impl Members {
         while !self.running.is_empty() {
             self.close(0).await;
         }
+    }
+
+    /// What the running members hold now.
+    async fn held(&self) -> Vec<TopicPartition> {
+        let mut held = Vec::new();
+        for observer in &self.observers {
+            if let Ok(state) = observer.group_state().await {
+                held.extend(state.assignment.iter().map(|p| p.partition.clone()));
+            }
+        }
+        held
     }
 
     fn failures(&self) -> Vec<String> {
@@ -258,6 +276,76 @@ async fn upgrade_member_by_member(release: KafkaRelease) {
     let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(&topic, p)).collect();
     let ends = admin.log_end_offsets(&partitions).await.expect("log end offsets");
     assert_eq!(ends.values().sum::<i64>(), written as i64 + 300);
+    members.drained(&ends).await;
+    members.close_all().await;
+    assert_eq!(members.failures(), Vec::<String>::new());
+    assert_eq!(admin.committed_offsets(&group).await.expect("committed offsets"), ends, "committed to the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kgroup_and_java_members_share_a_consumer_protocol_group() {
+    init_tracing();
+    let release = KafkaRelease::Kafka44;
+    let kafka = start(release).await;
+    let cluster = cluster(&kafka.bootstrap()).await;
+    let (topic, group) = (unique_name("mixed4"), unique_name("mixed4-group"));
+    cluster.create_topic(&topic, PARTITIONS, 1).await.expect("create topic");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).expect("producer");
+    produce(&producer, &topic, 0, 600).await;
+    let bootstrap = kafka.bootstrap();
+    let kgroup_member = || {
+        let config = config(&bootstrap, &group, "consumer", &[]);
+        let topic = topic.clone();
+        async move { GroupConsumer::subscribe(config, &[&topic]).await }
+    };
+    let java_properties =
+        [("group.protocol", "consumer"), ("auto.offset.reset", "earliest"), ("enable.auto.commit", "false")];
+    let mut members = Members::new();
+    let first = kgroup_member().await.expect("subscribe");
+    holds_partitions(&first).await;
+    members.add(first);
+    let mut java = JavaMember::start_on(release, "java-1", &bootstrap, &group, &topic, &java_properties);
+    let second = kgroup_member().await.expect("subscribe");
+    holds_partitions(&second).await;
+    members.add(second);
+    // Every member holds some partitions, each partition held once: the broker assigned across
+    // both clients.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let java_held = java.ownership().current.partitions;
+        let mut held: Vec<i32> = java_held.iter().copied().collect();
+        let kgroup_held = members.held().await;
+        held.extend(kgroup_held.iter().map(|p| p.partition));
+        held.sort_unstable();
+        if !java_held.is_empty()
+            && kgroup_held.len() + java_held.len() == PARTITIONS as usize
+            && held == (0..PARTITIONS).collect::<Vec<_>>()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle: java {java_held:?}, kgroup {kgroup_held:?}\n{}",
+            java.output()
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    produce(&producer, &topic, 600, 600).await;
+    // The Java member leaves; kgroup's members take its partitions over.
+    java.stop(Duration::from_secs(30)).await.expect("the Java member exits");
+    produce(&producer, &topic, 1200, 300).await;
+    let admin = Admin::connect(ClusterConfig::from_bootstrap_servers(&bootstrap).expect("bootstrap")).await.unwrap();
+    let partitions: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new(&topic, p)).collect();
+    let ends = admin.log_end_offsets(&partitions).await.expect("log end offsets");
+    // What the Java member processed counts too.
+    for event in java.events() {
+        if let JavaEvent::Batch { ranges, .. } = event {
+            let mut seen = members.seen.lock().unwrap();
+            for (p, first, last) in ranges {
+                seen.offsets.entry(TopicPartition::new(&topic, p)).or_default().extend(first..=last);
+            }
+        }
+    }
     members.drained(&ends).await;
     members.close_all().await;
     assert_eq!(members.failures(), Vec::<String>::new());
