@@ -206,6 +206,7 @@ pub(super) const TABLE: &[Row] = &[
     on(CONSUMER_HEARTBEAT, GROUP_AUTHORIZATION_FAILED, Fatal, ""),
     on(CONSUMER_HEARTBEAT, TOPIC_AUTHORIZATION_FAILED, Fatal, "a subscribed topic the member may not read"),
     on(CONSUMER_HEARTBEAT, INCONSISTENT_GROUP_PROTOCOL, Fatal, "a classic group the broker will not convert"),
+    on(CONSUMER_HEARTBEAT, INVALID_REGULAR_EXPRESSION, Fatal, "a pattern the broker's RE2J does not take"),
     otherwise(CONSUMER_HEARTBEAT, Backoff, "retriable: the same request again after the backoff"),
 ];
 

@@ -118,6 +118,7 @@ fn expected() -> Vec<(Key, Reaction)> {
         (on(CGH, GROUP_AUTHORIZATION_FAILED), Fatal),
         (on(CGH, TOPIC_AUTHORIZATION_FAILED), Fatal),
         (on(CGH, INCONSISTENT_GROUP_PROTOCOL), Fatal),
+        (on(CGH, INVALID_REGULAR_EXPRESSION), Fatal),
         (other(CGH), Backoff),
     ]
 }
