@@ -9,17 +9,19 @@
 //! processed twice only when its batch's commit was fenced or failed. No timing is asserted;
 //! `cargo bench --bench seed --features embedded-broker` runs the full size beside librdkafka and the Java client.
 
+#[path = "shared/seed_ci.rs"]
+mod seed_ci;
 #[allow(dead_code)]
 #[path = "../../benches/shared/seed_run.rs"]
 mod seed_run;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kgroup::embedded::kafka36::Kafka36Options;
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
-use seed_run::analysis::{analyze, broker_timeline, Analysis, Protocol};
-use seed_run::{run, KgroupClient, Recorder, RunRecord, RunSpec, Schedule};
+use seed_ci::{check_run, run_kgroup_and_judge};
+use seed_run::analysis::Analysis;
+use seed_run::{RunRecord, RunSpec, Schedule};
 
 fn spec(bootstrap: &str) -> RunSpec {
     RunSpec {
@@ -41,36 +43,12 @@ fn spec(bootstrap: &str) -> RunSpec {
 
 async fn run_kgroup(broker: &mut TestBroker, processing: Duration) -> (RunRecord, Analysis) {
     let spec = spec(broker.bootstrap());
-    let recorder = Arc::new(Recorder::default());
-    let mut client = KgroupClient::new(&spec, processing, Duration::from_secs(1), recorder.clone());
-    let record = tokio::time::timeout(Duration::from_secs(240), run(&spec, &mut client, &recorder, &|_| {}))
+    run_kgroup_and_judge(&spec, processing, || broker.kafka36().expect("Kafka 3.6").log(1).expect("the broker's log"))
         .await
-        .expect("the run finishes within 240 s")
-        .expect("the run");
-    let log = broker.kafka36().expect("Kafka 3.6").log(1).expect("the broker's log");
-    let timeline = broker_timeline(&log, &spec.group, &spec.topic, record.topic_created_ms)
-        .expect("the broker logged the topic's creation");
-    let analysis = analyze(&record.events, &record.log_end, &timeline, Protocol::Eager, record.end_ms);
-    (record, analysis)
 }
 
 fn check(processing: Duration, record: &RunRecord, a: &Analysis) {
-    println!(
-        "processing {processing:?}: produced {}, {} commit calls, {} partition offsets committed, failed {:?}, \
-         not sent {:?}, duplicates {} ({} of committed batches), lost {}, final generation {:?}",
-        record.produced,
-        a.commit_calls,
-        a.partitions_committed,
-        a.failed_calls,
-        a.not_sent_calls,
-        a.duplicates,
-        a.duplicates_of_committed,
-        a.lost,
-        a.final_generation,
-    );
-    assert!(record.problems.is_empty(), "{:?}", record.problems);
-    assert!(record.drained, "every produced message processed within the drain bound");
-    assert!(record.produced > 36_000, "the producer wrote during the run");
+    check_run(&format!("processing {processing:?}"), record, a);
     let generations = a.final_generation.map_or(0, |g| g.generation);
     assert!(generations >= 2, "the group rebalanced as it grew (final generation {generations})");
     assert_eq!(a.failed_by_generation(), 0, "commits failed by generation: {:?}", a.failed_calls);

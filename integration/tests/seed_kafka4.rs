@@ -11,17 +11,19 @@
 //! and a message was processed twice only when its batch's commit was fenced or failed. No
 //! timing is asserted; `KGROUP_SEED_GROUP_PROTOCOL=consumer cargo bench --bench seed` measures.
 
+#[path = "shared/seed_ci.rs"]
+mod seed_ci;
 #[allow(dead_code)]
 #[path = "../../benches/shared/seed_run.rs"]
 mod seed_run;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kgroup::embedded::kafka36::{Kafka36Options, KafkaRelease};
 use kgroup_integration::{init_tracing, unique_name, TestBroker};
-use seed_run::analysis::{analyze, broker_timeline, Analysis, Protocol};
-use seed_run::{run, KgroupClient, Recorder, RunRecord, RunSpec, Schedule};
+use seed_ci::{check_run, run_kgroup_and_judge};
+use seed_run::analysis::Analysis;
+use seed_run::{RunRecord, RunSpec, Schedule};
 
 const PROCESSING: Duration = Duration::from_millis(200);
 
@@ -47,37 +49,12 @@ async fn run_on(release: KafkaRelease) -> (RunRecord, Analysis) {
     let options = Kafka36Options { release, initial_rebalance_delay: Duration::ZERO, ..Default::default() };
     let mut broker = TestBroker::start_kafka36(options).await;
     let spec = spec(broker.bootstrap());
-    let recorder = Arc::new(Recorder::default());
-    let mut client = KgroupClient::new(&spec, PROCESSING, Duration::from_secs(1), recorder.clone());
-    let record = tokio::time::timeout(Duration::from_secs(240), run(&spec, &mut client, &recorder, &|_| {}))
+    run_kgroup_and_judge(&spec, PROCESSING, || broker.kafka36().expect("Kafka 4").log(1).expect("the broker's log"))
         .await
-        .expect("the run finishes within 240 s")
-        .expect("the run");
-    let log = broker.kafka36().expect("Kafka 4").log(1).expect("the broker's log");
-    let timeline = broker_timeline(&log, &spec.group, &spec.topic, record.topic_created_ms)
-        .expect("the broker logged the topic's creation");
-    let analysis = analyze(&record.events, &record.log_end, &timeline, Protocol::Consumer, record.end_ms);
-    (record, analysis)
 }
 
 fn check(release: KafkaRelease, record: &RunRecord, a: &Analysis) {
-    println!(
-        "Kafka {}: produced {}, {} commit calls, {} partition offsets committed, failed {:?}, not sent {:?}, \
-         duplicates {} ({} of committed batches), lost {}, final epoch {:?}",
-        release.version(),
-        record.produced,
-        a.commit_calls,
-        a.partitions_committed,
-        a.failed_calls,
-        a.not_sent_calls,
-        a.duplicates,
-        a.duplicates_of_committed,
-        a.lost,
-        a.final_generation,
-    );
-    assert!(record.problems.is_empty(), "{:?}", record.problems);
-    assert!(record.drained, "every produced message processed within the drain bound");
-    assert!(record.produced > 36_000, "the producer wrote during the run");
+    check_run(&format!("Kafka {}", release.version()), record, a);
     assert!(a.failed_calls.is_empty(), "commits the broker refused: {:?}", a.failed_calls);
     assert!(a.not_owner.is_empty(), "commits of partitions another member held: {:?}", a.not_owner);
     assert!(a.ownership_conflicts.is_empty(), "{:?}", a.ownership_conflicts);

@@ -25,16 +25,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, OffsetCommitRequest, OffsetCommitResponse,
-    ResponseKind,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, OffsetCommitRequest, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::errors::*;
-use super::offsets::{commit_answer_topics, commit_topics, CommitRecord, PendingCommit};
+use super::offsets::{CommitRecord, PendingCommit};
 use super::{millis, GroupApi, ReplyTo, ScriptedCoordinator};
 
 /// The consumer protocol's broker settings; `None` in [`super::CoordinatorConfig`] leaves it
@@ -378,54 +376,31 @@ impl ScriptedCoordinator {
             .with_heartbeat_interval_ms(interval_ms(&kip848)))
     }
 
-    /// An OffsetCommit to a consumer-protocol group.
-    pub(crate) fn handle_consumer_offset_commit(&mut self, now: Instant, reply: ReplyTo, r: OffsetCommitRequest) {
-        let group_id = r.group_id.to_string();
-        let topics = commit_topics!(r.topics);
-        let (mut codes, valid) = self.check_topics(&topics);
-        let mut pending = None;
-        if !valid.is_empty() {
-            let outcome = match self.validate_group_status(&group_id, GroupApi::OffsetCommit) {
-                Some(error) => vec![error; valid.len()],
-                None => self.consumer_commit(now, &reply, &r, &topics, &valid, &mut pending),
-            };
-            for ((t, p), code) in valid.iter().zip(outcome) {
-                codes[*t][*p] = code;
-            }
-        }
-        let response = OffsetCommitResponse::default().with_topics(commit_answer_topics!(
-            topics,
-            codes,
-            OffsetCommitResponseTopic,
-            OffsetCommitResponsePartition
-        ));
-        self.emit(now, reply, ResponseKind::OffsetCommit(response), pending);
-    }
-
-    fn consumer_commit(
+    /// OffsetCommit v9 to a consumer-protocol group, for the partitions that passed the topic
+    /// check: one code per partition, and the commit if its append waits for the answer.
+    pub(crate) fn consumer_commit(
         &mut self,
         now: Instant,
         reply: &ReplyTo,
         r: &OffsetCommitRequest,
         topics: &super::offsets::CommitTopics,
         valid: &[(usize, usize)],
-        pending: &mut Option<PendingCommit>,
-    ) -> Vec<i16> {
+    ) -> (Vec<i16>, Option<PendingCommit>) {
         let group_id = r.group_id.to_string();
         let member_id = r.member_id.to_string();
         let epoch = r.generation_id_or_member_epoch;
         let assignment_epochs = self.config.consumer_protocol.as_ref().is_some_and(|k| k.assignment_epochs);
         let Some(g) = self.consumer_groups.get(&group_id) else {
-            return vec![ILLEGAL_GENERATION; valid.len()];
+            return (vec![ILLEGAL_GENERATION; valid.len()], None);
         };
         if reply.version() < 9 {
-            return vec![UNSUPPORTED_VERSION; valid.len()];
+            return (vec![UNSUPPORTED_VERSION; valid.len()], None);
         }
         if epoch < 0 && member_id.is_empty() && g.members.is_empty() {
             // A commit without a member (a "simple" consumer) while the group is empty.
         } else {
             let Some(m) = g.members.get(&member_id) else {
-                return vec![UNKNOWN_MEMBER_ID; valid.len()];
+                return (vec![UNKNOWN_MEMBER_ID; valid.len()], None);
             };
             let per_partition = |p: &Partition| -> i16 {
                 if epoch == m.epoch {
@@ -447,7 +422,7 @@ impl ScriptedCoordinator {
             if codes.iter().any(|c| *c != NONE) {
                 // The coordinator refuses the whole request (`validateOffsetCommit` throws).
                 let code = codes.iter().copied().find(|c| *c != NONE).unwrap_or(NONE);
-                return vec![code; valid.len()];
+                return (vec![code; valid.len()], None);
             }
         }
         let (outcome, entries) = self.sized_entries(topics, valid);
@@ -465,16 +440,7 @@ impl ScriptedCoordinator {
                 at: now,
             });
         }
-        let commit = PendingCommit { group: group_id, entries, appended: self.append_position() };
-        if reply.is_delayed() {
-            for (key, _) in &commit.entries {
-                *self.pending_offsets.entry((commit.group.clone(), key.0.clone(), key.1)).or_insert(0) += 1;
-            }
-            *pending = Some(commit);
-        } else {
-            self.store_commit(commit);
-        }
-        outcome
+        (outcome, self.append_commit(reply, group_id, entries))
     }
 
     /// The earliest session or revocation deadline of a consumer-protocol member.

@@ -609,9 +609,6 @@ impl ScriptedCoordinator {
             RequestKind::SyncGroup(r) => self.handle_sync_group(now, reply, r),
             RequestKind::Heartbeat(r) => self.handle_heartbeat(now, reply, r),
             RequestKind::LeaveGroup(r) => self.handle_leave_group(now, reply, r),
-            RequestKind::OffsetCommit(r) if self.is_consumer_group(r.group_id.as_str()) => {
-                self.handle_consumer_offset_commit(now, reply, r)
-            }
             RequestKind::OffsetCommit(r) => self.handle_offset_commit(now, reply, r),
             RequestKind::ConsumerGroupHeartbeat(r) => self.handle_consumer_heartbeat(now, reply, r),
             RequestKind::OffsetFetch(r) => self.handle_offset_fetch(now, reply, r),

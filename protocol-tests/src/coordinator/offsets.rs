@@ -198,6 +198,11 @@ impl ScriptedCoordinator {
         if !valid.is_empty() {
             let outcome: Vec<i16> = match self.validate_group_status(&group_id, GroupApi::OffsetCommit) {
                 Some(error) => vec![error; valid.len()],
+                None if self.is_consumer_group(&group_id) => {
+                    let (outcome, commit) = self.consumer_commit(now, &reply, &r, &topics, &valid);
+                    pending = commit;
+                    outcome
+                }
                 None => {
                     if !self.groups.contains_key(&group_id) && r.generation_id_or_member_epoch < 0 {
                         // Not using group management: the group is created Empty.
@@ -303,16 +308,26 @@ impl ScriptedCoordinator {
         for (key, e) in &entries {
             self.record_commit(now, g, &member_id, generation, key, e.offset);
         }
-        let commit = PendingCommit { group: g.id.clone(), entries, appended: self.append_position() };
+        (outcome, self.append_commit(reply, g.id.clone(), entries))
+    }
+
+    /// Appends validated offsets to the offsets log: stored at once, or (a delayed answer, a
+    /// slow append) pending until the response goes out (GM 746-751), then returned.
+    pub(crate) fn append_commit(
+        &mut self,
+        reply: &ReplyTo,
+        group: String,
+        entries: OffsetEntries,
+    ) -> Option<PendingCommit> {
+        let commit = PendingCommit { group, entries, appended: self.append_position() };
         if reply.is_delayed() {
-            // A slow append: pending until the response goes out (GM 746-751).
             for (key, _) in &commit.entries {
                 *self.pending_offsets.entry((commit.group.clone(), key.0.clone(), key.1)).or_insert(0) += 1;
             }
-            (outcome, Some(commit))
+            Some(commit)
         } else {
             self.store_commit(commit);
-            (outcome, None)
+            None
         }
     }
 
@@ -370,7 +385,7 @@ impl ScriptedCoordinator {
         }
     }
 
-    pub(crate) fn store_commit(&mut self, commit: PendingCommit) {
+    fn store_commit(&mut self, commit: PendingCommit) {
         let appended = commit.appended;
         let entries = commit.entries.into_iter().map(|(key, entry)| (key, StoredOffset { entry, appended }));
         self.store_offsets(commit.group, entries);

@@ -20,16 +20,7 @@ pub(super) fn kafka40_versions() -> NegotiatedVersions {
         (ApiKey::OffsetCommit, 2, 9),
         (ApiKey::OffsetFetch, 1, 9),
     ];
-    NegotiatedVersions::negotiate(
-        &ApiVersionsResponse::default().with_api_keys(
-            ranges
-                .iter()
-                .map(|&(k, min, max)| {
-                    ApiVersion::default().with_api_key(k as i16).with_min_version(min).with_max_version(max)
-                })
-                .collect(),
-        ),
-    )
+    negotiated(&ranges)
 }
 
 pub(super) fn consumer_config() -> GroupConfig {

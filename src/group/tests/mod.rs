@@ -66,6 +66,11 @@ fn kafka36_versions() -> NegotiatedVersions {
         (ApiKey::OffsetCommit, 0, 8),
         (ApiKey::OffsetFetch, 0, 8),
     ];
+    negotiated(&ranges)
+}
+
+/// The versions negotiated with a broker advertising `ranges`.
+fn negotiated(ranges: &[(ApiKey, i16, i16)]) -> NegotiatedVersions {
     NegotiatedVersions::negotiate(
         &ApiVersionsResponse::default().with_api_keys(
             ranges
