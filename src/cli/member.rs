@@ -105,13 +105,16 @@ pub(super) fn render(snapshot: &Value, events: Result<Vec<Value>, String>) -> St
         other => printable(&other.to_string()),
     };
     let generation = &snapshot["generation"];
+    // KIP-848: the generation is the member epoch.
+    let epoch = snapshot["group_protocol"] == "consumer";
+    let generation_word = if epoch { "member epoch" } else { "generation" };
     let _ = writeln!(out, "group       {}", text(&snapshot["group_id"]));
     let _ = writeln!(out, "member id   {}", text(&snapshot["member_id"]));
     if !snapshot["group_instance_id"].is_null() {
         let _ = writeln!(out, "instance    {}", text(&snapshot["group_instance_id"]));
     }
     let _ = writeln!(out, "state       {}", text(&snapshot["state"]));
-    let _ = writeln!(out, "generation  {}", text(&generation["id"]));
+    let _ = writeln!(out, "{:<12}{}", if epoch { "epoch" } else { "generation" }, text(&generation["id"]));
     let leader = if snapshot["is_leader"].as_bool() == Some(true) { "yes" } else { "no" };
     let _ = writeln!(out, "leader      {leader}");
     let _ = writeln!(out, "protocol    {}", text(&snapshot["protocol"]));
@@ -131,7 +134,7 @@ pub(super) fn render(snapshot: &Value, events: Result<Vec<Value>, String>) -> St
     for owned in owned {
         let _ = writeln!(
             out,
-            "  {:<40} owned since generation {}",
+            "  {:<40} owned since {generation_word} {}",
             partition(&owned["partition"]),
             text(&owned["owned_since"])
         );
@@ -141,8 +144,8 @@ pub(super) fn render(snapshot: &Value, events: Result<Vec<Value>, String>) -> St
         let _ = writeln!(out, "\n{title} ({}):", commits.len());
         for commit in commits {
             let stamped = match &commit["stamped_with"] {
-                Value::Null => "stamped at the next generation".to_owned(),
-                g => format!("generation {}", text(g)),
+                Value::Null => format!("stamped at the next {generation_word}"),
+                g => format!("{generation_word} {}", text(g)),
             };
             let offsets: Vec<String> = commit["partitions"]
                 .as_array()
@@ -166,7 +169,7 @@ pub(super) fn render(snapshot: &Value, events: Result<Vec<Value>, String>) -> St
                 let t = &record["event"]["Transition"];
                 let _ = writeln!(
                     out,
-                    "  {}  {} -> {}  generation {}  {}",
+                    "  {}  {} -> {}  {generation_word} {}  {}",
                     clock(&record["at"]),
                     text(&t["from"]),
                     text(&t["to"]),
@@ -237,6 +240,12 @@ mod tests {
             "commit 7 (generation 3): t-0@42",
             "01:01:01.005  AwaitingSync -> Stable  generation 3  assigned",
         ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        let kip848 = json!({"group_protocol": "consumer", "generation": {"id": 9, "member_id": "m-1"},
+            "assignment": [{"partition": {"topic": "t", "partition": 0}, "owned_since": 7}]});
+        let text = render(&kip848, Ok(Vec::new()));
+        for expected in ["epoch       9", "owned since member epoch 7"] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }
         let sparse = render(&json!({}), Err("GET x: 404".into()));
