@@ -13,8 +13,8 @@ use super::ProtocolError;
 /// Fetch >= 4, Produce >= 3). Ceilings stop where the next version changes semantics we do not
 /// implement: Fetch 13 and Produce 13 switch to topic ids (KIP-516), FindCoordinator 5 adds a
 /// transaction error (KIP-890), OffsetCommit 10 names topics by id. OffsetCommit 9 carries the member
-/// epoch of KIP-848's consumer protocol (a classic generation means the same in it; it is
-/// unstable in Kafka 3.6, which does not offer it).
+/// epoch of KIP-848's consumer protocol: only its members send it (a classic member stays at 8;
+/// v9 is unstable in Kafka 3.6, which does not offer it).
 pub const CLIENT_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::Metadata, 1, 12),

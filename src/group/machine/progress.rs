@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The newest OffsetCommit a classic member sends; v9 carries KIP-848's member epoch.
+const CLASSIC_OFFSET_COMMIT_MAX: i16 = 8;
+
 impl GroupMachine {
     /// Runs everything that can go now. Called after every input.
     pub(super) fn progress(&mut self, now: Instant) {
@@ -208,13 +211,20 @@ impl GroupMachine {
     }
 
     fn send_commit(&mut self, now: Instant, commit: SentCommit) {
-        let Some(version) = self.version(ApiKey::OffsetCommit, now) else {
+        let Some(negotiated) = self.version(ApiKey::OffsetCommit, now) else {
             return;
         };
-        if self.is_consumer_protocol() && version < 9 {
+        let version = match self.is_consumer_protocol() {
             // Before v9 a consumer-protocol member's commit is refused (UNSUPPORTED_VERSION).
-            return self.fail(GroupError::UnsupportedApi { api: "OffsetCommit v9 (member epochs, KIP-848)" }, now);
-        }
+            true if negotiated < 9 => {
+                let api = "OffsetCommit v9 (member epochs, KIP-848)";
+                return self.fail(GroupError::UnsupportedApi { api }, now);
+            }
+            true => negotiated,
+            // A classic member commits as before KIP-848: v9 says nothing more for it (and is
+            // unstable in Kafka 3.6).
+            false => negotiated.min(CLASSIC_OFFSET_COMMIT_MAX),
+        };
         let offsets = commit.leases.iter().map(|(lease, _)| (&lease.partition, lease.next_offset));
         let request = build::offset_commit(&self.config, &commit.generation, offsets, version);
         self.counters.commits_sent += 1;

@@ -325,3 +325,19 @@ fn a_join_answered_not_coordinator_goes_again_to_the_coordinator_found_next() {
     let (_, join) = h.take_consumer_heartbeat();
     assert_eq!((join.member_id.as_str(), join.member_epoch), ("m-a", 0));
 }
+
+#[test]
+fn a_classic_member_commits_with_offset_commit_v8_where_the_broker_offers_v9() {
+    let mut h = Harness::with_config(config());
+    h.found_with(negotiated(&[
+        (ApiKey::JoinGroup, 0, 9),
+        (ApiKey::SyncGroup, 0, 5),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::OffsetCommit, 2, 9),
+    ]));
+    h.two_step_join("m-1");
+    h.join_and_sync(1, &[0]);
+    h.commit(vec![h.lease(0, 5)]);
+    let (_, version, _) = h.take_commit();
+    assert_eq!(version, 8);
+}
