@@ -38,6 +38,7 @@ fn encoded(api: &str, version: i16) -> Bytes {
         "ListGroups" => header_of::<ListGroupsRequest>(version),
         "SaslHandshake" => header_of::<SaslHandshakeRequest>(version),
         "SaslAuthenticate" => header_of::<SaslAuthenticateRequest>(version),
+        "ConsumerGroupHeartbeat" => header_of::<ConsumerGroupHeartbeatRequest>(version),
         other => panic!("fixture names an API kgroup does not send: {other}"),
     }
 }
