@@ -140,7 +140,6 @@ impl GroupMachine {
         let Some(consumer) = &mut self.consumer else { return };
         consumer.acknowledged = None;
         consumer.target = None;
-        self.joined_with = self.subscription.topics().to_vec();
         let fields = HeartbeatFields {
             full: true,
             subscription: Some(self.broker_subscription()),

@@ -115,7 +115,6 @@ impl GroupMachine {
             // KIP-848 has no join barrier: the next heartbeat, at once, tells the broker (a new
             // subscription) or learns the member's new epoch (a commit answered stale).
             tracing::debug!(%reason, "heartbeat at once");
-            self.joined_with = self.subscription.topics().to_vec();
             if self.is_heartbeating() {
                 self.timers.set(TimerKind::Heartbeat, now);
             }
